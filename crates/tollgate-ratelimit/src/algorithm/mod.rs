@@ -1,0 +1,140 @@
+//! The arithmetic of each algorithm, as pure functions of `(state, now, quota)`.
+//!
+//! A backend only supplies an atomic read-compute-write around these functions: the memory
+//! backend holds a shard lock, the Redis backend runs the same arithmetic in Lua
+//! (`redis/scripts.rs`), and the conformance suite checks that both give identical answers.
+//! All quantities are integers: time in microseconds, counts in requests.
+
+pub(crate) mod gcra;
+pub(crate) mod sliding_log;
+pub(crate) mod sliding_window;
+
+use crate::policy::Quota;
+
+/// A key's state, whichever algorithm it belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum State {
+    Window(sliding_window::WindowState),
+    Log(sliding_log::LogState),
+    Gcra(gcra::GcraState),
+}
+
+/// What a key's state allows at one instant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Status {
+    /// Requests of cost 1 that would be admitted now.
+    pub(crate) remaining: u64,
+    /// µs until the full capacity is available again if nothing else is admitted.
+    pub(crate) reset_after: u64,
+}
+
+impl State {
+    /// The state of a key nobody has used.
+    pub(crate) fn fresh(quota: Quota, now: u64) -> Self {
+        match quota {
+            Quota::SlidingWindow { window, .. } => {
+                State::Window(sliding_window::WindowState::fresh(now, window))
+            }
+            Quota::SlidingLog { .. } => State::Log(sliding_log::LogState::default()),
+            Quota::Gcra { .. } => State::Gcra(gcra::GcraState::fresh(now)),
+        }
+    }
+
+    /// Whether this state was written by `quota`'s algorithm (a policy may change between
+    /// releases; a mismatched state is discarded rather than misread).
+    pub(crate) fn matches(&self, quota: Quota) -> bool {
+        matches!(
+            (self, quota),
+            (State::Window(_), Quota::SlidingWindow { .. })
+                | (State::Log(_), Quota::SlidingLog { .. })
+                | (State::Gcra(_), Quota::Gcra { .. })
+        )
+    }
+
+    /// Brings the state to `now` (rolls windows, drops expired log entries). This never changes
+    /// any answer; it only makes the state smaller and the next computation cheaper.
+    pub(crate) fn advance(&mut self, quota: Quota, now: u64) {
+        match (self, quota) {
+            (State::Window(s), Quota::SlidingWindow { window, .. }) => s.advance(now, window),
+            (State::Log(s), Quota::SlidingLog { window, .. }) => s.advance(now, window),
+            _ => {}
+        }
+    }
+
+    /// Remaining quota and reset time at `now`.
+    pub(crate) fn status(&self, quota: Quota, now: u64) -> Status {
+        match (self, quota) {
+            (State::Window(s), Quota::SlidingWindow { limit, window }) => {
+                s.status(now, limit, window)
+            }
+            (State::Log(s), Quota::SlidingLog { limit, window }) => s.status(now, limit, window),
+            (
+                State::Gcra(s),
+                Quota::Gcra {
+                    interval,
+                    tolerance,
+                },
+            ) => s.status(now, interval, tolerance),
+            (_, quota) => State::fresh(quota, now).status(quota, now),
+        }
+    }
+
+    /// `Ok` if `cost` is admitted at `now`, else `Err(µs to wait)`.
+    pub(crate) fn admits(&self, quota: Quota, now: u64, cost: u64) -> Result<(), u64> {
+        match (self, quota) {
+            (State::Window(s), Quota::SlidingWindow { limit, window }) => {
+                s.admits(now, limit, window, cost)
+            }
+            (State::Log(s), Quota::SlidingLog { limit, window }) => {
+                s.admits(now, limit, window, cost)
+            }
+            (
+                State::Gcra(s),
+                Quota::Gcra {
+                    interval,
+                    tolerance,
+                },
+            ) => s.admits(now, interval, tolerance, cost),
+            (_, quota) => State::fresh(quota, now).admits(quota, now, cost),
+        }
+    }
+
+    /// Records `cost` admitted at `now`. Call only after [`admits`](Self::admits) said yes.
+    pub(crate) fn consume(&mut self, quota: Quota, now: u64, cost: u64) {
+        if !self.matches(quota) {
+            *self = State::fresh(quota, now);
+        }
+        match (self, quota) {
+            (State::Window(s), _) => s.consume(cost),
+            (State::Log(s), _) => s.consume(now, cost),
+            (State::Gcra(s), Quota::Gcra { interval, .. }) => s.consume(now, interval, cost),
+            (State::Gcra(_), _) => {}
+        }
+    }
+
+    /// Gives back `cost` previously consumed (never more than was taken).
+    pub(crate) fn refund(&mut self, quota: Quota, now: u64, cost: u64) {
+        match (self, quota) {
+            (State::Window(s), Quota::SlidingWindow { .. }) => s.refund(cost),
+            (State::Log(s), Quota::SlidingLog { .. }) => s.refund(cost),
+            (State::Gcra(s), Quota::Gcra { interval, .. }) => s.refund(now, interval, cost),
+            _ => {}
+        }
+    }
+
+    /// The instant from which this state is indistinguishable from a fresh one, so a store may
+    /// forget it (the memory backend's eviction, the Redis key's expiry).
+    pub(crate) fn idle_at(&self, quota: Quota) -> u64 {
+        match (self, quota) {
+            (State::Window(s), Quota::SlidingWindow { window, .. }) => s.idle_at(window),
+            (State::Log(s), Quota::SlidingLog { window, .. }) => s.idle_at(window),
+            (State::Gcra(s), _) => s.idle_at(),
+            _ => 0,
+        }
+    }
+}
+
+/// `⌊a / b⌋` for `b > 0`; kept as a function so the Lua twin (`floordiv`) is easy to compare.
+pub(crate) fn floor_div(a: u64, b: u64) -> u64 {
+    a / b.max(1)
+}

@@ -1,0 +1,130 @@
+//! Rate limiting for payment APIs: sliding window, sliding log and GCRA token bucket, decided
+//! atomically over every policy of a request, in memory or on Redis.
+//!
+//! - [`RateLimiter`] is the one async trait: [`check`](RateLimiter::check) a request's
+//!   [`PolicyKey`]s with a cost, [`peek`](RateLimiter::peek) without consuming, or
+//!   [`refund`](RateLimiter::refund). A denied request consumes nothing from any policy.
+//! - [`Policy`] names a rule: a [`Scope`] (global, user, IP, endpoint), an [`Algorithm`] and an
+//!   optional endpoint. A [`PolicySet`] picks the keys that apply to a [`RequestContext`].
+//! - [`Decision`] reports every policy and the binding one; [`headers`] renders it as
+//!   `X-RateLimit-*`, IETF `RateLimit`/`RateLimit-Policy` and `Retry-After`.
+//! - Backends: [`MemoryLimiter`] (feature `memory`, default) and
+//!   [`RedisLimiter`](redis::RedisLimiter) (feature `redis`).
+//! - Time comes from a [`Clock`](clock::Clock); tests use a
+//!   [`ManualClock`](clock::ManualClock) and never sleep.
+//!
+//! The [guide](crate::_guide) explains the algorithms, their error bounds and the failure modes.
+//!
+//! # Example
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), tollgate_ratelimit::Error> {
+//! use tollgate_ratelimit::{MemoryLimiter, PolicySet, RateLimiter, RequestContext};
+//!
+//! // Global 1000/min, per user 100/min, payments 10/min per user, burst 20/s holding 50.
+//! let policies = PolicySet::defaults();
+//! let limiter = MemoryLimiter::new();
+//!
+//! let ctx = RequestContext::new().user("alice").endpoint("POST /api/v1/payments");
+//! let keys = policies.keys_for(&ctx);
+//! for _ in 0..10 {
+//!     assert!(limiter.check(&keys, 1).await?.is_allowed());
+//! }
+//! let denied = limiter.check(&keys, 1).await?;
+//! assert!(!denied.is_allowed());
+//! assert_eq!(denied.binding().unwrap().policy().name(), "payments");
+//! assert!(denied.retry_after().unwrap().as_secs() >= 5);
+//!
+//! // Bob is not affected by Alice's limit.
+//! let bob = policies.keys_for(&RequestContext::new().user("bob").endpoint("POST /api/v1/payments"));
+//! assert!(limiter.check(&bob, 1).await?.is_allowed());
+//! # Ok(())
+//! # }
+//! ```
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+pub mod _guide;
+mod algorithm;
+pub mod clock;
+pub mod config;
+mod decision;
+mod error;
+pub mod headers;
+#[cfg(feature = "memory")]
+pub mod memory;
+mod policy;
+#[cfg(feature = "redis")]
+pub mod redis;
+
+use async_trait::async_trait;
+
+pub use clock::Timestamp;
+pub use decision::{Decision, PolicyDecision};
+pub use error::Error;
+#[cfg(feature = "memory")]
+pub use memory::MemoryLimiter;
+pub use policy::{
+    Algorithm, Policy, PolicyKey, PolicySet, RequestContext, Scope, MAX_LIMIT_WINDOW_PRODUCT,
+};
+
+/// A rate limiter: decides a request's policy keys together.
+///
+/// Implementations must be atomic across the keys of one call: either every policy admits the
+/// request and each consumes `cost`, or none consumes anything. See [`Decision`] for what is
+/// reported.
+#[async_trait]
+pub trait RateLimiter: Send + Sync + std::fmt::Debug {
+    /// Admits the request and consumes `cost` from every key, or denies it and consumes nothing.
+    ///
+    /// Fails with [`Error::InsufficientCapacity`] if `cost` exceeds a policy's capacity (it could
+    /// never be admitted), [`Error::DuplicateKey`] if a key repeats, or a backend error.
+    async fn check(&self, keys: &[PolicyKey], cost: u64) -> Result<Decision, Error>;
+
+    /// Reports what [`check`](Self::check) would decide for `cost`, consuming nothing; the
+    /// remaining counts are the current ones.
+    async fn peek(&self, keys: &[PolicyKey], cost: u64) -> Result<Decision, Error>;
+
+    /// Gives back `cost` to every key, e.g. when the request failed before doing any work.
+    /// Never gives back more than was consumed.
+    async fn refund(&self, keys: &[PolicyKey], cost: u64) -> Result<(), Error>;
+}
+
+#[async_trait]
+impl<L: RateLimiter + ?Sized> RateLimiter for std::sync::Arc<L> {
+    async fn check(&self, keys: &[PolicyKey], cost: u64) -> Result<Decision, Error> {
+        (**self).check(keys, cost).await
+    }
+
+    async fn peek(&self, keys: &[PolicyKey], cost: u64) -> Result<Decision, Error> {
+        (**self).peek(keys, cost).await
+    }
+
+    async fn refund(&self, keys: &[PolicyKey], cost: u64) -> Result<(), Error> {
+        (**self).refund(keys, cost).await
+    }
+}
+
+/// The checks every backend makes before touching state.
+pub(crate) fn validate(keys: &[PolicyKey], cost: u64) -> Result<(), Error> {
+    for (i, key) in keys.iter().enumerate() {
+        let capacity = key.policy().capacity();
+        if cost > capacity {
+            return Err(Error::InsufficientCapacity {
+                policy: key.policy().name_arc().clone(),
+                cost,
+                capacity,
+            });
+        }
+        if keys[..i]
+            .iter()
+            .any(|k| k.storage_key() == key.storage_key())
+        {
+            return Err(Error::DuplicateKey(key.storage_key().to_owned()));
+        }
+    }
+    Ok(())
+}

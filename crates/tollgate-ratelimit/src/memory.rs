@@ -1,0 +1,504 @@
+//! The in-process backend: sharded, bounded, with idle keys forgotten automatically.
+//!
+//! Keys are spread over many mutex-guarded shards (a multiple of the core count, each on its own
+//! cache line) so that unrelated keys rarely contend. A decision over several keys locks their
+//! shards in index order (no deadlock), decides every key, and commits only if all admit.
+//!
+//! Memory stays bounded without a cleanup thread: every `len` insertions into a shard sweep it,
+//! dropping keys whose state has returned to "fresh" (amortised O(1) per insertion), and a shard
+//! at its share of [`MemoryLimiterBuilder::max_keys`] evicts the key closest to idle among a small
+//! sample before inserting. Evicting a live key can only make the limiter more permissive for
+//! that key, so it is counted ([`MemoryLimiter::live_evictions`]) to tell you to raise the bound.
+//!
+//! # Example
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use tollgate_ratelimit::clock::{ManualClock, Timestamp};
+//! use tollgate_ratelimit::{Algorithm, MemoryLimiter, Policy, PolicyKey, Scope};
+//!
+//! let clock = ManualClock::new(Timestamp::from_secs(1_000));
+//! let limiter = MemoryLimiter::builder().clock(clock.clone()).build();
+//! let policy = Arc::new(Policy::new("per-user", Scope::User,
+//!     Algorithm::sliding_log(2, Duration::from_secs(1)))?);
+//! let keys = [PolicyKey::new(policy, "alice")];
+//!
+//! assert!(limiter.check_now(&keys, 1)?.is_allowed());
+//! assert!(limiter.check_now(&keys, 1)?.is_allowed());
+//! let denied = limiter.check_now(&keys, 1)?;
+//! assert_eq!(denied.retry_after(), Some(Duration::from_secs(1)));
+//! clock.advance(Duration::from_secs(1));
+//! assert!(limiter.check_now(&keys, 1)?.is_allowed());
+//! # Ok::<(), tollgate_ratelimit::Error>(())
+//! ```
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use parking_lot::{Mutex, MutexGuard};
+
+use crate::algorithm::{State, Status};
+use crate::clock::{Clock, SystemClock, Timestamp};
+use crate::decision::{Decision, PolicyDecision};
+use crate::policy::{PolicyKey, Quota};
+use crate::{validate, Error, RateLimiter};
+
+/// Default bound on tracked keys: 2^20 (about 100 MiB at worst; see `docs/performance.md`).
+pub const DEFAULT_MAX_KEYS: usize = 1 << 20;
+
+/// Shards smaller than this are not swept (a sweep would cost more than the keys it frees).
+const MIN_SWEEP_INTERVAL: usize = 64;
+
+/// How many keys are looked at to choose one to evict from a full shard.
+const EVICTION_SAMPLE: usize = 8;
+
+type FastMap<V> = HashMap<Box<str>, V, foldhash::fast::RandomState>;
+
+/// A key's state and the instant from which it is indistinguishable from a fresh one.
+#[derive(Debug)]
+struct Entry {
+    state: State,
+    idle_at: u64,
+}
+
+#[derive(Debug)]
+struct ShardMap {
+    entries: FastMap<Entry>,
+    inserts_since_sweep: usize,
+    /// Insertions between sweeps: the size left by the last sweep, so a sweep's cost is paid for
+    /// by as many insertions.
+    sweep_after: usize,
+}
+
+/// One lock and its map, on a cache line of its own so neighbouring locks do not false-share.
+#[derive(Debug)]
+#[repr(align(128))]
+struct Shard(Mutex<ShardMap>);
+
+struct Inner<C> {
+    shards: Box<[Shard]>,
+    hasher: foldhash::fast::RandomState,
+    clock: C,
+    max_keys_per_shard: usize,
+    live_evictions: AtomicU64,
+}
+
+/// Rate limiter state in this process's memory. Clones share the same state.
+pub struct MemoryLimiter<C = SystemClock> {
+    inner: Arc<Inner<C>>,
+}
+
+impl<C> Clone for MemoryLimiter<C> {
+    fn clone(&self) -> Self {
+        MemoryLimiter {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<C: Clock> fmt::Debug for MemoryLimiter<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryLimiter")
+            .field("shards", &self.inner.shards.len())
+            .field("max_keys_per_shard", &self.inner.max_keys_per_shard)
+            .field("clock", &self.inner.clock)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`MemoryLimiter`].
+#[derive(Debug)]
+pub struct MemoryLimiterBuilder<C = SystemClock> {
+    clock: C,
+    shards: usize,
+    max_keys: usize,
+}
+
+impl MemoryLimiter {
+    /// A limiter on the system clock with the default bounds.
+    pub fn new() -> Self {
+        MemoryLimiter::builder().build()
+    }
+
+    /// A builder: clock, shard count, key bound.
+    pub fn builder() -> MemoryLimiterBuilder {
+        let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
+        MemoryLimiterBuilder {
+            clock: SystemClock::new(),
+            shards: (cores * 16).next_power_of_two().max(64),
+            max_keys: DEFAULT_MAX_KEYS,
+        }
+    }
+}
+
+impl Default for MemoryLimiter {
+    fn default() -> Self {
+        MemoryLimiter::new()
+    }
+}
+
+impl<C: Clock> MemoryLimiterBuilder<C> {
+    /// The clock decisions are taken on (a [`ManualClock`](crate::clock::ManualClock) in tests).
+    pub fn clock<D: Clock>(self, clock: D) -> MemoryLimiterBuilder<D> {
+        MemoryLimiterBuilder {
+            clock,
+            shards: self.shards,
+            max_keys: self.max_keys,
+        }
+    }
+
+    /// Number of shards, rounded up to a power of two (default: 16 per core, at least 64).
+    pub fn shards(mut self, shards: usize) -> Self {
+        self.shards = shards.max(1).next_power_of_two();
+        self
+    }
+
+    /// The most keys kept at once (default [`DEFAULT_MAX_KEYS`]).
+    pub fn max_keys(mut self, max_keys: usize) -> Self {
+        self.max_keys = max_keys.max(1);
+        self
+    }
+
+    /// The limiter.
+    pub fn build(self) -> MemoryLimiter<C> {
+        let shards = (0..self.shards)
+            .map(|_| {
+                Shard(Mutex::new(ShardMap {
+                    entries: FastMap::default(),
+                    inserts_since_sweep: 0,
+                    sweep_after: MIN_SWEEP_INTERVAL,
+                }))
+            })
+            .collect();
+        MemoryLimiter {
+            inner: Arc::new(Inner {
+                shards,
+                hasher: foldhash::fast::RandomState::default(),
+                clock: self.clock,
+                max_keys_per_shard: self.max_keys.div_ceil(self.shards).max(1),
+                live_evictions: AtomicU64::new(0),
+            }),
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Check,
+    Peek,
+}
+
+impl ShardMap {
+    /// Brings the key's state to `now` and asks whether it admits `cost`.
+    fn admits(&mut self, key: &str, quota: Quota, now: u64, cost: u64) -> Result<(), u64> {
+        match self.entries.get_mut(key) {
+            Some(entry) if entry.state.matches(quota) => {
+                entry.state.advance(quota, now);
+                entry.state.admits(quota, now, cost)
+            }
+            _ => State::fresh(quota, now).admits(quota, now, cost),
+        }
+    }
+
+    fn status(&self, key: &str, quota: Quota, now: u64) -> Status {
+        match self.entries.get(key) {
+            Some(entry) => entry.state.status(quota, now),
+            None => State::fresh(quota, now).status(quota, now),
+        }
+    }
+
+    fn consume(&mut self, key: &str, quota: Quota, now: u64, cost: u64, max_keys: usize) -> u64 {
+        if let Some(entry) = self.entries.get_mut(key) {
+            entry.state.consume(quota, now, cost);
+            entry.idle_at = entry.state.idle_at(quota);
+            return 0;
+        }
+        let evicted = self.make_room(now, max_keys);
+        let mut state = State::fresh(quota, now);
+        state.consume(quota, now, cost);
+        let idle_at = state.idle_at(quota);
+        self.entries.insert(key.into(), Entry { state, idle_at });
+        evicted
+    }
+
+    /// Sweeps idle keys every `len` insertions and evicts down to the bound; returns how many
+    /// live keys had to go.
+    fn make_room(&mut self, now: u64, max_keys: usize) -> u64 {
+        self.inserts_since_sweep += 1;
+        if self.inserts_since_sweep >= self.sweep_after {
+            self.entries.retain(|_, entry| entry.idle_at > now);
+            self.inserts_since_sweep = 0;
+            self.sweep_after = self.entries.len().max(MIN_SWEEP_INTERVAL);
+        }
+        let mut live_evicted = 0;
+        while self.entries.len() >= max_keys {
+            let victim = self
+                .entries
+                .iter()
+                .take(EVICTION_SAMPLE)
+                .min_by_key(|(_, entry)| entry.idle_at)
+                .map(|(key, entry)| (key.clone(), entry.idle_at));
+            let Some((victim, idle_at)) = victim else {
+                break;
+            };
+            self.entries.remove(&victim);
+            if idle_at > now {
+                live_evicted += 1;
+            }
+        }
+        live_evicted
+    }
+}
+
+impl<C: Clock> MemoryLimiter<C> {
+    fn shard_index(&self, key: &str) -> usize {
+        // Bits 32.. pick the shard: the low bits pick the bucket inside the shard's table and the
+        // top 7 are its control tag, so reusing either would cluster keys.
+        let hash = self.inner.hasher.hash_one(key);
+        (hash >> 32) as usize & (self.inner.shards.len() - 1)
+    }
+
+    fn lock(&self, index: usize) -> MutexGuard<'_, ShardMap> {
+        self.inner.shards[index].0.lock()
+    }
+
+    /// [`RateLimiter::check`] without the async wrapper: the memory backend never waits.
+    pub fn check_now(&self, keys: &[PolicyKey], cost: u64) -> Result<Decision, Error> {
+        self.decide(keys, cost, Mode::Check)
+    }
+
+    /// [`RateLimiter::peek`] without the async wrapper.
+    pub fn peek_now(&self, keys: &[PolicyKey], cost: u64) -> Result<Decision, Error> {
+        self.decide(keys, cost, Mode::Peek)
+    }
+
+    /// [`RateLimiter::refund`] without the async wrapper.
+    pub fn refund_now(&self, keys: &[PolicyKey], cost: u64) -> Result<(), Error> {
+        validate(keys, cost)?;
+        let now = self.inner.clock.now().as_micros();
+        for key in keys {
+            let mut shard = self.lock(self.shard_index(key.storage_key()));
+            if let Some(entry) = shard.entries.get_mut(key.storage_key()) {
+                let quota = key.policy().quota();
+                entry.state.refund(quota, now, cost);
+                entry.idle_at = entry.state.idle_at(quota);
+            }
+        }
+        Ok(())
+    }
+
+    /// Keys currently tracked (locks every shard in turn; for metrics, not the hot path).
+    pub fn len(&self) -> usize {
+        self.inner
+            .shards
+            .iter()
+            .map(|s| s.0.lock().entries.len())
+            .sum()
+    }
+
+    /// Whether no key is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Live keys evicted because the key bound was reached (each may have been given fresh quota).
+    pub fn live_evictions(&self) -> u64 {
+        self.inner.live_evictions.load(Ordering::Relaxed)
+    }
+
+    fn decide(&self, keys: &[PolicyKey], cost: u64, mode: Mode) -> Result<Decision, Error> {
+        validate(keys, cost)?;
+        let now = self.inner.clock.now();
+        if let [key] = keys {
+            // The common case, without the heap: one shard, one guard.
+            let mut guards = [self.lock(self.shard_index(key.storage_key()))];
+            let (decision, evicted) = self.decide_locked(keys, &mut guards, &[0], cost, now, mode);
+            drop(guards);
+            self.count_evictions(evicted);
+            return Ok(decision);
+        }
+
+        // Lock every shard involved, in index order, so concurrent multi-key decisions never
+        // deadlock and the whole decision is atomic.
+        let indices: Vec<usize> = keys
+            .iter()
+            .map(|k| self.shard_index(k.storage_key()))
+            .collect();
+        let mut order = indices.clone();
+        order.sort_unstable();
+        order.dedup();
+        let slots: Vec<usize> = indices
+            .iter()
+            .map(|i| order.binary_search(i).unwrap_or(0))
+            .collect();
+        let mut guards: Vec<MutexGuard<'_, ShardMap>> =
+            order.iter().map(|&i| self.lock(i)).collect();
+        let (decision, evicted) = self.decide_locked(keys, &mut guards, &slots, cost, now, mode);
+        drop(guards);
+        self.count_evictions(evicted);
+        Ok(decision)
+    }
+
+    /// Decides every key, commits if all admit (and this is a check), and reports; `slots[i]` is
+    /// the index in `guards` of key `i`'s shard. Returns the decision and the live evictions.
+    fn decide_locked(
+        &self,
+        keys: &[PolicyKey],
+        guards: &mut [MutexGuard<'_, ShardMap>],
+        slots: &[usize],
+        cost: u64,
+        now: Timestamp,
+        mode: Mode,
+    ) -> (Decision, u64) {
+        let at = now.as_micros();
+        let mut verdicts = [Ok(()); 8];
+        let mut spilled = Vec::new();
+        let verdicts: &mut [Result<(), u64>] = if keys.len() <= verdicts.len() {
+            &mut verdicts[..keys.len()]
+        } else {
+            spilled.resize(keys.len(), Ok(()));
+            &mut spilled
+        };
+        for (i, key) in keys.iter().enumerate() {
+            verdicts[i] =
+                guards[slots[i]].admits(key.storage_key(), key.policy().quota(), at, cost);
+        }
+        let mut evicted = 0;
+        if mode == Mode::Check && verdicts.iter().all(Result::is_ok) {
+            let max = self.inner.max_keys_per_shard;
+            for (i, key) in keys.iter().enumerate() {
+                let quota = key.policy().quota();
+                evicted += guards[slots[i]].consume(key.storage_key(), quota, at, cost, max);
+            }
+        }
+        let policies = keys
+            .iter()
+            .zip(verdicts.iter())
+            .enumerate()
+            .map(|(i, (key, verdict))| {
+                let status = guards[slots[i]].status(key.storage_key(), key.policy().quota(), at);
+                PolicyDecision::new(
+                    Arc::clone(key.policy()),
+                    status.remaining,
+                    Duration::from_micros(status.reset_after),
+                    verdict.err().map(Duration::from_micros),
+                )
+            })
+            .collect();
+        (Decision::new(now, policies), evicted)
+    }
+
+    fn count_evictions(&self, evicted: u64) {
+        if evicted > 0 {
+            self.inner
+                .live_evictions
+                .fetch_add(evicted, Ordering::Relaxed);
+        }
+    }
+}
+
+#[async_trait]
+impl<C: Clock> RateLimiter for MemoryLimiter<C> {
+    async fn check(&self, keys: &[PolicyKey], cost: u64) -> Result<Decision, Error> {
+        self.check_now(keys, cost)
+    }
+
+    async fn peek(&self, keys: &[PolicyKey], cost: u64) -> Result<Decision, Error> {
+        self.peek_now(keys, cost)
+    }
+
+    async fn refund(&self, keys: &[PolicyKey], cost: u64) -> Result<(), Error> {
+        self.refund_now(keys, cost)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::{Algorithm, Policy, Scope};
+
+    fn key(name: &str, algorithm: Algorithm, subject: &str) -> PolicyKey {
+        let policy = Policy::new(name, Scope::User, algorithm).expect("valid");
+        PolicyKey::new(Arc::new(policy), subject)
+    }
+
+    #[test]
+    fn idle_keys_are_swept_without_a_thread() {
+        let clock = ManualClock::new(Timestamp::from_secs(100));
+        let limiter = MemoryLimiter::builder()
+            .clock(clock.clone())
+            .shards(1)
+            .build();
+        let alg = Algorithm::sliding_window(5, Duration::from_secs(1));
+        for i in 0..1000 {
+            limiter
+                .check_now(&[key("p", alg, &i.to_string())], 1)
+                .expect("ok");
+        }
+        assert_eq!(limiter.len(), 1000);
+        clock.advance(Duration::from_secs(2));
+        for i in 0..1000 {
+            limiter
+                .check_now(&[key("q", alg, &i.to_string())], 1)
+                .expect("ok");
+        }
+        // The first thousand became idle and were swept while the second thousand went in.
+        assert!(limiter.len() < 1500, "len = {}", limiter.len());
+        assert_eq!(limiter.live_evictions(), 0);
+    }
+
+    #[test]
+    fn key_bound_is_enforced_and_live_evictions_counted() {
+        let clock = ManualClock::new(Timestamp::from_secs(100));
+        let limiter = MemoryLimiter::builder()
+            .clock(clock)
+            .shards(4)
+            .max_keys(100)
+            .build();
+        let alg = Algorithm::sliding_window(5, Duration::from_secs(60));
+        for i in 0..1000 {
+            limiter
+                .check_now(&[key("p", alg, &i.to_string())], 1)
+                .expect("ok");
+        }
+        assert!(limiter.len() <= 100, "len = {}", limiter.len());
+        assert!(limiter.live_evictions() >= 900);
+    }
+
+    #[test]
+    fn multi_key_decisions_commit_all_or_nothing() {
+        let clock = ManualClock::new(Timestamp::from_secs(100));
+        let limiter = MemoryLimiter::builder().clock(clock).shards(2).build();
+        let small = key(
+            "small",
+            Algorithm::sliding_log(1, Duration::from_secs(10)),
+            "a",
+        );
+        let big = key(
+            "big",
+            Algorithm::sliding_log(10, Duration::from_secs(10)),
+            "a",
+        );
+        let both = [big.clone(), small.clone()];
+        assert!(limiter.check_now(&both, 1).expect("ok").is_allowed());
+        let denied = limiter.check_now(&both, 1).expect("ok");
+        assert!(!denied.is_allowed());
+        assert_eq!(denied.binding().map(|b| b.policy().name()), Some("small"));
+        // The denial took nothing from `big`.
+        assert_eq!(
+            limiter.peek_now(&[big], 1).expect("ok").policies()[0].remaining(),
+            9
+        );
+        assert!(matches!(
+            limiter.check_now(&[small.clone(), small], 1),
+            Err(Error::DuplicateKey(_))
+        ));
+    }
+}

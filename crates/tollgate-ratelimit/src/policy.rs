@@ -1,0 +1,584 @@
+//! Policies: what is limited (the [`Scope`]), how (the [`Algorithm`]) and where (an endpoint).
+//!
+//! A [`PolicySet`] turns one request's [`RequestContext`] into the [`PolicyKey`]s that a
+//! [`RateLimiter`](crate::RateLimiter) decides together.
+//!
+//! # Example
+//!
+//! ```
+//! use std::net::IpAddr;
+//! use std::time::Duration;
+//! use tollgate_ratelimit::{Algorithm, Policy, PolicySet, RequestContext, Scope};
+//!
+//! let set = PolicySet::new([
+//!     Policy::new("per-ip", Scope::Ip, Algorithm::sliding_window(60, Duration::from_secs(60)))?,
+//!     Policy::new("payments", Scope::User, Algorithm::sliding_window(10, Duration::from_secs(60)))?
+//!         .for_endpoint("POST /api/v1/payments"),
+//! ])?;
+//!
+//! let ip: IpAddr = "2001:db8:1:2:3:4:5:6".parse().unwrap();
+//! let ctx = RequestContext::new().user("alice").ip(ip).endpoint("GET /api/v1/rate-limits");
+//! let keys = set.keys_for(&ctx);
+//! // The payments policy does not apply to this endpoint; IPv6 is grouped by /64.
+//! assert_eq!(keys.len(), 1);
+//! assert_eq!(keys[0].storage_key(), "per-ip:2001:db8:1:2::/64");
+//! # Ok::<(), tollgate_ratelimit::Error>(())
+//! ```
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::duration_to_micros;
+use crate::Error;
+
+/// The largest `limit × window-in-µs` (and GCRA `burst × interval`) a policy may have: 2^51.
+///
+/// Bounding the products keeps every intermediate value of the arithmetic below 2^53, so the Redis
+/// Lua scripts (IEEE doubles) compute exactly what the Rust code computes. 2^51 µs·requests is,
+/// for example, 100 000 requests per hour or 1 000 requests per day with room to spare.
+pub const MAX_LIMIT_WINDOW_PRODUCT: u64 = 1 << 51;
+
+/// What a policy counts against: one shared counter, or one counter per user, IP or endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scope {
+    /// One counter for every request.
+    Global,
+    /// One counter per authenticated user; requests without a user are not counted.
+    User,
+    /// One counter per client IP address; IPv6 addresses are grouped by their /64 prefix, the
+    /// unit a single subscriber is usually given.
+    Ip,
+    /// One counter per endpoint (method and route template), shared by all callers.
+    Endpoint,
+}
+
+impl Scope {
+    /// The scope's name as it appears in configuration and in `GET /api/v1/rate-limits`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Global => "global",
+            Scope::User => "user",
+            Scope::Ip => "ip",
+            Scope::Endpoint => "endpoint",
+        }
+    }
+}
+
+/// How a policy counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Algorithm {
+    /// Sliding-window counter: two counters per key (this window and the previous one), the
+    /// previous weighted by how much of it still overlaps the sliding window. O(1) state.
+    ///
+    /// Error bound: every aligned window admits at most `limit`; any window of length `window`
+    /// admits fewer than `2 × limit` (the worst case needs the previous window's requests all at
+    /// its very end). See the [guide](crate::_guide) for the derivation.
+    SlidingWindow {
+        /// Requests admitted per window.
+        limit: u64,
+        /// The window length.
+        window: Duration,
+    },
+    /// Sliding log: one timestamp per admitted request, exact (never more than `limit` in any
+    /// window), O(limit) state per key. For small limits where exactness matters.
+    SlidingLog {
+        /// Requests admitted per window.
+        limit: u64,
+        /// The window length.
+        window: Duration,
+    },
+    /// Token bucket as GCRA: one timestamp per key. Refills `rate` tokens per `period`, holds at
+    /// most `burst`.
+    TokenBucket {
+        /// Tokens added per period.
+        rate: u64,
+        /// The refill period.
+        period: Duration,
+        /// Bucket capacity: how many requests may arrive at once.
+        burst: u64,
+    },
+}
+
+impl Algorithm {
+    /// A sliding-window counter admitting `limit` requests per `window`.
+    pub fn sliding_window(limit: u64, window: Duration) -> Self {
+        Algorithm::SlidingWindow { limit, window }
+    }
+
+    /// An exact sliding log admitting `limit` requests per `window`.
+    pub fn sliding_log(limit: u64, window: Duration) -> Self {
+        Algorithm::SlidingLog { limit, window }
+    }
+
+    /// A token bucket refilling `rate` tokens per `period` with room for `burst`.
+    pub fn token_bucket(rate: u64, period: Duration, burst: u64) -> Self {
+        Algorithm::TokenBucket {
+            rate,
+            period,
+            burst,
+        }
+    }
+
+    /// The algorithm's name as it appears in configuration and in `GET /api/v1/rate-limits`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Algorithm::SlidingWindow { .. } => "sliding-window",
+            Algorithm::SlidingLog { .. } => "sliding-log",
+            Algorithm::TokenBucket { .. } => "token-bucket",
+        }
+    }
+}
+
+/// The validated, integer form of an [`Algorithm`] that the arithmetic runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Quota {
+    SlidingWindow {
+        limit: u64,
+        window: u64,
+    },
+    SlidingLog {
+        limit: u64,
+        window: u64,
+    },
+    /// `interval` is the emission interval T (µs per token); `tolerance` is τ = burst × T.
+    Gcra {
+        interval: u64,
+        tolerance: u64,
+    },
+}
+
+impl Quota {
+    fn new(name: &str, algorithm: Algorithm) -> Result<Self, Error> {
+        let check_window = |limit: u64, window: Duration| -> Result<u64, Error> {
+            let window_us = duration_to_micros(window);
+            if limit == 0 {
+                return Err(Error::invalid_policy(name, "`limit` must be at least 1"));
+            }
+            if window_us < 1_000 {
+                return Err(Error::invalid_policy(
+                    name,
+                    "`window` must be at least 1 ms",
+                ));
+            }
+            if limit.saturating_mul(window_us) > MAX_LIMIT_WINDOW_PRODUCT {
+                return Err(Error::invalid_policy(
+                    name,
+                    "`limit` × `window` is too large (at most 2^51 requests·µs)",
+                ));
+            }
+            Ok(window_us)
+        };
+        Ok(match algorithm {
+            Algorithm::SlidingWindow { limit, window } => Quota::SlidingWindow {
+                limit,
+                window: check_window(limit, window)?,
+            },
+            Algorithm::SlidingLog { limit, window } => Quota::SlidingLog {
+                limit,
+                window: check_window(limit, window)?,
+            },
+            Algorithm::TokenBucket {
+                rate,
+                period,
+                burst,
+            } => {
+                let period_us = check_window(rate, period).map_err(|_| {
+                    Error::invalid_policy(
+                        name,
+                        "`rate` must be at least 1 and `period` at least 1 ms",
+                    )
+                })?;
+                if burst == 0 {
+                    return Err(Error::invalid_policy(name, "`burst` must be at least 1"));
+                }
+                // The emission interval is rounded down to a whole microsecond: a rate that does
+                // not divide its period runs < 1 µs per token fast, a fixed and documented
+                // deviation rather than a drift that accumulates.
+                let interval = period_us / rate;
+                if interval == 0 {
+                    return Err(Error::invalid_policy(
+                        name,
+                        "`rate` is above one token per microsecond",
+                    ));
+                }
+                let tolerance = burst.saturating_mul(interval);
+                if tolerance > MAX_LIMIT_WINDOW_PRODUCT {
+                    return Err(Error::invalid_policy(
+                        name,
+                        "`burst` × interval is too large",
+                    ));
+                }
+                Quota::Gcra {
+                    interval,
+                    tolerance,
+                }
+            }
+        })
+    }
+
+    /// The most the policy admits at once (the `q` of `RateLimit-Policy`).
+    pub(crate) fn capacity(self) -> u64 {
+        match self {
+            Quota::SlidingWindow { limit, .. } | Quota::SlidingLog { limit, .. } => limit,
+            Quota::Gcra {
+                interval,
+                tolerance,
+            } => tolerance / interval,
+        }
+    }
+
+    /// The time in µs over which the capacity is granted (a token bucket's full refill time).
+    pub(crate) fn window_micros(self) -> u64 {
+        match self {
+            Quota::SlidingWindow { window, .. } | Quota::SlidingLog { window, .. } => window,
+            Quota::Gcra { tolerance, .. } => tolerance,
+        }
+    }
+}
+
+/// One named rate-limit rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    name: Arc<str>,
+    scope: Scope,
+    algorithm: Algorithm,
+    quota: Quota,
+    endpoint: Option<Arc<str>>,
+}
+
+impl Policy {
+    /// A policy named `name` (1–64 characters of `[A-Za-z0-9_.-]`: it appears in storage keys
+    /// and in HTTP headers), counting per `scope` with `algorithm`.
+    pub fn new(name: &str, scope: Scope, algorithm: Algorithm) -> Result<Self, Error> {
+        let valid_name = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        if !valid_name {
+            return Err(Error::invalid_policy(
+                name,
+                "`name` must be 1-64 characters of [A-Za-z0-9_.-]",
+            ));
+        }
+        Ok(Policy {
+            quota: Quota::new(name, algorithm)?,
+            name: name.into(),
+            scope,
+            algorithm,
+            endpoint: None,
+        })
+    }
+
+    /// Restricts the policy to one endpoint, written as `METHOD /route/template` (the same string
+    /// passed to [`RequestContext::endpoint`]).
+    pub fn for_endpoint(mut self, endpoint: &str) -> Self {
+        self.endpoint = Some(endpoint.into());
+        self
+    }
+
+    /// The policy's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The policy's name, shared.
+    pub fn name_arc(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// What the policy counts against.
+    pub fn scope(&self) -> Scope {
+        self.scope
+    }
+
+    /// How the policy counts.
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    /// The endpoint the policy is restricted to, if any.
+    pub fn endpoint(&self) -> Option<&str> {
+        self.endpoint.as_deref()
+    }
+
+    /// The most requests the policy admits at once: the limit, or a token bucket's burst.
+    pub fn capacity(&self) -> u64 {
+        self.quota.capacity()
+    }
+
+    /// The window over which [`capacity`](Self::capacity) is granted; for a token bucket, the time
+    /// to refill from empty to full.
+    pub fn window(&self) -> Duration {
+        Duration::from_micros(self.quota.window_micros())
+    }
+
+    pub(crate) fn quota(&self) -> Quota {
+        self.quota
+    }
+
+    /// The key this policy uses for `ctx`, or `None` when it does not apply (another endpoint, or
+    /// the scope's subject is missing, such as a per-user policy on an anonymous request).
+    pub fn key_for(self: &Arc<Self>, ctx: &RequestContext<'_>) -> Option<PolicyKey> {
+        if let Some(endpoint) = &self.endpoint {
+            if ctx.endpoint != Some(&**endpoint) {
+                return None;
+            }
+        }
+        let ip_text;
+        let subject = match self.scope {
+            Scope::Global => "",
+            Scope::User => ctx.user?,
+            Scope::Endpoint => ctx.endpoint?,
+            Scope::Ip => {
+                ip_text = ip_subject(ctx.ip?);
+                &ip_text
+            }
+        };
+        Some(PolicyKey::new(Arc::clone(self), subject))
+    }
+}
+
+/// Groups an address the way limits should see it: IPv4 (and IPv4-mapped IPv6) as is, IPv6 by /64.
+fn ip_subject(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                let prefix = std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
+                format!("{prefix}/64")
+            }
+        },
+    }
+}
+
+/// Appends `subject`, percent-encoding the characters that would break a Redis hash tag (and `%`
+/// itself, so the encoding stays unambiguous): subjects are caller data.
+fn push_escaped(out: &mut String, subject: &str) {
+    for c in subject.chars() {
+        match c {
+            '{' => out.push_str("%7B"),
+            '}' => out.push_str("%7D"),
+            '%' => out.push_str("%25"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// One policy applied to one subject: the unit of state a limiter keeps.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PolicyKey {
+    policy: Arc<Policy>,
+    storage_key: Box<str>,
+}
+
+impl PolicyKey {
+    /// The key of `policy` for `subject` (a user id, an IP group, an endpoint; empty for global).
+    /// Characters that would break a Redis hash tag (`{`, `}`) are percent-encoded.
+    pub fn new(policy: Arc<Policy>, subject: &str) -> Self {
+        let mut storage_key = String::with_capacity(policy.name.len() + 1 + subject.len());
+        storage_key.push_str(&policy.name);
+        storage_key.push(':');
+        push_escaped(&mut storage_key, subject);
+        PolicyKey {
+            policy,
+            storage_key: storage_key.into_boxed_str(),
+        }
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &Arc<Policy> {
+        &self.policy
+    }
+
+    /// `"{policy}:{subject}"`, unique per policy name and subject; backends add their prefix.
+    pub fn storage_key(&self) -> &str {
+        &self.storage_key
+    }
+}
+
+impl fmt::Debug for PolicyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("PolicyKey").field(&self.storage_key).finish()
+    }
+}
+
+/// What a limiter needs to know about a request to pick its keys.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RequestContext<'a> {
+    user: Option<&'a str>,
+    ip: Option<IpAddr>,
+    endpoint: Option<&'a str>,
+}
+
+impl<'a> RequestContext<'a> {
+    /// An anonymous request with no known IP or endpoint (only global policies apply).
+    pub fn new() -> Self {
+        RequestContext::default()
+    }
+
+    /// The authenticated user.
+    pub fn user(mut self, user: &'a str) -> Self {
+        self.user = Some(user);
+        self
+    }
+
+    /// The client's IP address (after trusted-proxy handling, which is the caller's job).
+    pub fn ip(mut self, ip: IpAddr) -> Self {
+        self.ip = Some(ip);
+        self
+    }
+
+    /// The endpoint as `METHOD /route/template`, e.g. `POST /api/v1/payments`. Use the route
+    /// template, not the raw path, or every distinct path becomes its own counter.
+    pub fn endpoint(mut self, endpoint: &'a str) -> Self {
+        self.endpoint = Some(endpoint);
+        self
+    }
+}
+
+/// An ordered set of uniquely named policies.
+#[derive(Clone, Debug, Default)]
+pub struct PolicySet {
+    policies: Vec<Arc<Policy>>,
+}
+
+impl PolicySet {
+    /// A set of policies; names must be unique (they key the state).
+    pub fn new(policies: impl IntoIterator<Item = Policy>) -> Result<Self, Error> {
+        let policies: Vec<Arc<Policy>> = policies.into_iter().map(Arc::new).collect();
+        for (i, p) in policies.iter().enumerate() {
+            if policies[..i].iter().any(|q| q.name == p.name) {
+                return Err(Error::invalid_policy(&p.name, "the name is used twice"));
+            }
+        }
+        Ok(PolicySet { policies })
+    }
+
+    /// The default table: global 1000/60 s and per user 100/60 s (sliding window),
+    /// `POST /api/v1/payments` 10/60 s per user (sliding window), and a per-user burst token
+    /// bucket of 20/s holding 50.
+    pub fn defaults() -> Self {
+        crate::config::RateLimitConfig::default()
+            .into_policy_set()
+            .unwrap_or_default()
+    }
+
+    /// The policies, in order.
+    pub fn policies(&self) -> &[Arc<Policy>] {
+        &self.policies
+    }
+
+    /// The keys of every policy that applies to `ctx`, in the set's order.
+    pub fn keys_for(&self, ctx: &RequestContext<'_>) -> Vec<PolicyKey> {
+        self.policies
+            .iter()
+            .filter_map(|p| p.key_for(ctx))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    #[test]
+    fn names_and_parameters_are_validated() {
+        let alg = Algorithm::sliding_window(10, secs(1));
+        assert!(Policy::new("bad name", Scope::Global, alg).is_err());
+        assert!(Policy::new("", Scope::Global, alg).is_err());
+        assert!(Policy::new("a:b", Scope::Global, alg).is_err());
+        let zero = Policy::new("z", Scope::Global, Algorithm::sliding_window(0, secs(1)));
+        assert!(matches!(zero, Err(Error::InvalidPolicy { .. })));
+        let huge = Policy::new(
+            "h",
+            Scope::Global,
+            Algorithm::sliding_window(u64::MAX, secs(1)),
+        );
+        assert!(huge.unwrap_err().is_config());
+        let tb = Policy::new(
+            "t",
+            Scope::Global,
+            Algorithm::token_bucket(2_000_000, secs(1), 5),
+        );
+        assert!(tb.is_err(), "more than one token per µs");
+        assert!(Policy::new("t", Scope::Global, Algorithm::token_bucket(20, secs(1), 0)).is_err());
+    }
+
+    #[test]
+    fn token_bucket_capacity_and_window() {
+        let p = Policy::new(
+            "burst",
+            Scope::User,
+            Algorithm::token_bucket(20, secs(1), 50),
+        )
+        .expect("valid");
+        assert_eq!(p.capacity(), 50);
+        assert_eq!(p.window(), Duration::from_millis(2500));
+        assert_eq!(
+            p.quota(),
+            Quota::Gcra {
+                interval: 50_000,
+                tolerance: 2_500_000
+            }
+        );
+    }
+
+    #[test]
+    fn duplicate_names_are_rejected() {
+        let p = || Policy::new("x", Scope::Global, Algorithm::sliding_window(1, secs(1)));
+        assert!(PolicySet::new([p().expect("valid"), p().expect("valid")]).is_err());
+    }
+
+    #[test]
+    fn keys_per_scope() {
+        let set = PolicySet::defaults();
+        assert_eq!(set.policies().len(), 4);
+        let ip: IpAddr = "::ffff:10.1.2.3".parse().expect("ip");
+        let ctx = RequestContext::new()
+            .user("al{ice}")
+            .ip(ip)
+            .endpoint("POST /api/v1/payments");
+        let keys: Vec<_> = set
+            .keys_for(&ctx)
+            .iter()
+            .map(|k| k.storage_key().to_owned())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "global:",
+                "per-user:al%7Bice%7D",
+                "payments:al%7Bice%7D",
+                "burst:al%7Bice%7D"
+            ]
+        );
+        // Anonymous requests on another endpoint only see the global policy.
+        let anon = set.keys_for(&RequestContext::new().endpoint("GET /health"));
+        assert_eq!(anon.len(), 1);
+        let ip_policy = Arc::new(
+            Policy::new("ip", Scope::Ip, Algorithm::sliding_window(1, secs(1))).expect("valid"),
+        );
+        let v4 = ip_policy
+            .key_for(&RequestContext::new().ip(ip))
+            .expect("applies");
+        assert_eq!(v4.storage_key(), "ip:10.1.2.3");
+        let v6: IpAddr = "2001:db8::1".parse().expect("ip");
+        let v6 = ip_policy
+            .key_for(&RequestContext::new().ip(v6))
+            .expect("applies");
+        assert_eq!(v6.storage_key(), "ip:2001:db8::/64");
+    }
+}

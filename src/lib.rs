@@ -1,0 +1,39 @@
+//! Tollgate keeps payment APIs correct under retries, duplicates and overload.
+//!
+//! This facade re-exports the workspace's library crates behind features; each crate can also be
+//! used alone.
+//!
+//! | feature | crate | what |
+//! |---|---|---|
+//! | `ratelimit` (default) | [`ratelimit`] | sliding window, sliding log, GCRA; memory backend |
+//! | `redis` | [`ratelimit::redis`] | the Redis rate-limit backend |
+//! | `idempotency` | `idempotency` | `Idempotency-Key` handling (planned) |
+//! | `retry` | `retry` | backoff, budgets, circuit breaker (planned) |
+//! | `audit` | `audit` | audit events and sinks (planned) |
+//! | `http` | `http` | problem+json and tower layers (planned) |
+//!
+//! # Example
+//!
+//! ```
+//! use tollgate::ratelimit::{MemoryLimiter, PolicySet, RequestContext};
+//!
+//! let policies = PolicySet::defaults();
+//! let limiter = MemoryLimiter::new();
+//! let keys = policies.keys_for(&RequestContext::new().user("alice"));
+//! assert!(limiter.check_now(&keys, 1)?.is_allowed());
+//! # Ok::<(), tollgate::ratelimit::Error>(())
+//! ```
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+#[cfg(feature = "audit")]
+pub use tollgate_audit as audit;
+#[cfg(feature = "http")]
+pub use tollgate_http as http;
+#[cfg(feature = "idempotency")]
+pub use tollgate_idempotency as idempotency;
+#[cfg(feature = "ratelimit")]
+pub use tollgate_ratelimit as ratelimit;
+#[cfg(feature = "retry")]
+pub use tollgate_retry as retry;
