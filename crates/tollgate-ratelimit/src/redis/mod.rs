@@ -1,1 +1,465 @@
+//! The Redis backend: one Lua script call per decision, on the Redis server's clock.
+//!
+//! Each decision is one `EVALSHA` of [`scripts::DECIDE`](self) over all of the request's keys
+//! (the `redis` crate's `Script` reloads the script and retries on `NOSCRIPT`), so several
+//! application processes share limits exactly as one would. Time is the Redis server's `TIME`,
+//! never the application's, and every key carries an expiry at the instant its state becomes
+//! equivalent to no state. Keys are `{prefix}{policy:subject}`: the braces are a Redis Cluster
+//! hash tag per policy key (see the [guide](crate::_guide) for what that means for atomicity).
+//!
+//! When Redis cannot be reached the [`FailureMode`] decides: fail open, fail closed, decide with
+//! a local [`MemoryLimiter`], or return the error. Each degraded decision is marked
+//! ([`Decision::is_degraded`]) and counted ([`RedisLimiter::stats`]); the next call tries Redis
+//! again, so recovery needs no restart.
+//!
+//! # Example
+//!
+//! ```no_run
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use tollgate_ratelimit::redis::{FailureMode, RedisLimiter};
+//! use tollgate_ratelimit::{PolicySet, RateLimiter, RequestContext};
+//!
+//! let pool = deadpool_redis::Config::from_url("redis://127.0.0.1:6379")
+//!     .create_pool(Some(deadpool_redis::Runtime::Tokio1))?;
+//! let limiter = RedisLimiter::builder(pool)
+//!     .key_prefix("myapp:rl:")
+//!     .failure_mode(FailureMode::LocalFallback)
+//!     .build();
+//!
+//! let keys = PolicySet::defaults().keys_for(&RequestContext::new().user("alice"));
+//! let decision = limiter.check(&keys, 1).await?;
+//! println!("allowed: {}, degraded: {}", decision.is_allowed(), decision.is_degraded());
+//! # Ok(())
+//! # }
+//! ```
 
+mod scripts;
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use deadpool_redis::Pool;
+
+use crate::clock::{Clock, SystemClock, Timestamp};
+use crate::decision::{Decision, PolicyDecision};
+use crate::memory::MemoryLimiter;
+use crate::policy::{PolicyKey, Quota};
+use crate::{validate, Error, RateLimiter};
+
+pub use scripts::NOOP as NOOP_SCRIPT;
+
+/// What to do when Redis cannot be reached (or times out).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FailureMode {
+    /// Admit the request. Availability over enforcement; the decision reports full quota.
+    FailOpen,
+    /// Deny the request, asking the client to retry after the given delay.
+    FailClosed {
+        /// The `Retry-After` given to denied requests.
+        retry_after: Duration,
+    },
+    /// Decide with an in-process [`MemoryLimiter`]: each process enforces the limits on its own,
+    /// so N processes admit up to N× the limit while Redis is away.
+    LocalFallback,
+    /// Return the error to the caller.
+    ReturnError,
+}
+
+/// Counters of what the limiter did; all monotonic since start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RedisStats {
+    /// Decisions taken by Redis.
+    pub redis_decisions: u64,
+    /// Calls to Redis that failed or timed out.
+    pub redis_errors: u64,
+    /// Requests admitted because Redis was unreachable ([`FailureMode::FailOpen`]).
+    pub failed_open: u64,
+    /// Requests denied because Redis was unreachable ([`FailureMode::FailClosed`]).
+    pub failed_closed: u64,
+    /// Decisions taken by the local fallback ([`FailureMode::LocalFallback`]).
+    pub fallback_decisions: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    redis_decisions: AtomicU64,
+    redis_errors: AtomicU64,
+    failed_open: AtomicU64,
+    failed_closed: AtomicU64,
+    fallback_decisions: AtomicU64,
+}
+
+struct Inner {
+    pool: Pool,
+    prefix: String,
+    script: redis::Script,
+    clock: Option<Arc<dyn Clock>>,
+    failure_mode: FailureMode,
+    fallback: MemoryLimiter<Arc<dyn Clock>>,
+    timeout: Duration,
+    counters: Counters,
+    degraded: AtomicBool,
+}
+
+/// Rate limiter state in Redis, shared by every process that uses the same Redis and prefix.
+/// Clones share the pool and counters.
+#[derive(Clone)]
+pub struct RedisLimiter {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for RedisLimiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisLimiter")
+            .field("prefix", &self.inner.prefix)
+            .field("failure_mode", &self.inner.failure_mode)
+            .field("timeout", &self.inner.timeout)
+            .field("injected_clock", &self.inner.clock.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`RedisLimiter`].
+#[derive(Debug)]
+pub struct RedisLimiterBuilder {
+    pool: Pool,
+    prefix: String,
+    clock: Option<Arc<dyn Clock>>,
+    failure_mode: FailureMode,
+    timeout: Duration,
+    fallback_max_keys: usize,
+}
+
+impl RedisLimiter {
+    /// A builder over a deadpool-redis pool. Defaults: prefix `tollgate:rl:`, Redis server time,
+    /// [`FailureMode::LocalFallback`], 250 ms timeout per decision.
+    pub fn builder(pool: Pool) -> RedisLimiterBuilder {
+        RedisLimiterBuilder {
+            pool,
+            prefix: "tollgate:rl:".to_owned(),
+            clock: None,
+            failure_mode: FailureMode::LocalFallback,
+            timeout: Duration::from_millis(250),
+            fallback_max_keys: crate::memory::DEFAULT_MAX_KEYS,
+        }
+    }
+}
+
+impl RedisLimiterBuilder {
+    /// Prefix of every key (lets several applications or tests share one Redis).
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Decide on this clock instead of the Redis server's `TIME`. For deterministic tests and
+    /// simulations only: in production, processes with skewed clocks would disagree.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Some(Arc::new(clock));
+        self
+    }
+
+    /// What to do when Redis is unreachable.
+    pub fn failure_mode(mut self, mode: FailureMode) -> Self {
+        self.failure_mode = mode;
+        self
+    }
+
+    /// The longest a decision may wait for a connection and the script's answer.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Key bound of the local fallback limiter.
+    pub fn fallback_max_keys(mut self, max_keys: usize) -> Self {
+        self.fallback_max_keys = max_keys;
+        self
+    }
+
+    /// The limiter. Loads nothing yet: the script is loaded on first use.
+    pub fn build(self) -> RedisLimiter {
+        let fallback_clock: Arc<dyn Clock> = match &self.clock {
+            Some(clock) => Arc::clone(clock),
+            None => Arc::new(SystemClock::new()),
+        };
+        RedisLimiter {
+            inner: Arc::new(Inner {
+                pool: self.pool,
+                prefix: self.prefix,
+                script: redis::Script::new(scripts::DECIDE),
+                clock: self.clock,
+                failure_mode: self.failure_mode,
+                fallback: MemoryLimiter::builder()
+                    .clock(fallback_clock)
+                    .max_keys(self.fallback_max_keys)
+                    .build(),
+                timeout: self.timeout,
+                counters: Counters::default(),
+                degraded: AtomicBool::new(false),
+            }),
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Check = 0,
+    Peek = 1,
+    Refund = 2,
+}
+
+impl RedisLimiter {
+    /// The Redis key of a policy key: prefix, then the storage key as a hash tag.
+    pub fn redis_key(&self, key: &PolicyKey) -> String {
+        format!("{}{{{}}}", self.inner.prefix, key.storage_key())
+    }
+
+    /// Counters since start.
+    pub fn stats(&self) -> RedisStats {
+        let c = &self.inner.counters;
+        RedisStats {
+            redis_decisions: c.redis_decisions.load(Ordering::Relaxed),
+            redis_errors: c.redis_errors.load(Ordering::Relaxed),
+            failed_open: c.failed_open.load(Ordering::Relaxed),
+            failed_closed: c.failed_closed.load(Ordering::Relaxed),
+            fallback_decisions: c.fallback_decisions.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Whether the last call to Redis failed (cleared by the next successful one).
+    pub fn is_degraded(&self) -> bool {
+        self.inner.degraded.load(Ordering::Relaxed)
+    }
+
+    /// Round-trip time of a `PING`, for health checks.
+    pub async fn ping(&self) -> Result<Duration, Error> {
+        let started = Instant::now();
+        let result = self
+            .with_timeout(async {
+                let mut conn = self.inner.pool.get().await.map_err(pool_error)?;
+                redis::cmd("PING")
+                    .query_async::<String>(&mut *conn)
+                    .await
+                    .map_err(redis_error)
+            })
+            .await;
+        self.inner
+            .degraded
+            .store(result.is_err(), Ordering::Relaxed);
+        result.map(|_| started.elapsed())
+    }
+
+    async fn with_timeout<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        match tokio::time::timeout(self.inner.timeout, work).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Backend {
+                message: format!("redis did not answer within {:?}", self.inner.timeout),
+                transient: true,
+            }),
+        }
+    }
+
+    /// Runs the script; the reply is `{now, (allowed, remaining, reset, retry)…}`.
+    async fn run(&self, keys: &[PolicyKey], cost: u64, mode: Mode) -> Result<Vec<i64>, Error> {
+        let mut invocation = self.inner.script.prepare_invoke();
+        for key in keys {
+            invocation.key(self.redis_key(key));
+        }
+        invocation.arg(mode as u8).arg(cost);
+        match &self.inner.clock {
+            Some(clock) => invocation.arg(clock.now().as_micros()),
+            None => invocation.arg(""),
+        };
+        for key in keys {
+            let (kind, a, b) = match key.policy().quota() {
+                Quota::SlidingWindow { limit, window } => (1u8, limit, window),
+                Quota::SlidingLog { limit, window } => (2, limit, window),
+                Quota::Gcra {
+                    interval,
+                    tolerance,
+                } => (3, interval, tolerance),
+            };
+            invocation.arg(kind).arg(a).arg(b);
+        }
+        let result = self
+            .with_timeout(async {
+                let mut conn = self.inner.pool.get().await.map_err(pool_error)?;
+                invocation
+                    .invoke_async::<Vec<i64>>(&mut *conn)
+                    .await
+                    .map_err(redis_error)
+            })
+            .await;
+        let ok = result.is_ok();
+        self.inner.degraded.store(!ok, Ordering::Relaxed);
+        let counter = if ok {
+            &self.inner.counters.redis_decisions
+        } else {
+            &self.inner.counters.redis_errors
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        result
+    }
+
+    fn parse(keys: &[PolicyKey], reply: &[i64]) -> Result<Decision, Error> {
+        let malformed = || Error::Backend {
+            message: format!("unexpected script reply of {} values", reply.len()),
+            transient: false,
+        };
+        let (&now, rest) = reply.split_first().ok_or_else(malformed)?;
+        if rest.len() != keys.len() * 4 {
+            return Err(malformed());
+        }
+        let micros = |v: i64| Duration::from_micros(u64::try_from(v).unwrap_or(0));
+        let policies = keys
+            .iter()
+            .zip(rest.chunks_exact(4))
+            .map(|(key, v)| {
+                let retry = (v[0] == 0).then(|| micros(v[3]));
+                PolicyDecision::new(
+                    Arc::clone(key.policy()),
+                    u64::try_from(v[1]).unwrap_or(0),
+                    micros(v[2]),
+                    retry,
+                )
+            })
+            .collect();
+        Ok(Decision::new(
+            Timestamp::from_micros(u64::try_from(now).unwrap_or(0)),
+            policies,
+        ))
+    }
+
+    async fn decide(&self, keys: &[PolicyKey], cost: u64, mode: Mode) -> Result<Decision, Error> {
+        validate(keys, cost)?;
+        if keys.is_empty() {
+            let now = self
+                .inner
+                .clock
+                .as_ref()
+                .map_or_else(|| SystemClock::new().now(), |c| c.now());
+            return Ok(Decision::new(now, Vec::new()));
+        }
+        match self.run(keys, cost, mode).await {
+            Ok(reply) => Self::parse(keys, &reply),
+            Err(error) => self.degrade(keys, cost, mode, error),
+        }
+    }
+
+    fn degrade(
+        &self,
+        keys: &[PolicyKey],
+        cost: u64,
+        mode: Mode,
+        error: Error,
+    ) -> Result<Decision, Error> {
+        let c = &self.inner.counters;
+        tracing::warn!(%error, mode = ?self.inner.failure_mode, "redis rate limiter degraded");
+        let now = || self.inner.fallback_now();
+        match self.inner.failure_mode {
+            FailureMode::ReturnError => Err(error),
+            FailureMode::LocalFallback => {
+                c.fallback_decisions.fetch_add(1, Ordering::Relaxed);
+                let decision = if mode == Mode::Peek {
+                    self.inner.fallback.peek_now(keys, cost)?
+                } else {
+                    self.inner.fallback.check_now(keys, cost)?
+                };
+                Ok(decision.degraded())
+            }
+            FailureMode::FailOpen => {
+                c.failed_open.fetch_add(1, Ordering::Relaxed);
+                let policies = keys
+                    .iter()
+                    .map(|k| {
+                        PolicyDecision::new(
+                            Arc::clone(k.policy()),
+                            k.policy().capacity(),
+                            Duration::ZERO,
+                            None,
+                        )
+                    })
+                    .collect();
+                Ok(Decision::new(now(), policies).degraded())
+            }
+            FailureMode::FailClosed { retry_after } => {
+                c.failed_closed.fetch_add(1, Ordering::Relaxed);
+                let policies = keys
+                    .iter()
+                    .map(|k| {
+                        PolicyDecision::new(
+                            Arc::clone(k.policy()),
+                            0,
+                            retry_after,
+                            Some(retry_after),
+                        )
+                    })
+                    .collect();
+                Ok(Decision::new(now(), policies).degraded())
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn fallback_now(&self) -> Timestamp {
+        match &self.clock {
+            Some(clock) => clock.now(),
+            None => SystemClock::new().now(),
+        }
+    }
+}
+
+fn pool_error(error: deadpool_redis::PoolError) -> Error {
+    Error::Backend {
+        message: format!("redis pool: {error}"),
+        transient: true,
+    }
+}
+
+fn redis_error(error: redis::RedisError) -> Error {
+    let transient = error.is_io_error()
+        || error.is_timeout()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+        || error.is_cluster_error();
+    Error::Backend {
+        message: format!("redis: {error}"),
+        transient,
+    }
+}
+
+#[async_trait]
+impl RateLimiter for RedisLimiter {
+    async fn check(&self, keys: &[PolicyKey], cost: u64) -> Result<Decision, Error> {
+        self.decide(keys, cost, Mode::Check).await
+    }
+
+    async fn peek(&self, keys: &[PolicyKey], cost: u64) -> Result<Decision, Error> {
+        self.decide(keys, cost, Mode::Peek).await
+    }
+
+    /// Refunds on Redis; if Redis is unreachable, refunds the local fallback (which is where a
+    /// degraded check consumed) and reports the error only in [`FailureMode::ReturnError`].
+    async fn refund(&self, keys: &[PolicyKey], cost: u64) -> Result<(), Error> {
+        validate(keys, cost)?;
+        if keys.is_empty() {
+            return Ok(());
+        }
+        match self.run(keys, cost, Mode::Refund).await {
+            Ok(_) => Ok(()),
+            Err(error) if self.inner.failure_mode == FailureMode::ReturnError => Err(error),
+            Err(_) => self.inner.fallback.refund_now(keys, cost),
+        }
+    }
+}

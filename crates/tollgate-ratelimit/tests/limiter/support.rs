@@ -1,0 +1,69 @@
+//! Shared helpers: service URLs, isolation, clocks.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tollgate_ratelimit::clock::{ManualClock, Timestamp};
+use tollgate_ratelimit::MemoryLimiter;
+
+/// An aligned start (a multiple of every window used in the tests) so results are literal.
+pub(crate) const START: Timestamp = Timestamp::from_secs(1_700_000_000);
+
+pub(crate) fn ms(ms: u64) -> Duration {
+    Duration::from_millis(ms)
+}
+
+pub(crate) fn memory(clock: &ManualClock) -> MemoryLimiter<ManualClock> {
+    MemoryLimiter::builder().clock(clock.clone()).build()
+}
+
+/// `TEST_REDIS_URL`, or `None` after telling the terminal (not the captured output) that `test`
+/// was skipped and how to run it.
+pub(crate) fn redis_url(test: &str) -> Option<String> {
+    match std::env::var("TEST_REDIS_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            // Written to the real stderr on purpose: libtest only captures the print macros.
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED {test}: needs Redis; set TEST_REDIS_URL=redis://127.0.0.1:6379 to run it"
+            );
+            None
+        }
+    }
+}
+
+/// A key prefix no other test (or test run) shares, so tests run in parallel on one Redis.
+pub(crate) fn unique_prefix(test: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("tollgate-test:{test}:{}:{nanos}:{n}:", std::process::id())
+}
+
+#[cfg(feature = "redis")]
+pub(crate) mod redis {
+    use deadpool_redis::{Config, Pool, Runtime};
+    use tollgate_ratelimit::clock::ManualClock;
+    use tollgate_ratelimit::redis::{FailureMode, RedisLimiter};
+
+    pub(crate) fn pool(url: &str) -> Pool {
+        Config::from_url(url)
+            .create_pool(Some(Runtime::Tokio1))
+            .expect("a valid redis url")
+    }
+
+    /// A limiter on a real Redis with an isolated prefix and the test's clock. Errors are
+    /// returned, not hidden: a service test must fail when its service is unreachable.
+    pub(crate) fn limiter(url: &str, test: &str, clock: &ManualClock) -> RedisLimiter {
+        RedisLimiter::builder(pool(url))
+            .key_prefix(super::unique_prefix(test))
+            .clock(clock.clone())
+            .failure_mode(FailureMode::ReturnError)
+            .timeout(std::time::Duration::from_secs(5))
+            .build()
+    }
+}
