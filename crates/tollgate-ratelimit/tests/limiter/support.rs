@@ -20,6 +20,7 @@ pub(crate) fn memory(clock: &ManualClock) -> MemoryLimiter<ManualClock> {
 
 /// `TEST_REDIS_URL`, or `None` after telling the terminal (not the captured output) that `test`
 /// was skipped and how to run it.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) fn redis_url(test: &str) -> Option<String> {
     match std::env::var("TEST_REDIS_URL") {
         Ok(url) if !url.is_empty() => Some(url),
@@ -35,6 +36,7 @@ pub(crate) fn redis_url(test: &str) -> Option<String> {
 }
 
 /// A key prefix no other test (or test run) shares, so tests run in parallel on one Redis.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) fn unique_prefix(test: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
