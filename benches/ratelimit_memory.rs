@@ -1,1 +1,142 @@
-fn main() {}
+//! Memory limiter vs governor (keyed), same run, same keys, same quota, 1 and 2 threads.
+//!
+//! Run: `cargo bench --bench ratelimit_memory`. Both limiters run GCRA with a quota large enough
+//! that every decision admits (the hot path of a healthy service). Keys are visited in a
+//! scattered order so the 1M-key runs measure cache misses, not one hot line.
+//!
+//! Contenders:
+//! - `tollgate/sync`: `MemoryLimiter::check_now` (what the async trait calls underneath);
+//! - `tollgate/async`: the `RateLimiter` trait (boxed future), polled without a runtime;
+//! - `governor/string`: `DefaultKeyedRateLimiter<String>` (same key text as tollgate);
+//! - `governor/u64`: `DefaultKeyedRateLimiter<u64>`, governor's cheapest key.
+
+use std::hint::black_box;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use governor::{DefaultKeyedRateLimiter, Quota};
+use tollgate_ratelimit::{Algorithm, MemoryLimiter, Policy, PolicyKey, RateLimiter, Scope};
+
+const RATE: u32 = 1_000_000;
+
+/// A visiting order that jumps around the key space (a full-period stride).
+fn order(n: usize) -> Vec<usize> {
+    let stride = 7_919; // prime, coprime with every n used here
+    (0..n).map(|i| (i * stride) % n).collect()
+}
+
+/// Runs `per_thread` decisions on each of `threads` threads and returns the wall time.
+fn on_threads(threads: usize, iters: u64, work: impl Fn(usize, u64) + Sync) -> Duration {
+    let per_thread = iters.div_ceil(threads as u64);
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let work = &work;
+            s.spawn(move || work(t, per_thread));
+        }
+    });
+    started.elapsed()
+}
+
+fn bench(c: &mut Criterion) {
+    let policy = Arc::new(
+        Policy::new(
+            "p",
+            Scope::User,
+            Algorithm::token_bucket(u64::from(RATE), Duration::from_secs(1), u64::from(RATE)),
+        )
+        .expect("valid policy"),
+    );
+    let quota = Quota::per_second(NonZeroU32::new(RATE).expect("non-zero"))
+        .allow_burst(NonZeroU32::new(RATE).expect("non-zero"));
+
+    for &n in &[10_000usize, 1_000_000] {
+        let names: Vec<String> = (0..n).map(|i| format!("user-{i}")).collect();
+        let keys: Vec<[PolicyKey; 1]> = names
+            .iter()
+            .map(|s| [PolicyKey::new(Arc::clone(&policy), s)])
+            .collect();
+        let ids: Vec<u64> = (0..n as u64).collect();
+        let visit = order(n);
+
+        let ours = MemoryLimiter::builder().max_keys(4 * n).build();
+        let theirs_s: DefaultKeyedRateLimiter<String> = DefaultKeyedRateLimiter::keyed(quota);
+        let theirs_u: DefaultKeyedRateLimiter<u64> = DefaultKeyedRateLimiter::keyed(quota);
+        // Prefill: measure decisions on known keys, not first-time inserts.
+        for i in 0..n {
+            ours.check_now(&keys[i], 1).expect("valid");
+            let _ = theirs_s.check_key(&names[i]);
+            let _ = theirs_u.check_key(&ids[i]);
+        }
+
+        for &threads in &[1usize, 2] {
+            let mut group = c.benchmark_group(format!("memory/{n}_keys/{threads}_threads"));
+            group.throughput(Throughput::Elements(1));
+            group
+                .sample_size(20)
+                .warm_up_time(Duration::from_secs(1))
+                .measurement_time(Duration::from_secs(3));
+            let at = |t: usize, i: u64| visit[(t * n / 2 + i as usize) % n];
+
+            group.bench_function(BenchmarkId::new("tollgate", "sync"), |b| {
+                b.iter_custom(|iters| {
+                    on_threads(threads, iters, |t, k| {
+                        for i in 0..k {
+                            black_box(
+                                ours.check_now(&keys[at(t, i)], 1)
+                                    .map(|d| d.is_allowed())
+                                    .ok(),
+                            );
+                        }
+                    })
+                })
+            });
+            if threads == 1 {
+                group.bench_function(BenchmarkId::new("tollgate", "async"), |b| {
+                    b.iter_custom(|iters| {
+                        on_threads(1, iters, |t, k| {
+                            for i in 0..k {
+                                let future = ours.check(&keys[at(t, i)], 1);
+                                black_box(poll_ready(future).map(|d| d.is_allowed()).ok());
+                            }
+                        })
+                    })
+                });
+            }
+            group.bench_function(BenchmarkId::new("governor", "string"), |b| {
+                b.iter_custom(|iters| {
+                    on_threads(threads, iters, |t, k| {
+                        for i in 0..k {
+                            black_box(theirs_s.check_key(&names[at(t, i)]).is_ok());
+                        }
+                    })
+                })
+            });
+            group.bench_function(BenchmarkId::new("governor", "u64"), |b| {
+                b.iter_custom(|iters| {
+                    on_threads(threads, iters, |t, k| {
+                        for i in 0..k {
+                            black_box(theirs_u.check_key(&ids[at(t, i)]).is_ok());
+                        }
+                    })
+                })
+            });
+            group.finish();
+        }
+    }
+}
+
+/// Polls a future that is ready at once (the memory backend never waits) without a runtime.
+fn poll_ready<F: std::future::Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(output) => output,
+        std::task::Poll::Pending => unreachable!("the memory limiter never waits"),
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

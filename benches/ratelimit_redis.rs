@@ -1,1 +1,160 @@
-fn main() {}
+//! Redis limiter vs a raw `EVALSHA` of a trivial script, same pool settings, same concurrency.
+//!
+//! Run: `TEST_REDIS_URL=redis://127.0.0.1:6379 cargo bench --bench ratelimit_redis` (skipped with
+//! a message when the variable is unset). The ratio that matters is tollgate / raw: the raw call
+//! is the floor of one round trip through deadpool-redis, so the difference is the cost of the
+//! decision script and of building and parsing its arguments.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use deadpool_redis::{Config, Pool, Runtime};
+use tollgate_ratelimit::redis::{FailureMode, RedisLimiter, NOOP_SCRIPT};
+use tollgate_ratelimit::{
+    Algorithm, Policy, PolicyKey, PolicySet, RateLimiter, RequestContext, Scope,
+};
+
+const KEYS: usize = 10_000;
+
+fn pool(url: &str, size: usize) -> Pool {
+    let mut config = Config::from_url(url);
+    config.pool = Some(deadpool_redis::PoolConfig::new(size));
+    config
+        .create_pool(Some(Runtime::Tokio1))
+        .expect("valid url")
+}
+
+/// Runs `iters` operations split over `concurrency` tasks and returns the wall time.
+async fn split<F, Fut>(concurrency: usize, iters: u64, op: F) -> Duration
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let op = Arc::new(op);
+    let per_task = iters.div_ceil(concurrency as u64);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|t| {
+            let op = Arc::clone(&op);
+            tokio::spawn(async move {
+                for i in 0..per_task {
+                    op(t, i).await;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("task");
+    }
+    started.elapsed()
+}
+
+fn bench(c: &mut Criterion) {
+    let Ok(url) = std::env::var("TEST_REDIS_URL") else {
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED ratelimit_redis: set TEST_REDIS_URL=redis://127.0.0.1:6379 to run it"
+        );
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let policy = Arc::new(
+        Policy::new(
+            "p",
+            Scope::User,
+            Algorithm::token_bucket(1_000_000, Duration::from_secs(1), 1_000_000),
+        )
+        .expect("valid"),
+    );
+    let keys: Arc<Vec<[PolicyKey; 1]>> = Arc::new(
+        (0..KEYS)
+            .map(|i| [PolicyKey::new(Arc::clone(&policy), &format!("user-{i}"))])
+            .collect(),
+    );
+    let defaults = PolicySet::defaults();
+    let users: Arc<Vec<String>> = Arc::new((0..KEYS).map(|i| format!("user-{i}")).collect());
+
+    for &concurrency in &[1usize, 16] {
+        let limiter = RedisLimiter::builder(pool(&url, concurrency))
+            .key_prefix(format!("tollgate-bench:{}:", std::process::id()))
+            .failure_mode(FailureMode::ReturnError)
+            .timeout(Duration::from_secs(5))
+            .build();
+        let raw = pool(&url, concurrency);
+        let sha: String = rt.block_on(async {
+            let mut conn = raw.get().await.expect("redis reachable");
+            redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(NOOP_SCRIPT)
+                .query_async(&mut *conn)
+                .await
+                .expect("load")
+        });
+
+        let mut group = c.benchmark_group(format!("redis/{concurrency}_concurrent"));
+        group.throughput(Throughput::Elements(1));
+        group
+            .sample_size(20)
+            .warm_up_time(Duration::from_secs(1))
+            .measurement_time(Duration::from_secs(4));
+
+        group.bench_function(BenchmarkId::new("raw_evalsha", "noop"), |b| {
+            b.to_async(&rt).iter_custom(|iters| {
+                let (raw, sha) = (raw.clone(), sha.clone());
+                split(concurrency, iters, move |_, _| {
+                    let (raw, sha) = (raw.clone(), sha.clone());
+                    async move {
+                        let mut conn = raw.get().await.expect("redis");
+                        let _: i64 = redis::cmd("EVALSHA")
+                            .arg(&sha)
+                            .arg(0)
+                            .query_async(&mut *conn)
+                            .await
+                            .expect("evalsha");
+                    }
+                })
+            })
+        });
+        group.bench_function(BenchmarkId::new("tollgate", "1_policy"), |b| {
+            b.to_async(&rt).iter_custom(|iters| {
+                let (limiter, keys) = (limiter.clone(), Arc::clone(&keys));
+                split(concurrency, iters, move |t, i| {
+                    let (limiter, keys) = (limiter.clone(), Arc::clone(&keys));
+                    async move {
+                        let k = &keys[(t * 7_919 + i as usize * 31) % KEYS];
+                        limiter.check(k, 1).await.expect("redis");
+                    }
+                })
+            })
+        });
+        group.bench_function(BenchmarkId::new("tollgate", "4_policies"), |b| {
+            b.to_async(&rt).iter_custom(|iters| {
+                let (limiter, users, defaults) =
+                    (limiter.clone(), Arc::clone(&users), defaults.clone());
+                split(concurrency, iters, move |t, i| {
+                    let (limiter, users, defaults) =
+                        (limiter.clone(), Arc::clone(&users), defaults.clone());
+                    async move {
+                        let user = &users[(t * 7_919 + i as usize * 31) % KEYS];
+                        let ctx = RequestContext::new()
+                            .user(user)
+                            .endpoint("POST /api/v1/payments");
+                        let keys = defaults.keys_for(&ctx);
+                        limiter.check(&keys, 1).await.expect("redis");
+                    }
+                })
+            })
+        });
+        group.finish();
+        assert_eq!(limiter.stats().redis_errors, 0);
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

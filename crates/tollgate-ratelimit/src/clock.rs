@@ -19,7 +19,7 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A point in time: whole microseconds since the Unix epoch.
 ///
@@ -86,15 +86,17 @@ impl<C: Clock + ?Sized> Clock for Arc<C> {
     }
 }
 
-/// The real time: the wall clock read once at construction, advanced by the monotonic clock.
+/// The real time: the wall clock read once at construction, advanced by a monotonic clock.
 ///
-/// Anchoring to [`Instant`] means that NTP steps of the wall clock after start-up never move the
-/// limiter's time backwards or forwards; the epoch values it reports (for `X-RateLimit-Reset`)
-/// stay within the drift accumulated since the clock was created.
+/// Anchoring to a monotonic clock means that NTP steps of the wall clock after start-up never
+/// move the limiter's time backwards or forwards; the epoch values it reports (for
+/// `X-RateLimit-Reset`) stay within the drift accumulated since the clock was created. The
+/// monotonic clock is `quanta`'s (the TSC where it is reliable, as governor uses): reading it
+/// costs a few nanoseconds where `clock_gettime` costs tens, which is a tenth of a decision.
 #[derive(Clone, Copy, Debug)]
 pub struct SystemClock {
     epoch_at_start: u64,
-    instant_at_start: Instant,
+    instant_at_start: quanta::Instant,
 }
 
 impl SystemClock {
@@ -106,7 +108,7 @@ impl SystemClock {
             .unwrap_or(0);
         SystemClock {
             epoch_at_start,
-            instant_at_start: Instant::now(),
+            instant_at_start: quanta::Instant::now(),
         }
     }
 }
@@ -119,7 +121,7 @@ impl Default for SystemClock {
 
 impl Clock for SystemClock {
     fn now(&self) -> Timestamp {
-        let elapsed = duration_to_micros(self.instant_at_start.elapsed());
+        let elapsed = duration_to_micros(quanta::Instant::now() - self.instant_at_start);
         Timestamp(self.epoch_at_start.saturating_add(elapsed))
     }
 }

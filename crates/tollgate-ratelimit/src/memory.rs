@@ -5,7 +5,8 @@
 //! shards in index order (no deadlock), decides every key, and commits only if all admit.
 //!
 //! Memory stays bounded without a cleanup thread: every `len` insertions into a shard sweep it,
-//! dropping keys whose state has returned to "fresh" (amortised O(1) per insertion), and a shard
+//! dropping keys whose state has been back to "fresh" for a grace period (amortised O(1) per
+//! insertion), and a shard
 //! at its share of [`MemoryLimiterBuilder::max_keys`] evicts the key closest to idle among a small
 //! sample before inserting. Evicting a live key can only make the limiter more permissive for
 //! that key, so it is counted ([`MemoryLimiter::live_evictions`]) to tell you to raise the bound.
@@ -35,7 +36,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::hash::BuildHasher;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,7 +59,29 @@ const MIN_SWEEP_INTERVAL: usize = 64;
 /// How many keys are looked at to choose one to evict from a full shard.
 const EVICTION_SAMPLE: usize = 8;
 
-type FastMap<V> = HashMap<Box<str>, V, foldhash::fast::RandomState>;
+/// Tables are indexed by [`PolicyKey`]'s precomputed 128-bit hash, so the table's own hasher only
+/// passes the low 64 bits through.
+type KeyMap<V> = HashMap<u128, V, BuildHasherDefault<PreHashed>>;
+
+#[derive(Default)]
+struct PreHashed(u64);
+
+impl Hasher for PreHashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only reached if a key type other than u128 is ever used; still a valid hash.
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u128(&mut self, value: u128) {
+        self.0 = value as u64;
+    }
+}
 
 /// A key's state and the instant from which it is indistinguishable from a fresh one.
 #[derive(Debug)]
@@ -69,7 +92,7 @@ struct Entry {
 
 #[derive(Debug)]
 struct ShardMap {
-    entries: FastMap<Entry>,
+    entries: KeyMap<Entry>,
     inserts_since_sweep: usize,
     /// Insertions between sweeps: the size left by the last sweep, so a sweep's cost is paid for
     /// by as many insertions.
@@ -83,9 +106,8 @@ struct Shard(Mutex<ShardMap>);
 
 struct Inner<C> {
     shards: Box<[Shard]>,
-    hasher: foldhash::fast::RandomState,
     clock: C,
-    max_keys_per_shard: usize,
+    limits: Limits,
     live_evictions: AtomicU64,
 }
 
@@ -106,7 +128,7 @@ impl<C: Clock> fmt::Debug for MemoryLimiter<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MemoryLimiter")
             .field("shards", &self.inner.shards.len())
-            .field("max_keys_per_shard", &self.inner.max_keys_per_shard)
+            .field("limits", &self.inner.limits)
             .field("clock", &self.inner.clock)
             .finish_non_exhaustive()
     }
@@ -118,6 +140,7 @@ pub struct MemoryLimiterBuilder<C = SystemClock> {
     clock: C,
     shards: usize,
     max_keys: usize,
+    idle_grace: Duration,
 }
 
 impl MemoryLimiter {
@@ -133,6 +156,7 @@ impl MemoryLimiter {
             clock: SystemClock::new(),
             shards: (cores * 16).next_power_of_two().max(64),
             max_keys: DEFAULT_MAX_KEYS,
+            idle_grace: Duration::from_secs(10),
         }
     }
 }
@@ -150,6 +174,7 @@ impl<C: Clock> MemoryLimiterBuilder<C> {
             clock,
             shards: self.shards,
             max_keys: self.max_keys,
+            idle_grace: self.idle_grace,
         }
     }
 
@@ -165,12 +190,19 @@ impl<C: Clock> MemoryLimiterBuilder<C> {
         self
     }
 
+    /// How long a key must have been idle (its state back to "fresh") before a sweep forgets it
+    /// (default 10 s). Forgetting is always safe; the grace only avoids re-inserting hot keys.
+    pub fn idle_grace(mut self, grace: Duration) -> Self {
+        self.idle_grace = grace;
+        self
+    }
+
     /// The limiter.
     pub fn build(self) -> MemoryLimiter<C> {
         let shards = (0..self.shards)
             .map(|_| {
                 Shard(Mutex::new(ShardMap {
-                    entries: FastMap::default(),
+                    entries: KeyMap::default(),
                     inserts_since_sweep: 0,
                     sweep_after: MIN_SWEEP_INTERVAL,
                 }))
@@ -179,13 +211,24 @@ impl<C: Clock> MemoryLimiterBuilder<C> {
         MemoryLimiter {
             inner: Arc::new(Inner {
                 shards,
-                hasher: foldhash::fast::RandomState::default(),
                 clock: self.clock,
-                max_keys_per_shard: self.max_keys.div_ceil(self.shards).max(1),
+                limits: Limits {
+                    max_keys_per_shard: self.max_keys.div_ceil(self.shards).max(1),
+                    idle_grace: crate::clock::duration_to_micros(self.idle_grace),
+                },
                 live_evictions: AtomicU64::new(0),
             }),
         }
     }
+}
+
+/// The bounds a shard enforces when it inserts.
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    max_keys_per_shard: usize,
+    /// µs a key must have been idle before a sweep forgets it (hot keys that touch "idle"
+    /// between requests, such as a barely used token bucket, would otherwise churn).
+    idle_grace: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -196,8 +239,8 @@ enum Mode {
 
 impl ShardMap {
     /// Brings the key's state to `now` and asks whether it admits `cost`.
-    fn admits(&mut self, key: &str, quota: Quota, now: u64, cost: u64) -> Result<(), u64> {
-        match self.entries.get_mut(key) {
+    fn admits(&mut self, key: u128, quota: Quota, now: u64, cost: u64) -> Result<(), u64> {
+        match self.entries.get_mut(&key) {
             Some(entry) if entry.state.matches(quota) => {
                 entry.state.advance(quota, now);
                 entry.state.admits(quota, now, cost)
@@ -206,44 +249,87 @@ impl ShardMap {
         }
     }
 
-    fn status(&self, key: &str, quota: Quota, now: u64) -> Status {
-        match self.entries.get(key) {
+    /// The whole decision for a single key, with one table lookup.
+    fn decide_one(
+        &mut self,
+        key: u128,
+        quota: Quota,
+        now: u64,
+        cost: u64,
+        mode: Mode,
+        limits: Limits,
+    ) -> (Result<(), u64>, Status, u64) {
+        if let Some(entry) = self.entries.get_mut(&key) {
+            if !entry.state.matches(quota) {
+                entry.state = State::fresh(quota, now);
+            }
+            entry.state.advance(quota, now);
+            let verdict = entry.state.admits(quota, now, cost);
+            if verdict.is_ok() && mode == Mode::Check {
+                entry.state.consume(quota, now, cost);
+                entry.idle_at = entry.state.idle_at(quota);
+            }
+            return (verdict, entry.state.status(quota, now), 0);
+        }
+        let mut state = State::fresh(quota, now);
+        let verdict = state.admits(quota, now, cost);
+        if verdict.is_err() || mode == Mode::Peek {
+            return (verdict, state.status(quota, now), 0);
+        }
+        state.consume(quota, now, cost);
+        let status = state.status(quota, now);
+        let evicted = self.insert(key, state, quota, now, limits);
+        (verdict, status, evicted)
+    }
+
+    fn status(&self, key: u128, quota: Quota, now: u64) -> Status {
+        match self.entries.get(&key) {
             Some(entry) => entry.state.status(quota, now),
             None => State::fresh(quota, now).status(quota, now),
         }
     }
 
-    fn consume(&mut self, key: &str, quota: Quota, now: u64, cost: u64, max_keys: usize) -> u64 {
-        if let Some(entry) = self.entries.get_mut(key) {
+    fn consume(&mut self, key: u128, quota: Quota, now: u64, cost: u64, limits: Limits) -> u64 {
+        if let Some(entry) = self.entries.get_mut(&key) {
+            if !entry.state.matches(quota) {
+                entry.state = State::fresh(quota, now);
+            }
             entry.state.consume(quota, now, cost);
             entry.idle_at = entry.state.idle_at(quota);
             return 0;
         }
-        let evicted = self.make_room(now, max_keys);
         let mut state = State::fresh(quota, now);
         state.consume(quota, now, cost);
+        self.insert(key, state, quota, now, limits)
+    }
+
+    /// Inserts a new key after making room; returns how many live keys had to go.
+    fn insert(&mut self, key: u128, state: State, quota: Quota, now: u64, limits: Limits) -> u64 {
+        let evicted = self.make_room(now, limits);
         let idle_at = state.idle_at(quota);
-        self.entries.insert(key.into(), Entry { state, idle_at });
+        self.entries.insert(key, Entry { state, idle_at });
         evicted
     }
 
-    /// Sweeps idle keys every `len` insertions and evicts down to the bound; returns how many
-    /// live keys had to go.
-    fn make_room(&mut self, now: u64, max_keys: usize) -> u64 {
+    /// Sweeps keys idle for at least the grace period every `len` insertions, and evicts down to
+    /// the bound; returns how many live keys had to go.
+    fn make_room(&mut self, now: u64, limits: Limits) -> u64 {
         self.inserts_since_sweep += 1;
         if self.inserts_since_sweep >= self.sweep_after {
-            self.entries.retain(|_, entry| entry.idle_at > now);
+            let forget_before = now.saturating_sub(limits.idle_grace);
+            self.entries
+                .retain(|_, entry| entry.idle_at > forget_before);
             self.inserts_since_sweep = 0;
             self.sweep_after = self.entries.len().max(MIN_SWEEP_INTERVAL);
         }
         let mut live_evicted = 0;
-        while self.entries.len() >= max_keys {
+        while self.entries.len() >= limits.max_keys_per_shard {
             let victim = self
                 .entries
                 .iter()
                 .take(EVICTION_SAMPLE)
                 .min_by_key(|(_, entry)| entry.idle_at)
-                .map(|(key, entry)| (key.clone(), entry.idle_at));
+                .map(|(&key, entry)| (key, entry.idle_at));
             let Some((victim, idle_at)) = victim else {
                 break;
             };
@@ -257,11 +343,9 @@ impl ShardMap {
 }
 
 impl<C: Clock> MemoryLimiter<C> {
-    fn shard_index(&self, key: &str) -> usize {
-        // Bits 32.. pick the shard: the low bits pick the bucket inside the shard's table and the
-        // top 7 are its control tag, so reusing either would cluster keys.
-        let hash = self.inner.hasher.hash_one(key);
-        (hash >> 32) as usize & (self.inner.shards.len() - 1)
+    fn shard_index(&self, key: &PolicyKey) -> usize {
+        // The high half picks the shard; the low half indexes the shard's table.
+        (key.hash128() >> 64) as usize & (self.inner.shards.len() - 1)
     }
 
     fn lock(&self, index: usize) -> MutexGuard<'_, ShardMap> {
@@ -283,8 +367,8 @@ impl<C: Clock> MemoryLimiter<C> {
         validate(keys, cost)?;
         let now = self.inner.clock.now().as_micros();
         for key in keys {
-            let mut shard = self.lock(self.shard_index(key.storage_key()));
-            if let Some(entry) = shard.entries.get_mut(key.storage_key()) {
+            let mut shard = self.lock(self.shard_index(key));
+            if let Some(entry) = shard.entries.get_mut(&key.hash128()) {
                 let quota = key.policy().quota();
                 entry.state.refund(quota, now, cost);
                 entry.idle_at = entry.state.idle_at(quota);
@@ -316,20 +400,25 @@ impl<C: Clock> MemoryLimiter<C> {
         validate(keys, cost)?;
         let now = self.inner.clock.now();
         if let [key] = keys {
-            // The common case, without the heap: one shard, one guard.
-            let mut guards = [self.lock(self.shard_index(key.storage_key()))];
-            let (decision, evicted) = self.decide_locked(keys, &mut guards, &[0], cost, now, mode);
-            drop(guards);
+            // The common case: one shard, one lookup.
+            let (verdict, status, evicted) = self.lock(self.shard_index(key)).decide_one(
+                key.hash128(),
+                key.policy().quota(),
+                now.as_micros(),
+                cost,
+                mode,
+                self.inner.limits,
+            );
             self.count_evictions(evicted);
-            return Ok(decision);
+            return Ok(Decision::new(
+                now,
+                vec![policy_decision(key, verdict, status)],
+            ));
         }
 
         // Lock every shard involved, in index order, so concurrent multi-key decisions never
         // deadlock and the whole decision is atomic.
-        let indices: Vec<usize> = keys
-            .iter()
-            .map(|k| self.shard_index(k.storage_key()))
-            .collect();
+        let indices: Vec<usize> = keys.iter().map(|k| self.shard_index(k)).collect();
         let mut order = indices.clone();
         order.sort_unstable();
         order.dedup();
@@ -366,29 +455,23 @@ impl<C: Clock> MemoryLimiter<C> {
             &mut spilled
         };
         for (i, key) in keys.iter().enumerate() {
-            verdicts[i] =
-                guards[slots[i]].admits(key.storage_key(), key.policy().quota(), at, cost);
+            verdicts[i] = guards[slots[i]].admits(key.hash128(), key.policy().quota(), at, cost);
         }
         let mut evicted = 0;
         if mode == Mode::Check && verdicts.iter().all(Result::is_ok) {
-            let max = self.inner.max_keys_per_shard;
             for (i, key) in keys.iter().enumerate() {
                 let quota = key.policy().quota();
-                evicted += guards[slots[i]].consume(key.storage_key(), quota, at, cost, max);
+                evicted +=
+                    guards[slots[i]].consume(key.hash128(), quota, at, cost, self.inner.limits);
             }
         }
         let policies = keys
             .iter()
             .zip(verdicts.iter())
             .enumerate()
-            .map(|(i, (key, verdict))| {
-                let status = guards[slots[i]].status(key.storage_key(), key.policy().quota(), at);
-                PolicyDecision::new(
-                    Arc::clone(key.policy()),
-                    status.remaining,
-                    Duration::from_micros(status.reset_after),
-                    verdict.err().map(Duration::from_micros),
-                )
+            .map(|(i, (key, &verdict))| {
+                let status = guards[slots[i]].status(key.hash128(), key.policy().quota(), at);
+                policy_decision(key, verdict, status)
             })
             .collect();
         (Decision::new(now, policies), evicted)
@@ -401,6 +484,15 @@ impl<C: Clock> MemoryLimiter<C> {
                 .fetch_add(evicted, Ordering::Relaxed);
         }
     }
+}
+
+fn policy_decision(key: &PolicyKey, verdict: Result<(), u64>, status: Status) -> PolicyDecision {
+    PolicyDecision::new(
+        Arc::clone(key.policy()),
+        status.remaining,
+        Duration::from_micros(status.reset_after),
+        verdict.err().map(Duration::from_micros),
+    )
 }
 
 #[async_trait]
@@ -435,6 +527,7 @@ mod tests {
         let limiter = MemoryLimiter::builder()
             .clock(clock.clone())
             .shards(1)
+            .idle_grace(Duration::from_secs(1))
             .build();
         let alg = Algorithm::sliding_window(5, Duration::from_secs(1));
         for i in 0..1000 {
@@ -443,7 +536,7 @@ mod tests {
                 .expect("ok");
         }
         assert_eq!(limiter.len(), 1000);
-        clock.advance(Duration::from_secs(2));
+        clock.advance(Duration::from_secs(3));
         for i in 0..1000 {
             limiter
                 .check_now(&[key("q", alg, &i.to_string())], 1)

@@ -249,6 +249,8 @@ pub struct Policy {
     scope: Scope,
     algorithm: Algorithm,
     quota: Quota,
+    /// `quota.capacity()`, cached: it divides, and it is read on every decision.
+    capacity: u64,
     endpoint: Option<Arc<str>>,
 }
 
@@ -267,8 +269,10 @@ impl Policy {
                 "`name` must be 1-64 characters of [A-Za-z0-9_.-]",
             ));
         }
+        let quota = Quota::new(name, algorithm)?;
         Ok(Policy {
-            quota: Quota::new(name, algorithm)?,
+            quota,
+            capacity: quota.capacity(),
             name: name.into(),
             scope,
             algorithm,
@@ -310,7 +314,7 @@ impl Policy {
 
     /// The most requests the policy admits at once: the limit, or a token bucket's burst.
     pub fn capacity(&self) -> u64 {
-        self.quota.capacity()
+        self.capacity
     }
 
     /// The window over which [`capacity`](Self::capacity) is granted; for a token bucket, the time
@@ -378,6 +382,20 @@ fn push_escaped(out: &mut String, subject: &str) {
 pub struct PolicyKey {
     policy: Arc<Policy>,
     storage_key: Box<str>,
+    /// A 128-bit keyed hash of `storage_key`, computed once: the memory backend indexes by it,
+    /// so a decision neither re-hashes nor compares strings.
+    hash: u128,
+}
+
+/// Two independently seeded hashers, fixed for the process, for [`PolicyKey`]'s 128-bit hash.
+/// Random seeds make collisions unforgeable from outside; 128 bits make accidental ones
+/// negligible (about 10^-26 for a million live keys).
+fn key_hash(storage_key: &str) -> u128 {
+    use std::hash::BuildHasher;
+    use std::sync::OnceLock;
+    static SEEDS: OnceLock<[foldhash::quality::RandomState; 2]> = OnceLock::new();
+    let [a, b] = SEEDS.get_or_init(Default::default);
+    (u128::from(a.hash_one(storage_key)) << 64) | u128::from(b.hash_one(storage_key))
 }
 
 impl PolicyKey {
@@ -390,6 +408,7 @@ impl PolicyKey {
         push_escaped(&mut storage_key, subject);
         PolicyKey {
             policy,
+            hash: key_hash(&storage_key),
             storage_key: storage_key.into_boxed_str(),
         }
     }
@@ -402,6 +421,10 @@ impl PolicyKey {
     /// `"{policy}:{subject}"`, unique per policy name and subject; backends add their prefix.
     pub fn storage_key(&self) -> &str {
         &self.storage_key
+    }
+
+    pub(crate) fn hash128(&self) -> u128 {
+        self.hash
     }
 }
 
@@ -507,7 +530,7 @@ mod tests {
             Scope::Global,
             Algorithm::sliding_window(u64::MAX, secs(1)),
         );
-        assert!(huge.unwrap_err().is_config());
+        assert!(huge.expect_err("too large").is_config());
         let tb = Policy::new(
             "t",
             Scope::Global,

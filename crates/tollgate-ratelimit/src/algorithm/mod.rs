@@ -15,7 +15,8 @@ use crate::policy::Quota;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum State {
     Window(sliding_window::WindowState),
-    Log(sliding_log::LogState),
+    /// Boxed: a log is rarer and larger than the others, and the state sits in every table slot.
+    Log(Box<sliding_log::LogState>),
     Gcra(gcra::GcraState),
 }
 
@@ -35,7 +36,7 @@ impl State {
             Quota::SlidingWindow { window, .. } => {
                 State::Window(sliding_window::WindowState::fresh(now, window))
             }
-            Quota::SlidingLog { .. } => State::Log(sliding_log::LogState::default()),
+            Quota::SlidingLog { .. } => State::Log(Box::default()),
             Quota::Gcra { .. } => State::Gcra(gcra::GcraState::fresh(now)),
         }
     }
