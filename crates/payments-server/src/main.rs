@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -61,11 +61,15 @@ fn route(request: &Request<Incoming>) -> Response<Full<Bytes>> {
     let path = request.uri().path();
     if path == "/health" {
         if request.method() != Method::GET {
-            return problem(
+            let mut response = problem(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "Method Not Allowed",
                 format!("{path} accepts GET"),
             );
+            response
+                .headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("GET"));
+            return response;
         }
         // No backend is wired yet: the memory defaults need none.
         return json(

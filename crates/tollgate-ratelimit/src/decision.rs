@@ -1,51 +1,69 @@
 //! The answer to "may this request proceed?", for every policy that applied.
+//!
+//! A [`Decision`] borrows the [`PolicyKey`]s it was taken for: building one costs no allocation
+//! and no reference-count traffic for up to four policies, which keeps the memory backend's hot
+//! path free of shared writes.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use smallvec::SmallVec;
+
 use crate::clock::Timestamp;
-use crate::policy::Policy;
+use crate::policy::{Policy, PolicyKey};
 
 /// One policy's part of a [`Decision`].
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PolicyDecision {
-    policy: Arc<Policy>,
-    allowed: bool,
+pub struct PolicyDecision<'k> {
+    key: &'k PolicyKey,
     remaining: u64,
-    reset_after: Duration,
-    retry_after: Option<Duration>,
+    /// µs; kept as integers so that a decision stays small enough to return by value cheaply.
+    reset_after: u64,
+    /// µs, or [`ADMITTED`] when the policy admits the request.
+    retry_after: u64,
 }
 
-impl PolicyDecision {
-    /// A policy's verdict. `retry_after` is `None` exactly when the policy admits the request.
+/// `retry_after` of a policy that admits the request.
+const ADMITTED: u64 = u64::MAX;
+
+fn micros(duration: Duration) -> u64 {
+    crate::clock::duration_to_micros(duration).min(ADMITTED - 1)
+}
+
+impl<'k> PolicyDecision<'k> {
+    /// A policy key's verdict. `retry_after` is `None` exactly when the policy admits the request.
     pub fn new(
-        policy: Arc<Policy>,
+        key: &'k PolicyKey,
         remaining: u64,
         reset_after: Duration,
         retry_after: Option<Duration>,
     ) -> Self {
         PolicyDecision {
-            policy,
-            allowed: retry_after.is_none(),
+            key,
             remaining,
-            reset_after,
-            retry_after,
+            reset_after: micros(reset_after),
+            retry_after: retry_after.map_or(ADMITTED, micros),
         }
     }
 
+    /// The key (policy and subject) this verdict is for.
+    pub fn key(&self) -> &'k PolicyKey {
+        self.key
+    }
+
     /// The policy.
-    pub fn policy(&self) -> &Arc<Policy> {
-        &self.policy
+    pub fn policy(&self) -> &'k Arc<Policy> {
+        self.key.policy()
     }
 
     /// Whether this policy alone would admit the request.
     pub fn is_allowed(&self) -> bool {
-        self.allowed
+        self.retry_after == ADMITTED
     }
 
     /// The policy's capacity: its limit, or a token bucket's burst.
     pub fn limit(&self) -> u64 {
-        self.policy.capacity()
+        self.key.policy().capacity()
     }
 
     /// Requests of cost 1 this policy would still admit (after this request, if it was admitted).
@@ -55,12 +73,12 @@ impl PolicyDecision {
 
     /// Time until the policy's full capacity is back if nothing else is admitted.
     pub fn reset_after(&self) -> Duration {
-        self.reset_after
+        Duration::from_micros(self.reset_after)
     }
 
     /// How long to wait before this policy admits the request; `None` if it admits it now.
     pub fn retry_after(&self) -> Option<Duration> {
-        self.retry_after
+        (self.retry_after != ADMITTED).then(|| Duration::from_micros(self.retry_after))
     }
 }
 
@@ -70,18 +88,36 @@ impl PolicyDecision {
 /// one to report in headers: when denied, the denying policy with the longest wait; when allowed,
 /// the one with the fewest requests remaining.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Decision {
+pub struct Decision<'k> {
     allowed: bool,
-    now: Timestamp,
-    policies: Vec<PolicyDecision>,
-    binding: Option<usize>,
     degraded: bool,
+    now: Timestamp,
+    binding: Option<usize>,
+    policies: SmallVec<[PolicyDecision<'k>; 4]>,
 }
 
-impl Decision {
+impl<'k> Decision<'k> {
     /// Combines per-policy verdicts taken at `now` (the backend's clock) into one decision.
-    pub fn new(now: Timestamp, policies: Vec<PolicyDecision>) -> Self {
-        let allowed = policies.iter().all(|p| p.allowed);
+    pub fn new(now: Timestamp, policies: impl IntoIterator<Item = PolicyDecision<'k>>) -> Self {
+        Self::from_vec(now, policies.into_iter().collect())
+    }
+
+    /// The decision of a single policy (the hot path: no collection, no search).
+    pub fn single(now: Timestamp, policy: PolicyDecision<'k>) -> Self {
+        let mut policies = SmallVec::new();
+        let allowed = policy.is_allowed();
+        policies.push(policy);
+        Decision {
+            allowed,
+            degraded: false,
+            now,
+            binding: Some(0),
+            policies,
+        }
+    }
+
+    fn from_vec(now: Timestamp, policies: SmallVec<[PolicyDecision<'k>; 4]>) -> Self {
+        let allowed = policies.iter().all(PolicyDecision::is_allowed);
         let binding = if allowed {
             // Fewest remaining; on a tie the longer reset; on a tie the first.
             (0..policies.len()).reduce(|best, i| {
@@ -96,7 +132,7 @@ impl Decision {
             })
         } else {
             (0..policies.len())
-                .filter(|&i| !policies[i].allowed)
+                .filter(|&i| !policies[i].is_allowed())
                 .reduce(|best, i| {
                     if policies[i].retry_after > policies[best].retry_after {
                         i
@@ -107,10 +143,10 @@ impl Decision {
         };
         Decision {
             allowed,
-            now,
-            policies,
-            binding,
             degraded: false,
+            now,
+            binding,
+            policies,
         }
     }
 
@@ -137,12 +173,12 @@ impl Decision {
     }
 
     /// Every policy's verdict, in the order the keys were given.
-    pub fn policies(&self) -> &[PolicyDecision] {
+    pub fn policies(&self) -> &[PolicyDecision<'k>] {
         &self.policies
     }
 
     /// The policy that decided: see the type-level docs. `None` when no policy applied.
-    pub fn binding(&self) -> Option<&PolicyDecision> {
+    pub fn binding(&self) -> Option<&PolicyDecision<'k>> {
         self.binding.map(|i| &self.policies[i])
     }
 
@@ -161,26 +197,22 @@ mod tests {
     use super::*;
     use crate::{Algorithm, Scope};
 
-    fn policy(name: &str) -> Arc<Policy> {
-        Arc::new(
-            Policy::new(
-                name,
-                Scope::Global,
-                Algorithm::sliding_window(10, Duration::from_secs(1)),
-            )
-            .expect("valid"),
-        )
+    fn key(name: &str) -> PolicyKey {
+        let algorithm = Algorithm::sliding_window(10, Duration::from_secs(1));
+        let policy = Policy::new(name, Scope::Global, algorithm).expect("valid");
+        PolicyKey::new(Arc::new(policy), "")
     }
 
     #[test]
     fn binding_policy_is_the_tightest() {
         let secs = Duration::from_secs;
+        let (a, b, c) = (key("a"), key("b"), key("c"));
         let d = Decision::new(
             Timestamp::EPOCH,
-            vec![
-                PolicyDecision::new(policy("a"), 3, secs(5), None),
-                PolicyDecision::new(policy("b"), 3, secs(9), None),
-                PolicyDecision::new(policy("c"), 7, secs(1), None),
+            [
+                PolicyDecision::new(&a, 3, secs(5), None),
+                PolicyDecision::new(&b, 3, secs(9), None),
+                PolicyDecision::new(&c, 7, secs(1), None),
             ],
         );
         assert!(d.is_allowed());
@@ -189,15 +221,15 @@ mod tests {
 
         let d = Decision::new(
             Timestamp::EPOCH,
-            vec![
-                PolicyDecision::new(policy("a"), 0, secs(5), Some(secs(2))),
-                PolicyDecision::new(policy("b"), 5, secs(9), None),
-                PolicyDecision::new(policy("c"), 0, secs(1), Some(secs(3))),
+            [
+                PolicyDecision::new(&a, 0, secs(5), Some(secs(2))),
+                PolicyDecision::new(&b, 5, secs(9), None),
+                PolicyDecision::new(&c, 0, secs(1), Some(secs(3))),
             ],
         );
         assert!(!d.is_allowed());
         assert_eq!(d.binding().map(|p| p.policy().name()), Some("c"));
         assert_eq!(d.retry_after(), Some(secs(3)));
-        assert!(Decision::new(Timestamp::EPOCH, vec![]).binding().is_none());
+        assert!(Decision::new(Timestamp::EPOCH, []).binding().is_none());
     }
 }

@@ -13,13 +13,16 @@
 //! ```
 //! use std::sync::Arc;
 //! use std::time::Duration;
-//! use tollgate_ratelimit::{headers, Algorithm, Decision, Policy, PolicyDecision, Scope, Timestamp};
+//! use tollgate_ratelimit::{
+//!     headers, Algorithm, Decision, Policy, PolicyDecision, PolicyKey, Scope, Timestamp,
+//! };
 //!
 //! let policy = Arc::new(Policy::new("per-user", Scope::User,
 //!     Algorithm::sliding_window(100, Duration::from_secs(60)))?);
+//! let key = PolicyKey::new(policy, "alice");
 //! let now = Timestamp::from_secs(1_700_000_000);
-//! let decision = Decision::new(now, vec![PolicyDecision::new(
-//!     policy, 0, Duration::from_millis(17_200), Some(Duration::from_millis(1_500)))]);
+//! let decision = Decision::new(now, [PolicyDecision::new(
+//!     &key, 0, Duration::from_millis(17_200), Some(Duration::from_millis(1_500)))]);
 //!
 //! let mut map = http::HeaderMap::new();
 //! headers::write(&decision, &mut map);
@@ -59,7 +62,7 @@ pub fn ceil_secs(duration: Duration) -> u64 {
 }
 
 /// The headers for `decision`, as `(name, value)` pairs. Empty when no policy applied.
-pub fn to_pairs(decision: &Decision) -> Vec<(HeaderName, HeaderValue)> {
+pub fn to_pairs(decision: &Decision<'_>) -> Vec<(HeaderName, HeaderValue)> {
     let Some(binding) = decision.binding() else {
         return Vec::new();
     };
@@ -98,7 +101,7 @@ pub fn to_pairs(decision: &Decision) -> Vec<(HeaderName, HeaderValue)> {
 }
 
 /// Inserts the headers for `decision` into `headers`, replacing earlier values.
-pub fn write(decision: &Decision, headers: &mut HeaderMap) {
+pub fn write(decision: &Decision<'_>, headers: &mut HeaderMap) {
     for (name, value) in to_pairs(decision) {
         headers.insert(name, value);
     }
@@ -122,7 +125,7 @@ mod tests {
 
     #[test]
     fn no_policy_no_headers() {
-        let d = Decision::new(crate::Timestamp::EPOCH, vec![]);
+        let d = Decision::new(crate::Timestamp::EPOCH, []);
         assert!(to_pairs(&d).is_empty());
     }
 }

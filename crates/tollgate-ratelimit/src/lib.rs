@@ -75,18 +75,18 @@ pub use policy::{
 ///
 /// Implementations must be atomic across the keys of one call: either every policy admits the
 /// request and each consumes `cost`, or none consumes anything. See [`Decision`] for what is
-/// reported.
+/// reported; a decision borrows the keys it was taken for.
 #[async_trait]
 pub trait RateLimiter: Send + Sync + std::fmt::Debug {
     /// Admits the request and consumes `cost` from every key, or denies it and consumes nothing.
     ///
     /// Fails with [`Error::InsufficientCapacity`] if `cost` exceeds a policy's capacity (it could
     /// never be admitted), [`Error::DuplicateKey`] if a key repeats, or a backend error.
-    async fn check(&self, keys: &[PolicyKey], cost: u64) -> Result<Decision, Error>;
+    async fn check<'k>(&self, keys: &'k [PolicyKey], cost: u64) -> Result<Decision<'k>, Error>;
 
     /// Reports what [`check`](Self::check) would decide for `cost`, consuming nothing; the
     /// remaining counts are the current ones.
-    async fn peek(&self, keys: &[PolicyKey], cost: u64) -> Result<Decision, Error>;
+    async fn peek<'k>(&self, keys: &'k [PolicyKey], cost: u64) -> Result<Decision<'k>, Error>;
 
     /// Gives back `cost` to every key, e.g. when the request failed before doing any work.
     /// Never gives back more than was consumed.
@@ -95,11 +95,11 @@ pub trait RateLimiter: Send + Sync + std::fmt::Debug {
 
 #[async_trait]
 impl<L: RateLimiter + ?Sized> RateLimiter for std::sync::Arc<L> {
-    async fn check(&self, keys: &[PolicyKey], cost: u64) -> Result<Decision, Error> {
+    async fn check<'k>(&self, keys: &'k [PolicyKey], cost: u64) -> Result<Decision<'k>, Error> {
         (**self).check(keys, cost).await
     }
 
-    async fn peek(&self, keys: &[PolicyKey], cost: u64) -> Result<Decision, Error> {
+    async fn peek<'k>(&self, keys: &'k [PolicyKey], cost: u64) -> Result<Decision<'k>, Error> {
         (**self).peek(keys, cost).await
     }
 

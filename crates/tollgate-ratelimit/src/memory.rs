@@ -353,12 +353,12 @@ impl<C: Clock> MemoryLimiter<C> {
     }
 
     /// [`RateLimiter::check`] without the async wrapper: the memory backend never waits.
-    pub fn check_now(&self, keys: &[PolicyKey], cost: u64) -> Result<Decision, Error> {
+    pub fn check_now<'k>(&self, keys: &'k [PolicyKey], cost: u64) -> Result<Decision<'k>, Error> {
         self.decide(keys, cost, Mode::Check)
     }
 
     /// [`RateLimiter::peek`] without the async wrapper.
-    pub fn peek_now(&self, keys: &[PolicyKey], cost: u64) -> Result<Decision, Error> {
+    pub fn peek_now<'k>(&self, keys: &'k [PolicyKey], cost: u64) -> Result<Decision<'k>, Error> {
         self.decide(keys, cost, Mode::Peek)
     }
 
@@ -396,7 +396,12 @@ impl<C: Clock> MemoryLimiter<C> {
         self.inner.live_evictions.load(Ordering::Relaxed)
     }
 
-    fn decide(&self, keys: &[PolicyKey], cost: u64, mode: Mode) -> Result<Decision, Error> {
+    fn decide<'k>(
+        &self,
+        keys: &'k [PolicyKey],
+        cost: u64,
+        mode: Mode,
+    ) -> Result<Decision<'k>, Error> {
         validate(keys, cost)?;
         let now = self.inner.clock.now();
         if let [key] = keys {
@@ -410,10 +415,7 @@ impl<C: Clock> MemoryLimiter<C> {
                 self.inner.limits,
             );
             self.count_evictions(evicted);
-            return Ok(Decision::new(
-                now,
-                vec![policy_decision(key, verdict, status)],
-            ));
+            return Ok(Decision::single(now, policy_decision(key, verdict, status)));
         }
 
         // Lock every shard involved, in index order, so concurrent multi-key decisions never
@@ -436,15 +438,15 @@ impl<C: Clock> MemoryLimiter<C> {
 
     /// Decides every key, commits if all admit (and this is a check), and reports; `slots[i]` is
     /// the index in `guards` of key `i`'s shard. Returns the decision and the live evictions.
-    fn decide_locked(
+    fn decide_locked<'k>(
         &self,
-        keys: &[PolicyKey],
+        keys: &'k [PolicyKey],
         guards: &mut [MutexGuard<'_, ShardMap>],
         slots: &[usize],
         cost: u64,
         now: Timestamp,
         mode: Mode,
-    ) -> (Decision, u64) {
+    ) -> (Decision<'k>, u64) {
         let at = now.as_micros();
         let mut verdicts = [Ok(()); 8];
         let mut spilled = Vec::new();
@@ -472,8 +474,7 @@ impl<C: Clock> MemoryLimiter<C> {
             .map(|(i, (key, &verdict))| {
                 let status = guards[slots[i]].status(key.hash128(), key.policy().quota(), at);
                 policy_decision(key, verdict, status)
-            })
-            .collect();
+            });
         (Decision::new(now, policies), evicted)
     }
 
@@ -486,9 +487,13 @@ impl<C: Clock> MemoryLimiter<C> {
     }
 }
 
-fn policy_decision(key: &PolicyKey, verdict: Result<(), u64>, status: Status) -> PolicyDecision {
+fn policy_decision(
+    key: &PolicyKey,
+    verdict: Result<(), u64>,
+    status: Status,
+) -> PolicyDecision<'_> {
     PolicyDecision::new(
-        Arc::clone(key.policy()),
+        key,
         status.remaining,
         Duration::from_micros(status.reset_after),
         verdict.err().map(Duration::from_micros),
@@ -497,11 +502,11 @@ fn policy_decision(key: &PolicyKey, verdict: Result<(), u64>, status: Status) ->
 
 #[async_trait]
 impl<C: Clock> RateLimiter for MemoryLimiter<C> {
-    async fn check(&self, keys: &[PolicyKey], cost: u64) -> Result<Decision, Error> {
+    async fn check<'k>(&self, keys: &'k [PolicyKey], cost: u64) -> Result<Decision<'k>, Error> {
         self.check_now(keys, cost)
     }
 
-    async fn peek(&self, keys: &[PolicyKey], cost: u64) -> Result<Decision, Error> {
+    async fn peek<'k>(&self, keys: &'k [PolicyKey], cost: u64) -> Result<Decision<'k>, Error> {
         self.peek_now(keys, cost)
     }
 

@@ -31,6 +31,7 @@ pub(crate) struct Status {
 
 impl State {
     /// The state of a key nobody has used.
+    #[inline]
     pub(crate) fn fresh(quota: Quota, now: u64) -> Self {
         match quota {
             Quota::SlidingWindow { window, .. } => {
@@ -43,6 +44,7 @@ impl State {
 
     /// Whether this state was written by `quota`'s algorithm (a policy may change between
     /// releases; a mismatched state is discarded rather than misread).
+    #[inline]
     pub(crate) fn matches(&self, quota: Quota) -> bool {
         matches!(
             (self, quota),
@@ -54,6 +56,7 @@ impl State {
 
     /// Brings the state to `now` (rolls windows, drops expired log entries). This never changes
     /// any answer; it only makes the state smaller and the next computation cheaper.
+    #[inline]
     pub(crate) fn advance(&mut self, quota: Quota, now: u64) {
         match (self, quota) {
             (State::Window(s), Quota::SlidingWindow { window, .. }) => s.advance(now, window),
@@ -63,6 +66,7 @@ impl State {
     }
 
     /// Remaining quota and reset time at `now`.
+    #[inline]
     pub(crate) fn status(&self, quota: Quota, now: u64) -> Status {
         match (self, quota) {
             (State::Window(s), Quota::SlidingWindow { limit, window }) => {
@@ -81,6 +85,7 @@ impl State {
     }
 
     /// `Ok` if `cost` is admitted at `now`, else `Err(µs to wait)`.
+    #[inline]
     pub(crate) fn admits(&self, quota: Quota, now: u64, cost: u64) -> Result<(), u64> {
         match (self, quota) {
             (State::Window(s), Quota::SlidingWindow { limit, window }) => {
@@ -101,6 +106,7 @@ impl State {
     }
 
     /// Records `cost` admitted at `now`. Call only after [`admits`](Self::admits) said yes.
+    #[inline]
     pub(crate) fn consume(&mut self, quota: Quota, now: u64, cost: u64) {
         if !self.matches(quota) {
             *self = State::fresh(quota, now);
@@ -114,6 +120,7 @@ impl State {
     }
 
     /// Gives back `cost` previously consumed (never more than was taken).
+    #[inline]
     pub(crate) fn refund(&mut self, quota: Quota, now: u64, cost: u64) {
         match (self, quota) {
             (State::Window(s), Quota::SlidingWindow { .. }) => s.refund(cost),
@@ -125,6 +132,7 @@ impl State {
 
     /// The instant from which this state is indistinguishable from a fresh one, so a store may
     /// forget it (the memory backend's eviction, the Redis key's expiry).
+    #[inline]
     pub(crate) fn idle_at(&self, quota: Quota) -> u64 {
         match (self, quota) {
             (State::Window(s), Quota::SlidingWindow { window, .. }) => s.idle_at(window),

@@ -102,6 +102,7 @@ struct Inner {
     clock: Option<Arc<dyn Clock>>,
     failure_mode: FailureMode,
     fallback: MemoryLimiter<Arc<dyn Clock>>,
+    fallback_clock: Arc<dyn Clock>,
     timeout: Duration,
     counters: Counters,
     degraded: AtomicBool,
@@ -197,9 +198,10 @@ impl RedisLimiterBuilder {
                 clock: self.clock,
                 failure_mode: self.failure_mode,
                 fallback: MemoryLimiter::builder()
-                    .clock(fallback_clock)
+                    .clock(Arc::clone(&fallback_clock))
                     .max_keys(self.fallback_max_keys)
                     .build(),
+                fallback_clock,
                 timeout: self.timeout,
                 counters: Counters::default(),
                 degraded: AtomicBool::new(false),
@@ -311,7 +313,7 @@ impl RedisLimiter {
         result
     }
 
-    fn parse(keys: &[PolicyKey], reply: &[i64]) -> Result<Decision, Error> {
+    fn parse<'k>(keys: &'k [PolicyKey], reply: &[i64]) -> Result<Decision<'k>, Error> {
         let malformed = || Error::Backend {
             message: format!("unexpected script reply of {} values", reply.len()),
             transient: false,
@@ -326,21 +328,21 @@ impl RedisLimiter {
             .zip(rest.chunks_exact(4))
             .map(|(key, v)| {
                 let retry = (v[0] == 0).then(|| micros(v[3]));
-                PolicyDecision::new(
-                    Arc::clone(key.policy()),
-                    u64::try_from(v[1]).unwrap_or(0),
-                    micros(v[2]),
-                    retry,
-                )
+                PolicyDecision::new(key, u64::try_from(v[1]).unwrap_or(0), micros(v[2]), retry)
             })
-            .collect();
+            .collect::<Vec<_>>();
         Ok(Decision::new(
             Timestamp::from_micros(u64::try_from(now).unwrap_or(0)),
             policies,
         ))
     }
 
-    async fn decide(&self, keys: &[PolicyKey], cost: u64, mode: Mode) -> Result<Decision, Error> {
+    async fn decide<'k>(
+        &self,
+        keys: &'k [PolicyKey],
+        cost: u64,
+        mode: Mode,
+    ) -> Result<Decision<'k>, Error> {
         validate(keys, cost)?;
         if keys.is_empty() {
             let now = self
@@ -356,16 +358,16 @@ impl RedisLimiter {
         }
     }
 
-    fn degrade(
+    fn degrade<'k>(
         &self,
-        keys: &[PolicyKey],
+        keys: &'k [PolicyKey],
         cost: u64,
         mode: Mode,
         error: Error,
-    ) -> Result<Decision, Error> {
+    ) -> Result<Decision<'k>, Error> {
         let c = &self.inner.counters;
         tracing::warn!(%error, mode = ?self.inner.failure_mode, "redis rate limiter degraded");
-        let now = || self.inner.fallback_now();
+        let now = self.inner.now();
         match self.inner.failure_mode {
             FailureMode::ReturnError => Err(error),
             FailureMode::LocalFallback => {
@@ -379,43 +381,27 @@ impl RedisLimiter {
             }
             FailureMode::FailOpen => {
                 c.failed_open.fetch_add(1, Ordering::Relaxed);
-                let policies = keys
-                    .iter()
-                    .map(|k| {
-                        PolicyDecision::new(
-                            Arc::clone(k.policy()),
-                            k.policy().capacity(),
-                            Duration::ZERO,
-                            None,
-                        )
-                    })
-                    .collect();
-                Ok(Decision::new(now(), policies).degraded())
+                let full = |k: &'k PolicyKey| {
+                    PolicyDecision::new(k, k.policy().capacity(), Duration::ZERO, None)
+                };
+                Ok(Decision::new(now, keys.iter().map(full)).degraded())
             }
             FailureMode::FailClosed { retry_after } => {
                 c.failed_closed.fetch_add(1, Ordering::Relaxed);
-                let policies = keys
-                    .iter()
-                    .map(|k| {
-                        PolicyDecision::new(
-                            Arc::clone(k.policy()),
-                            0,
-                            retry_after,
-                            Some(retry_after),
-                        )
-                    })
-                    .collect();
-                Ok(Decision::new(now(), policies).degraded())
+                let empty =
+                    |k: &'k PolicyKey| PolicyDecision::new(k, 0, retry_after, Some(retry_after));
+                Ok(Decision::new(now, keys.iter().map(empty)).degraded())
             }
         }
     }
 }
 
 impl Inner {
-    fn fallback_now(&self) -> Timestamp {
+    /// The application's idea of now, for decisions Redis did not take.
+    fn now(&self) -> Timestamp {
         match &self.clock {
             Some(clock) => clock.now(),
-            None => SystemClock::new().now(),
+            None => self.fallback_clock.now(),
         }
     }
 }
@@ -441,11 +427,11 @@ fn redis_error(error: redis::RedisError) -> Error {
 
 #[async_trait]
 impl RateLimiter for RedisLimiter {
-    async fn check(&self, keys: &[PolicyKey], cost: u64) -> Result<Decision, Error> {
+    async fn check<'k>(&self, keys: &'k [PolicyKey], cost: u64) -> Result<Decision<'k>, Error> {
         self.decide(keys, cost, Mode::Check).await
     }
 
-    async fn peek(&self, keys: &[PolicyKey], cost: u64) -> Result<Decision, Error> {
+    async fn peek<'k>(&self, keys: &'k [PolicyKey], cost: u64) -> Result<Decision<'k>, Error> {
         self.decide(keys, cost, Mode::Peek).await
     }
 

@@ -57,7 +57,7 @@ trait Model {
     }
 }
 
-fn outcome(decision: &Decision) -> Outcome {
+fn outcome(decision: &Decision<'_>) -> Outcome {
     let p = &decision.policies()[0];
     let us = |d: Duration| u64::try_from(d.as_micros()).expect("small");
     Outcome {

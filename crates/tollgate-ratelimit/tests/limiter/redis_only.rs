@@ -156,7 +156,10 @@ async fn keys_expire_when_their_state_is_idle_and_scripts_reload() {
         Algorithm::token_bucket(1, Duration::from_secs(10), 5),
         "alice",
     );
-    limiter.check(std::slice::from_ref(&k), 2).await.expect("redis");
+    limiter
+        .check(std::slice::from_ref(&k), 2)
+        .await
+        .expect("redis");
     let mut conn = redis::Client::open(url.as_str())
         .expect("url")
         .get_multiplexed_async_connection()
@@ -176,7 +179,10 @@ async fn keys_expire_when_their_state_is_idle_and_scripts_reload() {
         .query_async(&mut conn)
         .await
         .expect("flush");
-    let decision = limiter.check(std::slice::from_ref(&k), 1).await.expect("reloaded");
+    let decision = limiter
+        .check(std::slice::from_ref(&k), 1)
+        .await
+        .expect("reloaded");
     assert_eq!(decision.policies()[0].remaining(), 2);
     assert_eq!(limiter.stats().redis_errors, 0);
 }
