@@ -45,7 +45,6 @@
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
-#![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
 pub mod _guide;
 mod algorithm;

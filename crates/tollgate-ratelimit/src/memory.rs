@@ -403,6 +403,8 @@ impl<C: Clock> MemoryLimiter<C> {
         mode: Mode,
     ) -> Result<Decision<'k>, Error> {
         validate(keys, cost)?;
+        // Consuming nothing is looking: a zero-cost check must not grow a sliding log.
+        let mode = if cost == 0 { Mode::Peek } else { mode };
         let now = self.inner.clock.now();
         if let [key] = keys {
             // The common case: one shard, one lookup.

@@ -303,7 +303,17 @@ impl RedisLimiter {
             })
             .await;
         let ok = result.is_ok();
-        self.inner.degraded.store(!ok, Ordering::Relaxed);
+        // Log transitions, not every degraded decision: an outage must not flood the logs.
+        let was_degraded = self.inner.degraded.swap(!ok, Ordering::Relaxed);
+        match (&result, was_degraded) {
+            (Err(error), false) => tracing::warn!(
+                %error,
+                mode = ?self.inner.failure_mode,
+                "redis rate limiter unreachable; degrading"
+            ),
+            (Ok(_), true) => tracing::info!("redis rate limiter reachable again"),
+            _ => {}
+        }
         let counter = if ok {
             &self.inner.counters.redis_decisions
         } else {
@@ -345,13 +355,10 @@ impl RedisLimiter {
     ) -> Result<Decision<'k>, Error> {
         validate(keys, cost)?;
         if keys.is_empty() {
-            let now = self
-                .inner
-                .clock
-                .as_ref()
-                .map_or_else(|| SystemClock::new().now(), |c| c.now());
-            return Ok(Decision::new(now, Vec::new()));
+            return Ok(Decision::new(self.inner.now(), []));
         }
+        // Consuming nothing is looking: a zero-cost check must not grow a sliding log.
+        let mode = if cost == 0 { Mode::Peek } else { mode };
         match self.run(keys, cost, mode).await {
             Ok(reply) => Self::parse(keys, &reply),
             Err(error) => self.degrade(keys, cost, mode, error),
@@ -366,7 +373,7 @@ impl RedisLimiter {
         error: Error,
     ) -> Result<Decision<'k>, Error> {
         let c = &self.inner.counters;
-        tracing::warn!(%error, mode = ?self.inner.failure_mode, "redis rate limiter degraded");
+        tracing::debug!(%error, "degraded rate-limit decision");
         let now = self.inner.now();
         match self.inner.failure_mode {
             FailureMode::ReturnError => Err(error),
@@ -439,7 +446,7 @@ impl RateLimiter for RedisLimiter {
     /// degraded check consumed) and reports the error only in [`FailureMode::ReturnError`].
     async fn refund(&self, keys: &[PolicyKey], cost: u64) -> Result<(), Error> {
         validate(keys, cost)?;
-        if keys.is_empty() {
+        if keys.is_empty() || cost == 0 {
             return Ok(());
         }
         match self.run(keys, cost, Mode::Refund).await {

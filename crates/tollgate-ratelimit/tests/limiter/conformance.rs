@@ -175,6 +175,24 @@ pub(crate) async fn peek_and_refund(limiter: &dyn RateLimiter, _clock: &ManualCl
     }
 }
 
+pub(crate) async fn zero_cost_checks_consume_nothing(
+    limiter: &dyn RateLimiter,
+    _clock: &ManualClock,
+) {
+    let k = [key(
+        "log",
+        Algorithm::sliding_log(2, Duration::from_secs(60)),
+        "z",
+    )];
+    for _ in 0..100 {
+        assert!(limiter.check(&k, 0).await.expect("answers").is_allowed());
+    }
+    assert_eq!(check(limiter, &k, 2).await, (true, 0, 60_000, None));
+    assert!(limiter.check(&k, 0).await.expect("answers").is_allowed());
+    limiter.refund(&k, 0).await.expect("answers");
+    assert_eq!(remaining(limiter, &k[0]).await, 0);
+}
+
 pub(crate) async fn subjects_are_independent(limiter: &dyn RateLimiter, _clock: &ManualClock) {
     let alg = Algorithm::sliding_window(1, Duration::from_secs(60));
     let alice = [key("user", alg, "alice")];
@@ -279,6 +297,7 @@ conformance!(
     denied_request_consumes_nothing,
     peek_and_refund,
     subjects_are_independent,
+    zero_cost_checks_consume_nothing,
     impossible_costs_are_errors,
     clock_stepping_back_gives_no_extra_quota,
 );
