@@ -6,9 +6,8 @@
 //!
 //! Memory stays bounded without a cleanup thread: every `len` insertions into a shard sweep it,
 //! dropping keys whose state has been back to "fresh" for a grace period (amortised O(1) per
-//! insertion), and a shard
-//! at its share of [`MemoryLimiterBuilder::max_keys`] evicts the key closest to idle among a small
-//! sample before inserting. Evicting a live key can only make the limiter more permissive for
+//! insertion), and a shard at its share of [`MemoryLimiterBuilder::max_keys`] evicts the key
+//! closest to idle among a small sample before inserting. Evicting a live key can only make the limiter more permissive for
 //! that key, so it is counted ([`MemoryLimiter::live_evictions`]) to tell you to raise the bound.
 //!
 //! # Example
@@ -50,7 +49,7 @@ use crate::decision::{Decision, PolicyDecision};
 use crate::policy::{PolicyKey, Quota};
 use crate::{validate, Error, RateLimiter};
 
-/// Default bound on tracked keys: 2^20 (about 100 MiB at worst; see `docs/performance.md`).
+/// Default bound on tracked keys: 2^20, at most about 120 MiB (see `docs/performance.md`).
 pub const DEFAULT_MAX_KEYS: usize = 1 << 20;
 
 /// Shards smaller than this are not swept (a sweep would cost more than the keys it frees).

@@ -1,7 +1,8 @@
 //! The Redis backend: one Lua script call per decision, on the Redis server's clock.
 //!
-//! Each decision is one `EVALSHA` of [`scripts::DECIDE`](self) over all of the request's keys
-//! (the `redis` crate's `Script` reloads the script and retries on `NOSCRIPT`), so several
+//! Each decision is one `EVALSHA` of the decision script (the Lua twin of the Rust arithmetic, in
+//! `redis/scripts.rs`) over all of the request's keys (the `redis` crate's `Script` reloads the
+//! script and retries on `NOSCRIPT`), so several
 //! application processes share limits exactly as one would. Time is the Redis server's `TIME`,
 //! never the application's, and every key carries an expiry at the instant its state becomes
 //! equivalent to no state. Keys are `{prefix}{policy:subject}`: the braces are a Redis Cluster
@@ -17,11 +18,11 @@
 //! ```no_run
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use tollgate_ratelimit::redis::deadpool_redis::{Config, Runtime};
 //! use tollgate_ratelimit::redis::{FailureMode, RedisLimiter};
 //! use tollgate_ratelimit::{PolicySet, RateLimiter, RequestContext};
 //!
-//! let pool = deadpool_redis::Config::from_url("redis://127.0.0.1:6379")
-//!     .create_pool(Some(deadpool_redis::Runtime::Tokio1))?;
+//! let pool = Config::from_url("redis://127.0.0.1:6379").create_pool(Some(Runtime::Tokio1))?;
 //! let limiter = RedisLimiter::builder(pool)
 //!     .key_prefix("myapp:rl:")
 //!     .failure_mode(FailureMode::LocalFallback)
@@ -50,6 +51,8 @@ use crate::memory::MemoryLimiter;
 use crate::policy::{PolicyKey, Quota};
 use crate::{validate, Error, RateLimiter};
 
+/// The pool crate this backend takes, re-exported so callers build pools of the same version.
+pub use deadpool_redis;
 pub use scripts::NOOP as NOOP_SCRIPT;
 
 /// What to do when Redis cannot be reached (or times out).
@@ -74,8 +77,8 @@ pub enum FailureMode {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RedisStats {
-    /// Decisions taken by Redis.
-    pub redis_decisions: u64,
+    /// Calls Redis answered (checks, peeks and refunds).
+    pub redis_calls: u64,
     /// Calls to Redis that failed or timed out.
     pub redis_errors: u64,
     /// Requests admitted because Redis was unreachable ([`FailureMode::FailOpen`]).
@@ -88,7 +91,7 @@ pub struct RedisStats {
 
 #[derive(Default)]
 struct Counters {
-    redis_decisions: AtomicU64,
+    redis_calls: AtomicU64,
     redis_errors: AtomicU64,
     failed_open: AtomicU64,
     failed_closed: AtomicU64,
@@ -227,7 +230,7 @@ impl RedisLimiter {
     pub fn stats(&self) -> RedisStats {
         let c = &self.inner.counters;
         RedisStats {
-            redis_decisions: c.redis_decisions.load(Ordering::Relaxed),
+            redis_calls: c.redis_calls.load(Ordering::Relaxed),
             redis_errors: c.redis_errors.load(Ordering::Relaxed),
             failed_open: c.failed_open.load(Ordering::Relaxed),
             failed_closed: c.failed_closed.load(Ordering::Relaxed),
@@ -315,7 +318,7 @@ impl RedisLimiter {
             _ => {}
         }
         let counter = if ok {
-            &self.inner.counters.redis_decisions
+            &self.inner.counters.redis_calls
         } else {
             &self.inner.counters.redis_errors
         };

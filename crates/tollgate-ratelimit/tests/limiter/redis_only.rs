@@ -234,7 +234,7 @@ async fn each_failure_mode_does_what_it_says_and_is_counted() {
         (
             stats.fallback_decisions,
             stats.redis_errors,
-            stats.redis_decisions
+            stats.redis_calls
         ),
         (3, 3, 0)
     );
