@@ -46,6 +46,22 @@ impl<'k> PolicyDecision<'k> {
         }
     }
 
+    /// [`new`](Self::new) for backends that already hold microseconds (no conversions on the
+    /// hot path).
+    pub(crate) fn from_micros(
+        key: &'k PolicyKey,
+        remaining: u64,
+        reset_after: u64,
+        retry_after: Option<u64>,
+    ) -> Self {
+        PolicyDecision {
+            key,
+            remaining,
+            reset_after: reset_after.min(ADMITTED - 1),
+            retry_after: retry_after.map_or(ADMITTED, |us| us.min(ADMITTED - 1)),
+        }
+    }
+
     /// The key (policy and subject) this verdict is for.
     pub fn key(&self) -> &'k PolicyKey {
         self.key

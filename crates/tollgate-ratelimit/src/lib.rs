@@ -107,23 +107,44 @@ impl<L: RateLimiter + ?Sized> RateLimiter for std::sync::Arc<L> {
     }
 }
 
-/// The checks every backend makes before touching state.
+/// The checks every backend makes before touching state: every policy can admit `cost` at all,
+/// and no key repeats (it would be counted twice).
+#[inline]
 pub(crate) fn validate(keys: &[PolicyKey], cost: u64) -> Result<(), Error> {
+    let fits = keys.iter().all(|key| cost <= key.policy().capacity());
+    if fits && (keys.len() < 2 || keys_are_distinct(keys)) {
+        Ok(())
+    } else {
+        Err(invalid_request(keys, cost))
+    }
+}
+
+fn keys_are_distinct(keys: &[PolicyKey]) -> bool {
+    // A request carries a handful of keys: compare the precomputed hashes pairwise, and the keys
+    // themselves only when two hashes agree.
+    keys.iter().enumerate().all(|(i, key)| {
+        !keys[..i]
+            .iter()
+            .any(|k| k.hash128() == key.hash128() && k == key)
+    })
+}
+
+/// The error for a request [`validate`] rejected; off the hot path.
+#[cold]
+fn invalid_request(keys: &[PolicyKey], cost: u64) -> Error {
     for (i, key) in keys.iter().enumerate() {
         let capacity = key.policy().capacity();
         if cost > capacity {
-            return Err(Error::InsufficientCapacity {
+            return Error::InsufficientCapacity {
                 policy: key.policy().name_arc().clone(),
                 cost,
                 capacity,
-            });
+            };
         }
-        if keys[..i]
-            .iter()
-            .any(|k| k.storage_key() == key.storage_key())
-        {
-            return Err(Error::DuplicateKey(key.storage_key().to_owned()));
+        if keys[..i].contains(key) {
+            return Error::DuplicateKey(key.storage_key().to_owned());
         }
     }
-    Ok(())
+    // Not reached: `validate` only calls this for a request one of the checks above rejects.
+    Error::InvalidConfig("rate-limit request rejected".to_owned())
 }

@@ -258,25 +258,19 @@ impl ShardMap {
         mode: Mode,
         limits: Limits,
     ) -> (Result<(), u64>, Status, u64) {
+        let consume = mode == Mode::Check;
         if let Some(entry) = self.entries.get_mut(&key) {
-            if !entry.state.matches(quota) {
-                entry.state = State::fresh(quota, now);
-            }
-            entry.state.advance(quota, now);
-            let verdict = entry.state.admits(quota, now, cost);
-            if verdict.is_ok() && mode == Mode::Check {
-                entry.state.consume(quota, now, cost);
+            let (verdict, status) = entry.state.decide(quota, now, cost, consume);
+            if consume && verdict.is_ok() {
                 entry.idle_at = entry.state.idle_at(quota);
             }
-            return (verdict, entry.state.status(quota, now), 0);
+            return (verdict, status, 0);
         }
         let mut state = State::fresh(quota, now);
-        let verdict = state.admits(quota, now, cost);
-        if verdict.is_err() || mode == Mode::Peek {
-            return (verdict, state.status(quota, now), 0);
+        let (verdict, status) = state.decide(quota, now, cost, consume);
+        if !consume || verdict.is_err() {
+            return (verdict, status, 0);
         }
-        state.consume(quota, now, cost);
-        let status = state.status(quota, now);
         let evicted = self.insert(key, state, quota, now, limits);
         (verdict, status, evicted)
     }
@@ -493,12 +487,7 @@ fn policy_decision(
     verdict: Result<(), u64>,
     status: Status,
 ) -> PolicyDecision<'_> {
-    PolicyDecision::new(
-        key,
-        status.remaining,
-        Duration::from_micros(status.reset_after),
-        verdict.err().map(Duration::from_micros),
-    )
+    PolicyDecision::from_micros(key, status.remaining, status.reset_after, verdict.err())
 }
 
 #[async_trait]

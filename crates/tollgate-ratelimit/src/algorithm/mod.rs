@@ -65,6 +65,53 @@ impl State {
         }
     }
 
+    /// The whole decision for one key in a single dispatch: advance, ask, consume if admitted
+    /// and `consume` is set, and report. Equivalent to calling those steps one by one.
+    #[inline]
+    pub(crate) fn decide(
+        &mut self,
+        quota: Quota,
+        now: u64,
+        cost: u64,
+        consume: bool,
+    ) -> (Result<(), u64>, Status) {
+        match (&mut *self, quota) {
+            (
+                State::Gcra(s),
+                Quota::Gcra {
+                    interval,
+                    tolerance,
+                },
+            ) => {
+                let verdict = s.admits(now, interval, tolerance, cost);
+                if consume && verdict.is_ok() {
+                    s.consume(now, interval, cost);
+                }
+                (verdict, s.status(now, interval, tolerance))
+            }
+            (State::Window(s), Quota::SlidingWindow { limit, window }) => {
+                s.advance(now, window);
+                let verdict = s.admits(now, limit, window, cost);
+                if consume && verdict.is_ok() {
+                    s.consume(cost);
+                }
+                (verdict, s.status(now, limit, window))
+            }
+            (State::Log(s), Quota::SlidingLog { limit, window }) => {
+                s.advance(now, window);
+                let verdict = s.admits(now, limit, window, cost);
+                if consume && verdict.is_ok() {
+                    s.consume(now, cost);
+                }
+                (verdict, s.status(now, limit, window))
+            }
+            _ => {
+                *self = State::fresh(quota, now);
+                self.decide(quota, now, cost, consume)
+            }
+        }
+    }
+
     /// Remaining quota and reset time at `now`.
     #[inline]
     pub(crate) fn status(&self, quota: Quota, now: u64) -> Status {
