@@ -1,21 +1,102 @@
-//! Client- and server-side retry policy: backoff with jitter, `Retry-After`, retry budgets and a
-//! circuit breaker, all on an injectable clock and a seedable RNG.
+//! Retrying done right for payment APIs: backoff with jitter capped after jitter, `Retry-After`,
+//! retry budgets, a circuit breaker, and the rule that a `POST` is repeated only with the same
+//! `Idempotency-Key` — all on an injectable clock and a seedable RNG, so every schedule is
+//! testable without sleeping.
 //!
-//! **Status: planned (issue #4).** This crate will hold, per `DESIGN.md`:
-//! - backoff (constant, exponential) with none / full / equal / decorrelated jitter, capped
-//!   *after* jitter, with max attempts and max elapsed time;
-//! - `Retry-After` parsing (delta seconds and HTTP-date), clamped, taking precedence;
-//! - classification of retryable outcomes (408, 429, 5xx, 409 for an in-progress idempotency
-//!   key) and the rule that a POST is retried only with the same `Idempotency-Key`;
-//! - a retry budget (AWS / gRPC style token bucket) and a circuit breaker (closed / open /
-//!   half-open, failure-rate and slow-call thresholds);
-//! - `RetryConfig`, exactly what `GET /api/v1/retry-config` publishes, an async driver and a
-//!   tower layer.
+//! | module | what |
+//! |---|---|
+//! | [`backoff`] | constant/exponential delays; none, full, equal, decorrelated jitter |
+//! | [`retry_after`] | `Retry-After` parsing (delta-seconds, HTTP-date) and clamping |
+//! | [`classify`] | which statuses to retry, which requests may be repeated |
+//! | [`budget`] | AWS-standard and gRPC-style retry budgets |
+//! | [`breaker`] | circuit breaker on failure and slow-call rates |
+//! | [`config`] | `RetryConfig`, what `GET /api/v1/retry-config` publishes |
+//! | [`retry`] | the driver |
+//! | [`clock`] | clocks and sleepers |
+//!
+//! # Example
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use tollgate_retry::budget::RetryBudget;
+//! use tollgate_retry::clock::ManualClock;
+//! use tollgate_retry::config::RetryConfig;
+//! use tollgate_retry::retry::{Attempt, Retrier};
+//!
+//! // Obey the server's published policy, sharing a budget across calls.
+//! let policy = RetryConfig::default().to_policy()?.budget(RetryBudget::aws_standard());
+//! let clock = ManualClock::new();
+//! let retrier = Retrier::with_clock(policy, Arc::new(clock.clone()), Arc::new(clock.clone()));
+//!
+//! // The server answers 429 with Retry-After: 2, then 201.
+//! let result: Result<u16, u16> = retrier
+//!     .run(
+//!         |attempt| async move { if attempt == 1 { Err(429) } else { Ok(201) } },
+//!         |result| match result {
+//!             Err(_) => Attempt::Retry { after: Some(Duration::from_secs(2)), cause: tollgate_retry::budget::Cause::Error },
+//!             Ok(_) => Attempt::Done,
+//!         },
+//!     )
+//!     .await;
+//! assert_eq!(result, Ok(201));
+//! assert_eq!(clock.elapsed(), Duration::from_secs(2)); // Retry-After, not the backoff
+//! # Ok::<(), tollgate_retry::Error>(())
+//! # }).unwrap();
+//! ```
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-/// The crate's error type; variants arrive with the implementation.
+pub mod backoff;
+pub mod breaker;
+pub mod budget;
+pub mod classify;
+pub mod clock;
+pub mod config;
+pub mod retry;
+pub mod retry_after;
+
+use std::time::Duration;
+
+/// Everything that can go wrong in this crate.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum Error {}
+pub enum Error {
+    /// A `Retry-After` value that is neither delta-seconds nor an HTTP-date.
+    #[error("invalid Retry-After value {0:?}")]
+    InvalidRetryAfter(String),
+    /// The retry budget cannot pay for another retry.
+    #[error("retry budget exhausted")]
+    BudgetExhausted,
+    /// The circuit breaker refuses calls for now.
+    #[error("circuit open; retry after {retry_after:?}")]
+    CircuitOpen {
+        /// Time until the breaker lets a probe through (zero while probes are in flight).
+        retry_after: Duration,
+    },
+    /// A configuration value is invalid; the message names the field.
+    #[error("invalid retry configuration: {0}")]
+    InvalidConfig(String),
+}
+
+impl Error {
+    /// Whether the circuit breaker refused the call.
+    pub fn is_circuit_open(&self) -> bool {
+        matches!(self, Error::CircuitOpen { .. })
+    }
+
+    /// Whether the retry budget refused a retry.
+    pub fn is_budget_exhausted(&self) -> bool {
+        matches!(self, Error::BudgetExhausted)
+    }
+
+    /// How long to wait before trying again, when the error says.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::CircuitOpen { retry_after } => Some(*retry_after),
+            _ => None,
+        }
+    }
+}

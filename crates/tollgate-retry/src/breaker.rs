@@ -1,0 +1,436 @@
+//! A circuit breaker: closed → open → half-open → closed, on failure rate and slow-call rate.
+//!
+//! - **Closed**: calls go through; outcomes are recorded in a sliding window (the last N calls, or
+//!   the last T of time in ten buckets). Once the window holds at least `minimum_calls` and the
+//!   failure rate or the slow-call rate reaches its threshold, the breaker opens.
+//! - **Open**: calls are refused with [`Error::CircuitOpen`] and the time left, until
+//!   `wait_in_open` has passed.
+//! - **Half-open**: `permitted_half_open_calls` probes go through (more are refused); when all have
+//!   finished, the breaker closes if their rates are below the thresholds and opens again if not.
+//!
+//! Outcomes of calls that started before a transition are ignored, so a slow call from before the
+//! breaker opened cannot close it. Transitions are reported to listeners after the state lock is
+//! released.
+//!
+//! # Example
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use tollgate_retry::breaker::{BreakerConfig, CircuitBreaker, State, Window};
+//! use tollgate_retry::clock::ManualClock;
+//!
+//! let clock = ManualClock::new();
+//! let config = BreakerConfig {
+//!     window: Window::Count(4),
+//!     minimum_calls: 4,
+//!     failure_rate_threshold: 50,
+//!     wait_in_open: Duration::from_secs(10),
+//!     permitted_half_open_calls: 1,
+//!     ..BreakerConfig::default()
+//! };
+//! let breaker = CircuitBreaker::with_clock(config, Arc::new(clock.clone()));
+//! for failed in [false, true, false, true] {
+//!     let permit = breaker.try_acquire()?;
+//!     if failed { permit.failure() } else { permit.success() }
+//! }
+//! assert_eq!(breaker.state(), State::Open); // 2 of 4 failed: 50 %
+//! let refused = breaker.try_acquire().unwrap_err();
+//! assert!(refused.is_circuit_open());
+//!
+//! clock.advance(Duration::from_secs(10));
+//! breaker.try_acquire()?.success();            // the probe succeeds
+//! assert_eq!(breaker.state(), State::Closed);
+//! # Ok::<(), tollgate_retry::Error>(())
+//! ```
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use crate::clock::{Clock, SystemClock};
+use crate::Error;
+
+/// Which calls the closed-state rates are computed over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Window {
+    /// The last N calls.
+    Count(u32),
+    /// The calls of the last duration, in ten buckets (so 90–100 % of it is covered).
+    Time(Duration),
+}
+
+/// Circuit breaker settings (the defaults are resilience4j's, with a shorter open wait).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BreakerConfig {
+    /// The sliding window of the closed state.
+    pub window: Window,
+    /// Open when at least this percentage of calls failed (1–100).
+    pub failure_rate_threshold: u8,
+    /// Open when at least this percentage of calls were slow (1–100).
+    pub slow_call_rate_threshold: u8,
+    /// A call taking at least this long is slow.
+    pub slow_call_duration: Duration,
+    /// No decision before the window holds this many calls.
+    pub minimum_calls: u32,
+    /// How long the breaker stays open before probing.
+    pub wait_in_open: Duration,
+    /// How many probe calls half-open lets through.
+    pub permitted_half_open_calls: u32,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            window: Window::Count(100),
+            failure_rate_threshold: 50,
+            slow_call_rate_threshold: 100,
+            slow_call_duration: Duration::from_secs(60),
+            minimum_calls: 100,
+            wait_in_open: Duration::from_secs(30),
+            permitted_half_open_calls: 10,
+        }
+    }
+}
+
+/// The breaker's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum State {
+    /// Calls go through and are counted.
+    Closed,
+    /// Calls are refused.
+    Open,
+    /// A few probe calls go through.
+    HalfOpen,
+}
+
+/// A state change, as given to listeners.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transition {
+    /// The state left.
+    pub from: State,
+    /// The state entered.
+    pub to: State,
+    /// When, by the breaker's clock.
+    pub at: Instant,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Counts {
+    calls: u64,
+    failures: u64,
+    slow: u64,
+}
+
+impl Counts {
+    fn add(&mut self, failed: bool, slow: bool) {
+        self.calls += 1;
+        self.failures += u64::from(failed);
+        self.slow += u64::from(slow);
+    }
+
+    fn remove(&mut self, other: Counts) {
+        self.calls -= other.calls;
+        self.failures -= other.failures;
+        self.slow -= other.slow;
+    }
+
+    fn trips(&self, config: &BreakerConfig) -> bool {
+        self.failures * 100 >= u64::from(config.failure_rate_threshold) * self.calls
+            || self.slow * 100 >= u64::from(config.slow_call_rate_threshold) * self.calls
+    }
+}
+
+#[derive(Debug)]
+enum Outcomes {
+    Count {
+        size: usize,
+        ring: VecDeque<Counts>,
+        total: Counts,
+    },
+    Time {
+        origin: Instant,
+        width: Duration,
+        buckets: VecDeque<(u64, Counts)>,
+        total: Counts,
+    },
+}
+
+impl Outcomes {
+    fn new(window: Window, origin: Instant) -> Self {
+        match window {
+            Window::Count(n) => Outcomes::Count {
+                size: usize::try_from(n.max(1)).unwrap_or(usize::MAX),
+                ring: VecDeque::new(),
+                total: Counts::default(),
+            },
+            Window::Time(span) => Outcomes::Time {
+                origin,
+                width: (span / 10).max(Duration::from_millis(1)),
+                buckets: VecDeque::new(),
+                total: Counts::default(),
+            },
+        }
+    }
+
+    fn record(&mut self, failed: bool, slow: bool, now: Instant) -> Counts {
+        self.expire(now);
+        let mut one = Counts::default();
+        one.add(failed, slow);
+        match self {
+            Outcomes::Count { size, ring, total } => {
+                ring.push_back(one);
+                total.add(failed, slow);
+                if ring.len() > *size {
+                    if let Some(old) = ring.pop_front() {
+                        total.remove(old);
+                    }
+                }
+                *total
+            }
+            Outcomes::Time {
+                origin,
+                width,
+                buckets,
+                total,
+            } => {
+                let index = bucket_index(*origin, *width, now);
+                match buckets.back_mut() {
+                    Some((i, counts)) if *i == index => counts.add(failed, slow),
+                    _ => buckets.push_back((index, one)),
+                }
+                total.add(failed, slow);
+                *total
+            }
+        }
+    }
+
+    /// Drops time buckets that left the window; returns the remaining total.
+    fn expire(&mut self, now: Instant) -> Counts {
+        match self {
+            Outcomes::Count { total, .. } => *total,
+            Outcomes::Time {
+                origin,
+                width,
+                buckets,
+                total,
+            } => {
+                let current = bucket_index(*origin, *width, now);
+                while let Some(&(index, counts)) = buckets.front() {
+                    if index + 10 > current {
+                        break;
+                    }
+                    total.remove(counts);
+                    buckets.pop_front();
+                }
+                *total
+            }
+        }
+    }
+}
+
+fn bucket_index(origin: Instant, width: Duration, now: Instant) -> u64 {
+    let elapsed = now.saturating_duration_since(origin).as_nanos();
+    u64::try_from(elapsed / width.as_nanos().max(1)).unwrap_or(u64::MAX)
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: State,
+    /// Bumped on every transition; a permit from another generation records nothing.
+    generation: u64,
+    opened_at: Instant,
+    outcomes: Outcomes,
+    probes_issued: u32,
+    probes: Counts,
+}
+
+type Listener = Box<dyn Fn(&Transition) + Send + Sync>;
+
+/// A circuit breaker. Clones share state.
+#[derive(Clone)]
+pub struct CircuitBreaker {
+    inner: Arc<Mutex<Inner>>,
+    config: BreakerConfig,
+    clock: Arc<dyn Clock>,
+    listeners: Arc<Mutex<Vec<Listener>>>,
+}
+
+impl fmt::Debug for CircuitBreaker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CircuitBreaker")
+            .field("state", &self.state())
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Permission for one call; report how it went with [`success`](Permit::success) or
+/// [`failure`](Permit::failure). Dropping it unreported records nothing (and frees a probe slot).
+#[must_use = "report the call's outcome with success() or failure()"]
+#[derive(Debug)]
+pub struct Permit {
+    breaker: CircuitBreaker,
+    generation: u64,
+    started: Instant,
+    probe: bool,
+    reported: bool,
+}
+
+impl Permit {
+    /// The call succeeded (it may still count as slow).
+    pub fn success(mut self) {
+        self.reported = true;
+        self.breaker.record(&self, false);
+    }
+
+    /// The call failed.
+    pub fn failure(mut self) {
+        self.reported = true;
+        self.breaker.record(&self, true);
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if !self.reported && self.probe {
+            let mut inner = self.breaker.inner.lock();
+            if inner.generation == self.generation && inner.state == State::HalfOpen {
+                inner.probes_issued -= 1;
+            }
+        }
+    }
+}
+
+impl CircuitBreaker {
+    /// A breaker on the system clock.
+    pub fn new(config: BreakerConfig) -> Self {
+        CircuitBreaker::with_clock(config, Arc::new(SystemClock))
+    }
+
+    /// A breaker on `clock`.
+    pub fn with_clock(config: BreakerConfig, clock: Arc<dyn Clock>) -> Self {
+        let now = clock.now();
+        CircuitBreaker {
+            inner: Arc::new(Mutex::new(Inner {
+                state: State::Closed,
+                generation: 0,
+                opened_at: now,
+                outcomes: Outcomes::new(config.window, now),
+                probes_issued: 0,
+                probes: Counts::default(),
+            })),
+            config,
+            clock,
+            listeners: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    /// Calls `listener` on every state change.
+    pub fn on_transition(&self, listener: impl Fn(&Transition) + Send + Sync + 'static) {
+        self.listeners.lock().push(Box::new(listener));
+    }
+
+    /// The current state (an open breaker whose wait is over still reads `Open` until the next
+    /// call asks).
+    pub fn state(&self) -> State {
+        self.inner.lock().state
+    }
+
+    /// Asks to make a call.
+    pub fn try_acquire(&self) -> Result<Permit, Error> {
+        let now = self.clock.now();
+        let mut transition = None;
+        let result = {
+            let mut inner = self.inner.lock();
+            if inner.state == State::Open {
+                let reopen_at = inner.opened_at + self.config.wait_in_open;
+                if now < reopen_at {
+                    return Err(Error::CircuitOpen {
+                        retry_after: reopen_at - now,
+                    });
+                }
+                transition = Some(self.enter(&mut inner, State::HalfOpen, now));
+            }
+            match inner.state {
+                State::HalfOpen if inner.probes_issued >= self.config.permitted_half_open_calls => {
+                    Err(Error::CircuitOpen {
+                        retry_after: Duration::ZERO,
+                    })
+                }
+                state => {
+                    let probe = state == State::HalfOpen;
+                    inner.probes_issued += u32::from(probe);
+                    Ok(Permit {
+                        breaker: self.clone(),
+                        generation: inner.generation,
+                        started: now,
+                        probe,
+                        reported: false,
+                    })
+                }
+            }
+        };
+        self.notify(transition);
+        result
+    }
+
+    fn record(&self, permit: &Permit, failed: bool) {
+        let now = self.clock.now();
+        let slow = now.saturating_duration_since(permit.started) >= self.config.slow_call_duration;
+        let transition = {
+            let mut inner = self.inner.lock();
+            if inner.generation != permit.generation {
+                return;
+            }
+            match inner.state {
+                State::Closed => {
+                    let counts = inner.outcomes.record(failed, slow, now);
+                    let enough = counts.calls >= u64::from(self.config.minimum_calls.max(1));
+                    (enough && counts.trips(&self.config))
+                        .then(|| self.enter(&mut inner, State::Open, now))
+                }
+                State::HalfOpen => {
+                    inner.probes.add(failed, slow);
+                    if inner.probes.calls >= u64::from(self.config.permitted_half_open_calls) {
+                        let next = if inner.probes.trips(&self.config) {
+                            State::Open
+                        } else {
+                            State::Closed
+                        };
+                        Some(self.enter(&mut inner, next, now))
+                    } else {
+                        None
+                    }
+                }
+                State::Open => None,
+            }
+        };
+        self.notify(transition);
+    }
+
+    fn enter(&self, inner: &mut Inner, to: State, now: Instant) -> Transition {
+        let from = inner.state;
+        inner.state = to;
+        inner.generation += 1;
+        inner.probes_issued = 0;
+        inner.probes = Counts::default();
+        match to {
+            State::Open => inner.opened_at = now,
+            State::Closed => inner.outcomes = Outcomes::new(self.config.window, now),
+            State::HalfOpen => {}
+        }
+        Transition { from, to, at: now }
+    }
+
+    fn notify(&self, transition: Option<Transition>) {
+        if let Some(transition) = transition {
+            for listener in self.listeners.lock().iter() {
+                listener(&transition);
+            }
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! The retry driver: run an async operation until it succeeds, fails for good, or the policy,
+//! the elapsed-time limit or the retry budget says stop.
+//!
+//! # Example
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use tollgate_retry::backoff::{Backoff, Jitter};
+//! use tollgate_retry::clock::ManualClock;
+//! use tollgate_retry::retry::{Attempt, Retrier, RetryPolicy};
+//!
+//! let clock = ManualClock::new(); // sleeping on it is instant, and measured
+//! let policy = RetryPolicy::new(
+//!     Backoff::exponential(Duration::from_millis(100), Duration::from_secs(1)).jitter(Jitter::None),
+//! )
+//! .max_attempts(4);
+//! let retrier = Retrier::new(policy).clock(Arc::new(clock.clone()), Arc::new(clock.clone()));
+//!
+//! // Fails twice with a retryable error, then succeeds.
+//! let result: Result<&str, &str> = retrier
+//!     .run(
+//!         |attempt| async move { if attempt < 3 { Err("503") } else { Ok("paid") } },
+//!         |result| match result {
+//!             Err(_) => Attempt::retry(),
+//!             Ok(_) => Attempt::Done,
+//!         },
+//!     )
+//!     .await;
+//! assert_eq!(result, Ok("paid"));
+//! assert_eq!(clock.elapsed(), Duration::from_millis(100 + 200));
+//! # });
+//! ```
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::backoff::Backoff;
+use crate::budget::{Cause, RetryBudget};
+use crate::clock::{Clock, Sleeper, SystemClock};
+use crate::retry_after::RetryAfterBounds;
+
+/// What to do with an attempt's result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attempt {
+    /// Return it: a success, or a failure another attempt cannot fix.
+    Done,
+    /// Try again.
+    Retry {
+        /// The server's `Retry-After`, if any (it replaces the computed delay when the policy
+        /// honours it).
+        after: Option<Duration>,
+        /// What went wrong (a timeout costs a budget more).
+        cause: Cause,
+    },
+}
+
+impl Attempt {
+    /// A retryable error without `Retry-After`.
+    pub fn retry() -> Self {
+        Attempt::Retry {
+            after: None,
+            cause: Cause::Error,
+        }
+    }
+}
+
+/// How many times, how long and how far apart to retry.
+#[derive(Clone, Debug)]
+pub struct RetryPolicy {
+    max_attempts: u32,
+    backoff: Backoff,
+    max_elapsed: Option<Duration>,
+    retry_after: Option<RetryAfterBounds>,
+    budget: Option<RetryBudget>,
+}
+
+impl RetryPolicy {
+    /// Three attempts on `backoff`, honouring `Retry-After` up to 60 s, no time limit, no budget.
+    pub fn new(backoff: Backoff) -> Self {
+        RetryPolicy {
+            max_attempts: 3,
+            backoff,
+            max_elapsed: None,
+            retry_after: Some(RetryAfterBounds::default()),
+            budget: None,
+        }
+    }
+
+    /// Attempts in total, the first included (at least 1).
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// Stop retrying when the next attempt would start more than `limit` after the first.
+    pub fn max_elapsed(mut self, limit: Duration) -> Self {
+        self.max_elapsed = Some(limit);
+        self
+    }
+
+    /// Obey `Retry-After` within `bounds`, in place of the computed delay.
+    pub fn retry_after(mut self, bounds: RetryAfterBounds) -> Self {
+        self.retry_after = Some(bounds);
+        self
+    }
+
+    /// Ignore `Retry-After`.
+    pub fn ignore_retry_after(mut self) -> Self {
+        self.retry_after = None;
+        self
+    }
+
+    /// Draw every retry from a shared budget.
+    pub fn budget(mut self, budget: RetryBudget) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// The attempt limit.
+    pub fn attempt_limit(&self) -> u32 {
+        self.max_attempts
+    }
+
+    /// The delay schedule.
+    pub fn backoff(&self) -> &Backoff {
+        &self.backoff
+    }
+}
+
+/// Runs operations under a [`RetryPolicy`] on a clock and a sleeper.
+#[derive(Clone, Debug)]
+pub struct Retrier {
+    policy: RetryPolicy,
+    clock: Arc<dyn Clock>,
+    sleeper: Arc<dyn Sleeper>,
+    seed: Option<u64>,
+}
+
+impl Retrier {
+    /// A retrier on the system clock, sleeping with tokio, with random jitter.
+    #[cfg(feature = "tokio")]
+    pub fn new(policy: RetryPolicy) -> Self {
+        Retrier {
+            policy,
+            clock: Arc::new(SystemClock),
+            sleeper: Arc::new(crate::clock::TokioSleeper),
+            seed: None,
+        }
+    }
+
+    /// A retrier on `clock`, sleeping with `sleeper` (a [`ManualClock`](crate::clock::ManualClock)
+    /// is both).
+    pub fn with_clock(
+        policy: RetryPolicy,
+        clock: Arc<dyn Clock>,
+        sleeper: Arc<dyn Sleeper>,
+    ) -> Self {
+        Retrier {
+            policy,
+            clock,
+            sleeper,
+            seed: None,
+        }
+    }
+
+    /// Replaces the clock and the sleeper.
+    pub fn clock(mut self, clock: Arc<dyn Clock>, sleeper: Arc<dyn Sleeper>) -> Self {
+        self.clock = clock;
+        self.sleeper = sleeper;
+        self
+    }
+
+    /// Fixes the jitter's randomness (tests, simulations).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Runs `operation` (given the 1-based attempt number) until `classify` says
+    /// [`Attempt::Done`] or retrying must stop; returns the last attempt's result.
+    pub async fn run<T, E, Op, Fut, C>(&self, mut operation: Op, classify: C) -> Result<T, E>
+    where
+        Op: FnMut(u32) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        C: Fn(&Result<T, E>) -> Attempt,
+    {
+        let policy = &self.policy;
+        let started = self.clock.now();
+        let mut delays = policy
+            .backoff
+            .delays(self.seed.unwrap_or_else(|| fastrand::u64(..)));
+        let mut permit = None;
+        let mut attempt = 1;
+        loop {
+            let result = operation(attempt).await;
+            let (after, cause) = match classify(&result) {
+                Attempt::Done => {
+                    if let (Ok(_), Some(budget)) = (&result, &policy.budget) {
+                        budget.record_success(permit.take());
+                    }
+                    return result;
+                }
+                Attempt::Retry { after, cause } => (after, cause),
+            };
+            if let Some(budget) = &policy.budget {
+                budget.record_failure();
+            }
+            if attempt >= policy.max_attempts {
+                return result;
+            }
+            let computed = delays.next().unwrap_or(Duration::ZERO);
+            let delay = match (after, policy.retry_after) {
+                (Some(after), Some(bounds)) => bounds.clamp(after),
+                _ => computed,
+            };
+            if let Some(limit) = policy.max_elapsed {
+                let elapsed = self.clock.now().saturating_duration_since(started);
+                if elapsed + delay > limit {
+                    return result;
+                }
+            }
+            if let Some(budget) = &policy.budget {
+                match budget.try_acquire(cause) {
+                    Ok(granted) => permit = Some(granted),
+                    Err(_) => return result,
+                }
+            }
+            self.sleeper.sleep(delay).await;
+            attempt += 1;
+        }
+    }
+}
