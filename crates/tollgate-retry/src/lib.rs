@@ -14,6 +14,24 @@
 //! | [`retry`] | the driver |
 //! | [`clock`] | clocks and sleepers |
 //!
+//! # Why jitter: the AWS experiment, reproduced
+//!
+//! 100 clients each need one write to a row guarded by optimistic concurrency, all starting at
+//! once; a call commits 1 ms after it reads and fails if another commit got in between; failed
+//! clients back off (exponential, 1 ms base, 1 s cap) and retry until they succeed. Deterministic
+//! event simulation, seeded jitter (`tests/retry/simulation.rs` asserts these numbers exactly):
+//!
+//! | jitter | total calls | all clients done after |
+//! |---|---:|---:|
+//! | none | 5 050 | 90 123 ms |
+//! | full | 745 | 376 ms |
+//! | equal | 757 | 849 ms |
+//! | decorrelated | 777 | 292 ms |
+//!
+//! Without jitter every failed client retries in the same instant again, so each round lets one
+//! client through; any jitter spreads them and cuts the work by 6–7× and the time by 100×+.
+//! Full jitter does the least work, which is why it is the default.
+//!
 //! # Example
 //!
 //! ```
