@@ -1,0 +1,390 @@
+//! The PostgreSQL audit log: a bounded queue in front of a batching writer task.
+//!
+//! [`record`](AuditSink::record) puts the event on a bounded queue and returns; when the queue
+//! is full, callers wait (backpressure, never an unbounded buffer). A writer task drains the queue
+//! in batches of up to `batch_size`, one `INSERT … SELECT FROM UNNEST(…)` per batch, retrying a
+//! failed batch with capped backoff (re-sending is safe: inserts ignore ids already present).
+//! [`flush`](AuditSink::flush) returns once everything accepted before it is committed;
+//! [`shutdown`](PostgresAuditLog::shutdown) stops accepting, drains the queue and reports any event
+//! it could not write before its deadline. [`record_in`](PostgresAuditLog::record_in) writes an
+//! event inside the caller's transaction, so a payment and its audit record commit together.
+//!
+//! # Example
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use tollgate_audit::postgres::{AuditLogConfig, PostgresAuditLog};
+//! use tollgate_audit::{Action, AuditEvent, AuditSink, Outcome};
+//!
+//! let mut pool_config = tollgate_audit::postgres::deadpool_postgres::Config::new();
+//! pool_config.url = Some("postgres://postgres@127.0.0.1/postgres".into());
+//! let pool = pool_config.create_pool(
+//!     Some(tollgate_audit::postgres::deadpool_postgres::Runtime::Tokio1),
+//!     tollgate_audit::postgres::tokio_postgres::NoTls,
+//! )?;
+//! let log = PostgresAuditLog::start(pool, AuditLogConfig::default()).await?;
+//! log.record(AuditEvent::new("alice", Action::PAYMENT_ATTEMPT, Outcome::Success)).await?;
+//! log.shutdown().await?; // everything accepted is in the table
+//! # Ok(())
+//! # }
+//! ```
+
+mod sql;
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+pub use deadpool_postgres;
+pub use tokio_postgres;
+
+use crate::{Action, AuditEvent, AuditLog, AuditSink, Error, Outcome, Page, PageRequest};
+
+/// Settings of the PostgreSQL audit log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditLogConfig {
+    /// The schema holding `audit_events` (`[a-z_][a-z0-9_]*`, at most 63 bytes).
+    pub schema: String,
+    /// Events the queue holds before `record` waits.
+    pub queue_capacity: usize,
+    /// Events per INSERT.
+    pub batch_size: usize,
+    /// How long shutdown keeps retrying an unreachable database before giving up.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for AuditLogConfig {
+    fn default() -> Self {
+        AuditLogConfig {
+            schema: "tollgate".to_owned(),
+            queue_capacity: 10_000,
+            batch_size: 500,
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+enum Command {
+    Event(Box<AuditEvent>),
+    Flush(oneshot::Sender<Result<(), Error>>),
+}
+
+/// Statements with the schema filled in.
+#[derive(Debug)]
+struct Statements {
+    insert_batch: String,
+    insert_one: String,
+    page: String,
+}
+
+/// The PostgreSQL audit log. See the module docs.
+pub struct PostgresAuditLog {
+    pool: deadpool_postgres::Pool,
+    statements: std::sync::Arc<Statements>,
+    sender: Mutex<Option<mpsc::Sender<Command>>>,
+    writer: Mutex<Option<JoinHandle<u64>>>,
+}
+
+impl fmt::Debug for PostgresAuditLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresAuditLog")
+            .field("statements", &self.statements.page)
+            .finish_non_exhaustive()
+    }
+}
+
+fn db_error(error: impl fmt::Display, transient: bool) -> Error {
+    Error::Database {
+        message: error.to_string(),
+        transient,
+    }
+}
+
+fn pg_error(error: tokio_postgres::Error) -> Error {
+    // A closed connection or an I/O failure may pass; a SQL error will not.
+    let transient = error.is_closed() || error.code().is_none();
+    db_error(error, transient)
+}
+
+fn pool_error(error: deadpool_postgres::PoolError) -> Error {
+    db_error(error, true)
+}
+
+impl PostgresAuditLog {
+    /// Runs the migration and starts the writer task.
+    pub async fn start(
+        pool: deadpool_postgres::Pool,
+        config: AuditLogConfig,
+    ) -> Result<Self, Error> {
+        let schema = &config.schema;
+        let valid = !schema.is_empty()
+            && schema.len() <= 63
+            && schema
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+            && schema
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !valid {
+            return Err(Error::Sink(format!("invalid schema name {schema:?}")));
+        }
+        let fill = |sql: &str| sql.replace("{schema}", schema);
+        let client = pool.get().await.map_err(pool_error)?;
+        client
+            .batch_execute(&fill(sql::MIGRATE))
+            .await
+            .map_err(pg_error)?;
+        drop(client);
+
+        let statements = std::sync::Arc::new(Statements {
+            insert_batch: fill(sql::INSERT_BATCH),
+            insert_one: fill(sql::INSERT_ONE),
+            page: fill(sql::PAGE),
+        });
+        let (sender, receiver) = mpsc::channel(config.queue_capacity.max(1));
+        let writer = tokio::spawn(write_loop(
+            pool.clone(),
+            std::sync::Arc::clone(&statements),
+            receiver,
+            config.batch_size.max(1),
+            config.shutdown_timeout,
+        ));
+        Ok(PostgresAuditLog {
+            pool,
+            statements,
+            sender: Mutex::new(Some(sender)),
+            writer: Mutex::new(Some(writer)),
+        })
+    }
+
+    fn sender(&self) -> Result<mpsc::Sender<Command>, Error> {
+        self.sender.lock().clone().ok_or(Error::Closed)
+    }
+
+    /// Writes `event` inside the caller's transaction (not through the queue): it commits or
+    /// rolls back with the caller's own rows.
+    pub async fn record_in(
+        &self,
+        transaction: &tokio_postgres::Transaction<'_>,
+        event: &AuditEvent,
+    ) -> Result<(), Error> {
+        let status = event.status_code.map(i32::from);
+        let latency = event
+            .latency_us
+            .map(|us| i64::try_from(us).unwrap_or(i64::MAX));
+        let fields = serde_json::Value::Object(event.fields.clone());
+        let params: [&(dyn ToSql + Sync); 11] = [
+            &event.id,
+            &event.timestamp,
+            &event.user_id,
+            &event.action.as_str(),
+            &event.outcome.as_str(),
+            &status,
+            &event.idempotency_key,
+            &event.transaction_id,
+            &event.request_id,
+            &latency,
+            &fields,
+        ];
+        transaction
+            .execute(&self.statements.insert_one, &params)
+            .await
+            .map(|_| ())
+            .map_err(pg_error)
+    }
+
+    /// Stops accepting events, writes everything already accepted, and stops the writer.
+    /// Fails with [`Error::Unwritten`] if the database stayed unreachable past the configured
+    /// shutdown timeout.
+    pub async fn shutdown(&self) -> Result<(), Error> {
+        drop(self.sender.lock().take());
+        let writer = self.writer.lock().take();
+        let Some(writer) = writer else {
+            return Ok(());
+        };
+        match writer.await {
+            Ok(0) => Ok(()),
+            Ok(unwritten) => Err(Error::Unwritten(unwritten)),
+            Err(join) => Err(Error::Sink(format!("audit writer task failed: {join}"))),
+        }
+    }
+}
+
+#[async_trait]
+impl AuditSink for PostgresAuditLog {
+    async fn record(&self, event: AuditEvent) -> Result<(), Error> {
+        self.sender()?
+            .send(Command::Event(Box::new(event)))
+            .await
+            .map_err(|_| Error::Closed)
+    }
+
+    async fn flush(&self) -> Result<(), Error> {
+        let (done, wait) = oneshot::channel();
+        self.sender()?
+            .send(Command::Flush(done))
+            .await
+            .map_err(|_| Error::Closed)?;
+        wait.await.map_err(|_| Error::Closed)?
+    }
+}
+
+#[async_trait]
+impl AuditLog for PostgresAuditLog {
+    async fn page(&self, user_id: &str, request: PageRequest) -> Result<Page, Error> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let fetch = i64::try_from(request.limit() + 1).unwrap_or(i64::MAX);
+        let rows = client
+            .query(
+                &self.statements.page,
+                &[&user_id, &request.before(), &fetch],
+            )
+            .await
+            .map_err(pg_error)?;
+        let entries = rows
+            .iter()
+            .map(event_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Page::from_overfetch(entries, request.limit()))
+    }
+}
+
+fn event_from_row(row: &Row) -> Result<AuditEvent, Error> {
+    let get = |e: tokio_postgres::Error| db_error(e, false);
+    let outcome: String = row.try_get("outcome").map_err(get)?;
+    let fields: serde_json::Value = row.try_get("fields").map_err(get)?;
+    let status: Option<i32> = row.try_get("status_code").map_err(get)?;
+    let latency: Option<i64> = row.try_get("latency_us").map_err(get)?;
+    Ok(AuditEvent {
+        id: row.try_get::<_, Uuid>("id").map_err(get)?,
+        timestamp: row.try_get("occurred_at").map_err(get)?,
+        user_id: row.try_get("user_id").map_err(get)?,
+        action: Action::custom(row.try_get::<_, String>("action").map_err(get)?),
+        outcome: Outcome::parse(&outcome)
+            .ok_or_else(|| db_error(format!("unknown outcome {outcome:?}"), false))?,
+        status_code: status.and_then(|s| u16::try_from(s).ok()),
+        idempotency_key: row.try_get("idempotency_key").map_err(get)?,
+        transaction_id: row.try_get("transaction_id").map_err(get)?,
+        request_id: row.try_get("request_id").map_err(get)?,
+        latency_us: latency.and_then(|l| u64::try_from(l).ok()),
+        fields: match fields {
+            serde_json::Value::Object(map) => map,
+            _ => serde_json::Map::new(),
+        },
+    })
+}
+
+/// Drains the queue in batches until every sender is gone; returns how many accepted events
+/// could not be written (non-zero only when shutdown's deadline passed with the database down).
+async fn write_loop(
+    pool: deadpool_postgres::Pool,
+    statements: std::sync::Arc<Statements>,
+    mut receiver: mpsc::Receiver<Command>,
+    batch_size: usize,
+    shutdown_timeout: Duration,
+) -> u64 {
+    let mut batch: Vec<AuditEvent> = Vec::with_capacity(batch_size);
+    let mut waiting: Vec<oneshot::Sender<Result<(), Error>>> = Vec::new();
+    let mut unwritten = 0;
+    while let Some(first) = receiver.recv().await {
+        let mut next = Some(first);
+        while let Some(command) = next.take() {
+            match command {
+                Command::Event(event) => batch.push(*event),
+                Command::Flush(done) => waiting.push(done),
+            }
+            if batch.len() < batch_size {
+                next = receiver.try_recv().ok();
+            }
+        }
+        // Retry the batch until it is written; once every sender is gone (shutdown), give the
+        // database `shutdown_timeout` more and then count what is left.
+        let mut delay = Duration::from_millis(50);
+        let mut deadline: Option<Instant> = None;
+        let result = loop {
+            match insert_batch(&pool, &statements.insert_batch, &batch).await {
+                Ok(()) => break Ok(()),
+                Err(error) => {
+                    if receiver.is_closed() && receiver.is_empty() {
+                        let limit =
+                            *deadline.get_or_insert_with(|| Instant::now() + shutdown_timeout);
+                        if Instant::now() >= limit {
+                            unwritten += batch.len() as u64;
+                            break Err(error);
+                        }
+                    }
+                    tracing::warn!(%error, events = batch.len(), "audit batch not written; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        };
+        batch.clear();
+        for done in waiting.drain(..) {
+            let _ = done.send(
+                result
+                    .as_ref()
+                    .map(|_| ())
+                    .map_err(|e| Error::Sink(e.to_string())),
+            );
+        }
+    }
+    unwritten
+}
+
+async fn insert_batch(
+    pool: &deadpool_postgres::Pool,
+    sql: &str,
+    batch: &[AuditEvent],
+) -> Result<(), Error> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = batch.iter().map(|e| e.id).collect();
+    let times: Vec<std::time::SystemTime> = batch.iter().map(|e| e.timestamp).collect();
+    let users: Vec<&str> = batch.iter().map(|e| e.user_id.as_str()).collect();
+    let actions: Vec<&str> = batch.iter().map(|e| e.action.as_str()).collect();
+    let outcomes: Vec<&str> = batch.iter().map(|e| e.outcome.as_str()).collect();
+    let statuses: Vec<Option<i32>> = batch.iter().map(|e| e.status_code.map(i32::from)).collect();
+    let keys: Vec<Option<&str>> = batch.iter().map(|e| e.idempotency_key.as_deref()).collect();
+    let transactions: Vec<Option<&str>> =
+        batch.iter().map(|e| e.transaction_id.as_deref()).collect();
+    let requests: Vec<Option<&str>> = batch.iter().map(|e| e.request_id.as_deref()).collect();
+    let latencies: Vec<Option<i64>> = batch
+        .iter()
+        .map(|e| e.latency_us.map(|us| i64::try_from(us).unwrap_or(i64::MAX)))
+        .collect();
+    let fields: Vec<serde_json::Value> = batch
+        .iter()
+        .map(|e| serde_json::Value::Object(e.fields.clone()))
+        .collect();
+    let client = pool.get().await.map_err(pool_error)?;
+    client
+        .execute(
+            sql,
+            &[
+                &ids,
+                &times,
+                &users,
+                &actions,
+                &outcomes,
+                &statuses,
+                &keys,
+                &transactions,
+                &requests,
+                &latencies,
+                &fields,
+            ],
+        )
+        .await
+        .map(|_| ())
+        .map_err(pg_error)
+}

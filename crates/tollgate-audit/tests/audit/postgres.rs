@@ -1,0 +1,247 @@
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tollgate_audit::postgres::deadpool_postgres::{Config, Pool, Runtime};
+use tollgate_audit::postgres::tokio_postgres::NoTls;
+use tollgate_audit::postgres::{AuditLogConfig, PostgresAuditLog};
+use tollgate_audit::{Action, AuditEvent, AuditLog, AuditSink, Error, Outcome, PageRequest};
+
+/// A pool and a schema of this test's own, or `None` after saying the test was skipped.
+async fn database(test: &str) -> Option<(Pool, String)> {
+    let Ok(url) = std::env::var("TEST_DATABASE_URL") else {
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED {test}: needs PostgreSQL; set TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres to run it"
+        );
+        return None;
+    };
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let schema = format!(
+        "tollgate_test_{}_{nanos}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut config = Config::new();
+    config.url = Some(url);
+    let pool = config
+        .create_pool(Some(Runtime::Tokio1), NoTls)
+        .expect("a valid url");
+    // Fail loudly if the database is configured but unreachable.
+    let _probe = pool
+        .get()
+        .await
+        .expect("TEST_DATABASE_URL is set but PostgreSQL is unreachable");
+    Some((pool, schema))
+}
+
+async fn drop_schema(pool: &Pool, schema: &str) {
+    let client = pool.get().await.expect("database");
+    client
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        .await
+        .expect("drop schema");
+}
+
+async fn count(pool: &Pool, schema: &str, table: &str) -> i64 {
+    let client = pool.get().await.expect("database");
+    let row = client
+        .query_one(&format!("SELECT count(*) FROM {schema}.{table}"), &[])
+        .await
+        .expect("count");
+    row.get(0)
+}
+
+fn config(schema: &str) -> AuditLogConfig {
+    AuditLogConfig {
+        schema: schema.to_owned(),
+        ..AuditLogConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn pages_newest_first_per_user_with_every_field() {
+    let Some((pool, schema)) =
+        database("audit::postgres::pages_newest_first_per_user_with_every_field").await
+    else {
+        return;
+    };
+    let log = PostgresAuditLog::start(pool.clone(), config(&schema))
+        .await
+        .expect("start");
+    let mut written = Vec::new();
+    for i in 0..25u16 {
+        let event = AuditEvent::new("alice", Action::PAYMENT_ATTEMPT, Outcome::Success)
+            .status(201)
+            .idempotency_key(format!("key-{i:0>16}"))
+            .transaction_id(format!("txn_{i}"))
+            .request_id(format!("req-{i}"))
+            .latency(Duration::from_micros(1_500))
+            .field("attempt", i);
+        written.push(event.clone());
+        log.record(event).await.expect("accepted");
+        log.record(AuditEvent::new(
+            "bob",
+            Action::RATE_LIMITED,
+            Outcome::Denied,
+        ))
+        .await
+        .expect("accepted");
+    }
+    log.flush().await.expect("flushed");
+
+    let mut read = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut sizes = Vec::new();
+    loop {
+        let page = log
+            .page(
+                "alice",
+                PageRequest::new(Some(10), cursor.as_deref()).expect("valid"),
+            )
+            .await
+            .expect("page");
+        sizes.push(page.entries.len());
+        read.extend(page.entries);
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(sizes, [10, 10, 5]);
+    written.reverse();
+    assert_eq!(read, written, "every field reads back, newest first");
+    log.shutdown().await.expect("clean shutdown");
+    drop_schema(&pool, &schema).await;
+}
+
+/// Eight producers record as fast as they can while the log shuts down: every event that
+/// `record` accepted is in the table, and nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_under_load_loses_nothing_accepted() {
+    let Some((pool, schema)) =
+        database("audit::postgres::shutdown_under_load_loses_nothing_accepted").await
+    else {
+        return;
+    };
+    let log = Arc::new(
+        PostgresAuditLog::start(
+            pool.clone(),
+            AuditLogConfig {
+                queue_capacity: 64,
+                batch_size: 50,
+                ..config(&schema)
+            },
+        )
+        .await
+        .expect("start"),
+    );
+    let accepted = Arc::new(AtomicU64::new(0));
+    let producers: Vec<_> = (0..8)
+        .map(|p| {
+            let (log, accepted) = (Arc::clone(&log), Arc::clone(&accepted));
+            tokio::spawn(async move {
+                for i in 0..100_000u32 {
+                    let event = AuditEvent::new(
+                        format!("user-{p}"),
+                        Action::PAYMENT_ATTEMPT,
+                        Outcome::Success,
+                    )
+                    .field("i", i);
+                    match log.record(event).await {
+                        Ok(()) => accepted.fetch_add(1, Ordering::SeqCst),
+                        Err(Error::Closed) => return,
+                        Err(other) => panic!("unexpected {other}"),
+                    };
+                }
+            })
+        })
+        .collect();
+    // Let the queue fill and the writer fall behind, then shut down mid-stream.
+    while accepted.load(Ordering::SeqCst) < 3_000 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    log.shutdown().await.expect("every accepted event written");
+    for producer in producers {
+        producer.await.expect("producer");
+    }
+    let accepted = accepted.load(Ordering::SeqCst);
+    assert!(accepted >= 3_000);
+    assert_eq!(
+        count(&pool, &schema, "audit_events").await,
+        i64::try_from(accepted).expect("small")
+    );
+    assert!(matches!(
+        log.record(AuditEvent::new(
+            "late",
+            Action::PAYMENT_ATTEMPT,
+            Outcome::Success
+        ))
+        .await,
+        Err(Error::Closed)
+    ));
+    drop_schema(&pool, &schema).await;
+}
+
+#[tokio::test]
+async fn an_event_commits_or_rolls_back_with_the_callers_transaction() {
+    let Some((pool, schema)) =
+        database("audit::postgres::an_event_commits_or_rolls_back_with_the_callers_transaction")
+            .await
+    else {
+        return;
+    };
+    let log = PostgresAuditLog::start(pool.clone(), config(&schema))
+        .await
+        .expect("start");
+    let mut client = pool.get().await.expect("database");
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {schema}.payments (id text PRIMARY KEY)"
+        ))
+        .await
+        .expect("payments table");
+    for commit in [false, true] {
+        let tx = client.transaction().await.expect("begin");
+        tx.execute(
+            &format!("INSERT INTO {schema}.payments VALUES ($1)"),
+            &[&format!("txn_{commit}")],
+        )
+        .await
+        .expect("payment row");
+        let event = AuditEvent::new("alice", Action::PAYMENT_ATTEMPT, Outcome::Success)
+            .transaction_id("txn");
+        log.record_in(&tx, &event).await.expect("audit row");
+        if commit {
+            tx.commit().await.expect("commit");
+        } else {
+            tx.rollback().await.expect("rollback");
+        }
+        let expected = i64::from(commit);
+        assert_eq!(count(&pool, &schema, "payments").await, expected);
+        assert_eq!(
+            count(&pool, &schema, "audit_events").await,
+            expected,
+            "audit follows the payment"
+        );
+    }
+    drop(client);
+    log.shutdown().await.expect("clean shutdown");
+    drop_schema(&pool, &schema).await;
+}
+
+#[tokio::test]
+async fn schema_names_are_validated() {
+    let Some((pool, _)) = database("audit::postgres::schema_names_are_validated").await else {
+        return;
+    };
+    let bad = AuditLogConfig {
+        schema: "x; DROP TABLE y".to_owned(),
+        ..AuditLogConfig::default()
+    };
+    assert!(PostgresAuditLog::start(pool, bad).await.is_err());
+}
