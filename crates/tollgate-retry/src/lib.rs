@@ -12,6 +12,7 @@
 //! | [`breaker`] | circuit breaker on failure and slow-call rates |
 //! | [`config`] | `RetryConfig`, what `GET /api/v1/retry-config` publishes |
 //! | [`retry`] | the driver |
+//! | `layer` | a tower `Layer` for clients (feature `tower`) |
 //! | [`clock`] | clocks and sleepers |
 //!
 //! # Why jitter: the AWS experiment, reproduced
@@ -73,6 +74,8 @@ pub mod budget;
 pub mod classify;
 pub mod clock;
 pub mod config;
+#[cfg(feature = "tower")]
+pub mod layer;
 pub mod retry;
 pub mod retry_after;
 
