@@ -8,8 +8,9 @@
 //! | `ratelimit` (default) | [`ratelimit`] | sliding window, sliding log, GCRA; memory backend |
 //! | `redis` | [`ratelimit::redis`] | the Redis rate-limit backend |
 //! | `idempotency` | `idempotency` | `Idempotency-Key` handling (planned) |
-//! | `retry` | `retry` | backoff, budgets, circuit breaker (planned) |
-//! | `audit` | `audit` | audit events and sinks (planned) |
+//! | `retry` | `retry` | backoff and jitter, Retry-After, budgets, circuit breaker, driver |
+//! | `audit` | `audit` | audit events; memory, JSON lines sinks |
+//! | `postgres` | `audit::postgres` | the PostgreSQL audit log |
 //! | `http` | `http` | problem+json and tower layers (planned) |
 //!
 //! # Example

@@ -130,6 +130,22 @@ impl RetryPolicy {
     }
 }
 
+/// Runs `operation` under `policy` on the system clock with tokio's sleep and random jitter:
+/// shorthand for [`Retrier::new`]`(policy).run(operation, classify)`.
+#[cfg(feature = "tokio")]
+pub async fn retry<T, E, Op, Fut, C>(
+    policy: RetryPolicy,
+    operation: Op,
+    classify: C,
+) -> Result<T, E>
+where
+    Op: FnMut(u32) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    C: Fn(&Result<T, E>) -> Attempt,
+{
+    Retrier::new(policy).run(operation, classify).await
+}
+
 /// Runs operations under a [`RetryPolicy`] on a clock and a sleeper.
 #[derive(Clone, Debug)]
 pub struct Retrier {

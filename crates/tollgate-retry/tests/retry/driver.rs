@@ -140,6 +140,31 @@ async fn a_shared_budget_stops_retry_storms() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_shorthand_sleeps_with_tokio() {
+    let started = tokio::time::Instant::now();
+    let result: Result<u32, u32> = tollgate_retry::retry::retry(
+        fixed(1_000, 1_000).max_attempts(2),
+        |attempt| async move {
+            if attempt == 1 {
+                Err(1)
+            } else {
+                Ok(2)
+            }
+        },
+        |r| {
+            if r.is_err() {
+                Attempt::retry()
+            } else {
+                Attempt::Done
+            }
+        },
+    )
+    .await;
+    assert_eq!(result, Ok(2));
+    assert_eq!(started.elapsed(), ms(1_000));
+}
+
+#[tokio::test(start_paused = true)]
 async fn real_sleeper_under_paused_tokio_time() {
     let policy = fixed(250, 1_000).max_attempts(3);
     let r = Retrier::new(policy).seed(3);
