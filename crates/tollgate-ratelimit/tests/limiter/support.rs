@@ -25,11 +25,17 @@ pub(crate) fn redis_url(test: &str) -> Option<String> {
     match std::env::var("TEST_REDIS_URL") {
         Ok(url) if !url.is_empty() => Some(url),
         _ => {
-            // Written to the real stderr on purpose: libtest only captures the print macros.
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED {test}: needs Redis; set TEST_REDIS_URL=redis://127.0.0.1:6379 to run it"
-            );
+            // Once per test (a property test asks once per case), and to the real stderr on
+            // purpose: libtest only captures the print macros.
+            static TOLD: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+            let mut told = TOLD.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if !told.iter().any(|t| t == test) {
+                told.push(test.to_owned());
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "SKIPPED {test}: needs Redis; set TEST_REDIS_URL=redis://127.0.0.1:6379 to run it"
+                );
+            }
             None
         }
     }
