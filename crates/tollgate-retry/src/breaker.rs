@@ -208,10 +208,10 @@ impl Outcomes {
         }
     }
 
-    /// Drops time buckets that left the window; returns the remaining total.
-    fn expire(&mut self, now: Instant) -> Counts {
+    /// Drops time buckets that left the window.
+    fn expire(&mut self, now: Instant) {
         match self {
-            Outcomes::Count { total, .. } => *total,
+            Outcomes::Count { .. } => {}
             Outcomes::Time {
                 origin,
                 width,
@@ -226,7 +226,6 @@ impl Outcomes {
                     total.remove(counts);
                     buckets.pop_front();
                 }
-                *total
             }
         }
     }
