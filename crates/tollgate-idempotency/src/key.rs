@@ -1,0 +1,202 @@
+//! The `Idempotency-Key` header: exactly one value, 16–255 characters of `[A-Za-z0-9_-]`, sent
+//! bare or as an RFC 8941 sf-string (`"…"`, with `\"` and `\\` escapes).
+//!
+//! # Example
+//!
+//! ```
+//! use http::{HeaderMap, HeaderValue};
+//! use tollgate_idempotency::key::{IdempotencyKey, KeyError};
+//!
+//! let key = IdempotencyKey::parse("\"order-7c1f0e9a2b4d4e11\"")?;
+//! assert_eq!(key.as_str(), "order-7c1f0e9a2b4d4e11");
+//! assert!(matches!(IdempotencyKey::parse("short"), Err(KeyError::Length { len: 5 })));
+//!
+//! let mut headers = HeaderMap::new();
+//! assert!(matches!(IdempotencyKey::from_headers(&headers), Err(KeyError::Missing)));
+//! headers.append("idempotency-key", HeaderValue::from_static("order-7c1f0e9a2b4d4e11"));
+//! headers.append("idempotency-key", HeaderValue::from_static("order-7c1f0e9a2b4d4e12"));
+//! assert!(matches!(IdempotencyKey::from_headers(&headers), Err(KeyError::Repeated)));
+//! # Ok::<(), KeyError>(())
+//! ```
+
+use std::fmt;
+
+use http::HeaderMap;
+
+/// The shortest key accepted.
+pub const MIN_KEY_LEN: usize = 16;
+/// The longest key accepted.
+pub const MAX_KEY_LEN: usize = 255;
+/// The header's name.
+pub const HEADER: &str = "idempotency-key";
+
+/// Why a key was refused; every variant maps to `400 Bad Request`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// No `Idempotency-Key` header.
+    #[error("the Idempotency-Key header is required")]
+    Missing,
+    /// More than one value (two headers, or a comma-separated list).
+    #[error("the Idempotency-Key header must appear once, with one value")]
+    Repeated,
+    /// Not a bare value or a well-formed sf-string.
+    #[error("malformed Idempotency-Key: {0}")]
+    Malformed(&'static str),
+    /// Too short or too long.
+    #[error(
+        "the Idempotency-Key must be {MIN_KEY_LEN} to {MAX_KEY_LEN} characters long, not {len}"
+    )]
+    Length {
+        /// The length given.
+        len: usize,
+    },
+    /// A character outside `[A-Za-z0-9_-]`.
+    #[error("the Idempotency-Key may only contain letters, digits, '-' and '_'")]
+    Charset,
+}
+
+/// A validated idempotency key.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IdempotencyKey(String);
+
+impl fmt::Debug for IdempotencyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("IdempotencyKey").field(&self.0).finish()
+    }
+}
+
+impl fmt::Display for IdempotencyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl IdempotencyKey {
+    /// The key in `headers`: exactly one `Idempotency-Key` header with one value.
+    pub fn from_headers(headers: &HeaderMap) -> Result<Self, KeyError> {
+        let mut values = headers.get_all(HEADER).iter();
+        let value = values.next().ok_or(KeyError::Missing)?;
+        if values.next().is_some() {
+            return Err(KeyError::Repeated);
+        }
+        let text = value
+            .to_str()
+            .map_err(|_| KeyError::Malformed("not visible ASCII"))?;
+        IdempotencyKey::parse(text)
+    }
+
+    /// Parses one header value.
+    pub fn parse(value: &str) -> Result<Self, KeyError> {
+        let value = value.trim_matches(|c| c == ' ' || c == '\t');
+        let key = match value.strip_prefix('"') {
+            Some(quoted) => unquote(quoted)?,
+            None if value.contains(',') => return Err(KeyError::Repeated),
+            None => value.to_owned(),
+        };
+        IdempotencyKey::validate(key)
+    }
+
+    fn validate(key: String) -> Result<Self, KeyError> {
+        let len = key.chars().count();
+        if !(MIN_KEY_LEN..=MAX_KEY_LEN).contains(&len) {
+            return Err(KeyError::Length { len });
+        }
+        if !key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(KeyError::Charset);
+        }
+        Ok(IdempotencyKey(key))
+    }
+
+    /// The key.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The inside of an sf-string after its opening quote (RFC 8941 §4.2.5).
+fn unquote(rest: &str) -> Result<String, KeyError> {
+    let mut out = String::with_capacity(rest.len());
+    let mut chars = rest.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some(escaped @ ('"' | '\\')) => out.push(escaped),
+                _ => return Err(KeyError::Malformed("only \\\" and \\\\ may be escaped")),
+            },
+            '"' => {
+                let after = chars.as_str();
+                return match after.trim_start_matches([' ', '\t']).chars().next() {
+                    None => Ok(out),
+                    Some(',') => Err(KeyError::Repeated),
+                    Some(_) => Err(KeyError::Malformed("text after the closing quote")),
+                };
+            }
+            ' '..='~' => out.push(c),
+            _ => return Err(KeyError::Malformed("sf-strings hold visible ASCII only")),
+        }
+    }
+    Err(KeyError::Malformed("unterminated quoted string"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "abcDEF0123456789_-";
+
+    #[test]
+    fn bare_and_quoted() {
+        assert_eq!(
+            IdempotencyKey::parse(GOOD).map(|k| k.0),
+            Ok(GOOD.to_owned())
+        );
+        assert_eq!(
+            IdempotencyKey::parse(&format!(" \"{GOOD}\"\t")).map(|k| k.0),
+            Ok(GOOD.to_owned())
+        );
+        assert_eq!(
+            IdempotencyKey::parse(&"a".repeat(255)).map(|k| k.0.len()),
+            Ok(255)
+        );
+    }
+
+    #[test]
+    fn refusals() {
+        use KeyError::*;
+        let cases: [(&str, KeyError); 9] = [
+            ("", Length { len: 0 }),
+            ("\"\"", Length { len: 0 }),
+            (&"a".repeat(256), Length { len: 256 }),
+            ("abcdefghijklmnop!", Charset),
+            ("\"abcdefghij\\\"klmnop\"", Charset),
+            (
+                "\"abcdefghijklmnop",
+                Malformed("unterminated quoted string"),
+            ),
+            (
+                "\"abcdefghijklmnop\" x",
+                Malformed("text after the closing quote"),
+            ),
+            (
+                "\"abcdefghij\\nklmnop\"",
+                Malformed("only \\\" and \\\\ may be escaped"),
+            ),
+            ("abcdefghijklmnop, qrstuvwxyz123456", Repeated),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(IdempotencyKey::parse(input), Err(expected), "{input:?}");
+        }
+        assert_eq!(
+            IdempotencyKey::parse("\"abcdefghijklmnop\", \"x\""),
+            Err(Repeated)
+        );
+        assert_eq!(
+            IdempotencyKey::parse("\"abcdéfghijklmnop\""),
+            Err(Malformed("sf-strings hold visible ASCII only"))
+        );
+    }
+}

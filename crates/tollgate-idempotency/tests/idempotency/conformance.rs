@@ -1,0 +1,256 @@
+//! One suite, every store. Each scenario takes a store and the manual clock it runs on.
+
+use std::time::Duration;
+
+use tollgate_idempotency::store::{Claim, IdempotencyStore, Lease, Release};
+use tollgate_idempotency::Error;
+use tollgate_retry::clock::ManualClock;
+
+use crate::support::{fingerprint, response, scope, OPTIONS};
+
+const KEY: &str = "order-7c1f0e9a2b4d4e11";
+const BODY: &str = r#"{"amount":"10.00","currency":"USD"}"#;
+
+async fn acquire(store: &dyn IdempotencyStore, user: &str) -> Lease {
+    match store
+        .claim(&scope(user, KEY), &fingerprint(BODY), OPTIONS)
+        .await
+        .expect("store")
+    {
+        Claim::Acquired(lease) => lease,
+        other => panic!("expected to acquire, got {other:?}"),
+    }
+}
+
+pub(crate) async fn completed_requests_replay(store: &dyn IdempotencyStore, _clock: &ManualClock) {
+    let lease = acquire(store, "alice").await;
+    assert!(!lease.resumed);
+    store
+        .complete(
+            &scope("alice", KEY),
+            lease.fence,
+            &response("txn_1"),
+            OPTIONS.ttl,
+        )
+        .await
+        .expect("owner completes");
+    let again = store
+        .claim(&scope("alice", KEY), &fingerprint(BODY), OPTIONS)
+        .await
+        .expect("store");
+    assert_eq!(again, Claim::Completed(response("txn_1")));
+    // Key order and whitespace do not change the request.
+    let reordered = fingerprint(r#"{ "currency": "USD", "amount": "10.00" }"#);
+    let again = store
+        .claim(&scope("alice", KEY), &reordered, OPTIONS)
+        .await
+        .expect("store");
+    assert_eq!(again, Claim::Completed(response("txn_1")));
+}
+
+pub(crate) async fn a_different_request_is_a_mismatch(
+    store: &dyn IdempotencyStore,
+    _clock: &ManualClock,
+) {
+    let _lease = acquire(store, "alice").await;
+    let other = fingerprint(r#"{"amount":"10.01","currency":"USD"}"#);
+    let claim = store
+        .claim(&scope("alice", KEY), &other, OPTIONS)
+        .await
+        .expect("store");
+    assert_eq!(claim, Claim::Mismatch);
+}
+
+pub(crate) async fn scopes_are_isolated(store: &dyn IdempotencyStore, _clock: &ManualClock) {
+    let alice = acquire(store, "alice").await;
+    let bob = acquire(store, "bob").await;
+    store
+        .complete(
+            &scope("bob", KEY),
+            bob.fence,
+            &response("txn_b"),
+            OPTIONS.ttl,
+        )
+        .await
+        .expect("bob");
+    let claim = store
+        .claim(&scope("alice", KEY), &fingerprint(BODY), OPTIONS)
+        .await
+        .expect("store");
+    assert!(
+        matches!(claim, Claim::InProgress { .. }),
+        "bob's result is not alice's: {claim:?}"
+    );
+    store
+        .complete(
+            &scope("alice", KEY),
+            alice.fence,
+            &response("txn_a"),
+            OPTIONS.ttl,
+        )
+        .await
+        .expect("alice");
+}
+
+pub(crate) async fn duplicates_wait_while_the_lease_lives(
+    store: &dyn IdempotencyStore,
+    clock: &ManualClock,
+) {
+    let _lease = acquire(store, "alice").await;
+    clock.advance(Duration::from_secs(10));
+    let claim = store
+        .claim(&scope("alice", KEY), &fingerprint(BODY), OPTIONS)
+        .await
+        .expect("store");
+    assert_eq!(
+        claim,
+        Claim::InProgress {
+            retry_after: Duration::from_secs(20)
+        }
+    );
+}
+
+pub(crate) async fn records_expire_after_the_ttl(
+    store: &dyn IdempotencyStore,
+    clock: &ManualClock,
+) {
+    let lease = acquire(store, "alice").await;
+    store
+        .complete(
+            &scope("alice", KEY),
+            lease.fence,
+            &response("txn_1"),
+            OPTIONS.ttl,
+        )
+        .await
+        .expect("complete");
+    clock.advance(OPTIONS.ttl - Duration::from_secs(1));
+    assert!(matches!(
+        store
+            .claim(&scope("alice", KEY), &fingerprint(BODY), OPTIONS)
+            .await
+            .expect("store"),
+        Claim::Completed(_)
+    ));
+    clock.advance(Duration::from_secs(1));
+    // Expired reads as absent, before any cleanup ran; even a different body is accepted now.
+    let other = fingerprint(r#"{"amount":"1.00","currency":"EUR"}"#);
+    let claim = store
+        .claim(&scope("alice", KEY), &other, OPTIONS)
+        .await
+        .expect("store");
+    assert!(
+        matches!(claim, Claim::Acquired(Lease { resumed: false, .. })),
+        "{claim:?}"
+    );
+}
+
+pub(crate) async fn a_zombie_owner_cannot_overwrite_the_new_owner(
+    store: &dyn IdempotencyStore,
+    clock: &ManualClock,
+) {
+    let zombie = acquire(store, "alice").await;
+    clock.advance(OPTIONS.lease);
+    let successor = acquire(store, "alice").await;
+    assert!(successor.resumed, "a takeover resumes");
+    assert!(successor.fence > zombie.fence);
+    let late = store
+        .complete(
+            &scope("alice", KEY),
+            zombie.fence,
+            &response("txn_zombie"),
+            OPTIONS.ttl,
+        )
+        .await;
+    assert!(matches!(late, Err(Error::Fenced)), "{late:?}");
+    assert!(matches!(
+        store
+            .release(&scope("alice", KEY), zombie.fence, Release::NothingHappened)
+            .await,
+        Err(Error::Fenced)
+    ));
+    store
+        .complete(
+            &scope("alice", KEY),
+            successor.fence,
+            &response("txn_new"),
+            OPTIONS.ttl,
+        )
+        .await
+        .expect("the new owner completes");
+    let claim = store
+        .claim(&scope("alice", KEY), &fingerprint(BODY), OPTIONS)
+        .await
+        .expect("store");
+    assert_eq!(claim, Claim::Completed(response("txn_new")));
+}
+
+pub(crate) async fn an_ambiguous_failure_is_resumed_not_restarted(
+    store: &dyn IdempotencyStore,
+    _clock: &ManualClock,
+) {
+    let first = acquire(store, "alice").await;
+    store
+        .release(&scope("alice", KEY), first.fence, Release::Ambiguous)
+        .await
+        .expect("release");
+    let retry = acquire(store, "alice").await;
+    assert!(
+        retry.resumed,
+        "the retry knows the charge may have happened"
+    );
+    assert!(retry.fence > first.fence);
+    // Releasing with nothing done forgets the record entirely.
+    store
+        .release(&scope("alice", KEY), retry.fence, Release::NothingHappened)
+        .await
+        .expect("release");
+    let fresh = acquire(store, "alice").await;
+    assert!(!fresh.resumed);
+}
+
+pub(crate) async fn cleanup_removes_only_expired_records(
+    store: &dyn IdempotencyStore,
+    clock: &ManualClock,
+) {
+    let old = acquire(store, "old-user").await;
+    store
+        .complete(
+            &scope("old-user", KEY),
+            old.fence,
+            &response("txn_old"),
+            OPTIONS.ttl,
+        )
+        .await
+        .expect("complete");
+    clock.advance(OPTIONS.ttl);
+    let _new = acquire(store, "new-user").await;
+    assert_eq!(store.cleanup(100).await.expect("cleanup"), 1);
+    assert_eq!(store.cleanup(100).await.expect("cleanup"), 0);
+}
+
+macro_rules! conformance {
+    ($($scenario:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    let clock = tollgate_retry::clock::ManualClock::new();
+                    let store = crate::support::memory_store(&clock);
+                    super::$scenario(&store, &clock).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    completed_requests_replay,
+    a_different_request_is_a_mismatch,
+    scopes_are_isolated,
+    duplicates_wait_while_the_lease_lives,
+    records_expire_after_the_ttl,
+    a_zombie_owner_cannot_overwrite_the_new_owner,
+    an_ambiguous_failure_is_resumed_not_restarted,
+    cleanup_removes_only_expired_records,
+);
