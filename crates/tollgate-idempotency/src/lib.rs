@@ -7,7 +7,8 @@
 //! - [`fingerprint`]: blake3 over method, route and canonical JSON; same key, different
 //!   fingerprint → `422`.
 //! - [`store::IdempotencyStore`]: claim / complete / release, each a compare-and-set on a fencing
-//!   token; [`memory::MemoryStore`] here, Redis and PostgreSQL stores to come.
+//!   token; [`memory::MemoryStore`] and, with the `postgres` feature, `postgres::PostgresStore`
+//!   (a Redis store is still to come).
 //! - [`driver::Idempotency`]: claim → run the handler once → complete; replay a stored result;
 //!   wait (bounded, polled with jittered backoff) for a duplicate in flight, then `409`.
 //!
@@ -61,6 +62,8 @@ pub mod fingerprint;
 pub mod key;
 #[cfg(feature = "memory")]
 pub mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod store;
 
 use std::time::Duration;

@@ -108,8 +108,9 @@ fn db_error(error: impl fmt::Display, transient: bool) -> Error {
 }
 
 fn pg_error(error: tokio_postgres::Error) -> Error {
-    // A closed connection or an I/O failure may pass; a SQL error will not.
-    let transient = error.is_closed() || error.code().is_none();
+    // A closed connection or an I/O failure may pass; a SQL or encoding error will not.
+    let transient = error.is_closed()
+        || std::error::Error::source(&error).is_some_and(|s| s.is::<std::io::Error>());
     db_error(error, transient)
 }
 

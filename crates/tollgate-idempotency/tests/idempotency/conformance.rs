@@ -241,6 +241,21 @@ macro_rules! conformance {
                 }
             )*
         }
+
+        #[cfg(feature = "postgres")]
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    let name = concat!("conformance::postgres::", stringify!($scenario));
+                    let Some((url, schema)) = crate::support::pg::database(name) else { return };
+                    let clock = tollgate_retry::clock::ManualClock::new();
+                    let store = crate::support::pg::store(&url, &schema, Some(&clock)).await;
+                    super::$scenario(&store, &clock).await;
+                    crate::support::pg::drop_schema(&url, &schema).await;
+                }
+            )*
+        }
     };
 }
 

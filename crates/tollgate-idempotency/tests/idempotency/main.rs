@@ -4,4 +4,6 @@
 mod concurrency;
 mod conformance;
 mod model;
+#[cfg(feature = "postgres")]
+mod pg_only;
 mod support;

@@ -43,3 +43,65 @@ pub(crate) const OPTIONS: ClaimOptions = ClaimOptions {
 pub(crate) fn memory_store(clock: &ManualClock) -> MemoryStore {
     MemoryStore::with_clock(100_000, Arc::new(clock.clone()))
 }
+
+#[cfg(feature = "postgres")]
+pub(crate) mod pg {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    use tollgate_idempotency::postgres::deadpool_postgres::{Config, Pool, Runtime};
+    use tollgate_idempotency::postgres::tokio_postgres::NoTls;
+    use tollgate_idempotency::postgres::PostgresStore;
+    use tollgate_retry::clock::ManualClock;
+
+    /// `TEST_DATABASE_URL` and a schema of this test's own, or `None` after saying it skipped.
+    pub(crate) fn database(test: &str) -> Option<(String, String)> {
+        let Ok(url) = std::env::var("TEST_DATABASE_URL") else {
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED {test}: needs PostgreSQL; set TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres to run it"
+            );
+            return None;
+        };
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        Some((
+            url,
+            format!("tollgate_idem_{}_{nanos}_{n}", std::process::id()),
+        ))
+    }
+
+    pub(crate) fn pool(url: &str) -> Pool {
+        let mut config = Config::new();
+        config.url = Some(url.to_owned());
+        config
+            .create_pool(Some(Runtime::Tokio1), NoTls)
+            .expect("a valid url")
+    }
+
+    pub(crate) async fn store(
+        url: &str,
+        schema: &str,
+        clock: Option<&ManualClock>,
+    ) -> PostgresStore {
+        let store = PostgresStore::start(pool(url), schema)
+            .await
+            .expect("TEST_DATABASE_URL is set but the store could not start");
+        match clock {
+            Some(clock) => store.with_clock(Arc::new(clock.clone())),
+            None => store,
+        }
+    }
+
+    pub(crate) async fn drop_schema(url: &str, schema: &str) {
+        let client = pool(url).get().await.expect("database");
+        client
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+            .await
+            .expect("drop schema");
+    }
+}

@@ -1,0 +1,329 @@
+//! The PostgreSQL store: the source of truth, on the database's clock.
+//!
+//! One row per scope under `UNIQUE(user, operation, key)`; a claim is one call of a PL/pgSQL
+//! function that locks (or inserts) the row and decides; complete and release are single
+//! statements that match only the current owner's fence. Leases and expiry use the database's
+//! `now()`. Fences come from a sequence, so they never repeat. Expired rows read as absent at
+//! once and are deleted in batches by [`cleanup`](IdempotencyStore::cleanup) (an `expires_at`
+//! index keeps that cheap). [`PostgresStore::complete_in`] completes inside the caller's
+//! transaction, so the payment row and the stored response commit together.
+//!
+//! # Example
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use tollgate_idempotency::postgres::{deadpool_postgres, tokio_postgres, PostgresStore};
+//!
+//! let mut config = deadpool_postgres::Config::new();
+//! config.url = Some("postgres://postgres@127.0.0.1/postgres".into());
+//! let pool = config.create_pool(Some(deadpool_postgres::Runtime::Tokio1), tokio_postgres::NoTls)?;
+//! let store = PostgresStore::start(pool, "tollgate").await?; // runs the migration
+//! # Ok(())
+//! # }
+//! ```
+
+mod sql;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tollgate_retry::clock::Clock;
+
+pub use deadpool_postgres;
+pub use tokio_postgres;
+
+use crate::fingerprint::Fingerprint;
+use crate::store::{Claim, ClaimOptions, IdempotencyStore, Lease, Release, StoredResponse};
+use crate::{Error, Scope};
+
+#[derive(Debug)]
+struct Statements {
+    claim: String,
+    complete: String,
+    release_nothing: String,
+    release_ambiguous: String,
+    cleanup: String,
+}
+
+/// A test clock mapped onto wall time, for statements that take "now" as a parameter.
+#[derive(Debug)]
+struct InjectedTime {
+    clock: Arc<dyn Clock>,
+    origin: Instant,
+    wall_origin: SystemTime,
+}
+
+/// Idempotency records in PostgreSQL.
+pub struct PostgresStore {
+    pool: deadpool_postgres::Pool,
+    statements: Statements,
+    time: Option<InjectedTime>,
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("claim", &self.statements.claim)
+            .field("injected_time", &self.time.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn pg_error(error: tokio_postgres::Error) -> Error {
+    Error::Store {
+        transient: is_transient(&error),
+        message: error.to_string(),
+    }
+}
+
+/// A closed connection or an I/O failure may pass; a SQL or encoding error will not.
+fn is_transient(error: &tokio_postgres::Error) -> bool {
+    error.is_closed() || std::error::Error::source(error).is_some_and(|s| s.is::<std::io::Error>())
+}
+
+fn pool_error(error: deadpool_postgres::PoolError) -> Error {
+    Error::Store {
+        message: error.to_string(),
+        transient: true,
+    }
+}
+
+impl PostgresStore {
+    /// Runs the migration in `schema` (`[a-z_][a-z0-9_]*`) and returns the store.
+    pub async fn start(pool: deadpool_postgres::Pool, schema: &str) -> Result<Self, Error> {
+        let valid = !schema.is_empty()
+            && schema.len() <= 63
+            && schema
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+            && schema
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !valid {
+            return Err(Error::Store {
+                message: format!("invalid schema name {schema:?}"),
+                transient: false,
+            });
+        }
+        let fill = |sql: &str| sql.replace("{schema}", schema);
+        let client = pool.get().await.map_err(pool_error)?;
+        // Concurrent start-ups (several server processes) would race on CREATE … IF NOT EXISTS;
+        // a transaction-scoped advisory lock serialises them.
+        let migration = format!(
+            "BEGIN; SELECT pg_advisory_xact_lock(hashtext('tollgate-idempotency-{schema}')); {} COMMIT;",
+            fill(sql::MIGRATE)
+        );
+        client.batch_execute(&migration).await.map_err(pg_error)?;
+        drop(client);
+        Ok(PostgresStore {
+            pool,
+            statements: Statements {
+                claim: fill(sql::CLAIM),
+                complete: fill(sql::COMPLETE),
+                release_nothing: fill(sql::RELEASE_NOTHING_HAPPENED),
+                release_ambiguous: fill(sql::RELEASE_AMBIGUOUS),
+                cleanup: fill(sql::CLEANUP),
+            },
+            time: None,
+        })
+    }
+
+    /// Decide on `clock` instead of the database's `now()`. For deterministic tests only: in
+    /// production, application clocks would disagree with each other.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.time = Some(InjectedTime {
+            origin: clock.now(),
+            clock,
+            wall_origin: SystemTime::now(),
+        });
+        self
+    }
+
+    fn now(&self) -> Option<SystemTime> {
+        self.time
+            .as_ref()
+            .map(|t| t.wall_origin + t.clock.now().saturating_duration_since(t.origin))
+    }
+
+    /// Completes inside the caller's transaction: the stored response commits or rolls back with
+    /// the caller's own rows (the payment). Fails with [`Error::Fenced`] if `fence` no longer owns
+    /// the record.
+    pub async fn complete_in(
+        &self,
+        transaction: &tokio_postgres::Transaction<'_>,
+        scope: &Scope,
+        fence: u64,
+        response: &StoredResponse,
+        ttl: Duration,
+    ) -> Result<(), Error> {
+        let headers = headers_json(&response.headers);
+        let fence = i64::try_from(fence).unwrap_or(i64::MAX);
+        let rows = transaction
+            .execute(
+                &self.statements.complete,
+                &[
+                    &scope.user(),
+                    &scope.operation(),
+                    &scope.key().as_str(),
+                    &fence,
+                    &i32::from(response.status),
+                    &headers,
+                    &response.body.as_ref(),
+                    &millis(ttl),
+                    &self.now(),
+                ],
+            )
+            .await
+            .map_err(pg_error)?;
+        if rows == 1 {
+            Ok(())
+        } else {
+            Err(Error::Fenced)
+        }
+    }
+
+    async fn owner_update(&self, sql: &str, scope: &Scope, fence: u64) -> Result<(), Error> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let fence = i64::try_from(fence).unwrap_or(i64::MAX);
+        let rows = client
+            .execute(
+                sql,
+                &[
+                    &scope.user(),
+                    &scope.operation(),
+                    &scope.key().as_str(),
+                    &fence,
+                    &self.now(),
+                ],
+            )
+            .await
+            .map_err(pg_error)?;
+        if rows == 1 {
+            Ok(())
+        } else {
+            Err(Error::Fenced)
+        }
+    }
+}
+
+fn headers_json(headers: &[(String, String)]) -> serde_json::Value {
+    serde_json::Value::Array(
+        headers
+            .iter()
+            .map(|(name, value)| serde_json::json!([name, value]))
+            .collect(),
+    )
+}
+
+fn headers_from_json(value: Option<serde_json::Value>) -> Vec<(String, String)> {
+    let Some(serde_json::Value::Array(pairs)) = value else {
+        return Vec::new();
+    };
+    pairs
+        .into_iter()
+        .filter_map(|pair| match pair {
+            serde_json::Value::Array(mut two) if two.len() == 2 => {
+                let value = two.pop()?;
+                let name = two.pop()?;
+                Some((name.as_str()?.to_owned(), value.as_str()?.to_owned()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[async_trait]
+impl IdempotencyStore for PostgresStore {
+    async fn claim(
+        &self,
+        scope: &Scope,
+        fingerprint: &Fingerprint,
+        options: ClaimOptions,
+    ) -> Result<Claim, Error> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let row = client
+            .query_one(
+                &self.statements.claim,
+                &[
+                    &scope.user(),
+                    &scope.operation(),
+                    &scope.key().as_str(),
+                    &fingerprint.as_bytes().as_slice(),
+                    &millis(options.lease),
+                    &millis(options.ttl),
+                    &self.now(),
+                ],
+            )
+            .await
+            .map_err(pg_error)?;
+        let outcome: String = row.get(0);
+        let fence = || u64::try_from(row.get::<_, Option<i64>>(1).unwrap_or(0)).unwrap_or(0);
+        Ok(match outcome.as_str() {
+            "acquired" => Claim::Acquired(Lease {
+                fence: fence(),
+                resumed: false,
+            }),
+            "resumed" => Claim::Acquired(Lease {
+                fence: fence(),
+                resumed: true,
+            }),
+            "mismatch" => Claim::Mismatch,
+            "in_progress" => Claim::InProgress {
+                retry_after: Duration::from_millis(
+                    u64::try_from(row.get::<_, Option<i64>>(2).unwrap_or(0)).unwrap_or(0),
+                ),
+            },
+            "completed" => Claim::Completed(StoredResponse {
+                status: u16::try_from(row.get::<_, Option<i32>>(3).unwrap_or(500)).unwrap_or(500),
+                headers: headers_from_json(row.get(4)),
+                body: Bytes::from(row.get::<_, Option<Vec<u8>>>(5).unwrap_or_default()),
+            }),
+            other => {
+                return Err(Error::Store {
+                    message: format!("unexpected claim outcome {other:?}"),
+                    transient: false,
+                })
+            }
+        })
+    }
+
+    async fn complete(
+        &self,
+        scope: &Scope,
+        fence: u64,
+        response: &StoredResponse,
+        ttl: Duration,
+    ) -> Result<(), Error> {
+        let mut client = self.pool.get().await.map_err(pool_error)?;
+        let transaction = client.transaction().await.map_err(pg_error)?;
+        self.complete_in(&transaction, scope, fence, response, ttl)
+            .await?;
+        transaction.commit().await.map_err(pg_error)
+    }
+
+    async fn release(&self, scope: &Scope, fence: u64, how: Release) -> Result<(), Error> {
+        let sql = match how {
+            Release::NothingHappened => &self.statements.release_nothing,
+            Release::Ambiguous => &self.statements.release_ambiguous,
+        };
+        self.owner_update(sql, scope, fence).await
+    }
+
+    async fn cleanup(&self, max: usize) -> Result<usize, Error> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let limit = i64::try_from(max).unwrap_or(i64::MAX);
+        let deleted = client
+            .execute(&self.statements.cleanup, &[&limit, &self.now()])
+            .await
+            .map_err(pg_error)?;
+        Ok(usize::try_from(deleted).unwrap_or(usize::MAX))
+    }
+}
