@@ -7,8 +7,8 @@
 //! - [`fingerprint`]: blake3 over method, route and canonical JSON; same key, different
 //!   fingerprint → `422`.
 //! - [`store::IdempotencyStore`]: claim / complete / release, each a compare-and-set on a fencing
-//!   token; [`memory::MemoryStore`] and, with the `postgres` feature, `postgres::PostgresStore`
-//!   (a Redis store is still to come).
+//!   token; [`memory::MemoryStore`], and behind features `postgres::PostgresStore` and
+//!   `redis::RedisStore`.
 //! - [`driver::Idempotency`]: claim → run the handler once → complete; replay a stored result;
 //!   wait (bounded, polled with jittered backoff) for a duplicate in flight, then `409`.
 //!
@@ -64,6 +64,8 @@ pub mod key;
 pub mod memory;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod store;
 
 use std::time::Duration;

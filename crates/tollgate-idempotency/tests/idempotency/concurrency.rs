@@ -133,3 +133,54 @@ async fn postgres_two_pools_one_execution() {
     assert_eq!((executions.load(Ordering::SeqCst), executed), (1, 1));
     pg::drop_schema(&url, &schema).await;
 }
+
+/// Two pools on one Redis, 100 tasks, server time: one execution.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_two_pools_one_execution() {
+    use crate::support::rd;
+    let Some((url, prefix)) = rd::redis("concurrency::redis_two_pools_one_execution") else {
+        return;
+    };
+    let config = IdempotencyConfig {
+        wait: Duration::from_secs(10),
+        ..IdempotencyConfig::default()
+    };
+    let a = Arc::new(Idempotency::new(rd::store(&url, &prefix, None), config));
+    let b = Arc::new(Idempotency::new(rd::store(&url, &prefix, None), config));
+    let executions = Arc::new(AtomicU32::new(0));
+    let tasks: Vec<_> = (0..100)
+        .map(|i| {
+            let driver = if i % 2 == 0 {
+                Arc::clone(&a)
+            } else {
+                Arc::clone(&b)
+            };
+            let executions = Arc::clone(&executions);
+            tokio::spawn(async move {
+                let scope = scope("alice", "race-key-0123456789");
+                let fp = fingerprint(r#"{"amount":"5.00"}"#);
+                driver
+                    .run(&scope, &fp, |_lease| async move {
+                        let n = executions.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        HandlerResult::Store(response(&format!("txn_{n}")))
+                    })
+                    .await
+            })
+        })
+        .collect();
+    let mut executed = 0;
+    for task in tasks {
+        match task.await.expect("task") {
+            Ok(Outcome::Executed(r)) => {
+                executed += 1;
+                assert_eq!(r, response("txn_0"));
+            }
+            Ok(Outcome::Replayed(r)) => assert_eq!(r, response("txn_0")),
+            Err(error) => assert_eq!(error.status(), 409, "{error}"),
+        }
+    }
+    assert_eq!((executions.load(Ordering::SeqCst), executed), (1, 1));
+    rd::drop_prefix(&url, &prefix).await;
+}

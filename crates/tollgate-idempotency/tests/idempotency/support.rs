@@ -105,3 +105,68 @@ pub(crate) mod pg {
             .expect("drop schema");
     }
 }
+
+#[cfg(feature = "redis")]
+pub(crate) mod rd {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    use tollgate_idempotency::redis::deadpool_redis::{Config, Pool, Runtime};
+    use tollgate_idempotency::redis::RedisStore;
+    use tollgate_retry::clock::ManualClock;
+
+    /// `TEST_REDIS_URL` and a key prefix of this test's own, or `None` after saying it skipped.
+    pub(crate) fn redis(test: &str) -> Option<(String, String)> {
+        let Ok(url) = std::env::var("TEST_REDIS_URL") else {
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED {test}: needs Redis; set TEST_REDIS_URL=redis://127.0.0.1:6379 to run it"
+            );
+            return None;
+        };
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        Some((
+            url,
+            format!("tollgate-idem-test:{}:{nanos}:{n}:", std::process::id()),
+        ))
+    }
+
+    pub(crate) fn pool(url: &str) -> Pool {
+        Config::from_url(url)
+            .create_pool(Some(Runtime::Tokio1))
+            .expect("a valid url")
+    }
+
+    pub(crate) fn store(url: &str, prefix: &str, clock: Option<&ManualClock>) -> RedisStore {
+        let store = RedisStore::new(pool(url), prefix);
+        match clock {
+            Some(clock) => store.with_clock(Arc::new(clock.clone())),
+            None => store,
+        }
+    }
+
+    /// Deletes the test's keys (records live 24 h otherwise).
+    pub(crate) async fn drop_prefix(url: &str, prefix: &str) {
+        let mut conn = pool(url)
+            .get()
+            .await
+            .expect("TEST_REDIS_URL is set but Redis is unreachable");
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}*"))
+            .query_async(&mut *conn)
+            .await
+            .expect("keys");
+        if !keys.is_empty() {
+            let _: () = redis::cmd("DEL")
+                .arg(keys)
+                .query_async(&mut *conn)
+                .await
+                .expect("del");
+        }
+    }
+}

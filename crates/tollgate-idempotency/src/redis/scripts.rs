@@ -1,0 +1,79 @@
+//! The Lua scripts of the Redis store. A record is a hash: `fp`, `state` (`p` in progress, `c`
+//! completed), `fence`, `lease_until` and `expires_at` (µs), and for completed records `status`,
+//! `headers` (JSON) and `body`. Every script reads the server's `TIME` unless ARGV passes a time
+//! (tests), treats `expires_at <= now` as absent, and sets `PX` so Redis deletes the record itself.
+//! Fences are `max(previous + 1, now in µs)`: they grow even across a deleted record.
+
+/// `CLAIM`. KEYS[1] record. ARGV: fingerprint (hex), lease ms, ttl ms, now µs or "".
+/// Returns `{outcome, fence, retry_after_ms | status, headers, body}` with outcome
+/// acquired | resumed | completed | in_progress | mismatch.
+pub(crate) const CLAIM: &str = r#"
+local now
+if ARGV[4] == '' then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+else
+  now = tonumber(ARGV[4])
+end
+local function int(x) return string.format('%d', x) end
+local lease_us, ttl_ms = tonumber(ARGV[2]) * 1000, tonumber(ARGV[3])
+local r = redis.call('HMGET', KEYS[1], 'fp', 'state', 'fence', 'lease_until', 'expires_at',
+                     'status', 'headers', 'body')
+local fp, state, fence, lease_until, expires_at = r[1], r[2], tonumber(r[3]), tonumber(r[4]), tonumber(r[5])
+local function next_fence() return math.max((fence or 0) + 1, now) end
+
+if not state or not expires_at or expires_at <= now then
+  local f = next_fence()
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[1], 'fp', ARGV[1], 'state', 'p', 'fence', int(f),
+             'lease_until', int(now + lease_us), 'expires_at', int(now + ttl_ms * 1000))
+  redis.call('PEXPIRE', KEYS[1], int(ttl_ms))
+  return {'acquired', f}
+end
+if fp ~= ARGV[1] then return {'mismatch', 0} end
+if state == 'c' then return {'completed', fence, tonumber(r[6]), r[7], r[8]} end
+if lease_until > now then return {'in_progress', fence, math.ceil((lease_until - now) / 1000)} end
+local f = next_fence()
+redis.call('HSET', KEYS[1], 'fence', int(f), 'lease_until', int(now + lease_us))
+return {'resumed', f}
+"#;
+
+/// `COMPLETE`. KEYS[1] record. ARGV: fence, status, headers JSON, body, ttl ms, now µs or "".
+/// Returns 1, or 0 when `fence` is not the live owner's.
+pub(crate) const COMPLETE: &str = r#"
+local now
+if ARGV[6] == '' then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+else
+  now = tonumber(ARGV[6])
+end
+local r = redis.call('HMGET', KEYS[1], 'state', 'fence', 'expires_at')
+if r[1] ~= 'p' or r[2] ~= ARGV[1] or tonumber(r[3]) <= now then return 0 end
+local ttl_ms = tonumber(ARGV[5])
+redis.call('HSET', KEYS[1], 'state', 'c', 'status', ARGV[2], 'headers', ARGV[3], 'body', ARGV[4],
+           'expires_at', string.format('%d', now + ttl_ms * 1000))
+redis.call('HDEL', KEYS[1], 'lease_until')
+redis.call('PEXPIRE', KEYS[1], string.format('%d', ttl_ms))
+return 1
+"#;
+
+/// `RELEASE`. KEYS[1] record. ARGV: fence, mode (`0` nothing happened: delete; `1` ambiguous:
+/// end the lease, keep the record), now µs or "". Returns 1, or 0 when not the owner.
+pub(crate) const RELEASE: &str = r#"
+local now
+if ARGV[3] == '' then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+else
+  now = tonumber(ARGV[3])
+end
+local r = redis.call('HMGET', KEYS[1], 'state', 'fence', 'expires_at')
+if r[1] ~= 'p' or r[2] ~= ARGV[1] or tonumber(r[3]) <= now then return 0 end
+if ARGV[2] == '0' then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('HSET', KEYS[1], 'lease_until', string.format('%d', now))
+end
+return 1
+"#;
