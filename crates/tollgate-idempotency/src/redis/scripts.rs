@@ -1,5 +1,5 @@
 //! The Lua scripts of the Redis store. A record is a hash: `fp`, `state` (`p` in progress, `c`
-//! completed), `fence`, `lease_until` and `expires_at` (µs), and for completed records `status`,
+//! completed, `r` released: reads as absent), `fence`, `lease_until` and `expires_at` (µs), and for completed records `status`,
 //! `headers` (JSON) and `body`. Every script reads the server's `TIME` unless ARGV passes a time
 //! (tests), treats `expires_at <= now` as absent, and sets `PX` so Redis deletes the record itself.
 //! Fences are `max(previous + 1, now in µs)`: they grow even across a deleted record.
@@ -22,7 +22,7 @@ local r = redis.call('HMGET', KEYS[1], 'fp', 'state', 'fence', 'lease_until', 'e
 local fp, state, fence, lease_until, expires_at = r[1], r[2], tonumber(r[3]), tonumber(r[4]), tonumber(r[5])
 local function next_fence() return math.max((fence or 0) + 1, now) end
 
-if not state or not expires_at or expires_at <= now then
+if not state or state == 'r' or not expires_at or expires_at <= now then
   local f = next_fence()
   redis.call('DEL', KEYS[1])
   redis.call('HSET', KEYS[1], 'fp', ARGV[1], 'state', 'p', 'fence', int(f),
@@ -58,8 +58,9 @@ redis.call('PEXPIRE', KEYS[1], string.format('%d', ttl_ms))
 return 1
 "#;
 
-/// `RELEASE`. KEYS[1] record. ARGV: fence, mode (`0` nothing happened: delete; `1` ambiguous:
-/// end the lease, keep the record), now µs or "". Returns 1, or 0 when not the owner.
+/// `RELEASE`. KEYS[1] record. ARGV: fence, mode (`0` nothing happened: leave a tombstone that
+/// reads as absent; `1` ambiguous: end the lease, keep the record), now µs or "". Returns 1, or
+/// 0 when not the owner.
 pub(crate) const RELEASE: &str = r#"
 local now
 if ARGV[3] == '' then
@@ -71,7 +72,10 @@ end
 local r = redis.call('HMGET', KEYS[1], 'state', 'fence', 'expires_at')
 if r[1] ~= 'p' or r[2] ~= ARGV[1] or tonumber(r[3]) <= now then return 0 end
 if ARGV[2] == '0' then
-  redis.call('DEL', KEYS[1])
+  -- A tombstone, not a DEL: it keeps the fence, so a claim in the same microsecond still
+  -- gets a larger one. It reads as absent and expires with the record.
+  redis.call('HSET', KEYS[1], 'state', 'r')
+  redis.call('HDEL', KEYS[1], 'lease_until')
 else
   redis.call('HSET', KEYS[1], 'lease_until', string.format('%d', now))
 end
