@@ -41,6 +41,7 @@ use crate::{Error, Scope};
 
 #[derive(Debug)]
 struct Statements {
+    claim_fresh: String,
     claim: String,
     complete: String,
     release_nothing: String,
@@ -126,6 +127,7 @@ impl PostgresStore {
         Ok(PostgresStore {
             pool,
             statements: Statements {
+                claim_fresh: fill(sql::CLAIM_FRESH),
                 claim: fill(sql::CLAIM),
                 complete: fill(sql::COMPLETE),
                 release_nothing: fill(sql::RELEASE_NOTHING_HAPPENED),
@@ -164,11 +166,28 @@ impl PostgresStore {
         response: &StoredResponse,
         ttl: Duration,
     ) -> Result<(), Error> {
+        let statement = transaction
+            .prepare(&self.statements.complete)
+            .await
+            .map_err(pg_error)?;
+        self.complete_with(transaction, &statement, scope, fence, response, ttl)
+            .await
+    }
+
+    async fn complete_with(
+        &self,
+        client: &impl tokio_postgres::GenericClient,
+        statement: &tokio_postgres::Statement,
+        scope: &Scope,
+        fence: u64,
+        response: &StoredResponse,
+        ttl: Duration,
+    ) -> Result<(), Error> {
         let headers = headers_json(&response.headers);
         let fence = i64::try_from(fence).unwrap_or(i64::MAX);
-        let rows = transaction
+        let rows = client
             .execute(
-                &self.statements.complete,
+                statement,
                 &[
                     &scope.user(),
                     &scope.operation(),
@@ -192,10 +211,11 @@ impl PostgresStore {
 
     async fn owner_update(&self, sql: &str, scope: &Scope, fence: u64) -> Result<(), Error> {
         let client = self.pool.get().await.map_err(pool_error)?;
+        let statement = client.prepare_cached(sql).await.map_err(pg_error)?;
         let fence = i64::try_from(fence).unwrap_or(i64::MAX);
         let rows = client
             .execute(
-                sql,
+                &statement,
                 &[
                     &scope.user(),
                     &scope.operation(),
@@ -249,19 +269,36 @@ impl IdempotencyStore for PostgresStore {
         options: ClaimOptions,
     ) -> Result<Claim, Error> {
         let client = self.pool.get().await.map_err(pool_error)?;
+        let lease_ms = millis(options.lease);
+        let ttl_ms = millis(options.ttl);
+        let now = self.now();
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
+            &scope.user(),
+            &scope.operation(),
+            &scope.key().as_str(),
+            &fingerprint.as_bytes().as_slice(),
+            &lease_ms,
+            &ttl_ms,
+            &now,
+        ];
+        // Statements are cached per connection, so each is one round trip. A key never seen
+        // is claimed by a plain INSERT; only an existing row needs the locking function.
+        let fresh = client
+            .prepare_cached(&self.statements.claim_fresh)
+            .await
+            .map_err(pg_error)?;
+        if let Some(row) = client.query_opt(&fresh, &params).await.map_err(pg_error)? {
+            return Ok(Claim::Acquired(Lease {
+                fence: u64::try_from(row.get::<_, i64>(0)).unwrap_or(0),
+                resumed: false,
+            }));
+        }
+        let statement = client
+            .prepare_cached(&self.statements.claim)
+            .await
+            .map_err(pg_error)?;
         let row = client
-            .query_one(
-                &self.statements.claim,
-                &[
-                    &scope.user(),
-                    &scope.operation(),
-                    &scope.key().as_str(),
-                    &fingerprint.as_bytes().as_slice(),
-                    &millis(options.lease),
-                    &millis(options.ttl),
-                    &self.now(),
-                ],
-            )
+            .query_one(&statement, &params)
             .await
             .map_err(pg_error)?;
         let outcome: String = row.get(0);
@@ -302,11 +339,14 @@ impl IdempotencyStore for PostgresStore {
         response: &StoredResponse,
         ttl: Duration,
     ) -> Result<(), Error> {
-        let mut client = self.pool.get().await.map_err(pool_error)?;
-        let transaction = client.transaction().await.map_err(pg_error)?;
-        self.complete_in(&transaction, scope, fence, response, ttl)
-            .await?;
-        transaction.commit().await.map_err(pg_error)
+        // One statement, one round trip: the UPDATE is atomic on its own.
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let statement = client
+            .prepare_cached(&self.statements.complete)
+            .await
+            .map_err(pg_error)?;
+        self.complete_with(&**client, &statement, scope, fence, response, ttl)
+            .await
     }
 
     async fn release(&self, scope: &Scope, fence: u64, how: Release) -> Result<(), Error> {

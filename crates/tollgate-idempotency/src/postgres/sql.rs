@@ -86,6 +86,17 @@ END
 $$;
 "#;
 
+/// The fast path for a key never seen (the common case): one INSERT that does nothing if the
+/// row exists, in which case [`CLAIM`] decides. Parameters as in [`CLAIM`]; returns the fence.
+pub(crate) const CLAIM_FRESH: &str = "
+INSERT INTO {schema}.idempotency_records
+    (user_id, operation, key, fingerprint, fence, state, lease_until, expires_at)
+VALUES ($1, $2, $3, $4, nextval('{schema}.idempotency_fence'), 'in_progress',
+        coalesce($7, now()) + $5::bigint * interval '1 millisecond',
+        coalesce($7, now()) + $6::bigint * interval '1 millisecond')
+ON CONFLICT DO NOTHING
+RETURNING fence";
+
 /// $1 user, $2 operation, $3 key, $4 fingerprint, $5 lease ms, $6 ttl ms, $7 now (NULL: now()).
 pub(crate) const CLAIM: &str = "SELECT outcome, fence, retry_after_ms, status_code, headers, body \
      FROM {schema}.idempotency_claim($1, $2, $3, $4, $5, $6, $7)";
