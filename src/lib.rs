@@ -6,11 +6,11 @@
 //! | feature | crate | what |
 //! |---|---|---|
 //! | `ratelimit` (default) | [`ratelimit`] | sliding window, sliding log, GCRA; memory backend |
-//! | `redis` | [`ratelimit::redis`] | the Redis rate-limit backend |
-//! | `idempotency` | `idempotency` | `Idempotency-Key` handling (planned) |
+//! | `redis` | [`ratelimit::redis`] | the Redis rate-limit backend and idempotency store |
+//! | `idempotency` | `idempotency` | `Idempotency-Key`, fingerprints, fenced stores, driver |
 //! | `retry` | `retry` | backoff and jitter, Retry-After, budgets, circuit breaker, driver |
 //! | `audit` | `audit` | audit events; memory, JSON lines sinks |
-//! | `postgres` | `audit::postgres` | the PostgreSQL audit log |
+//! | `postgres` | `audit::postgres` | the PostgreSQL audit log and idempotency store |
 //! | `http` | `http` | problem+json and tower layers (planned) |
 //!
 //! # Example
