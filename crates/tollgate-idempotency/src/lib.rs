@@ -24,6 +24,17 @@
 //! An owner whose lease expired and was taken over cannot store its late result: the store
 //! answers [`Error::Fenced`], so the newer owner's answer stands.
 //!
+//! # Failure cases
+//!
+//! | what happens | what the caller gets |
+//! |---|---|
+//! | the store is unreachable before the claim | [`Error::Store`] (`transient`, 503): nothing ran |
+//! | the store fails after the handler ran | [`Error::Store`]: the record stays in progress; a retry after the lease resumes it ([`store::Lease::resumed`]) |
+//! | the process dies while the handler runs | the lease expires; the next request resumes |
+//! | a duplicate arrives while the first runs | it waits up to [`IdempotencyConfig::wait`], then replays or gets [`Error::Conflict`] (409 + `Retry-After`) |
+//! | the same key with a different body | [`Error::Mismatch`] (422) |
+//! | the TTL passed | the key reads as absent, before any cleanup; the request runs afresh |
+//!
 //! # Example
 //!
 //! ```
