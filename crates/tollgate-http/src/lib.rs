@@ -1,16 +1,33 @@
 //! HTTP glue any hyper, tower or axum service can embed.
 //!
-//! **Status: planned (issue #5).** This crate will hold, per `DESIGN.md`:
-//! - header codecs (`Idempotency-Key`, `Retry-After`, rate-limit headers; the rate-limit header
-//!   rendering already lives in `tollgate_ratelimit::headers`);
-//! - RFC 9457 `application/problem+json` responses, body-size (413) and content-type (415)
-//!   checks;
-//! - tower `Layer`s for rate limiting and idempotency.
+//! - [`problem`]: RFC 9457 `application/problem+json` responses.
+//! - [`client_ip`]: the client address behind trusted reverse proxies.
+//! - [`ratelimit`]: a tower layer that rate limits with any `tollgate_ratelimit::RateLimiter`,
+//!   sets the rate-limit headers on every response and answers `429` with `Retry-After`.
+//!
+//! Still to come (issue #5): the idempotency layer, body-size (413) and content-type (415)
+//! checks.
+//!
+//! # Example
+//!
+//! ```
+//! use http::StatusCode;
+//! use tollgate_http::problem::Problem;
+//!
+//! let response = Problem::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported Media Type")
+//!     .detail("send application/json")
+//!     .into_response();
+//! assert_eq!(response.status(), 415);
+//! ```
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-/// The crate's error type; variants arrive with the implementation.
+pub mod client_ip;
+pub mod problem;
+pub mod ratelimit;
+
+/// The crate's error type; variants arrive with the layers that need them.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {}

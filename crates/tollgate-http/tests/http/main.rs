@@ -1,0 +1,4 @@
+//! Integration tests of the HTTP glue: the rate-limit layer around a real tower service.
+
+mod client_ip;
+mod ratelimit;

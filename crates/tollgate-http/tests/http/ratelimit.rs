@@ -1,0 +1,138 @@
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use tollgate_http::ratelimit::{RateLimitLayer, Subject};
+use tollgate_ratelimit::{
+    Algorithm, Decision, Error, MemoryLimiter, Policy, PolicyKey, PolicySet, RateLimiter, Scope,
+};
+use tower::{service_fn, Layer, ServiceExt};
+
+fn policies() -> PolicySet {
+    PolicySet::new([Policy::new(
+        "per-user",
+        Scope::User,
+        Algorithm::sliding_log(2, Duration::from_secs(60)),
+    )
+    .expect("valid")])
+    .expect("valid")
+}
+
+fn by_user(request: &Request<()>) -> Subject {
+    Subject {
+        user: request
+            .headers()
+            .get("x-user")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        ..Subject::default()
+    }
+}
+
+#[tokio::test]
+async fn denied_requests_never_reach_the_service() {
+    let calls = Arc::new(AtomicU32::new(0));
+    let counter = Arc::clone(&calls);
+    let app = service_fn(move |_req: Request<()>| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async { Ok::<_, std::convert::Infallible>(Response::new(Bytes::from_static(b"ok"))) }
+    });
+    let service =
+        RateLimitLayer::new(Arc::new(MemoryLimiter::new()), policies(), by_user).layer(app);
+    let request = |user: &str| {
+        Request::get("/")
+            .header("x-user", user)
+            .body(())
+            .expect("request")
+    };
+
+    let first = service
+        .clone()
+        .oneshot(request("alice"))
+        .await
+        .expect("response");
+    assert_eq!(first.headers()["x-ratelimit-limit"], "2");
+    assert_eq!(first.headers()["x-ratelimit-remaining"], "1");
+    assert_eq!(first.headers()["ratelimit"], "\"per-user\";r=1;t=60");
+    service
+        .clone()
+        .oneshot(request("alice"))
+        .await
+        .expect("response");
+    let denied = service
+        .clone()
+        .oneshot(request("alice"))
+        .await
+        .expect("response");
+    assert_eq!(denied.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(denied.headers()["content-type"], "application/problem+json");
+    assert_eq!(denied.headers()["retry-after"], "60");
+    let body: serde_json::Value = serde_json::from_slice(denied.body()).expect("json");
+    assert_eq!(body["policy"], "per-user");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "the third request was answered by the layer"
+    );
+
+    // Bob has his own quota; anonymous requests have no per-user key at all.
+    let bob = service
+        .clone()
+        .oneshot(request("bob"))
+        .await
+        .expect("response");
+    assert_eq!(bob.status(), StatusCode::OK);
+    let anonymous = service
+        .clone()
+        .oneshot(Request::get("/").body(()).expect("request"))
+        .await
+        .expect("response");
+    assert_eq!(anonymous.status(), StatusCode::OK);
+    assert!(!anonymous.headers().contains_key("x-ratelimit-limit"));
+}
+
+/// A limiter whose backend is down and configured to say so.
+#[derive(Debug)]
+struct Unavailable;
+
+#[async_trait]
+impl RateLimiter for Unavailable {
+    async fn check<'k>(&self, _: &'k [PolicyKey], _: u64) -> Result<Decision<'k>, Error> {
+        Err(Error::Backend {
+            message: "connection refused".into(),
+            transient: true,
+        })
+    }
+    async fn peek<'k>(&self, keys: &'k [PolicyKey], cost: u64) -> Result<Decision<'k>, Error> {
+        self.check(keys, cost).await
+    }
+    async fn refund(&self, _: &[PolicyKey], _: u64) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_failing_limiter_answers_503_problem_json() {
+    let app = service_fn(|_req: Request<()>| async {
+        Ok::<_, std::convert::Infallible>(Response::new(Bytes::from_static(b"ok")))
+    });
+    let service = RateLimitLayer::new(Arc::new(Unavailable), policies(), by_user).layer(app);
+    let response = service
+        .oneshot(
+            Request::get("/")
+                .header("x-user", "alice")
+                .body(())
+                .expect("request"),
+        )
+        .await
+        .expect("response");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["retry-after"], "1");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+}
