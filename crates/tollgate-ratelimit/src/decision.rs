@@ -46,6 +46,7 @@ impl<'k> PolicyDecision<'k> {
         }
     }
 
+    #[cfg_attr(not(feature = "memory"), allow(dead_code))]
     /// [`new`](Self::new) for backends that already hold microseconds (no conversions on the
     /// hot path).
     pub(crate) fn from_micros(

@@ -47,6 +47,9 @@
 #![deny(missing_docs)]
 
 pub mod _guide;
+// The arithmetic and the request checks serve the backends; a build with no backend feature
+// (only the trait, policies and headers) leaves them unused.
+#[cfg_attr(not(feature = "memory"), allow(dead_code))]
 mod algorithm;
 pub mod clock;
 pub mod config;
@@ -110,6 +113,7 @@ impl<L: RateLimiter + ?Sized> RateLimiter for std::sync::Arc<L> {
 /// The checks every backend makes before touching state: every policy can admit `cost` at all,
 /// and no key repeats (it would be counted twice).
 #[inline]
+#[cfg_attr(not(feature = "memory"), allow(dead_code))]
 pub(crate) fn validate(keys: &[PolicyKey], cost: u64) -> Result<(), Error> {
     let fits = keys.iter().all(|key| cost <= key.policy().capacity());
     if fits && (keys.len() < 2 || keys_are_distinct(keys)) {
@@ -119,6 +123,7 @@ pub(crate) fn validate(keys: &[PolicyKey], cost: u64) -> Result<(), Error> {
     }
 }
 
+#[cfg_attr(not(feature = "memory"), allow(dead_code))]
 fn keys_are_distinct(keys: &[PolicyKey]) -> bool {
     // A request carries a handful of keys: compare the precomputed hashes pairwise, and the keys
     // themselves only when two hashes agree.
@@ -131,6 +136,7 @@ fn keys_are_distinct(keys: &[PolicyKey]) -> bool {
 
 /// The error for a request [`validate`] rejected; off the hot path.
 #[cold]
+#[cfg_attr(not(feature = "memory"), allow(dead_code))]
 fn invalid_request(keys: &[PolicyKey], cost: u64) -> Error {
     for (i, key) in keys.iter().enumerate() {
         let capacity = key.policy().capacity();

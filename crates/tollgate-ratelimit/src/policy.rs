@@ -323,6 +323,7 @@ impl Policy {
         Duration::from_micros(self.quota.window_micros())
     }
 
+    #[cfg_attr(not(feature = "memory"), allow(dead_code))]
     pub(crate) fn quota(&self) -> Quota {
         self.quota
     }

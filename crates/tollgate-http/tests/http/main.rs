@@ -1,4 +1,5 @@
 //! Integration tests of the HTTP glue: the rate-limit layer around a real tower service.
 
 mod client_ip;
+mod idempotency;
 mod ratelimit;

@@ -1,0 +1,200 @@
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use tollgate_http::idempotency::IdempotencyLayer;
+use tollgate_idempotency::memory::MemoryStore;
+use tollgate_idempotency::store::Lease;
+use tollgate_idempotency::{Idempotency, IdempotencyConfig};
+use tower::{service_fn, Layer, ServiceExt};
+
+type Req = Request<Full<Bytes>>;
+
+const KEY: &str = "order-7c1f0e9a2b4d4e11";
+
+fn request(key: Option<&str>, body: &'static [u8]) -> Req {
+    let mut builder = Request::post("/api/v1/payments");
+    if let Some(key) = key {
+        builder = builder.header("idempotency-key", key);
+    }
+    builder
+        .body(Full::new(Bytes::from_static(body)))
+        .expect("request")
+}
+
+async fn body_json(response: Response<Full<Bytes>>) -> serde_json::Value {
+    use http_body_util::BodyExt;
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    serde_json::from_slice(&bytes).expect("json")
+}
+
+/// A payment service that answers `status` and counts calls; it sleeps `delay` first.
+fn service(
+    status: StatusCode,
+    delay: Duration,
+    wait: Duration,
+) -> (
+    impl tower::Service<
+            Req,
+            Response = Response<Full<Bytes>>,
+            Error = std::convert::Infallible,
+            Future = impl Send,
+        > + Clone,
+    Arc<AtomicU32>,
+    Arc<AtomicU32>,
+) {
+    let calls = Arc::new(AtomicU32::new(0));
+    let resumed = Arc::new(AtomicU32::new(0));
+    let (c, r) = (Arc::clone(&calls), Arc::clone(&resumed));
+    let app = service_fn(move |req: Req| {
+        let n = c.fetch_add(1, Ordering::SeqCst);
+        if req.extensions().get::<Lease>().is_some_and(|l| l.resumed) {
+            r.fetch_add(1, Ordering::SeqCst);
+        }
+        async move {
+            tokio::time::sleep(delay).await;
+            let mut response = Response::new(Full::new(Bytes::from(format!(
+                "{{\"transaction_id\":\"txn_{n}\"}}"
+            ))));
+            *response.status_mut() = status;
+            response
+                .headers_mut()
+                .insert("content-type", "application/json".parse().expect("value"));
+            response.headers_mut().insert(
+                "location",
+                format!("/api/v1/payments/txn_{n}").parse().expect("value"),
+            );
+            Ok::<_, std::convert::Infallible>(response)
+        }
+    });
+    let config = IdempotencyConfig {
+        wait,
+        ..IdempotencyConfig::default()
+    };
+    let driver = Arc::new(Idempotency::new(MemoryStore::new(1_000), config));
+    let layer = IdempotencyLayer::new(driver, |req: &Req| {
+        (req.uri().path() != "/anonymous")
+            .then(|| ("alice".to_owned(), "/api/v1/payments".to_owned()))
+    })
+    .body_limit(64);
+    (layer.layer(app), calls, resumed)
+}
+
+#[tokio::test]
+async fn replays_and_refusals() {
+    let (svc, calls, _) = service(StatusCode::CREATED, Duration::ZERO, Duration::from_secs(1));
+    let first = svc
+        .clone()
+        .oneshot(request(Some(KEY), br#"{"amount":"1.00"}"#))
+        .await
+        .expect("response");
+    assert_eq!(first.status(), StatusCode::CREATED);
+    assert_eq!(first.headers()["idempotent-replayed"], "false");
+    let replay = svc
+        .clone()
+        .oneshot(request(Some(KEY), br#"{ "amount" : "1.00" }"#))
+        .await
+        .expect("response");
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert_eq!(replay.headers()["location"], "/api/v1/payments/txn_0");
+    assert_eq!(body_json(replay).await["transaction_id"], "txn_0");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+    let cases: [(Option<&str>, &'static [u8], StatusCode); 5] = [
+        (None, b"{}", StatusCode::BAD_REQUEST),
+        (Some("short"), b"{}", StatusCode::BAD_REQUEST),
+        (Some(KEY), br#"{"amount":"2.00"}"#, StatusCode::UNPROCESSABLE_ENTITY),
+        (Some("another-key-0123456789"), b"{not json", StatusCode::BAD_REQUEST),
+        (
+            Some("another-key-0123456789"),
+            b"{\"padding\":\"0123456789012345678901234567890123456789012345678901234567890123456789\"}",
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+    ];
+    for (key, body, status) in cases {
+        let response = svc
+            .clone()
+            .oneshot(request(key, body))
+            .await
+            .expect("response");
+        assert_eq!(response.status(), status, "{key:?}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+        assert_eq!(body_json(response).await["status"], status.as_u16());
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "refused requests never reach the service"
+    );
+
+    // Routes the identify function does not scope pass straight through.
+    let passthrough = svc
+        .oneshot(
+            Request::post("/anonymous")
+                .body(Full::new(Bytes::new()))
+                .expect("request"),
+        )
+        .await
+        .expect("response");
+    assert_eq!(passthrough.headers()["idempotent-replayed"], "false");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_in_flight_gets_409_with_retry_after() {
+    let (svc, calls, _) = service(
+        StatusCode::CREATED,
+        Duration::from_millis(300),
+        Duration::from_millis(20),
+    );
+    let first = tokio::spawn(svc.clone().oneshot(request(Some(KEY), b"{}")));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let duplicate = svc
+        .clone()
+        .oneshot(request(Some(KEY), b"{}"))
+        .await
+        .expect("response");
+    assert_eq!(duplicate.status(), StatusCode::CONFLICT);
+    assert!(duplicate.headers().contains_key("retry-after"));
+    assert_eq!(
+        first.await.expect("task").expect("response").status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_server_error_is_resumed_not_replayed() {
+    let (svc, calls, resumed) = service(
+        StatusCode::BAD_GATEWAY,
+        Duration::ZERO,
+        Duration::from_secs(1),
+    );
+    let first = svc
+        .clone()
+        .oneshot(request(Some(KEY), b"{}"))
+        .await
+        .expect("response");
+    assert_eq!(first.status(), StatusCode::BAD_GATEWAY);
+    let retry = svc
+        .clone()
+        .oneshot(request(Some(KEY), b"{}"))
+        .await
+        .expect("response");
+    assert_eq!(retry.headers()["idempotent-replayed"], "false", "ran again");
+    assert_eq!(
+        (calls.load(Ordering::SeqCst), resumed.load(Ordering::SeqCst)),
+        (2, 1),
+        "the retry knew it resumed"
+    );
+}
