@@ -2,13 +2,13 @@
 //!
 //! - [`problem`]: RFC 9457 `application/problem+json` responses.
 //! - [`client_ip`]: the client address behind trusted reverse proxies.
+//! - [`content_type`]: `415` for anything but JSON.
 //! - [`ratelimit`]: a tower layer that rate limits with any `tollgate_ratelimit::RateLimiter`,
 //!   sets the rate-limit headers on every response and answers `429` with `Retry-After`.
 //! - [`idempotency`]: a tower layer that runs a route through a `tollgate_idempotency` driver:
 //!   `Idempotency-Key` (400), body limit (413), fingerprint (422 on reuse), replay with
 //!   `Idempotent-Replayed`, 409 with `Retry-After` for a duplicate in flight.
-//!
-//! Still to come (issue #5): the content-type (415) check as its own layer.
+
 //!
 //! # Example
 //!
@@ -26,6 +26,7 @@
 #![deny(missing_docs)]
 
 pub mod client_ip;
+pub mod content_type;
 pub mod idempotency;
 pub mod problem;
 pub mod ratelimit;
