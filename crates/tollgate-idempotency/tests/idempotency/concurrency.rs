@@ -77,7 +77,53 @@ async fn past_the_wait_bound_duplicates_get_a_conflict() {
     }
 }
 
-/// Two pools (two "processes") on one database, 100 tasks, real database time: one execution.
+/// 100 tasks split over two drivers with separate pools (two "processes") on one store: exactly
+/// one execution; every caller sees its result or a 409.
+#[cfg(any(feature = "postgres", feature = "redis"))]
+async fn two_process_race<S: tollgate_idempotency::store::IdempotencyStore + 'static>(a: S, b: S) {
+    let config = IdempotencyConfig {
+        wait: Duration::from_secs(10),
+        ..IdempotencyConfig::default()
+    };
+    let a = Arc::new(Idempotency::new(a, config));
+    let b = Arc::new(Idempotency::new(b, config));
+    let executions = Arc::new(AtomicU32::new(0));
+    let tasks: Vec<_> = (0..100)
+        .map(|i| {
+            let driver = if i % 2 == 0 {
+                Arc::clone(&a)
+            } else {
+                Arc::clone(&b)
+            };
+            let executions = Arc::clone(&executions);
+            tokio::spawn(async move {
+                let scope = scope("alice", "race-key-0123456789");
+                let fp = fingerprint(r#"{"amount":"5.00"}"#);
+                driver
+                    .run(&scope, &fp, |_lease| async move {
+                        let n = executions.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        HandlerResult::Store(response(&format!("txn_{n}")))
+                    })
+                    .await
+            })
+        })
+        .collect();
+    let mut executed = 0;
+    for task in tasks {
+        match task.await.expect("task") {
+            Ok(Outcome::Executed(r)) => {
+                executed += 1;
+                assert_eq!(r, response("txn_0"));
+            }
+            Ok(Outcome::Replayed(r)) => assert_eq!(r, response("txn_0")),
+            Err(error) => assert_eq!(error.status(), 409, "{error}"),
+        }
+    }
+    assert_eq!((executions.load(Ordering::SeqCst), executed), (1, 1));
+}
+
+/// Two pools on one PostgreSQL database, database time.
 #[cfg(feature = "postgres")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_two_pools_one_execution() {
@@ -85,56 +131,15 @@ async fn postgres_two_pools_one_execution() {
     let Some((url, schema)) = pg::database("concurrency::postgres_two_pools_one_execution") else {
         return;
     };
-    let config = IdempotencyConfig {
-        wait: Duration::from_secs(10),
-        ..IdempotencyConfig::default()
-    };
-    let a = Arc::new(Idempotency::new(
+    two_process_race(
         pg::store(&url, &schema, None).await,
-        config,
-    ));
-    let b = Arc::new(Idempotency::new(
         pg::store(&url, &schema, None).await,
-        config,
-    ));
-    let executions = Arc::new(AtomicU32::new(0));
-    let tasks: Vec<_> = (0..100)
-        .map(|i| {
-            let driver = if i % 2 == 0 {
-                Arc::clone(&a)
-            } else {
-                Arc::clone(&b)
-            };
-            let executions = Arc::clone(&executions);
-            tokio::spawn(async move {
-                let scope = scope("alice", "race-key-0123456789");
-                let fp = fingerprint(r#"{"amount":"5.00"}"#);
-                driver
-                    .run(&scope, &fp, |_lease| async move {
-                        let n = executions.fetch_add(1, Ordering::SeqCst);
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        HandlerResult::Store(response(&format!("txn_{n}")))
-                    })
-                    .await
-            })
-        })
-        .collect();
-    let mut executed = 0;
-    for task in tasks {
-        match task.await.expect("task") {
-            Ok(Outcome::Executed(r)) => {
-                executed += 1;
-                assert_eq!(r, response("txn_0"));
-            }
-            Ok(Outcome::Replayed(r)) => assert_eq!(r, response("txn_0")),
-            Err(error) => assert_eq!(error.status(), 409, "{error}"),
-        }
-    }
-    assert_eq!((executions.load(Ordering::SeqCst), executed), (1, 1));
+    )
+    .await;
     pg::drop_schema(&url, &schema).await;
 }
 
-/// Two pools on one Redis, 100 tasks, server time: one execution.
+/// Two pools on one Redis, server time.
 #[cfg(feature = "redis")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_two_pools_one_execution() {
@@ -142,45 +147,10 @@ async fn redis_two_pools_one_execution() {
     let Some((url, prefix)) = rd::redis("concurrency::redis_two_pools_one_execution") else {
         return;
     };
-    let config = IdempotencyConfig {
-        wait: Duration::from_secs(10),
-        ..IdempotencyConfig::default()
-    };
-    let a = Arc::new(Idempotency::new(rd::store(&url, &prefix, None), config));
-    let b = Arc::new(Idempotency::new(rd::store(&url, &prefix, None), config));
-    let executions = Arc::new(AtomicU32::new(0));
-    let tasks: Vec<_> = (0..100)
-        .map(|i| {
-            let driver = if i % 2 == 0 {
-                Arc::clone(&a)
-            } else {
-                Arc::clone(&b)
-            };
-            let executions = Arc::clone(&executions);
-            tokio::spawn(async move {
-                let scope = scope("alice", "race-key-0123456789");
-                let fp = fingerprint(r#"{"amount":"5.00"}"#);
-                driver
-                    .run(&scope, &fp, |_lease| async move {
-                        let n = executions.fetch_add(1, Ordering::SeqCst);
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        HandlerResult::Store(response(&format!("txn_{n}")))
-                    })
-                    .await
-            })
-        })
-        .collect();
-    let mut executed = 0;
-    for task in tasks {
-        match task.await.expect("task") {
-            Ok(Outcome::Executed(r)) => {
-                executed += 1;
-                assert_eq!(r, response("txn_0"));
-            }
-            Ok(Outcome::Replayed(r)) => assert_eq!(r, response("txn_0")),
-            Err(error) => assert_eq!(error.status(), 409, "{error}"),
-        }
-    }
-    assert_eq!((executions.load(Ordering::SeqCst), executed), (1, 1));
+    two_process_race(
+        rd::store(&url, &prefix, None),
+        rd::store(&url, &prefix, None),
+    )
+    .await;
     rd::drop_prefix(&url, &prefix).await;
 }
