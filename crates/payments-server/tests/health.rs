@@ -19,6 +19,10 @@ impl Drop for Server {
 }
 
 fn start() -> Server {
+    start_with(&[])
+}
+
+fn start_with(env: &[(&str, &str)]) -> Server {
     let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
@@ -26,6 +30,9 @@ fn start() -> Server {
     let child = Command::new(env!("CARGO_BIN_EXE_payments-server"))
         .env("BIND_ADDR", format!("127.0.0.1:{port}"))
         .env("LOG_LEVEL", "warn")
+        .env_remove("API_KEYS")
+        .env_remove("API_KEY")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .spawn()
         .expect("the server starts");
@@ -42,13 +49,23 @@ fn start() -> Server {
 
 /// One HTTP/1.1 request; returns the status line, the headers and the body.
 fn request(port: u16, method: &str, path: &str) -> (String, String, String) {
+    request_with(port, method, path, "")
+}
+
+/// A request with extra header lines (each ending in `\r\n`).
+fn request_with(
+    port: u16,
+    method: &str,
+    path: &str,
+    extra_headers: &str,
+) -> (String, String, String) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{extra_headers}Connection: close\r\n\r\n"
     )
     .expect("write");
     let mut response = String::new();
@@ -77,7 +94,19 @@ fn health_and_the_rest_of_the_contract() {
     assert_eq!(json["services"]["redis"]["status"], "disabled");
     assert_eq!(json["services"]["database"]["status"], "disabled");
 
-    let (status, headers, body) = request(server.port, "POST", "/api/v1/payments");
+    let (status, headers, _) = request(server.port, "POST", "/api/v1/payments");
+    assert_eq!(status, "HTTP/1.1 401 Unauthorized", "no key");
+    assert!(headers.contains("www-authenticate: bearer"), "{headers}");
+    let (status, _, _) = request_with(
+        server.port,
+        "POST",
+        "/api/v1/payments",
+        "Authorization: Bearer wrong\r\n",
+    );
+    assert_eq!(status, "HTTP/1.1 401 Unauthorized", "wrong key");
+
+    let dev_key = "Authorization: Bearer test-api-key\r\n";
+    let (status, headers, body) = request_with(server.port, "POST", "/api/v1/payments", dev_key);
     assert_eq!(status, "HTTP/1.1 501 Not Implemented");
     assert!(
         headers.contains("content-type: application/problem+json"),
@@ -92,11 +121,49 @@ fn health_and_the_rest_of_the_contract() {
         "{body}"
     );
 
-    let (status, _, _) = request(server.port, "GET", "/api/v1/payments/txn_123");
+    let (status, _, _) = request_with(server.port, "GET", "/api/v1/payments/txn_123", dev_key);
     assert_eq!(status, "HTTP/1.1 501 Not Implemented");
+
+    // The published retry policy is public, and exactly tollgate-retry's RetryConfig.
+    let (status, _, body) = request(server.port, "GET", "/api/v1/retry-config");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    let config: tollgate_retry::config::RetryConfig =
+        serde_json::from_str(&body).expect("a RetryConfig");
+    assert_eq!(config, tollgate_retry::config::RetryConfig::default());
     let (status, _, _) = request(server.port, "GET", "/nope");
     assert_eq!(status, "HTTP/1.1 404 Not Found");
     let (status, headers, _) = request(server.port, "DELETE", "/health");
     assert_eq!(status, "HTTP/1.1 405 Method Not Allowed");
     assert!(headers.contains("allow: get"), "{headers}");
+}
+
+#[test]
+fn configured_keys_replace_the_development_key() {
+    let server = start_with(&[("API_KEYS", "k-alice:alice,k-bob:bob")]);
+    let (status, _, _) = request_with(
+        server.port,
+        "GET",
+        "/api/v1/rate-limits",
+        "Authorization: Bearer test-api-key\r\n",
+    );
+    assert_eq!(status, "HTTP/1.1 401 Unauthorized");
+    let (status, _, _) = request_with(
+        server.port,
+        "GET",
+        "/api/v1/rate-limits",
+        "Authorization: Bearer k-bob\r\n",
+    );
+    assert_eq!(status, "HTTP/1.1 501 Not Implemented");
+}
+
+#[test]
+fn invalid_configuration_is_a_clear_start_up_error() {
+    let output = Command::new(env!("CARGO_BIN_EXE_payments-server"))
+        .env("API_KEYS", "no-colon-here")
+        .env("BIND_ADDR", "127.0.0.1:0")
+        .output()
+        .expect("runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("API_KEYS entry 1"), "{stderr}");
 }
