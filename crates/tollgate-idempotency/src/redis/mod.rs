@@ -70,6 +70,11 @@ fn redis_error(error: redis::RedisError) -> Error {
     store_error(error, transient)
 }
 
+/// A script that starts by reading the time (see `scripts::NOW`).
+fn with_now(body: &str) -> redis::Script {
+    redis::Script::new(&format!("{}{body}", scripts::NOW))
+}
+
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
@@ -80,9 +85,9 @@ impl RedisStore {
         RedisStore {
             pool,
             prefix: prefix.into(),
-            claim: redis::Script::new(scripts::CLAIM),
-            complete: redis::Script::new(scripts::COMPLETE),
-            release: redis::Script::new(scripts::RELEASE),
+            claim: with_now(scripts::CLAIM),
+            complete: with_now(scripts::COMPLETE),
+            release: with_now(scripts::RELEASE),
             time: None,
         }
     }

@@ -4,17 +4,22 @@
 //! (tests), treats `expires_at <= now` as absent, and sets `PX` so Redis deletes the record itself.
 //! Fences are `max(previous + 1, now in µs)`: they grow even across a deleted record.
 
-/// `CLAIM`. KEYS[1] record. ARGV: fingerprint (hex), lease ms, ttl ms, now µs or "".
-/// Returns `{outcome, fence, retry_after_ms | status, headers, body}` with outcome
-/// acquired | resumed | completed | in_progress | mismatch.
-pub(crate) const CLAIM: &str = r#"
+/// `NOW`: the prefix of every script below. Their last ARGV is the time in µs, or `""` for the
+/// server's `TIME` (production); `now` is set from it.
+pub(crate) const NOW: &str = r#"
 local now
-if ARGV[4] == '' then
+if ARGV[#ARGV] == '' then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 else
-  now = tonumber(ARGV[4])
+  now = tonumber(ARGV[#ARGV])
 end
+"#;
+
+/// `CLAIM` (after [`NOW`]). KEYS[1] record. ARGV: fingerprint (hex), lease ms, ttl ms, now µs or "".
+/// Returns `{outcome, fence, retry_after_ms | status, headers, body}` with outcome
+/// acquired | resumed | completed | in_progress | mismatch.
+pub(crate) const CLAIM: &str = r#"
 local function int(x) return string.format('%d', x) end
 local lease_us, ttl_ms = tonumber(ARGV[2]) * 1000, tonumber(ARGV[3])
 local r = redis.call('HMGET', KEYS[1], 'fp', 'state', 'fence', 'lease_until', 'expires_at',
@@ -38,16 +43,9 @@ redis.call('HSET', KEYS[1], 'fence', int(f), 'lease_until', int(now + lease_us))
 return {'resumed', f}
 "#;
 
-/// `COMPLETE`. KEYS[1] record. ARGV: fence, status, headers JSON, body, ttl ms, now µs or "".
+/// `COMPLETE` (after [`NOW`]). KEYS[1] record. ARGV: fence, status, headers JSON, body, ttl ms, now µs or "".
 /// Returns 1, or 0 when `fence` is not the live owner's.
 pub(crate) const COMPLETE: &str = r#"
-local now
-if ARGV[6] == '' then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-else
-  now = tonumber(ARGV[6])
-end
 local r = redis.call('HMGET', KEYS[1], 'state', 'fence', 'expires_at')
 if r[1] ~= 'p' or r[2] ~= ARGV[1] or tonumber(r[3]) <= now then return 0 end
 local ttl_ms = tonumber(ARGV[5])
@@ -58,17 +56,10 @@ redis.call('PEXPIRE', KEYS[1], string.format('%d', ttl_ms))
 return 1
 "#;
 
-/// `RELEASE`. KEYS[1] record. ARGV: fence, mode (`0` nothing happened: leave a tombstone that
+/// `RELEASE` (after [`NOW`]). KEYS[1] record. ARGV: fence, mode (`0` nothing happened: leave a tombstone that
 /// reads as absent; `1` ambiguous: end the lease, keep the record), now µs or "". Returns 1, or
 /// 0 when not the owner.
 pub(crate) const RELEASE: &str = r#"
-local now
-if ARGV[3] == '' then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-else
-  now = tonumber(ARGV[3])
-end
 local r = redis.call('HMGET', KEYS[1], 'state', 'fence', 'expires_at')
 if r[1] ~= 'p' or r[2] ~= ARGV[1] or tonumber(r[3]) <= now then return 0 end
 if ARGV[2] == '0' then

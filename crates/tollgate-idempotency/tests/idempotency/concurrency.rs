@@ -7,27 +7,29 @@ use std::time::Duration;
 
 use tollgate_idempotency::driver::{HandlerResult, Idempotency, IdempotencyConfig, Outcome};
 use tollgate_idempotency::memory::MemoryStore;
+use tollgate_idempotency::store::IdempotencyStore;
 use tollgate_idempotency::Error;
 
 use crate::support::{fingerprint, response, scope};
 
-async fn race(wait: Duration) -> (u32, Vec<Result<Outcome, Error>>) {
-    let config = IdempotencyConfig {
-        wait,
-        ..IdempotencyConfig::default()
-    };
-    let driver = Arc::new(Idempotency::new(MemoryStore::new(1_000), config));
+/// 100 tasks race one key, alternating between `drivers` (two pools act as two processes);
+/// the handler takes `handler_time`. Returns how often it ran and what each caller got.
+async fn race<S: IdempotencyStore + 'static>(
+    drivers: [Arc<Idempotency<S>>; 2],
+    handler_time: Duration,
+) -> (u32, Vec<Result<Outcome, Error>>) {
     let executions = Arc::new(AtomicU32::new(0));
     let tasks: Vec<_> = (0..100)
-        .map(|_| {
-            let (driver, executions) = (Arc::clone(&driver), Arc::clone(&executions));
+        .map(|i| {
+            let driver = Arc::clone(&drivers[i % 2]);
+            let executions = Arc::clone(&executions);
             tokio::spawn(async move {
                 let scope = scope("alice", "race-key-0123456789");
                 let fp = fingerprint(r#"{"amount":"5.00"}"#);
                 driver
                     .run(&scope, &fp, |_lease| async move {
                         let n = executions.fetch_add(1, Ordering::SeqCst);
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        tokio::time::sleep(handler_time).await;
                         HandlerResult::Store(response(&format!("txn_{n}")))
                     })
                     .await
@@ -41,27 +43,61 @@ async fn race(wait: Duration) -> (u32, Vec<Result<Outcome, Error>>) {
     (executions.load(Ordering::SeqCst), results)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_execution_everyone_sees_it() {
-    let (executions, results) = race(Duration::from_secs(5)).await;
+/// One execution; everyone else got its result, or (if `conflicts_allowed`) a 409.
+fn assert_one_execution(
+    executions: u32,
+    results: Vec<Result<Outcome, Error>>,
+    conflicts_allowed: bool,
+) {
     assert_eq!(executions, 1);
     let mut executed = 0;
     for result in results {
-        match result.expect("no conflicts with a 5 s wait") {
-            Outcome::Executed(r) => {
+        match result {
+            Ok(Outcome::Executed(r)) => {
                 executed += 1;
                 assert_eq!(r, response("txn_0"));
             }
-            Outcome::Replayed(r) => assert_eq!(r, response("txn_0")),
+            Ok(Outcome::Replayed(r)) => assert_eq!(r, response("txn_0")),
+            Err(error) => {
+                assert!(conflicts_allowed, "unexpected {error}");
+                assert_eq!(error.status(), 409, "{error}");
+            }
         }
     }
+    assert!(executed <= 1);
+}
+
+fn memory_drivers(wait: Duration) -> [Arc<Idempotency<MemoryStore>>; 2] {
+    let config = IdempotencyConfig {
+        wait,
+        ..IdempotencyConfig::default()
+    };
+    let driver = Arc::new(Idempotency::new(MemoryStore::new(1_000), config));
+    [Arc::clone(&driver), driver]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_execution_everyone_sees_it() {
+    let (executions, results) = race(
+        memory_drivers(Duration::from_secs(5)),
+        Duration::from_millis(50),
+    )
+    .await;
+    let executed = results
+        .iter()
+        .filter(|r| matches!(r, Ok(Outcome::Executed(_))))
+        .count();
     assert_eq!(executed, 1);
+    assert_one_execution(executions, results, false);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_the_wait_bound_duplicates_get_a_conflict() {
-    let (executions, results) = race(Duration::from_millis(5)).await;
-    assert_eq!(executions, 1);
+    let (executions, results) = race(
+        memory_drivers(Duration::from_millis(5)),
+        Duration::from_millis(50),
+    )
+    .await;
     let conflicts = results
         .iter()
         .filter(
@@ -69,58 +105,28 @@ async fn past_the_wait_bound_duplicates_get_a_conflict() {
         )
         .count();
     assert!(conflicts > 0, "a 5 ms wait cannot outlast a 50 ms handler");
-    for result in results {
-        match result {
-            Ok(Outcome::Executed(r) | Outcome::Replayed(r)) => assert_eq!(r, response("txn_0")),
-            Err(error) => assert_eq!(error.status(), 409),
-        }
-    }
+    assert_one_execution(executions, results, true);
 }
 
-/// 100 tasks split over two drivers with separate pools (two "processes") on one store: exactly
-/// one execution; every caller sees its result or a 409.
+/// Two drivers with separate pools on one store: exactly one execution, no conflicts within a
+/// 10 s wait.
 #[cfg(any(feature = "postgres", feature = "redis"))]
-async fn two_process_race<S: tollgate_idempotency::store::IdempotencyStore + 'static>(a: S, b: S) {
+async fn two_process_race<S: IdempotencyStore + 'static>(a: S, b: S) {
     let config = IdempotencyConfig {
         wait: Duration::from_secs(10),
         ..IdempotencyConfig::default()
     };
-    let a = Arc::new(Idempotency::new(a, config));
-    let b = Arc::new(Idempotency::new(b, config));
-    let executions = Arc::new(AtomicU32::new(0));
-    let tasks: Vec<_> = (0..100)
-        .map(|i| {
-            let driver = if i % 2 == 0 {
-                Arc::clone(&a)
-            } else {
-                Arc::clone(&b)
-            };
-            let executions = Arc::clone(&executions);
-            tokio::spawn(async move {
-                let scope = scope("alice", "race-key-0123456789");
-                let fp = fingerprint(r#"{"amount":"5.00"}"#);
-                driver
-                    .run(&scope, &fp, |_lease| async move {
-                        let n = executions.fetch_add(1, Ordering::SeqCst);
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        HandlerResult::Store(response(&format!("txn_{n}")))
-                    })
-                    .await
-            })
-        })
-        .collect();
-    let mut executed = 0;
-    for task in tasks {
-        match task.await.expect("task") {
-            Ok(Outcome::Executed(r)) => {
-                executed += 1;
-                assert_eq!(r, response("txn_0"));
-            }
-            Ok(Outcome::Replayed(r)) => assert_eq!(r, response("txn_0")),
-            Err(error) => assert_eq!(error.status(), 409, "{error}"),
-        }
-    }
-    assert_eq!((executions.load(Ordering::SeqCst), executed), (1, 1));
+    let drivers = [
+        Arc::new(Idempotency::new(a, config)),
+        Arc::new(Idempotency::new(b, config)),
+    ];
+    let (executions, results) = race(drivers, Duration::from_millis(100)).await;
+    let executed = results
+        .iter()
+        .filter(|r| matches!(r, Ok(Outcome::Executed(_))))
+        .count();
+    assert_eq!(executed, 1);
+    assert_one_execution(executions, results, true);
 }
 
 /// Two pools on one PostgreSQL database, database time.
