@@ -23,6 +23,10 @@ pub enum HandlerResult {
     /// Failed after the side effect may have started (a processor timeout): answered, the record
     /// is kept, and the next request with the key resumes it rather than starting over.
     Ambiguous(StoredResponse),
+    /// The handler already completed the record itself, inside its own transaction (for example
+    /// with `PostgresStore::complete_in`, so the stored response commits with the business rows):
+    /// the driver answers with it and writes nothing.
+    Completed(StoredResponse),
 }
 
 /// How the request was answered.
@@ -154,6 +158,7 @@ impl<S: IdempotencyStore> Idempotency<S> {
                     .await?;
                 Ok(Outcome::Executed(response))
             }
+            HandlerResult::Completed(response) => Ok(Outcome::Executed(response)),
             HandlerResult::Ambiguous(response) => {
                 self.store
                     .release(scope, lease.fence, Release::Ambiguous)

@@ -103,3 +103,35 @@ pub trait IdempotencyStore: Send + Sync + std::fmt::Debug {
     /// Deletes up to `max` expired records; returns how many.
     async fn cleanup(&self, max: usize) -> Result<usize, Error>;
 }
+
+/// An `Arc` of a store is a store: a server can choose its backend at start-up and hold
+/// `Arc<dyn IdempotencyStore>`.
+#[async_trait]
+impl<T: IdempotencyStore + ?Sized> IdempotencyStore for std::sync::Arc<T> {
+    async fn claim(
+        &self,
+        scope: &Scope,
+        fingerprint: &Fingerprint,
+        options: ClaimOptions,
+    ) -> Result<Claim, Error> {
+        (**self).claim(scope, fingerprint, options).await
+    }
+
+    async fn complete(
+        &self,
+        scope: &Scope,
+        fence: u64,
+        response: &StoredResponse,
+        ttl: Duration,
+    ) -> Result<(), Error> {
+        (**self).complete(scope, fence, response, ttl).await
+    }
+
+    async fn release(&self, scope: &Scope, fence: u64, how: Release) -> Result<(), Error> {
+        (**self).release(scope, fence, how).await
+    }
+
+    async fn cleanup(&self, max: usize) -> Result<usize, Error> {
+        (**self).cleanup(max).await
+    }
+}

@@ -9,8 +9,11 @@
 //!
 //! What is stored: 2xx and 4xx responses of the inner service (terminal outcomes, a declined card
 //! included); a 5xx means the side effect may have started, so the record is kept for the next
-//! request to resume (the inner service finds the [`Lease`] in the request's extensions and can
-//! reconcile before acting). Requests the layer refuses before the inner service store nothing.
+//! request to resume (the inner service finds the [`Lease`] and the [`Scope`] in the request's
+//! extensions and can reconcile before acting). Requests the layer refuses before the inner
+//! service store nothing. The inner service can override the choice by putting a
+//! [`Disposition`] in its response's extensions: `Forget` for a validation error found only
+//! inside the handler, `Completed` when it completed the record in its own database transaction.
 //!
 //! # Example
 //!
@@ -80,6 +83,22 @@ pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-
 
 /// The default request-body limit: 64 KiB.
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
+
+/// What the layer does with the inner service's response; put one in the response's extensions
+/// to override the default (2xx/4xx → `Store`, 5xx → `Ambiguous`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Disposition {
+    /// A terminal outcome: store it and replay it for the TTL.
+    Store,
+    /// Refused before any side effect (a validation error): answer, store nothing, free the key.
+    Forget,
+    /// The side effect may have started: keep the record so the next request resumes it.
+    Ambiguous,
+    /// The inner service already completed the record with the [`Lease`]'s fence inside its own
+    /// transaction (`PostgresStore::complete_in`): answer, write nothing more.
+    Completed,
+}
 
 /// Who is asking and which route this is: `(user, route template)`, or `None` to pass the
 /// request through untouched (for example an unauthenticated one, which auth will refuse).
@@ -276,10 +295,16 @@ where
             };
             let request = Request::from_parts(parts, Full::new(body.clone()));
             let Some((user, route)) = identity else {
+                // Not ours to make idempotent: pass the answer through as it is.
                 let response = inner.oneshot(request).await?;
-                return Ok(match collect_response(response).await {
-                    Ok(response) => replay(response, false),
-                    Err(failed) => full(failed),
+                let (parts, body) = response.into_parts();
+                return Ok(match body.collect().await {
+                    Ok(collected) => Response::from_parts(parts, Full::new(collected.to_bytes())),
+                    Err(error) => problem(
+                        StatusCode::BAD_GATEWAY,
+                        "Bad Gateway",
+                        format!("response body failed: {error}"),
+                    ),
                 });
             };
             let key = match IdempotencyKey::from_headers(request.headers()) {
@@ -291,17 +316,25 @@ where
                 Err(error) => return Ok(error_response(&error)),
             };
             let scope = Scope::new(user, request.method(), &route, key);
+            let scope_for_handler = scope.clone();
             let mut inner_error = None;
             let error_slot = &mut inner_error;
+            // The live answer keeps every header the handler set (`Retry-After`, …); only
+            // `Content-Type` and `Location` are stored for replays.
+            let mut live_headers = http::HeaderMap::new();
+            let headers_slot = &mut live_headers;
             let outcome = layer
                 .driver
                 .run(&scope, &fingerprint, |lease: Lease| async move {
                     let mut request = request;
                     request.extensions_mut().insert(lease);
+                    request.extensions_mut().insert(scope_for_handler);
                     match inner.oneshot(request).await {
                         Ok(response) => match collect_response(response).await {
-                            Ok(stored) if stored.status >= 500 => HandlerResult::Ambiguous(stored),
-                            Ok(stored) => HandlerResult::Store(stored),
+                            Ok((result, headers)) => {
+                                *headers_slot = headers;
+                                result
+                            }
                             Err(failed) => HandlerResult::Ambiguous(stored(failed)),
                         },
                         Err(error) => {
@@ -320,7 +353,15 @@ where
                 return Err(error);
             }
             Ok(match outcome {
-                Ok(Outcome::Executed(stored)) => replay(stored, false),
+                Ok(Outcome::Executed(stored)) => {
+                    let mut response = replay(stored, false);
+                    for (name, value) in &live_headers {
+                        if !response.headers().contains_key(name) {
+                            response.headers_mut().append(name, value.clone());
+                        }
+                    }
+                    response
+                }
                 Ok(Outcome::Replayed(stored)) => replay(stored, true),
                 Err(error) => error_response(&error),
             })
@@ -328,14 +369,17 @@ where
     }
 }
 
-/// The response as it will be stored: status, `Content-Type`, `Location`, body bytes. A body
-/// that fails midway becomes a 502 problem.
-async fn collect_response<R>(response: Response<R>) -> Result<StoredResponse, Response<Bytes>>
+/// The response as it will be kept (status, `Content-Type`, `Location`, body bytes) and what to
+/// do with it. A body that fails midway becomes a 502 problem.
+async fn collect_response<R>(
+    response: Response<R>,
+) -> Result<(HandlerResult, http::HeaderMap), Response<Bytes>>
 where
     R: Body,
     R::Error: fmt::Display,
 {
     let (parts, body) = response.into_parts();
+    let disposition = parts.extensions.get::<Disposition>().copied();
     let body = body
         .collect()
         .await
@@ -354,9 +398,18 @@ where
             Some((name.as_str().to_owned(), value.to_owned()))
         })
         .collect();
-    Ok(StoredResponse {
+    let stored = StoredResponse {
         status: parts.status.as_u16(),
         headers,
         body,
-    })
+    };
+    let result = match disposition {
+        Some(Disposition::Store) => HandlerResult::Store(stored),
+        Some(Disposition::Forget) => HandlerResult::Forget(stored),
+        Some(Disposition::Ambiguous) => HandlerResult::Ambiguous(stored),
+        Some(Disposition::Completed) => HandlerResult::Completed(stored),
+        None if stored.status >= 500 => HandlerResult::Ambiguous(stored),
+        None => HandlerResult::Store(stored),
+    };
+    Ok((result, parts.headers))
 }

@@ -72,6 +72,14 @@ pub struct Subject {
     pub endpoint: Option<String>,
 }
 
+/// Put in the extensions of a `429` the layer answered: which policy denied. Lets outer layers
+/// (metrics, audit) tell the limiter's refusals apart without parsing the body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RateLimited {
+    /// The name of the policy that denied.
+    pub policy: String,
+}
+
 type Extract<B> = Arc<dyn Fn(&Request<B>) -> Subject + Send + Sync>;
 
 /// Adds [`RateLimitService`] around a service.
@@ -210,13 +218,15 @@ where
             let mut response = match denied_by {
                 Some(policy) => {
                     let wait = retry_after.map_or(1, |d| headers::ceil_secs(d).max(1));
-                    with_body(
+                    let mut response = with_body(
                         Problem::new(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests")
                             .detail(format!("rate limit `{policy}` exceeded; retry in {wait} s"))
-                            .extension("policy", policy)
+                            .extension("policy", policy.as_str())
                             .extension("retry_after_seconds", wait)
                             .into_response(),
-                    )
+                    );
+                    response.extensions_mut().insert(RateLimited { policy });
+                    response
                 }
                 None => inner.call(request).await?,
             };
