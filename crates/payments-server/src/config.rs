@@ -1,12 +1,23 @@
-//! Configuration: environment variables, mirrored by command-line flags (flags win).
+//! Configuration: environment variables mirrored by command-line flags (flags win), plus an
+//! optional TOML file (`TOLLGATE_CONFIG`) for the policy table, timeouts and tuning. Every
+//! mistake is a start-up error naming the setting.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
+use serde::{Deserialize, Deserializer};
+use tollgate_ratelimit::config::{PolicyConfig, RateLimitConfig};
+use tollgate_ratelimit::PolicySet;
 
 /// The server's settings.
 #[derive(Clone, Debug, Parser)]
-#[command(name = "payments-server", about = "The Tollgate payments server")]
+#[command(
+    name = "payments-server",
+    about = "The Tollgate payments server",
+    version
+)]
 pub(crate) struct Config {
     /// Address to listen on.
     #[arg(long, env = "BIND_ADDR", default_value = "127.0.0.1:8000")]
@@ -14,18 +25,39 @@ pub(crate) struct Config {
     /// Log filter (`info`, `debug`, `tollgate=debug,info`, …).
     #[arg(long, env = "LOG_LEVEL", default_value = "info")]
     pub(crate) log_level: String,
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub(crate) log_format: LogFormat,
     /// Comma-separated `key:user_id` pairs.
     #[arg(long, env = "API_KEYS", hide_env_values = true)]
     pub(crate) api_keys: Option<String>,
     /// One API key, for user `default`.
     #[arg(long, env = "API_KEY", hide_env_values = true)]
     pub(crate) api_key: Option<String>,
-    /// PostgreSQL URL (not used yet: issue #5).
+    /// PostgreSQL URL: payments, idempotency records and the audit trail live there.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub(crate) database_url: Option<String>,
-    /// Redis URL (not used yet: issue #5).
+    /// The PostgreSQL schema holding Tollgate's tables (created if missing).
+    #[arg(long, env = "DATABASE_SCHEMA", default_value = "tollgate")]
+    pub(crate) database_schema: String,
+    /// Redis URL: rate-limit counters (and idempotency records when there is no database).
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub(crate) redis_url: Option<String>,
+    /// Prefix of every Redis key this server writes.
+    #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "tollgate")]
+    pub(crate) redis_key_prefix: String,
+    /// TOML file with the policy table, timeouts and tuning (see docs/operations.md).
+    #[arg(long = "config", env = "TOLLGATE_CONFIG")]
+    pub(crate) config_file: Option<PathBuf>,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// An API key and the user it authenticates.
@@ -85,6 +117,213 @@ impl Config {
         }
         Ok((keys, false))
     }
+
+    /// The TOML file's settings, or the defaults when there is no file.
+    pub(crate) fn file(&self) -> Result<FileConfig, String> {
+        let Some(path) = &self.config_file else {
+            return Ok(FileConfig::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("TOLLGATE_CONFIG {}: {e}", path.display()))?;
+        FileConfig::parse(&text).map_err(|e| format!("TOLLGATE_CONFIG {}: {e}", path.display()))
+    }
+}
+
+/// What the TOML file holds. Unknown fields are errors (a typo must not silently keep a
+/// default).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct FileConfig {
+    /// The rate-limit policy table; the seed's table when absent.
+    #[serde(rename = "policy")]
+    pub(crate) policies: Option<Vec<PolicyConfig>>,
+    pub(crate) rate_limit: RateLimitTuning,
+    pub(crate) timeouts: Timeouts,
+    pub(crate) idempotency: IdempotencyTuning,
+    pub(crate) processor: ProcessorTuning,
+    pub(crate) breaker: BreakerTuning,
+    /// Reverse proxies whose `X-Forwarded-For` is believed.
+    pub(crate) trusted_proxies: Vec<IpAddr>,
+}
+
+impl FileConfig {
+    pub(crate) fn parse(text: &str) -> Result<Self, String> {
+        let config: FileConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let rates = [
+            ("processor.decline_rate", self.processor.decline_rate),
+            ("processor.failure_rate", self.processor.failure_rate),
+        ];
+        for (name, rate) in rates {
+            if !(0.0..=1.0).contains(&rate) {
+                return Err(format!("{name} must be between 0 and 1, got {rate}"));
+            }
+        }
+        if !(1..=100).contains(&self.breaker.failure_rate_threshold) {
+            return Err("breaker.failure_rate_threshold must be 1–100".into());
+        }
+        let positive = [
+            ("timeouts.header_read", self.timeouts.header_read),
+            ("timeouts.request", self.timeouts.request),
+            ("idempotency.lease", self.idempotency.lease),
+            ("idempotency.ttl", self.idempotency.ttl),
+            ("breaker.wait_in_open", self.breaker.wait_in_open),
+        ];
+        for (name, value) in positive {
+            if value.is_zero() {
+                return Err(format!("{name} must be more than zero"));
+            }
+        }
+        self.policy_set().map(drop)
+    }
+
+    /// The rate-limit policies, validated.
+    pub(crate) fn policy_set(&self) -> Result<PolicySet, String> {
+        let config = match &self.policies {
+            Some(policies) => RateLimitConfig {
+                policies: policies.clone(),
+            },
+            None => RateLimitConfig::default(),
+        };
+        config.into_policy_set().map_err(|e| e.to_string())
+    }
+}
+
+/// What the limiter does when Redis is unreachable.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum FailureModeName {
+    /// Admit requests.
+    FailOpen,
+    /// Refuse requests with `Retry-After`.
+    FailClosed,
+    /// Enforce the limits per process with an in-memory limiter.
+    #[default]
+    LocalFallback,
+    /// Answer `503`.
+    Error,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RateLimitTuning {
+    pub(crate) failure_mode: FailureModeName,
+    #[serde(deserialize_with = "duration")]
+    pub(crate) redis_timeout: Duration,
+}
+
+impl Default for RateLimitTuning {
+    fn default() -> Self {
+        RateLimitTuning {
+            failure_mode: FailureModeName::LocalFallback,
+            redis_timeout: Duration::from_millis(250),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Timeouts {
+    /// A client must send its request head within this.
+    #[serde(deserialize_with = "duration")]
+    pub(crate) header_read: Duration,
+    /// Reading the body and answering must end within this.
+    #[serde(deserialize_with = "duration")]
+    pub(crate) request: Duration,
+    /// How long shutdown waits for requests in flight.
+    #[serde(deserialize_with = "duration")]
+    pub(crate) shutdown_grace: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            header_read: Duration::from_secs(10),
+            request: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct IdempotencyTuning {
+    /// How long a duplicate waits for the request in flight before `409`.
+    #[serde(deserialize_with = "duration")]
+    pub(crate) wait: Duration,
+    /// How long an owner holds a key before another request may take it over.
+    #[serde(deserialize_with = "duration")]
+    pub(crate) lease: Duration,
+    /// How long results are kept.
+    #[serde(deserialize_with = "duration")]
+    pub(crate) ttl: Duration,
+}
+
+impl Default for IdempotencyTuning {
+    fn default() -> Self {
+        IdempotencyTuning {
+            wait: Duration::from_secs(5),
+            lease: Duration::from_secs(30),
+            ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct ProcessorTuning {
+    /// Simulated processing time per charge.
+    #[serde(deserialize_with = "duration")]
+    pub(crate) latency: Duration,
+    /// Share of charges declined (0–1).
+    pub(crate) decline_rate: f64,
+    /// Share of charges failing with a processor error after charging (0–1).
+    pub(crate) failure_rate: f64,
+}
+
+impl Default for ProcessorTuning {
+    fn default() -> Self {
+        ProcessorTuning {
+            latency: Duration::from_millis(20),
+            decline_rate: 0.0,
+            failure_rate: 0.0,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct BreakerTuning {
+    /// Calls in the breaker's sliding window.
+    pub(crate) window_calls: u32,
+    /// Open at this failure percentage.
+    pub(crate) failure_rate_threshold: u8,
+    /// No decision before this many calls.
+    pub(crate) minimum_calls: u32,
+    /// How long the breaker stays open before probing.
+    #[serde(deserialize_with = "duration")]
+    pub(crate) wait_in_open: Duration,
+}
+
+impl Default for BreakerTuning {
+    fn default() -> Self {
+        BreakerTuning {
+            window_calls: 50,
+            failure_rate_threshold: 50,
+            minimum_calls: 20,
+            wait_in_open: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `"250ms"`, `"30s"`, `"24h"`.
+fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    humantime::parse_duration(&text).map_err(|e| serde::de::Error::custom(format!("{text:?}: {e}")))
 }
 
 #[cfg(test)]
@@ -114,5 +353,52 @@ mod tests {
             !format!("{:?}", keys[0]).contains(DEV_KEY),
             "keys never reach Debug output"
         );
+    }
+
+    #[test]
+    fn toml_file() {
+        let file = FileConfig::parse(
+            r#"
+            trusted_proxies = ["10.0.0.1"]
+            [timeouts]
+            request = "5s"
+            [processor]
+            decline_rate = 0.25
+            [[policy]]
+            name = "payments"
+            scope = "user"
+            algorithm = "sliding-window"
+            limit = 1000
+            window = "60s"
+            endpoint = "POST /api/v1/payments"
+            "#,
+        )
+        .expect("valid");
+        assert_eq!(file.timeouts.request, Duration::from_secs(5));
+        assert_eq!(file.timeouts.header_read, Duration::from_secs(10));
+        assert_eq!(file.policy_set().expect("valid").policies().len(), 1);
+        assert_eq!(
+            FileConfig::default()
+                .policy_set()
+                .expect("valid")
+                .policies()
+                .len(),
+            4
+        );
+
+        let errors = [
+            ("[timeouts]\nrequest = \"soon\"", "soon"),
+            ("[timeouts]\nrequets = \"5s\"", "requets"),
+            ("[processor]\ndecline_rate = 2.0", "processor.decline_rate"),
+            ("[timeouts]\nrequest = \"0s\"", "timeouts.request"),
+            (
+                "[[policy]]\nname = \"x\"\nscope = \"user\"\nalgorithm = \"sliding-window\"\nlimit = 0\nwindow = \"1s\"",
+                "x",
+            ),
+        ];
+        for (text, named) in errors {
+            let error = FileConfig::parse(text).expect_err(text);
+            assert!(error.contains(named), "{text}: {error}");
+        }
     }
 }

@@ -1,185 +1,378 @@
-//! The bundled Tollgate payments server.
+//! The bundled Tollgate payments server: every endpoint of the HTTP contract in
+//! `docs/http-api.md`, composed from the Tollgate crates over hyper.
 //!
-//! Today it starts, authenticates Bearer keys (`API_KEYS` / `API_KEY`, or the development key
-//! `test-api-key` with a warning), serves `GET /health` and `GET /api/v1/retry-config`, and
-//! answers every other route of the contract in `DESIGN.md` with `401` (no valid key) or
-//! `501 Not Implemented` naming the issue that brings it, as RFC 9457 problem+json. The server is
-//! composition only: rate limiting, idempotency, retry policy and audit live in the library
-//! crates.
-//!
-//! Configuration: `BIND_ADDR` (default `127.0.0.1:8000`), `LOG_LEVEL` (default `info`),
-//! `API_KEYS`, `API_KEY`; `--help` lists the flags that mirror them.
+//! With no configuration it keeps everything in memory and accepts the development key
+//! `test-api-key`. `DATABASE_URL` moves payments, idempotency records and the audit trail to
+//! PostgreSQL; `REDIS_URL` moves rate-limit counters to Redis (and idempotency records too when
+//! there is no database). Several processes on one Redis and PostgreSQL share limits and
+//! idempotency state. `--help` lists every setting; `docs/operations.md` explains them.
 
+mod app;
 mod auth;
 mod config;
+mod health;
+mod ledger;
+mod metrics;
+mod payment;
+mod processor;
+mod routes;
 
-use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
-
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tollgate_audit::postgres::{AuditLogConfig, PostgresAuditLog};
+use tollgate_audit::{AuditLog, MemoryAuditLog};
+use tollgate_http::client_ip::TrustedProxies;
+use tollgate_idempotency::memory::MemoryStore;
+use tollgate_idempotency::postgres::PostgresStore;
+use tollgate_idempotency::redis::RedisStore;
+use tollgate_idempotency::store::{ClaimOptions, IdempotencyStore};
+use tollgate_idempotency::{Idempotency, IdempotencyConfig};
+use tollgate_ratelimit::redis::{FailureMode, RedisLimiter};
+use tollgate_ratelimit::{MemoryLimiter, RateLimiter};
+use tollgate_retry::breaker::{BreakerConfig, CircuitBreaker, Window};
 
-/// Routes of the contract that later issues implement, and the issue that brings each.
-const PLANNED: &[(&str, &str)] = &[
-    ("/api/v1/payments", "#5"),
-    ("/api/v1/rate-limits", "#5"),
-    ("/api/v1/audit-logs", "#5"),
-    ("/api/v1/simulate-concurrent", "#5"),
-    ("/ready", "#5"),
-    ("/metrics", "#5"),
-];
+use crate::config::{Config, FailureModeName, FileConfig, LogFormat};
+use crate::ledger::{Ledger, MemoryLedger, PostgresLedger};
 
-/// What every request handler shares.
-#[derive(Debug)]
-struct App {
-    keys: Vec<config::ApiKey>,
-}
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-fn json(
-    status: StatusCode,
-    content_type: &'static str,
-    body: serde_json::Value,
-) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    response
-}
+/// Idempotency records kept in memory at most (the oldest expire first).
+const MEMORY_IDEMPOTENCY_RECORDS: usize = 1_000_000;
+/// Audit events kept in memory at most.
+const MEMORY_AUDIT_EVENTS: usize = 100_000;
 
-fn problem(status: StatusCode, title: &str, detail: String) -> Response<Full<Bytes>> {
-    json(
-        status,
-        "application/problem+json",
-        serde_json::json!({
-            "type": "about:blank",
-            "title": title,
-            "status": status.as_u16(),
-            "detail": detail,
-        }),
-    )
-}
-
-fn method_not_allowed(path: &str) -> Response<Full<Bytes>> {
-    let mut response = problem(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "Method Not Allowed",
-        format!("{path} accepts GET"),
-    );
-    response
-        .headers_mut()
-        .insert(ALLOW, HeaderValue::from_static("GET"));
-    response
-}
-
-fn route(app: &App, request: &Request<Incoming>) -> Response<Full<Bytes>> {
-    let path = request.uri().path();
-    let public_get = |body: serde_json::Value| {
-        if request.method() == Method::GET {
-            json(StatusCode::OK, "application/json", body)
-        } else {
-            method_not_allowed(path)
-        }
-    };
-    match path {
-        // No backend is wired yet: the memory defaults need none.
-        "/health" => {
-            return public_get(serde_json::json!({
-                "status": "ok",
-                "services": {
-                    "redis": { "status": "disabled", "latency_ms": null },
-                    "database": { "status": "disabled", "latency_ms": null },
-                },
-            }))
-        }
-        "/api/v1/retry-config" => {
-            let config = tollgate_retry::config::RetryConfig::default();
-            return public_get(serde_json::to_value(config).unwrap_or_default());
-        }
-        _ => {}
+fn init_logging(config: &Config) -> Result<(), BoxError> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
+        .map_err(|e| format!("LOG_LEVEL {:?}: {e}", config.log_level))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match config.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
     }
-    let planned = PLANNED
-        .iter()
-        .find(|(prefix, _)| path == *prefix || path.starts_with(&format!("{prefix}/")));
-    let Some((_, issue)) = planned else {
-        return problem(
-            StatusCode::NOT_FOUND,
-            "Not Found",
-            format!("no route for {path}"),
-        );
-    };
-    // /ready and /metrics are public in the contract; everything else under /api needs a key.
-    let public = matches!(path, "/ready" | "/metrics");
-    if !public && auth::authenticate(request.headers(), &app.keys).is_none() {
-        let mut response = problem(
-            StatusCode::UNAUTHORIZED,
-            "Unauthorized",
-            "send `Authorization: Bearer <API key>`".to_owned(),
-        );
-        response.headers_mut().insert(
-            hyper::header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"tollgate\""),
-        );
-        return response;
-    }
-    problem(
-        StatusCode::NOT_IMPLEMENTED,
-        "Not Implemented",
-        format!("{path} is part of the Tollgate HTTP contract and arrives with issue {issue}"),
-    )
+    Ok(())
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let config = config::Config::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&config.log_level)
-                .map_err(|e| format!("LOG_LEVEL: {e}"))?,
-        )
-        .init();
-    let (keys, development) = config
-        .keys()
-        .map_err(|e| format!("invalid configuration: {e}"))?;
+/// Where payments, idempotency records and the audit trail live.
+struct Storage {
+    store: Arc<dyn IdempotencyStore>,
+    ledger: Arc<dyn Ledger>,
+    audit: Arc<dyn AuditLog>,
+    /// The PostgreSQL audit log, to flush at shutdown.
+    audit_pg: Option<Arc<PostgresAuditLog>>,
+    /// The PostgreSQL ledger, for health checks.
+    database: Option<Arc<dyn Ledger>>,
+}
+
+/// What `main` keeps to shut down cleanly.
+struct Running {
+    app: Arc<app::App>,
+    audit_pg: Option<Arc<PostgresAuditLog>>,
+    idempotency_store: Arc<dyn IdempotencyStore>,
+}
+
+async fn build(config: &Config, file: &FileConfig) -> Result<Running, BoxError> {
+    let (keys, development) = config.keys()?;
     if development {
         tracing::warn!(
             "no API_KEYS or API_KEY set: development mode, accepting the key `{}` as user `test`",
             config::DEV_KEY
         );
     }
-    let app = Arc::new(App { keys });
-    let listener = TcpListener::bind(config.bind_addr).await?;
-    tracing::info!(addr = %config.bind_addr, "payments-server listening; GET /health and GET /api/v1/retry-config are implemented, the rest of the API answers 501 (issue #5)");
+    let policies = file.policy_set()?;
+
+    let redis_pool = match &config.redis_url {
+        None => None,
+        Some(url) => Some(
+            deadpool_redis::Config::from_url(url.as_str())
+                .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+                .map_err(|e| format!("REDIS_URL: {e}"))?,
+        ),
+    };
+    let database_pool = match &config.database_url {
+        None => None,
+        Some(url) => {
+            let pg: tokio_postgres::Config =
+                url.parse().map_err(|e| format!("DATABASE_URL: {e}"))?;
+            let manager = deadpool_postgres::Manager::from_config(
+                pg,
+                tokio_postgres::NoTls,
+                deadpool_postgres::ManagerConfig {
+                    recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+                },
+            );
+            Some(
+                deadpool_postgres::Pool::builder(manager)
+                    .max_size(16)
+                    .build()
+                    .map_err(|e| format!("DATABASE_URL: {e}"))?,
+            )
+        }
+    };
+
+    // Rate limits: Redis if configured, shared by every process; memory otherwise.
+    let (limiter, redis_limiter): (Arc<dyn RateLimiter>, _) = match &redis_pool {
+        Some(pool) => {
+            let mode = match file.rate_limit.failure_mode {
+                FailureModeName::FailOpen => FailureMode::FailOpen,
+                FailureModeName::FailClosed => FailureMode::FailClosed {
+                    retry_after: Duration::from_secs(1),
+                },
+                FailureModeName::LocalFallback => FailureMode::LocalFallback,
+                FailureModeName::Error => FailureMode::ReturnError,
+            };
+            let limiter = RedisLimiter::builder(pool.clone())
+                .key_prefix(format!("{}:rl:", config.redis_key_prefix))
+                .failure_mode(mode)
+                .timeout(file.rate_limit.redis_timeout)
+                .build();
+            limiter
+                .ping()
+                .await
+                .map_err(|e| format!("REDIS_URL: Redis does not answer: {e}"))?;
+            (Arc::new(limiter.clone()), Some(limiter))
+        }
+        None => (Arc::new(MemoryLimiter::new()), None),
+    };
+
+    // Payments, idempotency records and the audit trail: PostgreSQL is the source of truth
+    // when configured; otherwise idempotency records go to Redis if there is one.
+    let storage = match database_pool {
+        Some(pool) => {
+            let schema = config.database_schema.as_str();
+            let store = Arc::new(
+                PostgresStore::start(pool.clone(), schema)
+                    .await
+                    .map_err(|e| format!("DATABASE_URL: {e}"))?,
+            );
+            let audit = Arc::new(
+                PostgresAuditLog::start(
+                    pool.clone(),
+                    AuditLogConfig {
+                        schema: schema.to_owned(),
+                        ..AuditLogConfig::default()
+                    },
+                )
+                .await
+                .map_err(|e| format!("DATABASE_URL: {e}"))?,
+            );
+            let ledger: Arc<dyn Ledger> = Arc::new(
+                PostgresLedger::start(pool, schema, Arc::clone(&store), Arc::clone(&audit))
+                    .await
+                    .map_err(|e| format!("DATABASE_URL: {e}"))?,
+            );
+            Storage {
+                store,
+                ledger: Arc::clone(&ledger),
+                audit: audit.clone(),
+                audit_pg: Some(audit),
+                database: Some(ledger),
+            }
+        }
+        None => {
+            let audit = Arc::new(MemoryAuditLog::new(MEMORY_AUDIT_EVENTS));
+            let store: Arc<dyn IdempotencyStore> = match &redis_pool {
+                Some(pool) => Arc::new(RedisStore::new(
+                    pool.clone(),
+                    format!("{}:idem:", config.redis_key_prefix),
+                )),
+                None => Arc::new(MemoryStore::new(MEMORY_IDEMPOTENCY_RECORDS)),
+            };
+            let ledger = Arc::new(MemoryLedger::new(audit.clone()));
+            Storage {
+                store,
+                ledger,
+                audit,
+                audit_pg: None,
+                database: None,
+            }
+        }
+    };
+
+    let Storage {
+        store,
+        ledger,
+        audit,
+        audit_pg,
+        database,
+    } = storage;
+    let tuning = file.idempotency;
+    let idempotency = Idempotency::new(
+        Arc::clone(&store),
+        IdempotencyConfig {
+            claim: ClaimOptions {
+                lease: tuning.lease,
+                ttl: tuning.ttl,
+            },
+            wait: tuning.wait,
+            ..IdempotencyConfig::default()
+        },
+    );
+    let breaker = CircuitBreaker::new(BreakerConfig {
+        window: Window::Count(file.breaker.window_calls.max(1)),
+        failure_rate_threshold: file.breaker.failure_rate_threshold,
+        minimum_calls: file.breaker.minimum_calls.max(1),
+        wait_in_open: file.breaker.wait_in_open,
+        ..BreakerConfig::default()
+    });
+    tracing::info!(
+        rate_limits = if redis_limiter.is_some() {
+            "redis"
+        } else {
+            "memory"
+        },
+        payments = if database.is_some() {
+            "postgresql"
+        } else {
+            "memory"
+        },
+        idempotency = if database.is_some() {
+            "postgresql"
+        } else if redis_pool.is_some() {
+            "redis"
+        } else {
+            "memory"
+        },
+        "backends ready"
+    );
+    let app = app::App::new(app::Parts {
+        keys,
+        policies,
+        limiter,
+        idempotency,
+        idempotency_ttl: tuning.ttl,
+        ledger,
+        audit,
+        processor: Arc::new(processor::SimulatedProcessor::new(file.processor)),
+        breaker,
+        services: health::Services {
+            redis: redis_limiter,
+            database,
+        },
+        trusted_proxies: TrustedProxies::new(file.trusted_proxies.iter().copied()),
+        timeouts: file.timeouts,
+    });
+    Ok(Running {
+        app,
+        audit_pg,
+        idempotency_store: store,
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Deletes expired idempotency records in bounded batches, once a minute.
+fn spawn_cleanup(store: Arc<dyn IdempotencyStore>) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            every.tick().await;
+            match store.cleanup(1_000).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(deleted = n, "expired idempotency records deleted"),
+                Err(error) => tracing::warn!(%error, "idempotency cleanup failed"),
+            }
+        }
+    });
+}
+
+async fn run(config: Config) -> Result<(), BoxError> {
+    let file = config.file()?;
+    let running = build(&config, &file).await?;
+    spawn_cleanup(Arc::clone(&running.idempotency_store));
+    let listener = TcpListener::bind(config.bind_addr)
+        .await
+        .map_err(|e| format!("BIND_ADDR {}: {e}", config.bind_addr))?;
+    tracing::info!(addr = %listener.local_addr()?, "payments-server listening");
+
+    let graceful = GracefulShutdown::new();
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => accepted?,
-            _ = tokio::signal::ctrl_c() => {
-                tracing::info!("shutting down");
-                return Ok(());
-            }
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
         };
-        let app = Arc::clone(&app);
+        let app = Arc::clone(&running.app);
+        let service = service_fn(move |request| {
+            let app = Arc::clone(&app);
+            async move { Ok::<_, std::convert::Infallible>(app.serve(request, peer).await) }
+        });
+        let connection = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(file.timeouts.header_read)
+            .serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
         tokio::spawn(async move {
-            let service = service_fn(move |request| {
-                let app = Arc::clone(&app);
-                async move { Ok::<_, Infallible>(route(&app, &request)) }
-            });
-            if let Err(error) = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
+            if let Err(error) = connection.await {
                 tracing::debug!(%peer, %error, "connection ended with an error");
             }
         });
+    }
+    drop(listener);
+    tracing::info!("shutting down: no new connections, draining requests in flight");
+    let grace = file.timeouts.shutdown_grace;
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all requests answered"),
+        () = tokio::time::sleep(grace) => tracing::warn!(?grace, "requests still in flight after the grace period"),
+    }
+    if let Some(audit) = running.audit_pg {
+        match audit.shutdown().await {
+            Ok(()) => tracing::info!("audit trail flushed"),
+            Err(error) => tracing::error!(%error, "audit trail not fully flushed"),
+        }
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let config = Config::parse();
+    if let Err(error) = init_logging(&config) {
+        eprintln!("payments-server: invalid configuration: {error}");
+        return std::process::ExitCode::from(2);
+    }
+    match run(config).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error}");
+            eprintln!("payments-server: {error}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }

@@ -1,0 +1,167 @@
+//! Prometheus metrics: the seed's names, request latency per route and status, limiter
+//! degradation and the processor's circuit breaker.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus::{
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+
+/// Every metric the server exports.
+#[derive(Debug)]
+pub(crate) struct Metrics {
+    registry: Registry,
+    /// Payment requests answered, by outcome.
+    pub(crate) payment_requests: IntCounterVec,
+    payment_success_rate: Gauge,
+    attempted: AtomicU64,
+    succeeded: AtomicU64,
+    /// Requests refused by a rate limit, by policy.
+    pub(crate) rate_limit_exceeded: IntCounterVec,
+    /// Stored responses replayed.
+    pub(crate) idempotent_replays: IntCounter,
+    /// `409`: a duplicate arrived while the first was in flight and did not finish in time.
+    pub(crate) concurrent_conflicts: IntCounter,
+    /// Request duration by route template, method and status.
+    pub(crate) request_duration: HistogramVec,
+    /// Rate-limit decisions made without Redis, by mode.
+    limiter_degraded: IntCounterVec,
+    limiter_seen: [AtomicU64; 3],
+    /// 0 closed, 1 open, 2 half-open.
+    pub(crate) breaker_state: IntGauge,
+}
+
+/// Limiter decisions made while Redis was unreachable, as counted by the limiter.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct DegradedCounts {
+    pub(crate) fail_open: u64,
+    pub(crate) fail_closed: u64,
+    pub(crate) local_fallback: u64,
+}
+
+fn must<T>(result: prometheus::Result<T>) -> T {
+    // Registration only fails for invalid or duplicate names, which are constants here.
+    #[allow(clippy::expect_used)]
+    result.expect("metric definitions are valid and registered once")
+}
+
+impl Metrics {
+    pub(crate) fn new() -> Self {
+        let registry = Registry::new();
+        let payment_requests = must(IntCounterVec::new(
+            Opts::new(
+                "payment_requests_total",
+                "Payment requests answered, by outcome (succeeded, declined, failed, replayed, conflicted, rejected, rate_limited)",
+            ),
+            &["outcome"],
+        ));
+        let payment_success_rate = must(Gauge::new(
+            "payment_success_rate",
+            "Percentage (0-100) of processed payments that succeeded, since start",
+        ));
+        let rate_limit_exceeded = must(IntCounterVec::new(
+            Opts::new(
+                "rate_limit_exceeded_total",
+                "Requests refused by a rate limit, by the policy that denied",
+            ),
+            &["policy"],
+        ));
+        let idempotent_replays = must(IntCounter::new(
+            "idempotent_replays_total",
+            "Stored responses replayed for a repeated Idempotency-Key",
+        ));
+        let concurrent_conflicts = must(IntCounter::new(
+            "concurrent_conflicts_total",
+            "Requests answered 409 because the same key was still in progress",
+        ));
+        let request_duration = must(HistogramVec::new(
+            HistogramOpts::new(
+                "http_request_duration_seconds",
+                "Request duration, by route template, method and status",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+            &["route", "method", "status"],
+        ));
+        let limiter_degraded = must(IntCounterVec::new(
+            Opts::new(
+                "rate_limiter_degraded_decisions_total",
+                "Rate-limit decisions made while Redis was unreachable, by failure mode",
+            ),
+            &["mode"],
+        ));
+        let breaker_state = must(IntGauge::new(
+            "payment_processor_circuit_state",
+            "The processor's circuit breaker: 0 closed, 1 open, 2 half-open",
+        ));
+        for collector in [
+            Box::new(payment_requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(payment_success_rate.clone()),
+            Box::new(rate_limit_exceeded.clone()),
+            Box::new(idempotent_replays.clone()),
+            Box::new(concurrent_conflicts.clone()),
+            Box::new(request_duration.clone()),
+            Box::new(limiter_degraded.clone()),
+            Box::new(breaker_state.clone()),
+        ] {
+            must(registry.register(collector));
+        }
+        Metrics {
+            registry,
+            payment_requests,
+            payment_success_rate,
+            attempted: AtomicU64::new(0),
+            succeeded: AtomicU64::new(0),
+            rate_limit_exceeded,
+            idempotent_replays,
+            concurrent_conflicts,
+            request_duration,
+            limiter_degraded,
+            limiter_seen: Default::default(),
+            breaker_state,
+        }
+    }
+
+    /// A payment reached the processor and ended (approved or declined).
+    pub(crate) fn processed(&self, succeeded: bool) {
+        let attempted = self.attempted.fetch_add(1, Ordering::Relaxed) + 1;
+        let ok = if succeeded {
+            self.succeeded.fetch_add(1, Ordering::Relaxed) + 1
+        } else {
+            self.succeeded.load(Ordering::Relaxed)
+        };
+        self.payment_success_rate
+            .set(100.0 * ok as f64 / attempted as f64);
+    }
+
+    /// Brings the degradation counters up to the limiter's own totals.
+    pub(crate) fn observe_limiter(&self, counts: DegradedCounts) {
+        let totals = [
+            ("fail_open", counts.fail_open),
+            ("fail_closed", counts.fail_closed),
+            ("local_fallback", counts.local_fallback),
+        ];
+        for ((mode, total), seen) in totals.iter().zip(&self.limiter_seen) {
+            let before = seen.swap(*total, Ordering::Relaxed);
+            if *total > before {
+                self.limiter_degraded
+                    .with_label_values(&[*mode])
+                    .inc_by(total - before);
+            } else {
+                // Make the series exist from the first scrape.
+                self.limiter_degraded.with_label_values(&[*mode]).inc_by(0);
+            }
+        }
+    }
+
+    /// The text exposition.
+    pub(crate) fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        if let Err(error) = TextEncoder::new().encode(&self.registry.gather(), &mut buffer) {
+            tracing::warn!(%error, "metrics encoding failed");
+        }
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+}

@@ -1,0 +1,167 @@
+//! Start-up errors, timeouts, the circuit breaker and graceful shutdown.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{payment, unique, Options, Server, ALICE};
+
+#[test]
+fn invalid_configuration_is_a_start_up_error_naming_the_field() {
+    let cases = [
+        (
+            vec![("API_KEYS", "k1:alice,oops")],
+            None,
+            "API_KEYS entry 2",
+        ),
+        (vec![("LOG_LEVEL", "loud=[")], None, "LOG_LEVEL"),
+        (vec![], Some("[timeouts]\nrequest = \"soon\""), "soon"),
+        (
+            vec![],
+            Some("[processor]\ndecline_rate = 3.0"),
+            "processor.decline_rate",
+        ),
+        (vec![("REDIS_URL", "not a url")], None, "REDIS_URL"),
+        (
+            vec![("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")],
+            None,
+            "DATABASE_URL",
+        ),
+    ];
+    for (env, toml, named) in cases {
+        let dir = std::env::temp_dir().join(format!("{}.toml", unique("bad")));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_payments-server"));
+        command
+            .env("BIND_ADDR", "127.0.0.1:0")
+            .env_remove("TOLLGATE_CONFIG")
+            .env_remove("REDIS_URL")
+            .env_remove("DATABASE_URL")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(text) = toml {
+            std::fs::write(&dir, text).expect("write");
+            command.env("TOLLGATE_CONFIG", &dir);
+        }
+        let output = command.output().expect("runs");
+        let _ = std::fs::remove_file(&dir);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{named}: started anyway");
+        assert!(stderr.contains(named), "{named} not in {stderr}");
+    }
+}
+
+#[test]
+fn development_mode_accepts_the_test_key() {
+    let server = Server::start(&Options {
+        development: true,
+        ..Options::default()
+    });
+    server
+        .get("/api/v1/rate-limits", Some("test-api-key"))
+        .expect(200);
+    server.get("/api/v1/rate-limits", Some(ALICE)).expect(401);
+}
+
+#[test]
+fn a_stalled_client_is_disconnected_after_the_header_timeout() {
+    let server = Server::start(&Options::default().toml("[timeouts]\nheader_read = \"300ms\""));
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: loc")
+        .expect("write");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest);
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(5), "held for {waited:?}");
+    // hyper answers 408 where it can, or just closes.
+    let text = String::from_utf8_lossy(&rest);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_open_circuit_refuses_payments_before_recording_anything() {
+    let server = Server::start(&Options::default().toml(
+        r#"
+        [processor]
+        latency = "1ms"
+        failure_rate = 1.0
+        [breaker]
+        window_calls = 2
+        minimum_calls = 2
+        failure_rate_threshold = 50
+        wait_in_open = "60s"
+        "#,
+    ));
+    server
+        .pay(ALICE, &unique("order"), &payment("1.00", "card"))
+        .expect(502);
+    server
+        .pay(ALICE, &unique("order"), &payment("1.00", "card"))
+        .expect(502);
+    let refused = server.pay(ALICE, &unique("order"), &payment("1.00", "card"));
+    refused.expect(503);
+    let wait: u64 = refused
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After");
+    assert!((50..=60).contains(&wait), "{wait}");
+    let metrics = server.get("/metrics", None).body;
+    assert!(
+        metrics.contains("payment_processor_circuit_state 1"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn sigterm_drains_requests_in_flight_then_exits() {
+    let mut server = Server::start(&Options::default().toml("[processor]\nlatency = \"1s\""));
+    let port = server.port;
+    let pid = server.child.id();
+    let key = unique("order");
+    let in_flight = std::thread::spawn(move || {
+        crate::support::send(
+            port,
+            "POST",
+            "/api/v1/payments",
+            &[
+                ("Authorization", &format!("Bearer {ALICE}")),
+                ("Content-Type", "application/json"),
+                ("Idempotency-Key", &key),
+            ],
+            &payment("3.00", "card"),
+        )
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let answered = in_flight.join().expect("the request");
+    answered.expect(201);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = server.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running 10 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+    assert!(
+        TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "no longer listening"
+    );
+}

@@ -1,0 +1,13 @@
+//! The payments server as a real process on a real port, spoken to over real sockets: every
+//! route and every error code with memory backends, again with Redis and PostgreSQL, two
+//! processes sharing them, graceful shutdown, timeouts, and the README's curl examples.
+//!
+//! Tests that need Redis and PostgreSQL read `TEST_REDIS_URL` and `TEST_DATABASE_URL`; without
+//! them they print a `SKIPPED` line and pass. Each isolates itself with a unique schema and
+//! Redis key prefix, removed afterwards.
+
+mod contract;
+mod lifecycle;
+mod readme;
+mod support;
+mod two_process;

@@ -1,0 +1,347 @@
+//! Starting server processes and talking HTTP/1.1 to them over real sockets.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Keys of the three users every test server knows.
+pub(crate) const ALICE: &str = "alice-key-0001";
+pub(crate) const BOB: &str = "bob-key-0002";
+pub(crate) const CAROL: &str = "carol-key-0003";
+
+/// A server process, stopped (SIGKILL) when dropped.
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) port: u16,
+    _config: Option<tempfile_path::TempFile>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+mod tempfile_path {
+    /// A file removed when dropped.
+    pub(crate) struct TempFile(pub(crate) std::path::PathBuf);
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
+
+/// A name no other test (or test run) uses: for Redis prefixes, schemas and keys.
+pub(crate) fn unique(tag: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{tag}_{}_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        nanos
+    )
+}
+
+/// How to start a server.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Options {
+    /// Extra environment variables.
+    pub(crate) env: Vec<(String, String)>,
+    /// The TOML file's text, if any.
+    pub(crate) toml: Option<String>,
+    /// Keep the default development mode (no API_KEYS).
+    pub(crate) development: bool,
+}
+
+impl Options {
+    pub(crate) fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub(crate) fn toml(mut self, text: &str) -> Self {
+        self.toml = Some(text.to_owned());
+        self
+    }
+}
+
+pub(crate) fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+impl Server {
+    pub(crate) fn start(options: &Options) -> Server {
+        let port = free_port();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_payments-server"));
+        command
+            .env("BIND_ADDR", format!("127.0.0.1:{port}"))
+            .env("LOG_LEVEL", "warn")
+            .env_remove("API_KEY")
+            .env_remove("DATABASE_URL")
+            .env_remove("REDIS_URL")
+            .env_remove("TOLLGATE_CONFIG")
+            .stdout(Stdio::null());
+        if options.development {
+            command.env_remove("API_KEYS");
+        } else {
+            command.env("API_KEYS", format!("{ALICE}:alice,{BOB}:bob,{CAROL}:carol"));
+        }
+        let config = options.toml.as_ref().map(|text| {
+            let path = std::env::temp_dir().join(format!("{}.toml", unique("tollgate")));
+            std::fs::write(&path, text).expect("write the config file");
+            command.env("TOLLGATE_CONFIG", &path);
+            tempfile_path::TempFile(path)
+        });
+        command.envs(options.env.iter().map(|(k, v)| (k, v)));
+        let mut child = command.spawn().expect("the server starts");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("the server exited at start-up: {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not listen within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Server {
+            child,
+            port,
+            _config: config,
+        }
+    }
+
+    pub(crate) fn get(&self, path: &str, key: Option<&str>) -> Response {
+        let auth = key.map(|k| format!("Bearer {k}"));
+        let headers: Vec<(&str, &str)> = auth
+            .as_deref()
+            .map(|a| vec![("Authorization", a)])
+            .unwrap_or_default();
+        send(self.port, "GET", path, &headers, "")
+    }
+
+    /// `POST /api/v1/payments` as `key` with `idempotency_key`.
+    pub(crate) fn pay(&self, key: &str, idempotency_key: &str, body: &str) -> Response {
+        let auth = format!("Bearer {key}");
+        send(
+            self.port,
+            "POST",
+            "/api/v1/payments",
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+                ("Idempotency-Key", idempotency_key),
+            ],
+            body,
+        )
+    }
+}
+
+/// A response as read off the socket.
+#[derive(Clone, Debug)]
+pub(crate) struct Response {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: String,
+}
+
+impl Response {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub(crate) fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+
+    /// Asserts the status, and that an error is problem+json with that status.
+    #[track_caller]
+    pub(crate) fn expect(&self, status: u16) -> &Self {
+        assert_eq!(self.status, status, "{self:?}");
+        if status >= 400 {
+            assert_eq!(
+                self.header("content-type"),
+                Some("application/problem+json"),
+                "{self:?}"
+            );
+            assert_eq!(self.json()["status"], status, "{self:?}");
+        }
+        self
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection.
+pub(crate) fn send(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Response {
+    send_bytes(port, method, path, headers, body.as_bytes())
+}
+
+pub(crate) fn send_bytes(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    stream.write_all(head.as_bytes()).expect("write the head");
+    // The server may answer (413) and close before reading a large body: that is fine.
+    let _ = stream.write_all(body);
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no response head in {text:?}"));
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {head:?}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Response {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}
+
+/// A payment body.
+pub(crate) fn payment(amount: &str, method: &str) -> String {
+    format!(
+        r#"{{"amount": {amount}, "currency": "USD", "description": "test", "payment_method": "{method}", "metadata": {{"order_id": "ord_1"}}}}"#
+    )
+}
+
+/// The service URLs, or `None` after printing why the test is skipped.
+pub(crate) fn services(test: &str) -> Option<(String, String)> {
+    let redis = std::env::var("TEST_REDIS_URL")
+        .ok()
+        .filter(|v| !v.is_empty());
+    let database = std::env::var("TEST_DATABASE_URL")
+        .ok()
+        .filter(|v| !v.is_empty());
+    match (redis, database) {
+        (Some(redis), Some(database)) => Some((redis, database)),
+        _ => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED {test}: needs Redis and PostgreSQL; set TEST_REDIS_URL=redis://127.0.0.1:6379 and TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres to run it"
+            );
+            None
+        }
+    }
+}
+
+/// A schema and Redis prefix of one test, dropped and deleted afterwards.
+pub(crate) struct Isolated {
+    pub(crate) redis_url: String,
+    pub(crate) database_url: String,
+    pub(crate) schema: String,
+    pub(crate) prefix: String,
+}
+
+impl Isolated {
+    pub(crate) fn new(test: &str) -> Option<Isolated> {
+        let (redis_url, database_url) = services(test)?;
+        let schema = unique("tg_server");
+        Some(Isolated {
+            redis_url,
+            database_url,
+            prefix: schema.clone(),
+            schema,
+        })
+    }
+
+    /// Options that put a server on these services.
+    pub(crate) fn options(&self) -> Options {
+        Options::default()
+            .env("REDIS_URL", &self.redis_url)
+            .env("DATABASE_URL", &self.database_url)
+            .env("DATABASE_SCHEMA", &self.schema)
+            .env("REDIS_KEY_PREFIX", &self.prefix)
+    }
+
+    /// Runs one SQL query returning one `bigint`.
+    pub(crate) fn count(&self, sql: &str) -> i64 {
+        let sql = sql.replace("{schema}", &self.schema);
+        runtime().block_on(async {
+            let (client, connection) =
+                tokio_postgres::connect(&self.database_url, tokio_postgres::NoTls)
+                    .await
+                    .expect("PostgreSQL is reachable");
+            tokio::spawn(connection);
+            let row = client.query_one(&sql, &[]).await.expect("query");
+            row.get::<_, i64>(0)
+        })
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+}
+
+impl Drop for Isolated {
+    fn drop(&mut self) {
+        runtime().block_on(async {
+            if let Ok((client, connection)) =
+                tokio_postgres::connect(&self.database_url, tokio_postgres::NoTls).await
+            {
+                tokio::spawn(connection);
+                let _ = client
+                    .batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema))
+                    .await;
+            }
+            if let Ok(client) = redis::Client::open(self.redis_url.as_str()) {
+                if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
+                    let keys: Vec<String> = redis::cmd("KEYS")
+                        .arg(format!("{}*", self.prefix))
+                        .query_async(&mut conn)
+                        .await
+                        .unwrap_or_default();
+                    if !keys.is_empty() {
+                        let _: Result<(), _> =
+                            redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
+                    }
+                }
+            }
+        });
+    }
+}
