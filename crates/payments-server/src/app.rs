@@ -419,15 +419,24 @@ impl App {
             }
             (Route::Ready, _) => {
                 let report = self.services.check().await;
-                let status = if report.ready() {
-                    StatusCode::OK
+                let services = report.to_json()["services"].clone();
+                if report.ready() {
+                    respond(
+                        StatusCode::OK,
+                        &json!({ "ready": true, "services": services }),
+                    )
                 } else {
-                    StatusCode::SERVICE_UNAVAILABLE
-                };
-                respond(
-                    status,
-                    &json!({ "ready": report.ready(), "services": report.to_json()["services"] }),
-                )
+                    // An error like any other: problem+json, with the services that are down.
+                    with_retry_after(
+                        problem(
+                            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "Not Ready")
+                                .detail("a configured backend is down; see `services`")
+                                .extension("ready", false)
+                                .extension("services", services),
+                        ),
+                        Duration::from_secs(1),
+                    )
+                }
             }
             (Route::Metrics, _) => {
                 self.metrics

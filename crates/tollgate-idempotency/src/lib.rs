@@ -139,11 +139,12 @@ pub enum Error {
         /// When the other request's lease ends at the latest.
         retry_after: Duration,
     },
-    /// This owner's lease was taken over; its result was not stored (500: the caller's response
-    /// is still valid, but the key now belongs to the newer owner).
+    /// This owner's lease was taken over; its result was not stored (409: the key now belongs to
+    /// the newer owner, whose result a retry replays).
     #[error("the idempotency lease was taken over by a newer owner")]
     Fenced,
-    /// The store failed (503 when transient).
+    /// The store failed (503: the request did not take effect through this store; a retry
+    /// with the same key is safe).
     #[error("idempotency store error: {message}")]
     Store {
         /// What failed.
@@ -159,12 +160,8 @@ impl Error {
         match self {
             Error::Key(_) | Error::InvalidBody(_) => 400,
             Error::Mismatch => 422,
-            Error::Conflict { .. } => 409,
-            Error::Fenced => 500,
-            Error::Store {
-                transient: true, ..
-            } => 503,
-            Error::Store { .. } => 500,
+            Error::Conflict { .. } | Error::Fenced => 409,
+            Error::Store { .. } => 503,
         }
     }
 
@@ -180,10 +177,12 @@ impl Error {
         )
     }
 
-    /// When to retry, for 409.
+    /// When to retry: the other owner's lease for [`Error::Conflict`], a second for a lost
+    /// lease or a store outage, nothing for errors a retry cannot fix.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Error::Conflict { retry_after } => Some(*retry_after),
+            Error::Fenced | Error::Store { .. } => Some(Duration::from_secs(1)),
             _ => None,
         }
     }

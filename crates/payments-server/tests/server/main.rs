@@ -8,6 +8,7 @@
 
 mod contract;
 mod lifecycle;
+mod outage;
 mod readme;
 mod support;
 mod two_process;

@@ -345,3 +345,80 @@ impl Drop for Isolated {
         });
     }
 }
+
+/// A TCP proxy to a service, that a test can cut (every connection dropped, new ones refused)
+/// and restore: an outage without touching the shared service.
+pub(crate) struct Proxy {
+    pub(crate) port: u16,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Proxy {
+    pub(crate) fn to(target: &str) -> Proxy {
+        use std::sync::atomic::AtomicBool;
+        use std::sync::Arc;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let up = Arc::new(AtomicBool::new(true));
+        let target = target.to_owned();
+        let flag = Arc::clone(&up);
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if !flag.load(Ordering::SeqCst) {
+                    continue; // dropped: the connection is refused in effect
+                }
+                let Ok(server) = TcpStream::connect(&target) else {
+                    continue;
+                };
+                for (from, to) in [
+                    (client.try_clone(), server.try_clone()),
+                    (server.try_clone(), client.try_clone()),
+                ] {
+                    let (Ok(mut from), Ok(mut to)) = (from, to) else {
+                        continue;
+                    };
+                    let flag = Arc::clone(&flag);
+                    std::thread::spawn(move || {
+                        let _ = from.set_read_timeout(Some(Duration::from_millis(50)));
+                        let mut buffer = [0_u8; 16 * 1024];
+                        loop {
+                            if !flag.load(Ordering::SeqCst) {
+                                break;
+                            }
+                            match from.read(&mut buffer) {
+                                Ok(0) => break,
+                                Ok(n) => {
+                                    if to.write_all(&buffer[..n]).is_err() {
+                                        break;
+                                    }
+                                }
+                                Err(e)
+                                    if matches!(
+                                        e.kind(),
+                                        std::io::ErrorKind::WouldBlock
+                                            | std::io::ErrorKind::TimedOut
+                                    ) => {}
+                                Err(_) => break,
+                            }
+                        }
+                        let _ = from.shutdown(std::net::Shutdown::Both);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Proxy { port, up }
+    }
+
+    /// Drops every connection and refuses new ones until [`restore`](Self::restore).
+    pub(crate) fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        // The relay threads notice within their 50 ms read timeout.
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    pub(crate) fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}

@@ -199,3 +199,85 @@ async fn a_server_error_is_resumed_not_replayed() {
         "the retry knew it resumed"
     );
 }
+
+/// The handler decides: `Forget` frees the key for a corrected request, `Completed` makes the
+/// layer write nothing (the handler completed the record itself), and the live answer keeps
+/// every header the handler set while replays keep only what was stored.
+#[tokio::test]
+async fn the_handler_can_choose_the_disposition() {
+    use std::sync::atomic::AtomicBool;
+    use tollgate_http::idempotency::Disposition;
+    use tollgate_idempotency::store::{IdempotencyStore, StoredResponse};
+    use tollgate_idempotency::Scope;
+
+    let store = Arc::new(MemoryStore::new(100));
+    let driver = Arc::new(Idempotency::new(
+        Arc::clone(&store),
+        IdempotencyConfig::default(),
+    ));
+    let forget_next = Arc::new(AtomicBool::new(true));
+    let flag = Arc::clone(&forget_next);
+    let handler_store = Arc::clone(&store);
+    let app = service_fn(move |req: Req| {
+        let forget = flag.swap(false, Ordering::SeqCst);
+        let store = Arc::clone(&handler_store);
+        async move {
+            let lease = *req.extensions().get::<Lease>().expect("a lease");
+            let scope: Scope = req.extensions().get::<Scope>().expect("the scope").clone();
+            let (status, disposition) = if forget {
+                (StatusCode::UNPROCESSABLE_ENTITY, Disposition::Forget)
+            } else {
+                // What a handler with its own transaction does: complete, then say so.
+                let stored = StoredResponse {
+                    status: 201,
+                    headers: vec![],
+                    body: Bytes::from_static(b"done"),
+                };
+                store
+                    .complete(&scope, lease.fence, &stored, Duration::from_secs(60))
+                    .await
+                    .expect("completes");
+                (StatusCode::CREATED, Disposition::Completed)
+            };
+            let mut response = Response::new(Full::new(Bytes::from_static(b"done")));
+            *response.status_mut() = status;
+            response
+                .headers_mut()
+                .insert("x-trace", http::HeaderValue::from_static("live"));
+            response.extensions_mut().insert(disposition);
+            Ok::<_, std::convert::Infallible>(response)
+        }
+    });
+    let svc = IdempotencyLayer::new(driver, |_req: &Req| {
+        Some(("alice".to_owned(), "/api/v1/payments".to_owned()))
+    })
+    .layer(app);
+
+    let refused = svc
+        .clone()
+        .oneshot(request(Some(KEY), b"{}"))
+        .await
+        .expect("response");
+    assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(refused.headers()["x-trace"], "live");
+    // Forgotten: the same key runs the handler again, which completes the record itself.
+    let done = svc
+        .clone()
+        .oneshot(request(Some(KEY), b"{}"))
+        .await
+        .expect("response");
+    assert_eq!(done.status(), StatusCode::CREATED);
+    assert_eq!(done.headers()["idempotent-replayed"], "false");
+    assert_eq!(done.headers()["x-trace"], "live");
+    let replay = svc
+        .clone()
+        .oneshot(request(Some(KEY), b"{}"))
+        .await
+        .expect("response");
+    assert_eq!(replay.status(), StatusCode::CREATED);
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert!(
+        !replay.headers().contains_key("x-trace"),
+        "only stored headers are replayed"
+    );
+}
