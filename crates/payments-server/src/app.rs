@@ -298,10 +298,13 @@ impl App {
                 return (simple_problem(StatusCode::BAD_REQUEST, detail), None);
             }
         };
-        // A request without a valid key still goes through the rate limiter (as its IP, under
-        // the global and per-IP policies) before being refused: guessing keys costs quota.
+        // Refused before the rate limiter: anonymous traffic must not drain the global quota
+        // that authenticated users depend on.
         let user = if matched.authenticated {
-            auth::authenticate(&parts.headers, &self.keys).map(str::to_owned)
+            match auth::authenticate(&parts.headers, &self.keys) {
+                Some(user) => Some(user.to_owned()),
+                None => return (unauthorized(), None),
+            }
         } else {
             None
         };
@@ -468,18 +471,8 @@ impl App {
             (Route::RateLimits, Some(user)) => self.rate_limits(&request, &user).await,
             (Route::AuditLogs, Some(user)) => self.audit_logs(&request, &user).await,
             (Route::SimulateConcurrent, Some(user)) => self.simulate(request, &user).await,
-            // Every other route needs a key.
-            (_, None) => {
-                let mut response = simple_problem(
-                    StatusCode::UNAUTHORIZED,
-                    "send `Authorization: Bearer <API key>` with a valid key",
-                );
-                response.headers_mut().insert(
-                    WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer realm=\"tollgate\""),
-                );
-                response
-            }
+            // Every other route needs a key (checked by the front already).
+            (_, None) => unauthorized(),
             // Served by the idempotency pipeline, never dispatched here.
             (Route::CreatePayment, Some(_)) => {
                 simple_problem(StatusCode::INTERNAL_SERVER_ERROR, "misrouted request")
@@ -909,6 +902,18 @@ impl App {
             }
         }
     }
+}
+
+fn unauthorized() -> Response<Body> {
+    let mut response = simple_problem(
+        StatusCode::UNAUTHORIZED,
+        "send `Authorization: Bearer <API key>` with a valid key",
+    );
+    response.headers_mut().insert(
+        WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"tollgate\""),
+    );
+    response
 }
 
 fn ambiguous_if(resumed: bool) -> Disposition {

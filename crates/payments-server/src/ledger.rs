@@ -177,8 +177,17 @@ impl PostgresLedger {
         idempotency: Arc<PostgresStore>,
         audit: Arc<PostgresAuditLog>,
     ) -> Result<Self, LedgerError> {
-        let client = pool.get().await.map_err(storage)?;
-        client
+        let mut client = pool.get().await.map_err(storage)?;
+        // Processes starting together must not race on CREATE TABLE IF NOT EXISTS.
+        let transaction = client.transaction().await.map_err(storage)?;
+        transaction
+            .execute(
+                "SELECT pg_advisory_xact_lock(hashtext($1))",
+                &[&format!("tollgate-migrate-{schema}.payments")],
+            )
+            .await
+            .map_err(storage)?;
+        transaction
             .batch_execute(&format!(
                 "CREATE TABLE IF NOT EXISTS {schema}.payments (
                     transaction_id  text PRIMARY KEY,
@@ -198,6 +207,7 @@ impl PostgresLedger {
             ))
             .await
             .map_err(storage)?;
+        transaction.commit().await.map_err(storage)?;
         Ok(PostgresLedger {
             pool,
             schema: schema.to_owned(),
