@@ -730,7 +730,10 @@ impl App {
         let existing = match self.ledger.find_by_key(&user, &key).await {
             Ok(existing) => existing,
             Err(error) => {
-                return with_disposition(unavailable(&error), ambiguous_if(lease.resumed))
+                return with_disposition(
+                    self.payment_unavailable(&error),
+                    ambiguous_if(lease.resumed),
+                )
             }
         };
         let (mut payment, known) = match existing {
@@ -781,7 +784,10 @@ impl App {
                 if let Err(error) = self.ledger.insert_pending(&payment).await {
                     // The insert may have committed with its acknowledgement lost: keep the
                     // key so the retry looks the payment up rather than inserting twice.
-                    return with_disposition(unavailable(&error), Disposition::Ambiguous);
+                    return with_disposition(
+                        self.payment_unavailable(&error),
+                        Disposition::Ambiguous,
+                    );
                 }
                 (payment, None)
             }
@@ -854,6 +860,10 @@ impl App {
             Err(LedgerError::Fenced) => {
                 // A newer owner holds the key and will reconcile this same payment.
                 self.metrics.concurrent_conflicts.inc();
+                self.metrics
+                    .payment_requests
+                    .with_label_values(&["conflicted"])
+                    .inc();
                 return with_disposition(
                     with_retry_after(
                         simple_problem(StatusCode::CONFLICT, LedgerError::Fenced.to_string()),
@@ -864,7 +874,7 @@ impl App {
             }
             Err(error) => {
                 // Charged, but not recorded as final: the retry reconciles with the processor.
-                return with_disposition(unavailable(&error), Disposition::Ambiguous);
+                return with_disposition(self.payment_unavailable(&error), Disposition::Ambiguous);
             }
         };
         self.metrics
@@ -873,6 +883,15 @@ impl App {
             .inc();
         self.metrics.processed(payment.status == Status::Succeeded);
         with_disposition(response, disposition)
+    }
+
+    /// A payment the ledger could not serve: counted, and answered 503.
+    fn payment_unavailable(&self, error: &LedgerError) -> Response<Body> {
+        self.metrics
+            .payment_requests
+            .with_label_values(&["unavailable"])
+            .inc();
+        unavailable(error)
     }
 
     /// Charges through the circuit breaker, with a deadline; `Err` means the answer is unknown.
