@@ -219,23 +219,7 @@ impl App {
         let matched = routes::find(&method, request.uri().path());
         let template = matched.as_ref().map_or("unmatched", |m| m.template);
         let (mut response, user) = match matched {
-            Ok(matched) => {
-                let deadline = self.timeouts.request;
-                match tokio::time::timeout(deadline, self.answer(request, matched, peer, &id)).await
-                {
-                    Ok(answer) => answer,
-                    Err(_) => (
-                        with_retry_after(
-                            simple_problem(
-                                StatusCode::SERVICE_UNAVAILABLE,
-                                format!("the request did not finish within {deadline:?}"),
-                            ),
-                            Duration::from_secs(1),
-                        ),
-                        None,
-                    ),
-                }
-            }
+            Ok(matched) => self.answer(request, matched, peer, &id).await,
             Err(NoMatch::NotFound) => (
                 simple_problem(
                     StatusCode::NOT_FOUND,
@@ -287,13 +271,24 @@ impl App {
         B::Error: std::error::Error + Send + Sync + 'static,
     {
         let (mut parts, body) = request.into_parts();
-        let body = match Limited::new(body, DEFAULT_BODY_LIMIT).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+        // One deadline for the whole request: a client too slow to send its body gets 408, a
+        // handler too slow to answer gets 503.
+        let deadline = Instant::now() + self.timeouts.request;
+        let read = Limited::new(body, DEFAULT_BODY_LIMIT).collect();
+        let body = match tokio::time::timeout_at(deadline.into(), read).await {
+            Err(_) => {
+                let detail = format!(
+                    "the request body did not arrive within {:?}",
+                    self.timeouts.request
+                );
+                return (simple_problem(StatusCode::REQUEST_TIMEOUT, detail), None);
+            }
+            Ok(Ok(collected)) => collected.to_bytes(),
+            Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
                 let detail = format!("the request body is larger than {DEFAULT_BODY_LIMIT} bytes");
                 return (simple_problem(StatusCode::PAYLOAD_TOO_LARGE, detail), None);
             }
-            Err(error) => {
+            Ok(Err(error)) => {
                 let detail = format!("the request body could not be read: {error}");
                 return (simple_problem(StatusCode::BAD_REQUEST, detail), None);
             }
@@ -321,14 +316,31 @@ impl App {
         let route = matched.route;
         parts.extensions.insert(matched);
         let request = Request::from_parts(parts, Full::new(body));
-        let response = if rate_limited {
-            self.limited
-                .clone()
-                .oneshot(request)
-                .await
-                .unwrap_or_else(|e| match e {})
-        } else {
-            self.dispatch(request).await
+        let handled = async {
+            if rate_limited {
+                self.limited
+                    .clone()
+                    .oneshot(request)
+                    .await
+                    .unwrap_or_else(|e| match e {})
+            } else {
+                self.dispatch(request).await
+            }
+        };
+        let response = match tokio::time::timeout_at(deadline.into(), handled).await {
+            Ok(response) => response,
+            // Dropping a payment mid-way is safe: its claim expires after the lease and the
+            // retry reconciles with the processor.
+            Err(_) => with_retry_after(
+                simple_problem(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "the request did not finish within {:?}",
+                        self.timeouts.request
+                    ),
+                ),
+                Duration::from_secs(1),
+            ),
         };
         if route == Route::CreatePayment {
             if let Some(user) = &user {

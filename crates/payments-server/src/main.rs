@@ -335,6 +335,8 @@ async fn run(config: Config) -> Result<(), BoxError> {
         });
         let connection = http1::Builder::new()
             .timer(TokioTimer::new())
+            // A client that sends its request and shuts its write side still gets its answer.
+            .half_close(true)
             .header_read_timeout(file.timeouts.header_read)
             .serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);

@@ -165,3 +165,26 @@ fn sigterm_drains_requests_in_flight_then_exits() {
         "no longer listening"
     );
 }
+
+#[test]
+fn a_client_too_slow_to_send_its_body_gets_408() {
+    let server = Server::start(&Options::default().toml("[timeouts]\nrequest = \"700ms\""));
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let key = unique("order");
+    write!(
+        stream,
+        "POST /api/v1/payments HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {ALICE}\r\nContent-Type: application/json\r\nIdempotency-Key: {key}\r\nContent-Length: 100\r\n\r\n{{\"amount\""
+    )
+    .expect("write");
+    let started = Instant::now();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("application/problem+json"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // Nothing was claimed: the same key is free for the complete request.
+    server.pay(ALICE, &key, &payment("1.00", "card")).expect(201);
+}

@@ -7,6 +7,7 @@
 //! Redis key prefix, removed afterwards.
 
 mod contract;
+mod hostile;
 mod lifecycle;
 mod outage;
 mod readme;
