@@ -355,6 +355,24 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1_000))]
+
+        /// Any file text: a configuration or an error message, never a panic.
+        #[test]
+        fn hostile_config_files(text in proptest::prelude::any::<String>(), number in proptest::prelude::any::<f64>(), duration in "[0-9]{0,25}(ns|ms|s|h|d|y)?") {
+            let _ = FileConfig::parse(&text);
+            let section = format!("[processor]\ndecline_rate = {number:?}\n[timeouts]\nrequest = \"{duration}\"\n");
+            match FileConfig::parse(&section) {
+                Ok(config) => {
+                    proptest::prop_assert!((0.0..=1.0).contains(&config.processor.decline_rate));
+                    proptest::prop_assert!(!config.timeouts.request.is_zero());
+                }
+                Err(error) => proptest::prop_assert!(!error.is_empty()),
+            }
+        }
+    }
+
     #[test]
     fn toml_file() {
         let file = FileConfig::parse(

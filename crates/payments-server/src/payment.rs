@@ -306,8 +306,16 @@ pub(crate) fn parse_amount(json_text: &str, exponent: u32) -> Result<i64, String
     Ok(minor)
 }
 
-/// `minor` units as a decimal with the currency's `exponent` fraction digits.
+/// `minor` units of a currency with `exponent` minor digits, as a decimal with
+/// `min(2, exponent)` fraction digits — the precision accepted — so an amount answered can be
+/// sent back as is. (More digits only if the amount needs them, which accepted ones never do.)
 pub(crate) fn format_amount(minor: i64, exponent: u32) -> String {
+    let hidden = exponent.saturating_sub(2);
+    let (minor, exponent) = if minor % 10_i64.pow(hidden) == 0 {
+        (minor / 10_i64.pow(hidden), exponent - hidden)
+    } else {
+        (minor, exponent)
+    };
     if exponent == 0 {
         return minor.to_string();
     }
@@ -380,7 +388,8 @@ mod tests {
         assert_eq!(format_amount(9999, 2), "99.99");
         assert_eq!(format_amount(5, 2), "0.05");
         assert_eq!(format_amount(1000, 0), "1000");
-        assert_eq!(format_amount(1500, 3), "1.500");
+        assert_eq!(format_amount(1500, 3), "1.50");
+        assert_eq!(format_amount(1501, 3), "1.501");
     }
 
     #[test]
@@ -414,6 +423,30 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+        /// Hostile amounts and bodies: never a panic; an accepted amount is positive, in range
+        /// and formats back to an equal amount.
+        #[test]
+        fn hostile_amounts(text in prop_oneof!["[-+0-9.eE\"]{0,30}", any::<String>()], exponent in 0_u32..=4) {
+            if let Ok(minor) = parse_amount(&text, exponent) {
+                prop_assert!(minor > 0 && minor <= MAX_MAJOR_UNITS * 10_i64.pow(exponent));
+                prop_assert_eq!(parse_amount(&format_amount(minor, exponent), exponent), Ok(minor));
+            }
+        }
+
+        #[test]
+        fn hostile_bodies(body in prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..200),
+            "\\{\"amount\": [-0-9.e\"]{0,12}, \"currency\": \"[A-Z]{3}\", \"payment_method\": \".{0,70}\"(, \"metadata\": \\{\"[a-z]{0,45}\": \".{0,10}\"\\})?\\}".prop_map(String::into_bytes),
+        ]) {
+            if let Ok(request) = PaymentRequest::parse(&body) {
+                prop_assert!(request.amount_minor > 0);
+                prop_assert!(currency_exponent(request.currency).is_some());
+                prop_assert!(!request.payment_method.is_empty());
+            }
+        }
+
         /// Every amount in range survives formatting and parsing unchanged, as a JSON number and
         /// as a string.
         #[test]

@@ -186,5 +186,7 @@ fn a_client_too_slow_to_send_its_body_gets_408() {
     assert!(answer.contains("application/problem+json"), "{answer}");
     assert!(started.elapsed() < Duration::from_secs(5));
     // Nothing was claimed: the same key is free for the complete request.
-    server.pay(ALICE, &key, &payment("1.00", "card")).expect(201);
+    server
+        .pay(ALICE, &key, &payment("1.00", "card"))
+        .expect(201);
 }
