@@ -344,7 +344,8 @@ impl App {
         };
         if route == Route::CreatePayment {
             if let Some(user) = &user {
-                self.account_payment(user, id, key.as_deref(), &response);
+                self.account_payment(user, id, key.as_deref(), &response)
+                    .await;
             }
         }
         (response, user)
@@ -352,7 +353,7 @@ impl App {
 
     /// Counts and audits what the pipeline answered to a payment request before (or instead
     /// of) the handler; the handler accounts for its own executions.
-    fn account_payment(
+    async fn account_payment(
         &self,
         user: &str,
         request_id: &str,
@@ -408,17 +409,17 @@ impl App {
         }) {
             event = event.transaction_id(id);
         }
-        self.record(event);
+        self.record(event).await;
     }
 
-    /// Records an audit event without making the client wait for it.
-    fn record(&self, event: AuditEvent) {
-        let audit = Arc::clone(&self.audit);
-        tokio::spawn(async move {
-            if let Err(error) = audit.record(event).await {
-                tracing::warn!(%error, "audit event not recorded");
-            }
-        });
+    /// Hands an audit event to the sink before the client is answered: once accepted, the
+    /// PostgreSQL sink writes it even if the server is shut down right after (its queue is
+    /// flushed at shutdown), so an answered request always has its entry. (Accepting is a
+    /// queue push; it waits only when the queue is full, which is the backpressure we want.)
+    async fn record(&self, event: AuditEvent) {
+        if let Err(error) = self.audit.record(event).await {
+            tracing::warn!(%error, "audit event not recorded");
+        }
     }
 
     /// Runs the handler of an authenticated, admitted request.
@@ -643,7 +644,8 @@ impl App {
                 other += 1;
                 continue;
             };
-            self.account_payment(user, &child_id, Some(&key), &response);
+            self.account_payment(user, &child_id, Some(&key), &response)
+                .await;
             *statuses.entry(response.status().as_u16()).or_default() += 1;
             match (
                 response.status(),
@@ -732,7 +734,8 @@ impl App {
                     Action::VALIDATION_FAILED,
                     AuditOutcome::Denied,
                     response.status(),
-                ));
+                ))
+                .await;
                 // Nothing happened: the key is free for a corrected request.
                 return with_disposition(response, Disposition::Forget);
             }
@@ -793,7 +796,13 @@ impl App {
                     );
                 }
                 let payment = Payment::pending(&user, Some(&key), parsed);
-                if let Err(error) = self.ledger.insert_pending(&payment).await {
+                let started_event = audit(
+                    Action::PAYMENT_STARTED,
+                    AuditOutcome::Success,
+                    StatusCode::ACCEPTED,
+                )
+                .transaction_id(payment.transaction_id.as_str());
+                if let Err(error) = self.ledger.insert_pending(&payment, started_event).await {
                     // The insert may have committed with its acknowledgement lost: keep the
                     // key so the retry looks the payment up rather than inserting twice.
                     return with_disposition(
@@ -821,7 +830,8 @@ impl App {
                         )
                         .transaction_id(payment.transaction_id.as_str())
                         .field("error", detail.as_str()),
-                    );
+                    )
+                    .await;
                     return with_disposition(
                         processor_failed(&payment, &detail),
                         Disposition::Ambiguous,
@@ -858,6 +868,7 @@ impl App {
         };
         let event = audit(Action::PAYMENT_ATTEMPT, outcome, status)
             .transaction_id(payment.transaction_id.as_str())
+            .field("resumed", lease.resumed)
             .field("amount_minor", payment.amount_minor)
             .field("currency", payment.currency.as_str());
         let completion = Completion {

@@ -49,8 +49,10 @@ pub(crate) enum Finished {
 /// Payments storage.
 #[async_trait]
 pub(crate) trait Ledger: Send + Sync + fmt::Debug {
-    /// Records a new pending payment (before the processor is called).
-    async fn insert_pending(&self, payment: &Payment) -> Result<(), LedgerError>;
+    /// Records a new pending payment (before the processor is called) and `event`, together
+    /// where the backend can.
+    async fn insert_pending(&self, payment: &Payment, event: AuditEvent)
+        -> Result<(), LedgerError>;
 
     /// `user`'s payment `transaction_id`; another user's payment reads as absent.
     async fn find(&self, user: &str, transaction_id: &str) -> Result<Option<Payment>, LedgerError>;
@@ -91,7 +93,14 @@ impl MemoryLedger {
 
 #[async_trait]
 impl Ledger for MemoryLedger {
-    async fn insert_pending(&self, payment: &Payment) -> Result<(), LedgerError> {
+    async fn insert_pending(
+        &self,
+        payment: &Payment,
+        event: AuditEvent,
+    ) -> Result<(), LedgerError> {
+        if let Err(error) = self.audit.record(event).await {
+            tracing::warn!(%error, "audit event not recorded");
+        }
         if let Some(key) = &payment.idempotency_key {
             self.by_key.lock().insert(
                 (payment.user_id.clone(), key.clone()),
@@ -161,6 +170,29 @@ impl fmt::Debug for PostgresLedger {
     }
 }
 
+/// Runs `ddl` under an advisory lock named after `table`: processes starting together must not
+/// race on `CREATE TABLE IF NOT EXISTS`.
+pub(crate) async fn migrate(
+    pool: &deadpool_postgres::Pool,
+    table: &str,
+    ddl: &str,
+) -> Result<(), String> {
+    let mut client = pool.get().await.map_err(|e| e.to_string())?;
+    let transaction = client.transaction().await.map_err(|e| e.to_string())?;
+    transaction
+        .execute(
+            "SELECT pg_advisory_xact_lock(hashtext($1))",
+            &[&format!("tollgate-migrate-{table}")],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    transaction
+        .batch_execute(ddl)
+        .await
+        .map_err(|e| e.to_string())?;
+    transaction.commit().await.map_err(|e| e.to_string())
+}
+
 fn storage(error: impl fmt::Display) -> LedgerError {
     LedgerError::Storage(error.to_string())
 }
@@ -177,18 +209,10 @@ impl PostgresLedger {
         idempotency: Arc<PostgresStore>,
         audit: Arc<PostgresAuditLog>,
     ) -> Result<Self, LedgerError> {
-        let mut client = pool.get().await.map_err(storage)?;
-        // Processes starting together must not race on CREATE TABLE IF NOT EXISTS.
-        let transaction = client.transaction().await.map_err(storage)?;
-        transaction
-            .execute(
-                "SELECT pg_advisory_xact_lock(hashtext($1))",
-                &[&format!("tollgate-migrate-{schema}.payments")],
-            )
-            .await
-            .map_err(storage)?;
-        transaction
-            .batch_execute(&format!(
+        migrate(
+            &pool,
+            &format!("{schema}.payments"),
+            &format!(
                 "CREATE TABLE IF NOT EXISTS {schema}.payments (
                     transaction_id  text PRIMARY KEY,
                     user_id         text NOT NULL,
@@ -204,10 +228,10 @@ impl PostgresLedger {
                     updated_at      timestamptz NOT NULL DEFAULT now(),
                     UNIQUE (user_id, idempotency_key)
                  )"
-            ))
-            .await
-            .map_err(storage)?;
-        transaction.commit().await.map_err(storage)?;
+            ),
+        )
+        .await
+        .map_err(storage)?;
         Ok(PostgresLedger {
             pool,
             schema: schema.to_owned(),
@@ -260,15 +284,20 @@ impl PostgresLedger {
 
 #[async_trait]
 impl Ledger for PostgresLedger {
-    async fn insert_pending(&self, payment: &Payment) -> Result<(), LedgerError> {
-        let client = self.pool.get().await.map_err(storage)?;
+    async fn insert_pending(
+        &self,
+        payment: &Payment,
+        event: AuditEvent,
+    ) -> Result<(), LedgerError> {
+        let mut client = self.pool.get().await.map_err(storage)?;
+        let transaction = client.transaction().await.map_err(storage)?;
         let sql = format!(
             "INSERT INTO {}.payments ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             self.schema
         );
-        let statement = client.prepare_cached(&sql).await.map_err(storage)?;
+        let statement = transaction.prepare_cached(&sql).await.map_err(storage)?;
         let metadata = serde_json::to_value(&payment.metadata).map_err(storage)?;
-        client
+        transaction
             .execute(
                 &statement,
                 &[
@@ -287,6 +316,11 @@ impl Ledger for PostgresLedger {
             )
             .await
             .map_err(storage)?;
+        self.audit
+            .record_in(&transaction, &event)
+            .await
+            .map_err(storage)?;
+        transaction.commit().await.map_err(storage)?;
         Ok(())
     }
 

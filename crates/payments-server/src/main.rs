@@ -68,6 +68,8 @@ struct Storage {
     audit_pg: Option<Arc<PostgresAuditLog>>,
     /// The PostgreSQL ledger, for health checks.
     database: Option<Arc<dyn Ledger>>,
+    /// The simulated processor, keeping its charges beside the payments.
+    processor: Arc<dyn processor::PaymentProcessor>,
 }
 
 /// What `main` keeps to shut down cleanly.
@@ -162,6 +164,11 @@ async fn build(config: &Config, file: &FileConfig) -> Result<Running, BoxError> 
                 .await
                 .map_err(|e| format!("DATABASE_URL: {e}"))?,
             );
+            let processor = Arc::new(
+                processor::SimulatedProcessor::in_postgres(file.processor, pool.clone(), schema)
+                    .await
+                    .map_err(|e| format!("DATABASE_URL: {e}"))?,
+            );
             let ledger: Arc<dyn Ledger> = Arc::new(
                 PostgresLedger::start(pool, schema, Arc::clone(&store), Arc::clone(&audit))
                     .await
@@ -173,6 +180,7 @@ async fn build(config: &Config, file: &FileConfig) -> Result<Running, BoxError> 
                 audit: audit.clone(),
                 audit_pg: Some(audit),
                 database: Some(ledger),
+                processor,
             }
         }
         None => {
@@ -191,6 +199,7 @@ async fn build(config: &Config, file: &FileConfig) -> Result<Running, BoxError> 
                 audit,
                 audit_pg: None,
                 database: None,
+                processor: Arc::new(processor::SimulatedProcessor::in_memory(file.processor)),
             }
         }
     };
@@ -201,6 +210,7 @@ async fn build(config: &Config, file: &FileConfig) -> Result<Running, BoxError> 
         audit,
         audit_pg,
         database,
+        processor,
     } = storage;
     let tuning = file.idempotency;
     let idempotency = Idempotency::new(
@@ -249,7 +259,7 @@ async fn build(config: &Config, file: &FileConfig) -> Result<Running, BoxError> 
         idempotency_ttl: tuning.ttl,
         ledger,
         audit,
-        processor: Arc::new(processor::SimulatedProcessor::new(file.processor)),
+        processor,
         breaker,
         services: health::Services {
             redis: redis_limiter,

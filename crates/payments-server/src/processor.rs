@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -55,33 +54,190 @@ pub(crate) mod test_methods {
     pub(crate) const TIMEOUT_AFTER_CHARGE: &str = "test_timeout_after_charge";
 }
 
-/// A processor in memory: configurable latency, decline and failure rates.
+/// Where the simulated processor keeps its charges: in this process, or in PostgreSQL so that
+/// every server process talks to the same "processor" (and tests can count its charges).
+enum Book {
+    Memory(Mutex<HashMap<String, (ChargeResult, i64, String)>>),
+    Postgres {
+        pool: deadpool_postgres::Pool,
+        schema: String,
+    },
+}
+
+/// A processor simulation: configurable latency, decline and failure rates.
 pub(crate) struct SimulatedProcessor {
     tuning: ProcessorTuning,
-    /// Every charge by reference: the answer, and what was charged.
-    charges: Mutex<HashMap<String, (ChargeResult, i64, String)>>,
-    charged: AtomicU64,
+    book: Book,
 }
 
 impl fmt::Debug for SimulatedProcessor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let book = match self.book {
+            Book::Memory(_) => "memory",
+            Book::Postgres { .. } => "postgresql",
+        };
         f.debug_struct("SimulatedProcessor")
             .field("tuning", &self.tuning)
-            .field("charged", &self.charged.load(Ordering::Relaxed))
-            .finish_non_exhaustive()
+            .field("book", &book)
+            .finish()
+    }
+}
+
+fn pg_error(error: impl fmt::Display) -> ProcessorError {
+    ProcessorError(error.to_string())
+}
+
+fn encode(result: &ChargeResult) -> (&'static str, Option<&str>) {
+    match result {
+        ChargeResult::Approved => ("approved", None),
+        ChargeResult::Declined { code } => ("declined", Some(code)),
+    }
+}
+
+fn decode(result: &str, code: Option<String>) -> ChargeResult {
+    match result {
+        "approved" => ChargeResult::Approved,
+        _ => ChargeResult::Declined {
+            code: code.unwrap_or_default(),
+        },
     }
 }
 
 impl SimulatedProcessor {
-    pub(crate) fn new(tuning: ProcessorTuning) -> Self {
+    /// Charges kept in this process.
+    pub(crate) fn in_memory(tuning: ProcessorTuning) -> Self {
         SimulatedProcessor {
             tuning,
-            charges: Mutex::new(HashMap::new()),
-            charged: AtomicU64::new(0),
+            book: Book::Memory(Mutex::new(HashMap::new())),
         }
     }
 
-    async fn delay(&self) {
+    /// Charges kept in `schema.simulated_charges`, shared by every process on the database.
+    pub(crate) async fn in_postgres(
+        tuning: ProcessorTuning,
+        pool: deadpool_postgres::Pool,
+        schema: &str,
+    ) -> Result<Self, ProcessorError> {
+        crate::ledger::migrate(
+            &pool,
+            &format!("{schema}.simulated_charges"),
+            &format!(
+                "CREATE TABLE IF NOT EXISTS {schema}.simulated_charges (
+                    reference    text PRIMARY KEY,
+                    amount_minor bigint NOT NULL,
+                    currency     text NOT NULL,
+                    result       text NOT NULL,
+                    decline_code text,
+                    charged_at   timestamptz NOT NULL DEFAULT now()
+                 )"
+            ),
+        )
+        .await
+        .map_err(ProcessorError)?;
+        Ok(SimulatedProcessor {
+            tuning,
+            book: Book::Postgres {
+                pool,
+                schema: schema.to_owned(),
+            },
+        })
+    }
+
+    /// What this charge would be decided as if it were new.
+    fn decide(&self, charge: &Charge<'_>) -> ChargeResult {
+        if charge.payment_method == test_methods::DECLINE
+            || fastrand::f64() < self.tuning.decline_rate
+        {
+            ChargeResult::Declined {
+                code: "card_declined".into(),
+            }
+        } else {
+            ChargeResult::Approved
+        }
+    }
+
+    /// Records `decided` for the charge's reference unless one is recorded; returns the recorded
+    /// result and whether it is new.
+    async fn record(
+        &self,
+        charge: &Charge<'_>,
+        decided: ChargeResult,
+    ) -> Result<(ChargeResult, bool), ProcessorError> {
+        let (recorded, amount, currency, new) = match &self.book {
+            Book::Memory(charges) => {
+                let mut charges = charges.lock();
+                match charges.get(charge.reference) {
+                    Some((result, amount, currency)) => {
+                        (result.clone(), *amount, currency.clone(), false)
+                    }
+                    None => {
+                        charges.insert(
+                            charge.reference.to_owned(),
+                            (
+                                decided.clone(),
+                                charge.amount_minor,
+                                charge.currency.to_owned(),
+                            ),
+                        );
+                        (
+                            decided,
+                            charge.amount_minor,
+                            charge.currency.to_owned(),
+                            true,
+                        )
+                    }
+                }
+            }
+            Book::Postgres { pool, schema } => {
+                let client = pool.get().await.map_err(pg_error)?;
+                let (result, code) = encode(&decided);
+                let inserted = client
+                    .execute(
+                        &format!(
+                            "INSERT INTO {schema}.simulated_charges \
+                             (reference, amount_minor, currency, result, decline_code) \
+                             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (reference) DO NOTHING"
+                        ),
+                        &[
+                            &charge.reference,
+                            &charge.amount_minor,
+                            &charge.currency,
+                            &result,
+                            &code,
+                        ],
+                    )
+                    .await
+                    .map_err(pg_error)?;
+                let row = client
+                    .query_one(
+                        &format!(
+                            "SELECT result, decline_code, amount_minor, currency \
+                             FROM {schema}.simulated_charges WHERE reference = $1"
+                        ),
+                        &[&charge.reference],
+                    )
+                    .await
+                    .map_err(pg_error)?;
+                let result: String = row.get(0);
+                (
+                    decode(&result, row.get(1)),
+                    row.get::<_, i64>(2),
+                    row.get::<_, String>(3),
+                    inserted == 1,
+                )
+            }
+        };
+        // Like a real processor's idempotency check: a reference names one charge.
+        if (amount, currency.as_str()) != (charge.amount_minor, charge.currency) {
+            return Err(ProcessorError(format!(
+                "reference {} was already used for another amount",
+                charge.reference
+            )));
+        }
+        Ok((recorded, new))
+    }
+
+    async fn answer_delay(&self) {
         if !self.tuning.latency.is_zero() {
             // ±50 % so concurrent requests interleave differently on every run.
             let jitter = 0.5 + fastrand::f64();
@@ -99,43 +255,14 @@ impl SimulatedProcessor {
 #[async_trait]
 impl PaymentProcessor for SimulatedProcessor {
     async fn charge(&self, charge: &Charge<'_>) -> Result<ChargeResult, ProcessorError> {
-        self.delay().await;
-        let (result, lose_answer) = {
-            let mut charges = self.charges.lock();
-            if let Some((previous, amount, currency)) = charges.get(charge.reference) {
-                // Like a real processor's idempotency check: a reference names one charge.
-                if (*amount, currency.as_str()) != (charge.amount_minor, charge.currency) {
-                    return Err(ProcessorError(format!(
-                        "reference {} was already used for another amount",
-                        charge.reference
-                    )));
-                }
-                (previous.clone(), false)
-            } else {
-                let result = if charge.payment_method == test_methods::DECLINE
-                    || fastrand::f64() < self.tuning.decline_rate
-                {
-                    ChargeResult::Declined {
-                        code: "card_declined".into(),
-                    }
-                } else {
-                    self.charged.fetch_add(1, Ordering::Relaxed);
-                    ChargeResult::Approved
-                };
-                charges.insert(
-                    charge.reference.to_owned(),
-                    (
-                        result.clone(),
-                        charge.amount_minor,
-                        charge.currency.to_owned(),
-                    ),
-                );
-                let lose = charge.payment_method == test_methods::TIMEOUT_AFTER_CHARGE
-                    || fastrand::f64() < self.tuning.failure_rate;
-                (result, lose)
-            }
-        };
-        if lose_answer {
+        let (result, new) = self.record(charge, self.decide(charge)).await?;
+        // The charge is made; its answer takes the processor's latency to come back (a crash
+        // in between is the case reconciliation exists for).
+        self.answer_delay().await;
+        let lose = new
+            && (charge.payment_method == test_methods::TIMEOUT_AFTER_CHARGE
+                || fastrand::f64() < self.tuning.failure_rate);
+        if lose {
             return Err(ProcessorError(
                 "timed out waiting for the processor's answer".into(),
             ));
@@ -144,12 +271,26 @@ impl PaymentProcessor for SimulatedProcessor {
     }
 
     async fn lookup(&self, reference: &str) -> Result<Option<ChargeResult>, ProcessorError> {
-        self.delay().await;
-        Ok(self
-            .charges
-            .lock()
-            .get(reference)
-            .map(|(result, _, _)| result.clone()))
+        match &self.book {
+            Book::Memory(charges) => Ok(charges
+                .lock()
+                .get(reference)
+                .map(|(result, _, _)| result.clone())),
+            Book::Postgres { pool, schema } => {
+                let client = pool.get().await.map_err(pg_error)?;
+                let row = client
+                    .query_opt(
+                        &format!(
+                            "SELECT result, decline_code FROM {schema}.simulated_charges \
+                             WHERE reference = $1"
+                        ),
+                        &[&reference],
+                    )
+                    .await
+                    .map_err(pg_error)?;
+                Ok(row.map(|row| decode(&row.get::<_, String>(0), row.get(1))))
+            }
+        }
     }
 }
 
@@ -168,7 +309,7 @@ mod tests {
 
     #[tokio::test]
     async fn charges_once_per_reference() {
-        let processor = SimulatedProcessor::new(ProcessorTuning {
+        let processor = SimulatedProcessor::in_memory(ProcessorTuning {
             latency: Duration::ZERO,
             ..ProcessorTuning::default()
         });
@@ -193,6 +334,15 @@ mod tests {
             Ok(Some(ChargeResult::Approved))
         );
         assert_eq!(processor.lookup("t4").await, Ok(None));
-        assert_eq!(processor.charged.load(Ordering::Relaxed), 2);
+        assert!(
+            processor
+                .charge(&Charge {
+                    amount_minor: 999,
+                    ..charge("t1", "card")
+                })
+                .await
+                .is_err(),
+            "a reference names one amount"
+        );
     }
 }

@@ -15,6 +15,9 @@ use uuid::Uuid;
 pub struct Action(Cow<'static, str>);
 
 impl Action {
+    /// A payment was recorded as pending, before the processor was called: with
+    /// [`PAYMENT_ATTEMPT`](Self::PAYMENT_ATTEMPT) it shows every attempt, a crashed one included.
+    pub const PAYMENT_STARTED: Action = Action(Cow::Borrowed("payment_started"));
     /// A payment was executed (first time for its idempotency key).
     pub const PAYMENT_ATTEMPT: Action = Action(Cow::Borrowed("payment_attempt"));
     /// A stored result was replayed for a repeated idempotency key.

@@ -7,6 +7,7 @@
 //! Redis key prefix, removed afterwards.
 
 mod contract;
+mod faults;
 mod hostile;
 mod lifecycle;
 mod outage;

@@ -205,7 +205,35 @@ pub(crate) fn send_bytes(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Response {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    try_send_bytes(port, method, path, headers, body)
+        .unwrap_or_else(|| panic!("no answer to {method} {path}"))
+}
+
+/// `POST /api/v1/payments`, or `None` if the connection was refused or closed unanswered (a
+/// server being killed or shutting down).
+pub(crate) fn try_pay(port: u16, key: &str, idempotency_key: &str, body: &str) -> Option<Response> {
+    let auth = format!("Bearer {key}");
+    try_send_bytes(
+        port,
+        "POST",
+        "/api/v1/payments",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+            ("Idempotency-Key", idempotency_key),
+        ],
+        body.as_bytes(),
+    )
+}
+
+pub(crate) fn try_send_bytes(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Option<Response> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .expect("timeout");
@@ -220,9 +248,7 @@ pub(crate) fn send_bytes(
     let mut raw = Vec::new();
     let _ = stream.read_to_end(&mut raw);
     let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("no response head in {text:?}"));
+    let (head, body) = text.split_once("\r\n\r\n")?;
     let mut lines = head.split("\r\n");
     let status = lines
         .next()
@@ -233,11 +259,11 @@ pub(crate) fn send_bytes(
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
-    Response {
+    Some(Response {
         status,
         headers,
         body: body.to_owned(),
-    }
+    })
 }
 
 /// A payment body.

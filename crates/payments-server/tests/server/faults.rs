@@ -1,0 +1,266 @@
+//! Faults with PostgreSQL and Redis: a server killed between the charge and the answer, the
+//! limiter's failure modes, and shutdown under load.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::support::{payment, try_pay, unique, Isolated, Options, Proxy, Server, ALICE};
+
+/// A server killed (SIGKILL) after the processor charged and before it answered: a retry with
+/// the same key on another process completes the payment without a second charge, and the
+/// audit trail shows both attempts.
+#[test]
+fn a_killed_server_payment_is_completed_by_another_without_a_second_charge() {
+    let Some(services) =
+        Isolated::new("a_killed_server_payment_is_completed_by_another_without_a_second_charge")
+    else {
+        return;
+    };
+    let config = "[processor]\nlatency = \"4s\"\n[idempotency]\nlease = \"1s\"\nwait = \"100ms\"\n";
+    let options = services.options().toml(config);
+    let mut doomed = Server::start(&options);
+    let survivor = Server::start(&options);
+    let key = unique("order");
+    let body = payment("12.34", "card");
+
+    let doomed_port = doomed.port;
+    let (key_for_thread, body_for_thread) = (key.clone(), body.clone());
+    let first =
+        std::thread::spawn(move || try_pay(doomed_port, ALICE, &key_for_thread, &body_for_thread));
+    // Wait for the charge to be made; its answer is 2–6 s away.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while services.count("SELECT count(*) FROM {schema}.simulated_charges") == 0 {
+        assert!(Instant::now() < deadline, "the processor was never called");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    doomed.child.kill().expect("SIGKILL");
+    let _ = doomed.child.wait();
+    assert!(
+        first.join().expect("the client").is_none(),
+        "the killed server never answered"
+    );
+
+    // The retry: 409 while the dead owner's lease runs, then it resumes and reconciles.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let completed = loop {
+        let response = try_pay(survivor.port, ALICE, &key, &body).expect("an answer");
+        if response.status != 409 || Instant::now() > deadline {
+            break response;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    completed.expect(201);
+    assert_eq!(completed.header("idempotent-replayed"), Some("false"));
+    let txn = completed.json()["transaction_id"]
+        .as_str()
+        .expect("an id")
+        .to_owned();
+    assert_eq!(
+        services.count("SELECT count(*) FROM {schema}.simulated_charges"),
+        1,
+        "charged once"
+    );
+    assert_eq!(
+        services.count(&format!("SELECT count(*) FROM {{schema}}.payments WHERE transaction_id = '{txn}' AND status = 'succeeded'")),
+        1
+    );
+    assert_eq!(services.count("SELECT count(*) FROM {schema}.payments"), 1);
+    // Both attempts are in the trail: the killed one's start, the survivor's completion.
+    let trail = survivor
+        .get("/api/v1/audit-logs?limit=100", Some(ALICE))
+        .json();
+    let ours: Vec<_> = trail["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter(|e| e["transaction_id"] == txn.as_str())
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap_or_default().to_owned(),
+                e["fields"]["resumed"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ours,
+        [
+            ("payment_attempt".to_owned(), serde_json::Value::Bool(true)),
+            ("payment_started".to_owned(), serde_json::Value::Null),
+        ],
+        "{trail}"
+    );
+}
+
+/// Each failure mode of the Redis limiter, with Redis cut mid-run and restored.
+#[test]
+fn the_limiter_follows_its_failure_mode_and_recovers() {
+    let Some(services) = Isolated::new("the_limiter_follows_its_failure_mode_and_recovers") else {
+        return;
+    };
+    let target = services
+        .redis_url
+        .trim_start_matches("redis://")
+        .split('/')
+        .next()
+        .unwrap_or("127.0.0.1:6379")
+        .to_owned();
+    let expected = [
+        ("fail-open", 200, "fail_open"),
+        ("fail-closed", 429, "fail_closed"),
+        ("local-fallback", 200, "local_fallback"),
+        ("error", 503, ""),
+    ];
+    for (mode, status, counter) in expected {
+        let proxy = Proxy::to(&target);
+        let options = Options::default()
+            .env("REDIS_URL", &format!("redis://127.0.0.1:{}", proxy.port))
+            .env("REDIS_KEY_PREFIX", &format!("{}_{mode}", services.prefix))
+            .toml(&format!(
+                "[rate_limit]\nfailure_mode = \"{mode}\"\nredis_timeout = \"200ms\""
+            ));
+        let server = Server::start(&options);
+        server.get("/api/v1/retry-config", None).expect(200);
+        proxy.cut();
+        let degraded = server.get("/api/v1/retry-config", None);
+        degraded.expect(status);
+        if status != 200 {
+            assert!(
+                degraded.header("retry-after").is_some(),
+                "{mode}: {degraded:?}"
+            );
+        }
+        let health = server.get("/health", None).json();
+        assert_eq!(health["status"], "degraded", "{mode}: {health}");
+        if !counter.is_empty() {
+            let metrics = server.get("/metrics", None).body;
+            let line = format!("rate_limiter_degraded_decisions_total{{mode=\"{counter}\"}} ");
+            let count: u64 = metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(&line))
+                .and_then(|n| n.parse().ok())
+                .expect("the counter");
+            assert!(count >= 1, "{mode}: {metrics}");
+        }
+        // Redis back: the next decisions are Redis's again, without a restart.
+        proxy.restore();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let ok = server.get("/api/v1/retry-config", None).status == 200
+                && server.get("/health", None).json()["status"] == "ok";
+            if ok {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{mode}: no recovery");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// SIGTERM while 40 clients pay and replay (300 ms per payment, so some are in flight): every payment answered 201 is stored and final,
+/// every accepted audit event is written, nothing is left pending.
+#[test]
+fn graceful_shutdown_under_load_loses_nothing() {
+    let Some(services) = Isolated::new("graceful_shutdown_under_load_loses_nothing") else {
+        return;
+    };
+    let config = "[processor]\nlatency = \"300ms\"\n[[policy]]\nname = \"per-user\"\nscope = \"user\"\nalgorithm = \"sliding-window\"\nlimit = 100000\nwindow = \"60s\"\n";
+    let mut server = Server::start(&services.options().toml(config));
+    let port = server.port;
+    let pid = server.child.id();
+    let clients: Vec<_> = (0..40)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let body = payment("3.00", "card");
+                let mut answers = Vec::new();
+                let deadline = Instant::now() + Duration::from_secs(3);
+                let mut key = unique(&format!("load{i}"));
+                for n in 0.. {
+                    if Instant::now() > deadline {
+                        break;
+                    }
+                    // Each key is paid, then replayed once: payments are in flight all along.
+                    if n % 2 == 0 {
+                        key = unique(&format!("load{i}"));
+                    }
+                    match try_pay(port, ALICE, &key, &body) {
+                        Some(response) => answers.push(response),
+                        None => break,
+                    }
+                }
+                answers
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill")
+        .success());
+    let answers: Vec<_> = clients
+        .into_iter()
+        .flat_map(|c| c.join().expect("a client"))
+        .collect();
+    let status = server.child.wait().expect("exits");
+    assert!(status.success(), "{status}");
+
+    let mut statuses = BTreeMap::<(u16, String), u64>::new();
+    for answer in &answers {
+        let replayed = answer
+            .header("idempotent-replayed")
+            .unwrap_or("-")
+            .to_owned();
+        *statuses.entry((answer.status, replayed)).or_default() += 1;
+    }
+    let executed = statuses
+        .get(&(201, "false".to_owned()))
+        .copied()
+        .unwrap_or(0);
+    let replayed = statuses
+        .get(&(201, "true".to_owned()))
+        .copied()
+        .unwrap_or(0);
+    assert!(executed >= 1 && replayed >= 1, "{statuses:?}");
+    assert_eq!(
+        statuses.keys().filter(|(s, _)| *s != 201).count(),
+        0,
+        "only 201s before the drain: {statuses:?}"
+    );
+    let count = |sql: &str| services.count(sql) as u64;
+    assert_eq!(
+        count("SELECT count(*) FROM {schema}.payments WHERE status = 'succeeded'"),
+        executed
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM {schema}.payments WHERE status <> 'succeeded'"),
+        0,
+        "nothing pending"
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM {schema}.simulated_charges"),
+        executed
+    );
+    // In-transaction events, and the queued ones flushed at shutdown.
+    assert_eq!(
+        count("SELECT count(*) FROM {schema}.audit_events WHERE action = 'payment_attempt'"),
+        executed
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM {schema}.audit_events WHERE action = 'payment_replay'"),
+        replayed
+    );
+    let _ = writeln_stats(executed, replayed, &statuses);
+}
+
+fn writeln_stats(
+    executed: u64,
+    replayed: u64,
+    statuses: &BTreeMap<(u16, String), u64>,
+) -> std::io::Result<()> {
+    use std::io::Write;
+    writeln!(
+        std::io::stderr(),
+        "shutdown under load: {executed} executed, {replayed} replayed, answers {statuses:?}"
+    )
+}
