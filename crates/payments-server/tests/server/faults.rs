@@ -264,3 +264,56 @@ fn writeln_stats(
         "shutdown under load: {executed} executed, {replayed} replayed, answers {statuses:?}"
     )
 }
+
+/// The first owner is still running when its lease expires: the retry takes the key over,
+/// reconciles the same charge and answers; the stale owner's completion is rejected (409) and
+/// changes nothing.
+fn stale_owner(options: Options, services: Option<&Isolated>) {
+    let options = options
+        .toml("[processor]\nlatency = \"3s\"\n[idempotency]\nlease = \"1s\"\nwait = \"100ms\"\n");
+    let server = Server::start(&options);
+    let (port, key, body) = (server.port, unique("order"), payment("8.00", "card"));
+    let (k, b) = (key.clone(), body.clone());
+    let slow = std::thread::spawn(move || try_pay(port, ALICE, &k, &b).expect("an answer"));
+    std::thread::sleep(Duration::from_millis(1_300));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let takeover = loop {
+        let response = try_pay(port, ALICE, &key, &body).expect("an answer");
+        if response.status != 409 || Instant::now() > deadline {
+            break response;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    takeover.expect(201);
+    assert_eq!(takeover.header("idempotent-replayed"), Some("false"));
+    let stale = slow.join().expect("the first request");
+    stale.expect(409);
+    // The key's result is the takeover's.
+    let replay = try_pay(port, ALICE, &key, &body).expect("an answer");
+    replay.expect(201);
+    assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+    assert_eq!(replay.body, takeover.body);
+    if let Some(services) = services {
+        assert_eq!(
+            services.count("SELECT count(*) FROM {schema}.simulated_charges"),
+            1
+        );
+        assert_eq!(
+            services.count("SELECT count(*) FROM {schema}.payments WHERE status = 'succeeded'"),
+            1
+        );
+    }
+}
+
+#[test]
+fn a_stale_owner_cannot_complete_memory() {
+    stale_owner(Options::default(), None);
+}
+
+#[test]
+fn a_stale_owner_cannot_complete_redis_and_postgres() {
+    let Some(services) = Isolated::new("a_stale_owner_cannot_complete_redis_and_postgres") else {
+        return;
+    };
+    stale_owner(services.options(), Some(&services));
+}
