@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// The largest amount accepted, in major units (keeps every amount far inside `i64` minor units).
 const MAX_MAJOR_UNITS: i64 = 1_000_000_000;
@@ -87,24 +87,42 @@ impl Payment {
     }
 
     /// The response body: the contract's fields, `amount` as an exact decimal string.
-    pub(crate) fn to_json(&self) -> Value {
+    pub(crate) fn view(&self) -> PaymentView<'_> {
         let exponent = currency_exponent(&self.currency).unwrap_or(2);
-        let mut body = json!({
-            "transaction_id": self.transaction_id,
-            "status": self.status.as_str(),
-            "amount": format_amount(self.amount_minor, exponent),
-            "amount_minor": self.amount_minor,
-            "currency": self.currency,
-            "description": self.description,
-            "payment_method": self.payment_method,
-            "metadata": self.metadata,
-            "created_at": humantime::format_rfc3339_millis(self.created_at).to_string(),
-        });
-        if let (Some(code), Some(object)) = (&self.decline_code, body.as_object_mut()) {
-            object.insert("decline_code".into(), Value::from(code.as_str()));
+        PaymentView {
+            transaction_id: &self.transaction_id,
+            status: self.status.as_str(),
+            amount: format_amount(self.amount_minor, exponent),
+            amount_minor: self.amount_minor,
+            currency: &self.currency,
+            description: self.description.as_deref(),
+            payment_method: &self.payment_method,
+            metadata: &self.metadata,
+            created_at: humantime::format_rfc3339_millis(self.created_at).to_string(),
+            decline_code: self.decline_code.as_deref(),
         }
-        body
     }
+
+    /// [`view`](Self::view) as a JSON value (for embedding in a problem).
+    pub(crate) fn to_json(&self) -> Value {
+        serde_json::to_value(self.view()).unwrap_or_default()
+    }
+}
+
+/// A payment as answered (serialized directly, without building a `Value`).
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct PaymentView<'a> {
+    transaction_id: &'a str,
+    status: &'static str,
+    amount: String,
+    amount_minor: i64,
+    currency: &'a str,
+    description: Option<&'a str>,
+    payment_method: &'a str,
+    metadata: &'a BTreeMap<String, String>,
+    created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    decline_code: Option<&'a str>,
 }
 
 /// A validated payment request.
@@ -328,22 +346,183 @@ pub(crate) fn format_amount(minor: i64, exponent: u32) -> String {
     )
 }
 
-/// Active ISO 4217 currency codes and their minor-unit exponents (2 unless listed).
-const CURRENCIES: &str = "AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD:3 BIF:0 BMD BND \
-BOB BOV BRL BSD BTN BWP BYN BZD CAD CDF CHE CHF CHW CLF:4 CLP:0 CNY COP COU CRC CUP CVE CZK DJF:0 \
-DKK DOP DZD EGP ERN ETB EUR FJD FKP GBP GEL GHS GIP GMD GNF:0 GTQ GYD HKD HNL HTG HUF IDR ILS INR \
-IQD:3 IRR ISK:0 JMD JOD:3 JPY:0 KES KGS KHR KMF:0 KPW KRW:0 KWD:3 KYD KZT LAK LBP LKR LRD LSL LYD:3 \
-MAD MDL MGA MKD MMK MNT MOP MRU MUR MVR MWK MXN MXV MYR MZN NAD NGN NIO NOK NPR NZD OMR:3 PAB PEN \
-PGK PHP PKR PLN PYG:0 QAR RON RSD RUB RWF:0 SAR SBD SCR SDG SEK SGD SHP SLE SOS SRD SSP STN SVC SYP \
-SZL THB TJS TMT TND:3 TOP TRY TTD TWD TZS UAH UGX:0 USD USN UYI:0 UYU UYW:4 UZS VED VES VND:0 VUV:0 \
-WST XAF:0 XCD XCG XOF:0 XPF:0 YER ZAR ZMW ZWG";
+/// Active ISO 4217 currency codes and their minor-unit exponents, sorted by code (binary
+/// search: this is on every payment's path).
+const CURRENCIES: &[(&str, u32)] = &[
+    ("AED", 2),
+    ("AFN", 2),
+    ("ALL", 2),
+    ("AMD", 2),
+    ("ANG", 2),
+    ("AOA", 2),
+    ("ARS", 2),
+    ("AUD", 2),
+    ("AWG", 2),
+    ("AZN", 2),
+    ("BAM", 2),
+    ("BBD", 2),
+    ("BDT", 2),
+    ("BGN", 2),
+    ("BHD", 3),
+    ("BIF", 0),
+    ("BMD", 2),
+    ("BND", 2),
+    ("BOB", 2),
+    ("BOV", 2),
+    ("BRL", 2),
+    ("BSD", 2),
+    ("BTN", 2),
+    ("BWP", 2),
+    ("BYN", 2),
+    ("BZD", 2),
+    ("CAD", 2),
+    ("CDF", 2),
+    ("CHE", 2),
+    ("CHF", 2),
+    ("CHW", 2),
+    ("CLF", 4),
+    ("CLP", 0),
+    ("CNY", 2),
+    ("COP", 2),
+    ("COU", 2),
+    ("CRC", 2),
+    ("CUP", 2),
+    ("CVE", 2),
+    ("CZK", 2),
+    ("DJF", 0),
+    ("DKK", 2),
+    ("DOP", 2),
+    ("DZD", 2),
+    ("EGP", 2),
+    ("ERN", 2),
+    ("ETB", 2),
+    ("EUR", 2),
+    ("FJD", 2),
+    ("FKP", 2),
+    ("GBP", 2),
+    ("GEL", 2),
+    ("GHS", 2),
+    ("GIP", 2),
+    ("GMD", 2),
+    ("GNF", 0),
+    ("GTQ", 2),
+    ("GYD", 2),
+    ("HKD", 2),
+    ("HNL", 2),
+    ("HTG", 2),
+    ("HUF", 2),
+    ("IDR", 2),
+    ("ILS", 2),
+    ("INR", 2),
+    ("IQD", 3),
+    ("IRR", 2),
+    ("ISK", 0),
+    ("JMD", 2),
+    ("JOD", 3),
+    ("JPY", 0),
+    ("KES", 2),
+    ("KGS", 2),
+    ("KHR", 2),
+    ("KMF", 0),
+    ("KPW", 2),
+    ("KRW", 0),
+    ("KWD", 3),
+    ("KYD", 2),
+    ("KZT", 2),
+    ("LAK", 2),
+    ("LBP", 2),
+    ("LKR", 2),
+    ("LRD", 2),
+    ("LSL", 2),
+    ("LYD", 3),
+    ("MAD", 2),
+    ("MDL", 2),
+    ("MGA", 2),
+    ("MKD", 2),
+    ("MMK", 2),
+    ("MNT", 2),
+    ("MOP", 2),
+    ("MRU", 2),
+    ("MUR", 2),
+    ("MVR", 2),
+    ("MWK", 2),
+    ("MXN", 2),
+    ("MXV", 2),
+    ("MYR", 2),
+    ("MZN", 2),
+    ("NAD", 2),
+    ("NGN", 2),
+    ("NIO", 2),
+    ("NOK", 2),
+    ("NPR", 2),
+    ("NZD", 2),
+    ("OMR", 3),
+    ("PAB", 2),
+    ("PEN", 2),
+    ("PGK", 2),
+    ("PHP", 2),
+    ("PKR", 2),
+    ("PLN", 2),
+    ("PYG", 0),
+    ("QAR", 2),
+    ("RON", 2),
+    ("RSD", 2),
+    ("RUB", 2),
+    ("RWF", 0),
+    ("SAR", 2),
+    ("SBD", 2),
+    ("SCR", 2),
+    ("SDG", 2),
+    ("SEK", 2),
+    ("SGD", 2),
+    ("SHP", 2),
+    ("SLE", 2),
+    ("SOS", 2),
+    ("SRD", 2),
+    ("SSP", 2),
+    ("STN", 2),
+    ("SVC", 2),
+    ("SYP", 2),
+    ("SZL", 2),
+    ("THB", 2),
+    ("TJS", 2),
+    ("TMT", 2),
+    ("TND", 3),
+    ("TOP", 2),
+    ("TRY", 2),
+    ("TTD", 2),
+    ("TWD", 2),
+    ("TZS", 2),
+    ("UAH", 2),
+    ("UGX", 0),
+    ("USD", 2),
+    ("USN", 2),
+    ("UYI", 0),
+    ("UYU", 2),
+    ("UYW", 4),
+    ("UZS", 2),
+    ("VED", 2),
+    ("VES", 2),
+    ("VND", 0),
+    ("VUV", 0),
+    ("WST", 2),
+    ("XAF", 0),
+    ("XCD", 2),
+    ("XCG", 2),
+    ("XOF", 0),
+    ("XPF", 0),
+    ("YER", 2),
+    ("ZAR", 2),
+    ("ZMW", 2),
+    ("ZWG", 2),
+];
 
 /// The code (as a static string) and its exponent, if `code` is an active ISO 4217 code.
 fn iso_currency(code: &str) -> Option<(&'static str, u32)> {
-    CURRENCIES.split_ascii_whitespace().find_map(|entry| {
-        let (name, exponent) = entry.split_once(':').unwrap_or((entry, "2"));
-        (name == code).then(|| (name, exponent.parse().unwrap_or(2)))
-    })
+    CURRENCIES
+        .binary_search_by(|(name, _)| (*name).cmp(code))
+        .ok()
+        .map(|i| CURRENCIES[i])
 }
 
 /// The exponent of an active ISO 4217 code.
@@ -355,6 +534,16 @@ pub(crate) fn currency_exponent(code: &str) -> Option<u32> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn currency_table_is_sorted_and_unique() {
+        assert!(CURRENCIES.windows(2).all(|w| w[0].0 < w[1].0));
+        assert_eq!(iso_currency("USD"), Some(("USD", 2)));
+        assert_eq!(iso_currency("JPY"), Some(("JPY", 0)));
+        assert_eq!(iso_currency("BHD"), Some(("BHD", 3)));
+        assert_eq!(iso_currency("usd"), None);
+        assert_eq!(iso_currency("XXX"), None);
+    }
 
     #[test]
     fn amounts() {

@@ -117,23 +117,28 @@ fn write_canonical(value: &Value, out: &mut Vec<u8>) {
 }
 
 fn write_string(s: &str, out: &mut Vec<u8>) {
-    // serde_json's own escaping: one spelling per string.
-    out.extend_from_slice(Value::from(s).to_string().as_bytes());
+    // serde_json's own escaping (one spelling per string), written in place: writing to a
+    // `Vec` cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
 }
 
 fn write_number(n: &serde_json::Number, out: &mut Vec<u8>) {
-    if let Some(i) = n.as_i64() {
-        out.extend_from_slice(i.to_string().as_bytes());
+    use std::io::Write as _;
+    // Writes to a `Vec` cannot fail.
+    let _ = if let Some(i) = n.as_i64() {
+        write!(out, "{i}")
     } else if let Some(u) = n.as_u64() {
-        out.extend_from_slice(u.to_string().as_bytes());
+        write!(out, "{u}")
     } else if let Some(f) = n.as_f64() {
         // 2^53: beyond it an f64 no longer holds every integer, so keep its float spelling.
         if f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0 {
-            out.extend_from_slice((f as i64).to_string().as_bytes());
+            write!(out, "{}", f as i64)
         } else {
-            out.extend_from_slice(n.to_string().as_bytes());
+            write!(out, "{n}")
         }
-    }
+    } else {
+        Ok(())
+    };
 }
 
 #[cfg(test)]
