@@ -753,16 +753,26 @@ impl App {
                 return with_disposition(response, Disposition::Forget);
             }
         };
-        // A payment under this key exists if an earlier owner got as far as recording it (its
-        // answer was lost, it timed out, or its lease expired): reconcile instead of charging.
-        let existing = match self.ledger.find_by_key(&user, &key).await {
-            Ok(existing) => existing,
-            Err(error) => {
-                return with_disposition(
-                    self.payment_unavailable(&error),
-                    ambiguous_if(lease.resumed),
-                )
+        // Only a resumed claim can find a payment under its key: an earlier owner got as far as
+        // recording it (its answer was lost, it timed out, or its lease expired), so reconcile
+        // instead of charging. A fresh claim skips the lookup: every path that records a
+        // payment ends the claim as ambiguous or completed, never as "nothing happened".
+        let existing = if lease.resumed {
+            match self
+                .ledger
+                .find_by_key(&user, &key, self.idempotency_ttl)
+                .await
+            {
+                Ok(existing) => existing,
+                Err(error) => {
+                    return with_disposition(
+                        self.payment_unavailable(&error),
+                        Disposition::Ambiguous,
+                    )
+                }
             }
+        } else {
+            None
         };
         let (mut payment, known) = match existing {
             Some(payment) if payment.status != Status::Pending => {
@@ -969,14 +979,6 @@ fn unauthorized() -> Response<Body> {
         HeaderValue::from_static("Bearer realm=\"tollgate\""),
     );
     response
-}
-
-fn ambiguous_if(resumed: bool) -> Disposition {
-    if resumed {
-        Disposition::Ambiguous
-    } else {
-        Disposition::Forget
-    }
 }
 
 fn body_bytes(response: &Response<Body>) -> Bytes {

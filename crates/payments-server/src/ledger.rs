@@ -57,8 +57,14 @@ pub(crate) trait Ledger: Send + Sync + fmt::Debug {
     /// `user`'s payment `transaction_id`; another user's payment reads as absent.
     async fn find(&self, user: &str, transaction_id: &str) -> Result<Option<Payment>, LedgerError>;
 
-    /// `user`'s payment created with idempotency key `key`.
-    async fn find_by_key(&self, user: &str, key: &str) -> Result<Option<Payment>, LedgerError>;
+    /// `user`'s newest payment created with idempotency key `key` in the last `within` (a key
+    /// may be used again once its record expired; older payments are another request's).
+    async fn find_by_key(
+        &self,
+        user: &str,
+        key: &str,
+        within: Duration,
+    ) -> Result<Option<Payment>, LedgerError>;
 
     /// Moves `payment` to its final status and records `event`; where the backend can, completes
     /// `completion` in the same transaction.
@@ -122,16 +128,23 @@ impl Ledger for MemoryLedger {
             .cloned())
     }
 
-    async fn find_by_key(&self, user: &str, key: &str) -> Result<Option<Payment>, LedgerError> {
+    async fn find_by_key(
+        &self,
+        user: &str,
+        key: &str,
+        within: Duration,
+    ) -> Result<Option<Payment>, LedgerError> {
         let id = self
             .by_key
             .lock()
             .get(&(user.to_owned(), key.to_owned()))
             .cloned();
-        match id {
-            Some(id) => self.find(user, &id).await,
-            None => Ok(None),
-        }
+        let found = match id {
+            Some(id) => self.find(user, &id).await?,
+            None => None,
+        };
+        let recent = |p: &Payment| p.created_at.elapsed().map_or(true, |age| age < within);
+        Ok(found.filter(recent))
     }
 
     async fn finish(
@@ -225,9 +238,11 @@ impl PostgresLedger {
                     metadata        jsonb NOT NULL,
                     decline_code    text,
                     created_at      timestamptz NOT NULL,
-                    updated_at      timestamptz NOT NULL DEFAULT now(),
-                    UNIQUE (user_id, idempotency_key)
-                 )"
+                    updated_at      timestamptz NOT NULL DEFAULT now()
+                 );
+                 -- Not unique: a key may be used again once its idempotency record expired.
+                 CREATE INDEX IF NOT EXISTS payments_user_key
+                     ON {schema}.payments (user_id, idempotency_key, created_at)"
             ),
         )
         .await
@@ -297,29 +312,28 @@ impl Ledger for PostgresLedger {
         );
         let statement = transaction.prepare_cached(&sql).await.map_err(storage)?;
         let metadata = serde_json::to_value(&payment.metadata).map_err(storage)?;
-        transaction
-            .execute(
-                &statement,
-                &[
-                    &payment.transaction_id,
-                    &payment.user_id,
-                    &payment.idempotency_key,
-                    &payment.status.as_str(),
-                    &payment.amount_minor,
-                    &payment.currency,
-                    &payment.description,
-                    &payment.payment_method,
-                    &metadata,
-                    &payment.decline_code,
-                    &payment.created_at,
-                ],
-            )
-            .await
-            .map_err(storage)?;
-        self.audit
-            .record_in(&transaction, &event)
-            .await
-            .map_err(storage)?;
+        // Both statements go out together (tokio-postgres pipelines concurrent queries on one
+        // connection): one round trip between BEGIN and COMMIT instead of two.
+        let status = payment.status.as_str();
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 11] = [
+            &payment.transaction_id,
+            &payment.user_id,
+            &payment.idempotency_key,
+            &status,
+            &payment.amount_minor,
+            &payment.currency,
+            &payment.description,
+            &payment.payment_method,
+            &metadata,
+            &payment.decline_code,
+            &payment.created_at,
+        ];
+        let (inserted, audited) = tokio::join!(
+            transaction.execute(&statement, &params),
+            self.audit.record_in(&transaction, &event),
+        );
+        inserted.map_err(storage)?;
+        audited.map_err(storage)?;
         transaction.commit().await.map_err(storage)?;
         Ok(())
     }
@@ -332,9 +346,21 @@ impl Ledger for PostgresLedger {
         .await
     }
 
-    async fn find_by_key(&self, user: &str, key: &str) -> Result<Option<Payment>, LedgerError> {
-        self.select_one("user_id = $1 AND idempotency_key = $2", &[&user, &key])
-            .await
+    async fn find_by_key(
+        &self,
+        user: &str,
+        key: &str,
+        within: Duration,
+    ) -> Result<Option<Payment>, LedgerError> {
+        let since = SystemTime::now()
+            .checked_sub(within)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        self.select_one(
+            "user_id = $1 AND idempotency_key = $2 AND created_at > $3 \
+             ORDER BY created_at DESC LIMIT 1",
+            &[&user, &key, &since],
+        )
+        .await
     }
 
     async fn finish(
@@ -351,37 +377,29 @@ impl Ledger for PostgresLedger {
             self.schema
         );
         let statement = transaction.prepare_cached(&sql).await.map_err(storage)?;
-        transaction
-            .execute(
-                &statement,
-                &[
-                    &payment.transaction_id,
-                    &payment.status.as_str(),
-                    &payment.decline_code,
-                ],
-            )
-            .await
-            .map_err(storage)?;
-        match self
-            .idempotency
-            .complete_in(
+        // Pipelined: the three writes share one round trip.
+        let status = payment.status.as_str();
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+            [&payment.transaction_id, &status, &payment.decline_code];
+        let (updated, completed, audited) = tokio::join!(
+            transaction.execute(&statement, &params),
+            self.idempotency.complete_in(
                 &transaction,
                 completion.scope,
                 completion.fence,
                 completion.response,
                 completion.ttl,
-            )
-            .await
-        {
+            ),
+            self.audit.record_in(&transaction, &event),
+        );
+        updated.map_err(storage)?;
+        match completed {
             Ok(()) => {}
             // Dropping the transaction rolls it back: the newer owner decides.
             Err(tollgate_idempotency::Error::Fenced) => return Err(LedgerError::Fenced),
             Err(error) => return Err(storage(error)),
         }
-        self.audit
-            .record_in(&transaction, &event)
-            .await
-            .map_err(storage)?;
+        audited.map_err(storage)?;
         transaction.commit().await.map_err(storage)?;
         Ok(Finished::RecordCompleted)
     }

@@ -191,39 +191,48 @@ impl SimulatedProcessor {
             Book::Postgres { pool, schema } => {
                 let client = pool.get().await.map_err(pg_error)?;
                 let (result, code) = encode(&decided);
-                let inserted = client
-                    .execute(
-                        &format!(
-                            "INSERT INTO {schema}.simulated_charges \
+                // Insert-or-read in one prepared statement: one round trip per charge.
+                let statement = client
+                    .prepare_cached(&format!(
+                        "WITH inserted AS ( \
+                             INSERT INTO {schema}.simulated_charges \
                              (reference, amount_minor, currency, result, decline_code) \
-                             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (reference) DO NOTHING"
-                        ),
-                        &[
-                            &charge.reference,
-                            &charge.amount_minor,
-                            &charge.currency,
-                            &result,
-                            &code,
-                        ],
-                    )
+                             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (reference) DO NOTHING \
+                             RETURNING result, decline_code, amount_minor, currency) \
+                         SELECT result, decline_code, amount_minor, currency, true FROM inserted \
+                         UNION ALL \
+                         SELECT result, decline_code, amount_minor, currency, false \
+                         FROM {schema}.simulated_charges \
+                         WHERE reference = $1 AND NOT EXISTS (SELECT 1 FROM inserted)"
+                    ))
                     .await
                     .map_err(pg_error)?;
-                let row = client
-                    .query_one(
-                        &format!(
-                            "SELECT result, decline_code, amount_minor, currency \
-                             FROM {schema}.simulated_charges WHERE reference = $1"
-                        ),
-                        &[&charge.reference],
-                    )
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] = [
+                    &charge.reference,
+                    &charge.amount_minor,
+                    &charge.currency,
+                    &result,
+                    &code,
+                ];
+                let mut row = client
+                    .query_opt(&statement, &params)
                     .await
                     .map_err(pg_error)?;
+                if row.is_none() {
+                    // A concurrent insert of the same reference committed after this
+                    // statement's snapshot: it is visible to a new one.
+                    row = client
+                        .query_opt(&statement, &params)
+                        .await
+                        .map_err(pg_error)?;
+                }
+                let row = row.ok_or_else(|| pg_error("the charge vanished"))?;
                 let result: String = row.get(0);
                 (
                     decode(&result, row.get(1)),
                     row.get::<_, i64>(2),
                     row.get::<_, String>(3),
-                    inserted == 1,
+                    row.get::<_, bool>(4),
                 )
             }
         };

@@ -171,12 +171,17 @@ impl PostgresAuditLog {
     }
 
     /// Writes `event` inside the caller's transaction (not through the queue): it commits or
-    /// rolls back with the caller's own rows.
+    /// rolls back with the caller's own rows. The statement is prepared once per pooled
+    /// connection (a pool transaction, for its statement cache).
     pub async fn record_in(
         &self,
-        transaction: &tokio_postgres::Transaction<'_>,
+        transaction: &deadpool_postgres::Transaction<'_>,
         event: &AuditEvent,
     ) -> Result<(), Error> {
+        let statement = transaction
+            .prepare_cached(&self.statements.insert_one)
+            .await
+            .map_err(pg_error)?;
         let status = event.status_code.map(i32::from);
         let latency = event
             .latency_us
@@ -196,7 +201,7 @@ impl PostgresAuditLog {
             &fields,
         ];
         transaction
-            .execute(&self.statements.insert_one, &params)
+            .execute(&statement, &params)
             .await
             .map(|_| ())
             .map_err(pg_error)

@@ -160,17 +160,18 @@ impl PostgresStore {
     /// the record.
     pub async fn complete_in(
         &self,
-        transaction: &tokio_postgres::Transaction<'_>,
+        transaction: &deadpool_postgres::Transaction<'_>,
         scope: &Scope,
         fence: u64,
         response: &StoredResponse,
         ttl: Duration,
     ) -> Result<(), Error> {
+        // Prepared once per pooled connection, like every other statement here.
         let statement = transaction
-            .prepare(&self.statements.complete)
+            .prepare_cached(&self.statements.complete)
             .await
             .map_err(pg_error)?;
-        self.complete_with(transaction, &statement, scope, fence, response, ttl)
+        self.complete_with(&**transaction, &statement, scope, fence, response, ttl)
             .await
     }
 
