@@ -343,6 +343,10 @@ async fn run(config: Config) -> Result<(), BoxError> {
             },
             () = &mut shutdown => break,
         };
+        // Answers are small and written whole: never let Nagle hold one back for an ACK.
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, %error, "TCP_NODELAY not set");
+        }
         let app = Arc::clone(&running.app);
         let service = service_fn(move |request| {
             let app = Arc::clone(&app);

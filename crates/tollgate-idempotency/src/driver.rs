@@ -62,12 +62,17 @@ impl Default for IdempotencyConfig {
 }
 
 /// Runs handlers at most once per idempotency scope, on any [`IdempotencyStore`].
+///
+/// A duplicate that finds its scope in progress polls the store (capped, jittered), so it
+/// learns of an owner in another process; an owner in this process also wakes it the moment it
+/// finishes, so same-process duplicates do not wait out a polling interval.
 #[derive(Debug)]
 pub struct Idempotency<S> {
     store: S,
     config: IdempotencyConfig,
     clock: Arc<dyn Clock>,
     sleeper: Arc<dyn Sleeper>,
+    waiters: parking_lot::Mutex<std::collections::HashMap<Scope, Arc<tokio::sync::Notify>>>,
 }
 
 impl<S: IdempotencyStore> Idempotency<S> {
@@ -78,6 +83,28 @@ impl<S: IdempotencyStore> Idempotency<S> {
             config,
             clock: Arc::new(SystemClock),
             sleeper: Arc::new(TokioSleeper),
+            waiters: parking_lot::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// The wake-up of `scope`'s waiters in this process.
+    fn waiter(&self, scope: &Scope) -> Arc<tokio::sync::Notify> {
+        Arc::clone(self.waiters.lock().entry(scope.clone()).or_default())
+    }
+
+    /// Drops `scope`'s wake-up if nobody else holds it (its owner is in another process).
+    fn forget_waiter(&self, scope: &Scope, notify: Arc<tokio::sync::Notify>) {
+        let mut waiters = self.waiters.lock();
+        // Held by the map and by `notify`: no other waiter.
+        if Arc::strong_count(&notify) <= 2 {
+            waiters.remove(scope);
+        }
+    }
+
+    /// Wakes this process's waiters of `scope`: its owner finished.
+    fn wake(&self, scope: &Scope) {
+        if let Some(notify) = self.waiters.lock().remove(scope) {
+            notify.notify_waiters();
         }
     }
 
@@ -109,19 +136,29 @@ impl<S: IdempotencyStore> Idempotency<S> {
         let deadline = self.clock.now() + self.config.wait;
         // Per-call randomness, so duplicates do not poll in lock step.
         let mut polls = self.config.poll.delays(fastrand::u64(..));
-        loop {
-            match self
+        let mut waiting: Option<Arc<tokio::sync::Notify>> = None;
+        let outcome = loop {
+            let claim = match self
                 .store
                 .claim(scope, fingerprint, self.config.claim)
-                .await?
+                .await
             {
-                Claim::Acquired(lease) => return self.execute(scope, lease, handler).await,
-                Claim::Completed(response) => return Ok(Outcome::Replayed(response)),
-                Claim::Mismatch => return Err(Error::Mismatch),
+                Ok(claim) => claim,
+                Err(error) => break Err(error),
+            };
+            match claim {
+                Claim::Acquired(lease) => {
+                    if let Some(notify) = waiting.take() {
+                        self.forget_waiter(scope, notify);
+                    }
+                    return self.execute(scope, lease, handler).await;
+                }
+                Claim::Completed(response) => break Ok(Outcome::Replayed(response)),
+                Claim::Mismatch => break Err(Error::Mismatch),
                 Claim::InProgress { retry_after } => {
                     let now = self.clock.now();
                     if now >= deadline {
-                        return Err(Error::Conflict { retry_after });
+                        break Err(Error::Conflict { retry_after });
                     }
                     let pause = polls
                         .next()
@@ -129,10 +166,19 @@ impl<S: IdempotencyStore> Idempotency<S> {
                         .min(deadline - now)
                         .min(retry_after)
                         .max(Duration::from_millis(1));
-                    self.sleeper.sleep(pause).await;
+                    let notify = waiting.get_or_insert_with(|| self.waiter(scope));
+                    // Whichever comes first: the owner here finishing, or the next poll.
+                    tokio::select! {
+                        () = notify.notified() => {}
+                        () = self.sleeper.sleep(pause) => {}
+                    }
                 }
             }
+        };
+        if let Some(notify) = waiting {
+            self.forget_waiter(scope, notify);
         }
+        outcome
     }
 
     async fn execute<F, Fut>(
@@ -145,7 +191,18 @@ impl<S: IdempotencyStore> Idempotency<S> {
         F: FnOnce(Lease) -> Fut,
         Fut: Future<Output = HandlerResult>,
     {
-        match handler(lease).await {
+        let outcome = self.finish(scope, lease, handler(lease).await).await;
+        self.wake(scope);
+        outcome
+    }
+
+    async fn finish(
+        &self,
+        scope: &Scope,
+        lease: Lease,
+        result: HandlerResult,
+    ) -> Result<Outcome, Error> {
+        match result {
             HandlerResult::Store(response) => {
                 self.store
                     .complete(scope, lease.fence, &response, self.config.claim.ttl)
@@ -166,5 +223,62 @@ impl<S: IdempotencyStore> Idempotency<S> {
                 Ok(Outcome::Executed(response))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::MemoryStore;
+    use crate::IdempotencyKey;
+    use bytes::Bytes;
+    use http::Method;
+
+    /// A duplicate in the same process is woken when the owner finishes, not at its next poll.
+    #[tokio::test(start_paused = true)]
+    async fn a_local_duplicate_is_woken_when_the_owner_finishes() {
+        let config = IdempotencyConfig {
+            wait: Duration::from_secs(30),
+            // Polls far apart: only the wake-up can answer the duplicate early.
+            poll: Backoff::constant(Duration::from_secs(10)),
+            ..IdempotencyConfig::default()
+        };
+        let driver = Arc::new(Idempotency::new(MemoryStore::new(10), config));
+        let key = IdempotencyKey::parse("order-7c1f0e9a2b4d4e11").expect("a key");
+        let scope = Scope::new("alice", &Method::POST, "/pay", key);
+        let fingerprint = Fingerprint::of_bytes(&Method::POST, "/pay", b"{}");
+        let started = tokio::time::Instant::now();
+        let owner = {
+            let (driver, scope) = (Arc::clone(&driver), scope.clone());
+            tokio::spawn(async move {
+                driver
+                    .run(&scope, &fingerprint, |_| async {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        HandlerResult::Store(StoredResponse {
+                            status: 201,
+                            headers: vec![],
+                            body: Bytes::from_static(b"paid"),
+                        })
+                    })
+                    .await
+            })
+        };
+        tokio::task::yield_now().await;
+        let duplicate = driver
+            .run(&scope, &fingerprint, |_| async {
+                unreachable!("the owner runs the handler")
+            })
+            .await;
+        assert!(
+            matches!(duplicate, Ok(Outcome::Replayed(_))),
+            "{duplicate:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(matches!(owner.await, Ok(Ok(Outcome::Executed(_)))));
+        assert!(driver.waiters.lock().is_empty(), "no wake-up left behind");
     }
 }
