@@ -1025,8 +1025,13 @@ fn processor_failed(payment: &Payment, detail: &str) -> Response<Body> {
 }
 
 fn unavailable(error: &LedgerError) -> Response<Body> {
+    // The database's own message stays in the log: it can name hosts, schemas and columns.
+    tracing::warn!(%error, "payment storage failed");
     with_retry_after(
-        simple_problem(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
+        simple_problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "payment storage is unavailable; retry with the same Idempotency-Key",
+        ),
         Duration::from_secs(1),
     )
 }

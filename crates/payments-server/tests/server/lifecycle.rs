@@ -128,17 +128,8 @@ fn sigterm_drains_requests_in_flight_then_exits() {
     let pid = server.child.id();
     let key = unique("order");
     let in_flight = std::thread::spawn(move || {
-        crate::support::send(
-            port,
-            "POST",
-            "/api/v1/payments",
-            &[
-                ("Authorization", &format!("Bearer {ALICE}")),
-                ("Content-Type", "application/json"),
-                ("Idempotency-Key", &key),
-            ],
-            &payment("3.00", "card"),
-        )
+        crate::support::try_pay(port, ALICE, &key, &payment("3.00", "card"))
+            .expect("an answer before the exit")
     });
     std::thread::sleep(Duration::from_millis(300));
     let killed = Command::new("kill")
