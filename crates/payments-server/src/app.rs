@@ -78,7 +78,7 @@ pub(crate) struct Parts {
 /// The running application.
 #[derive(Debug)]
 pub(crate) struct App {
-    keys: Vec<ApiKey>,
+    keys: auth::Keys,
     policies: Arc<PolicySet>,
     limiter: Arc<dyn RateLimiter>,
     idempotency_ttl: Duration,
@@ -192,7 +192,7 @@ impl App {
                 (*policies).clone(),
             );
             App {
-                keys: parts.keys,
+                keys: auth::Keys::new(&parts.keys),
                 policies,
                 limiter: parts.limiter,
                 idempotency_ttl: parts.idempotency_ttl,
@@ -298,7 +298,7 @@ impl App {
         // Refused before the rate limiter: anonymous traffic must not drain the global quota
         // that authenticated users depend on.
         let user = if matched.authenticated {
-            match auth::authenticate(&parts.headers, &self.keys) {
+            match self.keys.authenticate(&parts.headers) {
                 Some(user) => Some(user.to_owned()),
                 None => return (unauthorized(), None),
             }
@@ -404,11 +404,13 @@ impl App {
         if let Some(key) = key {
             event = event.idempotency_key(key);
         }
-        if let Some(id) = body_json(response).and_then(|b| {
-            b.get("transaction_id")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        }) {
+        // A replayed payment names itself in `Location`: no need to parse its body.
+        if let Some(id) = response
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|l| l.strip_prefix("/api/v1/payments/"))
+        {
             event = event.transaction_id(id);
         }
         self.record(event).await;
