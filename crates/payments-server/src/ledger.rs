@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
-use tollgate_audit::postgres::PostgresAuditLog;
+use tollgate_audit::postgres::{EventParams, PostgresAuditLog};
 use tollgate_audit::{AuditEvent, AuditSink};
 use tollgate_idempotency::postgres::PostgresStore;
 use tollgate_idempotency::store::StoredResponse;
@@ -171,8 +171,12 @@ impl Ledger for MemoryLedger {
 pub(crate) struct PostgresLedger {
     pool: deadpool_postgres::Pool,
     schema: String,
+    /// The pending row and its `payment_started` event: one statement.
+    insert_pending_sql: String,
+    /// The idempotency completion, the final status and the audit event: one statement, whose
+    /// writes all happen only if the lease's fence still owns the key.
+    finish_sql: String,
     idempotency: Arc<PostgresStore>,
-    audit: Arc<PostgresAuditLog>,
 }
 
 impl fmt::Debug for PostgresLedger {
@@ -247,11 +251,28 @@ impl PostgresLedger {
         )
         .await
         .map_err(storage)?;
+        // Each write is one statement (atomic on its own): the database does a third of the
+        // work of BEGIN, separate statements and COMMIT, which the load test showed to be the
+        // bottleneck (PostgreSQL's backends held most of the CPU).
+        let insert_pending_sql = format!(
+            "WITH p AS (INSERT INTO {schema}.payments ({COLUMNS}) \
+             VALUES ($12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)) {}",
+            audit.insert_select_statement(1)
+        );
+        let finish_sql = format!(
+            "WITH c AS ({}), \
+             u AS (UPDATE {schema}.payments SET status = $10, decline_code = $11, updated_at = now() \
+                   WHERE transaction_id = $12 AND EXISTS (SELECT 1 FROM c)) \
+             {} WHERE EXISTS (SELECT 1 FROM c)",
+            idempotency.completion_statement(),
+            audit.insert_select_statement(13)
+        );
         Ok(PostgresLedger {
             pool,
             schema: schema.to_owned(),
+            insert_pending_sql,
+            finish_sql,
             idempotency,
-            audit,
         })
     }
 
@@ -304,18 +325,17 @@ impl Ledger for PostgresLedger {
         payment: &Payment,
         event: AuditEvent,
     ) -> Result<(), LedgerError> {
-        let mut client = self.pool.get().await.map_err(storage)?;
-        let transaction = client.transaction().await.map_err(storage)?;
-        let sql = format!(
-            "INSERT INTO {}.payments ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-            self.schema
-        );
-        let statement = transaction.prepare_cached(&sql).await.map_err(storage)?;
+        let client = self.pool.get().await.map_err(storage)?;
+        let statement = client
+            .prepare_cached(&self.insert_pending_sql)
+            .await
+            .map_err(storage)?;
         let metadata = serde_json::to_value(&payment.metadata).map_err(storage)?;
-        // Both statements go out together (tokio-postgres pipelines concurrent queries on one
-        // connection): one round trip between BEGIN and COMMIT instead of two.
         let status = payment.status.as_str();
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 11] = [
+        let event = EventParams::new(&event);
+        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+            event.as_params().to_vec();
+        params.extend_from_slice(&[
             &payment.transaction_id,
             &payment.user_id,
             &payment.idempotency_key,
@@ -327,14 +347,8 @@ impl Ledger for PostgresLedger {
             &metadata,
             &payment.decline_code,
             &payment.created_at,
-        ];
-        let (inserted, audited) = tokio::join!(
-            transaction.execute(&statement, &params),
-            self.audit.record_in(&transaction, &event),
-        );
-        inserted.map_err(storage)?;
-        audited.map_err(storage)?;
-        transaction.commit().await.map_err(storage)?;
+        ]);
+        client.execute(&statement, &params).await.map_err(storage)?;
         Ok(())
     }
 
@@ -369,39 +383,29 @@ impl Ledger for PostgresLedger {
         completion: Completion<'_>,
         event: AuditEvent,
     ) -> Result<Finished, LedgerError> {
-        let mut client = self.pool.get().await.map_err(storage)?;
-        let transaction = client.transaction().await.map_err(storage)?;
-        let sql = format!(
-            "UPDATE {}.payments SET status = $2, decline_code = $3, updated_at = now() \
-             WHERE transaction_id = $1",
-            self.schema
+        let client = self.pool.get().await.map_err(storage)?;
+        let statement = client
+            .prepare_cached(&self.finish_sql)
+            .await
+            .map_err(storage)?;
+        let completion = self.idempotency.completion_params(
+            completion.scope,
+            completion.fence,
+            completion.response,
+            completion.ttl,
         );
-        let statement = transaction.prepare_cached(&sql).await.map_err(storage)?;
-        // Pipelined: the three writes share one round trip.
         let status = payment.status.as_str();
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
-            [&payment.transaction_id, &status, &payment.decline_code];
-        let (updated, completed, audited) = tokio::join!(
-            transaction.execute(&statement, &params),
-            self.idempotency.complete_in(
-                &transaction,
-                completion.scope,
-                completion.fence,
-                completion.response,
-                completion.ttl,
-            ),
-            self.audit.record_in(&transaction, &event),
-        );
-        updated.map_err(storage)?;
-        match completed {
-            Ok(()) => {}
-            // Dropping the transaction rolls it back: the newer owner decides.
-            Err(tollgate_idempotency::Error::Fenced) => return Err(LedgerError::Fenced),
-            Err(error) => return Err(storage(error)),
+        let event = EventParams::new(&event);
+        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+            completion.as_params().to_vec();
+        params.extend_from_slice(&[&status, &payment.decline_code, &payment.transaction_id]);
+        params.extend_from_slice(&event.as_params());
+        // The statement's last part inserts the audit row only if the fence matched.
+        match client.execute(&statement, &params).await.map_err(storage)? {
+            1 => Ok(Finished::RecordCompleted),
+            // Taken over: nothing was written; the newer owner decides.
+            _ => Err(LedgerError::Fenced),
         }
-        audited.map_err(storage)?;
-        transaction.commit().await.map_err(storage)?;
-        Ok(Finished::RecordCompleted)
     }
 
     async fn ping(&self) -> Result<(), LedgerError> {

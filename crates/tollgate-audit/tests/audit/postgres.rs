@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tollgate_audit::postgres::deadpool_postgres::{Config, Pool, Runtime};
 use tollgate_audit::postgres::tokio_postgres::NoTls;
-use tollgate_audit::postgres::{AuditLogConfig, PostgresAuditLog};
+use tollgate_audit::postgres::{AuditLogConfig, EventParams, PostgresAuditLog};
 use tollgate_audit::{Action, AuditEvent, AuditLog, AuditSink, Error, Outcome, PageRequest};
 
 /// A pool and a schema of this test's own, or `None` after saying the test was skipped.
@@ -229,6 +229,56 @@ async fn an_event_commits_or_rolls_back_with_the_callers_transaction() {
             "audit follows the payment"
         );
     }
+    drop(client);
+    log.shutdown().await.expect("clean shutdown");
+    drop_schema(&pool, &schema).await;
+}
+
+/// The event written in the caller's own statement, conditionally, and read back whole.
+#[tokio::test]
+async fn an_event_composes_into_the_callers_statement() {
+    let Some((pool, schema)) =
+        database("audit::postgres::an_event_composes_into_the_callers_statement").await
+    else {
+        return;
+    };
+    let log = PostgresAuditLog::start(pool.clone(), config(&schema))
+        .await
+        .expect("start");
+    let client = pool.get().await.expect("database");
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {schema}.payments (id text PRIMARY KEY)"
+        ))
+        .await
+        .expect("payments table");
+    // $1 the payment, $2–$12 the event, written only with a payment.
+    let sql = format!(
+        "WITH p AS (INSERT INTO {schema}.payments VALUES ($1) ON CONFLICT DO NOTHING RETURNING 1) {} \
+         WHERE EXISTS (SELECT 1 FROM p)",
+        log.insert_select_statement(2)
+    );
+    let event = AuditEvent::new("alice", Action::PAYMENT_STARTED, Outcome::Success)
+        .status(202)
+        .idempotency_key("order-1")
+        .transaction_id("txn_1")
+        .latency(Duration::from_micros(1500))
+        .field("amount_minor", 999);
+    for (attempt, written) in [(1, 1), (2, 0)] {
+        let params = EventParams::new(&event);
+        let id = "txn_1".to_owned();
+        let mut all: Vec<&(dyn tollgate_audit::postgres::tokio_postgres::types::ToSql + Sync)> =
+            vec![&id];
+        all.extend_from_slice(&params.as_params());
+        // The second attempt inserts no payment, so no event either (and no duplicate id).
+        let rows = client.execute(sql.as_str(), &all).await.expect("statement");
+        assert_eq!(rows, written, "attempt {attempt}");
+    }
+    let page = log
+        .page("alice", PageRequest::new(None, None).expect("page"))
+        .await
+        .expect("read");
+    assert_eq!(page.entries, vec![event]);
     drop(client);
     log.shutdown().await.expect("clean shutdown");
     drop_schema(&pool, &schema).await;

@@ -49,6 +49,37 @@ struct Statements {
     cleanup: String,
 }
 
+/// The 9 parameters of [`PostgresStore::completion_statement`], in order.
+#[derive(Debug)]
+pub struct CompletionParams<'a> {
+    user: &'a str,
+    operation: &'a str,
+    key: &'a str,
+    fence: i64,
+    status: i32,
+    headers: serde_json::Value,
+    body: &'a [u8],
+    ttl_ms: i64,
+    now: Option<SystemTime>,
+}
+
+impl CompletionParams<'_> {
+    /// To bind, in order.
+    pub fn as_params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 9] {
+        [
+            &self.user,
+            &self.operation,
+            &self.key,
+            &self.fence,
+            &self.status,
+            &self.headers,
+            &self.body,
+            &self.ttl_ms,
+            &self.now,
+        ]
+    }
+}
+
 /// A test clock mapped onto wall time, for statements that take "now" as a parameter.
 #[derive(Debug)]
 struct InjectedTime {
@@ -175,6 +206,37 @@ impl PostgresStore {
             .await
     }
 
+    /// The completion as a data-modifying statement, `UPDATE … RETURNING 1`, with parameters
+    /// `$1`–`$9` bound from [`completion_params`](Self::completion_params): for completing in
+    /// the *same statement* as your own writes (a `WITH c AS (…)` clause; make them conditional
+    /// on `EXISTS (SELECT 1 FROM c)`). It returns one row if `fence` still owns the record and
+    /// none if it was taken over. One round trip, where [`complete_in`](Self::complete_in)
+    /// needs a transaction.
+    pub fn completion_statement(&self) -> String {
+        format!("{} RETURNING 1", self.statements.complete)
+    }
+
+    /// The parameters of [`completion_statement`](Self::completion_statement).
+    pub fn completion_params<'a>(
+        &self,
+        scope: &'a Scope,
+        fence: u64,
+        response: &'a StoredResponse,
+        ttl: Duration,
+    ) -> CompletionParams<'a> {
+        CompletionParams {
+            user: scope.user(),
+            operation: scope.operation(),
+            key: scope.key().as_str(),
+            fence: i64::try_from(fence).unwrap_or(i64::MAX),
+            status: i32::from(response.status),
+            headers: headers_json(&response.headers),
+            body: response.body.as_ref(),
+            ttl_ms: millis(ttl),
+            now: self.now(),
+        }
+    }
+
     async fn complete_with(
         &self,
         client: &impl tokio_postgres::GenericClient,
@@ -184,23 +246,9 @@ impl PostgresStore {
         response: &StoredResponse,
         ttl: Duration,
     ) -> Result<(), Error> {
-        let headers = headers_json(&response.headers);
-        let fence = i64::try_from(fence).unwrap_or(i64::MAX);
+        let params = self.completion_params(scope, fence, response, ttl);
         let rows = client
-            .execute(
-                statement,
-                &[
-                    &scope.user(),
-                    &scope.operation(),
-                    &scope.key().as_str(),
-                    &fence,
-                    &i32::from(response.status),
-                    &headers,
-                    &response.body.as_ref(),
-                    &millis(ttl),
-                    &self.now(),
-                ],
-            )
+            .execute(statement, &params.as_params())
             .await
             .map_err(pg_error)?;
         if rows == 1 {

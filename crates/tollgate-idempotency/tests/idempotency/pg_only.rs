@@ -62,3 +62,53 @@ async fn completion_commits_with_the_payment_row() {
     drop(client);
     pg::drop_schema(&url, &schema).await;
 }
+
+/// The completion composed into the caller's own statement: one round trip, and the caller's
+/// writes happen only if the fence still owns the key.
+#[tokio::test]
+async fn completion_composes_into_one_statement() {
+    let Some((url, schema)) = pg::database("pg_only::completion_composes_into_one_statement")
+    else {
+        return;
+    };
+    let store = pg::store(&url, &schema, None).await;
+    let pool = pg::pool(&url);
+    let client = pool.get().await.expect("database");
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {schema}.payments (id text PRIMARY KEY)"
+        ))
+        .await
+        .expect("payments table");
+    let sql = format!(
+        "WITH c AS ({}) INSERT INTO {schema}.payments SELECT $10 WHERE EXISTS (SELECT 1 FROM c)",
+        store.completion_statement()
+    );
+    let s = scope("alice", "txn-key-0123456789cd");
+    let fp = fingerprint(r#"{"amount":"2.00"}"#);
+    let Claim::Acquired(lease) = store.claim(&s, &fp, OPTIONS).await.expect("claim") else {
+        panic!("fresh key");
+    };
+    let stored = response("txn_2");
+    for (fence, written) in [(lease.fence + 1, 0), (lease.fence, 1)] {
+        // A stale fence writes nothing at all; the owner's writes both rows.
+        let params = store.completion_params(&s, fence, &stored, OPTIONS.ttl);
+        let mut all = params.as_params().to_vec();
+        let id = format!("txn_fence_{fence}");
+        all.push(&id);
+        let rows = client.execute(sql.as_str(), &all).await.expect("statement");
+        assert_eq!(rows, written, "fence {fence}");
+    }
+    assert_eq!(
+        store.claim(&s, &fp, OPTIONS).await.expect("claim"),
+        Claim::Completed(stored.clone())
+    );
+    let rows: i64 = client
+        .query_one(&format!("SELECT count(*) FROM {schema}.payments"), &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(rows, 1);
+    drop(client);
+    pg::drop_schema(&url, &schema).await;
+}
