@@ -18,7 +18,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use serde_json::{json, Value};
 use tollgate_audit::{Action, AuditEvent, AuditLog, Outcome as AuditOutcome, PageRequest};
 use tollgate_http::client_ip::{client_ip, TrustedProxies};
-use tollgate_http::idempotency::{Disposition, IdempotencyLayer, DEFAULT_BODY_LIMIT};
+use tollgate_http::idempotency::{Disposition, IdempotencyLayer, StoreFailure, DEFAULT_BODY_LIMIT};
 use tollgate_http::problem::Problem;
 use tollgate_http::ratelimit::{RateLimitLayer, RateLimited, Subject};
 use tollgate_idempotency::store::{IdempotencyStore, Lease, StoredResponse};
@@ -242,6 +242,9 @@ impl App {
         };
         if let Ok(value) = HeaderValue::try_from(id.as_str()) {
             response.headers_mut().insert(REQUEST_ID, value);
+        }
+        if let Some(failure) = response.extensions().get::<StoreFailure>() {
+            tracing::warn!(request_id = %id, error = %failure.0, "idempotency store failed");
         }
         let status = response.status();
         let elapsed = started.elapsed();

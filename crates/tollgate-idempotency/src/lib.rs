@@ -143,8 +143,8 @@ pub enum Error {
     /// the newer owner, whose result a retry replays).
     #[error("the idempotency lease was taken over by a newer owner")]
     Fenced,
-    /// The store failed (503: the request did not take effect through this store; a retry
-    /// with the same key is safe).
+    /// The store failed (503: retry with the same key — if the handler had already run, the
+    /// record is still claimed and the retry resumes it once the lease ends, never twice).
     #[error("idempotency store error: {message}")]
     Store {
         /// What failed.

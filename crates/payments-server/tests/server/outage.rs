@@ -81,6 +81,19 @@ fn outages_are_reported_and_never_lose_or_double_a_payment() {
     let refused = server.pay(ALICE, &key, &body);
     refused.expect(503);
     assert!(refused.header("retry-after").is_some(), "{refused:?}");
+    // The database's own error stays in the server's log.
+    let detail = refused.json()["detail"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        detail.contains("retry with the same Idempotency-Key"),
+        "{detail}"
+    );
+    assert!(
+        !detail.contains("db error") && !detail.contains("127.0.0.1"),
+        "{detail}"
+    );
     let health = server.get("/health", None).json();
     assert_eq!(health["services"]["database"]["status"], "down", "{health}");
     server.get("/ready", None).expect(503);

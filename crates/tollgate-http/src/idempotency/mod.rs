@@ -100,6 +100,11 @@ pub enum Disposition {
     Completed,
 }
 
+/// Put in the extensions of a response answered because the idempotency store failed: the
+/// store's own message, for your logs (clients get a fixed one).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreFailure(pub String);
+
 /// Who is asking and which route this is: `(user, route template)`, or `None` to pass the
 /// request through untouched (for example an unauthenticated one, which auth will refuse).
 type Identify<B> = Arc<dyn Fn(&Request<B>) -> Option<(String, String)> + Send + Sync>;
@@ -216,7 +221,19 @@ fn stored(response: Response<Bytes>) -> StoredResponse {
 fn error_response(error: &Error) -> Response<Full<Bytes>> {
     let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let title = status.canonical_reason().unwrap_or("Error");
-    let mut response = problem(status, title, error.to_string());
+    // A store's own message can name hosts and tables: clients get a fixed one.
+    let detail = match error {
+        Error::Store { .. } => {
+            "the idempotency store is unavailable; retry with the same Idempotency-Key".to_owned()
+        }
+        other => other.to_string(),
+    };
+    let mut response = problem(status, title, detail);
+    if let Error::Store { .. } = error {
+        response
+            .extensions_mut()
+            .insert(StoreFailure(error.to_string()));
+    }
     if let Some(wait) = error.retry_after() {
         let secs = wait.as_millis().div_ceil(1000).max(1);
         if let Ok(value) = HeaderValue::try_from(secs.to_string()) {
