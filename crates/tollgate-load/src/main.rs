@@ -362,9 +362,17 @@ async fn load(args: &Args, base: &str, run: &str, progress: &ProgressBar) -> Mea
 /// Every key's successful replies agree; no two keys share a payment; every payment exists,
 /// succeeded, and belongs to its user.
 async fn audit(base: &str, measured: &Measured, concurrency: usize) -> Vec<String> {
+    let (mut violations, to_check) = check_replies(&measured.samples);
+    violations.extend(check_stored(base, to_check, concurrency).await);
+    violations
+}
+
+/// Every key's successful replies agree and at most one executed; no two keys share a
+/// transaction. Returns the violations and, per key, `(user, transaction id)` to look up.
+fn check_replies(samples: &[Sample]) -> (Vec<String>, Vec<(usize, String)>) {
     let mut violations = Vec::new();
     let mut by_key: HashMap<&str, Vec<&Sample>> = HashMap::new();
-    for sample in &measured.samples {
+    for sample in samples {
         by_key.entry(&sample.key).or_default().push(sample);
     }
     let mut owner_of_txn: HashMap<&str, &str> = HashMap::new();
@@ -397,7 +405,16 @@ async fn audit(base: &str, measured: &Measured, concurrency: usize) -> Vec<Strin
             to_check.push((first.user, (*txn).to_owned()));
         }
     }
-    // Exactly one payment per key, stored, succeeded, readable by its owner only.
+    (violations, to_check)
+}
+
+/// Each payment exists, succeeded, and is readable by its owner.
+async fn check_stored(
+    base: &str,
+    to_check: Vec<(usize, String)>,
+    concurrency: usize,
+) -> Vec<String> {
+    let mut violations = Vec::new();
     let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
     let found = Arc::new(tokio::sync::Mutex::new(Vec::new()));
     let queue = Arc::new(tokio::sync::Mutex::new(to_check));
@@ -671,5 +688,59 @@ fn main() -> std::process::ExitCode {
             eprintln!("tollgate-load: {error}");
             std::process::ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(key: &str, status: u16, replayed: Option<bool>, txn: &str, body: u64) -> Sample {
+        Sample {
+            user: 0,
+            key: Arc::from(key),
+            status,
+            replayed,
+            transaction_id: Some(txn.to_owned()),
+            body_hash: body,
+        }
+    }
+
+    #[test]
+    fn the_audit_accepts_a_correct_run_and_names_every_kind_of_violation() {
+        let clean = [
+            sample("k1", 201, Some(false), "t1", 1),
+            sample("k1", 201, Some(true), "t1", 1),
+            sample("k1", 409, None, "", 9),
+            sample("k2", 201, Some(false), "t2", 2),
+        ];
+        let (violations, to_check) = check_replies(&clean);
+        assert!(violations.is_empty(), "{violations:?}");
+        assert_eq!(to_check.len(), 2);
+
+        let broken = [
+            // Executed twice.
+            sample("k1", 201, Some(false), "t1", 1),
+            sample("k1", 201, Some(false), "t1", 1),
+            // Replies disagree.
+            sample("k2", 201, Some(false), "t2", 2),
+            sample("k2", 201, Some(true), "t2", 3),
+            // Two keys, one payment (what a hello-world server does).
+            sample("k3", 201, None, "hello", 4),
+            sample("k4", 201, None, "hello", 4),
+        ];
+        let (violations, _) = check_replies(&broken);
+        let text = violations.join("\n");
+        assert!(text.contains("k1: executed 2 times"), "{text}");
+        assert!(text.contains("k2: 2 different replies"), "{text}");
+        assert!(text.contains("share hello"), "{text}");
+        assert_eq!(violations.len(), 3, "{text}");
+    }
+
+    #[test]
+    fn api_keys_and_bodies() {
+        assert_eq!(api_keys(2), "load-key-0:load-user-0,load-key-1:load-user-1");
+        let body: serde_json::Value = serde_json::from_slice(&body_for(1205)).expect("JSON");
+        assert_eq!(body["amount"], "12.05");
     }
 }
