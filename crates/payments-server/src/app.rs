@@ -779,6 +779,9 @@ impl App {
         } else {
             None
         };
+        // The breaker's permit, when taken before recording a new payment, is the one the charge
+        // uses (no second acquisition that a half-open breaker could refuse in between).
+        let mut permit = None;
         let (mut payment, known) = match existing {
             Some(payment) if payment.status != Status::Pending => {
                 let result = match payment.status {
@@ -803,16 +806,18 @@ impl App {
             }
             None => {
                 // Refuse before recording anything while the processor is known to be down.
-                if let Err(error) = self.breaker.try_acquire().map(drop) {
-                    let wait = match error {
-                        tollgate_retry::Error::CircuitOpen { retry_after } => retry_after,
-                        _ => Duration::from_secs(1),
-                    };
-                    self.metrics
-                        .payment_requests
-                        .with_label_values(&["unavailable"])
-                        .inc();
-                    return with_disposition(
+                match self.breaker.try_acquire() {
+                    Ok(acquired) => permit = Some(acquired),
+                    Err(error) => {
+                        let wait = match error {
+                            tollgate_retry::Error::CircuitOpen { retry_after } => retry_after,
+                            _ => Duration::from_secs(1),
+                        };
+                        self.metrics
+                            .payment_requests
+                            .with_label_values(&["unavailable"])
+                            .inc();
+                        return with_disposition(
                         with_retry_after(
                             simple_problem(
                                 StatusCode::SERVICE_UNAVAILABLE,
@@ -822,6 +827,7 @@ impl App {
                         ),
                         Disposition::Forget,
                     );
+                    }
                 }
                 let payment = Payment::pending(&user, Some(&key), parsed);
                 let started_event = audit(
@@ -843,7 +849,7 @@ impl App {
         };
         let result = match known {
             Some(result) => result,
-            None => match self.charge(&payment).await {
+            None => match self.charge(&payment, permit).await {
                 Ok(result) => result,
                 Err(detail) => {
                     self.metrics
@@ -945,9 +951,17 @@ impl App {
         unavailable(error)
     }
 
-    /// Charges through the circuit breaker, with a deadline; `Err` means the answer is unknown.
-    async fn charge(&self, payment: &Payment) -> Result<ChargeResult, String> {
-        let permit = self.breaker.try_acquire().map_err(|e| e.to_string())?;
+    /// Charges through the circuit breaker (with `permit`, or a new one), with a deadline;
+    /// `Err` means the answer is unknown.
+    async fn charge(
+        &self,
+        payment: &Payment,
+        permit: Option<tollgate_retry::breaker::Permit>,
+    ) -> Result<ChargeResult, String> {
+        let permit = match permit {
+            Some(permit) => permit,
+            None => self.breaker.try_acquire().map_err(|e| e.to_string())?,
+        };
         let charge = Charge {
             reference: &payment.transaction_id,
             amount_minor: payment.amount_minor,
