@@ -18,7 +18,9 @@ use http_body_util::{BodyExt, Full, Limited};
 use serde_json::{json, Value};
 use tollgate_audit::{Action, AuditEvent, AuditLog, Outcome as AuditOutcome, PageRequest};
 use tollgate_http::client_ip::{client_ip, TrustedProxies};
-use tollgate_http::idempotency::{Disposition, IdempotencyLayer, StoreFailure, DEFAULT_BODY_LIMIT};
+use tollgate_http::idempotency::{
+    kept_headers, Disposition, IdempotencyLayer, StoreFailure, DEFAULT_BODY_LIMIT,
+};
 use tollgate_http::problem::Problem;
 use tollgate_http::ratelimit::{RateLimitLayer, RateLimited, Subject};
 use tollgate_idempotency::store::{IdempotencyStore, Lease, StoredResponse};
@@ -95,9 +97,14 @@ pub(crate) struct App {
 }
 
 fn respond(status: StatusCode, body: &impl serde::Serialize) -> Response<Body> {
+    json_bytes(status, body).map(Full::new)
+}
+
+/// A JSON response with its body as bytes (what an idempotency record stores).
+fn json_bytes(status: StatusCode, body: &impl serde::Serialize) -> Response<Bytes> {
     // Straight to bytes: `Value`'s `Display` goes through `fmt::Write` and costs twice as much.
     let bytes = serde_json::to_vec(body).unwrap_or_default();
-    let mut response = Response::new(Full::new(Bytes::from(bytes)));
+    let mut response = Response::new(Bytes::from(bytes));
     *response.status_mut() = status;
     response
         .headers_mut()
@@ -442,7 +449,7 @@ impl App {
             }
             (Route::Ready, _) => {
                 let report = self.health().await;
-                let services = report.to_json()["services"].clone();
+                let services = report.services_json();
                 if report.ready() {
                     respond(
                         StatusCode::OK,
@@ -891,15 +898,10 @@ impl App {
         let response = payment_response(&payment, status);
         let stored = StoredResponse {
             status: status.as_u16(),
-            headers: [CONTENT_TYPE, LOCATION]
-                .iter()
-                .filter_map(|name| {
-                    let value = response.headers().get(name)?.to_str().ok()?;
-                    Some((name.as_str().to_owned(), value.to_owned()))
-                })
-                .collect(),
-            body: body_bytes(&response),
+            headers: kept_headers(response.headers()),
+            body: response.body().clone(),
         };
+        let response = response.map(Full::new);
         let event = audit(Action::PAYMENT_ATTEMPT, outcome, status)
             .transaction_id(payment.transaction_id.as_str())
             .field("resumed", lease.resumed)
@@ -915,19 +917,11 @@ impl App {
             Ok(Finished::RecordCompleted) => Disposition::Completed,
             Ok(Finished::RecordLeftToCaller) => Disposition::Store,
             Err(LedgerError::Fenced) => {
-                // A newer owner holds the key and will reconcile this same payment.
-                self.metrics.concurrent_conflicts.inc();
-                self.metrics
-                    .payment_requests
-                    .with_label_values(&["conflicted"])
-                    .inc();
-                return with_disposition(
-                    with_retry_after(
-                        simple_problem(StatusCode::CONFLICT, LedgerError::Fenced.to_string()),
-                        Duration::from_secs(1),
-                    ),
-                    Disposition::Completed,
-                );
+                // A newer owner holds the key and will reconcile this same payment. Giving the
+                // key back with this stale fence is refused like any fenced-off write, so the
+                // layer answers 409 with Retry-After and the front counts and audits the
+                // conflict: the same path as a memory-backed owner whose completion is fenced.
+                return with_disposition(response, Disposition::Ambiguous);
             }
             Err(error) => {
                 // Charged, but not recorded as final: the retry reconciles with the processor.
@@ -1000,32 +994,21 @@ fn unauthorized() -> Response<Body> {
     response
 }
 
-fn body_bytes(response: &Response<Body>) -> Bytes {
-    response
-        .body()
-        .clone()
-        .collect()
-        .now_or_never()
-        .and_then(Result::ok)
-        .map(|c| c.to_bytes())
-        .unwrap_or_default()
-}
-
-fn payment_response(payment: &Payment, status: StatusCode) -> Response<Body> {
+/// A payment's answer, with its body as bytes so the same bytes are stored and sent.
+fn payment_response(payment: &Payment, status: StatusCode) -> Response<Bytes> {
     let location = format!("/api/v1/payments/{}", payment.transaction_id);
     let mut response = if status == StatusCode::PAYMENT_REQUIRED {
-        problem(
-            Problem::new(status, "Payment declined")
-                .detail("the payment processor declined the payment")
-                .extension("transaction_id", payment.transaction_id.as_str())
-                .extension(
-                    "decline_code",
-                    payment.decline_code.clone().unwrap_or_default(),
-                )
-                .extension("payment", payment.to_json()),
-        )
+        Problem::new(status, "Payment declined")
+            .detail("the payment processor declined the payment")
+            .extension("transaction_id", payment.transaction_id.as_str())
+            .extension(
+                "decline_code",
+                payment.decline_code.clone().unwrap_or_default(),
+            )
+            .extension("payment", payment.to_json())
+            .into_response()
     } else {
-        respond(status, &payment.view())
+        json_bytes(status, &payment.view())
     };
     if let Ok(value) = HeaderValue::try_from(location) {
         response.headers_mut().insert(LOCATION, value);

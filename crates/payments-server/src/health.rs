@@ -64,12 +64,14 @@ impl Report {
         } else {
             "degraded"
         };
+        json!({ "status": status, "services": self.services_json() })
+    }
+
+    /// Each backend's state, as `/health` and `/ready` report it.
+    pub(crate) fn services_json(&self) -> Value {
         json!({
-            "status": status,
-            "services": {
-                "redis": self.redis.to_json(),
-                "database": self.database.to_json(),
-            },
+            "redis": self.redis.to_json(),
+            "database": self.database.to_json(),
         })
     }
 }

@@ -42,7 +42,6 @@ pub(crate) struct DegradedCounts {
 
 fn must<T>(result: prometheus::Result<T>) -> T {
     // Registration only fails for invalid or duplicate names, which are constants here.
-    #[allow(clippy::expect_used)]
     result.expect("metric definitions are valid and registered once")
 }
 

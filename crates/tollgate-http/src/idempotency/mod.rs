@@ -204,17 +204,24 @@ fn problem(status: StatusCode, title: &str, detail: impl Into<String>) -> Respon
 
 /// A response produced here, as it would be stored.
 fn stored(response: Response<Bytes>) -> StoredResponse {
-    let content_type = response
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| vec![(CONTENT_TYPE.as_str().to_owned(), v.to_owned())])
-        .unwrap_or_default();
     StoredResponse {
         status: response.status().as_u16(),
-        headers: content_type,
+        headers: kept_headers(response.headers()),
         body: response.into_body(),
     }
+}
+
+/// The headers a stored response keeps for its replays: `Content-Type` and `Location`. A
+/// handler that completes the record itself ([`Disposition::Completed`]) stores these, so its
+/// replays match the layer's.
+pub fn kept_headers(headers: &http::HeaderMap) -> Vec<(String, String)> {
+    [CONTENT_TYPE, LOCATION]
+        .iter()
+        .filter_map(|name| {
+            let value = headers.get(name)?.to_str().ok()?;
+            Some((name.as_str().to_owned(), value.to_owned()))
+        })
+        .collect()
 }
 
 /// The problem response for a driver error.
@@ -408,16 +415,9 @@ where
             )
         })?
         .to_bytes();
-    let headers = [CONTENT_TYPE, LOCATION]
-        .iter()
-        .filter_map(|name| {
-            let value = parts.headers.get(name)?.to_str().ok()?;
-            Some((name.as_str().to_owned(), value.to_owned()))
-        })
-        .collect();
     let stored = StoredResponse {
         status: parts.status.as_u16(),
-        headers,
+        headers: kept_headers(&parts.headers),
         body,
     };
     let result = match disposition {
