@@ -77,7 +77,15 @@ fn bench(c: &mut Criterion) {
             .map(|i| [PolicyKey::new(Arc::clone(&policy), &format!("user-{i}"))])
             .collect(),
     );
-    let defaults = PolicySet::defaults();
+    // The server's table: the library defaults plus the payments endpoint's own limit.
+    let payments = Policy::new(
+        "payments",
+        Scope::User,
+        Algorithm::sliding_window(10, Duration::from_secs(60)),
+    )
+    .expect("valid")
+    .for_endpoint("POST /api/v1/payments");
+    let defaults = PolicySet::defaults().with(2, payments).expect("a new name");
     let users: Arc<Vec<String>> = Arc::new((0..KEYS).map(|i| format!("user-{i}")).collect());
 
     for &concurrency in &[1usize, 16] {

@@ -1186,7 +1186,9 @@ mod future_size {
             Arc::new(tollgate_idempotency::memory::MemoryStore::new(10));
         let app = App::new(Parts {
             keys: vec![],
-            policies: PolicySet::defaults(),
+            policies: crate::config::FileConfig::default()
+                .policy_set()
+                .expect("the default table is valid"),
             limiter: Arc::new(tollgate_ratelimit::MemoryLimiter::new()),
             idempotency: Idempotency::new(store, Default::default()),
             idempotency_ttl: Duration::from_secs(1),

@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use serde::{Deserialize, Deserializer};
 use tollgate_ratelimit::config::{PolicyConfig, RateLimitConfig};
-use tollgate_ratelimit::PolicySet;
+use tollgate_ratelimit::{PolicySet, Scope};
 
 /// The server's settings.
 #[derive(Clone, Debug, Parser)]
@@ -187,10 +187,21 @@ impl FileConfig {
             Some(policies) => RateLimitConfig {
                 policies: policies.clone(),
             },
-            None => RateLimitConfig::default(),
+            None => default_policies(),
         };
         config.into_policy_set().map_err(|e| e.to_string())
     }
+}
+
+/// The server's default table: the library's route-agnostic defaults (global 1000/60 s, per user
+/// 100/60 s, burst 20/s holding 50) with the payments endpoint's own limit, 10/60 s per user.
+pub(crate) fn default_policies() -> RateLimitConfig {
+    let mut config = RateLimitConfig::default();
+    let payments =
+        PolicyConfig::sliding_window("payments", Scope::User, 10, Duration::from_secs(60))
+            .for_endpoint("POST /api/v1/payments");
+    config.policies.insert(2, payments);
+    config
 }
 
 /// What the limiter does when Redis is unreachable.

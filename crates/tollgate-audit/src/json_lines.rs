@@ -37,19 +37,19 @@ impl<W: Write + Send> JsonLinesSink<W> {
 #[async_trait]
 impl<W: Write + Send> AuditSink for JsonLinesSink<W> {
     async fn record(&self, event: AuditEvent) -> Result<(), Error> {
-        let mut line = serde_json::to_vec(&event).map_err(|e| Error::Sink(e.to_string()))?;
+        let mut line = serde_json::to_vec(&event).map_err(|e| Error::Sink(Box::new(e)))?;
         line.push(b'\n');
         // One write_all per event under the lock, so lines never interleave.
         self.writer
             .lock()
             .write_all(&line)
-            .map_err(|e| Error::Sink(e.to_string()))
+            .map_err(|e| Error::Sink(Box::new(e)))
     }
 
     async fn flush(&self) -> Result<(), Error> {
         self.writer
             .lock()
             .flush()
-            .map_err(|e| Error::Sink(e.to_string()))
+            .map_err(|e| Error::Sink(Box::new(e)))
     }
 }

@@ -27,11 +27,9 @@
 
 pub mod client_ip;
 pub mod content_type;
+mod error;
 pub mod idempotency;
 pub mod problem;
 pub mod ratelimit;
 
-/// The crate's error type; variants arrive with the layers that need them.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {}
+pub use error::Error;

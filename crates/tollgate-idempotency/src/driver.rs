@@ -5,10 +5,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tollgate_retry::backoff::{Backoff, Jitter};
-use tollgate_retry::clock::{Clock, Sleeper, SystemClock, TokioSleeper};
+use crate::clock::{Clock, Sleeper, SystemClock, TokioSleeper};
 
 use crate::fingerprint::Fingerprint;
+use crate::poll::PollSchedule;
 use crate::store::{Claim, ClaimOptions, IdempotencyStore, Lease, Release, StoredResponse};
 use crate::{Error, Scope};
 
@@ -46,7 +46,7 @@ pub struct IdempotencyConfig {
     /// How long a duplicate waits for the request in flight before `409`.
     pub wait: Duration,
     /// Polling schedule while waiting (capped exponential, full jitter: no busy spin).
-    pub poll: Backoff,
+    pub poll: PollSchedule,
 }
 
 impl Default for IdempotencyConfig {
@@ -55,8 +55,7 @@ impl Default for IdempotencyConfig {
         IdempotencyConfig {
             claim: ClaimOptions::default(),
             wait: Duration::from_secs(5),
-            poll: Backoff::exponential(Duration::from_millis(10), Duration::from_millis(250))
-                .jitter(Jitter::Full),
+            poll: PollSchedule::default(),
         }
     }
 }
@@ -81,7 +80,7 @@ impl<S: IdempotencyStore> Idempotency<S> {
         Idempotency {
             store,
             config,
-            clock: Arc::new(SystemClock),
+            clock: Arc::new(SystemClock::new()),
             sleeper: Arc::new(TokioSleeper),
             waiters: parking_lot::Mutex::new(std::collections::HashMap::new()),
         }
@@ -240,7 +239,7 @@ mod tests {
         let config = IdempotencyConfig {
             wait: Duration::from_secs(30),
             // Polls far apart: only the wake-up can answer the duplicate early.
-            poll: Backoff::constant(Duration::from_secs(10)),
+            poll: PollSchedule::constant(Duration::from_secs(10)),
             ..IdempotencyConfig::default()
         };
         let driver = Arc::new(Idempotency::new(MemoryStore::new(10), config));

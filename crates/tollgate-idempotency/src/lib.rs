@@ -68,122 +68,22 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod clock;
 pub mod driver;
+mod error;
 pub mod fingerprint;
 pub mod key;
 #[cfg(feature = "memory")]
 pub mod memory;
+pub mod poll;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis;
+mod scope;
 pub mod store;
 
-use std::time::Duration;
-
-use http::Method;
-
 pub use driver::{HandlerResult, Idempotency, IdempotencyConfig, Outcome};
+pub use error::{BoxError, Error};
 pub use key::{IdempotencyKey, KeyError};
-
-/// Where a key is unique: one user, one operation (method and route template), one key.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Scope {
-    user: String,
-    operation: String,
-    key: IdempotencyKey,
-}
-
-impl Scope {
-    /// The scope of `key` for `user` on `method route` (use the route template, not the path).
-    pub fn new(user: impl Into<String>, method: &Method, route: &str, key: IdempotencyKey) -> Self {
-        Scope {
-            user: user.into(),
-            operation: format!("{method} {route}"),
-            key,
-        }
-    }
-
-    /// The user.
-    pub fn user(&self) -> &str {
-        &self.user
-    }
-
-    /// `METHOD /route`.
-    pub fn operation(&self) -> &str {
-        &self.operation
-    }
-
-    /// The key.
-    pub fn key(&self) -> &IdempotencyKey {
-        &self.key
-    }
-}
-
-/// Everything that can go wrong in this crate, with the HTTP status each maps to.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// The `Idempotency-Key` header is missing, repeated or malformed (400).
-    #[error(transparent)]
-    Key(#[from] KeyError),
-    /// The body is not JSON (400).
-    #[error("the request body is not valid JSON: {0}")]
-    InvalidBody(String),
-    /// The key was used with a different request (422).
-    #[error("the Idempotency-Key was already used with a different request")]
-    Mismatch,
-    /// A request with the key is still in progress (409 with `Retry-After`).
-    #[error("a request with this Idempotency-Key is in progress")]
-    Conflict {
-        /// When the other request's lease ends at the latest.
-        retry_after: Duration,
-    },
-    /// This owner's lease was taken over; its result was not stored (409: the key now belongs to
-    /// the newer owner, whose result a retry replays).
-    #[error("the idempotency lease was taken over by a newer owner")]
-    Fenced,
-    /// The store failed (503: retry with the same key — if the handler had already run, the
-    /// record is still claimed and the retry resumes it once the lease ends, never twice).
-    #[error("idempotency store error: {message}")]
-    Store {
-        /// What failed.
-        message: String,
-        /// Whether retrying may help.
-        transient: bool,
-    },
-}
-
-impl Error {
-    /// The HTTP status this error answers with.
-    pub fn status(&self) -> u16 {
-        match self {
-            Error::Key(_) | Error::InvalidBody(_) => 400,
-            Error::Mismatch => 422,
-            Error::Conflict { .. } | Error::Fenced => 409,
-            Error::Store { .. } => 503,
-        }
-    }
-
-    /// Whether the same request may succeed later (409, or a store outage).
-    pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            Error::Conflict { .. }
-                | Error::Store {
-                    transient: true,
-                    ..
-                }
-        )
-    }
-
-    /// When to retry: the other owner's lease for [`Error::Conflict`], a second for a lost
-    /// lease or a store outage, nothing for errors a retry cannot fix.
-    pub fn retry_after(&self) -> Option<Duration> {
-        match self {
-            Error::Conflict { retry_after } => Some(*retry_after),
-            Error::Fenced | Error::Store { .. } => Some(Duration::from_secs(1)),
-            _ => None,
-        }
-    }
-}
+pub use scope::Scope;

@@ -3,11 +3,11 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::clock::{Clock, SystemClock, Timestamp};
 use async_trait::async_trait;
 use parking_lot::Mutex;
-use tollgate_retry::clock::{Clock, SystemClock};
 
 use crate::fingerprint::Fingerprint;
 use crate::store::{Claim, ClaimOptions, IdempotencyStore, Lease, Release, StoredResponse};
@@ -15,7 +15,7 @@ use crate::{Error, Scope};
 
 #[derive(Clone, Debug)]
 enum State {
-    InProgress { fence: u64, lease_until: Instant },
+    InProgress { fence: u64, lease_until: Timestamp },
     Completed(StoredResponse),
 }
 
@@ -23,7 +23,7 @@ enum State {
 struct Record {
     fingerprint: Fingerprint,
     state: State,
-    expires_at: Instant,
+    expires_at: Timestamp,
 }
 
 #[derive(Debug, Default)]
@@ -53,7 +53,7 @@ pub struct MemoryStore {
 impl MemoryStore {
     /// A store on the system clock holding at most `max_records` live records.
     pub fn new(max_records: usize) -> Self {
-        MemoryStore::with_clock(max_records, Arc::new(SystemClock))
+        MemoryStore::with_clock(max_records, Arc::new(SystemClock::new()))
     }
 
     /// A store on `clock`.
@@ -96,10 +96,10 @@ impl IdempotencyStore for MemoryStore {
                 records.inserts_since_sweep = 0;
             }
             if records.map.len() >= self.max_records && !records.map.contains_key(scope) {
-                return Err(Error::Store {
-                    message: format!("memory store full ({} live records)", self.max_records),
-                    transient: true,
-                });
+                return Err(Error::store(
+                    format!("memory store full ({} live records)", self.max_records),
+                    true,
+                ));
             }
             let fence = records.next_fence();
             records.map.insert(
@@ -206,7 +206,7 @@ impl IdempotencyStore for MemoryStore {
 /// Whether `fence` is the current owner's: the record is in progress under that fence and has
 /// not expired. (An expired lease still owns the record until someone takes it over: finishing
 /// late is better than never, and a takeover bumps the fence.)
-fn owns(record: &Record, fence: u64, now: Instant) -> bool {
+fn owns(record: &Record, fence: u64, now: Timestamp) -> bool {
     record.expires_at > now
         && matches!(record.state, State::InProgress { fence: f, .. } if f == fence)
 }

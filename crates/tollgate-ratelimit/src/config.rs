@@ -34,7 +34,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::{Algorithm, Error, Policy, PolicySet, Scope};
 
-/// A list of policies; `Default` is the seed's table.
+/// A list of policies; `Default` is a route-agnostic table (global, per user, burst) to which
+/// an application adds limits for its own sensitive endpoints.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
@@ -79,16 +80,38 @@ pub enum AlgorithmKind {
 }
 
 impl PolicyConfig {
-    fn sliding(name: &str, scope: Scope, limit: u64, secs: u64) -> Self {
+    /// A sliding-window policy of `limit` requests per `window`.
+    pub fn sliding_window(name: &str, scope: Scope, limit: u64, window: Duration) -> Self {
         PolicyConfig {
             name: name.to_owned(),
             scope,
             algorithm: AlgorithmKind::SlidingWindow,
             limit,
-            window: Duration::from_secs(secs),
+            window,
             burst: None,
             endpoint: None,
         }
+    }
+
+    /// A token bucket refilled with `limit` tokens per `window`, holding `burst`.
+    pub fn token_bucket(
+        name: &str,
+        scope: Scope,
+        limit: u64,
+        window: Duration,
+        burst: u64,
+    ) -> Self {
+        PolicyConfig {
+            algorithm: AlgorithmKind::TokenBucket,
+            burst: Some(burst),
+            ..PolicyConfig::sliding_window(name, scope, limit, window)
+        }
+    }
+
+    /// This policy restricted to one endpoint, `METHOD /route/template`.
+    pub fn for_endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.endpoint = Some(endpoint.into());
+        self
     }
 
     /// Validates the entry into a [`Policy`]; errors name the policy and the field.
@@ -129,22 +152,15 @@ impl RateLimitConfig {
 }
 
 impl Default for RateLimitConfig {
-    /// Global 1000/60 s, per user 100/60 s, `POST /api/v1/payments` 10/60 s per user (all sliding
-    /// window), and a per-user token bucket of 20/s with a burst of 50.
+    /// Global 1000/60 s and per user 100/60 s (sliding window), and a per-user token bucket of
+    /// 20/s with a burst of 50. No endpoint is named: the library does not know your routes.
     fn default() -> Self {
-        let mut payments = PolicyConfig::sliding("payments", Scope::User, 10, 60);
-        payments.endpoint = Some("POST /api/v1/payments".to_owned());
-        let burst = PolicyConfig {
-            algorithm: AlgorithmKind::TokenBucket,
-            burst: Some(50),
-            ..PolicyConfig::sliding("burst", Scope::User, 20, 1)
-        };
+        let minute = Duration::from_secs(60);
         RateLimitConfig {
             policies: vec![
-                PolicyConfig::sliding("global", Scope::Global, 1000, 60),
-                PolicyConfig::sliding("per-user", Scope::User, 100, 60),
-                payments,
-                burst,
+                PolicyConfig::sliding_window("global", Scope::Global, 1000, minute),
+                PolicyConfig::sliding_window("per-user", Scope::User, 100, minute),
+                PolicyConfig::token_bucket("burst", Scope::User, 20, Duration::from_secs(1), 50),
             ],
         }
     }
@@ -174,7 +190,7 @@ mod tests {
         assert_eq!(back, RateLimitConfig::default());
         let set = back.into_policy_set().expect("valid");
         let names: Vec<_> = set.policies().iter().map(|p| p.name().to_owned()).collect();
-        assert_eq!(names, ["global", "per-user", "payments", "burst"]);
+        assert_eq!(names, ["global", "per-user", "burst"]);
     }
 
     #[test]

@@ -2,6 +2,9 @@
 
 use std::sync::Arc;
 
+/// A boxed error from a backend, kept as the source of [`Error::Backend`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Everything that can go wrong in this crate.
 ///
 /// A request that is *denied* is not an error: it is a [`Decision`](crate::Decision) whose
@@ -39,10 +42,11 @@ pub enum Error {
     DuplicateKey(String),
 
     /// The backend could not be reached or answered something unexpected.
-    #[error("rate-limit backend error: {message}")]
+    #[error("rate-limit backend error")]
     Backend {
-        /// What failed.
-        message: String,
+        /// What failed (the backend's own error, with its sources).
+        #[source]
+        source: BoxError,
         /// Whether retrying the same call later may succeed (connection loss, timeout).
         transient: bool,
     },
@@ -63,6 +67,14 @@ impl Error {
     /// Whether the error comes from configuration or policy definition (fix the input, not retry).
     pub fn is_config(&self) -> bool {
         matches!(self, Error::InvalidPolicy { .. } | Error::InvalidConfig(_))
+    }
+
+    /// A backend failure caused by `source`.
+    pub fn backend(source: impl Into<BoxError>, transient: bool) -> Self {
+        Error::Backend {
+            source: source.into(),
+            transient,
+        }
     }
 
     pub(crate) fn invalid_policy(policy: &str, reason: impl Into<String>) -> Self {

@@ -18,7 +18,7 @@
 //! use tollgate_ratelimit::clock::{ManualClock, Timestamp};
 //! use tollgate_ratelimit::{Algorithm, MemoryLimiter, Policy, PolicyKey, Scope};
 //!
-//! let clock = ManualClock::new(Timestamp::from_secs(1_000));
+//! let clock = ManualClock::starting_at(Timestamp::from_secs(1_000));
 //! let limiter = MemoryLimiter::builder().clock(clock.clone()).build();
 //! let policy = Arc::new(Policy::new("per-user", Scope::User,
 //!     Algorithm::sliding_log(2, Duration::from_secs(1)))?);
@@ -518,7 +518,7 @@ mod tests {
 
     #[test]
     fn idle_keys_are_swept_without_a_thread() {
-        let clock = ManualClock::new(Timestamp::from_secs(100));
+        let clock = ManualClock::starting_at(Timestamp::from_secs(100));
         let limiter = MemoryLimiter::builder()
             .clock(clock.clone())
             .shards(1)
@@ -544,7 +544,7 @@ mod tests {
 
     #[test]
     fn key_bound_is_enforced_and_live_evictions_counted() {
-        let clock = ManualClock::new(Timestamp::from_secs(100));
+        let clock = ManualClock::starting_at(Timestamp::from_secs(100));
         let limiter = MemoryLimiter::builder()
             .clock(clock)
             .shards(4)
@@ -562,7 +562,7 @@ mod tests {
 
     #[test]
     fn multi_key_decisions_commit_all_or_nothing() {
-        let clock = ManualClock::new(Timestamp::from_secs(100));
+        let clock = ManualClock::starting_at(Timestamp::from_secs(100));
         let limiter = MemoryLimiter::builder().clock(clock).shards(2).build();
         let small = key(
             "small",

@@ -487,13 +487,21 @@ impl PolicySet {
         Ok(PolicySet { policies })
     }
 
-    /// The default table: global 1000/60 s and per user 100/60 s (sliding window),
-    /// `POST /api/v1/payments` 10/60 s per user (sliding window), and a per-user burst token
-    /// bucket of 20/s holding 50.
+    /// The default table: global 1000/60 s and per user 100/60 s (sliding window), and a
+    /// per-user burst token bucket of 20/s holding 50. Add endpoint limits with
+    /// [`with`](Self::with).
     pub fn defaults() -> Self {
         crate::config::RateLimitConfig::default()
             .into_policy_set()
             .unwrap_or_default()
+    }
+
+    /// This set with `policy` inserted at `index` (clamped to the end); fails if the name is
+    /// taken.
+    pub fn with(self, index: usize, policy: Policy) -> Result<Self, Error> {
+        let mut policies: Vec<Policy> = self.policies.iter().map(|p| (**p).clone()).collect();
+        policies.insert(index.min(policies.len()), policy);
+        PolicySet::new(policies)
     }
 
     /// The policies, in order.
@@ -568,7 +576,15 @@ mod tests {
 
     #[test]
     fn keys_per_scope() {
-        let set = PolicySet::defaults();
+        let payments = Policy::new(
+            "payments",
+            Scope::User,
+            Algorithm::sliding_window(10, secs(60)),
+        )
+        .expect("valid")
+        .for_endpoint("POST /api/v1/payments");
+        assert_eq!(PolicySet::defaults().policies().len(), 3);
+        let set = PolicySet::defaults().with(2, payments).expect("a new name");
         assert_eq!(set.policies().len(), 4);
         let ip: IpAddr = "::ffff:10.1.2.3".parse().expect("ip");
         let ctx = RequestContext::new()

@@ -47,11 +47,11 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::Error;
 
 /// Which calls the closed-state rates are computed over.
@@ -115,7 +115,7 @@ pub struct Transition {
     /// The state entered.
     pub to: State,
     /// When, by the breaker's clock.
-    pub at: Instant,
+    pub at: Timestamp,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -152,7 +152,7 @@ enum Outcomes {
         total: Counts,
     },
     Time {
-        origin: Instant,
+        origin: Timestamp,
         width: Duration,
         buckets: VecDeque<(u64, Counts)>,
         total: Counts,
@@ -160,7 +160,7 @@ enum Outcomes {
 }
 
 impl Outcomes {
-    fn new(window: Window, origin: Instant) -> Self {
+    fn new(window: Window, origin: Timestamp) -> Self {
         match window {
             Window::Count(n) => Outcomes::Count {
                 size: usize::try_from(n.max(1)).unwrap_or(usize::MAX),
@@ -176,7 +176,7 @@ impl Outcomes {
         }
     }
 
-    fn record(&mut self, failed: bool, slow: bool, now: Instant) -> Counts {
+    fn record(&mut self, failed: bool, slow: bool, now: Timestamp) -> Counts {
         self.expire(now);
         let mut one = Counts::default();
         one.add(failed, slow);
@@ -209,7 +209,7 @@ impl Outcomes {
     }
 
     /// Drops time buckets that left the window.
-    fn expire(&mut self, now: Instant) {
+    fn expire(&mut self, now: Timestamp) {
         match self {
             Outcomes::Count { .. } => {}
             Outcomes::Time {
@@ -231,7 +231,7 @@ impl Outcomes {
     }
 }
 
-fn bucket_index(origin: Instant, width: Duration, now: Instant) -> u64 {
+fn bucket_index(origin: Timestamp, width: Duration, now: Timestamp) -> u64 {
     let elapsed = now.saturating_duration_since(origin).as_nanos();
     u64::try_from(elapsed / width.as_nanos().max(1)).unwrap_or(u64::MAX)
 }
@@ -241,7 +241,7 @@ struct Inner {
     state: State,
     /// Bumped on every transition; a permit from another generation records nothing.
     generation: u64,
-    opened_at: Instant,
+    opened_at: Timestamp,
     outcomes: Outcomes,
     probes_issued: u32,
     probes: Counts,
@@ -274,7 +274,7 @@ impl fmt::Debug for CircuitBreaker {
 pub struct Permit {
     breaker: CircuitBreaker,
     generation: u64,
-    started: Instant,
+    started: Timestamp,
     probe: bool,
     reported: bool,
 }
@@ -307,7 +307,7 @@ impl Drop for Permit {
 impl CircuitBreaker {
     /// A breaker on the system clock.
     pub fn new(config: BreakerConfig) -> Self {
-        CircuitBreaker::with_clock(config, Arc::new(SystemClock))
+        CircuitBreaker::with_clock(config, Arc::new(SystemClock::new()))
     }
 
     /// A breaker on `clock`.
@@ -411,7 +411,7 @@ impl CircuitBreaker {
         self.notify(transition);
     }
 
-    fn enter(&self, inner: &mut Inner, to: State, now: Instant) -> Transition {
+    fn enter(&self, inner: &mut Inner, to: State, now: Timestamp) -> Transition {
         let from = inner.state;
         inner.state = to;
         inner.generation += 1;

@@ -161,7 +161,7 @@ impl Retrier {
     pub fn new(policy: RetryPolicy) -> Self {
         Retrier {
             policy,
-            clock: Arc::new(SystemClock),
+            clock: Arc::new(SystemClock::new()),
             sleeper: Arc::new(crate::clock::TokioSleeper),
             seed: None,
         }

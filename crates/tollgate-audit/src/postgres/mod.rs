@@ -101,9 +101,9 @@ impl fmt::Debug for PostgresAuditLog {
     }
 }
 
-fn db_error(error: impl fmt::Display, transient: bool) -> Error {
+fn db_error(error: impl Into<crate::BoxError>, transient: bool) -> Error {
     Error::Database {
-        message: error.to_string(),
+        source: error.into(),
         transient,
     }
 }
@@ -181,7 +181,9 @@ impl PostgresAuditLog {
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
         if !valid {
-            return Err(Error::Sink(format!("invalid schema name {schema:?}")));
+            return Err(Error::Sink(
+                format!("invalid schema name {schema:?}").into(),
+            ));
         }
         let fill = |sql: &str| sql.replace("{schema}", schema);
         let client = pool.get().await.map_err(pool_error)?;
@@ -291,7 +293,7 @@ impl PostgresAuditLog {
         match writer.await {
             Ok(0) => Ok(()),
             Ok(unwritten) => Err(Error::Unwritten(unwritten)),
-            Err(join) => Err(Error::Sink(format!("audit writer task failed: {join}"))),
+            Err(join) => Err(Error::Sink(Box::new(join))),
         }
     }
 }
@@ -399,7 +401,11 @@ async fn write_loop(
                             break Err(error);
                         }
                     }
-                    tracing::warn!(%error, events = batch.len(), "audit batch not written; retrying");
+                    tracing::warn!(
+                        error = %crate::error::chain(&error),
+                        events = batch.len(),
+                        "audit batch not written; retrying"
+                    );
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
                 }
@@ -411,7 +417,7 @@ async fn write_loop(
                 result
                     .as_ref()
                     .map(|_| ())
-                    .map_err(|e| Error::Sink(e.to_string())),
+                    .map_err(|e| Error::Sink(crate::error::chain(e).into())),
             );
         }
     }

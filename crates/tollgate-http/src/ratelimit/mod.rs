@@ -18,13 +18,18 @@
 //! use bytes::Bytes;
 //! use http::{Request, Response, StatusCode};
 //! use tollgate_http::ratelimit::{RateLimitLayer, Subject};
-//! use tollgate_ratelimit::{MemoryLimiter, PolicySet};
+//! use std::time::Duration;
+//! use tollgate_ratelimit::{Algorithm, MemoryLimiter, Policy, PolicySet, Scope};
 //! use tower::{service_fn, Layer, ServiceExt};
 //!
+//! let payments = Policy::new("payments", Scope::User, Algorithm::sliding_window(10, Duration::from_secs(60)))
+//!     .unwrap()
+//!     .for_endpoint("POST /api/v1/payments");
+//! let policies = PolicySet::defaults().with(2, payments).unwrap();
 //! let app = service_fn(|_req: Request<()>| async {
 //!     Ok::<_, std::convert::Infallible>(Response::new(Bytes::from_static(b"paid")))
 //! });
-//! let layer = RateLimitLayer::new(Arc::new(MemoryLimiter::new()), PolicySet::defaults(), |req: &Request<()>| {
+//! let layer = RateLimitLayer::new(Arc::new(MemoryLimiter::new()), policies, |req: &Request<()>| {
 //!     Subject {
 //!         user: req.headers().get("x-user").and_then(|v| v.to_str().ok()).map(str::to_owned),
 //!         endpoint: Some(format!("{} {}", req.method(), req.uri().path())),

@@ -102,7 +102,7 @@ struct Unavailable;
 impl RateLimiter for Unavailable {
     async fn check<'k>(&self, _: &'k [PolicyKey], _: u64) -> Result<Decision<'k>, Error> {
         Err(Error::Backend {
-            message: "connection refused".into(),
+            source: "connection refused".into(),
             transient: true,
         })
     }

@@ -26,11 +26,11 @@ mod sql;
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
+use crate::clock::{Clock, Timestamp};
 use async_trait::async_trait;
 use bytes::Bytes;
-use tollgate_retry::clock::Clock;
 
 pub use deadpool_postgres;
 pub use tokio_postgres;
@@ -84,7 +84,7 @@ impl CompletionParams<'_> {
 #[derive(Debug)]
 struct InjectedTime {
     clock: Arc<dyn Clock>,
-    origin: Instant,
+    origin: Timestamp,
     wall_origin: SystemTime,
 }
 
@@ -109,10 +109,8 @@ fn millis(duration: Duration) -> i64 {
 }
 
 fn pg_error(error: tokio_postgres::Error) -> Error {
-    Error::Store {
-        transient: is_transient(&error),
-        message: error.to_string(),
-    }
+    let transient = is_transient(&error);
+    Error::store(error, transient)
 }
 
 /// A closed connection or an I/O failure may pass; a SQL or encoding error will not.
@@ -121,10 +119,7 @@ fn is_transient(error: &tokio_postgres::Error) -> bool {
 }
 
 fn pool_error(error: deadpool_postgres::PoolError) -> Error {
-    Error::Store {
-        message: error.to_string(),
-        transient: true,
-    }
+    Error::store(error, true)
 }
 
 impl PostgresStore {
@@ -140,10 +135,10 @@ impl PostgresStore {
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
         if !valid {
-            return Err(Error::Store {
-                message: format!("invalid schema name {schema:?}"),
-                transient: false,
-            });
+            return Err(Error::store(
+                format!("invalid schema name {schema:?}"),
+                false,
+            ));
         }
         let fill = |sql: &str| sql.replace("{schema}", schema);
         let client = pool.get().await.map_err(pool_error)?;
@@ -373,10 +368,10 @@ impl IdempotencyStore for PostgresStore {
                 body: Bytes::from(row.get::<_, Option<Vec<u8>>>(5).unwrap_or_default()),
             }),
             other => {
-                return Err(Error::Store {
-                    message: format!("unexpected claim outcome {other:?}"),
-                    transient: false,
-                })
+                return Err(Error::store(
+                    format!("unexpected claim outcome {other:?}"),
+                    false,
+                ))
             }
         })
     }

@@ -23,11 +23,11 @@ mod scripts;
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::clock::{Clock, Timestamp};
 use async_trait::async_trait;
 use bytes::Bytes;
-use tollgate_retry::clock::Clock;
 
 pub use deadpool_redis;
 
@@ -43,7 +43,7 @@ pub struct RedisStore {
     complete: redis::Script,
     release: redis::Script,
     /// Tests only: (clock, its instant at creation, wall µs at creation).
-    time: Option<(Arc<dyn Clock>, Instant, u64)>,
+    time: Option<(Arc<dyn Clock>, Timestamp, u64)>,
 }
 
 impl fmt::Debug for RedisStore {
@@ -55,19 +55,12 @@ impl fmt::Debug for RedisStore {
     }
 }
 
-fn store_error(error: impl fmt::Display, transient: bool) -> Error {
-    Error::Store {
-        message: error.to_string(),
-        transient,
-    }
-}
-
 fn redis_error(error: redis::RedisError) -> Error {
     let transient = error.is_io_error()
         || error.is_timeout()
         || error.is_connection_dropped()
         || error.is_connection_refusal();
-    store_error(error, transient)
+    Error::store(error, transient)
 }
 
 /// A script that starts by reading the time (see `scripts::NOW`).
@@ -124,7 +117,7 @@ impl RedisStore {
     }
 
     async fn connection(&self) -> Result<deadpool_redis::Connection, Error> {
-        self.pool.get().await.map_err(|e| store_error(e, true))
+        self.pool.get().await.map_err(|e| Error::store(e, true))
     }
 }
 
@@ -178,7 +171,7 @@ impl IdempotencyStore for RedisStore {
             "completed" => {
                 let headers: Vec<(String, String)> =
                     serde_json::from_slice(&as_bytes(reply.get(3)))
-                        .map_err(|e| store_error(e, false))?;
+                        .map_err(|e| Error::store(e, false))?;
                 Claim::Completed(StoredResponse {
                     status: u16::try_from(as_u64(reply.get(2))).unwrap_or(500),
                     headers,
@@ -186,7 +179,7 @@ impl IdempotencyStore for RedisStore {
                 })
             }
             other => {
-                return Err(store_error(
+                return Err(Error::store(
                     format!("unexpected claim outcome {other:?}"),
                     false,
                 ))
@@ -202,7 +195,7 @@ impl IdempotencyStore for RedisStore {
         ttl: Duration,
     ) -> Result<(), Error> {
         let headers =
-            serde_json::to_string(&response.headers).map_err(|e| store_error(e, false))?;
+            serde_json::to_string(&response.headers).map_err(|e| Error::store(e, false))?;
         let mut conn = self.connection().await?;
         let done: i64 = self
             .complete

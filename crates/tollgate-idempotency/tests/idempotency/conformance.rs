@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
+use tollgate_idempotency::clock::ManualClock;
 use tollgate_idempotency::store::{Claim, IdempotencyStore, Lease, Release};
 use tollgate_idempotency::Error;
-use tollgate_retry::clock::ManualClock;
 
 use crate::support::{fingerprint, response, scope, OPTIONS};
 
@@ -243,7 +243,7 @@ macro_rules! conformance {
             $(
                 #[tokio::test]
                 async fn $scenario() {
-                    let clock = tollgate_retry::clock::ManualClock::new();
+                    let clock = tollgate_idempotency::clock::ManualClock::new();
                     let store = crate::support::memory_store(&clock);
                     super::$scenario(&store, &clock).await;
                 }
@@ -257,7 +257,7 @@ macro_rules! conformance {
                 async fn $scenario() {
                     let name = concat!("conformance::redis::", stringify!($scenario));
                     let Some((url, prefix)) = crate::support::rd::redis(name) else { return };
-                    let clock = tollgate_retry::clock::ManualClock::new();
+                    let clock = tollgate_idempotency::clock::ManualClock::new();
                     let store = crate::support::rd::store(&url, &prefix, Some(&clock));
                     super::$scenario(&store, &clock).await;
                     crate::support::rd::drop_prefix(&url, &prefix).await;
@@ -272,7 +272,7 @@ macro_rules! conformance {
                 async fn $scenario() {
                     let name = concat!("conformance::postgres::", stringify!($scenario));
                     let Some((url, schema)) = crate::support::pg::database(name) else { return };
-                    let clock = tollgate_retry::clock::ManualClock::new();
+                    let clock = tollgate_idempotency::clock::ManualClock::new();
                     let store = crate::support::pg::store(&url, &schema, Some(&clock)).await;
                     super::$scenario(&store, &clock).await;
                     crate::support::pg::drop_schema(&url, &schema).await;

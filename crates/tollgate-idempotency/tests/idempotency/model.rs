@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use proptest::prelude::*;
+use tollgate_idempotency::clock::ManualClock;
 use tollgate_idempotency::store::{Claim, IdempotencyStore, Lease, Release, StoredResponse};
 use tollgate_idempotency::Error;
-use tollgate_retry::clock::ManualClock;
 
 use crate::support::{fingerprint, memory_store, response, scope, OPTIONS};
 

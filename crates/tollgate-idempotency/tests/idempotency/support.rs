@@ -3,11 +3,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::Method;
+use tollgate_idempotency::clock::ManualClock;
 use tollgate_idempotency::fingerprint::Fingerprint;
 use tollgate_idempotency::memory::MemoryStore;
 use tollgate_idempotency::store::{ClaimOptions, StoredResponse};
 use tollgate_idempotency::{IdempotencyKey, Scope};
-use tollgate_retry::clock::ManualClock;
 
 pub(crate) const ROUTE: &str = "/api/v1/payments";
 
@@ -50,10 +50,10 @@ pub(crate) mod pg {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
 
+    use tollgate_idempotency::clock::ManualClock;
     use tollgate_idempotency::postgres::deadpool_postgres::{Config, Pool, Runtime};
     use tollgate_idempotency::postgres::tokio_postgres::NoTls;
     use tollgate_idempotency::postgres::PostgresStore;
-    use tollgate_retry::clock::ManualClock;
 
     /// `TEST_DATABASE_URL` and a schema of this test's own, or `None` after saying it skipped.
     pub(crate) fn database(test: &str) -> Option<(String, String)> {
@@ -112,9 +112,9 @@ pub(crate) mod rd {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
 
+    use tollgate_idempotency::clock::ManualClock;
     use tollgate_idempotency::redis::deadpool_redis::{Config, Pool, Runtime};
     use tollgate_idempotency::redis::RedisStore;
-    use tollgate_retry::clock::ManualClock;
 
     /// `TEST_REDIS_URL` and a key prefix of this test's own, or `None` after saying it skipped.
     pub(crate) fn redis(test: &str) -> Option<(String, String)> {

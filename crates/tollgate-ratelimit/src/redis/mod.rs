@@ -267,10 +267,10 @@ impl RedisLimiter {
     ) -> Result<T, Error> {
         match tokio::time::timeout(self.inner.timeout, work).await {
             Ok(result) => result,
-            Err(_) => Err(Error::Backend {
-                message: format!("redis did not answer within {:?}", self.inner.timeout),
-                transient: true,
-            }),
+            Err(_) => Err(Error::backend(
+                format!("redis did not answer within {:?}", self.inner.timeout),
+                true,
+            )),
         }
     }
 
@@ -327,9 +327,11 @@ impl RedisLimiter {
     }
 
     fn parse<'k>(keys: &'k [PolicyKey], reply: &[i64]) -> Result<Decision<'k>, Error> {
-        let malformed = || Error::Backend {
-            message: format!("unexpected script reply of {} values", reply.len()),
-            transient: false,
+        let malformed = || {
+            Error::backend(
+                format!("unexpected script reply of {} values", reply.len()),
+                false,
+            )
         };
         let (&now, rest) = reply.split_first().ok_or_else(malformed)?;
         if rest.len() != keys.len() * 4 {
@@ -417,10 +419,7 @@ impl Inner {
 }
 
 fn pool_error(error: deadpool_redis::PoolError) -> Error {
-    Error::Backend {
-        message: format!("redis pool: {error}"),
-        transient: true,
-    }
+    Error::backend(error, true)
 }
 
 fn redis_error(error: redis::RedisError) -> Error {
@@ -429,10 +428,7 @@ fn redis_error(error: redis::RedisError) -> Error {
         || error.is_connection_dropped()
         || error.is_connection_refusal()
         || error.is_cluster_error();
-    Error::Backend {
-        message: format!("redis: {error}"),
-        transient,
-    }
+    Error::backend(error, transient)
 }
 
 #[async_trait]

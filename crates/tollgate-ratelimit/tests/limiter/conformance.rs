@@ -267,7 +267,7 @@ macro_rules! conformance {
             $(
                 #[tokio::test]
                 async fn $scenario() {
-                    let clock = tollgate_ratelimit::clock::ManualClock::new(crate::support::START);
+                    let clock = tollgate_ratelimit::clock::ManualClock::starting_at(crate::support::START);
                     let limiter = crate::support::memory(&clock);
                     super::$scenario(&limiter, &clock).await;
                 }
@@ -281,7 +281,7 @@ macro_rules! conformance {
                 async fn $scenario() {
                     let name = concat!("conformance::redis::", stringify!($scenario));
                     let Some(url) = crate::support::redis_url(name) else { return };
-                    let clock = tollgate_ratelimit::clock::ManualClock::new(crate::support::START);
+                    let clock = tollgate_ratelimit::clock::ManualClock::starting_at(crate::support::START);
                     let limiter = crate::support::redis::limiter(&url, stringify!($scenario), &clock);
                     super::$scenario(&limiter, &clock).await;
                 }

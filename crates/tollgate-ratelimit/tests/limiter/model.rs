@@ -74,7 +74,7 @@ fn run(
     ops: &[Op],
     model: &mut dyn Model,
 ) -> Result<Vec<(u64, u64)>, TestCaseError> {
-    let clock = ManualClock::new(START);
+    let clock = ManualClock::starting_at(START);
     let limiter: MemoryLimiter<ManualClock> = MemoryLimiter::builder().clock(clock.clone()).build();
     let policy = Arc::new(Policy::new("p", Scope::Global, algorithm).expect("valid"));
     let capacity = policy.capacity();

@@ -65,7 +65,7 @@ proptest! {
             key("g", Algorithm::token_bucket(3, Duration::from_secs(1), 4), "b"),
         ];
         runtime().block_on(async {
-            let clock = ManualClock::new(START);
+            let clock = ManualClock::starting_at(START);
             let memory = MemoryLimiter::builder().clock(clock.clone()).build();
             let redis = r::limiter(&url, "differential", &clock);
             for step in &steps {
@@ -149,7 +149,7 @@ async fn keys_expire_when_their_state_is_idle_and_scripts_reload() {
     else {
         return;
     };
-    let clock = ManualClock::new(START);
+    let clock = ManualClock::starting_at(START);
     let limiter = r::limiter(&url, "expiry", &clock);
     let k = key(
         "tb",
