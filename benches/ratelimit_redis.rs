@@ -51,6 +51,18 @@ where
     started.elapsed()
 }
 
+/// The server's table: the library defaults plus the payments endpoint's own limit.
+fn server_table() -> PolicySet {
+    let payments = Policy::new(
+        "payments",
+        Scope::User,
+        Algorithm::sliding_window(10, Duration::from_secs(60)),
+    )
+    .expect("valid")
+    .for_endpoint("POST /api/v1/payments");
+    PolicySet::defaults().with(2, payments).expect("a new name")
+}
+
 fn bench(c: &mut Criterion) {
     let Ok(url) = std::env::var("TEST_REDIS_URL") else {
         let _ = writeln!(
@@ -77,15 +89,7 @@ fn bench(c: &mut Criterion) {
             .map(|i| [PolicyKey::new(Arc::clone(&policy), &format!("user-{i}"))])
             .collect(),
     );
-    // The server's table: the library defaults plus the payments endpoint's own limit.
-    let payments = Policy::new(
-        "payments",
-        Scope::User,
-        Algorithm::sliding_window(10, Duration::from_secs(60)),
-    )
-    .expect("valid")
-    .for_endpoint("POST /api/v1/payments");
-    let defaults = PolicySet::defaults().with(2, payments).expect("a new name");
+    let defaults = server_table();
     let users: Arc<Vec<String>> = Arc::new((0..KEYS).map(|i| format!("user-{i}")).collect());
 
     for &concurrency in &[1usize, 16] {

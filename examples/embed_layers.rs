@@ -19,8 +19,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
 use tollgate_http::content_type::require_json;
-use tollgate_http::idempotency::IdempotencyLayer;
+use tollgate_http::idempotency::{IdempotencyLayer, Identity};
 use tollgate_http::ratelimit::{RateLimitLayer, Subject};
+use tollgate_http::RequestHead;
 use tollgate_idempotency::memory::MemoryStore;
 use tollgate_idempotency::{Idempotency, IdempotencyConfig};
 use tollgate_ratelimit::{MemoryLimiter, PolicySet};
@@ -47,7 +48,7 @@ async fn create_payment(
 }
 
 /// Who is calling: a real service would take this from its auth layer.
-fn user_of<B>(request: &Request<B>) -> Option<String> {
+fn user_of(request: &RequestHead<'_>) -> Option<String> {
     request
         .headers()
         .get("x-user")
@@ -66,18 +67,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .layer(RateLimitLayer::new(
             Arc::new(MemoryLimiter::new()),
             PolicySet::defaults(),
-            |req: &Request<hyper::body::Incoming>| Subject {
+            |req: &RequestHead<'_>| Subject {
                 user: user_of(req),
                 endpoint: Some(format!("{} /api/v1/payments", req.method())),
                 ..Subject::default()
             },
         ))
-        .layer(IdempotencyLayer::new(
-            driver,
-            |req: &Request<hyper::body::Incoming>| {
-                user_of(req).map(|user| (user, "/api/v1/payments".to_owned()))
-            },
-        ))
+        .layer(IdempotencyLayer::new(driver, |req: &RequestHead<'_>| {
+            user_of(req).map(|user| Identity::new(user, "/api/v1/payments"))
+        }))
         .service_fn(move |request| create_payment(request, Arc::clone(&counter)));
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -5,16 +5,55 @@
 //! final comparison of digests is constant-time. The cost is one hash, however many keys.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use http::HeaderMap;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use http::header::{HeaderValue, WWW_AUTHENTICATE};
+use http::{HeaderMap, StatusCode};
 use subtle::ConstantTimeEq;
 
 use crate::config::ApiKey;
+use crate::state::AppState;
+
+/// The authenticated user, in the request's extensions once [`require_key`] admitted it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Caller(pub(crate) Arc<str>);
+
+/// Admits requests that present a configured key — from the head, before any body is read —
+/// and puts the [`Caller`] in their extensions; `401` otherwise.
+pub(crate) async fn require_key(
+    State(state): State<Arc<AppState>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    match state.keys.authenticate(request.headers()) {
+        Some(user) => {
+            tracing::Span::current().record("user", user.as_ref());
+            request.extensions_mut().insert(Caller(user));
+            next.run(request).await
+        }
+        None => unauthorized(),
+    }
+}
+
+fn unauthorized() -> Response {
+    let mut response = crate::problem::simple(
+        StatusCode::UNAUTHORIZED,
+        "send `Authorization: Bearer <API key>` with a valid key",
+    );
+    response.headers_mut().insert(
+        WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"tollgate\""),
+    );
+    response
+}
 
 /// The configured keys, by digest.
 #[derive(Debug, Default)]
 pub(crate) struct Keys {
-    by_digest: HashMap<[u8; 32], (String, [u8; 32])>,
+    by_digest: HashMap<[u8; 32], (Arc<str>, [u8; 32])>,
 }
 
 impl Keys {
@@ -23,14 +62,14 @@ impl Keys {
             .iter()
             .map(|k| {
                 let digest = *blake3::hash(&k.key).as_bytes();
-                (digest, (k.user.clone(), digest))
+                (digest, (Arc::from(k.user.as_str()), digest))
             })
             .collect();
         Keys { by_digest }
     }
 
     /// The user whose key the request presents, if any.
-    pub(crate) fn authenticate(&self, headers: &HeaderMap) -> Option<&str> {
+    pub(crate) fn authenticate(&self, headers: &HeaderMap) -> Option<Arc<str>> {
         let presented = headers
             .get(http::header::AUTHORIZATION)?
             .to_str()
@@ -40,7 +79,7 @@ impl Keys {
             .as_bytes();
         let digest = *blake3::hash(presented).as_bytes();
         let (user, stored) = self.by_digest.get(&digest)?;
-        bool::from(stored.ct_eq(&digest)).then_some(user.as_str())
+        bool::from(stored.ct_eq(&digest)).then(|| Arc::clone(user))
     }
 }
 
@@ -63,9 +102,9 @@ mod tests {
         let mut headers = HeaderMap::new();
         assert_eq!(keys.authenticate(&headers), None);
         headers.insert("authorization", "Bearer secret-1".parse().expect("value"));
-        assert_eq!(keys.authenticate(&headers), Some("alice"));
+        assert_eq!(keys.authenticate(&headers).as_deref(), Some("alice"));
         headers.insert("authorization", "Bearer secret-2".parse().expect("value"));
-        assert_eq!(keys.authenticate(&headers), Some("bob"));
+        assert_eq!(keys.authenticate(&headers).as_deref(), Some("bob"));
         headers.insert("authorization", "Bearer secret-3".parse().expect("value"));
         assert_eq!(keys.authenticate(&headers), None);
         headers.insert("authorization", "Basic secret-1".parse().expect("value"));

@@ -11,6 +11,8 @@ use serde::{Deserialize, Deserializer};
 use tollgate_ratelimit::config::{PolicyConfig, RateLimitConfig};
 use tollgate_ratelimit::{PolicySet, Scope};
 
+use crate::paths;
+
 /// The server's settings.
 #[derive(Clone, Debug, Parser)]
 #[command(
@@ -18,42 +20,42 @@ use tollgate_ratelimit::{PolicySet, Scope};
     about = "The Tollgate payments server",
     version
 )]
-pub(crate) struct Config {
+pub struct Config {
     /// Address to listen on.
     #[arg(long, env = "BIND_ADDR", default_value = "127.0.0.1:8000")]
-    pub(crate) bind_addr: SocketAddr,
+    pub bind_addr: SocketAddr,
     /// Log filter (`info`, `debug`, `tollgate=debug,info`, …).
     #[arg(long, env = "LOG_LEVEL", default_value = "info")]
-    pub(crate) log_level: String,
+    pub log_level: String,
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    pub(crate) log_format: LogFormat,
+    pub log_format: LogFormat,
     /// Comma-separated `key:user_id` pairs.
     #[arg(long, env = "API_KEYS", hide_env_values = true)]
-    pub(crate) api_keys: Option<String>,
+    pub api_keys: Option<String>,
     /// One API key, for user `default`.
     #[arg(long, env = "API_KEY", hide_env_values = true)]
-    pub(crate) api_key: Option<String>,
+    pub api_key: Option<String>,
     /// PostgreSQL URL: payments, idempotency records and the audit trail live there.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub(crate) database_url: Option<String>,
+    pub database_url: Option<String>,
     /// The PostgreSQL schema holding Tollgate's tables (created if missing).
     #[arg(long, env = "DATABASE_SCHEMA", default_value = "tollgate")]
-    pub(crate) database_schema: String,
+    pub database_schema: String,
     /// Redis URL: rate-limit counters (and idempotency records when there is no database).
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
-    pub(crate) redis_url: Option<String>,
+    pub redis_url: Option<String>,
     /// Prefix of every Redis key this server writes.
     #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "tollgate")]
-    pub(crate) redis_key_prefix: String,
+    pub redis_key_prefix: String,
     /// TOML file with the policy table, timeouts and tuning (see docs/operations.md).
     #[arg(long = "config", env = "TOLLGATE_CONFIG")]
-    pub(crate) config_file: Option<PathBuf>,
+    pub config_file: Option<PathBuf>,
 }
 
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub(crate) enum LogFormat {
+pub enum LogFormat {
     /// Human-readable lines.
     Text,
     /// One JSON object per line.
@@ -62,9 +64,19 @@ pub(crate) enum LogFormat {
 
 /// An API key and the user it authenticates.
 #[derive(Clone)]
-pub(crate) struct ApiKey {
+pub struct ApiKey {
     pub(crate) key: Vec<u8>,
     pub(crate) user: String,
+}
+
+impl ApiKey {
+    /// `key` authenticates `user`.
+    pub fn new(key: impl Into<Vec<u8>>, user: impl Into<String>) -> Self {
+        ApiKey {
+            key: key.into(),
+            user: user.into(),
+        }
+    }
 }
 
 // Keys are secrets: never print them.
@@ -77,11 +89,11 @@ impl std::fmt::Debug for ApiKey {
 }
 
 /// The development key accepted when no key is configured.
-pub(crate) const DEV_KEY: &str = "test-api-key";
+pub const DEV_KEY: &str = "test-api-key";
 
 impl Config {
     /// The API keys, or an error naming the setting; `(keys, development_mode)`.
-    pub(crate) fn keys(&self) -> Result<(Vec<ApiKey>, bool), String> {
+    pub fn keys(&self) -> Result<(Vec<ApiKey>, bool), String> {
         let mut keys = Vec::new();
         if let Some(list) = &self.api_keys {
             for (i, pair) in list
@@ -119,7 +131,7 @@ impl Config {
     }
 
     /// The TOML file's settings, or the defaults when there is no file.
-    pub(crate) fn file(&self) -> Result<FileConfig, String> {
+    pub fn file(&self) -> Result<FileConfig, String> {
         let Some(path) = &self.config_file else {
             return Ok(FileConfig::default());
         };
@@ -133,7 +145,7 @@ impl Config {
 /// default).
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub(crate) struct FileConfig {
+pub struct FileConfig {
     /// The rate-limit policy table; the seed's table when absent.
     #[serde(rename = "policy")]
     pub(crate) policies: Option<Vec<PolicyConfig>>,
@@ -147,7 +159,8 @@ pub(crate) struct FileConfig {
 }
 
 impl FileConfig {
-    pub(crate) fn parse(text: &str) -> Result<Self, String> {
+    /// Parses and validates a TOML file's text.
+    pub fn parse(text: &str) -> Result<Self, String> {
         let config: FileConfig = toml::from_str(text).map_err(|e| e.to_string())?;
         config.validate()?;
         Ok(config)
@@ -199,7 +212,7 @@ pub(crate) fn default_policies() -> RateLimitConfig {
     let mut config = RateLimitConfig::default();
     let payments =
         PolicyConfig::sliding_window("payments", Scope::User, 10, Duration::from_secs(60))
-            .for_endpoint("POST /api/v1/payments");
+            .for_endpoint(paths::endpoint(&http::Method::POST, paths::PAYMENTS));
     config.policies.insert(2, payments);
     config
 }
@@ -236,18 +249,19 @@ impl Default for RateLimitTuning {
     }
 }
 
+/// Deadlines of a connection and a request.
 #[derive(Clone, Copy, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub(crate) struct Timeouts {
+pub struct Timeouts {
     /// A client must send its request head within this.
     #[serde(deserialize_with = "duration")]
-    pub(crate) header_read: Duration,
+    pub header_read: Duration,
     /// Reading the body and answering must end within this.
     #[serde(deserialize_with = "duration")]
-    pub(crate) request: Duration,
+    pub request: Duration,
     /// How long shutdown waits for requests in flight.
     #[serde(deserialize_with = "duration")]
-    pub(crate) shutdown_grace: Duration,
+    pub shutdown_grace: Duration,
 }
 
 impl Default for Timeouts {

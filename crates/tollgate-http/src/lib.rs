@@ -8,6 +8,12 @@
 //! - [`idempotency`]: a tower layer that runs a route through a `tollgate_idempotency` driver:
 //!   `Idempotency-Key` (400), body limit (413), fingerprint (422 on reuse), replay with
 //!   `Idempotent-Replayed`, 409 with `Retry-After` for a duplicate in flight.
+//!
+//! Each middleware is a module with its layer, service and future, in the manner of tower-http.
+//! What the layers decide travels back as typed response extensions
+//! ([`ratelimit::RateLimited`], [`idempotency::IdempotencyOutcome`]), and what they key on comes
+//! from extractors over a [`RequestHead`], so no layer is generic over the request body. They
+//! work the same under plain hyper, tower and axum (`Router::route_layer`).
 
 //!
 //! # Example
@@ -31,5 +37,7 @@ mod error;
 pub mod idempotency;
 pub mod problem;
 pub mod ratelimit;
+mod request_head;
 
 pub use error::Error;
+pub use request_head::RequestHead;

@@ -64,16 +64,17 @@ mod limiter;
 #[cfg(feature = "memory")]
 pub mod memory;
 mod policy;
+mod policy_set;
 #[cfg(feature = "redis")]
 pub mod redis;
 
 pub use clock::Timestamp;
 pub use decision::{Decision, PolicyDecision};
 pub use error::{BoxError, Error};
+#[cfg_attr(not(feature = "memory"), allow(unused_imports))]
 pub(crate) use limiter::validate;
 pub use limiter::RateLimiter;
 #[cfg(feature = "memory")]
 pub use memory::MemoryLimiter;
-pub use policy::{
-    Algorithm, Policy, PolicyKey, PolicySet, RequestContext, Scope, MAX_LIMIT_WINDOW_PRODUCT,
-};
+pub use policy::{Algorithm, Policy, PolicyKey, Scope, MAX_LIMIT_WINDOW_PRODUCT};
+pub use policy_set::{PolicySet, RequestContext};

@@ -6,7 +6,6 @@
 //! them they print a `SKIPPED` line and pass. Each isolates itself with a unique schema and
 //! Redis key prefix, removed afterwards.
 
-mod contract;
 mod faults;
 mod hostile;
 mod lifecycle;

@@ -131,26 +131,17 @@ impl Server {
             .map(|a| vec![("Authorization", a)])
             .unwrap_or_default();
         send(self.port, "GET", path, &headers, "")
+            .unwrap_or_else(|| panic!("no answer to GET {path}"))
     }
 
     /// `POST /api/v1/payments` as `key` with `idempotency_key`.
     pub(crate) fn pay(&self, key: &str, idempotency_key: &str, body: &str) -> Response {
-        let auth = format!("Bearer {key}");
-        send(
-            self.port,
-            "POST",
-            "/api/v1/payments",
-            &[
-                ("Authorization", &auth),
-                ("Content-Type", "application/json"),
-                ("Idempotency-Key", idempotency_key),
-            ],
-            body,
-        )
+        try_pay(self.port, key, idempotency_key, body)
+            .unwrap_or_else(|| panic!("no answer to a payment"))
     }
 }
 
-/// A response as read off the socket.
+/// A response as the client read it.
 #[derive(Clone, Debug)]
 pub(crate) struct Response {
     pub(crate) status: u16,
@@ -187,33 +178,49 @@ impl Response {
     }
 }
 
-/// One HTTP/1.1 request on a fresh connection.
+/// One request with a real HTTP client (ureq), or `None` if the connection was refused or
+/// closed unanswered (a server being killed or shutting down).
 pub(crate) fn send(
     port: u16,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
     body: &str,
-) -> Response {
-    send_bytes(port, method, path, headers, body.as_bytes())
+) -> Option<Response> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into();
+    let mut request = http::Request::builder()
+        .method(method)
+        .uri(format!("http://127.0.0.1:{port}{path}"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(body.to_owned()).expect("a request");
+    let mut response = agent.run(request).ok()?;
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_owned(),
+                v.to_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    Some(Response {
+        status: response.status().as_u16(),
+        headers,
+        body: response.body_mut().read_to_string().ok()?,
+    })
 }
 
-pub(crate) fn send_bytes(
-    port: u16,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> Response {
-    try_send_bytes(port, method, path, headers, body)
-        .unwrap_or_else(|| panic!("no answer to {method} {path}"))
-}
-
-/// `POST /api/v1/payments`, or `None` if the connection was refused or closed unanswered (a
-/// server being killed or shutting down).
+/// `POST /api/v1/payments`, or `None` if the connection was refused or closed unanswered.
 pub(crate) fn try_pay(port: u16, key: &str, idempotency_key: &str, body: &str) -> Option<Response> {
     let auth = format!("Bearer {key}");
-    try_send_bytes(
+    send(
         port,
         "POST",
         "/api/v1/payments",
@@ -222,48 +229,8 @@ pub(crate) fn try_pay(port: u16, key: &str, idempotency_key: &str, body: &str) -
             ("Content-Type", "application/json"),
             ("Idempotency-Key", idempotency_key),
         ],
-        body.as_bytes(),
+        body,
     )
-}
-
-pub(crate) fn try_send_bytes(
-    port: u16,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> Option<Response> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
-    stream.write_all(head.as_bytes()).expect("write the head");
-    // The server may answer (413) and close before reading a large body: that is fine.
-    let _ = stream.write_all(body);
-    let mut raw = Vec::new();
-    let _ = stream.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {head:?}"));
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    Some(Response {
-        status,
-        headers,
-        body: body.to_owned(),
-    })
 }
 
 /// A payment body.

@@ -115,6 +115,26 @@ fn pg_error(error: tokio_postgres::Error) -> Error {
     db_error(error, transient)
 }
 
+/// Schema names are spliced into SQL: only plain lower-case identifiers are accepted.
+fn check_schema(schema: &str) -> Result<(), Error> {
+    let valid = !schema.is_empty()
+        && schema.len() <= 63
+        && schema
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+        && schema
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::Sink(
+            format!("invalid schema name {schema:?}").into(),
+        ))
+    }
+}
+
 fn pool_error(error: deadpool_postgres::PoolError) -> Error {
     db_error(error, true)
 }
@@ -146,6 +166,9 @@ impl<'e> EventParams<'e> {
         }
     }
 
+    /// How many parameters [`PostgresAuditLog::insert_select_statement`] takes.
+    pub const COUNT: usize = 11;
+
     /// To bind, in order.
     pub fn as_params(&self) -> [&(dyn ToSql + Sync); 11] {
         [
@@ -165,34 +188,47 @@ impl<'e> EventParams<'e> {
 }
 
 impl PostgresAuditLog {
-    /// Runs the migration and starts the writer task.
+    /// The DDL of the `audit_events` table and its index in `schema` (`[a-z_][a-z0-9_]*`, at
+    /// most 63 bytes), idempotent (`IF NOT EXISTS`): for running with your own migrations,
+    /// then [`open`](Self::open).
+    pub fn migration(schema: &str) -> Result<String, Error> {
+        check_schema(schema)?;
+        Ok(sql::MIGRATE.replace("{schema}", schema))
+    }
+
+    /// Runs the [`migration`](Self::migration) and starts the writer task.
+    ///
+    /// The migration runs in one transaction under the advisory lock
+    /// `pg_advisory_xact_lock(hashtext('tollgate-migrate:<schema>'))`, the lock every Tollgate
+    /// migration of a schema takes, so processes starting together on a new database run them
+    /// one after the other instead of racing on `CREATE … IF NOT EXISTS`.
     pub async fn start(
         pool: deadpool_postgres::Pool,
         config: AuditLogConfig,
     ) -> Result<Self, Error> {
         let schema = &config.schema;
-        let valid = !schema.is_empty()
-            && schema.len() <= 63
-            && schema
-                .bytes()
-                .next()
-                .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
-            && schema
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-        if !valid {
-            return Err(Error::Sink(
-                format!("invalid schema name {schema:?}").into(),
-            ));
-        }
-        let fill = |sql: &str| sql.replace("{schema}", schema);
-        let client = pool.get().await.map_err(pool_error)?;
-        client
-            .batch_execute(&fill(sql::MIGRATE))
+        let ddl = Self::migration(schema)?;
+        let mut client = pool.get().await.map_err(pool_error)?;
+        // Dropped on failure, the transaction rolls back: the pooled connection is not
+        // returned inside an aborted transaction.
+        let transaction = client.transaction().await.map_err(pg_error)?;
+        let lock = format!("tollgate-migrate:{schema}");
+        transaction
+            .execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&lock])
             .await
             .map_err(pg_error)?;
+        transaction.batch_execute(&ddl).await.map_err(pg_error)?;
+        transaction.commit().await.map_err(pg_error)?;
         drop(client);
+        Self::open(pool, config)
+    }
 
+    /// Starts the writer task on a schema already migrated (see
+    /// [`migration`](Self::migration)). Must be called within a tokio runtime.
+    pub fn open(pool: deadpool_postgres::Pool, config: AuditLogConfig) -> Result<Self, Error> {
+        let schema = &config.schema;
+        check_schema(schema)?;
+        let fill = |sql: &str| sql.replace("{schema}", schema);
         let statements = std::sync::Arc::new(Statements {
             insert_batch: fill(sql::INSERT_BATCH),
             insert_one: fill(sql::INSERT_ONE),

@@ -5,7 +5,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
-use tollgate_http::idempotency::IdempotencyLayer;
+use tollgate_http::idempotency::{IdempotencyLayer, IdempotencyOutcome, Identity};
+use tollgate_http::RequestHead;
 use tollgate_idempotency::memory::MemoryStore;
 use tollgate_idempotency::store::Lease;
 use tollgate_idempotency::{Idempotency, IdempotencyConfig};
@@ -80,9 +81,8 @@ fn service(
         ..IdempotencyConfig::default()
     };
     let driver = Arc::new(Idempotency::new(MemoryStore::new(1_000), config));
-    let layer = IdempotencyLayer::new(driver, |req: &Req| {
-        (req.uri().path() != "/anonymous")
-            .then(|| ("alice".to_owned(), "/api/v1/payments".to_owned()))
+    let layer = IdempotencyLayer::new(driver, |req: &RequestHead<'_>| {
+        (req.uri().path() != "/anonymous").then(|| Identity::new("alice", "/api/v1/payments"))
     })
     .body_limit(64);
     (layer.layer(app), calls, resumed)
@@ -98,34 +98,54 @@ async fn replays_and_refusals() {
         .expect("response");
     assert_eq!(first.status(), StatusCode::CREATED);
     assert_eq!(first.headers()["idempotent-replayed"], "false");
+    assert_eq!(
+        first.extensions().get(),
+        Some(&IdempotencyOutcome::Executed)
+    );
     let replay = svc
         .clone()
         .oneshot(request(Some(KEY), br#"{ "amount" : "1.00" }"#))
         .await
         .expect("response");
     assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert_eq!(
+        replay.extensions().get(),
+        Some(&IdempotencyOutcome::Replayed)
+    );
     assert_eq!(replay.headers()["location"], "/api/v1/payments/txn_0");
     assert_eq!(body_json(replay).await["transaction_id"], "txn_0");
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 
-    let cases: [(Option<&str>, &'static [u8], StatusCode); 5] = [
-        (None, b"{}", StatusCode::BAD_REQUEST),
-        (Some("short"), b"{}", StatusCode::BAD_REQUEST),
-        (Some(KEY), br#"{"amount":"2.00"}"#, StatusCode::UNPROCESSABLE_ENTITY),
-        (Some("another-key-0123456789"), b"{not json", StatusCode::BAD_REQUEST),
+    let cases: [(Option<&str>, &'static [u8], StatusCode, IdempotencyOutcome); 5] = [
+        (None, b"{}", StatusCode::BAD_REQUEST, IdempotencyOutcome::InvalidKey),
+        (Some("short"), b"{}", StatusCode::BAD_REQUEST, IdempotencyOutcome::InvalidKey),
+        (
+            Some(KEY),
+            br#"{"amount":"2.00"}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            IdempotencyOutcome::Mismatch,
+        ),
+        (
+            Some("another-key-0123456789"),
+            b"{not json",
+            StatusCode::BAD_REQUEST,
+            IdempotencyOutcome::InvalidBody,
+        ),
         (
             Some("another-key-0123456789"),
             b"{\"padding\":\"0123456789012345678901234567890123456789012345678901234567890123456789\"}",
             StatusCode::PAYLOAD_TOO_LARGE,
+            IdempotencyOutcome::BodyTooLarge,
         ),
     ];
-    for (key, body, status) in cases {
+    for (key, body, status, outcome) in cases {
         let response = svc
             .clone()
             .oneshot(request(key, body))
             .await
             .expect("response");
         assert_eq!(response.status(), status, "{key:?}");
+        assert_eq!(response.extensions().get(), Some(&outcome), "{key:?}");
         assert_eq!(
             response.headers()["content-type"],
             "application/problem+json"
@@ -148,6 +168,10 @@ async fn replays_and_refusals() {
         .await
         .expect("response");
     assert!(!passthrough.headers().contains_key("idempotent-replayed"));
+    assert!(passthrough
+        .extensions()
+        .get::<IdempotencyOutcome>()
+        .is_none());
     assert_eq!(passthrough.status(), StatusCode::CREATED);
 }
 
@@ -166,6 +190,10 @@ async fn a_duplicate_in_flight_gets_409_with_retry_after() {
         .await
         .expect("response");
     assert_eq!(duplicate.status(), StatusCode::CONFLICT);
+    assert_eq!(
+        duplicate.extensions().get(),
+        Some(&IdempotencyOutcome::Conflict)
+    );
     assert!(duplicate.headers().contains_key("retry-after"));
     assert_eq!(
         first.await.expect("task").expect("response").status(),
@@ -248,8 +276,8 @@ async fn the_handler_can_choose_the_disposition() {
             Ok::<_, std::convert::Infallible>(response)
         }
     });
-    let svc = IdempotencyLayer::new(driver, |_req: &Req| {
-        Some(("alice".to_owned(), "/api/v1/payments".to_owned()))
+    let svc = IdempotencyLayer::new(driver, |_req: &RequestHead<'_>| {
+        Some(Identity::new("alice", "/api/v1/payments"))
     })
     .layer(app);
 
@@ -276,6 +304,10 @@ async fn the_handler_can_choose_the_disposition() {
         .expect("response");
     assert_eq!(replay.status(), StatusCode::CREATED);
     assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert_eq!(
+        replay.extensions().get(),
+        Some(&IdempotencyOutcome::Replayed)
+    );
     assert!(
         !replay.headers().contains_key("x-trace"),
         "only stored headers are replayed"

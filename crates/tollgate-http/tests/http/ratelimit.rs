@@ -5,7 +5,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use tollgate_http::ratelimit::{RateLimitLayer, Subject};
+use tollgate_http::ratelimit::{RateLimitLayer, RateLimited, Subject};
+use tollgate_http::RequestHead;
 use tollgate_ratelimit::{
     Algorithm, Decision, Error, MemoryLimiter, Policy, PolicyKey, PolicySet, RateLimiter, Scope,
 };
@@ -21,7 +22,7 @@ fn policies() -> PolicySet {
     .expect("valid")
 }
 
-fn by_user(request: &Request<()>) -> Subject {
+fn by_user(request: &RequestHead<'_>) -> Subject {
     Subject {
         user: request
             .headers()
@@ -68,6 +69,13 @@ async fn denied_requests_never_reach_the_service() {
         .await
         .expect("response");
     assert_eq!(denied.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        denied
+            .extensions()
+            .get::<RateLimited>()
+            .map(|r| r.policy.as_str()),
+        Some("per-user")
+    );
     assert_eq!(denied.headers()["content-type"], "application/problem+json");
     assert_eq!(denied.headers()["retry-after"], "60");
     let body: serde_json::Value = serde_json::from_slice(denied.body()).expect("json");

@@ -64,6 +64,9 @@ pub struct CompletionParams<'a> {
 }
 
 impl CompletionParams<'_> {
+    /// How many parameters [`PostgresStore::completion_statement`] takes.
+    pub const COUNT: usize = 9;
+
     /// To bind, in order.
     pub fn as_params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 9] {
         [
@@ -118,38 +121,68 @@ fn is_transient(error: &tokio_postgres::Error) -> bool {
     error.is_closed() || std::error::Error::source(error).is_some_and(|s| s.is::<std::io::Error>())
 }
 
+/// Schema names are spliced into SQL: only plain lower-case identifiers are accepted.
+fn check_schema(schema: &str) -> Result<(), Error> {
+    let valid = !schema.is_empty()
+        && schema.len() <= 63
+        && schema
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+        && schema
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::store(
+            format!("invalid schema name {schema:?}"),
+            false,
+        ))
+    }
+}
+
 fn pool_error(error: deadpool_postgres::PoolError) -> Error {
     Error::store(error, true)
 }
 
 impl PostgresStore {
-    /// Runs the migration in `schema` (`[a-z_][a-z0-9_]*`) and returns the store.
+    /// The DDL of the store's sequence, table, index and claim function in `schema`
+    /// (`[a-z_][a-z0-9_]*`, at most 63 bytes), idempotent (`IF NOT EXISTS`, `OR REPLACE`): for
+    /// running with your own migrations, then [`open`](Self::open).
+    pub fn migration(schema: &str) -> Result<String, Error> {
+        check_schema(schema)?;
+        Ok(sql::MIGRATE.replace("{schema}", schema))
+    }
+
+    /// Runs the [`migration`](Self::migration) and returns the store.
+    ///
+    /// The migration runs in one transaction under the advisory lock
+    /// `pg_advisory_xact_lock(hashtext('tollgate-migrate:<schema>'))`, the lock every Tollgate
+    /// migration of a schema takes: processes starting together (a rollout of several
+    /// replicas on a new database) run them one after the other instead of racing on
+    /// `CREATE … IF NOT EXISTS`.
     pub async fn start(pool: deadpool_postgres::Pool, schema: &str) -> Result<Self, Error> {
-        let valid = !schema.is_empty()
-            && schema.len() <= 63
-            && schema
-                .bytes()
-                .next()
-                .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
-            && schema
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-        if !valid {
-            return Err(Error::store(
-                format!("invalid schema name {schema:?}"),
-                false,
-            ));
-        }
-        let fill = |sql: &str| sql.replace("{schema}", schema);
-        let client = pool.get().await.map_err(pool_error)?;
-        // Concurrent start-ups (several server processes) would race on CREATE … IF NOT EXISTS;
-        // a transaction-scoped advisory lock serialises them.
-        let migration = format!(
-            "BEGIN; SELECT pg_advisory_xact_lock(hashtext('tollgate-idempotency-{schema}')); {} COMMIT;",
-            fill(sql::MIGRATE)
-        );
-        client.batch_execute(&migration).await.map_err(pg_error)?;
+        let ddl = Self::migration(schema)?;
+        let mut client = pool.get().await.map_err(pool_error)?;
+        // Dropped on failure, the transaction rolls back: the pooled connection is not
+        // returned inside an aborted transaction.
+        let transaction = client.transaction().await.map_err(pg_error)?;
+        let lock = format!("tollgate-migrate:{schema}");
+        transaction
+            .execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&lock])
+            .await
+            .map_err(pg_error)?;
+        transaction.batch_execute(&ddl).await.map_err(pg_error)?;
+        transaction.commit().await.map_err(pg_error)?;
         drop(client);
+        Self::open(pool, schema)
+    }
+
+    /// The store on a schema already migrated (see [`migration`](Self::migration)).
+    pub fn open(pool: deadpool_postgres::Pool, schema: &str) -> Result<Self, Error> {
+        check_schema(schema)?;
+        let fill = |sql: &str| sql.replace("{schema}", schema);
         Ok(PostgresStore {
             pool,
             statements: Statements {

@@ -1,14 +1,15 @@
-//! Payments: the request as validated, the record as stored, the JSON as answered.
+//! A payment request: parsed from its exact JSON text and validated.
 //!
 //! Amounts are never floats: the amount's JSON text (a number or a string) is parsed as a
 //! decimal and held as integer minor units of its currency.
 
 use std::collections::BTreeMap;
-use std::time::SystemTime;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
+
+use super::currency::iso_currency;
 
 /// The largest amount accepted, in major units (keeps every amount far inside `i64` minor units).
 const MAX_MAJOR_UNITS: i64 = 1_000_000_000;
@@ -17,113 +18,6 @@ const MAX_PAYMENT_METHOD: usize = 64;
 const MAX_METADATA_ENTRIES: usize = 50;
 const MAX_METADATA_KEY: usize = 40;
 const MAX_METADATA_VALUE: usize = 500;
-
-/// Where a payment stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Status {
-    /// Recorded before the processor was called, or the processor's answer is not known yet.
-    Pending,
-    /// Charged.
-    Succeeded,
-    /// Declined by the processor.
-    Failed,
-}
-
-impl Status {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Status::Pending => "pending",
-            Status::Succeeded => "succeeded",
-            Status::Failed => "failed",
-        }
-    }
-
-    pub(crate) fn parse(name: &str) -> Option<Self> {
-        match name {
-            "pending" => Some(Status::Pending),
-            "succeeded" => Some(Status::Succeeded),
-            "failed" => Some(Status::Failed),
-            _ => None,
-        }
-    }
-}
-
-/// A payment as stored.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Payment {
-    pub(crate) transaction_id: String,
-    pub(crate) user_id: String,
-    pub(crate) idempotency_key: Option<String>,
-    pub(crate) status: Status,
-    pub(crate) amount_minor: i64,
-    pub(crate) currency: String,
-    pub(crate) description: Option<String>,
-    pub(crate) payment_method: String,
-    pub(crate) metadata: BTreeMap<String, String>,
-    pub(crate) decline_code: Option<String>,
-    pub(crate) created_at: SystemTime,
-}
-
-impl Payment {
-    /// A new pending payment for `request`.
-    pub(crate) fn pending(
-        user_id: &str,
-        idempotency_key: Option<&str>,
-        request: PaymentRequest,
-    ) -> Self {
-        Payment {
-            transaction_id: format!("txn_{}", uuid::Uuid::now_v7().simple()),
-            user_id: user_id.to_owned(),
-            idempotency_key: idempotency_key.map(str::to_owned),
-            status: Status::Pending,
-            amount_minor: request.amount_minor,
-            currency: request.currency.to_owned(),
-            description: request.description,
-            payment_method: request.payment_method,
-            metadata: request.metadata,
-            decline_code: None,
-            created_at: SystemTime::now(),
-        }
-    }
-
-    /// The response body: the contract's fields, `amount` as an exact decimal string.
-    pub(crate) fn view(&self) -> PaymentView<'_> {
-        let exponent = currency_exponent(&self.currency).unwrap_or(2);
-        PaymentView {
-            transaction_id: &self.transaction_id,
-            status: self.status.as_str(),
-            amount: format_amount(self.amount_minor, exponent),
-            amount_minor: self.amount_minor,
-            currency: &self.currency,
-            description: self.description.as_deref(),
-            payment_method: &self.payment_method,
-            metadata: &self.metadata,
-            created_at: humantime::format_rfc3339_millis(self.created_at).to_string(),
-            decline_code: self.decline_code.as_deref(),
-        }
-    }
-
-    /// [`view`](Self::view) as a JSON value (for embedding in a problem).
-    pub(crate) fn to_json(&self) -> Value {
-        serde_json::to_value(self.view()).unwrap_or_default()
-    }
-}
-
-/// A payment as answered (serialized directly, without building a `Value`).
-#[derive(Debug, serde::Serialize)]
-pub(crate) struct PaymentView<'a> {
-    transaction_id: &'a str,
-    status: &'static str,
-    amount: String,
-    amount_minor: i64,
-    currency: &'a str,
-    description: Option<&'a str>,
-    payment_method: &'a str,
-    metadata: &'a BTreeMap<String, String>,
-    created_at: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    decline_code: Option<&'a str>,
-}
 
 /// A validated payment request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -346,204 +240,11 @@ pub(crate) fn format_amount(minor: i64, exponent: u32) -> String {
     )
 }
 
-/// Active ISO 4217 currency codes and their minor-unit exponents, sorted by code (binary
-/// search: this is on every payment's path).
-const CURRENCIES: &[(&str, u32)] = &[
-    ("AED", 2),
-    ("AFN", 2),
-    ("ALL", 2),
-    ("AMD", 2),
-    ("ANG", 2),
-    ("AOA", 2),
-    ("ARS", 2),
-    ("AUD", 2),
-    ("AWG", 2),
-    ("AZN", 2),
-    ("BAM", 2),
-    ("BBD", 2),
-    ("BDT", 2),
-    ("BGN", 2),
-    ("BHD", 3),
-    ("BIF", 0),
-    ("BMD", 2),
-    ("BND", 2),
-    ("BOB", 2),
-    ("BOV", 2),
-    ("BRL", 2),
-    ("BSD", 2),
-    ("BTN", 2),
-    ("BWP", 2),
-    ("BYN", 2),
-    ("BZD", 2),
-    ("CAD", 2),
-    ("CDF", 2),
-    ("CHE", 2),
-    ("CHF", 2),
-    ("CHW", 2),
-    ("CLF", 4),
-    ("CLP", 0),
-    ("CNY", 2),
-    ("COP", 2),
-    ("COU", 2),
-    ("CRC", 2),
-    ("CUP", 2),
-    ("CVE", 2),
-    ("CZK", 2),
-    ("DJF", 0),
-    ("DKK", 2),
-    ("DOP", 2),
-    ("DZD", 2),
-    ("EGP", 2),
-    ("ERN", 2),
-    ("ETB", 2),
-    ("EUR", 2),
-    ("FJD", 2),
-    ("FKP", 2),
-    ("GBP", 2),
-    ("GEL", 2),
-    ("GHS", 2),
-    ("GIP", 2),
-    ("GMD", 2),
-    ("GNF", 0),
-    ("GTQ", 2),
-    ("GYD", 2),
-    ("HKD", 2),
-    ("HNL", 2),
-    ("HTG", 2),
-    ("HUF", 2),
-    ("IDR", 2),
-    ("ILS", 2),
-    ("INR", 2),
-    ("IQD", 3),
-    ("IRR", 2),
-    ("ISK", 0),
-    ("JMD", 2),
-    ("JOD", 3),
-    ("JPY", 0),
-    ("KES", 2),
-    ("KGS", 2),
-    ("KHR", 2),
-    ("KMF", 0),
-    ("KPW", 2),
-    ("KRW", 0),
-    ("KWD", 3),
-    ("KYD", 2),
-    ("KZT", 2),
-    ("LAK", 2),
-    ("LBP", 2),
-    ("LKR", 2),
-    ("LRD", 2),
-    ("LSL", 2),
-    ("LYD", 3),
-    ("MAD", 2),
-    ("MDL", 2),
-    ("MGA", 2),
-    ("MKD", 2),
-    ("MMK", 2),
-    ("MNT", 2),
-    ("MOP", 2),
-    ("MRU", 2),
-    ("MUR", 2),
-    ("MVR", 2),
-    ("MWK", 2),
-    ("MXN", 2),
-    ("MXV", 2),
-    ("MYR", 2),
-    ("MZN", 2),
-    ("NAD", 2),
-    ("NGN", 2),
-    ("NIO", 2),
-    ("NOK", 2),
-    ("NPR", 2),
-    ("NZD", 2),
-    ("OMR", 3),
-    ("PAB", 2),
-    ("PEN", 2),
-    ("PGK", 2),
-    ("PHP", 2),
-    ("PKR", 2),
-    ("PLN", 2),
-    ("PYG", 0),
-    ("QAR", 2),
-    ("RON", 2),
-    ("RSD", 2),
-    ("RUB", 2),
-    ("RWF", 0),
-    ("SAR", 2),
-    ("SBD", 2),
-    ("SCR", 2),
-    ("SDG", 2),
-    ("SEK", 2),
-    ("SGD", 2),
-    ("SHP", 2),
-    ("SLE", 2),
-    ("SOS", 2),
-    ("SRD", 2),
-    ("SSP", 2),
-    ("STN", 2),
-    ("SVC", 2),
-    ("SYP", 2),
-    ("SZL", 2),
-    ("THB", 2),
-    ("TJS", 2),
-    ("TMT", 2),
-    ("TND", 3),
-    ("TOP", 2),
-    ("TRY", 2),
-    ("TTD", 2),
-    ("TWD", 2),
-    ("TZS", 2),
-    ("UAH", 2),
-    ("UGX", 0),
-    ("USD", 2),
-    ("USN", 2),
-    ("UYI", 0),
-    ("UYU", 2),
-    ("UYW", 4),
-    ("UZS", 2),
-    ("VED", 2),
-    ("VES", 2),
-    ("VND", 0),
-    ("VUV", 0),
-    ("WST", 2),
-    ("XAF", 0),
-    ("XCD", 2),
-    ("XCG", 2),
-    ("XOF", 0),
-    ("XPF", 0),
-    ("YER", 2),
-    ("ZAR", 2),
-    ("ZMW", 2),
-    ("ZWG", 2),
-];
-
-/// The code (as a static string) and its exponent, if `code` is an active ISO 4217 code.
-fn iso_currency(code: &str) -> Option<(&'static str, u32)> {
-    CURRENCIES
-        .binary_search_by(|(name, _)| (*name).cmp(code))
-        .ok()
-        .map(|i| CURRENCIES[i])
-}
-
-/// The exponent of an active ISO 4217 code.
-pub(crate) fn currency_exponent(code: &str) -> Option<u32> {
-    iso_currency(code).map(|(_, exponent)| exponent)
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::currency::currency_exponent;
     use super::*;
     use proptest::prelude::*;
-
-    #[test]
-    fn currency_table_is_sorted_and_unique() {
-        assert!(CURRENCIES.windows(2).all(|w| w[0].0 < w[1].0));
-        assert_eq!(iso_currency("USD"), Some(("USD", 2)));
-        assert_eq!(iso_currency("JPY"), Some(("JPY", 0)));
-        assert_eq!(iso_currency("BHD"), Some(("BHD", 3)));
-        assert_eq!(iso_currency("usd"), None);
-        assert_eq!(iso_currency("XXX"), None);
-    }
 
     #[test]
     fn amounts() {

@@ -1,0 +1,279 @@
+//! [`Server`]: the state built from the configuration — pools, the limiter, the stores, the
+//! ledger and the processor — and what shutting down needs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tollgate_audit::postgres::{AuditLogConfig, PostgresAuditLog};
+use tollgate_audit::{AuditLog, MemoryAuditLog};
+use tollgate_idempotency::memory::MemoryStore;
+use tollgate_idempotency::postgres::PostgresStore;
+use tollgate_idempotency::redis::RedisStore;
+use tollgate_idempotency::store::IdempotencyStore;
+use tollgate_ratelimit::redis::{FailureMode, RedisLimiter};
+use tollgate_ratelimit::{MemoryLimiter, RateLimiter};
+
+use crate::config::{Config, FailureModeName, FileConfig, Timeouts};
+use crate::health::Services;
+use crate::ledger::{BoxError, Ledger, MemoryLedger, PostgresLedger};
+use crate::processor::{MemoryBook, PostgresBook, SimulatedProcessor};
+use crate::state::{AppState, Backends};
+
+/// Idempotency records kept in memory at most (the oldest expire first).
+const MEMORY_IDEMPOTENCY_RECORDS: usize = 1_000_000;
+/// Audit events kept in memory at most.
+const MEMORY_AUDIT_EVENTS: usize = 100_000;
+
+/// Why the server could not start: one line naming the setting.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A setting is invalid; the message names it.
+    #[error("{0}")]
+    Invalid(String),
+    /// The backend a setting names could not be reached or prepared.
+    #[error("{setting}: {}", crate::error_chain(cause.as_ref()))]
+    Backend {
+        /// The setting (`DATABASE_URL`, `REDIS_URL`, …).
+        setting: &'static str,
+        /// What failed, with what the backend said.
+        cause: BoxError,
+    },
+}
+
+fn backend(setting: &'static str) -> impl FnOnce(BoxError) -> StartError {
+    move |cause| StartError::Backend { setting, cause }
+}
+
+/// The built server: its state, its timeouts, and what shutting down flushes.
+#[derive(Debug)]
+pub struct Server {
+    /// Serve it with [`app`](crate::app).
+    pub state: Arc<AppState>,
+    /// The connection and request deadlines.
+    pub timeouts: Timeouts,
+    store: Arc<dyn IdempotencyStore>,
+    audit: Option<Arc<PostgresAuditLog>>,
+}
+
+impl Server {
+    /// Reads the configuration and connects to, and migrates, the backends it names.
+    pub async fn build(config: &Config) -> Result<Self, StartError> {
+        let (keys, development) = config.keys().map_err(StartError::Invalid)?;
+        if development {
+            tracing::warn!(
+                "no API_KEYS or API_KEY set: development mode, accepting the key `{}` as user `test`",
+                crate::config::DEV_KEY
+            );
+        }
+        let file = config.file().map_err(StartError::Invalid)?;
+        let redis = redis_pool(config)?;
+        let (limiter, redis_limiter) = limiter(config, &file, redis.as_ref()).await?;
+        let services = Services {
+            redis: redis_limiter,
+            database: None,
+        };
+        let (backends, audit) = match database_pool(config)? {
+            Some(pool) => postgres(config, &file, pool, limiter, services).await?,
+            None => {
+                let store = redis_or_memory_store(config, redis.as_ref());
+                (memory(&file, store, limiter, services), None)
+            }
+        };
+        tracing::info!(
+            rate_limits = if redis.is_some() { "redis" } else { "memory" },
+            storage = if audit.is_some() {
+                "postgresql"
+            } else if redis.is_some() {
+                "memory (idempotency records in redis)"
+            } else {
+                "memory"
+            },
+            "backends ready"
+        );
+        let store = Arc::clone(&backends.store);
+        let state = AppState::new(&file, &keys, backends).map_err(StartError::Invalid)?;
+        Ok(Server {
+            state,
+            timeouts: file.timeouts,
+            store,
+            audit,
+        })
+    }
+
+    /// Deletes expired idempotency records in bounded batches, once a minute.
+    pub fn spawn_cleanup(&self) {
+        let store = Arc::clone(&self.store);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                every.tick().await;
+                match store.cleanup(1_000).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(deleted = n, "expired idempotency records deleted"),
+                    Err(error) => {
+                        tracing::warn!(error = %crate::error_chain(&error), "idempotency cleanup failed")
+                    }
+                }
+            }
+        });
+    }
+
+    /// Writes every audit event accepted so far (the PostgreSQL sink's queue).
+    pub async fn shutdown(self) {
+        if let Some(audit) = self.audit {
+            match audit.shutdown().await {
+                Ok(()) => tracing::info!("audit trail flushed"),
+                Err(error) => {
+                    tracing::error!(error = %crate::error_chain(&error), "audit trail not fully flushed")
+                }
+            }
+        }
+    }
+}
+
+fn redis_pool(config: &Config) -> Result<Option<deadpool_redis::Pool>, StartError> {
+    let Some(url) = &config.redis_url else {
+        return Ok(None);
+    };
+    deadpool_redis::Config::from_url(url.as_str())
+        .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+        .map(Some)
+        .map_err(|e| backend("REDIS_URL")(e.into()))
+}
+
+fn database_pool(config: &Config) -> Result<Option<deadpool_postgres::Pool>, StartError> {
+    let Some(url) = &config.database_url else {
+        return Ok(None);
+    };
+    let pg: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e: tokio_postgres::Error| backend("DATABASE_URL")(e.into()))?;
+    let manager = deadpool_postgres::Manager::from_config(
+        pg,
+        tokio_postgres::NoTls,
+        deadpool_postgres::ManagerConfig {
+            recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+        },
+    );
+    deadpool_postgres::Pool::builder(manager)
+        .max_size(16)
+        .build()
+        .map(Some)
+        .map_err(|e| backend("DATABASE_URL")(e.into()))
+}
+
+/// Rate limits: Redis if configured, shared by every process; memory otherwise.
+async fn limiter(
+    config: &Config,
+    file: &FileConfig,
+    redis: Option<&deadpool_redis::Pool>,
+) -> Result<(Arc<dyn RateLimiter>, Option<RedisLimiter>), StartError> {
+    let Some(pool) = redis else {
+        return Ok((Arc::new(MemoryLimiter::new()), None));
+    };
+    let mode = match file.rate_limit.failure_mode {
+        FailureModeName::FailOpen => FailureMode::FailOpen,
+        FailureModeName::FailClosed => FailureMode::FailClosed {
+            retry_after: Duration::from_secs(1),
+        },
+        FailureModeName::LocalFallback => FailureMode::LocalFallback,
+        FailureModeName::Error => FailureMode::ReturnError,
+    };
+    let limiter = RedisLimiter::builder(pool.clone())
+        .key_prefix(format!("{}:rl:", config.redis_key_prefix))
+        .failure_mode(mode)
+        .timeout(file.rate_limit.redis_timeout)
+        .build();
+    limiter
+        .ping()
+        .await
+        .map_err(|e| backend("REDIS_URL")(e.into()))?;
+    Ok((Arc::new(limiter.clone()), Some(limiter)))
+}
+
+/// Payments, idempotency records and the audit trail in PostgreSQL, the source of truth.
+async fn postgres(
+    config: &Config,
+    file: &FileConfig,
+    pool: deadpool_postgres::Pool,
+    limiter: Arc<dyn RateLimiter>,
+    mut services: Services,
+) -> Result<(Backends, Option<Arc<PostgresAuditLog>>), StartError> {
+    let schema = config.database_schema.as_str();
+    let database = backend("DATABASE_URL");
+    crate::migrate::run(&pool, schema).await.map_err(database)?;
+    let opened = (|| -> Result<_, BoxError> {
+        let store = Arc::new(PostgresStore::open(pool.clone(), schema)?);
+        let audit_config = AuditLogConfig {
+            schema: schema.to_owned(),
+            ..AuditLogConfig::default()
+        };
+        let audit = Arc::new(PostgresAuditLog::open(pool.clone(), audit_config)?);
+        Ok((store, audit))
+    })();
+    let (store, audit) = opened.map_err(backend("DATABASE_URL"))?;
+    let ledger: Arc<dyn Ledger> = Arc::new(PostgresLedger::new(
+        pool.clone(),
+        schema,
+        Arc::clone(&store),
+        &audit,
+    ));
+    services.database = Some(Arc::clone(&ledger));
+    let book = Arc::new(PostgresBook::new(pool, schema));
+    let backends = Backends {
+        limiter,
+        store,
+        ledger,
+        audit: audit.clone(),
+        processor: Arc::new(SimulatedProcessor::new(file.processor, book)),
+        services,
+    };
+    Ok((backends, Some(audit)))
+}
+
+/// Every backend in memory.
+pub(crate) fn in_memory(file: &FileConfig) -> Backends {
+    let store = Arc::new(MemoryStore::new(MEMORY_IDEMPOTENCY_RECORDS));
+    memory(
+        file,
+        store,
+        Arc::new(MemoryLimiter::new()),
+        Services::default(),
+    )
+}
+
+/// Idempotency records in Redis when there is one (so several processes still share them),
+/// in memory otherwise.
+fn redis_or_memory_store(
+    config: &Config,
+    redis: Option<&deadpool_redis::Pool>,
+) -> Arc<dyn IdempotencyStore> {
+    match redis {
+        Some(pool) => Arc::new(RedisStore::new(
+            pool.clone(),
+            format!("{}:idem:", config.redis_key_prefix),
+        )),
+        None => Arc::new(MemoryStore::new(MEMORY_IDEMPOTENCY_RECORDS)),
+    }
+}
+
+/// Payments and the audit trail in memory, idempotency records in `store`.
+fn memory(
+    file: &FileConfig,
+    store: Arc<dyn IdempotencyStore>,
+    limiter: Arc<dyn RateLimiter>,
+    services: Services,
+) -> Backends {
+    let audit = Arc::new(MemoryAuditLog::new(MEMORY_AUDIT_EVENTS));
+    Backends {
+        limiter,
+        store,
+        ledger: Arc::new(MemoryLedger::new(audit.clone())),
+        audit: audit as Arc<dyn AuditLog>,
+        processor: Arc::new(SimulatedProcessor::new(
+            file.processor,
+            Arc::new(MemoryBook::default()),
+        )),
+        services,
+    }
+}

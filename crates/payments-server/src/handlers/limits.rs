@@ -1,0 +1,65 @@
+//! `GET /api/v1/rate-limits`: the caller's quota under every policy, read without consuming.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::response::Response;
+use http::StatusCode;
+use serde_json::{json, Value};
+use tollgate_ratelimit::{Decision, RequestContext};
+
+use super::probes::json_response;
+use crate::auth::Caller;
+use crate::layers::limits::client_address;
+use crate::state::AppState;
+use crate::{paths, problem};
+
+pub(crate) async fn rate_limits(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let Some(Caller(user)) = request.extensions().get::<Caller>().cloned() else {
+        return problem::unavailable("the caller is unknown");
+    };
+    let ip = client_address(&state, request.headers(), request.extensions());
+    let this_endpoint = paths::endpoint(&http::Method::GET, paths::RATE_LIMITS);
+    let keys: Vec<_> = state
+        .policies
+        .policies()
+        .iter()
+        .filter_map(|policy| {
+            // Endpoint-bound policies are reported for their endpoint.
+            let endpoint = policy.endpoint().unwrap_or(&this_endpoint);
+            let mut ctx = RequestContext::new().user(&user).endpoint(endpoint);
+            if let Some(ip) = ip {
+                ctx = ctx.ip(ip);
+            }
+            policy.key_for(&ctx)
+        })
+        .collect();
+    let answer = match state.limiter.peek(&keys, 1).await {
+        Ok(decision) => json_response(StatusCode::OK, &json!({ "policies": report(&decision) })),
+        Err(error) => problem::unavailable(format!("the rate limiter is unavailable: {error}")),
+    };
+    answer
+}
+
+fn report(decision: &Decision<'_>) -> Vec<Value> {
+    let now = decision.now().as_micros();
+    decision
+        .policies()
+        .iter()
+        .map(|d| {
+            let policy = d.policy();
+            let reset =
+                (now + u64::try_from(d.reset_after().as_micros()).unwrap_or(0)).div_ceil(1_000_000);
+            json!({
+                "name": policy.name(),
+                "scope": policy.scope().as_str(),
+                "algorithm": policy.algorithm().as_str(),
+                "endpoint": policy.endpoint(),
+                "limit": d.limit(),
+                "window_seconds": policy.window().as_secs_f64(),
+                "remaining": d.remaining(),
+                "reset": reset,
+            })
+        })
+        .collect()
+}

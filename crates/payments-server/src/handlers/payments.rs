@@ -1,0 +1,274 @@
+//! `POST /api/v1/payments` (inside the idempotency layer: this request owns its key) and
+//! `GET /api/v1/payments/{transaction_id}`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, Request, State};
+use axum::response::Response;
+use axum::Extension;
+use bytes::Bytes;
+use http::header::{HeaderValue, LOCATION};
+use http::StatusCode;
+use serde_json::json;
+use tollgate_audit::{Action, AuditEvent, Outcome as AuditOutcome};
+use tollgate_http::idempotency::{kept_headers, Disposition};
+use tollgate_http::problem::Problem;
+use tollgate_idempotency::store::{Lease, StoredResponse};
+use tollgate_idempotency::Scope;
+
+use super::probes::json_response;
+use crate::auth::Caller;
+use crate::layers::accounting::PaymentAnswered;
+use crate::layers::{body, request_id};
+use crate::payment::{Attempt, Payment, Refused, Settled, Status};
+use crate::state::AppState;
+use crate::{paths, problem};
+
+/// What the adapter makes of the flow's result.
+struct Answer {
+    response: Response,
+    disposition: Disposition,
+    label: &'static str,
+    /// An audit event the flow did not already write with the payment.
+    audit: Option<AuditEvent>,
+}
+
+pub(crate) async fn create_payment(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let extensions = &parts.extensions;
+    let (Some(&lease), Some(scope), Some(Caller(user))) = (
+        extensions.get::<Lease>(),
+        extensions.get::<Scope>(),
+        extensions.get::<Caller>(),
+    ) else {
+        return problem::simple(StatusCode::INTERNAL_SERVER_ERROR, "payment without a lease");
+    };
+    // In memory already: the body layer and the idempotency layer read it.
+    let body = axum::body::to_bytes(body, body::LIMIT)
+        .await
+        .unwrap_or_default();
+    let attempt = Attempt {
+        user,
+        request_id: request_id::of(extensions),
+        scope,
+        lease,
+        body: &body,
+        started: Instant::now(),
+    };
+    let outcome = state.payments.pay(&attempt, receipt).await;
+    let settled = outcome
+        .as_ref()
+        .ok()
+        .map(|s| s.payment.status == Status::Succeeded);
+    let answer = answer(outcome, &attempt);
+    if let Some(event) = answer.audit {
+        if let Err(error) = state.audit.record(event).await {
+            tracing::warn!(error = %crate::error_chain(&error), "audit event not recorded");
+        }
+    }
+    let mut response = answer.response;
+    response.extensions_mut().insert(answer.disposition);
+    response.extensions_mut().insert(PaymentAnswered {
+        label: answer.label,
+        settled,
+    });
+    response
+}
+
+/// The flow's result as an answer, what the idempotency layer keeps of it, how it counts and
+/// what the trail says: one `match`.
+fn answer(outcome: Result<Settled, Refused>, attempt: &Attempt<'_>) -> Answer {
+    let refused = |status: StatusCode, action: Action, outcome: AuditOutcome| {
+        Some(attempt.event(action, outcome, status.as_u16()))
+    };
+    let (response, disposition, label, audit) = match outcome {
+        Ok(settled) => {
+            let disposition = if settled.record_completed {
+                Disposition::Completed
+            } else {
+                Disposition::Store
+            };
+            let label = match settled.payment.status {
+                Status::Succeeded => "succeeded",
+                _ => "declined",
+            };
+            (live(settled.receipt), disposition, label, None)
+        }
+        Err(Refused::Malformed(message)) => (
+            problem::simple(
+                StatusCode::BAD_REQUEST,
+                format!("the body is not a payment request: {message}"),
+            ),
+            Disposition::Forget,
+            "rejected",
+            refused(
+                StatusCode::BAD_REQUEST,
+                Action::VALIDATION_FAILED,
+                AuditOutcome::Denied,
+            ),
+        ),
+        Err(Refused::Invalid(errors)) => (
+            problem::respond(
+                Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid payment")
+                    .detail("one or more fields are invalid; see `errors`")
+                    .extension("errors", json!(errors)),
+            ),
+            Disposition::Forget,
+            "rejected",
+            refused(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Action::VALIDATION_FAILED,
+                AuditOutcome::Denied,
+            ),
+        ),
+        Err(error @ Refused::CircuitOpen { retry_after }) => (
+            problem::with_retry_after(
+                problem::simple(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
+                retry_after,
+            ),
+            Disposition::Forget,
+            "unavailable",
+            None,
+        ),
+        Err(Refused::Storage(error)) => {
+            // The database's own message stays in the log: it can name hosts and schemas.
+            tracing::warn!(error = %crate::error_chain(&error), "payment storage failed");
+            (
+                problem::unavailable(
+                    "payment storage is unavailable; retry with the same Idempotency-Key",
+                ),
+                // The write may have committed with its acknowledgement lost: keep the key so
+                // the retry looks the payment up rather than recording it twice.
+                Disposition::Ambiguous,
+                "unavailable",
+                None,
+            )
+        }
+        Err(Refused::ProcessorLost { payment, detail }) => {
+            let event = refused(
+                StatusCode::BAD_GATEWAY,
+                Action::PAYMENT_ATTEMPT,
+                AuditOutcome::Failure,
+            )
+            .map(|e| {
+                e.transaction_id(payment.transaction_id.as_str())
+                    .field("error", detail.as_str())
+            });
+            (
+                processor_failed(&payment, &detail),
+                Disposition::Ambiguous,
+                "failed",
+                event,
+            )
+        }
+        // A newer owner holds the key and will reconcile this same payment. Giving the key back
+        // with this stale fence is refused like any fenced-off write, so the idempotency layer
+        // answers 409 with Retry-After and says so (`IdempotencyOutcome::Fenced`).
+        Err(error @ Refused::TakenOver) => (
+            problem::simple(StatusCode::CONFLICT, error.to_string()),
+            Disposition::Ambiguous,
+            "conflicted",
+            None,
+        ),
+    };
+    Answer {
+        response,
+        disposition,
+        label,
+        audit,
+    }
+}
+
+/// The answer for a settled payment, rendered once: these bytes are stored and sent.
+fn receipt(payment: &Payment) -> StoredResponse {
+    let location = paths::payment_location(&payment.transaction_id);
+    let mut response = if payment.status == Status::Failed {
+        Problem::new(StatusCode::PAYMENT_REQUIRED, "Payment declined")
+            .detail("the payment processor declined the payment")
+            .extension("transaction_id", payment.transaction_id.as_str())
+            .extension(
+                "decline_code",
+                payment.decline_code.clone().unwrap_or_default(),
+            )
+            .extension("payment", payment.to_json())
+            .into_response()
+    } else {
+        let body = serde_json::to_vec(&payment.view()).unwrap_or_default();
+        let mut response = http::Response::new(Bytes::from(body));
+        *response.status_mut() = StatusCode::CREATED;
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        response
+    };
+    if let Ok(value) = HeaderValue::try_from(location) {
+        response.headers_mut().insert(LOCATION, value);
+    }
+    StoredResponse {
+        status: response.status().as_u16(),
+        headers: kept_headers(response.headers()),
+        body: response.into_body(),
+    }
+}
+
+/// A stored receipt as a live answer.
+fn live(receipt: StoredResponse) -> Response {
+    let mut response = Response::new(Body::from(receipt.body));
+    *response.status_mut() =
+        StatusCode::from_u16(receipt.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    for (name, value) in receipt.headers {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::try_from(name),
+            HeaderValue::try_from(value),
+        ) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
+}
+
+fn processor_failed(payment: &Payment, detail: &str) -> Response {
+    problem::respond(
+        Problem::new(StatusCode::BAD_GATEWAY, "Payment processor error")
+            .detail(format!(
+                "{detail}; the payment is pending: retry with the same Idempotency-Key to learn its outcome (it is never charged twice)"
+            ))
+            .extension("transaction_id", payment.transaction_id.as_str()),
+    )
+}
+
+pub(crate) async fn get_payment(
+    State(state): State<Arc<AppState>>,
+    Extension(Caller(user)): Extension<Caller>,
+    id: Result<Path<String>, PathRejection>,
+) -> Response {
+    let Path(id) = match id {
+        Ok(id) => id,
+        Err(rejection) => return problem::simple(StatusCode::BAD_REQUEST, rejection.body_text()),
+    };
+    match state.payments.ledger.find(&user, &id).await {
+        Ok(Some(payment)) => json_response(StatusCode::OK, &payment.view()),
+        // Someone else's payment is indistinguishable from no payment.
+        Ok(None) => problem::simple(
+            StatusCode::NOT_FOUND,
+            format!("no payment {id:?} for this user"),
+        ),
+        Err(error) => {
+            tracing::warn!(error = %crate::error_chain(&error), "payment storage failed");
+            problem::with_retry_after(
+                problem::simple(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "payment storage is unavailable",
+                ),
+                Duration::from_secs(1),
+            )
+        }
+    }
+}

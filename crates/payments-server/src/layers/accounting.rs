@@ -1,0 +1,125 @@
+//! What happened to each payment request, counted in `/metrics` and written to the audit trail,
+//! from the typed facts the layers and the handler publish in the response's extensions:
+//! `RateLimited`, `IdempotencyOutcome`, the server's own [`Refusal`] and [`PaymentAnswered`].
+//! Nothing is read back from headers or guessed from a status code.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use tollgate_audit::{Action, AuditEvent, Outcome as AuditOutcome};
+use tollgate_http::idempotency::IdempotencyOutcome;
+use tollgate_http::ratelimit::RateLimited;
+use tollgate_idempotency::IdempotencyKey;
+
+use super::Refusal;
+use crate::auth::Caller;
+use crate::state::AppState;
+
+/// Put by the payment handler in its answer's extensions: how it counts in
+/// `payment_requests_total`. The handler wrote its own audit events (some commit with the
+/// payment), so accounting writes none for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PaymentAnswered {
+    /// The `outcome` label.
+    pub(crate) label: &'static str,
+    /// `Some(succeeded)` when the processor settled the payment (for `payment_success_rate`).
+    pub(crate) settled: Option<bool>,
+}
+
+/// How a payment request counts, and the audit entry to write for it, if any.
+struct Verdict {
+    label: &'static str,
+    audit: Option<(Action, AuditOutcome)>,
+}
+
+fn verdict(label: &'static str, action: Action, outcome: AuditOutcome) -> Verdict {
+    Verdict {
+        label,
+        audit: Some((action, outcome)),
+    }
+}
+
+/// The one place that decides how a payment request counts.
+fn classify(state: &AppState, response: &Response) -> Option<Verdict> {
+    let facts = response.extensions();
+    if let Some(limited) = facts.get::<RateLimited>() {
+        state
+            .metrics
+            .rate_limit_exceeded
+            .with_label_values(&[limited.policy.as_str()])
+            .inc();
+        return Some(verdict(
+            "rate_limited",
+            Action::RATE_LIMITED,
+            AuditOutcome::Denied,
+        ));
+    }
+    let denied = AuditOutcome::Denied;
+    Some(match facts.get::<IdempotencyOutcome>() {
+        Some(IdempotencyOutcome::Executed) => {
+            let answered = facts.get::<PaymentAnswered>()?;
+            if let Some(succeeded) = answered.settled {
+                state.metrics.processed(succeeded);
+            }
+            Verdict {
+                label: answered.label,
+                audit: None,
+            }
+        }
+        Some(IdempotencyOutcome::Replayed) => {
+            state.metrics.idempotent_replays.inc();
+            verdict("replayed", Action::PAYMENT_REPLAY, AuditOutcome::Success)
+        }
+        Some(IdempotencyOutcome::Conflict | IdempotencyOutcome::Fenced) => {
+            state.metrics.concurrent_conflicts.inc();
+            verdict("conflicted", Action::IDEMPOTENCY_CONFLICT, denied)
+        }
+        Some(IdempotencyOutcome::Mismatch) => {
+            verdict("rejected", Action::IDEMPOTENCY_MISMATCH, denied)
+        }
+        Some(IdempotencyOutcome::StoreFailed) => {
+            verdict("unavailable", Action::PAYMENT_ATTEMPT, denied)
+        }
+        Some(_) => verdict("rejected", Action::VALIDATION_FAILED, denied),
+        None => match facts.get::<Refusal>()? {
+            Refusal::UnsupportedMediaType => verdict("rejected", Action::VALIDATION_FAILED, denied),
+            Refusal::DeadlineExceeded => verdict("unavailable", Action::PAYMENT_ATTEMPT, denied),
+        },
+    })
+}
+
+/// Counts and audits what the stack answered to an authenticated payment request.
+pub(crate) async fn payments(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let user = request.extensions().get::<Caller>().cloned();
+    let request_id = super::request_id::of(request.extensions()).to_owned();
+    let key = IdempotencyKey::from_headers(request.headers()).ok();
+    let response = next.run(request).await;
+    let (Some(Caller(user)), Some(verdict)) = (user, classify(&state, &response)) else {
+        return response;
+    };
+    state
+        .metrics
+        .payment_requests
+        .with_label_values(&[verdict.label])
+        .inc();
+    if let Some((action, outcome)) = verdict.audit {
+        let mut event = AuditEvent::new(user.as_ref(), action, outcome)
+            .status(response.status().as_u16())
+            .request_id(request_id.as_str());
+        if let Some(key) = &key {
+            event = event.idempotency_key(key.as_str());
+        }
+        // Accepted before the client is answered: once accepted, the PostgreSQL sink writes it
+        // even if the server shuts down right after (its queue is flushed at shutdown).
+        if let Err(error) = state.audit.record(event).await {
+            tracing::warn!(error = %crate::error_chain(&error), "audit event not recorded");
+        }
+    }
+    response
+}

@@ -1,0 +1,44 @@
+//! Rate limits: tollgate-http's layer, keyed on the caller, the client address (behind trusted
+//! proxies) and the route's own endpoint.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::extract::ConnectInfo;
+use http::{Extensions, HeaderMap, Method};
+use tollgate_http::client_ip::client_ip;
+use tollgate_http::ratelimit::{RateLimitLayer, Subject};
+use tollgate_http::RequestHead;
+
+use crate::auth::Caller;
+use crate::paths;
+use crate::state::AppState;
+
+/// The client's address: the peer, or the first untrusted hop its trusted proxies name.
+pub(crate) fn client_address(
+    state: &AppState,
+    headers: &HeaderMap,
+    extensions: &Extensions,
+) -> Option<IpAddr> {
+    let peer = extensions.get::<ConnectInfo<SocketAddr>>()?.0.ip();
+    Some(client_ip(peer, headers, &state.trusted_proxies))
+}
+
+/// The limits of `method template`: every policy that applies to the caller, its address and
+/// this endpoint, decided together.
+pub(crate) fn for_route(state: &Arc<AppState>, method: Method, template: &str) -> RateLimitLayer {
+    let endpoint = paths::endpoint(&method, template);
+    let extractor_state = Arc::clone(state);
+    RateLimitLayer::new(
+        Arc::clone(&state.limiter),
+        state.policies.clone(),
+        move |head: &RequestHead<'_>| Subject {
+            user: head
+                .extensions()
+                .get::<Caller>()
+                .map(|caller| caller.0.as_ref().to_owned()),
+            ip: client_address(&extractor_state, head.headers(), head.extensions()),
+            endpoint: Some(endpoint.clone()),
+        },
+    )
+}

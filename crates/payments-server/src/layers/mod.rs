@@ -1,0 +1,22 @@
+//! The server's own middleware, each a small function over the request and the [`AppState`]:
+//! what tower-http and the Tollgate layers do not do for this contract.
+//!
+//! [`AppState`]: crate::AppState
+
+pub(crate) mod accounting;
+pub(crate) mod body;
+pub(crate) mod deadline;
+pub(crate) mod json;
+pub(crate) mod limits;
+pub(crate) mod observe;
+pub(crate) mod request_id;
+
+/// A refusal the server's own middleware answered, in the response's extensions: with
+/// `RateLimited` and `IdempotencyOutcome`, what accounting reads instead of status codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// Not JSON (415).
+    UnsupportedMediaType,
+    /// The handler did not answer within the request's deadline (503).
+    DeadlineExceeded,
+}

@@ -1,0 +1,88 @@
+//! What every request leaves behind: a span carrying its id, method, route template and user
+//! (so every log line written inside it says which request it belongs to), a log line when it
+//! is answered, and its duration in `/metrics`. Label values are bounded: route templates,
+//! standard methods or `other`, status codes.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use http::Method;
+use tollgate_http::idempotency::StoreFailure;
+use tracing::Span;
+
+use crate::state::AppState;
+
+/// A method as a label: the standard ones by name, any other as `other` (a client chooses the
+/// method, and must not choose the number of series or the size of a log line).
+pub(crate) fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "other",
+    }
+}
+
+/// The route template the router matched, or `unmatched`.
+fn route(request: &Request) -> &str {
+    request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+}
+
+/// The request's span (tower-http's `TraceLayer` enters it around the whole request).
+pub(crate) fn span(request: &http::Request<Body>) -> Span {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str);
+    tracing::info_span!(
+        "request",
+        request_id = super::request_id::of(request.extensions()),
+        method = method_label(request.method()),
+        route,
+        user = tracing::field::Empty,
+    )
+}
+
+/// The request's log line, in its span.
+pub(crate) fn log_answer(response: &Response, latency: Duration, _span: &Span) {
+    tracing::info!(
+        status = response.status().as_u16(),
+        latency_ms = latency.as_secs_f64() * 1e3,
+        "request"
+    );
+}
+
+/// Times the request into `http_request_duration_seconds` and logs what an idempotency store
+/// failure was (clients get a fixed message).
+pub(crate) async fn measure(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let route = route(&request).to_owned();
+    let method = method_label(request.method());
+    let response = next.run(request).await;
+    if let Some(failure) = response.extensions().get::<StoreFailure>() {
+        tracing::warn!(error = %failure.0, "idempotency store failed");
+    }
+    state
+        .metrics
+        .request_duration
+        .with_label_values(&[route.as_str(), method, response.status().as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    response
+}

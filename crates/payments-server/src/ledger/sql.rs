@@ -1,0 +1,134 @@
+//! The ledger's SQL. The two writes of a payment are composed with fragments of the
+//! idempotency and audit crates, so their parameter numbers are computed, never written by hand:
+//! each fragment says how many parameters it takes, and a test checks every statement's
+//! placeholders against the parameters bound to it.
+
+use tollgate_audit::postgres::EventParams;
+use tollgate_idempotency::postgres::CompletionParams;
+
+/// The `payments` table in `{schema}`.
+pub(crate) const MIGRATE: &str = "
+CREATE TABLE IF NOT EXISTS {schema}.payments (
+    transaction_id  text PRIMARY KEY,
+    user_id         text NOT NULL,
+    idempotency_key text,
+    status          text NOT NULL CHECK (status IN ('pending', 'succeeded', 'failed')),
+    amount_minor    bigint NOT NULL CHECK (amount_minor > 0),
+    currency        text NOT NULL,
+    description     text,
+    payment_method  text NOT NULL,
+    metadata        jsonb NOT NULL,
+    decline_code    text,
+    created_at      timestamptz NOT NULL,
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+-- Not unique: a key may be used again once its idempotency record expired.
+CREATE INDEX IF NOT EXISTS payments_user_key
+    ON {schema}.payments (user_id, idempotency_key, created_at);
+";
+
+/// The payment columns, in the order [`PAYMENT_PARAMS`] binds them.
+pub(crate) const COLUMNS: &str = "transaction_id, user_id, idempotency_key, status, \
+    amount_minor, currency, description, payment_method, metadata, decline_code, created_at";
+
+/// How many values a payment row binds (one per column of [`COLUMNS`]).
+pub(crate) const PAYMENT_PARAMS: usize = 11;
+
+/// How many values the status update binds: status, decline code, transaction id.
+pub(crate) const STATUS_PARAMS: usize = 3;
+
+/// `$first, $first+1, …` for `count` parameters.
+fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The pending row and its `payment_started` event, one statement: the event's parameters
+/// first, then the row's. `audit_insert(first)` is the audit crate's `INSERT … SELECT`.
+pub(crate) fn insert_pending(schema: &str, audit_insert: impl Fn(usize) -> String) -> String {
+    let row = placeholders(EventParams::COUNT + 1, PAYMENT_PARAMS);
+    format!(
+        "WITH p AS (INSERT INTO {schema}.payments ({COLUMNS}) VALUES ({row})) {}",
+        audit_insert(1)
+    )
+}
+
+/// The fenced idempotency completion, the final status and the audit event, one statement
+/// whose writes all happen only if the lease's fence still owns the key: the completion's
+/// parameters, then the status update's, then the event's.
+pub(crate) fn finish(
+    schema: &str,
+    completion: &str,
+    audit_insert: impl Fn(usize) -> String,
+) -> String {
+    let status = CompletionParams::COUNT + 1;
+    let (decline, id) = (status + 1, status + 2);
+    format!(
+        "WITH c AS ({completion}), \
+         u AS (UPDATE {schema}.payments SET status = ${status}, decline_code = ${decline}, \
+               updated_at = now() \
+               WHERE transaction_id = ${id} AND EXISTS (SELECT 1 FROM c)) \
+         {} WHERE EXISTS (SELECT 1 FROM c)",
+        audit_insert(status + STATUS_PARAMS)
+    )
+}
+
+/// One payment by a condition over `$1…`.
+pub(crate) fn select(schema: &str, condition: &str) -> String {
+    format!("SELECT {COLUMNS} FROM {schema}.payments WHERE {condition}")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// The distinct `$n` placeholders of a statement.
+    fn numbers(sql: &str) -> BTreeSet<usize> {
+        let mut found = BTreeSet::new();
+        let bytes = sql.as_bytes();
+        for (i, _) in sql.match_indices('$') {
+            let digits: String = bytes[i + 1..]
+                .iter()
+                .take_while(|b| b.is_ascii_digit())
+                .map(|&b| char::from(b))
+                .collect();
+            if let Ok(n) = digits.parse() {
+                found.insert(n);
+            }
+        }
+        found
+    }
+
+    /// Every parameter bound is used, and nothing else is: `$1…$n` exactly, with the real
+    /// fragments of the idempotency and audit crates (a pool that never connects).
+    #[tokio::test]
+    async fn placeholders_match_the_parameters_bound() {
+        let pg: tokio_postgres::Config =
+            "postgres://nobody@127.0.0.1:1/none".parse().expect("a URL");
+        let manager = deadpool_postgres::Manager::new(pg, tokio_postgres::NoTls);
+        let pool = deadpool_postgres::Pool::builder(manager)
+            .build()
+            .expect("a pool");
+        let store = tollgate_idempotency::postgres::PostgresStore::open(pool.clone(), "s")
+            .expect("a store");
+        let config = tollgate_audit::postgres::AuditLogConfig {
+            schema: "s".to_owned(),
+            ..Default::default()
+        };
+        let audit =
+            tollgate_audit::postgres::PostgresAuditLog::open(pool, config).expect("an audit log");
+        let audit_insert = |first| audit.insert_select_statement(first);
+
+        let pending = insert_pending("s", audit_insert);
+        let bound = EventParams::COUNT + PAYMENT_PARAMS;
+        assert_eq!(numbers(&pending), (1..=bound).collect(), "{pending}");
+
+        let finish = finish("s", &store.completion_statement(), audit_insert);
+        let bound = CompletionParams::COUNT + STATUS_PARAMS + EventParams::COUNT;
+        assert_eq!(numbers(&finish), (1..=bound).collect(), "{finish}");
+    }
+}

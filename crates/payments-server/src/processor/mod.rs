@@ -1,0 +1,65 @@
+//! The payment processor seam, and a simulated processor for tests and demos.
+//!
+//! Every charge carries a reference (the transaction id) that the processor deduplicates on, as
+//! real processors do with their own idempotency keys: a charge resumed after an ambiguous
+//! failure asks [`PaymentProcessor::lookup`] first and never charges twice.
+
+mod book;
+mod simulated;
+
+use std::fmt;
+
+use async_trait::async_trait;
+
+pub(crate) use book::{MemoryBook, PostgresBook, MIGRATE};
+pub(crate) use simulated::SimulatedProcessor;
+
+/// One charge.
+#[derive(Clone, Debug)]
+pub(crate) struct Charge<'a> {
+    /// Deduplication reference: the transaction id.
+    pub(crate) reference: &'a str,
+    pub(crate) amount_minor: i64,
+    pub(crate) currency: &'a str,
+    pub(crate) payment_method: &'a str,
+}
+
+/// The processor's final answer about a charge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum ChargeResult {
+    Approved,
+    Declined { code: String },
+}
+
+/// A boxed error kept as a processor failure's source.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The processor could not give an answer: the charge may or may not have happened.
+#[derive(Debug, thiserror::Error)]
+#[error("payment processor error: {0}")]
+pub(crate) struct ProcessorError(#[source] pub(crate) BoxError);
+
+impl ProcessorError {
+    pub(crate) fn new(error: impl Into<BoxError>) -> Self {
+        ProcessorError(error.into())
+    }
+}
+
+/// Something that charges payment methods.
+#[async_trait]
+pub(crate) trait PaymentProcessor: Send + Sync + fmt::Debug {
+    /// Charges once per reference: a repeated reference returns the first answer.
+    async fn charge(&self, charge: &Charge<'_>) -> Result<ChargeResult, ProcessorError>;
+
+    /// What became of the charge with `reference`, if the processor has seen it.
+    async fn lookup(&self, reference: &str) -> Result<Option<ChargeResult>, ProcessorError>;
+}
+
+/// Test payment methods that force an outcome, like a processor's test cards.
+pub(crate) mod test_methods {
+    /// Always declined (`card_declined`).
+    pub(crate) const DECLINE: &str = "test_decline";
+    /// Charged, but the first answer is lost (a timeout after the charge): the retry must find
+    /// the charge instead of charging again.
+    pub(crate) const TIMEOUT_AFTER_CHARGE: &str = "test_timeout_after_charge";
+}

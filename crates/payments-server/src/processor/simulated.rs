@@ -1,0 +1,127 @@
+//! A processor simulation: configurable latency, decline and failure rates, and test payment
+//! methods, over any [`ChargeBook`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::book::ChargeBook;
+use super::{test_methods, Charge, ChargeResult, PaymentProcessor, ProcessorError};
+use crate::config::ProcessorTuning;
+
+/// A simulated processor keeping its charges in `book`.
+#[derive(Debug)]
+pub(crate) struct SimulatedProcessor {
+    tuning: ProcessorTuning,
+    book: Arc<dyn ChargeBook>,
+}
+
+impl SimulatedProcessor {
+    pub(crate) fn new(tuning: ProcessorTuning, book: Arc<dyn ChargeBook>) -> Self {
+        SimulatedProcessor { tuning, book }
+    }
+
+    /// What this charge would be decided as if it were new.
+    fn decide(&self, charge: &Charge<'_>) -> ChargeResult {
+        if charge.payment_method == test_methods::DECLINE
+            || fastrand::f64() < self.tuning.decline_rate
+        {
+            ChargeResult::Declined {
+                code: "card_declined".into(),
+            }
+        } else {
+            ChargeResult::Approved
+        }
+    }
+
+    async fn answer_delay(&self) {
+        if !self.tuning.latency.is_zero() {
+            // ±50 % so concurrent requests interleave differently on every run.
+            let jitter = 0.5 + fastrand::f64();
+            let delay = self.tuning.latency.mul_f64(jitter);
+            tokio::time::sleep(delay.max(Duration::from_micros(1))).await;
+        }
+    }
+}
+
+#[async_trait]
+impl PaymentProcessor for SimulatedProcessor {
+    async fn charge(&self, charge: &Charge<'_>) -> Result<ChargeResult, ProcessorError> {
+        let recorded = self.book.record(charge, self.decide(charge)).await?;
+        // Like a real processor's idempotency check: a reference names one charge.
+        if (recorded.amount_minor, recorded.currency.as_str())
+            != (charge.amount_minor, charge.currency)
+        {
+            return Err(ProcessorError::new(format!(
+                "reference {} was already used for another amount",
+                charge.reference
+            )));
+        }
+        // The charge is made; its answer takes the processor's latency to come back (a crash
+        // in between is the case reconciliation exists for).
+        self.answer_delay().await;
+        let lose = recorded.new
+            && (charge.payment_method == test_methods::TIMEOUT_AFTER_CHARGE
+                || fastrand::f64() < self.tuning.failure_rate);
+        if lose {
+            return Err(ProcessorError::new(
+                "timed out waiting for the processor's answer",
+            ));
+        }
+        Ok(recorded.result)
+    }
+
+    async fn lookup(&self, reference: &str) -> Result<Option<ChargeResult>, ProcessorError> {
+        self.book.lookup(reference).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::processor::MemoryBook;
+
+    fn charge<'a>(reference: &'a str, method: &'a str) -> Charge<'a> {
+        Charge {
+            reference,
+            amount_minor: 100,
+            currency: "USD",
+            payment_method: method,
+        }
+    }
+
+    #[tokio::test]
+    async fn charges_once_per_reference() {
+        let tuning = ProcessorTuning {
+            latency: Duration::ZERO,
+            ..ProcessorTuning::default()
+        };
+        let processor = SimulatedProcessor::new(tuning, Arc::new(MemoryBook::default()));
+        let approved =
+            |r: Result<ChargeResult, ProcessorError>| matches!(r, Ok(ChargeResult::Approved));
+        assert!(approved(processor.charge(&charge("t1", "card")).await));
+        assert!(approved(processor.charge(&charge("t1", "card")).await));
+        assert!(matches!(
+            processor.charge(&charge("t2", test_methods::DECLINE)).await,
+            Ok(ChargeResult::Declined { .. })
+        ));
+        assert!(processor
+            .charge(&charge("t3", test_methods::TIMEOUT_AFTER_CHARGE))
+            .await
+            .is_err());
+        assert!(matches!(
+            processor.lookup("t3").await,
+            Ok(Some(ChargeResult::Approved))
+        ));
+        assert!(matches!(processor.lookup("t4").await, Ok(None)));
+        let other_amount = Charge {
+            amount_minor: 999,
+            ..charge("t1", "card")
+        };
+        assert!(
+            processor.charge(&other_amount).await.is_err(),
+            "a reference names one amount"
+        );
+    }
+}

@@ -1,0 +1,114 @@
+//! [`AppState`]: everything the handlers and layers share, built bottom-up and never calling
+//! back into the app.
+
+use std::sync::Arc;
+
+use tollgate_audit::AuditLog;
+use tollgate_http::client_ip::TrustedProxies;
+use tollgate_idempotency::store::{ClaimOptions, IdempotencyStore};
+use tollgate_idempotency::{Idempotency, IdempotencyConfig};
+use tollgate_ratelimit::{PolicySet, RateLimiter};
+use tollgate_retry::breaker::{BreakerConfig, CircuitBreaker, State, Window};
+
+use crate::auth::Keys;
+use crate::config::{ApiKey, FileConfig, Timeouts};
+use crate::health::Services;
+use crate::ledger::Ledger;
+use crate::metrics::Metrics;
+use crate::payment::Payments;
+use crate::processor::PaymentProcessor;
+
+/// The state every handler and layer shares: a leaf, behind an `Arc`.
+#[derive(Debug)]
+pub struct AppState {
+    pub(crate) keys: Keys,
+    pub(crate) limiter: Arc<dyn RateLimiter>,
+    pub(crate) policies: PolicySet,
+    pub(crate) idempotency: Arc<Idempotency<Arc<dyn IdempotencyStore>>>,
+    pub(crate) payments: Payments,
+    pub(crate) audit: Arc<dyn AuditLog>,
+    pub(crate) services: Services,
+    pub(crate) metrics: Metrics,
+    pub(crate) trusted_proxies: TrustedProxies,
+    pub(crate) timeouts: Timeouts,
+}
+
+/// The backends an [`AppState`] is made of; the rest comes from the configuration.
+#[derive(Debug)]
+pub(crate) struct Backends {
+    pub(crate) limiter: Arc<dyn RateLimiter>,
+    pub(crate) store: Arc<dyn IdempotencyStore>,
+    pub(crate) ledger: Arc<dyn Ledger>,
+    pub(crate) audit: Arc<dyn AuditLog>,
+    pub(crate) processor: Arc<dyn PaymentProcessor>,
+    pub(crate) services: Services,
+}
+
+impl AppState {
+    /// Everything in this process's memory: no services needed (development and tests).
+    pub fn in_memory(file: &FileConfig, keys: &[ApiKey]) -> Result<Arc<Self>, String> {
+        let backends = crate::backends::in_memory(file);
+        AppState::new(file, keys, backends)
+    }
+
+    /// The state over `backends`, configured by `file`.
+    pub(crate) fn new(
+        file: &FileConfig,
+        keys: &[ApiKey],
+        backends: Backends,
+    ) -> Result<Arc<Self>, String> {
+        let metrics = Metrics::new();
+        let tuning = file.idempotency;
+        let idempotency = Idempotency::new(
+            backends.store,
+            IdempotencyConfig {
+                claim: ClaimOptions {
+                    lease: tuning.lease,
+                    ttl: tuning.ttl,
+                },
+                wait: tuning.wait,
+                ..IdempotencyConfig::default()
+            },
+        );
+        let payments = Payments {
+            ledger: backends.ledger,
+            processor: backends.processor,
+            breaker: breaker(file, &metrics),
+            record_ttl: tuning.ttl,
+        };
+        Ok(Arc::new(AppState {
+            keys: Keys::new(keys),
+            limiter: backends.limiter,
+            policies: file.policy_set()?,
+            idempotency: Arc::new(idempotency),
+            payments,
+            audit: backends.audit,
+            services: backends.services,
+            metrics,
+            trusted_proxies: TrustedProxies::new(file.trusted_proxies.iter().copied()),
+            timeouts: file.timeouts,
+        }))
+    }
+}
+
+/// The processor's circuit breaker, reporting its state to `metrics` and the log.
+fn breaker(file: &FileConfig, metrics: &Metrics) -> CircuitBreaker {
+    let tuning = file.breaker;
+    let breaker = CircuitBreaker::new(BreakerConfig {
+        window: Window::Count(tuning.window_calls.max(1)),
+        failure_rate_threshold: tuning.failure_rate_threshold,
+        minimum_calls: tuning.minimum_calls.max(1),
+        wait_in_open: tuning.wait_in_open,
+        ..BreakerConfig::default()
+    });
+    let gauge = metrics.breaker_state.clone();
+    breaker.on_transition(move |transition| {
+        gauge.set(match transition.to {
+            State::Closed => 0,
+            State::Open => 1,
+            State::HalfOpen => 2,
+        });
+        tracing::warn!(from = ?transition.from, to = ?transition.to, "payment processor circuit breaker changed state");
+    });
+    breaker
+}

@@ -1,0 +1,56 @@
+//! `/health`, `/ready`, `/metrics` and the public retry policy.
+
+use crate::support::{on_every_backend, Api};
+
+on_every_backend!(crate::CONFIG; health_reports_each_backend, ready_when_every_backend_answers,
+    retry_config_is_public_and_rate_limited, metrics_are_prometheus_text);
+
+async fn health_reports_each_backend(api: &Api) {
+    let health = api.get("/health", None).await;
+    health.expect(200);
+    let json = health.json();
+    assert_eq!(json["status"], "ok");
+    let expected = if api.services.is_some() {
+        "up"
+    } else {
+        "disabled"
+    };
+    for service in ["redis", "database"] {
+        assert_eq!(json["services"][service]["status"], expected, "{json}");
+    }
+    assert!(
+        health.header("x-ratelimit-limit").is_none(),
+        "probes are never rate limited"
+    );
+}
+
+async fn ready_when_every_backend_answers(api: &Api) {
+    let ready = api.get("/ready", None).await;
+    ready.expect(200);
+    assert_eq!(ready.json()["ready"], true);
+}
+
+async fn retry_config_is_public_and_rate_limited(api: &Api) {
+    let retry = api.get("/api/v1/retry-config", None).await;
+    retry.expect(200);
+    assert_eq!(retry.json()["max_attempts"], 3);
+    assert_eq!(retry.json()["jitter"], "full");
+    assert!(retry.header("x-ratelimit-limit").is_some(), "{retry:?}");
+}
+
+async fn metrics_are_prometheus_text(api: &Api) {
+    api.get("/health", None).await.expect(200);
+    let metrics = api.get("/metrics", None).await;
+    metrics.expect(200);
+    assert!(metrics
+        .header("content-type")
+        .is_some_and(|c| c.starts_with("text/plain")));
+    for line in [
+        "payment_success_rate",
+        "payment_processor_circuit_state 0",
+        "http_request_duration_seconds_bucket{method=\"GET\",route=\"/health\",status=\"200\"",
+        "rate_limiter_degraded_decisions_total",
+    ] {
+        assert!(metrics.body.contains(line), "{line} in\n{}", metrics.body);
+    }
+}

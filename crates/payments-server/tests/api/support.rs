@@ -1,0 +1,315 @@
+//! The app in process: built from a TOML text on memory backends, or on Redis and PostgreSQL
+//! with a schema and key prefix of its own; requests go through `tower::ServiceExt::oneshot`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::Router;
+use clap::Parser;
+use payments_server::config::{ApiKey, Config, FileConfig};
+use payments_server::{app, AppState, Server};
+use tower::ServiceExt;
+
+/// Keys of the three users every test app knows.
+pub(crate) const ALICE: &str = "alice-key-0001";
+pub(crate) const BOB: &str = "bob-key-0002";
+pub(crate) const CAROL: &str = "carol-key-0003";
+
+/// A name no other test (or test run) uses: for Redis prefixes, schemas and keys.
+pub(crate) fn unique(tag: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{tag}_{}_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        nanos
+    )
+}
+
+/// A payment body.
+pub(crate) fn payment(amount: &str, method: &str) -> String {
+    format!(
+        r#"{{"amount": {amount}, "currency": "USD", "description": "test", "payment_method": "{method}", "metadata": {{"order_id": "ord_1"}}}}"#
+    )
+}
+
+/// The services a test runs on, removed afterwards.
+pub(crate) struct Services {
+    pub(crate) database_url: String,
+    redis_url: String,
+    pub(crate) schema: String,
+    server: Option<Server>,
+}
+
+impl Drop for Services {
+    fn drop(&mut self) {
+        // A runtime of its own: a test's runtime is shutting down around this drop.
+        let (database, redis, schema) = (
+            self.database_url.clone(),
+            self.redis_url.clone(),
+            self.schema.clone(),
+        );
+        let server = self.server.take();
+        let cleanup = std::thread::spawn(move || {
+            runtime().block_on(async move {
+                if let Some(server) = server {
+                    server.shutdown().await;
+                }
+                drop_schema(&database, &schema).await;
+                delete_keys(&redis, &schema).await;
+            })
+        });
+        let _ = cleanup.join();
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+}
+
+async fn drop_schema(database_url: &str, schema: &str) {
+    if let Ok((client, connection)) =
+        tokio_postgres::connect(database_url, tokio_postgres::NoTls).await
+    {
+        tokio::spawn(connection);
+        let _ = client
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+            .await;
+    }
+}
+
+async fn delete_keys(redis_url: &str, prefix: &str) {
+    let Ok(client) = redis::Client::open(redis_url) else {
+        return;
+    };
+    if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}*"))
+            .query_async(&mut conn)
+            .await
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
+        }
+    }
+}
+
+/// The app under test.
+pub(crate) struct Api {
+    router: Router,
+    pub(crate) services: Option<Services>,
+}
+
+fn keys() -> String {
+    format!("{ALICE}:alice,{BOB}:bob,{CAROL}:carol")
+}
+
+impl Api {
+    /// Memory backends, configured by the TOML `config`.
+    pub(crate) fn memory(config: &str) -> Api {
+        let file = FileConfig::parse(config).expect("a valid configuration");
+        let keys = [
+            ApiKey::new(ALICE, "alice"),
+            ApiKey::new(BOB, "bob"),
+            ApiKey::new(CAROL, "carol"),
+        ];
+        let state = AppState::in_memory(&file, &keys).expect("a state");
+        Api {
+            router: app(state),
+            services: None,
+        }
+    }
+
+    /// Redis and PostgreSQL from `TEST_REDIS_URL` and `TEST_DATABASE_URL`, or `None` after
+    /// printing why `test` is skipped.
+    pub(crate) async fn services(test: &str, config: &str) -> Option<Api> {
+        let (Some(redis_url), Some(database_url)) =
+            (env("TEST_REDIS_URL"), env("TEST_DATABASE_URL"))
+        else {
+            eprintln!(
+                "SKIPPED {test}: needs Redis and PostgreSQL; set TEST_REDIS_URL=redis://127.0.0.1:6379 and TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres to run it"
+            );
+            return None;
+        };
+        let schema = unique("tg_api");
+        let path = std::env::temp_dir().join(format!("{schema}.toml"));
+        std::fs::write(&path, config).expect("write the configuration");
+        let path = path.to_string_lossy().into_owned();
+        let args = [
+            "payments-server",
+            "--api-keys",
+            &keys(),
+            "--redis-url",
+            &redis_url,
+            "--database-url",
+            &database_url,
+            "--database-schema",
+            &schema,
+            "--redis-key-prefix",
+            &schema,
+            "--config",
+            &path,
+        ];
+        let server = Server::build(&Config::parse_from(args)).await;
+        let _ = std::fs::remove_file(&path);
+        let server = server.unwrap_or_else(|e| panic!("the services are reachable: {e}"));
+        Some(Api {
+            router: app(Arc::clone(&server.state)),
+            services: Some(Services {
+                database_url,
+                redis_url,
+                schema,
+                server: Some(server),
+            }),
+        })
+    }
+
+    /// Sends `request` as if from 127.0.0.1.
+    pub(crate) async fn send(&self, mut request: http::Request<Body>) -> Reply {
+        let peer = SocketAddr::from(([127, 0, 0, 1], 40_000));
+        request.extensions_mut().insert(ConnectInfo(peer));
+        let response = self
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .unwrap_or_else(|never| match never {});
+        let (parts, body) = response.into_parts();
+        let body = axum::body::to_bytes(body, usize::MAX)
+            .await
+            .expect("a body");
+        Reply {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }
+    }
+
+    /// `method path` with `headers` and `body`.
+    pub(crate) async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Body>,
+    ) -> Reply {
+        let mut request = http::Request::builder().method(method).uri(path);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        self.send(request.body(body.into()).expect("a request"))
+            .await
+    }
+
+    /// `GET path`, as `key` if any.
+    pub(crate) async fn get(&self, path: &str, key: Option<&str>) -> Reply {
+        let auth = key.map(|k| format!("Bearer {k}"));
+        let headers: Vec<(&str, &str)> = auth
+            .as_deref()
+            .map(|a| vec![("Authorization", a)])
+            .unwrap_or_default();
+        self.call("GET", path, &headers, Body::empty()).await
+    }
+
+    /// `POST /api/v1/payments` as `key` with `idempotency_key`.
+    pub(crate) async fn pay(&self, key: &str, idempotency_key: &str, body: &str) -> Reply {
+        let auth = format!("Bearer {key}");
+        let headers = [
+            ("Authorization", auth.as_str()),
+            ("Content-Type", "application/json"),
+            ("Idempotency-Key", idempotency_key),
+        ];
+        self.call("POST", "/api/v1/payments", &headers, body.to_owned())
+            .await
+    }
+
+    /// One `bigint` from PostgreSQL (`{schema}` is this test's schema); `None` on memory.
+    pub(crate) async fn count(&self, sql: &str) -> Option<i64> {
+        let services = self.services.as_ref()?;
+        let sql = sql.replace("{schema}", &services.schema);
+        let (client, connection) =
+            tokio_postgres::connect(&services.database_url, tokio_postgres::NoTls)
+                .await
+                .expect("PostgreSQL is reachable");
+        tokio::spawn(connection);
+        let row = client.query_one(&sql, &[]).await.expect("a query");
+        Some(row.get::<_, i64>(0))
+    }
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// An answer, read whole.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) headers: http::HeaderMap,
+    pub(crate) body: String,
+}
+
+impl Reply {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub(crate) fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+
+    /// Asserts the status, and that an error is problem+json with that status.
+    #[track_caller]
+    pub(crate) fn expect(&self, status: u16) -> &Self {
+        assert_eq!(self.status, status, "{self:?}");
+        if status >= 400 {
+            assert_eq!(
+                self.header("content-type"),
+                Some("application/problem+json"),
+                "{self:?}"
+            );
+            assert_eq!(self.json()["status"], status, "{self:?}");
+        }
+        self
+    }
+}
+
+/// Runs each named scenario `async fn name(api: &Api)` on memory backends, and again on Redis
+/// and PostgreSQL when their test URLs are set: one test per scenario and backend.
+macro_rules! on_every_backend {
+    ($config:expr; $($name:ident),+ $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let api = crate::support::Api::memory($config);
+                    super::$name(&api).await;
+                }
+            )+
+        }
+        mod redis_and_postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let test = concat!(module_path!(), "::", stringify!($name));
+                    if let Some(api) = crate::support::Api::services(test, $config).await {
+                        super::$name(&api).await;
+                    }
+                }
+            )+
+        }
+    };
+}
+
+pub(crate) use on_every_backend;

@@ -1,0 +1,236 @@
+//! Driving a server: the request mix, latencies, and the report.
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::{Args, BoxError, Scenario};
+
+pub(crate) type HttpClient =
+    Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+/// One answer.
+#[derive(Clone, Debug)]
+pub(crate) struct Sample {
+    pub(crate) user: usize,
+    pub(crate) key: Arc<str>,
+    pub(crate) status: u16,
+    pub(crate) replayed: Option<bool>,
+    pub(crate) transaction_id: Option<String>,
+    pub(crate) body_hash: u64,
+}
+
+/// What one load run measured.
+#[derive(Debug)]
+pub(crate) struct Measured {
+    pub(crate) elapsed: Duration,
+    pub(crate) latency: Histogram<u64>,
+    pub(crate) samples: Vec<Sample>,
+    pub(crate) errors: u64,
+}
+
+pub(crate) fn body_for(amount_cents: u64) -> Bytes {
+    Bytes::from(format!(
+        r#"{{"amount": "{}.{:02}", "currency": "USD", "payment_method": "card", "description": "load", "metadata": {{"source": "tollgate-load"}}}}"#,
+        amount_cents / 100,
+        amount_cents % 100
+    ))
+}
+
+fn hash_bytes(bytes: &[u8]) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut hasher);
+    hasher.finish()
+}
+
+async fn pay(
+    client: &HttpClient,
+    base: &str,
+    user: usize,
+    key: &Arc<str>,
+    body: Bytes,
+) -> Result<(Sample, Duration), BoxError> {
+    let request = hyper::Request::post(format!("{base}/api/v1/payments"))
+        .header("authorization", format!("Bearer load-key-{user}"))
+        .header("content-type", "application/json")
+        .header("idempotency-key", &**key)
+        .body(Full::new(body))?;
+    let started = Instant::now();
+    let response = client.request(request).await?;
+    let status = response.status().as_u16();
+    let replayed = response
+        .headers()
+        .get("idempotent-replayed")
+        .map(|v| v.as_bytes() == b"true");
+    let bytes = response.into_body().collect().await?.to_bytes();
+    let latency = started.elapsed();
+    let transaction_id = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| v.get("transaction_id")?.as_str().map(str::to_owned));
+    Ok((
+        Sample {
+            user,
+            key: Arc::clone(key),
+            status,
+            replayed,
+            transaction_id,
+            body_hash: hash_bytes(&bytes),
+        },
+        latency,
+    ))
+}
+
+fn new_histogram() -> Histogram<u64> {
+    // 1 µs to 100 s at 3 significant digits: constant, valid bounds.
+    Histogram::new_with_bounds(1, 100_000_000, 3).expect("valid histogram bounds")
+}
+
+pub(crate) async fn load(args: &Args, base: &str, run: &str, progress: &ProgressBar) -> Measured {
+    let client: HttpClient = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(args.concurrency * 2)
+        .build_http();
+    let deadline = Instant::now() + args.duration;
+    let started = Instant::now();
+    let errors = Arc::new(AtomicU64::new(0));
+    let per_worker_interval = (args.rate > 0)
+        .then(|| Duration::from_secs_f64(args.concurrency as f64 / args.rate as f64));
+    let mut workers = tokio::task::JoinSet::new();
+    for worker in 0..args.concurrency {
+        let (client, base, run) = (client.clone(), base.to_owned(), run.to_owned());
+        let (args, progress, errors) = (args.clone(), progress.clone(), Arc::clone(&errors));
+        workers.spawn(async move {
+            let mut rng = fastrand::Rng::with_seed(worker as u64 * 7919 + 1);
+            let mut latency = new_histogram();
+            let mut samples = Vec::new();
+            let mut history: Vec<(usize, Arc<str>, Bytes)> = Vec::new();
+            let mut next_at = Instant::now();
+            let mut n = 0_u64;
+            while Instant::now() < deadline {
+                if let Some(interval) = per_worker_interval {
+                    tokio::time::sleep_until(next_at.into()).await;
+                    next_at += interval;
+                }
+                // A flood sends only new payments.
+                let roll = match args.scenario {
+                    Scenario::Payments => rng.f64(),
+                    Scenario::Flood => 1.0,
+                };
+                let mut record = |result: Result<(Sample, Duration), BoxError>| match result {
+                    Ok((sample, took)) => {
+                        let _ = latency.record(took.as_micros().max(1) as u64);
+                        samples.push(sample);
+                        progress.inc(1);
+                    }
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                };
+                if roll < args.retry_share && !history.is_empty() {
+                    let (user, key, body) = history[rng.usize(..history.len())].clone();
+                    record(pay(&client, &base, user, &key, body).await);
+                    continue;
+                }
+                n += 1;
+                let user = match args.scenario {
+                    Scenario::Payments => rng.usize(..args.users.max(1)),
+                    Scenario::Flood => 0,
+                };
+                let key: Arc<str> = Arc::from(format!("{run}-{worker}-{n}"));
+                let body = body_for(rng.u64(100..100_000));
+                if roll < args.retry_share + args.duplicate_share {
+                    let (a, b) = tokio::join!(
+                        pay(&client, &base, user, &key, body.clone()),
+                        pay(&client, &base, user, &key, body.clone())
+                    );
+                    record(a);
+                    record(b);
+                } else {
+                    record(pay(&client, &base, user, &key, body.clone()).await);
+                }
+                if history.len() < 1_000 {
+                    history.push((user, key, body));
+                } else {
+                    let slot = rng.usize(..history.len());
+                    history[slot] = (user, key, body);
+                }
+            }
+            (latency, samples)
+        });
+    }
+    let mut latency = new_histogram();
+    let mut samples = Vec::new();
+    while let Some(joined) = workers.join_next().await {
+        if let Ok((worker_latency, worker_samples)) = joined {
+            let _ = latency.add(&worker_latency);
+            samples.extend(worker_samples);
+        }
+    }
+    Measured {
+        elapsed: started.elapsed(),
+        latency,
+        samples,
+        errors: errors.load(Ordering::Relaxed),
+    }
+}
+
+pub(crate) fn report(name: &str, measured: &Measured) -> (f64, f64) {
+    let secs = measured.elapsed.as_secs_f64();
+    let requests = measured.samples.len() as f64;
+    let executed = measured
+        .samples
+        .iter()
+        .filter(|s| s.status == 201 && s.replayed != Some(true))
+        .count() as f64;
+    let mut statuses = BTreeMap::<String, u64>::new();
+    for sample in &measured.samples {
+        let label = match sample.replayed {
+            Some(true) => format!("{} replayed", sample.status),
+            _ => sample.status.to_string(),
+        };
+        *statuses.entry(label).or_default() += 1;
+    }
+    let h = &measured.latency;
+    println!("{name}");
+    println!(
+        "  {:.0} requests/s, {:.0} payments executed/s over {:.1} s ({} requests, {} transport errors)",
+        requests / secs,
+        executed / secs,
+        secs,
+        measured.samples.len(),
+        measured.errors
+    );
+    println!(
+        "  latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
+        h.value_at_quantile(0.5) as f64 / 1e3,
+        h.value_at_quantile(0.9) as f64 / 1e3,
+        h.value_at_quantile(0.99) as f64 / 1e3,
+        h.value_at_quantile(0.999) as f64 / 1e3,
+        h.max() as f64 / 1e3
+    );
+    println!("  statuses: {statuses:?}");
+    (requests / secs, executed / secs)
+}
+
+pub(crate) fn progress_bar(args: &Args, what: &str) -> ProgressBar {
+    if args.quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new_spinner();
+    if let Ok(style) =
+        ProgressStyle::with_template("{spinner} {msg} {elapsed} · {pos} answers · {per_sec}")
+    {
+        bar.set_style(style);
+    }
+    bar.set_message(what.to_owned());
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
