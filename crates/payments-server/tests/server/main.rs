@@ -11,5 +11,7 @@ mod hostile;
 mod lifecycle;
 mod outage;
 mod readme;
+mod spec_examples;
+mod startup;
 mod support;
 mod two_process;

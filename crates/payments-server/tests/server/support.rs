@@ -82,7 +82,34 @@ pub(crate) fn free_port() -> u16 {
 }
 
 impl Server {
+    /// Starts a server and waits until it listens.
     pub(crate) fn start(options: &Options) -> Server {
+        let mut server = Server::spawn(options);
+        server.wait_until_listening();
+        server
+    }
+
+    /// Waits until the server listens; panics if it exits first or takes over 30 s.
+    pub(crate) fn wait_until_listening(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let mut stderr = String::new();
+                if let Some(mut pipe) = self.child.stderr.take() {
+                    let _ = pipe.read_to_string(&mut stderr);
+                }
+                panic!("the server exited at start-up: {status}: {stderr}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not listen within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts a server without waiting for it.
+    pub(crate) fn spawn(options: &Options) -> Server {
         let port = free_port();
         let mut command = Command::new(env!("CARGO_BIN_EXE_payments-server"));
         command
@@ -92,7 +119,8 @@ impl Server {
             .env_remove("DATABASE_URL")
             .env_remove("REDIS_URL")
             .env_remove("TOLLGATE_CONFIG")
-            .stdout(Stdio::null());
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         if options.development {
             command.env_remove("API_KEYS");
         } else {
@@ -105,18 +133,7 @@ impl Server {
             tempfile_path::TempFile(path)
         });
         command.envs(options.env.iter().map(|(k, v)| (k, v)));
-        let mut child = command.spawn().expect("the server starts");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("the server exited at start-up: {status}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the server did not listen within 30 s"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let child = command.spawn().expect("the server starts");
         Server {
             child,
             port,
