@@ -1,25 +1,26 @@
 //! [`app`]: the whole HTTP surface as an axum `Router`, a function of the state.
 //!
-//! Built bottom-up; nothing calls back into it. A request goes, one way:
+//! Built bottom-up; nothing calls back into it. Each route is one concrete stack, so a request
+//! clones no boxed services on its way down. A request goes, one way:
 //!
 //! ```text
-//! request id → span → duration → deadline → router
-//!   public:        body (413/408) → deadline (503) → [limits (429)] → probe / retry-config
-//!   authenticated: auth (401) → body (413/408) →
-//!     POST payments: accounting → deadline (503) → limits (429) → JSON (415)
+//! request id → span → measure → router
+//!   probes:          deadline (body 413/408, answer 503) → handler
+//!   retry-config:    deadline → limits (429) → handler
+//!   authenticated:   auth (401) →
+//!     POST payments: accounting → deadline → limits → JSON (415)
 //!                    → idempotency (400/409/422, replay) → payment handler
-//!     simulate:      plan (400/415/422) → deadline → limits → fan-out through the payment
-//!                    pipeline above
-//!     other routes:  deadline (503) → limits (429) → handler
+//!     simulate:      deadline → check (400/415/422) → limits → fan-out through the
+//!                    payment stack above (from accounting on)
+//!     other routes:  deadline → limits → handler
 //! ```
 
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::handler::Handler;
-use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::IntoResponse;
-use axum::routing::{get, post, post_service, MethodRouter};
+use axum::routing::{on_service, MethodFilter, MethodRouter};
 use axum::Router;
 use http::Method;
 use tollgate_http::idempotency::{IdempotencyLayer, Identity};
@@ -29,12 +30,16 @@ use tower::ServiceBuilder;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::auth::{self, Caller};
+use crate::auth::{Caller, RequireKey};
 use crate::handlers::simulate::{self, Pipeline};
 use crate::handlers::{self, audit, limits, payments, probes};
+use crate::layers::accounting::Accounting;
+use crate::layers::deadline::Enforce;
+use crate::layers::json::RequireJson;
 use crate::layers::limits::for_route as limits_layer;
+use crate::layers::observe::{self, Measure};
 use crate::layers::request_id::{self, UuidV7, X_REQUEST_ID};
-use crate::layers::{accounting, body, deadline, json, observe};
+use crate::layers::stage::StageLayer;
 use crate::paths;
 use crate::state::AppState;
 
@@ -42,9 +47,68 @@ use crate::state::AppState;
 /// extensions (per-IP limits and trusted proxies need the peer address).
 pub fn app(state: Arc<AppState>) -> Router {
     let payments = payment_pipeline(&state);
+    let s = &state;
     Router::new()
-        .merge(public_routes(&state))
-        .merge(authenticated_routes(&state, payments))
+        .route(
+            paths::HEALTH,
+            route(s, Method::GET, paths::HEALTH, Access::Probe, probes::health),
+        )
+        .route(
+            paths::READY,
+            route(s, Method::GET, paths::READY, Access::Probe, probes::ready),
+        )
+        .route(
+            paths::METRICS,
+            route(
+                s,
+                Method::GET,
+                paths::METRICS,
+                Access::Probe,
+                probes::metrics,
+            ),
+        )
+        .route(
+            paths::RETRY_CONFIG,
+            route(
+                s,
+                Method::GET,
+                paths::RETRY_CONFIG,
+                Access::Public,
+                probes::retry_config,
+            ),
+        )
+        .route(paths::PAYMENTS, payments_route(s, payments.clone()))
+        .route(
+            paths::PAYMENT,
+            route(
+                s,
+                Method::GET,
+                paths::PAYMENT,
+                Access::Authenticated,
+                payments::get_payment,
+            ),
+        )
+        .route(
+            paths::RATE_LIMITS,
+            route(
+                s,
+                Method::GET,
+                paths::RATE_LIMITS,
+                Access::Authenticated,
+                limits::rate_limits,
+            ),
+        )
+        .route(
+            paths::AUDIT_LOGS,
+            route(
+                s,
+                Method::GET,
+                paths::AUDIT_LOGS,
+                Access::Authenticated,
+                audit::audit_logs,
+            ),
+        )
+        .route(paths::SIMULATE, simulate_route(s, payments))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(
@@ -59,87 +123,69 @@ pub fn app(state: Arc<AppState>) -> Router {
                         .on_response(observe::log_answer)
                         .on_failure(()),
                 )
-                .layer(from_fn_with_state(Arc::clone(&state), observe::measure))
-                .layer(from_fn_with_state(Arc::clone(&state), deadline::start)),
+                .layer(StageLayer::new(&state, Measure)),
         )
         .with_state(state)
 }
 
-/// `route` under the request deadline.
-fn timed(state: &Arc<AppState>, route: MethodRouter<Arc<AppState>>) -> MethodRouter<Arc<AppState>> {
-    route.layer(from_fn_with_state(Arc::clone(state), deadline::enforce))
+/// Who may call a route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Access {
+    /// Anyone, never rate limited: an overloaded server must still answer its orchestrator and
+    /// its monitoring.
+    Probe,
+    /// Anyone, within the limits.
+    Public,
+    /// A caller with a key, refused before the body is read and before any limit, so anonymous
+    /// traffic cannot drain the quota authenticated users depend on.
+    Authenticated,
 }
 
-/// `route` under the rate limits of `method template`, then the request deadline.
-fn limited(
+fn filter(method: &Method) -> MethodFilter {
+    MethodFilter::try_from(method.clone()).unwrap_or(MethodFilter::GET)
+}
+
+/// `handler` on `method template`, behind what `access` asks for, the body limit and the
+/// request deadline.
+fn route<H, T>(
     state: &Arc<AppState>,
     method: Method,
     template: &str,
-    route: MethodRouter<Arc<AppState>>,
-) -> MethodRouter<Arc<AppState>> {
-    timed(state, route.layer(limits_layer(state, method, template)))
+    access: Access,
+    handler: H,
+) -> MethodRouter<Arc<AppState>>
+where
+    H: Handler<T, Arc<AppState>>,
+    T: 'static,
+{
+    let limits = (access != Access::Probe).then(|| limits_layer(state, method.clone(), template));
+    let stack = ServiceBuilder::new()
+        .option_layer((access == Access::Authenticated).then(|| StageLayer::new(state, RequireKey)))
+        .layer(StageLayer::new(state, Enforce))
+        .option_layer(limits)
+        .service(handler.with_state(Arc::clone(state)));
+    on_service(filter(&method), stack)
 }
 
-/// Probes and metrics (never rate limited: an overloaded server must still answer its
-/// orchestrator and its monitoring) and the public retry policy.
-fn public_routes(state: &Arc<AppState>) -> Router<Arc<AppState>> {
-    Router::new()
-        .route(paths::HEALTH, timed(state, get(probes::health)))
-        .route(paths::READY, timed(state, get(probes::ready)))
-        .route(paths::METRICS, timed(state, get(probes::metrics)))
-        .route(
-            paths::RETRY_CONFIG,
-            limited(
-                state,
-                Method::GET,
-                paths::RETRY_CONFIG,
-                get(probes::retry_config),
-            ),
-        )
-        .route_layer(from_fn_with_state(Arc::clone(state), body::buffer))
+/// `POST /api/v1/payments`: a caller with a key, then the payment pipeline.
+fn payments_route(state: &Arc<AppState>, payments: Pipeline) -> MethodRouter<Arc<AppState>> {
+    let stack = ServiceBuilder::new()
+        .layer(StageLayer::new(state, RequireKey))
+        .service(payments);
+    on_service(MethodFilter::POST, stack)
 }
 
-/// Every route that needs a key: refused before the body is read and before any limit, so
-/// anonymous traffic cannot drain the quota authenticated users depend on.
-fn authenticated_routes(state: &Arc<AppState>, payments: Pipeline) -> Router<Arc<AppState>> {
-    let simulate =
-        post(|State(payments): State<Pipeline>, request: Request| simulate::run(payments, request))
-            .layer(limits_layer(state, Method::POST, paths::SIMULATE))
-            .layer(from_fn_with_state(Arc::clone(state), deadline::enforce))
-            .layer(from_fn(simulate::plan))
-            .with_state(payments.clone());
-    Router::new()
-        .route(paths::PAYMENTS, post_service(payments))
-        .route(
-            paths::PAYMENT,
-            limited(
-                state,
-                Method::GET,
-                paths::PAYMENT,
-                get(payments::get_payment),
-            ),
-        )
-        .route(
-            paths::RATE_LIMITS,
-            limited(
-                state,
-                Method::GET,
-                paths::RATE_LIMITS,
-                get(limits::rate_limits),
-            ),
-        )
-        .route(
-            paths::AUDIT_LOGS,
-            limited(
-                state,
-                Method::GET,
-                paths::AUDIT_LOGS,
-                get(audit::audit_logs),
-            ),
-        )
-        .route(paths::SIMULATE, simulate)
-        .route_layer(from_fn_with_state(Arc::clone(state), body::buffer))
-        .route_layer(from_fn_with_state(Arc::clone(state), auth::require_key))
+/// `POST /api/v1/simulate-concurrent`: checked whole before its own limit, then fanned out
+/// through the payment pipeline.
+fn simulate_route(state: &Arc<AppState>, payments: Pipeline) -> MethodRouter<Arc<AppState>> {
+    let run = |State(payments): State<Pipeline>, request: Request| simulate::run(payments, request);
+    let stack = ServiceBuilder::new()
+        .layer(StageLayer::new(state, RequireKey))
+        .layer(StageLayer::new(state, Enforce))
+        .layer(StageLayer::new(state, simulate::Check))
+        .layer(limits_layer(state, Method::POST, paths::SIMULATE))
+        .service(run.with_state(payments));
+    on_service(MethodFilter::POST, stack)
 }
 
 /// `POST /api/v1/payments` below authentication: accounting → deadline → limits → JSON →
@@ -150,10 +196,10 @@ fn payment_pipeline(state: &Arc<AppState>) -> Pipeline {
         Some(Identity::new(caller.0.as_ref(), paths::PAYMENTS))
     };
     let stack = ServiceBuilder::new()
-        .layer(from_fn_with_state(Arc::clone(state), accounting::payments))
-        .layer(from_fn_with_state(Arc::clone(state), deadline::enforce))
+        .layer(StageLayer::new(state, Accounting))
+        .layer(StageLayer::new(state, Enforce))
         .layer(limits_layer(state, Method::POST, paths::PAYMENTS))
-        .layer(from_fn(json::require_json))
+        .layer(StageLayer::new(state, RequireJson))
         .map_response(IntoResponse::into_response)
         .layer(IdempotencyLayer::new(
             Arc::clone(&state.idempotency),

@@ -7,14 +7,16 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use std::future::Future;
+
+use axum::extract::Request;
 use axum::response::Response;
 use http::header::{HeaderValue, WWW_AUTHENTICATE};
 use http::{HeaderMap, StatusCode};
 use subtle::ConstantTimeEq;
 
 use crate::config::ApiKey;
+use crate::layers::stage::{call, Next, Step};
 use crate::state::AppState;
 
 /// The authenticated user, in the request's extensions once [`require_key`] admitted it.
@@ -23,18 +25,27 @@ pub(crate) struct Caller(pub(crate) Arc<str>);
 
 /// Admits requests that present a configured key — from the head, before any body is read —
 /// and puts the [`Caller`] in their extensions; `401` otherwise.
-pub(crate) async fn require_key(
-    State(state): State<Arc<AppState>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    match state.keys.authenticate(request.headers()) {
-        Some(user) => {
-            tracing::Span::current().record("user", user.as_ref());
-            request.extensions_mut().insert(Caller(user));
-            next.run(request).await
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RequireKey;
+
+impl Step for RequireKey {
+    fn run<S: Next>(
+        &self,
+        state: Arc<AppState>,
+        mut request: Request,
+        next: S,
+    ) -> impl Future<Output = Response> + Send + 'static {
+        let user = state.keys.authenticate(request.headers());
+        async move {
+            match user {
+                Some(user) => {
+                    tracing::Span::current().record("user", user.as_ref());
+                    request.extensions_mut().insert(Caller(user));
+                    call(next, request).await
+                }
+                None => unauthorized(),
+            }
         }
-        None => unauthorized(),
     }
 }
 

@@ -11,9 +11,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
 
 use axum::body::Body;
-use axum::extract::rejection::QueryRejection;
+use std::future::Future;
+use std::sync::Arc;
+
 use axum::extract::{Query, Request};
-use axum::middleware::Next;
 use axum::response::Response;
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
@@ -30,7 +31,9 @@ use tower_http::request_id::RequestId;
 
 use super::probes::json_response;
 use crate::layers::request_id::{self, X_REQUEST_ID};
+use crate::layers::stage::{call, Next, Step};
 use crate::payment::{Invalid, PaymentRequest};
+use crate::state::AppState;
 use crate::{paths, problem};
 
 /// The payment pipeline the copies go through.
@@ -55,28 +58,46 @@ pub(crate) struct Plan {
 
 /// Checks the whole request once, before its rate limit: the count, the content type, the key
 /// and the payment itself.
-pub(crate) async fn plan(
-    query: Result<Query<CountQuery>, QueryRejection>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let count = match query {
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Check;
+
+impl Step for Check {
+    fn run<S: Next>(
+        &self,
+        _state: Arc<AppState>,
+        request: Request,
+        next: S,
+    ) -> impl Future<Output = Response> + Send + 'static {
+        checked(request, next)
+    }
+}
+
+async fn checked<S: Next>(request: Request, next: S) -> Response {
+    match plan(request).await {
+        Ok(request) => call(next, request).await,
+        Err(refused) => refused,
+    }
+}
+
+/// The request with its [`Plan`] in its extensions, or the one answer that refuses it.
+async fn plan(request: Request) -> Result<Request, Response> {
+    let count = match Query::<CountQuery>::try_from_uri(request.uri()) {
         Ok(Query(CountQuery { concurrent_count })) => concurrent_count.unwrap_or(10),
         Err(_) => 0,
     };
     if !(1..=MAX_COUNT).contains(&count) {
         let found = request.uri().query().unwrap_or_default().to_owned();
         let detail = format!("concurrent_count must be 1–{MAX_COUNT} (query: {found:?})");
-        return problem::simple(StatusCode::BAD_REQUEST, detail);
+        return Err(problem::simple(StatusCode::BAD_REQUEST, detail));
     }
     if let Err(refused) = tollgate_http::content_type::require_json(request.headers()) {
-        return problem::respond(refused);
+        return Err(problem::respond(refused));
     }
     let key = match request.headers().get("idempotency-key") {
         None => format!("simulate-{}", uuid::Uuid::now_v7().simple()),
         Some(_) => match IdempotencyKey::from_headers(request.headers()) {
             Ok(key) => key.as_str().to_owned(),
-            Err(error) => return problem::simple(StatusCode::BAD_REQUEST, error.to_string()),
+            Err(error) => return Err(problem::simple(StatusCode::BAD_REQUEST, error.to_string())),
         },
     };
     let (parts, body) = request.into_parts();
@@ -84,11 +105,11 @@ pub(crate) async fn plan(
         .await
         .unwrap_or_default();
     if let Err(invalid) = PaymentRequest::parse(&body) {
-        return not_a_payment(invalid, &body);
+        return Err(not_a_payment(invalid, &body));
     }
     let mut request = Request::from_parts(parts, Body::empty());
     request.extensions_mut().insert(Plan { count, key, body });
-    next.run(request).await
+    Ok(request)
 }
 
 /// The one answer for a body that is not a valid payment.

@@ -5,14 +5,16 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use std::future::Future;
+
+use axum::extract::Request;
 use axum::response::Response;
 use tollgate_audit::{Action, AuditEvent, Outcome as AuditOutcome};
 use tollgate_http::idempotency::IdempotencyOutcome;
 use tollgate_http::ratelimit::RateLimited;
 use tollgate_idempotency::IdempotencyKey;
 
+use super::stage::{call, Next, Step};
 use super::Refusal;
 use crate::auth::Caller;
 use crate::state::AppState;
@@ -91,35 +93,44 @@ fn classify(state: &AppState, response: &Response) -> Option<Verdict> {
 }
 
 /// Counts and audits what the stack answered to an authenticated payment request.
-pub(crate) async fn payments(
-    State(state): State<Arc<AppState>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let user = request.extensions().get::<Caller>().cloned();
-    let request_id = super::request_id::of(request.extensions()).to_owned();
-    let key = IdempotencyKey::from_headers(request.headers()).ok();
-    let response = next.run(request).await;
-    let (Some(Caller(user)), Some(verdict)) = (user, classify(&state, &response)) else {
-        return response;
-    };
-    state
-        .metrics
-        .payment_requests
-        .with_label_values(&[verdict.label])
-        .inc();
-    if let Some((action, outcome)) = verdict.audit {
-        let mut event = AuditEvent::new(user.as_ref(), action, outcome)
-            .status(response.status().as_u16())
-            .request_id(request_id.as_str());
-        if let Some(key) = &key {
-            event = event.idempotency_key(key.as_str());
-        }
-        // Accepted before the client is answered: once accepted, the PostgreSQL sink writes it
-        // even if the server shuts down right after (its queue is flushed at shutdown).
-        if let Err(error) = state.audit.record(event).await {
-            tracing::warn!(error = %crate::error_chain(&error), "audit event not recorded");
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Accounting;
+
+impl Step for Accounting {
+    fn run<S: Next>(
+        &self,
+        state: Arc<AppState>,
+        request: Request,
+        next: S,
+    ) -> impl Future<Output = Response> + Send + 'static {
+        let user = request.extensions().get::<Caller>().cloned();
+        let request_id = super::request_id::of(request.extensions()).to_owned();
+        let key = IdempotencyKey::from_headers(request.headers()).ok();
+        async move {
+            let response = call(next, request).await;
+            let (Some(Caller(user)), Some(verdict)) = (user, classify(&state, &response)) else {
+                return response;
+            };
+            state
+                .metrics
+                .payment_requests
+                .with_label_values(&[verdict.label])
+                .inc();
+            if let Some((action, outcome)) = verdict.audit {
+                let mut event = AuditEvent::new(user.as_ref(), action, outcome)
+                    .status(response.status().as_u16())
+                    .request_id(request_id.as_str());
+                if let Some(key) = &key {
+                    event = event.idempotency_key(key.as_str());
+                }
+                // Accepted before the client is answered: once accepted, the PostgreSQL sink
+                // writes it even if the server shuts down right after (its queue is flushed at
+                // shutdown).
+                if let Err(error) = state.audit.record(event).await {
+                    tracing::warn!(error = %crate::error_chain(&error), "audit event not recorded");
+                }
+            }
+            response
         }
     }
-    response
 }

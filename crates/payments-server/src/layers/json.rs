@@ -1,21 +1,38 @@
 //! `415` for a body that does not say it is JSON.
 
+use std::future::Future;
+use std::sync::Arc;
+
 use axum::extract::Request;
-use axum::middleware::Next;
 use axum::response::Response;
 
+use super::stage::{call, Next, Step};
 use super::Refusal;
+use crate::state::AppState;
 
 /// Refuses anything but `application/json` (or `application/*+json`).
-pub(crate) async fn require_json(request: Request, next: Next) -> Response {
-    match tollgate_http::content_type::require_json(request.headers()) {
-        Ok(()) => next.run(request).await,
-        Err(problem) => {
-            let mut response = crate::problem::respond(problem);
-            response
-                .extensions_mut()
-                .insert(Refusal::UnsupportedMediaType);
-            response
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RequireJson;
+
+impl Step for RequireJson {
+    fn run<S: Next>(
+        &self,
+        _state: Arc<AppState>,
+        request: Request,
+        next: S,
+    ) -> impl Future<Output = Response> + Send + 'static {
+        let refused = tollgate_http::content_type::require_json(request.headers()).err();
+        async move {
+            match refused {
+                None => call(next, request).await,
+                Some(problem) => {
+                    let mut response = crate::problem::respond(problem);
+                    response
+                        .extensions_mut()
+                        .insert(Refusal::UnsupportedMediaType);
+                    response
+                }
+            }
         }
     }
 }

@@ -1,4 +1,4 @@
-//! The server's own middleware, each a small function over the request and the [`AppState`]:
+//! The server's own middleware, each a [`stage::Step`] over the request and the [`AppState`]:
 //! what tower-http and the Tollgate layers do not do for this contract.
 //!
 //! [`AppState`]: crate::AppState
@@ -10,6 +10,7 @@ pub(crate) mod json;
 pub(crate) mod limits;
 pub(crate) mod observe;
 pub(crate) mod request_id;
+pub(crate) mod stage;
 
 /// A refusal the server's own middleware answered, in the response's extensions: with
 /// `RateLimited` and `IdempotencyOutcome`, what accounting reads instead of status codes.

@@ -6,14 +6,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::future::Future;
+
 use axum::body::Body;
-use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::Next;
+use axum::extract::{MatchedPath, Request};
 use axum::response::Response;
 use http::Method;
 use tollgate_http::idempotency::StoreFailure;
 use tracing::Span;
 
+use super::stage::{call, Next, Step};
 use crate::state::AppState;
 
 /// A method as a label: the standard ones by name, any other as `other` (a client chooses the
@@ -31,14 +33,6 @@ pub(crate) fn method_label(method: &Method) -> &'static str {
         Method::CONNECT => "CONNECT",
         _ => "other",
     }
-}
-
-/// The route template the router matched, or `unmatched`.
-fn route(request: &Request) -> &str {
-    request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", MatchedPath::as_str)
 }
 
 /// The request's span (tower-http's `TraceLayer` enters it around the whole request).
@@ -65,24 +59,33 @@ pub(crate) fn log_answer(response: &Response, latency: Duration, _span: &Span) {
     );
 }
 
-/// Times the request into `http_request_duration_seconds` and logs what an idempotency store
+/// Times the request into `http_request_duration_seconds`, and logs what an idempotency store
 /// failure was (clients get a fixed message).
-pub(crate) async fn measure(
-    State(state): State<Arc<AppState>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let started = Instant::now();
-    let route = route(&request).to_owned();
-    let method = method_label(request.method());
-    let response = next.run(request).await;
-    if let Some(failure) = response.extensions().get::<StoreFailure>() {
-        tracing::warn!(error = %failure.0, "idempotency store failed");
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Measure;
+
+impl Step for Measure {
+    fn run<S: Next>(
+        &self,
+        state: Arc<AppState>,
+        request: Request,
+        next: S,
+    ) -> impl Future<Output = Response> + Send + 'static {
+        let started = Instant::now();
+        let route = request.extensions().get::<MatchedPath>().cloned();
+        let method = method_label(request.method());
+        async move {
+            let response = call(next, request).await;
+            if let Some(failure) = response.extensions().get::<StoreFailure>() {
+                tracing::warn!(error = %failure.0, "idempotency store failed");
+            }
+            let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+            state
+                .metrics
+                .request_duration
+                .with_label_values(&[route, method, response.status().as_str()])
+                .observe(started.elapsed().as_secs_f64());
+            response
+        }
     }
-    state
-        .metrics
-        .request_duration
-        .with_label_values(&[route.as_str(), method, response.status().as_str()])
-        .observe(started.elapsed().as_secs_f64());
-    response
 }

@@ -46,10 +46,7 @@ const EXAMPLES: &[(&str, u16)] = &[
   -H "Authorization: Bearer test-api-key""#,
         200,
     ),
-    (
-        "curl -X GET http://localhost:8000/api/v1/retry-config",
-        200,
-    ),
+    ("curl -X GET http://localhost:8000/api/v1/retry-config", 200),
     (
         r#"curl -X POST http://localhost:8000/api/v1/simulate-concurrent \
   -H "Content-Type: application/json" \
@@ -96,14 +93,20 @@ fn the_specifications_examples_as_written() {
     // One shell for the key and the two payments that share it.
     let payments = format!("{KEY_SETUP}\n{}\n{}", EXAMPLES[0].0, EXAMPLES[1].0);
     let answers = run(server.port, &payments);
-    let statuses: Vec<_> = answers.lines().filter(|l| l.starts_with("status=")).collect();
+    let statuses: Vec<_> = answers
+        .lines()
+        .filter(|l| l.starts_with("status="))
+        .collect();
     assert_eq!(statuses, ["status=201", "status=422"], "{answers}");
     assert!(answers.contains("\"status\":\"succeeded\""), "{answers}");
     assert!(answers.contains("different request"), "{answers}");
 
     for (example, status) in &EXAMPLES[2..] {
         let answer = run(server.port, example);
-        assert!(answer.ends_with(&format!("status={status}\n")), "{example}\n{answer}");
+        assert!(
+            answer.ends_with(&format!("status={status}\n")),
+            "{example}\n{answer}"
+        );
     }
     let simulated = run(server.port, EXAMPLES[4].0);
     assert!(
@@ -125,5 +128,8 @@ fn the_specifications_examples_as_written() {
         .output()
         .expect("bash runs");
     let services = String::from_utf8_lossy(&services.stdout);
-    assert!(services.contains("\"redis\"") && services.contains("\"database\""), "{services}");
+    assert!(
+        services.contains("\"redis\"") && services.contains("\"database\""),
+        "{services}"
+    );
 }
