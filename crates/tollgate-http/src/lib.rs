@@ -34,6 +34,7 @@
 pub mod client_ip;
 pub mod content_type;
 mod error;
+mod future;
 pub mod idempotency;
 pub mod problem;
 pub mod ratelimit;

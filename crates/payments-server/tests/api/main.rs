@@ -8,6 +8,8 @@ mod audit;
 mod limits;
 mod payments;
 mod probes;
+#[path = "../common/reply.rs"]
+mod reply;
 mod routing;
 mod simulate;
 mod support;

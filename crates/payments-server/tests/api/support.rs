@@ -13,6 +13,8 @@ use payments_server::config::{ApiKey, Config, FileConfig};
 use payments_server::{app, AppState, Server};
 use tower::ServiceExt;
 
+pub(crate) use crate::reply::Reply;
+
 /// Keys of the three users every test app knows.
 pub(crate) const ALICE: &str = "alice-key-0001";
 pub(crate) const BOB: &str = "bob-key-0002";
@@ -249,40 +251,6 @@ impl Api {
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
-}
-
-/// An answer, read whole.
-#[derive(Debug)]
-pub(crate) struct Reply {
-    pub(crate) status: u16,
-    pub(crate) headers: http::HeaderMap,
-    pub(crate) body: String,
-}
-
-impl Reply {
-    pub(crate) fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    pub(crate) fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
-    }
-
-    /// Asserts the status, and that an error is problem+json with that status.
-    #[track_caller]
-    pub(crate) fn expect(&self, status: u16) -> &Self {
-        assert_eq!(self.status, status, "{self:?}");
-        if status >= 400 {
-            assert_eq!(
-                self.header("content-type"),
-                Some("application/problem+json"),
-                "{self:?}"
-            );
-            assert_eq!(self.json()["status"], status, "{self:?}");
-        }
-        self
-    }
 }
 
 /// Runs each named scenario `async fn name(api: &Api)` on memory backends, and again on Redis

@@ -11,6 +11,8 @@ mod hostile;
 mod lifecycle;
 mod outage;
 mod readme;
+#[path = "../common/reply.rs"]
+mod reply;
 mod spec_examples;
 mod startup;
 mod support;

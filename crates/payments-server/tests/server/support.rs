@@ -158,42 +158,7 @@ impl Server {
     }
 }
 
-/// A response as the client read it.
-#[derive(Clone, Debug)]
-pub(crate) struct Response {
-    pub(crate) status: u16,
-    pub(crate) headers: Vec<(String, String)>,
-    pub(crate) body: String,
-}
-
-impl Response {
-    pub(crate) fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub(crate) fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
-    }
-
-    /// Asserts the status, and that an error is problem+json with that status.
-    #[track_caller]
-    pub(crate) fn expect(&self, status: u16) -> &Self {
-        assert_eq!(self.status, status, "{self:?}");
-        if status >= 400 {
-            assert_eq!(
-                self.header("content-type"),
-                Some("application/problem+json"),
-                "{self:?}"
-            );
-            assert_eq!(self.json()["status"], status, "{self:?}");
-        }
-        self
-    }
-}
+pub(crate) use crate::reply::Reply as Response;
 
 /// One request with a real HTTP client (ureq), or `None` if the connection was refused or
 /// closed unanswered (a server being killed or shutting down).
@@ -217,19 +182,9 @@ pub(crate) fn send(
     }
     let request = request.body(body.to_owned()).expect("a request");
     let mut response = agent.run(request).ok()?;
-    let headers = response
-        .headers()
-        .iter()
-        .map(|(n, v)| {
-            (
-                n.as_str().to_owned(),
-                v.to_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect();
     Some(Response {
         status: response.status().as_u16(),
-        headers,
+        headers: response.headers().clone(),
         body: response.body_mut().read_to_string().ok()?,
     })
 }

@@ -74,14 +74,13 @@
 //! # });
 //! ```
 
-mod future;
 mod identity;
 mod layer;
 mod outcome;
 mod response;
 mod service;
 
-pub use future::ResponseFuture;
+pub use crate::future::ResponseFuture;
 pub use identity::{Identity, IdentityExtractor};
 pub use layer::{IdempotencyLayer, DEFAULT_BODY_LIMIT};
 pub use outcome::{Disposition, IdempotencyOutcome, StoreFailure};

@@ -12,11 +12,11 @@ use tollgate_idempotency::store::{IdempotencyStore, Lease};
 use tollgate_idempotency::{Error, HandlerResult, Idempotency, IdempotencyKey, Outcome, Scope};
 use tower::{Service, ServiceExt};
 
-use super::future::ResponseFuture;
 use super::identity::Identity;
 use super::layer::IdempotencyLayer;
 use super::outcome::{Disposition, IdempotencyOutcome};
 use super::response::{error_response, kept_headers, problem_bytes, refusal, replay, stored};
+use crate::future::ResponseFuture;
 use crate::RequestHead;
 use tollgate_idempotency::store::StoredResponse;
 

@@ -58,12 +58,11 @@
 //! # });
 //! ```
 
-mod future;
 mod layer;
 mod service;
 mod subject;
 
-pub use future::ResponseFuture;
+pub use crate::future::ResponseFuture;
 pub use layer::RateLimitLayer;
 pub use service::RateLimitService;
 pub use subject::{Subject, SubjectExtractor};

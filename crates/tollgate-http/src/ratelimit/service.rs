@@ -10,9 +10,9 @@ use http::{Request, Response, StatusCode};
 use tollgate_ratelimit::{headers, RequestContext};
 use tower::Service;
 
-use super::future::ResponseFuture;
 use super::layer::RateLimitLayer;
 use super::RateLimited;
+use crate::future::ResponseFuture;
 use crate::problem::Problem;
 use crate::RequestHead;
 

@@ -1,14 +1,15 @@
-//! [`ResponseFuture`] of the idempotency service.
+//! [`ResponseFuture`]: the future of the crate's middlewares.
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-/// The future of [`IdempotencyService`](super::IdempotencyService): the body, the claim, the
-/// inner service (at most once per key) and the completion.
+/// The future of [`RateLimitService`](crate::ratelimit::RateLimitService) and
+/// [`IdempotencyService`](crate::idempotency::IdempotencyService): their work is async (a
+/// limiter decision, a claim), so it is one boxed future, named so that it can be written down.
 pub struct ResponseFuture<T, E> {
-    pub(super) inner: Pin<Box<dyn Future<Output = Result<T, E>> + Send>>,
+    pub(crate) inner: Pin<Box<dyn Future<Output = Result<T, E>> + Send>>,
 }
 
 impl<T, E> Future for ResponseFuture<T, E> {
