@@ -6,7 +6,8 @@
 //!   API keys never belong in an event.
 //! - [`AuditSink`] records and flushes; [`AuditLog`] also answers "this user's trail, newest
 //!   first", a page at a time with an opaque cursor (what `GET /api/v1/audit-logs` serves).
-//! - Sinks: [`MemoryAuditLog`] (bounded ring), [`JsonLinesSink`] (any writer), and with the
+//! - Sinks: [`MemoryAuditLog`] (bounded, per user too, so one user's flood never erases
+//!   another's trail), [`JsonLinesSink`] (any writer), and with the
 //!   `postgres` feature [`postgres::PostgresAuditLog`]: batched writes from a bounded queue
 //!   (callers wait when it is full), nothing accepted is lost on flush or shutdown, and events can
 //!   be written inside the caller's transaction so a payment and its audit record commit

@@ -20,6 +20,9 @@
 //! assert_eq!(client_ip(proxy, &headers, &trusted), "198.51.100.1".parse::<IpAddr>().unwrap());
 //! // Untrusted peer: the header is ignored.
 //! assert_eq!(client_ip(proxy, &headers, &TrustedProxies::none()), proxy);
+//! // A dual-stack listener reports the proxy as ::ffff:10.0.0.2: still the trusted proxy.
+//! let mapped: IpAddr = "::ffff:10.0.0.2".parse().unwrap();
+//! assert_eq!(client_ip(mapped, &headers, &trusted), "198.51.100.1".parse::<IpAddr>().unwrap());
 //! ```
 
 use std::net::IpAddr;
@@ -31,9 +34,9 @@ use http::HeaderMap;
 pub struct TrustedProxies(Vec<IpAddr>);
 
 impl TrustedProxies {
-    /// Trust exactly these addresses.
+    /// Trust exactly these addresses (IPv4-mapped IPv6 ones as the IPv4 address they map).
     pub fn new(proxies: impl IntoIterator<Item = IpAddr>) -> Self {
-        TrustedProxies(proxies.into_iter().collect())
+        TrustedProxies(proxies.into_iter().map(canonical).collect())
     }
 
     /// Trust nobody: the peer is the client.
@@ -46,8 +49,18 @@ impl TrustedProxies {
     }
 }
 
+/// An IPv4 address a dual-stack socket reports as IPv4-mapped IPv6 (`::ffff:10.0.0.1`) is the
+/// IPv4 address it maps: proxies are configured, and clients limited, by that.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
 /// The client address for a request that arrived from `peer` with `headers`.
 pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxies) -> IpAddr {
+    let peer = canonical(peer);
     if !trusted.contains(peer) {
         return peer;
     }
@@ -60,7 +73,7 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxies) ->
         .collect::<Vec<_>>();
     let mut client = peer;
     for hop in hops.iter().rev() {
-        match hop.parse::<IpAddr>() {
+        match hop.parse::<IpAddr>().map(canonical) {
             Ok(ip) if trusted.contains(ip) => client = ip,
             Ok(ip) => return ip,
             // A malformed hop: stop believing the header at this point.

@@ -157,7 +157,11 @@ impl<S: IdempotencyStore> Idempotency<S> {
                 Claim::InProgress { retry_after } => {
                     let now = self.clock.now();
                     if now >= deadline {
-                        break Err(Error::Conflict { retry_after });
+                        // When to ask again: owners usually finish in well under a lease, so
+                        // another wait's worth, and never past the moment the lease ends (the
+                        // key can then be taken over).
+                        let hint = retry_after.min(self.config.wait.max(Duration::from_secs(1)));
+                        break Err(Error::Conflict { retry_after: hint });
                     }
                     let pause = polls
                         .next()
@@ -279,5 +283,43 @@ mod tests {
         );
         assert!(matches!(owner.await, Ok(Ok(Outcome::Executed(_)))));
         assert!(driver.waiters.lock().is_empty(), "no wake-up left behind");
+    }
+
+    /// A duplicate that gave up waiting is told to come back after another wait's worth, not
+    /// when the owner's lease would end (owners usually finish long before).
+    #[tokio::test]
+    async fn a_conflict_asks_for_another_wait_not_the_whole_lease() {
+        let clock = crate::clock::ManualClock::new();
+        let config = IdempotencyConfig {
+            wait: Duration::from_secs(2),
+            ..IdempotencyConfig::default()
+        };
+        let store = MemoryStore::with_clock(10, Arc::new(clock.clone()));
+        let driver = Arc::new(
+            Idempotency::new(store, config).with_clock(Arc::new(clock.clone()), Arc::new(clock)),
+        );
+        let key = IdempotencyKey::parse("order-7c1f0e9a2b4d4e11").expect("a key");
+        let scope = Scope::new("alice", &Method::POST, "/pay", key);
+        let fingerprint = Fingerprint::of_bytes(&Method::POST, "/pay", b"{}");
+        let owner = {
+            let (driver, scope) = (Arc::clone(&driver), scope.clone());
+            tokio::spawn(async move {
+                driver
+                    .run(&scope, &fingerprint, |_| std::future::pending())
+                    .await
+            })
+        };
+        tokio::task::yield_now().await;
+        let refused = driver
+            .run(&scope, &fingerprint, |_| async {
+                unreachable!("the owner runs the handler")
+            })
+            .await;
+        assert!(IdempotencyConfig::default().claim.lease > Duration::from_secs(10));
+        assert!(
+            matches!(refused, Err(Error::Conflict { retry_after }) if retry_after == Duration::from_secs(2)),
+            "{refused:?}"
+        );
+        owner.abort();
     }
 }

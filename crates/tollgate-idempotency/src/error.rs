@@ -23,7 +23,8 @@ pub enum Error {
     /// A request with the key is still in progress (409 with `Retry-After`).
     #[error("a request with this Idempotency-Key is in progress")]
     Conflict {
-        /// When the other request's lease ends at the latest.
+        /// When to ask again: another wait's worth (at least a second), never later than the
+        /// other request's lease ends.
         retry_after: Duration,
     },
     /// This owner's lease was taken over; its result was not stored (409: the key now belongs to

@@ -52,7 +52,7 @@ impl Fingerprint {
     pub fn of_json(method: &Method, route: &str, body: &[u8]) -> Result<Self, Error> {
         let mut canonical = Vec::with_capacity(body.len());
         if !body.iter().all(u8::is_ascii_whitespace) {
-            let value: Value =
+            let Strict(value) =
                 serde_json::from_slice(body).map_err(|e| Error::InvalidBody(e.to_string()))?;
             write_canonical(&value, &mut canonical);
         }
@@ -79,6 +79,77 @@ impl Fingerprint {
     /// From raw bytes (from storage).
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
         Fingerprint(bytes)
+    }
+}
+
+/// A JSON value that refuses an object with the same member twice. `serde_json::Value` keeps
+/// the last one, while a handler's own parser may refuse the body or keep the first: two readers
+/// of one body must not disagree on what it says, so such a body is not fingerprinted at all.
+struct Strict(Value);
+
+impl<'de> serde::Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Strict(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut members = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let Strict(value) = map.next_value()?;
+            if members.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!(
+                    "the member {key:?} appears twice"
+                )));
+            }
+            members.insert(key, value);
+        }
+        Ok(Value::Object(members))
     }
 }
 
@@ -165,6 +236,11 @@ mod tests {
         let get = Fingerprint::of_json(&Method::GET, "/r", b"").expect("empty");
         assert_ne!(get, fp(""), "the method is part of it");
         assert!(Fingerprint::of_json(&Method::POST, "/r", b"{oops").is_err());
+        let twice = Fingerprint::of_json(&Method::POST, "/r", br#"{"a":{"n":1,"n":2}}"#);
+        assert!(
+            matches!(&twice, Err(Error::InvalidBody(m)) if m.contains("\"n\" appears twice")),
+            "{twice:?}"
+        );
         let deep = "[".repeat(10_000);
         assert!(
             Fingerprint::of_json(&Method::POST, "/r", deep.as_bytes()).is_err(),

@@ -110,7 +110,8 @@ impl IdempotencyStore for MemoryStore {
                         fence,
                         lease_until: now + options.lease,
                     },
-                    expires_at: now + options.ttl,
+                    // Never expire while the lease is held.
+                    expires_at: now + options.ttl.max(options.lease),
                 },
             );
             return Ok(Claim::Acquired(Lease {
@@ -127,10 +128,9 @@ impl IdempotencyStore for MemoryStore {
             // The owner's lease ran out (or it gave up ambiguously): take over.
             let fence = records.next_fence();
             if let Some(record) = records.map.get_mut(scope) {
-                record.state = State::InProgress {
-                    fence,
-                    lease_until: now + options.lease,
-                };
+                let lease_until = now + options.lease;
+                record.state = State::InProgress { fence, lease_until };
+                record.expires_at = record.expires_at.max(lease_until);
             }
             return Ok(Claim::Acquired(Lease {
                 fence,

@@ -46,7 +46,7 @@ BEGIN
                 (user_id, operation, key, fingerprint, fence, state, lease_until, expires_at)
             VALUES (p_user, p_operation, p_key, p_fingerprint, v_fence, 'in_progress',
                     v_now + p_lease_ms * interval '1 millisecond',
-                    v_now + p_ttl_ms * interval '1 millisecond')
+                    v_now + greatest(p_ttl_ms, p_lease_ms) * interval '1 millisecond')
             ON CONFLICT DO NOTHING;
             IF FOUND THEN
                 RETURN QUERY SELECT 'acquired'::text, v_fence, NULL::bigint, NULL::integer, NULL::jsonb, NULL::bytea;
@@ -61,9 +61,12 @@ BEGIN
             UPDATE {schema}.idempotency_records t
             SET fingerprint = p_fingerprint, fence = v_fence, state = 'in_progress',
                 lease_until = v_now + p_lease_ms * interval '1 millisecond',
-                expires_at = CASE WHEN r.expires_at <= v_now
-                                  THEN v_now + p_ttl_ms * interval '1 millisecond'
-                                  ELSE t.expires_at END,
+                -- Never expire while the lease is held: a record read as absent would be
+                -- claimed afresh, and charged again, under a live owner.
+                expires_at = greatest(CASE WHEN r.expires_at <= v_now
+                                           THEN v_now + p_ttl_ms * interval '1 millisecond'
+                                           ELSE t.expires_at END,
+                                      v_now + p_lease_ms * interval '1 millisecond'),
                 status_code = NULL, headers = NULL, body = NULL
             WHERE t.user_id = p_user AND t.operation = p_operation AND t.key = p_key;
             RETURN QUERY SELECT CASE WHEN r.expires_at <= v_now THEN 'acquired' ELSE 'resumed' END,
@@ -93,7 +96,7 @@ INSERT INTO {schema}.idempotency_records
     (user_id, operation, key, fingerprint, fence, state, lease_until, expires_at)
 VALUES ($1, $2, $3, $4, nextval('{schema}.idempotency_fence'), 'in_progress',
         coalesce($7, now()) + $5::bigint * interval '1 millisecond',
-        coalesce($7, now()) + $6::bigint * interval '1 millisecond')
+        coalesce($7, now()) + greatest($5::bigint, $6::bigint) * interval '1 millisecond')
 ON CONFLICT DO NOTHING
 RETURNING fence";
 

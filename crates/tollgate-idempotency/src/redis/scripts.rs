@@ -30,16 +30,21 @@ local function next_fence() return math.max((fence or 0) + 1, now) end
 if not state or state == 'r' or not expires_at or expires_at <= now then
   local f = next_fence()
   redis.call('DEL', KEYS[1])
+  -- Never expire while the lease is held.
+  local keep_ms = math.max(ttl_ms, lease_us / 1000)
   redis.call('HSET', KEYS[1], 'fp', ARGV[1], 'state', 'p', 'fence', int(f),
-             'lease_until', int(now + lease_us), 'expires_at', int(now + ttl_ms * 1000))
-  redis.call('PEXPIRE', KEYS[1], int(ttl_ms))
+             'lease_until', int(now + lease_us), 'expires_at', int(now + keep_ms * 1000))
+  redis.call('PEXPIRE', KEYS[1], int(keep_ms))
   return {'acquired', f}
 end
 if fp ~= ARGV[1] then return {'mismatch', 0} end
 if state == 'c' then return {'completed', fence, tonumber(r[6]), r[7], r[8]} end
 if lease_until > now then return {'in_progress', fence, math.ceil((lease_until - now) / 1000)} end
 local f = next_fence()
-redis.call('HSET', KEYS[1], 'fence', int(f), 'lease_until', int(now + lease_us))
+local keep = math.max(expires_at, now + lease_us)
+redis.call('HSET', KEYS[1], 'fence', int(f), 'lease_until', int(now + lease_us),
+           'expires_at', int(keep))
+redis.call('PEXPIRE', KEYS[1], int(math.ceil((keep - now) / 1000)))
 return {'resumed', f}
 "#;
 

@@ -237,6 +237,55 @@ pub(crate) async fn cleanup_removes_only_expired_records(
     assert!(matches!(live, Claim::InProgress { .. }), "{live:?}");
 }
 
+/// A record read as absent would be claimed afresh — and the payment made again — under an
+/// owner still at work: no record expires while its lease is held, on a fresh claim with a TTL
+/// shorter than the lease, nor after a takeover late in the TTL.
+pub(crate) async fn a_record_never_expires_while_its_lease_is_held(
+    store: &dyn IdempotencyStore,
+    clock: &ManualClock,
+) {
+    let short_ttl = tollgate_idempotency::store::ClaimOptions {
+        lease: Duration::from_secs(10),
+        ttl: Duration::from_secs(2),
+    };
+    let claim = |user: &'static str| async move {
+        store
+            .claim(&scope(user, KEY), &fingerprint(BODY), short_ttl)
+            .await
+            .expect("store")
+    };
+    assert!(matches!(claim("alice").await, Claim::Acquired(_)));
+    clock.advance(Duration::from_secs(5));
+    assert!(
+        matches!(claim("alice").await, Claim::InProgress { .. }),
+        "past the TTL, inside the lease"
+    );
+
+    let late = tollgate_idempotency::store::ClaimOptions {
+        lease: Duration::from_secs(4),
+        ttl: Duration::from_secs(10),
+    };
+    let claim = |user: &'static str| async move {
+        store
+            .claim(&scope(user, KEY), &fingerprint(BODY), late)
+            .await
+            .expect("store")
+    };
+    assert!(matches!(claim("bob").await, Claim::Acquired(_)));
+    clock.advance(Duration::from_secs(8));
+    let takeover = claim("bob").await;
+    assert!(
+        matches!(takeover, Claim::Acquired(Lease { resumed: true, .. })),
+        "{takeover:?}"
+    );
+    clock.advance(Duration::from_secs(3));
+    let duplicate = claim("bob").await;
+    assert!(
+        matches!(duplicate, Claim::InProgress { .. }),
+        "past the TTL, inside the new owner's lease: {duplicate:?}"
+    );
+}
+
 macro_rules! conformance {
     ($($scenario:ident),* $(,)?) => {
         mod memory {
@@ -291,4 +340,5 @@ conformance!(
     a_zombie_owner_cannot_overwrite_the_new_owner,
     an_ambiguous_failure_is_resumed_not_restarted,
     cleanup_removes_only_expired_records,
+    a_record_never_expires_while_its_lease_is_held,
 );
