@@ -120,7 +120,7 @@ pub fn app(state: Arc<AppState>) -> Router {
                     TraceLayer::new_for_http()
                         .make_span_with(observe::span)
                         .on_request(())
-                        .on_response(observe::log_answer)
+                        .on_response(())
                         .on_failure(()),
                 )
                 .layer(StageLayer::new(&state, Measure)),
@@ -161,7 +161,7 @@ where
     let limits = (access != Access::Probe).then(|| limits_layer(state, method.clone(), template));
     let stack = ServiceBuilder::new()
         .option_layer((access == Access::Authenticated).then(|| StageLayer::new(state, RequireKey)))
-        .layer(StageLayer::new(state, Enforce))
+        .layer(StageLayer::new(state, Enforce { read_body: false }))
         .option_layer(limits)
         .service(handler.with_state(Arc::clone(state)));
     on_service(filter(&method), stack)
@@ -176,12 +176,16 @@ fn payments_route(state: &Arc<AppState>, payments: Pipeline) -> MethodRouter<Arc
 }
 
 /// `POST /api/v1/simulate-concurrent`: checked whole before its own limit, then fanned out
-/// through the payment pipeline.
+/// through the payment pipeline; `404` unless `testing.simulate_concurrent` is on (one request
+/// is up to 100 payment attempts).
 fn simulate_route(state: &Arc<AppState>, payments: Pipeline) -> MethodRouter<Arc<AppState>> {
+    if !state.testing.simulate_concurrent {
+        return axum::routing::post(handlers::simulate::off);
+    }
     let run = |State(payments): State<Pipeline>, request: Request| simulate::run(payments, request);
     let stack = ServiceBuilder::new()
         .layer(StageLayer::new(state, RequireKey))
-        .layer(StageLayer::new(state, Enforce))
+        .layer(StageLayer::new(state, Enforce { read_body: true }))
         .layer(StageLayer::new(state, simulate::Check))
         .layer(limits_layer(state, Method::POST, paths::SIMULATE))
         .service(run.with_state(payments));
@@ -197,7 +201,7 @@ fn payment_pipeline(state: &Arc<AppState>) -> Pipeline {
     };
     let stack = ServiceBuilder::new()
         .layer(StageLayer::new(state, Accounting))
-        .layer(StageLayer::new(state, Enforce))
+        .layer(StageLayer::new(state, Enforce { read_body: true }))
         .layer(limits_layer(state, Method::POST, paths::PAYMENTS))
         .layer(StageLayer::new(state, RequireJson))
         .map_response(IntoResponse::into_response)

@@ -19,12 +19,19 @@ use crate::config::ApiKey;
 use crate::layers::stage::{call, Next, Step};
 use crate::state::AppState;
 
-/// The authenticated user, in the request's extensions once [`require_key`] admitted it.
+/// The authenticated user, in the request's extensions once [`RequireKey`] admitted it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Caller(pub(crate) Arc<str>);
 
+/// Put in the extensions of an answer to a request without a valid key: its log line is a
+/// debug one, so anonymous floods cannot fill the logs.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Anonymous;
+
 /// Admits requests that present a configured key — from the head, before any body is read —
-/// and puts the [`Caller`] in their extensions; `401` otherwise.
+/// and puts the [`Caller`] in their extensions. Otherwise `400` for more than one
+/// `Authorization` header, `401`, or `429` once the address has sent too many requests without
+/// a valid key.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct RequireKey;
 
@@ -35,21 +42,40 @@ impl Step for RequireKey {
         mut request: Request,
         next: S,
     ) -> impl Future<Output = Response> + Send + 'static {
-        let user = state.keys.authenticate(request.headers());
+        let presented = state.keys.authenticate(request.headers());
         async move {
-            match user {
-                Some(user) => {
+            let refusal = match presented {
+                Ok(user) => {
                     tracing::Span::current().record("user", user.as_ref());
                     request.extensions_mut().insert(Caller(user));
-                    call(next, request).await
+                    return call(next, request).await;
                 }
-                None => unauthorized(),
-            }
+                Err(Presented::Repeated) => {
+                    crate::problem::simple(StatusCode::BAD_REQUEST, "send one Authorization header")
+                }
+                Err(Presented::Missing | Presented::Unknown) => {
+                    state.anonymous.refuse(&state, &request)
+                }
+            };
+            let mut response = refusal;
+            response.extensions_mut().insert(Anonymous);
+            response
         }
     }
 }
 
-fn unauthorized() -> Response {
+/// What a request presented, when it is not a configured key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Presented {
+    /// No `Authorization: Bearer …` header.
+    Missing,
+    /// A key no one has.
+    Unknown,
+    /// More than one `Authorization` header: which one counts is ambiguous.
+    Repeated,
+}
+
+pub(crate) fn unauthorized() -> Response {
     let mut response = crate::problem::simple(
         StatusCode::UNAUTHORIZED,
         "send `Authorization: Bearer <API key>` with a valid key",
@@ -80,17 +106,26 @@ impl Keys {
     }
 
     /// The user whose key the request presents, if any.
-    pub(crate) fn authenticate(&self, headers: &HeaderMap) -> Option<Arc<str>> {
-        let presented = headers
-            .get(http::header::AUTHORIZATION)?
-            .to_str()
-            .ok()?
-            .strip_prefix("Bearer ")?
-            .trim()
-            .as_bytes();
-        let digest = *blake3::hash(presented).as_bytes();
-        let (user, stored) = self.by_digest.get(&digest)?;
-        bool::from(stored.ct_eq(&digest)).then(|| Arc::clone(user))
+    /// The user whose key the request presents as `Authorization: Bearer <key>` (the scheme
+    /// in any case, RFC 7235).
+    pub(crate) fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<str>, Presented> {
+        let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
+        let value = values.next().ok_or(Presented::Missing)?;
+        if values.next().is_some() {
+            return Err(Presented::Repeated);
+        }
+        let text = value.to_str().map_err(|_| Presented::Unknown)?.trim();
+        let (scheme, key) = text.split_once(' ').ok_or(Presented::Missing)?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(Presented::Missing);
+        }
+        let digest = *blake3::hash(key.trim().as_bytes()).as_bytes();
+        let (user, stored) = self.by_digest.get(&digest).ok_or(Presented::Unknown)?;
+        if bool::from(stored.ct_eq(&digest)) {
+            Ok(Arc::clone(user))
+        } else {
+            Err(Presented::Unknown)
+        }
     }
 }
 
@@ -101,25 +136,27 @@ mod tests {
     #[test]
     fn bearer_keys() {
         let keys = Keys::new(&[
-            ApiKey {
-                key: b"secret-1".to_vec(),
-                user: "alice".to_owned(),
-            },
-            ApiKey {
-                key: b"secret-2".to_vec(),
-                user: "bob".to_owned(),
-            },
+            ApiKey::new("secret-1", "alice"),
+            ApiKey::new("secret-2", "bob"),
         ]);
-        let mut headers = HeaderMap::new();
-        assert_eq!(keys.authenticate(&headers), None);
-        headers.insert("authorization", "Bearer secret-1".parse().expect("value"));
-        assert_eq!(keys.authenticate(&headers).as_deref(), Some("alice"));
-        headers.insert("authorization", "Bearer secret-2".parse().expect("value"));
-        assert_eq!(keys.authenticate(&headers).as_deref(), Some("bob"));
-        headers.insert("authorization", "Bearer secret-3".parse().expect("value"));
-        assert_eq!(keys.authenticate(&headers), None);
-        headers.insert("authorization", "Basic secret-1".parse().expect("value"));
-        assert_eq!(keys.authenticate(&headers), None);
+        let with = |values: &[&'static str]| {
+            let mut headers = HeaderMap::new();
+            for value in values {
+                headers.append("authorization", HeaderValue::from_static(value));
+            }
+            keys.authenticate(&headers)
+        };
+        assert_eq!(with(&[]), Err(Presented::Missing));
+        assert_eq!(with(&["Bearer secret-1"]).as_deref(), Ok("alice"));
+        assert_eq!(with(&["bearer secret-2"]).as_deref(), Ok("bob"), "any case");
+        assert_eq!(with(&["BEARER  secret-2 "]).as_deref(), Ok("bob"));
+        assert_eq!(with(&["Bearer secret-3"]), Err(Presented::Unknown));
+        assert_eq!(with(&["Basic secret-1"]), Err(Presented::Missing));
+        assert_eq!(with(&["Bearer"]), Err(Presented::Missing));
+        assert_eq!(
+            with(&["Bearer secret-1", "Bearer secret-2"]),
+            Err(Presented::Repeated)
+        );
         assert!(
             !format!("{keys:?}").contains("secret"),
             "no key in Debug output"

@@ -21,8 +21,6 @@ use crate::state::{AppState, Backends};
 
 /// Idempotency records kept in memory at most (the oldest expire first).
 const MEMORY_IDEMPOTENCY_RECORDS: usize = 1_000_000;
-/// Audit events kept in memory at most.
-const MEMORY_AUDIT_EVENTS: usize = 100_000;
 
 /// Why the server could not start: one line naming the setting.
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +49,10 @@ pub struct Server {
     pub state: Arc<AppState>,
     /// The connection and request deadlines.
     pub timeouts: Timeouts,
+    /// What one client may hold of the server.
+    pub limits: crate::serve::Limits,
     store: Arc<dyn IdempotencyStore>,
+    cleanup_interval: Duration,
     audit: Option<Arc<PostgresAuditLog>>,
 }
 
@@ -95,37 +96,81 @@ impl Server {
         Ok(Server {
             state,
             timeouts: file.timeouts,
+            limits: crate::serve::Limits::from_config(&file.limits),
             store,
+            cleanup_interval: file.idempotency.cleanup_interval,
             audit,
         })
     }
 
-    /// Deletes expired idempotency records in bounded batches, once a minute.
-    pub fn spawn_cleanup(&self) {
-        let store = Arc::clone(&self.store);
+    /// Starts what runs beside the requests: the idempotency cleanup, and the writing of each
+    /// refusal window's count to the audit trail when the window ends.
+    pub fn spawn_tasks(&self) {
+        self.spawn_cleanup();
+        let state = Arc::clone(&self.state);
         tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_secs(60));
+            let mut every = tokio::time::interval(Duration::from_secs(1));
             loop {
                 every.tick().await;
-                match store.cleanup(1_000).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::debug!(deleted = n, "expired idempotency records deleted"),
-                    Err(error) => {
-                        tracing::warn!(error = %crate::error_chain(&error), "idempotency cleanup failed")
-                    }
+                for summary in state.refusals.due() {
+                    state.audit(summary).await;
                 }
             }
         });
     }
 
-    /// Writes every audit event accepted so far (the PostgreSQL sink's queue).
+    /// Deletes expired idempotency records every `idempotency.cleanup_interval`, in batches of
+    /// 1 000 until none is left: the table stays near TTL × payment rate however high the rate.
+    fn spawn_cleanup(&self) {
+        let store = Arc::clone(&self.store);
+        let interval = self.cleanup_interval;
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(interval);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let deleted = cleanup(store.as_ref()).await;
+                if deleted > 0 {
+                    tracing::debug!(deleted, "expired idempotency records deleted");
+                }
+            }
+        });
+    }
+
+    /// Writes the open refusal windows' counts and every audit event accepted so far (the
+    /// PostgreSQL sink's queue).
     pub async fn shutdown(self) {
+        for summary in self.state.refusals.drain() {
+            self.state.audit(summary).await;
+        }
         if let Some(audit) = self.audit {
             match audit.shutdown().await {
                 Ok(()) => tracing::info!("audit trail flushed"),
                 Err(error) => {
                     tracing::error!(error = %crate::error_chain(&error), "audit trail not fully flushed")
                 }
+            }
+        }
+    }
+}
+
+/// Records deleted per statement: a batch short enough not to hold locks for long.
+const CLEANUP_BATCH: usize = 1_000;
+
+/// Deletes expired records batch after batch until a batch comes back short; how many.
+async fn cleanup(store: &dyn IdempotencyStore) -> usize {
+    let mut deleted = 0;
+    loop {
+        match store.cleanup(CLEANUP_BATCH).await {
+            Ok(n) => {
+                deleted += n;
+                if n < CLEANUP_BATCH {
+                    return deleted;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(error = %crate::error_chain(&error), "idempotency cleanup failed");
+                return deleted;
             }
         }
     }
@@ -225,7 +270,11 @@ async fn postgres(
         store,
         ledger,
         audit: audit.clone(),
-        processor: Arc::new(SimulatedProcessor::new(file.processor, book)),
+        processor: Arc::new(SimulatedProcessor::new(
+            file.processor,
+            book,
+            file.testing.payment_methods,
+        )),
         services,
     };
     Ok((backends, Some(audit)))
@@ -264,7 +313,10 @@ fn memory(
     limiter: Arc<dyn RateLimiter>,
     services: Services,
 ) -> Backends {
-    let audit = Arc::new(MemoryAuditLog::new(MEMORY_AUDIT_EVENTS));
+    let audit = Arc::new(MemoryAuditLog::with_limits(
+        file.audit.memory_events,
+        file.audit.memory_events_per_user,
+    ));
     Backends {
         limiter,
         store,
@@ -273,6 +325,7 @@ fn memory(
         processor: Arc::new(SimulatedProcessor::new(
             file.processor,
             Arc::new(MemoryBook::default()),
+            file.testing.payment_methods,
         )),
         services,
     }

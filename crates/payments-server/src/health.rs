@@ -126,3 +126,48 @@ impl Services {
             .unwrap_or_default()
     }
 }
+
+/// The last probe, answered to every caller for `ttl`: a flood of `/health` costs the backends
+/// one probe per period, and concurrent callers wait for one probe rather than each running
+/// their own.
+#[derive(Debug)]
+pub(crate) struct HealthCache {
+    ttl: Duration,
+    last: parking_lot::Mutex<Option<(Instant, Report)>>,
+    probing: tokio::sync::Mutex<()>,
+    /// Probes actually run (for `/metrics`).
+    pub(crate) probes: prometheus::IntCounter,
+}
+
+impl HealthCache {
+    pub(crate) fn new(ttl: Duration, probes: prometheus::IntCounter) -> Self {
+        HealthCache {
+            ttl,
+            last: parking_lot::Mutex::new(None),
+            probing: tokio::sync::Mutex::new(()),
+            probes,
+        }
+    }
+
+    fn fresh(&self) -> Option<Report> {
+        let last = self.last.lock();
+        let (at, report) = last.as_ref()?;
+        (at.elapsed() < self.ttl).then(|| report.clone())
+    }
+
+    /// A report at most `ttl` old.
+    pub(crate) async fn report(&self, services: &Services) -> Report {
+        if let Some(report) = self.fresh() {
+            return report;
+        }
+        let _one_at_a_time = self.probing.lock().await;
+        // Someone else may have probed while this caller waited.
+        if let Some(report) = self.fresh() {
+            return report;
+        }
+        self.probes.inc();
+        let report = services.check().await;
+        *self.last.lock() = Some((Instant::now(), report.clone()));
+        report
+    }
+}

@@ -30,6 +30,7 @@
 //! # });
 //! ```
 
+mod anonymous;
 mod app;
 mod auth;
 mod backends;
@@ -44,6 +45,7 @@ pub mod paths;
 mod payment;
 mod problem;
 mod processor;
+mod refusals;
 pub mod serve;
 mod state;
 

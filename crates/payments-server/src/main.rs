@@ -18,7 +18,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 async fn run(config: Config) -> Result<(), String> {
     let server = Server::build(&config).await.map_err(|e| e.to_string())?;
-    server.spawn_cleanup();
+    server.spawn_tasks();
     let listener = TcpListener::bind(config.bind_addr)
         .await
         .map_err(|e| format!("BIND_ADDR {}: {e}", config.bind_addr))?;
@@ -26,7 +26,14 @@ async fn run(config: Config) -> Result<(), String> {
         tracing::info!(%addr, "payments-server listening");
     }
     let router = app(Arc::clone(&server.state));
-    serve(listener, router, &server.timeouts, shutdown_signal()).await;
+    serve(
+        listener,
+        router,
+        &server.timeouts,
+        server.limits,
+        shutdown_signal(),
+    )
+    .await;
     server.shutdown().await;
     Ok(())
 }

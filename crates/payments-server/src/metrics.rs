@@ -30,6 +30,10 @@ pub(crate) struct Metrics {
     limiter_seen: [AtomicU64; 3],
     /// 0 closed, 1 open, 2 half-open.
     pub(crate) breaker_state: IntGauge,
+    /// Backend probes run for `/health` and `/ready` (each answers every caller for a while).
+    pub(crate) health_probes: IntCounter,
+    /// Refusals counted into an audit entry rather than written one by one.
+    pub(crate) audit_refusals_folded: IntCounter,
 }
 
 /// Limiter decisions made while Redis was unreachable, as counted by the limiter.
@@ -91,6 +95,14 @@ impl Metrics {
             ),
             &["mode"],
         ));
+        let health_probes = must(IntCounter::new(
+            "health_probes_total",
+            "Backend probes run for /health and /ready (one answers every caller for health.cache)",
+        ));
+        let audit_refusals_folded = must(IntCounter::new(
+            "audit_refusals_folded_total",
+            "Refusals counted into a per-window audit entry instead of written one by one",
+        ));
         let breaker_state = must(IntGauge::new(
             "payment_processor_circuit_state",
             "The processor's circuit breaker: 0 closed, 1 open, 2 half-open",
@@ -104,6 +116,8 @@ impl Metrics {
             Box::new(request_duration.clone()),
             Box::new(limiter_degraded.clone()),
             Box::new(breaker_state.clone()),
+            Box::new(health_probes.clone()),
+            Box::new(audit_refusals_folded.clone()),
         ] {
             must(registry.register(collector));
         }
@@ -120,6 +134,8 @@ impl Metrics {
             limiter_degraded,
             limiter_seen: Default::default(),
             breaker_state,
+            health_probes,
+            audit_refusals_folded,
         }
     }
 

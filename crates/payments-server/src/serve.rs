@@ -1,8 +1,11 @@
 //! Serving the app with hyper: the connection-level tuning axum's own `serve` does not expose —
-//! a deadline for the request head, `TCP_NODELAY`, half-closed clients — and a graceful drain.
+//! a deadline and a size bound for the request head, `TCP_NODELAY`, half-closed clients,
+//! connection caps in all and per client address — and a graceful drain.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -13,10 +16,44 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use parking_lot::Mutex;
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
 
-use crate::config::Timeouts;
+use crate::config::{LimitsTuning, Timeouts};
+
+/// What one client may hold of the server.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    max_connections: usize,
+    max_connections_per_ip: usize,
+    max_header_bytes: usize,
+}
+
+impl Limits {
+    pub(crate) fn from_config(tuning: &LimitsTuning) -> Self {
+        Limits {
+            max_connections: tuning
+                .max_connections
+                .unwrap_or_else(default_max_connections),
+            max_connections_per_ip: tuning.max_connections_per_ip,
+            max_header_bytes: tuning.max_header_bytes,
+        }
+    }
+}
+
+/// The open-files limit less room for pools, the listener and files, between 16 and 10 000:
+/// past the limit `accept` fails for everyone, so the cap must come first.
+fn default_max_connections() -> usize {
+    let soft = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|limits| {
+            let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+            line.split_whitespace().nth(3)?.parse::<usize>().ok()
+        })
+        .unwrap_or(1024);
+    soft.saturating_sub(64).clamp(16, 10_000)
+}
 
 /// Serves `app` on `listener` until `shutdown` resolves, then stops accepting and waits up to
 /// `timeouts.shutdown_grace` for the requests in flight.
@@ -24,9 +61,11 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     timeouts: &Timeouts,
+    limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) {
     let graceful = GracefulShutdown::new();
+    let admission = Arc::new(Admission::new(limits));
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -41,7 +80,10 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        connection(&graceful, stream, peer, app.clone(), timeouts);
+        match admission.admit(peer.ip()) {
+            Ok(ticket) => connection(&graceful, stream, peer, app.clone(), timeouts, ticket),
+            Err(refusal) => refuse(&stream, refusal),
+        }
     }
     drop(listener);
     tracing::info!("shutting down: no new connections, draining requests in flight");
@@ -52,13 +94,14 @@ pub async fn serve(
     }
 }
 
-/// Serves one connection, watched by `graceful`.
+/// Serves one connection, watched by `graceful`; `ticket` holds its place under the caps.
 fn connection(
     graceful: &GracefulShutdown,
     stream: TcpStream,
     peer: SocketAddr,
     app: Router,
     timeouts: &Timeouts,
+    ticket: Ticket,
 ) {
     // Answers are small and written whole: never let Nagle hold one back for an ACK.
     if let Err(error) = stream.set_nodelay(true) {
@@ -74,13 +117,121 @@ fn connection(
         // A client that sends its request and shuts its write side still gets its answer.
         .half_close(true)
         .header_read_timeout(timeouts.header_read)
+        // A longer request line or header block is refused (431) before anything counts it.
+        .max_buf_size(ticket.max_header_bytes)
         .serve_connection(TokioIo::new(stream), service);
     let connection = graceful.watch(connection);
     tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::debug!(%peer, %error, "connection ended with an error");
         }
+        drop(ticket);
     });
+}
+
+/// Why a connection was not admitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refusal {
+    /// The server holds `max_connections`.
+    Full,
+    /// This address holds `max_connections_per_ip`.
+    TooManyFromAddress,
+}
+
+/// Open connections, in all and per address (IPv6 by /64, like the rate limits).
+#[derive(Debug)]
+struct Admission {
+    limits: Limits,
+    open: Mutex<(usize, HashMap<IpAddr, usize>)>,
+}
+
+/// A connection's place under the caps, given back when it closes.
+#[derive(Debug)]
+struct Ticket {
+    admission: Arc<Admission>,
+    address: IpAddr,
+    max_header_bytes: usize,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let mut open = self.admission.open.lock();
+        open.0 -= 1;
+        if let Some(count) = open.1.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                open.1.remove(&self.address);
+            }
+        }
+    }
+}
+
+/// The address a connection counts against: IPv4 (IPv4-mapped included) as is, IPv6 by /64.
+fn address_group(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !((1_u128 << 64) - 1);
+                IpAddr::V6(Ipv6Addr::from(prefix))
+            }
+        },
+    }
+}
+
+impl Admission {
+    fn new(limits: Limits) -> Self {
+        Admission {
+            limits,
+            open: Mutex::new((0, HashMap::new())),
+        }
+    }
+
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Ticket, Refusal> {
+        let address = address_group(ip);
+        let mut open = self.open.lock();
+        if open.0 >= self.limits.max_connections {
+            return Err(Refusal::Full);
+        }
+        let from_address = open.1.entry(address).or_insert(0);
+        if *from_address >= self.limits.max_connections_per_ip {
+            return Err(Refusal::TooManyFromAddress);
+        }
+        *from_address += 1;
+        open.0 += 1;
+        Ok(Ticket {
+            admission: Arc::clone(self),
+            address,
+            max_header_bytes: self.limits.max_header_bytes,
+        })
+    }
+}
+
+/// Tells a refused client why in one write that never waits, then closes: a client that does
+/// not read cannot hold the server.
+fn refuse(stream: &TcpStream, refusal: Refusal) {
+    let (status, detail) = match refusal {
+        Refusal::Full => (
+            "503 Service Unavailable",
+            "the server holds as many connections as it serves",
+        ),
+        Refusal::TooManyFromAddress => (
+            "429 Too Many Requests",
+            "too many connections from this address",
+        ),
+    };
+    let body = format!(
+        "{{\"type\":\"about:blank\",\"title\":\"{}\",\"status\":{},\"detail\":\"{detail}\"}}",
+        &status[4..],
+        &status[..3]
+    );
+    let answer = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: application/problem+json\r\nretry-after: 1\r\n\
+         connection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.try_write(answer.as_bytes());
 }
 
 /// Resolves on SIGINT or SIGTERM.

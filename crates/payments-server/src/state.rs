@@ -3,20 +3,23 @@
 
 use std::sync::Arc;
 
-use tollgate_audit::AuditLog;
+use tollgate_audit::{AuditEvent, AuditLog};
 use tollgate_http::client_ip::TrustedProxies;
 use tollgate_idempotency::store::{ClaimOptions, IdempotencyStore};
 use tollgate_idempotency::{Idempotency, IdempotencyConfig};
 use tollgate_ratelimit::{PolicySet, RateLimiter};
 use tollgate_retry::breaker::{BreakerConfig, CircuitBreaker, State, Window};
 
+use crate::anonymous::AnonymousLimit;
 use crate::auth::Keys;
-use crate::config::{ApiKey, FileConfig, Timeouts};
+use crate::config::{ApiKey, FileConfig, TestingTuning, Timeouts};
+use crate::health::HealthCache;
 use crate::health::Services;
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 use crate::payment::Payments;
 use crate::processor::PaymentProcessor;
+use crate::refusals::{Reason, RefusalDigest};
 
 /// The state every handler and layer shares: a leaf, behind an `Arc`.
 #[derive(Debug)]
@@ -31,6 +34,10 @@ pub struct AppState {
     pub(crate) metrics: Metrics,
     pub(crate) trusted_proxies: TrustedProxies,
     pub(crate) timeouts: Timeouts,
+    pub(crate) testing: TestingTuning,
+    pub(crate) anonymous: AnonymousLimit,
+    pub(crate) health: HealthCache,
+    pub(crate) refusals: RefusalDigest,
 }
 
 /// The backends an [`AppState`] is made of; the rest comes from the configuration.
@@ -75,6 +82,7 @@ impl AppState {
             processor: backends.processor,
             breaker: breaker(file, &metrics),
             record_ttl: tuning.ttl,
+            processor_timeout: file.processor.timeout,
         };
         Ok(Arc::new(AppState {
             keys: Keys::new(keys),
@@ -84,10 +92,46 @@ impl AppState {
             payments,
             audit: backends.audit,
             services: backends.services,
-            metrics,
             trusted_proxies: TrustedProxies::new(file.trusted_proxies.iter().copied()),
             timeouts: file.timeouts,
+            testing: file.testing,
+            anonymous: AnonymousLimit::new(file.limits.anonymous_per_minute),
+            health: HealthCache::new(file.health.cache, metrics.health_probes.clone()),
+            refusals: RefusalDigest::new(file.audit.refusal_window),
+            metrics,
         }))
+    }
+
+    /// Hands `event` to the audit trail before the client is answered: once accepted, the
+    /// PostgreSQL sink writes it even if the server shuts down right after (its queue is
+    /// flushed at shutdown). Accepting is a queue push; it waits only when the queue is full,
+    /// which is the backpressure wanted.
+    pub(crate) async fn audit(&self, event: AuditEvent) {
+        if let Err(error) = self.audit.record(event).await {
+            tracing::warn!(error = %crate::error_chain(&error), "audit event not recorded");
+        }
+    }
+
+    /// A refusal of `user` (`detail`: a rate limit's policy), folded per window
+    /// (see [`RefusalDigest`]).
+    pub(crate) async fn audit_refusal(
+        &self,
+        user: Arc<str>,
+        detail: Option<&str>,
+        event: AuditEvent,
+    ) {
+        let reason = Reason {
+            user,
+            action: event.action.clone(),
+            detail: detail.map(str::to_owned),
+        };
+        let written = self.refusals.admit(reason, event);
+        if written.is_empty() {
+            self.metrics.audit_refusals_folded.inc();
+        }
+        for event in written {
+            self.audit(event).await;
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use axum::extract::{Request, State};
 use axum::response::Response;
 use http::StatusCode;
 use serde_json::{json, Value};
-use tollgate_ratelimit::{Decision, RequestContext};
+use tollgate_ratelimit::{Decision, RequestContext, Scope};
 
 use super::probes::json_response;
 use crate::auth::Caller;
@@ -24,6 +24,9 @@ pub(crate) async fn rate_limits(State(state): State<Arc<AppState>>, request: Req
         .policies
         .policies()
         .iter()
+        // A global policy counts everyone's requests: its remaining quota would let one user
+        // watch everyone's traffic.
+        .filter(|policy| policy.scope() != Scope::Global)
         .filter_map(|policy| {
             // Endpoint-bound policies are reported for their endpoint.
             let endpoint = policy.endpoint().unwrap_or(&this_endpoint);

@@ -67,10 +67,12 @@ pub(crate) async fn create_payment(
         .ok()
         .map(|s| s.payment.status == Status::Succeeded);
     let answer = answer(outcome, &attempt);
-    if let Some(event) = answer.audit {
-        if let Err(error) = state.audit.record(event).await {
-            tracing::warn!(error = %crate::error_chain(&error), "audit event not recorded");
+    match answer.audit {
+        Some(event) if event.outcome == AuditOutcome::Denied => {
+            state.audit_refusal(Arc::clone(user), None, event).await;
         }
+        Some(event) => state.audit(event).await,
+        None => {}
     }
     let mut response = answer.response;
     response.extensions_mut().insert(answer.disposition);

@@ -23,11 +23,11 @@ pub(crate) fn json_response(status: StatusCode, body: &impl serde::Serialize) ->
     (status, [(CONTENT_TYPE, "application/json")], bytes).into_response()
 }
 
-/// Probes the backends. Boxed: the probes' futures are large (~14 KB), and every request's
-/// future would otherwise carry that size through each move (measured: half of the server's
-/// instructions were `memcpy` of futures before this).
+/// The backends' state, probed at most once per `health.cache`. Boxed: the probes' futures
+/// are large (~14 KB), and every request's future would otherwise carry that size through each
+/// move (measured: half of the server's instructions were `memcpy` of futures before this).
 fn check(state: &AppState) -> Pin<Box<dyn Future<Output = Report> + Send + '_>> {
-    Box::pin(state.services.check())
+    Box::pin(state.health.report(&state.services))
 }
 
 pub(crate) async fn health(State(state): State<Arc<AppState>>) -> Response {

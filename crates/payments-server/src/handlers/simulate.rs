@@ -112,6 +112,15 @@ async fn plan(request: Request) -> Result<Request, Response> {
     Ok(request)
 }
 
+/// The answer while the endpoint is off.
+pub(crate) async fn off() -> Response {
+    problem::simple(
+        StatusCode::NOT_FOUND,
+        "simulate-concurrent is a testing endpoint and is off; start the server with --testing \
+         (or testing.simulate_concurrent = true) to use it",
+    )
+}
+
 /// The one answer for a body that is not a valid payment.
 fn not_a_payment(invalid: Invalid, body: &[u8]) -> Response {
     match invalid {

@@ -30,16 +30,19 @@ pub(crate) struct PaymentAnswered {
     pub(crate) settled: Option<bool>,
 }
 
-/// How a payment request counts, and the audit entry to write for it, if any.
+/// How a payment request counts, and the audit entry to write for it, if any; a refusal's
+/// `detail` (the rate limit's policy) says what it is folded with.
 struct Verdict {
     label: &'static str,
     audit: Option<(Action, AuditOutcome)>,
+    detail: Option<String>,
 }
 
 fn verdict(label: &'static str, action: Action, outcome: AuditOutcome) -> Verdict {
     Verdict {
         label,
         audit: Some((action, outcome)),
+        detail: None,
     }
 }
 
@@ -52,11 +55,10 @@ fn classify(state: &AppState, response: &Response) -> Option<Verdict> {
             .rate_limit_exceeded
             .with_label_values(&[limited.policy.as_str()])
             .inc();
-        return Some(verdict(
-            "rate_limited",
-            Action::RATE_LIMITED,
-            AuditOutcome::Denied,
-        ));
+        return Some(Verdict {
+            detail: Some(limited.policy.clone()),
+            ..verdict("rate_limited", Action::RATE_LIMITED, AuditOutcome::Denied)
+        });
     }
     let denied = AuditOutcome::Denied;
     Some(match facts.get::<IdempotencyOutcome>() {
@@ -68,6 +70,7 @@ fn classify(state: &AppState, response: &Response) -> Option<Verdict> {
             Verdict {
                 label: answered.label,
                 audit: None,
+                detail: None,
             }
         }
         Some(IdempotencyOutcome::Replayed) => {
@@ -123,11 +126,12 @@ impl Step for Accounting {
                 if let Some(key) = &key {
                     event = event.idempotency_key(key.as_str());
                 }
-                // Accepted before the client is answered: once accepted, the PostgreSQL sink
-                // writes it even if the server shuts down right after (its queue is flushed at
-                // shutdown).
-                if let Err(error) = state.audit.record(event).await {
-                    tracing::warn!(error = %crate::error_chain(&error), "audit event not recorded");
+                match outcome {
+                    AuditOutcome::Denied => {
+                        let detail = verdict.detail.as_deref();
+                        state.audit_refusal(user, detail, event).await;
+                    }
+                    _ => state.audit(event).await,
                 }
             }
             response

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::body::HttpBody as _;
 use axum::extract::Request;
 use axum::response::Response;
 use http::StatusCode;
@@ -16,6 +17,17 @@ use crate::problem;
 
 /// The largest body any route accepts.
 pub(crate) const LIMIT: usize = DEFAULT_BODY_LIMIT;
+
+/// `413` if the body is known to be over the limit before it is read (hyper knows it from
+/// `Content-Length`): answered from the head, before anything of the body is read, and before a
+/// client that sent `Expect: 100-continue` is told to send it.
+pub(crate) fn too_large(request: &Request) -> Option<Response> {
+    let declared = request.body().size_hint().lower();
+    (declared > LIMIT as u64).then(|| {
+        let detail = format!("the request body is larger than {LIMIT} bytes");
+        problem::simple(StatusCode::PAYLOAD_TOO_LARGE, detail)
+    })
+}
 
 /// The request with its whole body in memory, read by `deadline`; or the refusal.
 pub(crate) async fn read(

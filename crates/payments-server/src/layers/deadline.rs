@@ -18,8 +18,13 @@ use crate::state::AppState;
 /// Reads the body by the deadline (`408`; `413` past the limit), then answers `503` if the rest
 /// of the stack has not answered by the same deadline. Dropping a payment mid-way is safe: its
 /// claim expires after the lease and the retry reconciles with the processor.
+///
+/// `read_body: false` for routes that take no body: one declared too large is still refused,
+/// and any other is left unread, so a stranger cannot make the server hold one.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Enforce;
+pub(crate) struct Enforce {
+    pub(crate) read_body: bool,
+}
 
 impl Step for Enforce {
     fn run<S: Next>(
@@ -30,10 +35,19 @@ impl Step for Enforce {
     ) -> impl Future<Output = Response> + Send + 'static {
         let timeout = state.timeouts.request;
         let deadline = Instant::now() + timeout;
+        let too_large = super::body::too_large(&request);
+        let read_body = self.read_body;
         async move {
-            let request = match super::body::read(request, deadline, timeout).await {
-                Ok(request) => request,
-                Err(refused) => return refused,
+            if let Some(refused) = too_large {
+                return refused;
+            }
+            let request = if read_body {
+                match super::body::read(request, deadline, timeout).await {
+                    Ok(request) => request,
+                    Err(refused) => return refused,
+                }
+            } else {
+                request
             };
             match tokio::time::timeout_at(deadline, call(next, request)).await {
                 Ok(response) => response,

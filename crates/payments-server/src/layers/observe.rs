@@ -4,7 +4,7 @@
 //! standard methods or `other`, status codes.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use std::future::Future;
 
@@ -16,6 +16,7 @@ use tollgate_http::idempotency::StoreFailure;
 use tracing::Span;
 
 use super::stage::{call, Next, Step};
+use crate::auth::Anonymous;
 use crate::state::AppState;
 
 /// A method as a label: the standard ones by name, any other as `other` (a client chooses the
@@ -50,17 +51,9 @@ pub(crate) fn span(request: &http::Request<Body>) -> Span {
     )
 }
 
-/// The request's log line, in its span.
-pub(crate) fn log_answer(response: &Response, latency: Duration, _span: &Span) {
-    tracing::info!(
-        status = response.status().as_u16(),
-        latency_ms = latency.as_secs_f64() * 1e3,
-        "request"
-    );
-}
-
-/// Times the request into `http_request_duration_seconds`, and logs what an idempotency store
-/// failure was (clients get a fixed message).
+/// Times the request into `http_request_duration_seconds`, writes its log line (in its span;
+/// a debug line for a request without a valid key, so anonymous floods cannot fill the logs),
+/// and logs what an idempotency store failure was (clients get a fixed message).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Measure;
 
@@ -80,11 +73,19 @@ impl Step for Measure {
                 tracing::warn!(error = %failure.0, "idempotency store failed");
             }
             let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+            let latency = started.elapsed();
             state
                 .metrics
                 .request_duration
                 .with_label_values(&[route, method, response.status().as_str()])
-                .observe(started.elapsed().as_secs_f64());
+                .observe(latency.as_secs_f64());
+            let status = response.status().as_u16();
+            let latency_ms = latency.as_secs_f64() * 1e3;
+            if response.extensions().get::<Anonymous>().is_some() {
+                tracing::debug!(status, latency_ms, "request");
+            } else {
+                tracing::info!(status, latency_ms, "request");
+            }
             response
         }
     }

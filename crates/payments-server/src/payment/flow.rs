@@ -17,9 +17,6 @@ use super::{FieldError, Invalid, Payment, PaymentRequest, Status};
 use crate::ledger::{Completion, Finished, Ledger, LedgerError};
 use crate::processor::{Charge, ChargeResult, PaymentProcessor};
 
-/// How long the processor may take before its answer counts as lost.
-const PROCESSOR_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// What the flow needs: where payments are kept, who charges them, and the breaker in front.
 #[derive(Debug)]
 pub(crate) struct Payments {
@@ -29,6 +26,8 @@ pub(crate) struct Payments {
     /// How long idempotency records are kept: a payment older than this under the same key
     /// belongs to another request.
     pub(crate) record_ttl: Duration,
+    /// How long a charge may take before its answer counts as lost.
+    pub(crate) processor_timeout: Duration,
 }
 
 /// One request that owns its idempotency key.
@@ -223,21 +222,24 @@ impl Payments {
             currency: &payment.currency,
             payment_method: &payment.payment_method,
         };
-        match tokio::time::timeout(PROCESSOR_TIMEOUT, self.processor.charge(&charge)).await {
+        let timeout = self.processor_timeout;
+        match tokio::time::timeout(timeout, self.processor.charge(&charge)).await {
             Ok(Ok(result)) => {
                 // A decline is the processor working correctly.
                 permit.success();
                 Ok(result)
             }
             Ok(Err(error)) => {
-                permit.failure();
+                // Dropping the permit records nothing: a failure the request caused says
+                // nothing about the processor.
+                if !error.caused_by_request {
+                    permit.failure();
+                }
                 Err(crate::error_chain(&error))
             }
             Err(_) => {
                 permit.failure();
-                Err(format!(
-                    "no answer from the processor within {PROCESSOR_TIMEOUT:?}"
-                ))
+                Err(format!("no answer from the processor within {timeout:?}"))
             }
         }
     }

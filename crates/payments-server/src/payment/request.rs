@@ -70,6 +70,7 @@ impl PaymentRequest {
     pub(crate) fn parse(body: &[u8]) -> Result<Self, Invalid> {
         let wire: Wire<'_> =
             serde_json::from_slice(body).map_err(|e| Invalid::Malformed(e.to_string()))?;
+        refuse_nul(&wire)?;
         let mut errors = Vec::new();
         let currency = match wire.currency.as_deref() {
             None => {
@@ -165,6 +166,32 @@ impl PaymentRequest {
             }),
             _ => Err(Invalid::Fields(errors)),
         }
+    }
+}
+
+/// No text may hold NUL (`\u0000`): PostgreSQL cannot store it, so it would be a failure there
+/// and a success in memory. The same request must get the same answer on every backend.
+fn refuse_nul(wire: &Wire<'_>) -> Result<(), Invalid> {
+    let texts = [
+        ("description", wire.description.as_deref()),
+        ("payment_method", wire.payment_method.as_deref()),
+        ("currency", wire.currency.as_deref()),
+    ];
+    let metadata = wire.metadata.iter().flatten().flat_map(|(key, value)| {
+        [
+            ("metadata", Some(key.as_str())),
+            ("metadata", value.as_str()),
+        ]
+    });
+    match texts
+        .into_iter()
+        .chain(metadata)
+        .find(|(_, text)| text.is_some_and(|t| t.contains('\0')))
+    {
+        Some((field, _)) => Err(Invalid::Malformed(format!(
+            "`{field}` holds a NUL character (\\u0000), which no text field may contain"
+        ))),
+        None => Ok(()),
     }
 }
 
@@ -310,6 +337,17 @@ mod tests {
             PaymentRequest::parse(br#"{"amount": 1, "currency": "USD", "payment_method": "card", "extra": 1}"#),
             Err(Invalid::Malformed(m)) if m.contains("extra")
         ));
+        for body in [
+            r#"{"amount": 1, "currency": "USD", "payment_method": "ca\u0000rd"}"#,
+            r#"{"amount": 1, "currency": "USD", "payment_method": "card", "description": "\u0000"}"#,
+            r#"{"amount": 1, "currency": "USD", "payment_method": "card", "metadata": {"k\u0000": "v"}}"#,
+            r#"{"amount": 1, "currency": "USD", "payment_method": "card", "metadata": {"k": "v\u0000"}}"#,
+        ] {
+            assert!(
+                matches!(PaymentRequest::parse(body.as_bytes()), Err(Invalid::Malformed(m)) if m.contains("NUL")),
+                "{body}"
+            );
+        }
     }
 
     proptest! {

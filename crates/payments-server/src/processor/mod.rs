@@ -36,12 +36,31 @@ pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The processor could not give an answer: the charge may or may not have happened.
 #[derive(Debug, thiserror::Error)]
-#[error("payment processor error: {0}")]
-pub(crate) struct ProcessorError(#[source] pub(crate) BoxError);
+#[error("payment processor error")]
+pub(crate) struct ProcessorError {
+    #[source]
+    source: BoxError,
+    /// The request caused it (a test method, a reference reused for another amount), not the
+    /// processor failing: it must not count against the processor in the circuit breaker, or
+    /// one client could open the breaker for everyone.
+    pub(crate) caused_by_request: bool,
+}
 
 impl ProcessorError {
+    /// The processor failed.
     pub(crate) fn new(error: impl Into<BoxError>) -> Self {
-        ProcessorError(error.into())
+        ProcessorError {
+            source: error.into(),
+            caused_by_request: false,
+        }
+    }
+
+    /// The request caused the failure.
+    pub(crate) fn caused_by_request(error: impl Into<BoxError>) -> Self {
+        ProcessorError {
+            source: error.into(),
+            caused_by_request: true,
+        }
     }
 }
 
@@ -55,7 +74,8 @@ pub(crate) trait PaymentProcessor: Send + Sync + fmt::Debug {
     async fn lookup(&self, reference: &str) -> Result<Option<ChargeResult>, ProcessorError>;
 }
 
-/// Test payment methods that force an outcome, like a processor's test cards.
+/// Test payment methods that force an outcome, like a processor's test cards (only with
+/// `testing.payment_methods`).
 pub(crate) mod test_methods {
     /// Always declined (`card_declined`).
     pub(crate) const DECLINE: &str = "test_decline";

@@ -15,16 +15,31 @@ use crate::config::ProcessorTuning;
 pub(crate) struct SimulatedProcessor {
     tuning: ProcessorTuning,
     book: Arc<dyn ChargeBook>,
+    /// Whether the test payment methods force their outcome.
+    test_methods: bool,
 }
 
 impl SimulatedProcessor {
-    pub(crate) fn new(tuning: ProcessorTuning, book: Arc<dyn ChargeBook>) -> Self {
-        SimulatedProcessor { tuning, book }
+    pub(crate) fn new(
+        tuning: ProcessorTuning,
+        book: Arc<dyn ChargeBook>,
+        test_methods: bool,
+    ) -> Self {
+        SimulatedProcessor {
+            tuning,
+            book,
+            test_methods,
+        }
+    }
+
+    /// Whether `method` is the test method `name`, and test methods are on.
+    fn is_test(&self, method: &str, name: &str) -> bool {
+        self.test_methods && method == name
     }
 
     /// What this charge would be decided as if it were new.
     fn decide(&self, charge: &Charge<'_>) -> ChargeResult {
-        if charge.payment_method == test_methods::DECLINE
+        if self.is_test(charge.payment_method, test_methods::DECLINE)
             || fastrand::f64() < self.tuning.decline_rate
         {
             ChargeResult::Declined {
@@ -53,7 +68,7 @@ impl PaymentProcessor for SimulatedProcessor {
         if (recorded.amount_minor, recorded.currency.as_str())
             != (charge.amount_minor, charge.currency)
         {
-            return Err(ProcessorError::new(format!(
+            return Err(ProcessorError::caused_by_request(format!(
                 "reference {} was already used for another amount",
                 charge.reference
             )));
@@ -61,10 +76,12 @@ impl PaymentProcessor for SimulatedProcessor {
         // The charge is made; its answer takes the processor's latency to come back (a crash
         // in between is the case reconciliation exists for).
         self.answer_delay().await;
-        let lose = recorded.new
-            && (charge.payment_method == test_methods::TIMEOUT_AFTER_CHARGE
-                || fastrand::f64() < self.tuning.failure_rate);
-        if lose {
+        if recorded.new && self.is_test(charge.payment_method, test_methods::TIMEOUT_AFTER_CHARGE) {
+            return Err(ProcessorError::caused_by_request(
+                "timed out waiting for the processor's answer (test payment method)",
+            ));
+        }
+        if recorded.new && fastrand::f64() < self.tuning.failure_rate {
             return Err(ProcessorError::new(
                 "timed out waiting for the processor's answer",
             ));
@@ -97,7 +114,7 @@ mod tests {
             latency: Duration::ZERO,
             ..ProcessorTuning::default()
         };
-        let processor = SimulatedProcessor::new(tuning, Arc::new(MemoryBook::default()));
+        let processor = SimulatedProcessor::new(tuning, Arc::new(MemoryBook::default()), true);
         let approved =
             |r: Result<ChargeResult, ProcessorError>| matches!(r, Ok(ChargeResult::Approved));
         assert!(approved(processor.charge(&charge("t1", "card")).await));
@@ -122,6 +139,33 @@ mod tests {
         assert!(
             processor.charge(&other_amount).await.is_err(),
             "a reference names one amount"
+        );
+    }
+
+    #[tokio::test]
+    async fn test_methods_are_ordinary_methods_unless_turned_on() {
+        let tuning = ProcessorTuning {
+            latency: Duration::ZERO,
+            ..ProcessorTuning::default()
+        };
+        let processor = SimulatedProcessor::new(tuning, Arc::new(MemoryBook::default()), false);
+        for (reference, method) in [
+            ("t1", test_methods::DECLINE),
+            ("t2", test_methods::TIMEOUT_AFTER_CHARGE),
+        ] {
+            assert!(matches!(
+                processor.charge(&charge(reference, method)).await,
+                Ok(ChargeResult::Approved)
+            ));
+        }
+        let on = SimulatedProcessor::new(tuning, Arc::new(MemoryBook::default()), true);
+        let lost = on
+            .charge(&charge("t3", test_methods::TIMEOUT_AFTER_CHARGE))
+            .await
+            .expect_err("lost");
+        assert!(
+            lost.caused_by_request,
+            "a test method is never the processor failing"
         );
     }
 }

@@ -4,7 +4,21 @@ use std::time::{Duration, Instant};
 
 use crate::support::{on_every_backend, payment, unique, Api, ALICE, BOB};
 
-on_every_backend!(crate::SLOW_CONFIG; the_trail_records_every_kind_of_answer, the_trail_is_paged_newest_first);
+on_every_backend!(crate::SLOW_CONFIG; the_trail_records_every_kind_of_answer);
+
+mod paging {
+    use crate::support::{on_every_backend, Api};
+
+    on_every_backend!(crate::CONFIG; the_trail_is_paged_newest_first, refusals_are_folded_per_window);
+
+    async fn the_trail_is_paged_newest_first(api: &Api) {
+        super::the_trail_is_paged_newest_first(api).await;
+    }
+
+    async fn refusals_are_folded_per_window(api: &Api) {
+        super::refusals_are_folded_per_window(api).await;
+    }
+}
 
 /// The caller's entries, once `action` is among them (refusals on PostgreSQL go through the
 /// sink's queue).
@@ -68,15 +82,17 @@ async fn the_trail_records_every_kind_of_answer(api: &Api) {
 }
 
 async fn the_trail_is_paged_newest_first(api: &Api) {
-    for _ in 0..3 {
-        api.pay(ALICE, &unique("order"), "{").await.expect(400);
+    for _ in 0..2 {
+        api.pay(ALICE, &unique("order"), &payment("1.00", "card"))
+            .await
+            .expect(201);
     }
-    let entries = entries_with(api, ALICE, "validation_failed").await;
+    let entries = entries_with(api, ALICE, "payment_attempt").await;
     let ids: Vec<_> = entries
         .iter()
         .map(|e| e["id"].as_str().unwrap_or_default().to_owned())
         .collect();
-    assert!(ids.len() >= 3, "{ids:?}");
+    assert_eq!(ids.len(), 4, "two starts, two attempts: {ids:?}");
     let mut sorted = ids.clone();
     sorted.sort_by(|a, b| b.cmp(a));
     assert_eq!(ids, sorted, "newest first");
@@ -98,4 +114,28 @@ async fn the_trail_is_paged_newest_first(api: &Api) {
             .await
             .expect(400);
     }
+}
+
+/// Twenty-five malformed payments in a moment are one `validation_failed` entry, not
+/// twenty-five: refusals of one user for one reason are folded per window (the window's count
+/// follows when it ends).
+async fn refusals_are_folded_per_window(api: &Api) {
+    for _ in 0..25 {
+        api.pay(ALICE, &unique("order"), "{").await.expect(400);
+    }
+    let entries = entries_with(api, ALICE, "validation_failed").await;
+    let refusals = entries
+        .iter()
+        .filter(|e| e["action"] == "validation_failed")
+        .count();
+    assert_eq!(refusals, 1, "{entries:?}");
+    let metrics = api.get("/metrics", None).await.body;
+    assert!(
+        metrics.contains("audit_refusals_folded_total 24"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("payment_requests_total{outcome=\"rejected\"} 25"),
+        "{metrics}"
+    );
 }

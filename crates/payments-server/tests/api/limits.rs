@@ -19,8 +19,9 @@ async fn the_callers_limits_are_reported_without_consuming(api: &Api) {
         .iter()
         .map(|p| p["name"].as_str().unwrap_or_default())
         .collect();
-    assert_eq!(names, ["global", "per-user", "payments", "burst"]);
-    let payments = &policies[2];
+    // The global policy counts everyone's requests: not shown to anyone.
+    assert_eq!(names, ["per-user", "payments", "burst"]);
+    let payments = &policies[1];
     assert_eq!(payments["limit"], 30);
     assert_eq!(payments["window_seconds"], 60.0);
     assert_eq!(payments["remaining"], 29, "{payments}");
@@ -30,7 +31,7 @@ async fn the_callers_limits_are_reported_without_consuming(api: &Api) {
     }
     let again = api.get("/api/v1/rate-limits", Some(ALICE)).await.json();
     assert_eq!(
-        again["policies"][2]["remaining"], 29,
+        again["policies"][1]["remaining"], 29,
         "reading consumes nothing"
     );
 }

@@ -14,8 +14,12 @@ mod routing;
 mod simulate;
 mod support;
 
-/// Fast payments and limits high enough for any one test.
+/// Fast payments, limits high enough for any one test, and the testing features (the test
+/// payment methods, simulate-concurrent).
 pub(crate) const CONFIG: &str = r#"
+[testing]
+payment_methods = true
+simulate_concurrent = true
 [processor]
 latency = "1ms"
 [[policy]]

@@ -51,7 +51,8 @@ fn outages_are_reported_and_never_lose_or_double_a_payment() {
     .env("REDIS_URL", &redis_url)
     .env("DATABASE_URL", &database_url)
     // A claim whose release was lost in the outage blocks its key for one lease at most.
-    .toml("[idempotency]\nlease = \"3s\"");
+    // Every /health probes afresh: the test watches the state change.
+    .toml("[processor]\ntimeout = \"2s\"\n[idempotency]\nlease = \"3s\"\n[health]\ncache = \"0s\"");
     let server = Server::start(&options);
     server.get("/ready", None).expect(200);
 

@@ -119,6 +119,7 @@ impl Server {
             .env_remove("DATABASE_URL")
             .env_remove("REDIS_URL")
             .env_remove("TOLLGATE_CONFIG")
+            .env_remove("TOLLGATE_DEV")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         if options.development {
@@ -132,6 +133,9 @@ impl Server {
             command.env("TOLLGATE_CONFIG", &path);
             tempfile_path::TempFile(path)
         });
+        // The tests use the testing features (test payment methods, simulate-concurrent)
+        // unless they say otherwise.
+        command.env("TOLLGATE_TESTING", "true");
         command.envs(options.env.iter().map(|(k, v)| (k, v)));
         let child = command.spawn().expect("the server starts");
         Server {

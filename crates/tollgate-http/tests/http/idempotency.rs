@@ -313,3 +313,76 @@ async fn the_handler_can_choose_the_disposition() {
         "only stored headers are replayed"
     );
 }
+
+/// An owner that outlives its lease (a long pause) cannot store its result: the retry that took
+/// the key over answers, and the stale owner gets 409 with `IdempotencyOutcome::Fenced`.
+#[tokio::test]
+async fn a_stale_owner_cannot_store_its_result() {
+    use tollgate_idempotency::clock::ManualClock;
+    let clock = ManualClock::new();
+    let store = MemoryStore::with_clock(100, Arc::new(clock.clone()));
+    let config = IdempotencyConfig {
+        wait: Duration::ZERO,
+        claim: tollgate_idempotency::store::ClaimOptions {
+            lease: Duration::from_secs(1),
+            ttl: Duration::from_secs(60),
+        },
+        ..IdempotencyConfig::default()
+    };
+    let driver = Arc::new(
+        Idempotency::new(store, config)
+            .with_clock(Arc::new(clock.clone()), Arc::new(clock.clone())),
+    );
+    let (release, released) = tokio::sync::watch::channel(false);
+    let app = service_fn(move |req: Req| {
+        let resumed = req.extensions().get::<Lease>().is_some_and(|l| l.resumed);
+        let mut released = released.clone();
+        async move {
+            if !resumed {
+                // The first owner stalls until the test lets it go.
+                let _ = released.wait_for(|go| *go).await;
+            }
+            let mut response = Response::new(Full::new(Bytes::from(if resumed {
+                "takeover"
+            } else {
+                "stale"
+            })));
+            *response.status_mut() = StatusCode::CREATED;
+            Ok::<_, std::convert::Infallible>(response)
+        }
+    });
+    let svc = IdempotencyLayer::new(driver, |_req: &RequestHead<'_>| {
+        Some(Identity::new("alice", "/api/v1/payments"))
+    })
+    .layer(app);
+    let stale = tokio::spawn(svc.clone().oneshot(request(Some(KEY), b"{}")));
+    tokio::task::yield_now().await;
+    clock.advance(Duration::from_secs(2));
+    let takeover = svc
+        .clone()
+        .oneshot(request(Some(KEY), b"{}"))
+        .await
+        .expect("response");
+    assert_eq!(takeover.status(), StatusCode::CREATED);
+    release.send(true).expect("the stale owner listens");
+    let stale = stale.await.expect("task").expect("response");
+    assert_eq!(stale.status(), StatusCode::CONFLICT);
+    assert_eq!(stale.extensions().get(), Some(&IdempotencyOutcome::Fenced));
+    let replay = svc
+        .oneshot(request(Some(KEY), b"{}"))
+        .await
+        .expect("response");
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert_eq!(body_text(replay).await, "takeover");
+}
+
+async fn body_text(response: Response<Full<Bytes>>) -> String {
+    use http_body_util::BodyExt;
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    String::from_utf8_lossy(&bytes).into_owned()
+}

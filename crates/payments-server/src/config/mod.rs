@@ -6,14 +6,26 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod keys;
+mod tuning;
+
 use clap::{Parser, ValueEnum};
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use tollgate_ratelimit::config::{PolicyConfig, RateLimitConfig};
 use tollgate_ratelimit::{PolicySet, Scope};
 
 use crate::paths;
 
-/// The server's settings.
+pub use keys::{ApiKey, DEV_KEY};
+pub use tuning::Timeouts;
+pub(crate) use tuning::{
+    AuditTuning, BreakerTuning, FailureModeName, HealthTuning, IdempotencyTuning, LimitsTuning,
+    ProcessorTuning, RateLimitTuning, TestingTuning,
+};
+
+use keys::KeySettings;
+
+/// The server's settings, from the environment and flags.
 #[derive(Clone, Debug, Parser)]
 #[command(
     name = "payments-server",
@@ -30,7 +42,8 @@ pub struct Config {
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
-    /// Comma-separated `key:user_id` pairs.
+    /// Comma-separated `key:user_id` pairs (a key may contain `:`; the user id follows the
+    /// last one).
     #[arg(long, env = "API_KEYS", hide_env_values = true)]
     pub api_keys: Option<String>,
     /// One API key, for user `default`.
@@ -51,6 +64,14 @@ pub struct Config {
     /// TOML file with the policy table, timeouts and tuning (see docs/operations.md).
     #[arg(long = "config", env = "TOLLGATE_CONFIG")]
     pub config_file: Option<PathBuf>,
+    /// Accept the public development key `test-api-key` even on a non-loopback address, when
+    /// no key is set.
+    #[arg(long, env = "TOLLGATE_DEV")]
+    pub dev: bool,
+    /// Turn on what only tests and demos need: the test payment methods (`test_decline`,
+    /// `test_timeout_after_charge`) and `POST /api/v1/simulate-concurrent`.
+    #[arg(long, env = "TOLLGATE_TESTING")]
+    pub testing: bool,
 }
 
 /// How log lines are written.
@@ -62,82 +83,44 @@ pub enum LogFormat {
     Json,
 }
 
-/// An API key and the user it authenticates.
-#[derive(Clone)]
-pub struct ApiKey {
-    pub(crate) key: Vec<u8>,
-    pub(crate) user: String,
-}
-
-impl ApiKey {
-    /// `key` authenticates `user`.
-    pub fn new(key: impl Into<Vec<u8>>, user: impl Into<String>) -> Self {
-        ApiKey {
-            key: key.into(),
-            user: user.into(),
-        }
-    }
-}
-
-// Keys are secrets: never print them.
-impl std::fmt::Debug for ApiKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiKey")
-            .field("user", &self.user)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The development key accepted when no key is configured.
-pub const DEV_KEY: &str = "test-api-key";
-
 impl Config {
     /// The API keys, or an error naming the setting; `(keys, development_mode)`.
     pub fn keys(&self) -> Result<(Vec<ApiKey>, bool), String> {
-        let mut keys = Vec::new();
-        if let Some(list) = &self.api_keys {
-            for (i, pair) in list
-                .split(',')
-                .map(str::trim)
-                .filter(|p| !p.is_empty())
-                .enumerate()
-            {
-                let (key, user) = pair
-                    .split_once(':')
-                    .ok_or_else(|| format!("API_KEYS entry {} is not `key:user_id`", i + 1))?;
-                if key.is_empty() || user.is_empty() {
-                    return Err(format!("API_KEYS entry {} has an empty key or user", i + 1));
-                }
-                keys.push(ApiKey {
-                    key: key.as_bytes().to_vec(),
-                    user: user.to_owned(),
-                });
-            }
+        // A variable set to nothing is still a setting: it must never fall back to the
+        // public development key.
+        let set = |name: &str| std::env::var_os(name).is_some().then_some("");
+        KeySettings {
+            api_keys: self.api_keys.as_deref().or_else(|| set("API_KEYS")),
+            api_key: self.api_key.as_deref().or_else(|| set("API_KEY")),
+            bind_addr: self.bind_addr,
+            dev: self.dev,
         }
-        if let Some(key) = self.api_key.as_deref().filter(|k| !k.is_empty()) {
-            keys.push(ApiKey {
-                key: key.as_bytes().to_vec(),
-                user: "default".to_owned(),
-            });
-        }
-        if keys.is_empty() {
-            keys.push(ApiKey {
-                key: DEV_KEY.as_bytes().to_vec(),
-                user: "test".to_owned(),
-            });
-            return Ok((keys, true));
-        }
-        Ok((keys, false))
+        .resolve()
     }
 
     /// The TOML file's settings, or the defaults when there is no file.
     pub fn file(&self) -> Result<FileConfig, String> {
         let Some(path) = &self.config_file else {
-            return Ok(FileConfig::default());
+            let mut file = FileConfig::default();
+            if self.testing {
+                file.testing = TestingTuning {
+                    payment_methods: true,
+                    simulate_concurrent: true,
+                };
+            }
+            return Ok(file);
         };
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("TOLLGATE_CONFIG {}: {e}", path.display()))?;
-        FileConfig::parse(&text).map_err(|e| format!("TOLLGATE_CONFIG {}: {e}", path.display()))
+        let mut file = FileConfig::parse(&text)
+            .map_err(|e| format!("TOLLGATE_CONFIG {}: {e}", path.display()))?;
+        if self.testing {
+            file.testing = TestingTuning {
+                payment_methods: true,
+                simulate_concurrent: true,
+            };
+        }
+        Ok(file)
     }
 }
 
@@ -154,6 +137,10 @@ pub struct FileConfig {
     pub(crate) idempotency: IdempotencyTuning,
     pub(crate) processor: ProcessorTuning,
     pub(crate) breaker: BreakerTuning,
+    pub(crate) testing: TestingTuning,
+    pub(crate) limits: LimitsTuning,
+    pub(crate) audit: AuditTuning,
+    pub(crate) health: HealthTuning,
     /// Reverse proxies whose `X-Forwarded-For` is believed.
     pub(crate) trusted_proxies: Vec<IpAddr>,
 }
@@ -184,14 +171,78 @@ impl FileConfig {
             ("timeouts.request", self.timeouts.request),
             ("idempotency.lease", self.idempotency.lease),
             ("idempotency.ttl", self.idempotency.ttl),
+            (
+                "idempotency.cleanup_interval",
+                self.idempotency.cleanup_interval,
+            ),
+            ("processor.timeout", self.processor.timeout),
             ("breaker.wait_in_open", self.breaker.wait_in_open),
+            ("audit.refusal_window", self.audit.refusal_window),
         ];
         for (name, value) in positive {
             if value.is_zero() {
                 return Err(format!("{name} must be more than zero"));
             }
         }
+        self.validate_invariants()?;
+        self.validate_limits()?;
         self.policy_set().map(drop)
+    }
+
+    /// A charge takes at most `processor.timeout`; its key must stay claimed longer (or a
+    /// retry takes it over while it still charges), and its record must outlive the claim (or a
+    /// retry finds no record and charges again).
+    fn validate_invariants(&self) -> Result<(), String> {
+        let (charge, lease, ttl) = (
+            self.processor.timeout,
+            self.idempotency.lease,
+            self.idempotency.ttl,
+        );
+        if lease <= charge {
+            return Err(format!(
+                "idempotency.lease ({lease:?}) must be longer than processor.timeout ({charge:?}), \
+                 the longest a charge can take"
+            ));
+        }
+        if ttl <= lease {
+            return Err(format!(
+                "idempotency.ttl ({ttl:?}) must be longer than idempotency.lease ({lease:?})"
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_limits(&self) -> Result<(), String> {
+        let limits = &self.limits;
+        let at_least_one = [
+            (
+                "limits.max_connections",
+                limits.max_connections.unwrap_or(1),
+            ),
+            (
+                "limits.max_connections_per_ip",
+                limits.max_connections_per_ip,
+            ),
+            (
+                "limits.anonymous_per_minute",
+                usize::try_from(limits.anonymous_per_minute).unwrap_or(usize::MAX),
+            ),
+            ("audit.memory_events", self.audit.memory_events),
+            (
+                "audit.memory_events_per_user",
+                self.audit.memory_events_per_user,
+            ),
+        ];
+        for (name, value) in at_least_one {
+            if value == 0 {
+                return Err(format!("{name} must be at least 1"));
+            }
+        }
+        // hyper reads a request head into a buffer of at least 8 KiB.
+        if limits.max_header_bytes < 8192 {
+            return Err("limits.max_header_bytes must be at least 8192".to_owned());
+        }
+        Ok(())
     }
 
     /// The rate-limit policies, validated.
@@ -217,167 +268,20 @@ pub(crate) fn default_policies() -> RateLimitConfig {
     config
 }
 
-/// What the limiter does when Redis is unreachable.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub(crate) enum FailureModeName {
-    /// Admit requests.
-    FailOpen,
-    /// Refuse requests with `Retry-After`.
-    FailClosed,
-    /// Enforce the limits per process with an in-memory limiter.
-    #[default]
-    LocalFallback,
-    /// Answer `503`.
-    Error,
-}
-
-#[derive(Clone, Copy, Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub(crate) struct RateLimitTuning {
-    pub(crate) failure_mode: FailureModeName,
-    #[serde(deserialize_with = "duration")]
-    pub(crate) redis_timeout: Duration,
-}
-
-impl Default for RateLimitTuning {
-    fn default() -> Self {
-        RateLimitTuning {
-            failure_mode: FailureModeName::LocalFallback,
-            redis_timeout: Duration::from_millis(250),
-        }
-    }
-}
-
-/// Deadlines of a connection and a request.
-#[derive(Clone, Copy, Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Timeouts {
-    /// A client must send its request head within this.
-    #[serde(deserialize_with = "duration")]
-    pub header_read: Duration,
-    /// Reading the body and answering must end within this.
-    #[serde(deserialize_with = "duration")]
-    pub request: Duration,
-    /// How long shutdown waits for requests in flight.
-    #[serde(deserialize_with = "duration")]
-    pub shutdown_grace: Duration,
-}
-
-impl Default for Timeouts {
-    fn default() -> Self {
-        Timeouts {
-            header_read: Duration::from_secs(10),
-            request: Duration::from_secs(30),
-            shutdown_grace: Duration::from_secs(30),
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub(crate) struct IdempotencyTuning {
-    /// How long a duplicate waits for the request in flight before `409`.
-    #[serde(deserialize_with = "duration")]
-    pub(crate) wait: Duration,
-    /// How long an owner holds a key before another request may take it over.
-    #[serde(deserialize_with = "duration")]
-    pub(crate) lease: Duration,
-    /// How long results are kept.
-    #[serde(deserialize_with = "duration")]
-    pub(crate) ttl: Duration,
-}
-
-impl Default for IdempotencyTuning {
-    fn default() -> Self {
-        IdempotencyTuning {
-            wait: Duration::from_secs(5),
-            lease: Duration::from_secs(30),
-            ttl: Duration::from_secs(24 * 3600),
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub(crate) struct ProcessorTuning {
-    /// Simulated processing time per charge.
-    #[serde(deserialize_with = "duration")]
-    pub(crate) latency: Duration,
-    /// Share of charges declined (0–1).
-    pub(crate) decline_rate: f64,
-    /// Share of charges failing with a processor error after charging (0–1).
-    pub(crate) failure_rate: f64,
-}
-
-impl Default for ProcessorTuning {
-    fn default() -> Self {
-        ProcessorTuning {
-            latency: Duration::from_millis(20),
-            decline_rate: 0.0,
-            failure_rate: 0.0,
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub(crate) struct BreakerTuning {
-    /// Calls in the breaker's sliding window.
-    pub(crate) window_calls: u32,
-    /// Open at this failure percentage.
-    pub(crate) failure_rate_threshold: u8,
-    /// No decision before this many calls.
-    pub(crate) minimum_calls: u32,
-    /// How long the breaker stays open before probing.
-    #[serde(deserialize_with = "duration")]
-    pub(crate) wait_in_open: Duration,
-}
-
-impl Default for BreakerTuning {
-    fn default() -> Self {
-        BreakerTuning {
-            window_calls: 50,
-            failure_rate_threshold: 50,
-            minimum_calls: 20,
-            wait_in_open: Duration::from_secs(30),
-        }
-    }
-}
-
-/// `"250ms"`, `"30s"`, `"24h"`.
-fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-    let text = String::deserialize(deserializer)?;
-    humantime::parse_duration(&text).map_err(|e| serde::de::Error::custom(format!("{text:?}: {e}")))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn config(args: &[&str]) -> Config {
-        Config::try_parse_from(std::iter::once("payments-server").chain(args.iter().copied()))
-            .expect("parses")
-    }
-
     #[test]
-    fn keys_from_flags_and_development_mode() {
-        let (keys, dev) = config(&["--api-keys", "k1:alice, k2:bob", "--api-key", "k3"])
-            .keys()
-            .expect("valid");
-        let users: Vec<_> = keys.iter().map(|k| k.user.as_str()).collect();
-        assert_eq!((users, dev), (vec!["alice", "bob", "default"], false));
-        let (keys, dev) = config(&[]).keys().expect("valid");
-        assert!(dev);
-        assert_eq!(keys[0].user, "test");
-        let err = config(&["--api-keys", "k1:alice,oops"])
-            .keys()
-            .expect_err("invalid");
-        assert!(err.contains("API_KEYS entry 2"), "{err}");
-        assert!(
-            !format!("{:?}", keys[0]).contains(DEV_KEY),
-            "keys never reach Debug output"
-        );
+    fn flags_turn_the_testing_features_on() {
+        let parse = |args: &[&str]| {
+            Config::try_parse_from(std::iter::once("payments-server").chain(args.iter().copied()))
+                .expect("parses")
+        };
+        let on = parse(&["--testing"]).file().expect("defaults");
+        assert!(on.testing.payment_methods && on.testing.simulate_concurrent);
+        let off = parse(&[]).file().expect("defaults");
+        assert!(!off.testing.payment_methods && !off.testing.simulate_concurrent);
     }
 
     proptest::proptest! {
@@ -434,6 +338,11 @@ mod tests {
             ("[timeouts]\nrequets = \"5s\"", "requets"),
             ("[processor]\ndecline_rate = 2.0", "processor.decline_rate"),
             ("[timeouts]\nrequest = \"0s\"", "timeouts.request"),
+            ("[idempotency]\nlease = \"5s\"", "idempotency.lease (5s) must be longer than processor.timeout"),
+            ("[idempotency]\nttl = \"30s\"", "idempotency.ttl (30s) must be longer than idempotency.lease"),
+            ("[limits]\nmax_header_bytes = 100", "limits.max_header_bytes"),
+            ("[limits]\nmax_connections_per_ip = 0", "limits.max_connections_per_ip"),
+            ("[testing]\nsimulate = true", "simulate"),
             (
                 "[[policy]]\nname = \"x\"\nscope = \"user\"\nalgorithm = \"sliding-window\"\nlimit = 0\nwindow = \"1s\"",
                 "x",

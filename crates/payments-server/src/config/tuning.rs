@@ -1,0 +1,229 @@
+//! The TOML file's sections: tuning with safe defaults, each documented in
+//! `docs/operations.md`.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// What the limiter does when Redis is unreachable.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum FailureModeName {
+    /// Admit requests.
+    FailOpen,
+    /// Refuse requests with `Retry-After`.
+    FailClosed,
+    /// Enforce the limits per process with an in-memory limiter.
+    #[default]
+    LocalFallback,
+    /// Answer `503`.
+    Error,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RateLimitTuning {
+    pub(crate) failure_mode: FailureModeName,
+    #[serde(deserialize_with = "duration")]
+    pub(crate) redis_timeout: Duration,
+}
+
+impl Default for RateLimitTuning {
+    fn default() -> Self {
+        RateLimitTuning {
+            failure_mode: FailureModeName::LocalFallback,
+            redis_timeout: Duration::from_millis(250),
+        }
+    }
+}
+
+/// Deadlines of a connection and a request.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// A client must send its request head within this.
+    #[serde(deserialize_with = "duration")]
+    pub header_read: Duration,
+    /// Reading the body and answering must end within this.
+    #[serde(deserialize_with = "duration")]
+    pub request: Duration,
+    /// How long shutdown waits for requests in flight.
+    #[serde(deserialize_with = "duration")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            header_read: Duration::from_secs(10),
+            request: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct IdempotencyTuning {
+    /// How long a duplicate waits for the request in flight before `409`.
+    #[serde(deserialize_with = "duration")]
+    pub(crate) wait: Duration,
+    /// How long an owner holds a key before another request may take it over; longer than
+    /// `processor.timeout`, the longest a charge can take.
+    #[serde(deserialize_with = "duration")]
+    pub(crate) lease: Duration,
+    /// How long results are kept; longer than the lease.
+    #[serde(deserialize_with = "duration")]
+    pub(crate) ttl: Duration,
+    /// How often expired records are deleted (in batches, until none is left).
+    #[serde(deserialize_with = "duration")]
+    pub(crate) cleanup_interval: Duration,
+}
+
+impl Default for IdempotencyTuning {
+    fn default() -> Self {
+        IdempotencyTuning {
+            wait: Duration::from_secs(5),
+            lease: Duration::from_secs(60),
+            ttl: Duration::from_secs(24 * 3600),
+            cleanup_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What only tests and demos should turn on.
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct TestingTuning {
+    /// `test_decline` and `test_timeout_after_charge` force an outcome; off, they are ordinary
+    /// payment methods.
+    pub(crate) payment_methods: bool,
+    /// `POST /api/v1/simulate-concurrent` (one request, up to 100 payment attempts).
+    pub(crate) simulate_concurrent: bool,
+}
+
+/// What one client may hold of the server.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct LimitsTuning {
+    /// Connections open at once, in all; past it, new ones get `503` and are closed. Default:
+    /// the open-files limit less room for pools and files, at most 10 000.
+    pub(crate) max_connections: Option<usize>,
+    /// Connections open at once from one address; past it, `429` and closed.
+    pub(crate) max_connections_per_ip: usize,
+    /// The largest request head (request line and headers) read, in bytes.
+    pub(crate) max_header_bytes: usize,
+    /// Requests a minute from one address that present no valid key; past it, `429`.
+    pub(crate) anonymous_per_minute: u64,
+}
+
+impl Default for LimitsTuning {
+    fn default() -> Self {
+        LimitsTuning {
+            max_connections: None,
+            max_connections_per_ip: 256,
+            max_header_bytes: 16 * 1024,
+            anonymous_per_minute: 120,
+        }
+    }
+}
+
+/// The audit trail's bounds.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct AuditTuning {
+    /// Refusals (429, 409, 422, validation) of one user, for one reason, are written as one
+    /// entry per window with a count, so a flood costs a bounded number of rows.
+    #[serde(deserialize_with = "duration")]
+    pub(crate) refusal_window: Duration,
+    /// Events the memory trail keeps in all (without PostgreSQL).
+    pub(crate) memory_events: usize,
+    /// Events the memory trail keeps for any one user.
+    pub(crate) memory_events_per_user: usize,
+}
+
+impl Default for AuditTuning {
+    fn default() -> Self {
+        AuditTuning {
+            refusal_window: Duration::from_secs(10),
+            memory_events: 100_000,
+            memory_events_per_user: 10_000,
+        }
+    }
+}
+
+/// `/health` and `/ready`.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct HealthTuning {
+    /// How long one probe of the backends answers every caller: a flood of probes costs the
+    /// database one query per period.
+    #[serde(deserialize_with = "duration")]
+    pub(crate) cache: Duration,
+}
+
+impl Default for HealthTuning {
+    fn default() -> Self {
+        HealthTuning {
+            cache: Duration::from_secs(1),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct ProcessorTuning {
+    /// How long a charge may take before its answer counts as lost (the payment stays pending
+    /// and the retry reconciles); shorter than `idempotency.lease`.
+    #[serde(deserialize_with = "duration")]
+    pub(crate) timeout: Duration,
+    /// Simulated processing time per charge.
+    #[serde(deserialize_with = "duration")]
+    pub(crate) latency: Duration,
+    /// Share of charges declined (0–1).
+    pub(crate) decline_rate: f64,
+    /// Share of charges failing with a processor error after charging (0–1).
+    pub(crate) failure_rate: f64,
+}
+
+impl Default for ProcessorTuning {
+    fn default() -> Self {
+        ProcessorTuning {
+            timeout: Duration::from_secs(10),
+            latency: Duration::from_millis(20),
+            decline_rate: 0.0,
+            failure_rate: 0.0,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct BreakerTuning {
+    /// Calls in the breaker's sliding window.
+    pub(crate) window_calls: u32,
+    /// Open at this failure percentage.
+    pub(crate) failure_rate_threshold: u8,
+    /// No decision before this many calls.
+    pub(crate) minimum_calls: u32,
+    /// How long the breaker stays open before probing.
+    #[serde(deserialize_with = "duration")]
+    pub(crate) wait_in_open: Duration,
+}
+
+impl Default for BreakerTuning {
+    fn default() -> Self {
+        BreakerTuning {
+            window_calls: 50,
+            failure_rate_threshold: 50,
+            minimum_calls: 20,
+            wait_in_open: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `"250ms"`, `"30s"`, `"24h"`.
+pub(crate) fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    humantime::parse_duration(&text).map_err(|e| serde::de::Error::custom(format!("{text:?}: {e}")))
+}
