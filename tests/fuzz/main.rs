@@ -113,11 +113,16 @@ fn forwarded_for_property(input: &str, trusted: &[IpAddr]) {
     headers.insert("x-forwarded-for", value);
     let proxies = TrustedProxies::new(trusted.iter().copied().chain([peer]));
     let found = client_ip(peer, &headers, &proxies);
-    // The client is the peer or an address written in the header, never something invented.
+    // The client is the peer or an address written in the header (an IPv4-mapped IPv6 one as
+    // the IPv4 address it maps), never something invented.
+    let canonical = |ip: IpAddr| match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
     let written = input
         .split(',')
         .filter_map(|hop| hop.trim().parse::<IpAddr>().ok())
-        .any(|ip| ip == found);
+        .any(|ip| canonical(ip) == found);
     assert!(found == peer || written, "{input:?} → {found}");
     // An untrusted peer's header is ignored.
     assert_eq!(client_ip(peer, &headers, &TrustedProxies::none()), peer);

@@ -4,6 +4,7 @@
 //! (each test with a schema and key prefix of its own; without them each prints a `SKIPPED`
 //! line and passes). What needs a process or a socket is in `tests/server`.
 
+mod abuse;
 mod audit;
 mod limits;
 mod payments;

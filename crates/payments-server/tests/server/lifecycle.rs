@@ -23,6 +23,33 @@ fn invalid_configuration_is_a_start_up_error_naming_the_field() {
             "processor.decline_rate",
         ),
         (vec![("REDIS_URL", "not a url")], None, "REDIS_URL"),
+        // A key setting that names no key never falls back to the public development key.
+        (
+            vec![("API_KEYS", "")],
+            None,
+            "API_KEYS is set but names no key",
+        ),
+        (
+            vec![("API_KEYS", " , ,")],
+            None,
+            "API_KEYS entry 1 is empty",
+        ),
+        (vec![("API_KEY", "")], None, "API_KEY is set but empty"),
+        (
+            vec![("API_KEYS", "k1:alice,k1:bob")],
+            None,
+            "the same key is given twice",
+        ),
+        (
+            vec![("BIND_ADDR", "0.0.0.0:0")],
+            None,
+            "only accepted on loopback or with --dev",
+        ),
+        (
+            vec![],
+            Some("[idempotency]\nttl = \"30s\""),
+            "idempotency.ttl (30s) must be longer than idempotency.lease",
+        ),
         (
             vec![("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")],
             None,
@@ -37,6 +64,9 @@ fn invalid_configuration_is_a_start_up_error_naming_the_field() {
             .env_remove("TOLLGATE_CONFIG")
             .env_remove("REDIS_URL")
             .env_remove("DATABASE_URL")
+            .env_remove("API_KEYS")
+            .env_remove("API_KEY")
+            .env_remove("TOLLGATE_DEV")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -50,6 +80,16 @@ fn invalid_configuration_is_a_start_up_error_naming_the_field() {
         assert!(!output.status.success(), "{named}: started anyway");
         assert!(stderr.contains(named), "{named} not in {stderr}");
     }
+}
+
+#[test]
+fn a_key_may_contain_colons() {
+    let server =
+        Server::start(&Options::default().env("API_KEYS", "sk:live:abc123SECRET:alice,k2:bob"));
+    server
+        .get("/api/v1/rate-limits", Some("sk:live:abc123SECRET"))
+        .expect(200);
+    server.get("/api/v1/rate-limits", Some("sk")).expect(401);
 }
 
 #[test]

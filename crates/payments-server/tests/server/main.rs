@@ -6,6 +6,7 @@
 //! them they print a `SKIPPED` line and pass. Each isolates itself with a unique schema and
 //! Redis key prefix, removed afterwards.
 
+mod abuse;
 mod faults;
 mod hostile;
 mod lifecycle;

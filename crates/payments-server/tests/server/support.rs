@@ -60,6 +60,8 @@ pub(crate) struct Options {
     pub(crate) toml: Option<String>,
     /// Keep the default development mode (no API_KEYS).
     pub(crate) development: bool,
+    /// The server's open-files limit (soft and hard), set with `prlimit`.
+    pub(crate) open_files: Option<u64>,
 }
 
 impl Options {
@@ -108,10 +110,41 @@ impl Server {
         }
     }
 
+    /// Sends SIGTERM and waits (10 s at most) for a clean exit: requests drained, audit
+    /// flushed.
+    pub(crate) fn terminate(&mut self) {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                assert!(status.success(), "{status}");
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still running 10 s after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Starts a server without waiting for it.
     pub(crate) fn spawn(options: &Options) -> Server {
         let port = free_port();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_payments-server"));
+        let binary = env!("CARGO_BIN_EXE_payments-server");
+        let mut command = match options.open_files {
+            // prlimit sets the limit and execs the server: the same process.
+            Some(files) => {
+                let mut command = Command::new("prlimit");
+                command.arg(format!("--nofile={files}:{files}")).arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
         command
             .env("BIND_ADDR", format!("127.0.0.1:{port}"))
             .env("LOG_LEVEL", "warn")

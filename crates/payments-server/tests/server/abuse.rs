@@ -1,0 +1,387 @@
+//! What one anonymous client or one user controls stays bounded — checked on real processes
+//! over real sockets, each test in a bounded time. The figures asserted here are the bounds
+//! `docs/reliability.md` states.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use crate::support::{payment, try_pay, unique, Isolated, Options, Server, ALICE, BOB, CAROL};
+
+/// The series and bytes of `/metrics`.
+fn metrics_shape(server: &Server) -> (usize, usize) {
+    let body = server.get("/metrics", None).body;
+    let series = body.lines().filter(|l| !l.starts_with('#')).count();
+    (series, body.len())
+}
+
+/// Sends `requests` pipelined on one connection and counts the answers.
+fn pipelined(port: u16, requests: Vec<Vec<u8>>) -> usize {
+    let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut writer = stream.try_clone().expect("clone");
+    let expected = requests.len();
+    let sender = std::thread::spawn(move || {
+        for request in requests {
+            if writer.write_all(&request).is_err() {
+                break;
+            }
+        }
+    });
+    let mut reader = stream;
+    let (mut answers, mut buffer, mut tail) = (0, [0_u8; 64 * 1024], Vec::new());
+    while answers < expected {
+        let Ok(n) = reader.read(&mut buffer) else {
+            break;
+        };
+        if n == 0 {
+            break;
+        }
+        tail.extend_from_slice(&buffer[..n]);
+        answers += tail.windows(9).filter(|w| w == b"HTTP/1.1 ").count();
+        // Keep the last bytes: a status line may straddle two reads.
+        let keep = tail.len().min(8);
+        tail.drain(..tail.len() - keep);
+    }
+    let _ = sender.join();
+    answers
+}
+
+#[test]
+fn unique_methods_never_become_metric_series() {
+    let server = Server::start(&Options::default());
+    let request =
+        |method: &str| format!("{method} /health HTTP/1.1\r\nHost: x\r\n\r\n").into_bytes();
+    // The first unknown method makes the `other` series, the first scrape its own; none after
+    // them makes another.
+    assert_eq!(
+        pipelined(server.port, vec![request("FIRSTCUSTOMMETHOD")]),
+        1
+    );
+    metrics_shape(&server);
+    let (series, bytes) = metrics_shape(&server);
+    let started = Instant::now();
+    let senders: Vec<_> = (0..8)
+        .map(|connection| {
+            let port = server.port;
+            std::thread::spawn(move || {
+                let requests = (0..6_250)
+                    .map(|i| request(&format!("M{connection:02}X{i:021}")))
+                    .collect();
+                pipelined(port, requests)
+            })
+        })
+        .collect();
+    let answered: usize = senders
+        .into_iter()
+        .map(|s| s.join().expect("a sender"))
+        .sum();
+    assert_eq!(answered, 50_000);
+    let (series_after, bytes_after) = metrics_shape(&server);
+    assert_eq!(series_after, series, "50 000 unique methods, no new series");
+    assert!(
+        bytes_after < bytes + 512,
+        "/metrics grew from {bytes} to {bytes_after} bytes"
+    );
+    // A method of 400 kB is refused before anything counts it.
+    let huge = request(&"M".repeat(400_000));
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
+    let _ = stream.write_all(&huge);
+    let mut answer = Vec::new();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let _ = stream.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 431"),
+        "{text}"
+    );
+    assert_eq!(metrics_shape(&server).0, series);
+    eprintln!(
+        "abuse: 50 000 unique methods in {:?}; /metrics {series} series and {bytes_after} bytes after",
+        started.elapsed()
+    );
+}
+
+/// The server's resident memory, in kB.
+fn rss_kb(server: &Server) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.child.id()))
+        .expect("the server's status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmRSS")
+}
+
+#[test]
+fn anonymous_bodies_are_never_held() {
+    // Every connection admitted (the per-address cap is tested apart), to measure what each
+    // anonymous connection with a large body costs.
+    let server =
+        Server::start(&Options::default().toml("[limits]\nmax_connections_per_ip = 5000\n"));
+    server.get("/health", None).expect(200);
+    let before = rss_kb(&server);
+    let head = "POST /api/v1/payments HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 60000\r\n\r\n";
+    let part = vec![b'x'; 32 * 1024];
+    let mut held = Vec::new();
+    for _ in 0..3_000 {
+        let mut stream = TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
+        let _ = stream.write_all(head.as_bytes());
+        let _ = stream.write_all(&part);
+        held.push(stream);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let during = rss_kb(&server);
+    // Each is answered from its head: 401, or 429 once the address has sent too many
+    // requests without a valid key.
+    let mut refused = 0;
+    for stream in &mut held {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut status = [0_u8; 12];
+        if stream.read_exact(&mut status).is_ok()
+            && (&status[9..12] == b"401" || &status[9..12] == b"429")
+        {
+            refused += 1;
+        }
+    }
+    let grown_mb = during.saturating_sub(before) / 1024;
+    eprintln!("abuse: 3 000 anonymous 32 KiB bodies held: RSS {before} kB -> {during} kB");
+    assert_eq!(refused, 3_000, "each answered from its head");
+    assert!(
+        grown_mb < 64,
+        "RSS grew {grown_mb} MB for 3 000 anonymous connections"
+    );
+}
+
+#[test]
+fn one_client_cannot_lock_out_another() {
+    let server = Server::start(&Options {
+        open_files: Some(1_024),
+        ..Options::default()
+    });
+    let mut held = Vec::new();
+    for _ in 0..1_100 {
+        if let Ok(stream) = TcpStream::connect(("127.0.0.1", server.port)) {
+            held.push(stream);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // Another client, from another address.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let served = runtime.block_on(async {
+        let mut served = 0;
+        for _ in 0..6 {
+            if health_from("127.0.0.2", server.port)
+                .await
+                .starts_with("HTTP/1.1 200")
+            {
+                served += 1;
+            }
+        }
+        served
+    });
+    // The first client's connections past the cap were refused, in one write, and closed.
+    let mut refused = 0;
+    for stream in &mut held {
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+        let mut status = [0_u8; 12];
+        if stream.read_exact(&mut status).is_ok() && &status[9..12] == b"429" {
+            refused += 1;
+        }
+    }
+    eprintln!(
+        "abuse: 1 100 held from one address: {refused} refused, the other client served {served}/6"
+    );
+    assert_eq!(served, 6);
+    assert!(refused >= 1_100 - 256, "{refused} refused");
+}
+
+/// `GET /health` from `local`, its status line and headers.
+async fn health_from(local: &str, port: u16) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket
+        .bind(format!("{local}:0").parse().expect("an address"))
+        .expect("bind");
+    let Ok(mut stream) = socket
+        .connect(format!("127.0.0.1:{port}").parse().expect("an address"))
+        .await
+    else {
+        return String::new();
+    };
+    let request = b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    if stream.write_all(request).await.is_err() {
+        return String::new();
+    }
+    let mut answer = Vec::new();
+    let read = stream.read_to_end(&mut answer);
+    let _ = tokio::time::timeout(Duration::from_secs(5), read).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[test]
+fn a_body_declared_too_large_is_refused_before_it_is_sent() {
+    let server = Server::start(&Options::default());
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
+    let auth = format!("Bearer {ALICE}");
+    write!(
+        stream,
+        "POST /api/v1/payments HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nContent-Type: application/json\r\nIdempotency-Key: {}\r\nExpect: 100-continue\r\nContent-Length: 1000000\r\n\r\n",
+        unique("order")
+    )
+    .expect("write the head");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut answer = [0_u8; 12];
+    stream.read_exact(&mut answer).expect("an answer");
+    assert_eq!(&answer, b"HTTP/1.1 413", "not 100 Continue");
+}
+
+#[test]
+fn one_users_failures_never_open_the_breaker_for_another() {
+    let server = Server::start(&Options::default().toml(
+        "[processor]\nlatency = \"1ms\"\n[breaker]\nwindow_calls = 10\nminimum_calls = 5\n\
+         failure_rate_threshold = 50\nwait_in_open = \"60s\"\n\
+         [[policy]]\nname = \"per-user\"\nscope = \"user\"\nalgorithm = \"sliding-window\"\n\
+         limit = 1000\nwindow = \"60s\"\n",
+    ));
+    for _ in 0..20 {
+        server
+            .pay(
+                CAROL,
+                &unique("order"),
+                &payment("1.00", "test_timeout_after_charge"),
+            )
+            .expect(502);
+    }
+    server
+        .pay(ALICE, &unique("order"), &payment("1.00", "card"))
+        .expect(201);
+    let metrics = server.get("/metrics", None).body;
+    assert!(
+        metrics.contains("payment_processor_circuit_state 0"),
+        "{metrics}"
+    );
+}
+
+/// A user over the payments limit for ten seconds: every refusal counted, a bounded number of
+/// audit rows, nothing lost at shutdown.
+#[test]
+fn a_ten_second_429_flood_writes_a_bounded_number_of_audit_rows() {
+    let Some(services) =
+        Isolated::new("a_ten_second_429_flood_writes_a_bounded_number_of_audit_rows")
+    else {
+        return;
+    };
+    let config =
+        "[[policy]]\nname = \"payments\"\nscope = \"user\"\nalgorithm = \"sliding-window\"\n\
+                  limit = 1\nwindow = \"1h\"\nendpoint = \"POST /api/v1/payments\"\n";
+    let mut server = Server::start(&services.options().toml(config));
+    let body = payment("1.00", "card");
+    server.pay(CAROL, &unique("order"), &body).expect(201);
+    let until = Instant::now() + Duration::from_secs(10);
+    let floods: Vec<_> = (0..4)
+        .map(|_| {
+            let (port, body) = (server.port, body.clone());
+            std::thread::spawn(move || {
+                let mut refused = 0_u64;
+                while Instant::now() < until {
+                    if try_pay(port, CAROL, &unique("order"), &body)
+                        .is_some_and(|r| r.status == 429)
+                    {
+                        refused += 1;
+                    }
+                }
+                refused
+            })
+        })
+        .collect();
+    let refused: u64 = floods.into_iter().map(|f| f.join().expect("a flood")).sum();
+    // Someone else's trail is untouched by it.
+    server.pay(BOB, &unique("order"), &body).expect(201);
+    let metrics = server.get("/metrics", None).body;
+    let made: i64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("rate_limit_exceeded_total{policy=\"payments\"} "))
+        .and_then(|n| n.parse().ok())
+        .expect("the refusals the server made");
+    server.terminate();
+    let rows = services.count(
+        "SELECT count(*) FROM {schema}.audit_events WHERE user_id = 'carol' AND action = 'rate_limited'",
+    );
+    let counted = services.count(
+        "SELECT coalesce(sum(coalesce((fields->>'repeated')::bigint, 1)), 0)::bigint \
+         FROM {schema}.audit_events WHERE user_id = 'carol' AND action = 'rate_limited'",
+    );
+    eprintln!("abuse: a 10 s flood of {refused} refusals wrote {rows} audit rows");
+    assert!(refused > 1_000, "a flood: {refused}");
+    assert!(rows <= 4, "{rows} rows for {refused} refusals");
+    assert!(
+        made >= i64::try_from(refused).unwrap_or(i64::MAX),
+        "{made} made, {refused} seen"
+    );
+    assert_eq!(
+        counted, made,
+        "every refusal the server made is counted in the trail"
+    );
+    assert_eq!(
+        services.count("SELECT count(*) FROM {schema}.audit_events WHERE user_id = 'bob'"),
+        2
+    );
+}
+
+/// 100 payments a second with a 10-second TTL: expired records are deleted as fast as they come,
+/// so the table stays near TTL × rate (1 000 rows) instead of growing.
+#[test]
+fn cleanup_keeps_the_table_near_its_steady_size() {
+    let Some(services) = Isolated::new("cleanup_keeps_the_table_near_its_steady_size") else {
+        return;
+    };
+    let config = "[processor]\nlatency = \"1ms\"\ntimeout = \"1s\"\n\
+                  [idempotency]\nlease = \"2s\"\nttl = \"10s\"\ncleanup_interval = \"1s\"\n\
+                  [[policy]]\nname = \"global\"\nscope = \"global\"\nalgorithm = \"sliding-window\"\n\
+                  limit = 100000\nwindow = \"60s\"\n";
+    let server = Server::start(&services.options().toml(config));
+    let started = Instant::now();
+    // Four clients of 25 payments a second each.
+    let clients: Vec<_> = (0..4_u64)
+        .map(|client| {
+            let port = server.port;
+            std::thread::spawn(move || {
+                let body = payment("1.00", "card");
+                for n in 0..400_u64 {
+                    let due = started + Duration::from_millis(n * 40 + client * 10);
+                    std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                    let paid = try_pay(port, ALICE, &unique("order"), &body);
+                    assert_eq!(paid.map(|p| p.status), Some(201));
+                }
+            })
+        })
+        .collect();
+    let mut sizes = Vec::new();
+    for second in 12..16_u64 {
+        let at = started + Duration::from_secs(second);
+        std::thread::sleep(at.saturating_duration_since(Instant::now()));
+        sizes.push(services.count("SELECT count(*) FROM {schema}.idempotency_records"));
+    }
+    for client in clients {
+        client.join().expect("a client");
+    }
+    eprintln!("abuse: idempotency records at 13-16 s of 100 payments/s, TTL 10 s: {sizes:?}");
+    for size in sizes {
+        assert!(
+            (900..=1_250).contains(&size),
+            "{size} rows, steady size 1 000"
+        );
+    }
+}
