@@ -6,10 +6,11 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use tollgate_audit::{Action, AuditEvent, Outcome};
+use tollgate_clock::{Clock, Timestamp};
 
 /// What a refusal is folded with: the same user, action and detail (a rate limit's policy).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -21,7 +22,7 @@ pub(crate) struct Reason {
 
 #[derive(Debug)]
 struct Window {
-    ends: Instant,
+    ends: Timestamp,
     folded: u64,
     /// The latest refusal folded: its status, key and request id go into the summary.
     last: Option<AuditEvent>,
@@ -32,13 +33,16 @@ struct Window {
 #[derive(Debug)]
 pub(crate) struct RefusalDigest {
     window: Duration,
+    clock: Arc<dyn Clock>,
     open: Mutex<HashMap<Reason, Window>>,
 }
 
 impl RefusalDigest {
-    pub(crate) fn new(window: Duration) -> Self {
+    /// Windows `window` long, on `clock`.
+    pub(crate) fn new(window: Duration, clock: Arc<dyn Clock>) -> Self {
         RefusalDigest {
             window,
+            clock,
             open: Mutex::new(HashMap::new()),
         }
     }
@@ -47,7 +51,7 @@ impl RefusalDigest {
     /// previous window if it ended with refusals folded, and `event` itself if it opens a new
     /// window. `None` of them when `event` is folded into an open window.
     pub(crate) fn admit(&self, reason: Reason, event: AuditEvent) -> Vec<AuditEvent> {
-        let now = Instant::now();
+        let now = self.clock.now();
         let mut open = self.open.lock();
         let mut write = Vec::new();
         if let Some(window) = open.get_mut(&reason) {
@@ -74,7 +78,7 @@ impl RefusalDigest {
 
     /// The summaries of windows that ended by now, which are closed.
     pub(crate) fn due(&self) -> Vec<AuditEvent> {
-        let now = Instant::now();
+        let now = self.clock.now();
         self.take(|window| window.ends <= now)
     }
 
@@ -121,6 +125,8 @@ impl RefusalDigest {
 
 #[cfg(test)]
 mod tests {
+    use tollgate_clock::ManualClock;
+
     use super::*;
 
     fn reason(user: &str) -> Reason {
@@ -137,14 +143,17 @@ mod tests {
 
     #[test]
     fn a_flood_is_one_entry_and_a_count_per_window() {
-        let digest = RefusalDigest::new(Duration::from_millis(50));
+        let clock = ManualClock::new();
+        let digest = RefusalDigest::new(Duration::from_millis(50), Arc::new(clock.clone()));
         let mut written = 0;
         for _ in 0..1_000 {
             written += digest.admit(reason("mallory"), refusal("mallory")).len();
         }
         assert_eq!(written, 1, "only the first is written at once");
         assert_eq!(digest.admit(reason("alice"), refusal("alice")).len(), 1);
-        std::thread::sleep(Duration::from_millis(60));
+        clock.advance(Duration::from_millis(49));
+        assert!(digest.due().is_empty(), "both windows are still open");
+        clock.advance(Duration::from_millis(1));
         let due = digest.due();
         assert_eq!(due.len(), 1, "alice's window folded nothing");
         assert_eq!(due[0].fields["repeated"], 999);
@@ -155,10 +164,11 @@ mod tests {
 
     #[test]
     fn a_new_window_writes_the_previous_count_first() {
-        let digest = RefusalDigest::new(Duration::from_millis(20));
+        let clock = ManualClock::new();
+        let digest = RefusalDigest::new(Duration::from_millis(20), Arc::new(clock.clone()));
         digest.admit(reason("mallory"), refusal("mallory"));
         digest.admit(reason("mallory"), refusal("mallory"));
-        std::thread::sleep(Duration::from_millis(30));
+        clock.advance(Duration::from_millis(20));
         let written = digest.admit(reason("mallory"), refusal("mallory"));
         assert_eq!(written.len(), 2);
         assert_eq!(written[0].fields["repeated"], 1);

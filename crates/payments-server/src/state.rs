@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use tollgate_audit::{AuditEvent, AuditLog};
+use tollgate_clock::SystemClock;
 use tollgate_http::client_ip::TrustedProxies;
 use tollgate_idempotency::store::{ClaimOptions, IdempotencyStore};
 use tollgate_idempotency::{Idempotency, IdempotencyConfig};
@@ -97,7 +98,7 @@ impl AppState {
             testing: file.testing,
             anonymous: AnonymousLimit::new(file.limits.anonymous_per_minute),
             health: HealthCache::new(file.health.cache, metrics.health_probes.clone()),
-            refusals: RefusalDigest::new(file.audit.refusal_window),
+            refusals: RefusalDigest::new(file.audit.refusal_window, Arc::new(SystemClock::new())),
             metrics,
         }))
     }

@@ -3,8 +3,9 @@
 //! Each record is one hash under `{prefix}{idem:<hash of user, operation, key>}` (a hash tag of
 //! its own, so a cluster never sees a cross-slot script). `PX` expiry deletes records after their
 //! TTL, so [`cleanup`](IdempotencyStore::cleanup) has nothing to do; an expired record reads as
-//! absent even before Redis deletes it. For durability across a Redis restart, prefer the
-//! PostgreSQL store (DESIGN.md: PostgreSQL is the source of truth).
+//! absent even before Redis deletes it. Redis may lose recent writes when it restarts (how much
+//! depends on its persistence settings); where a replay must survive that, use the PostgreSQL
+//! store, which commits each record.
 //!
 //! # Example
 //!
