@@ -25,13 +25,12 @@ use axum::Router;
 use http::Method;
 use tollgate_http::idempotency::{IdempotencyLayer, Identity};
 use tollgate_http::RequestHead;
-use tower::util::BoxCloneSyncService;
 use tower::ServiceBuilder;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::auth::{Caller, RequireKey};
-use crate::handlers::simulate::{self, Pipeline};
+use crate::handlers::simulate;
 use crate::handlers::{self, audit, limits, payments, probes};
 use crate::layers::accounting::Accounting;
 use crate::layers::deadline::Enforce;
@@ -39,7 +38,7 @@ use crate::layers::json::RequireJson;
 use crate::layers::limits::for_route as limits_layer;
 use crate::layers::observe::{self, Measure};
 use crate::layers::request_id::{self, UuidV7, X_REQUEST_ID};
-use crate::layers::stage::StageLayer;
+use crate::layers::stage::{Next, StageLayer};
 use crate::paths;
 use crate::state::AppState;
 
@@ -168,7 +167,10 @@ where
 }
 
 /// `POST /api/v1/payments`: a caller with a key, then the payment pipeline.
-fn payments_route(state: &Arc<AppState>, payments: Pipeline) -> MethodRouter<Arc<AppState>> {
+fn payments_route(
+    state: &Arc<AppState>,
+    payments: impl Next + Sync,
+) -> MethodRouter<Arc<AppState>> {
     let stack = ServiceBuilder::new()
         .layer(StageLayer::new(state, RequireKey))
         .service(payments);
@@ -178,11 +180,14 @@ fn payments_route(state: &Arc<AppState>, payments: Pipeline) -> MethodRouter<Arc
 /// `POST /api/v1/simulate-concurrent`: checked whole before its own limit, then fanned out
 /// through the payment pipeline; `404` unless `testing.simulate_concurrent` is on (one request
 /// is up to 100 payment attempts).
-fn simulate_route(state: &Arc<AppState>, payments: Pipeline) -> MethodRouter<Arc<AppState>> {
+fn simulate_route<P: Next + Sync>(
+    state: &Arc<AppState>,
+    payments: P,
+) -> MethodRouter<Arc<AppState>> {
     if !state.testing.simulate_concurrent {
         return axum::routing::post(handlers::simulate::off);
     }
-    let run = |State(payments): State<Pipeline>, request: Request| simulate::run(payments, request);
+    let run = |State(payments): State<P>, request: Request| simulate::run(payments, request);
     let stack = ServiceBuilder::new()
         .layer(StageLayer::new(state, RequireKey))
         .layer(StageLayer::new(state, Enforce { read_body: true }))
@@ -194,12 +199,13 @@ fn simulate_route(state: &Arc<AppState>, payments: Pipeline) -> MethodRouter<Arc
 
 /// `POST /api/v1/payments` below authentication: accounting → deadline → limits → JSON →
 /// idempotency → the payment handler. `simulate-concurrent` sends its copies through it too.
-fn payment_pipeline(state: &Arc<AppState>) -> Pipeline {
+/// Concrete, not boxed: a boxed service is cloned into a new box on every request.
+fn payment_pipeline(state: &Arc<AppState>) -> impl Next + Sync {
     let scoped = |head: &RequestHead<'_>| {
         let caller = head.extensions().get::<Caller>()?;
         Some(Identity::new(caller.0.as_ref(), paths::PAYMENTS))
     };
-    let stack = ServiceBuilder::new()
+    ServiceBuilder::new()
         .layer(StageLayer::new(state, Accounting))
         .layer(StageLayer::new(state, Enforce { read_body: true }))
         .layer(limits_layer(state, Method::POST, paths::PAYMENTS))
@@ -209,6 +215,5 @@ fn payment_pipeline(state: &Arc<AppState>) -> Pipeline {
             Arc::clone(&state.idempotency),
             scoped,
         ))
-        .service(payments::create_payment.with_state(Arc::clone(state)));
-    BoxCloneSyncService::new(stack)
+        .service(payments::create_payment.with_state(Arc::clone(state)))
 }

@@ -8,7 +8,6 @@
 //! request is one `400` or `422` that consumes nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::convert::Infallible;
 
 use axum::body::Body;
 use std::future::Future;
@@ -25,7 +24,6 @@ use tollgate_http::idempotency::IdempotencyOutcome;
 use tollgate_http::problem::Problem;
 use tollgate_http::ratelimit::RateLimited;
 use tollgate_idempotency::IdempotencyKey;
-use tower::util::BoxCloneSyncService;
 use tower::ServiceExt;
 use tower_http::request_id::RequestId;
 
@@ -35,9 +33,6 @@ use crate::layers::stage::{call, Next, Step};
 use crate::payment::{Invalid, PaymentRequest};
 use crate::state::AppState;
 use crate::{paths, problem};
-
-/// The payment pipeline the copies go through.
-pub(crate) type Pipeline = BoxCloneSyncService<Request, Response, Infallible>;
 
 /// The most requests one simulation sends.
 const MAX_COUNT: u32 = 100;
@@ -206,7 +201,7 @@ fn copy(plan: &Plan, parent: &http::request::Parts, i: u32) -> Request {
 }
 
 /// Sends the planned copies at once through `payments` and reports how each was answered.
-pub(crate) async fn run(payments: Pipeline, request: Request) -> Response {
+pub(crate) async fn run<P: Next>(payments: P, request: Request) -> Response {
     let (parts, _) = request.into_parts();
     let Some(plan) = parts.extensions.get::<Plan>().cloned() else {
         return problem::unavailable("the simulation was not planned");
