@@ -6,6 +6,8 @@
 
 mod abuse;
 mod audit;
+#[path = "../common/fixtures.rs"]
+mod fixtures;
 mod limits;
 mod payments;
 mod probes;

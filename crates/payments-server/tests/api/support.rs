@@ -2,7 +2,6 @@
 //! with a schema and key prefix of its own; requests go through `tower::ServiceExt::oneshot`.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -15,32 +14,7 @@ use tower::ServiceExt;
 
 pub(crate) use crate::reply::Reply;
 
-/// Keys of the three users every test app knows.
-pub(crate) const ALICE: &str = "alice-key-0001";
-pub(crate) const BOB: &str = "bob-key-0002";
-pub(crate) const CAROL: &str = "carol-key-0003";
-
-/// A name no other test (or test run) uses: for Redis prefixes, schemas and keys.
-pub(crate) fn unique(tag: &str) -> String {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!(
-        "{tag}_{}_{}_{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed),
-        nanos
-    )
-}
-
-/// A payment body.
-pub(crate) fn payment(amount: &str, method: &str) -> String {
-    format!(
-        r#"{{"amount": {amount}, "currency": "USD", "description": "test", "payment_method": "{method}", "metadata": {{"order_id": "ord_1"}}}}"#
-    )
-}
+pub(crate) use crate::fixtures::{payment, unique, ALICE, BOB, CAROL};
 
 /// The services a test runs on, removed afterwards.
 pub(crate) struct Services {

@@ -8,6 +8,8 @@
 
 mod abuse;
 mod faults;
+#[path = "../common/fixtures.rs"]
+mod fixtures;
 mod hostile;
 mod lifecycle;
 mod outage;

@@ -3,13 +3,10 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-/// Keys of the three users every test server knows.
-pub(crate) const ALICE: &str = "alice-key-0001";
-pub(crate) const BOB: &str = "bob-key-0002";
-pub(crate) const CAROL: &str = "carol-key-0003";
+pub(crate) use crate::fixtures::{payment, unique, ALICE, BOB, CAROL};
 
 /// A server process, stopped (SIGKILL) when dropped.
 pub(crate) struct Server {
@@ -34,21 +31,6 @@ mod tempfile_path {
             let _ = std::fs::remove_file(&self.0);
         }
     }
-}
-
-/// A name no other test (or test run) uses: for Redis prefixes, schemas and keys.
-pub(crate) fn unique(tag: &str) -> String {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!(
-        "{tag}_{}_{}_{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed),
-        nanos
-    )
 }
 
 /// How to start a server.
@@ -239,13 +221,6 @@ pub(crate) fn try_pay(port: u16, key: &str, idempotency_key: &str, body: &str) -
             ("Idempotency-Key", idempotency_key),
         ],
         body,
-    )
-}
-
-/// A payment body.
-pub(crate) fn payment(amount: &str, method: &str) -> String {
-    format!(
-        r#"{{"amount": {amount}, "currency": "USD", "description": "test", "payment_method": "{method}", "metadata": {{"order_id": "ord_1"}}}}"#
     )
 }
 
