@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tollgate_audit::postgres::{AuditLogConfig, PostgresAuditLog};
 use tollgate_audit::{AuditLog, MemoryAuditLog};
+use tollgate_http::client_ip::TrustedProxies;
 use tollgate_idempotency::memory::MemoryStore;
 use tollgate_idempotency::postgres::PostgresStore;
 use tollgate_idempotency::redis::RedisStore;
@@ -96,7 +97,10 @@ impl Server {
         Ok(Server {
             state,
             timeouts: file.timeouts,
-            limits: crate::serve::Limits::from_config(&file.limits),
+            limits: crate::serve::Limits::from_config(
+                &file.limits,
+                TrustedProxies::new(file.trusted_proxies.iter().copied()),
+            ),
             store,
             cleanup_interval: file.idempotency.cleanup_interval,
             audit,

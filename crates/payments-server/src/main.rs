@@ -30,7 +30,7 @@ async fn run(config: Config) -> Result<(), String> {
         listener,
         router,
         &server.timeouts,
-        server.limits,
+        server.limits.clone(),
         shutdown_signal(),
     )
     .await;

@@ -20,24 +20,29 @@ use parking_lot::Mutex;
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
 
+use tollgate_http::client_ip::TrustedProxies;
+
 use crate::config::{LimitsTuning, Timeouts};
 
 /// What one client may hold of the server.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Limits {
     max_connections: usize,
     max_connections_per_ip: usize,
     max_header_bytes: usize,
+    /// Their connections carry many clients' requests: only `max_connections` applies to them.
+    proxies: TrustedProxies,
 }
 
 impl Limits {
-    pub(crate) fn from_config(tuning: &LimitsTuning) -> Self {
+    pub(crate) fn from_config(tuning: &LimitsTuning, proxies: TrustedProxies) -> Self {
         Limits {
             max_connections: tuning
                 .max_connections
                 .unwrap_or_else(default_max_connections),
             max_connections_per_ip: tuning.max_connections_per_ip,
             max_header_bytes: tuning.max_header_bytes,
+            proxies,
         }
     }
 }
@@ -149,7 +154,8 @@ struct Admission {
 #[derive(Debug)]
 struct Ticket {
     admission: Arc<Admission>,
-    address: IpAddr,
+    /// The address group it counts against; `None` for a trusted proxy.
+    address: Option<IpAddr>,
     max_header_bytes: usize,
 }
 
@@ -157,10 +163,13 @@ impl Drop for Ticket {
     fn drop(&mut self) {
         let mut open = self.admission.open.lock();
         open.0 -= 1;
-        if let Some(count) = open.1.get_mut(&self.address) {
+        let Some(address) = self.address else {
+            return;
+        };
+        if let Some(count) = open.1.get_mut(&address) {
             *count -= 1;
             if *count == 0 {
-                open.1.remove(&self.address);
+                open.1.remove(&address);
             }
         }
     }
@@ -194,11 +203,14 @@ impl Admission {
         if open.0 >= self.limits.max_connections {
             return Err(Refusal::Full);
         }
-        let from_address = open.1.entry(address).or_insert(0);
-        if *from_address >= self.limits.max_connections_per_ip {
-            return Err(Refusal::TooManyFromAddress);
+        let address = (!self.limits.proxies.contains(ip)).then_some(address);
+        if let Some(address) = address {
+            let from_address = open.1.entry(address).or_insert(0);
+            if *from_address >= self.limits.max_connections_per_ip {
+                return Err(Refusal::TooManyFromAddress);
+            }
+            *from_address += 1;
         }
-        *from_address += 1;
         open.0 += 1;
         Ok(Ticket {
             admission: Arc::clone(self),
@@ -267,4 +279,76 @@ pub fn init_logging(config: &crate::config::Config) -> Result<(), String> {
         crate::config::LogFormat::Text => builder.init(),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admission(proxies: &[&str]) -> Arc<Admission> {
+        Arc::new(Admission::new(Limits {
+            max_connections: 4,
+            max_connections_per_ip: 2,
+            max_header_bytes: 16 * 1024,
+            proxies: TrustedProxies::new(proxies.iter().map(|p| p.parse().expect("an address"))),
+        }))
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().expect("an address")
+    }
+
+    #[test]
+    fn an_address_holds_at_most_its_share_until_a_connection_closes() {
+        let admission = admission(&[]);
+        let first = admission.admit(ip("198.51.100.1")).expect("first");
+        let _second = admission
+            .admit(ip("::ffff:198.51.100.1"))
+            .expect("second, mapped");
+        assert_eq!(
+            admission.admit(ip("198.51.100.1")).err(),
+            Some(Refusal::TooManyFromAddress)
+        );
+        let _other = admission
+            .admit(ip("198.51.100.2"))
+            .expect("another address");
+        drop(first);
+        let _third = admission
+            .admit(ip("198.51.100.1"))
+            .expect("a place was given back");
+        let _fourth = admission.admit(ip("198.51.100.3")).expect("the last place");
+        assert_eq!(
+            admission.admit(ip("198.51.100.4")).err(),
+            Some(Refusal::Full)
+        );
+    }
+
+    #[test]
+    fn ipv6_addresses_count_by_their_64_prefix() {
+        let admission = admission(&[]);
+        let _a = admission.admit(ip("2001:db8::1")).expect("first");
+        let _b = admission.admit(ip("2001:db8::ffff:2")).expect("second");
+        assert_eq!(
+            admission.admit(ip("2001:db8::3")).err(),
+            Some(Refusal::TooManyFromAddress)
+        );
+        assert!(
+            admission.admit(ip("2001:db8:0:1::1")).is_ok(),
+            "another /64"
+        );
+    }
+
+    #[test]
+    fn a_trusted_proxy_is_held_only_to_the_total() {
+        let admission = admission(&["10.0.0.1"]);
+        let held: Vec<_> = (0..4)
+            .map(|_| admission.admit(ip("10.0.0.1")).expect("the proxy"))
+            .collect();
+        assert_eq!(admission.admit(ip("10.0.0.1")).err(), Some(Refusal::Full));
+        drop(held);
+        assert!(
+            admission.open.lock().1.is_empty(),
+            "nothing counted per address"
+        );
+    }
 }

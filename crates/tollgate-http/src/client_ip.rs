@@ -44,8 +44,10 @@ impl TrustedProxies {
         TrustedProxies(Vec::new())
     }
 
-    fn contains(&self, ip: IpAddr) -> bool {
-        self.0.contains(&ip)
+    /// Whether `ip` is one of the trusted proxies (an IPv4-mapped address as the IPv4 address it
+    /// maps). A server can use it to treat a proxy's connections as many clients' connections.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.0.contains(&canonical(ip))
     }
 }
 

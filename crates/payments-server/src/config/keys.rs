@@ -114,11 +114,12 @@ fn check_user(user: &str) -> Result<(), String> {
 
 /// One key, one user: a key listed twice would silently belong to the last.
 fn refuse_duplicates(keys: &[ApiKey]) -> Result<(), String> {
-    for (i, key) in keys.iter().enumerate() {
-        if let Some(first) = keys[..i].iter().find(|k| k.key == key.key) {
+    let mut seen = std::collections::HashMap::with_capacity(keys.len());
+    for key in keys {
+        if let Some(first) = seen.insert(key.key.as_slice(), key.user.as_str()) {
             return Err(format!(
-                "API_KEYS: the same key is given twice, for users {:?} and {:?}",
-                first.user, key.user
+                "API_KEYS: the same key is given twice, for users {first:?} and {:?}",
+                key.user
             ));
         }
     }
