@@ -53,14 +53,5 @@ pub use app::app;
 pub use backends::{Server, StartError};
 pub use state::AppState;
 
-/// `error` and each of its sources, joined by `: ` (what a log line should say).
-pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+/// What the log says about an error: it and each of its sources.
+pub(crate) use tollgate_http::error_chain;

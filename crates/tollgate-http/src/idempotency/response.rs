@@ -81,7 +81,7 @@ pub(super) fn error_response(error: &Error) -> Response<Full<Bytes>> {
         let mut response = refusal(status, title, detail, outcome);
         response
             .extensions_mut()
-            .insert(StoreFailure(crate::error::chain(error)));
+            .insert(StoreFailure(crate::error::error_chain(error)));
         response
     } else {
         refusal(status, title, error.to_string(), outcome)
