@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use tollgate_audit::postgres::{AuditLogConfig, PostgresAuditLog};
 use tollgate_audit::{AuditLog, MemoryAuditLog};
-use tollgate_http::client_ip::TrustedProxies;
 use tollgate_idempotency::memory::MemoryStore;
 use tollgate_idempotency::postgres::PostgresStore;
 use tollgate_idempotency::redis::RedisStore;
@@ -94,13 +93,11 @@ impl Server {
         );
         let store = Arc::clone(&backends.store);
         let state = AppState::new(&file, &keys, backends).map_err(StartError::Invalid)?;
+        let limits = crate::serve::Limits::from_config(&file.limits, state.trusted_proxies.clone());
         Ok(Server {
             state,
             timeouts: file.timeouts,
-            limits: crate::serve::Limits::from_config(
-                &file.limits,
-                TrustedProxies::new(file.trusted_proxies.iter().copied()),
-            ),
+            limits,
             store,
             cleanup_interval: file.idempotency.cleanup_interval,
             audit,
