@@ -14,6 +14,8 @@ mod probes;
 #[path = "../common/reply.rs"]
 mod reply;
 mod routing;
+#[path = "../common/services.rs"]
+mod services;
 mod simulate;
 mod support;
 

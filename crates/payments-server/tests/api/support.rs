@@ -12,6 +12,8 @@ use payments_server::config::{ApiKey, Config, FileConfig};
 use payments_server::{app, AppState, Server};
 use tower::ServiceExt;
 
+use crate::services;
+
 pub(crate) use crate::reply::Reply;
 
 pub(crate) use crate::fixtures::{payment, unique, ALICE, BOB, CAROL};
@@ -38,8 +40,8 @@ impl Drop for Services {
                 if let Some(server) = server {
                     server.shutdown().await;
                 }
-                drop_schema(&database, &schema).await;
-                delete_keys(&redis, &schema).await;
+                services::drop_schema(&database, &schema).await;
+                services::delete_keys(&redis, &schema).await;
             })
         });
         let _ = cleanup.join();
@@ -51,33 +53,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("a runtime")
-}
-
-async fn drop_schema(database_url: &str, schema: &str) {
-    if let Ok((client, connection)) =
-        tokio_postgres::connect(database_url, tokio_postgres::NoTls).await
-    {
-        tokio::spawn(connection);
-        let _ = client
-            .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-            .await;
-    }
-}
-
-async fn delete_keys(redis_url: &str, prefix: &str) {
-    let Ok(client) = redis::Client::open(redis_url) else {
-        return;
-    };
-    if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{prefix}*"))
-            .query_async(&mut conn)
-            .await
-            .unwrap_or_default();
-        if !keys.is_empty() {
-            let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
-        }
-    }
 }
 
 /// The app under test.
@@ -212,14 +187,7 @@ impl Api {
     /// One `bigint` from PostgreSQL (`{schema}` is this test's schema); `None` on memory.
     pub(crate) async fn count(&self, sql: &str) -> Option<i64> {
         let services = self.services.as_ref()?;
-        let sql = sql.replace("{schema}", &services.schema);
-        let (client, connection) =
-            tokio_postgres::connect(&services.database_url, tokio_postgres::NoTls)
-                .await
-                .expect("PostgreSQL is reachable");
-        tokio::spawn(connection);
-        let row = client.query_one(&sql, &[]).await.expect("a query");
-        Some(row.get::<_, i64>(0))
+        Some(services::count(&services.database_url, &services.schema, sql).await)
     }
 }
 

@@ -16,6 +16,8 @@ mod outage;
 mod readme;
 #[path = "../common/reply.rs"]
 mod reply;
+#[path = "../common/services.rs"]
+mod services;
 mod spec_examples;
 mod startup;
 mod support;

@@ -6,6 +6,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use crate::services;
+
 pub(crate) use crate::fixtures::{payment, unique, ALICE, BOB, CAROL};
 
 /// A server process, stopped (SIGKILL) when dropped.
@@ -275,16 +277,7 @@ impl Isolated {
 
     /// Runs one SQL query returning one `bigint`.
     pub(crate) fn count(&self, sql: &str) -> i64 {
-        let sql = sql.replace("{schema}", &self.schema);
-        runtime().block_on(async {
-            let (client, connection) =
-                tokio_postgres::connect(&self.database_url, tokio_postgres::NoTls)
-                    .await
-                    .expect("PostgreSQL is reachable");
-            tokio::spawn(connection);
-            let row = client.query_one(&sql, &[]).await.expect("query");
-            row.get::<_, i64>(0)
-        })
+        runtime().block_on(services::count(&self.database_url, &self.schema, sql))
     }
 }
 
@@ -298,27 +291,8 @@ fn runtime() -> tokio::runtime::Runtime {
 impl Drop for Isolated {
     fn drop(&mut self) {
         runtime().block_on(async {
-            if let Ok((client, connection)) =
-                tokio_postgres::connect(&self.database_url, tokio_postgres::NoTls).await
-            {
-                tokio::spawn(connection);
-                let _ = client
-                    .batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema))
-                    .await;
-            }
-            if let Ok(client) = redis::Client::open(self.redis_url.as_str()) {
-                if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
-                    let keys: Vec<String> = redis::cmd("KEYS")
-                        .arg(format!("{}*", self.prefix))
-                        .query_async(&mut conn)
-                        .await
-                        .unwrap_or_default();
-                    if !keys.is_empty() {
-                        let _: Result<(), _> =
-                            redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
-                    }
-                }
-            }
+            services::drop_schema(&self.database_url, &self.schema).await;
+            services::delete_keys(&self.redis_url, &self.prefix).await;
         });
     }
 }
