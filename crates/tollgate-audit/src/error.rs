@@ -44,6 +44,7 @@ impl Error {
 }
 
 /// `error` and each of its sources, joined by `: ` (what a log line should say).
+#[cfg(feature = "postgres")]
 pub(crate) fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();

@@ -38,8 +38,11 @@ pub(crate) struct UuidV7;
 
 impl MakeRequestId for UuidV7 {
     fn make_request_id<B>(&mut self, _request: &http::Request<B>) -> Option<RequestId> {
-        let id = uuid::Uuid::now_v7().to_string();
-        HeaderValue::try_from(id).ok().map(RequestId::new)
+        // Encoded on the stack: `to_string` would go through `fmt` (measured: a tenth of this
+        // layer's cost).
+        let mut text = [0_u8; uuid::fmt::Hyphenated::LENGTH];
+        let id = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut text);
+        HeaderValue::from_str(id).ok().map(RequestId::new)
     }
 }
 

@@ -89,9 +89,11 @@ impl Ledger for MemoryLedger {
         _completion: Completion<'_>,
         event: AuditEvent,
     ) -> Result<Finished, LedgerError> {
-        self.payments
-            .lock()
-            .insert(payment.transaction_id.clone(), payment.clone());
+        // Only the outcome changes: the stored copy takes it in place.
+        if let Some(stored) = self.payments.lock().get_mut(&payment.transaction_id) {
+            stored.status = payment.status;
+            stored.decline_code.clone_from(&payment.decline_code);
+        }
         self.record(event).await;
         Ok(Finished::RecordLeftToCaller)
     }

@@ -5,7 +5,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
+use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use http::{Request, Response, StatusCode};
 use tollgate_ratelimit::{headers, RequestContext};
 use tower::Service;
@@ -13,7 +13,7 @@ use tower::Service;
 use super::layer::RateLimitLayer;
 use super::RateLimited;
 use crate::future::ResponseFuture;
-use crate::problem::Problem;
+use crate::problem::{Problem, CONTENT_TYPE_PROBLEM};
 use crate::RequestHead;
 
 /// The rate-limiting service; clones share the limiter (and so the limits).
@@ -28,16 +28,38 @@ fn with_body<R: From<Bytes>>(response: Response<Bytes>) -> Response<R> {
     Response::from_parts(parts, R::from(body))
 }
 
+/// The `429` body: a problem with the policy and the wait. Typed rather than a [`Problem`]
+/// map: a flood of 429s answers this for every request. Members in the order a [`Problem`]
+/// writes them (sorted), so both spell a refusal alike.
+#[derive(serde::Serialize)]
+struct TooManyRequests<'a> {
+    detail: String,
+    policy: &'a str,
+    retry_after_seconds: u64,
+    status: u16,
+    title: &'static str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
 /// The `429` for a request `policy` denied, to retry after `wait`.
 fn too_many_requests<R: From<Bytes>>(policy: String, wait: Option<Duration>) -> Response<R> {
     let wait = wait.map_or(1, |d| headers::ceil_secs(d).max(1));
-    let mut response = with_body(
-        Problem::new(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests")
-            .detail(format!("rate limit `{policy}` exceeded; retry in {wait} s"))
-            .extension("policy", policy.as_str())
-            .extension("retry_after_seconds", wait)
-            .into_response(),
-    );
+    let body = TooManyRequests {
+        detail: format!("rate limit `{policy}` exceeded; retry in {wait} s"),
+        policy: &policy,
+        retry_after_seconds: wait,
+        status: StatusCode::TOO_MANY_REQUESTS.as_u16(),
+        title: "Too Many Requests",
+        kind: "about:blank",
+    };
+    let mut response = Response::new(R::from(Bytes::from(
+        serde_json::to_vec(&body).unwrap_or_default(),
+    )));
+    *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE_PROBLEM));
     response.extensions_mut().insert(RateLimited { policy });
     response
 }
@@ -105,5 +127,31 @@ where
             Ok(response)
         });
         ResponseFuture { inner }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_typed_429_is_the_problem_a_map_would_write() {
+        let typed: Response<Bytes> =
+            too_many_requests("per-user".to_owned(), Some(Duration::from_millis(1_500)));
+        let mapped = Problem::new(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests")
+            .detail("rate limit `per-user` exceeded; retry in 2 s")
+            .extension("policy", "per-user")
+            .extension("retry_after_seconds", 2)
+            .into_response();
+        assert_eq!(typed.status(), mapped.status());
+        assert_eq!(typed.headers(), mapped.headers());
+        assert_eq!(typed.body(), mapped.body());
+        assert_eq!(
+            typed
+                .extensions()
+                .get::<RateLimited>()
+                .map(|r| r.policy.as_str()),
+            Some("per-user")
+        );
     }
 }
