@@ -69,11 +69,20 @@ impl Server {
         let file = config.file().map_err(StartError::Invalid)?;
         let redis = redis_pool(config)?;
         let (limiter, redis_limiter) = limiter(config, &file, redis.as_ref()).await?;
+        let database = database_pool(config)?;
         let services = Services {
+            // Without a database the idempotency records live in Redis; and a limiter that
+            // refuses or fails without Redis cannot serve without it either.
+            redis_required: redis_limiter.is_some()
+                && (database.is_none()
+                    || matches!(
+                        file.rate_limit.failure_mode,
+                        FailureModeName::FailClosed | FailureModeName::Error
+                    )),
             redis: redis_limiter,
             database: None,
         };
-        let (backends, audit) = match database_pool(config)? {
+        let (backends, audit) = match database {
             Some(pool) => postgres(config, &file, pool, limiter, services).await?,
             None => {
                 let store = redis_or_memory_store(config, redis.as_ref());

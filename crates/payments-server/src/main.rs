@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use payments_server::config::Config;
-use payments_server::serve::{init_logging, serve, shutdown_signal};
+use payments_server::serve::{init_logging, serve, stop_accepting};
 use payments_server::{app, Server};
 use tokio::net::TcpListener;
 
@@ -31,7 +31,7 @@ async fn run(config: Config) -> Result<(), String> {
         router,
         &server.timeouts,
         server.limits.clone(),
-        shutdown_signal(),
+        stop_accepting(&server.state, server.timeouts.pre_drain),
     )
     .await;
     server.shutdown().await;

@@ -4,8 +4,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 /// Every metric the server exports.
@@ -32,6 +32,8 @@ pub(crate) struct Metrics {
     pub(crate) breaker_state: IntGauge,
     /// Backend probes run for `/health` and `/ready` (each answers every caller for a while).
     pub(crate) health_probes: IntCounter,
+    /// Each probed backend: 1 up, 0 down, as of the last probe.
+    pub(crate) backend_up: IntGaugeVec,
     /// Refusals counted into an audit entry rather than written one by one.
     pub(crate) audit_refusals_folded: IntCounter,
 }
@@ -99,6 +101,13 @@ impl Metrics {
             "health_probes_total",
             "Backend probes run for /health and /ready (one answers every caller for health.cache)",
         ));
+        let backend_up = must(IntGaugeVec::new(
+            Opts::new(
+                "backend_up",
+                "Whether a backend answered its last /health or /ready probe (1) or not (0)",
+            ),
+            &["backend"],
+        ));
         let audit_refusals_folded = must(IntCounter::new(
             "audit_refusals_folded_total",
             "Refusals counted into a per-window audit entry instead of written one by one",
@@ -117,6 +126,7 @@ impl Metrics {
             Box::new(limiter_degraded.clone()),
             Box::new(breaker_state.clone()),
             Box::new(health_probes.clone()),
+            Box::new(backend_up.clone()),
             Box::new(audit_refusals_folded.clone()),
         ] {
             must(registry.register(collector));
@@ -135,6 +145,7 @@ impl Metrics {
             limiter_seen: Default::default(),
             breaker_state,
             health_probes,
+            backend_up,
             audit_refusals_folded,
         }
     }

@@ -1,6 +1,7 @@
 //! [`AppState`]: everything the handlers and layers share, built bottom-up and never calling
 //! back into the app.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use tollgate_audit::{AuditEvent, AuditLog};
@@ -39,6 +40,8 @@ pub struct AppState {
     pub(crate) anonymous: AnonymousLimit,
     pub(crate) health: HealthCache,
     pub(crate) refusals: RefusalDigest,
+    /// Set at SIGTERM: `/ready` answers `503` from then on.
+    draining: AtomicBool,
 }
 
 /// The backends an [`AppState`] is made of; the rest comes from the configuration.
@@ -97,10 +100,26 @@ impl AppState {
             timeouts: file.timeouts,
             testing: file.testing,
             anonymous: AnonymousLimit::new(file.limits.anonymous_per_minute),
-            health: HealthCache::new(file.health.cache, metrics.health_probes.clone()),
+            health: HealthCache::new(
+                file.health.cache,
+                metrics.health_probes.clone(),
+                metrics.backend_up.clone(),
+            ),
             refusals: RefusalDigest::new(file.audit.refusal_window, Arc::new(SystemClock::new())),
             metrics,
+            draining: AtomicBool::new(false),
         }))
+    }
+
+    /// From now on `/ready` answers `503`, so load balancers stop sending requests here; the
+    /// requests that still come are served.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether [`start_draining`](Self::start_draining) was called.
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     /// Hands `event` to the audit trail before the client is answered: once accepted, the

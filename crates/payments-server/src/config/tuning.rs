@@ -47,6 +47,12 @@ pub struct Timeouts {
     /// Reading the body and answering must end within this.
     #[serde(deserialize_with = "duration")]
     pub request: Duration,
+    /// After SIGTERM, how long `/ready` answers `503` while requests are still served, before
+    /// the listener closes: long enough for a load balancer to take the process out of
+    /// rotation (its health-check interval times the failures it waits for). SIGINT, or a
+    /// second signal, skips what is left of it.
+    #[serde(deserialize_with = "duration")]
+    pub pre_drain: Duration,
     /// How long shutdown waits for requests in flight.
     #[serde(deserialize_with = "duration")]
     pub shutdown_grace: Duration,
@@ -57,6 +63,7 @@ impl Default for Timeouts {
         Timeouts {
             header_read: Duration::from_secs(10),
             request: Duration::from_secs(30),
+            pre_drain: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(30),
         }
     }

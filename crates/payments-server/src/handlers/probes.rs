@@ -35,6 +35,16 @@ pub(crate) async fn health(State(state): State<Arc<AppState>>) -> Response {
 }
 
 pub(crate) async fn ready(State(state): State<Arc<AppState>>) -> Response {
+    if state.is_draining() {
+        let draining = Problem::new(StatusCode::SERVICE_UNAVAILABLE, "Not Ready")
+            .detail("the server is shutting down; requests still in flight are served")
+            .extension("ready", false)
+            .extension("draining", true);
+        return problem::with_retry_after(
+            problem::respond(draining),
+            std::time::Duration::from_secs(1),
+        );
+    }
     let report = check(&state).await;
     let services = report.services_json();
     if report.ready() {

@@ -18,6 +18,12 @@ async fn health_reports_each_backend(api: &Api) {
     for service in ["redis", "database"] {
         assert_eq!(json["services"][service]["status"], expected, "{json}");
     }
+    assert_eq!(json["ready"], true, "{json}");
+    if api.services.is_some() {
+        // With PostgreSQL, the default local-fallback limiter can serve without Redis.
+        assert_eq!(json["services"]["redis"]["required"], false, "{json}");
+        assert_eq!(json["services"]["database"]["required"], true, "{json}");
+    }
     assert!(
         health.header("x-ratelimit-limit").is_none(),
         "probes are never rate limited"

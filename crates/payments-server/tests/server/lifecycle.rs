@@ -165,36 +165,67 @@ fn an_open_circuit_refuses_payments_before_recording_anything() {
 fn sigterm_drains_requests_in_flight_then_exits() {
     let mut server = Server::start(&Options::default().toml("[processor]\nlatency = \"1s\""));
     let port = server.port;
-    let pid = server.child.id();
     let key = unique("order");
     let in_flight = std::thread::spawn(move || {
         crate::support::try_pay(port, ALICE, &key, &payment("3.00", "card"))
             .expect("an answer before the exit")
     });
     std::thread::sleep(Duration::from_millis(300));
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
+    server.signal("TERM");
     let answered = in_flight.join().expect("the request");
     answered.expect(201);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = server.child.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "still running 10 s after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = server.exit_status();
     assert!(status.success(), "{status}");
     assert!(
         TcpStream::connect(("127.0.0.1", port)).is_err(),
         "no longer listening"
     );
+}
+
+#[test]
+fn sigterm_fails_readiness_first_while_payments_still_succeed() {
+    let pre_drain = Duration::from_secs(2);
+    let mut server = Server::start(&Options::default().toml("[timeouts]\npre_drain = \"2s\""));
+    server.get("/ready", None).expect(200);
+    let signalled = Instant::now();
+    server.signal("TERM");
+    // The signal is handled on the server's own time.
+    let ready = loop {
+        let ready = server.get("/ready", None);
+        if ready.status == 503 || signalled.elapsed() > Duration::from_secs(1) {
+            break ready;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    ready.expect(503);
+    assert_eq!(ready.json()["draining"], true, "{ready:?}");
+    // Within the payments limit (10 a minute per user), spread over the pre-drain.
+    let mut paid = 0;
+    while paid < 8 && signalled.elapsed() < pre_drain - Duration::from_millis(300) {
+        server
+            .pay(ALICE, &unique("order"), &payment("1.00", "card"))
+            .expect(201);
+        paid += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(paid > 0);
+    let status = server.exit_status();
+    assert!(status.success(), "{status}");
+    assert!(
+        signalled.elapsed() >= pre_drain,
+        "the listener stayed open for the pre-drain ({:?})",
+        signalled.elapsed()
+    );
+}
+
+#[test]
+fn sigint_skips_the_pre_drain() {
+    let mut server = Server::start(&Options::default().toml("[timeouts]\npre_drain = \"30s\""));
+    let signalled = Instant::now();
+    server.signal("INT");
+    let status = server.exit_status();
+    assert!(status.success(), "{status}");
+    assert!(signalled.elapsed() < Duration::from_secs(10));
 }
 
 #[test]

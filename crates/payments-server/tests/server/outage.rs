@@ -1,9 +1,10 @@
-//! Redis or PostgreSQL going away mid-run: reported by `/health` and `/ready`, counted in the
-//! metrics, and never a lost or doubled payment.
+//! Redis or PostgreSQL going away mid-run: reported by `/health` and `/ready` (not ready only
+//! without what this process cannot serve without), counted in the metrics, and never a lost
+//! or doubled payment.
 
 use std::time::{Duration, Instant};
 
-use crate::support::{payment, unique, Isolated, Options, Proxy, Server, ALICE};
+use crate::support::{payment, unique, Isolated, Options, Proxy, Server, ALICE, BOB, CAROL};
 
 /// `scheme://user@host:port/db` with `host:port` replaced by `address`.
 fn via(url: &str, address: &str, default_port: u16) -> (String, String) {
@@ -19,27 +20,23 @@ fn via(url: &str, address: &str, default_port: u16) -> (String, String) {
     (target, format!("{scheme}://{userinfo}{at}{address}/{path}"))
 }
 
-#[test]
-fn outages_are_reported_and_never_lose_or_double_a_payment() {
-    let Some(services) = Isolated::new("outages_are_reported_and_never_lose_or_double_a_payment")
-    else {
-        return;
-    };
+/// The test's services behind TCP proxies the test can cut, and the server options that use
+/// them (`with_database`: PostgreSQL too, or Redis alone).
+struct Proxied {
+    redis: Proxy,
+    database: Option<Proxy>,
+    options: Options,
+}
+
+fn proxied(services: &Isolated, with_database: bool) -> Proxied {
     let (redis_target, _) = via(&services.redis_url, "", 6379);
-    let (pg_target, _) = via(&services.database_url, "", 5432);
     let redis = Proxy::to(&redis_target);
-    let database = Proxy::to(&pg_target);
     let (_, redis_url) = via(
         &services.redis_url,
         &format!("127.0.0.1:{}", redis.port),
         6379,
     );
-    let (_, database_url) = via(
-        &services.database_url,
-        &format!("127.0.0.1:{}", database.port),
-        5432,
-    );
-    let options = Options {
+    let mut options = Options {
         env: services
             .options()
             .env
@@ -48,24 +45,78 @@ fn outages_are_reported_and_never_lose_or_double_a_payment() {
             .collect(),
         ..Options::default()
     }
-    .env("REDIS_URL", &redis_url)
-    .env("DATABASE_URL", &database_url)
+    .env("REDIS_URL", &redis_url);
+    let database = with_database.then(|| {
+        let (pg_target, _) = via(&services.database_url, "", 5432);
+        let database = Proxy::to(&pg_target);
+        let (_, database_url) = via(
+            &services.database_url,
+            &format!("127.0.0.1:{}", database.port),
+            5432,
+        );
+        options = std::mem::take(&mut options).env("DATABASE_URL", &database_url);
+        database
+    });
+    Proxied {
+        redis,
+        database,
+        options,
+    }
+}
+
+#[test]
+fn outages_are_reported_and_never_lose_or_double_a_payment() {
+    let Some(services) = Isolated::new("outages_are_reported_and_never_lose_or_double_a_payment")
+    else {
+        return;
+    };
+    let Proxied {
+        redis,
+        database,
+        options,
+    } = proxied(&services, true);
+    let database = database.expect("proxied");
     // A claim whose release was lost in the outage blocks its key for one lease at most.
     // Every /health probes afresh: the test watches the state change.
-    .toml("[processor]\ntimeout = \"2s\"\n[idempotency]\nlease = \"3s\"\n[health]\ncache = \"0s\"");
-    let server = Server::start(&options);
+    let options = options.toml(
+        "[processor]\ntimeout = \"2s\"\n[idempotency]\nlease = \"3s\"\n[health]\ncache = \"0s\"\n\
+         [timeouts]\npre_drain = \"1s\"",
+    );
+    let mut server = Server::start(&options);
     server.get("/ready", None).expect(200);
+    redis_away(&server, &redis);
+    database_away(&server, &database, &services);
+    sigterm_keeps_what_it_acknowledged(&mut server, &services);
+}
 
-    // Redis away: limits fall back to this process, payments go on, health says so.
+/// Redis away: limits fall back to this process, every payment goes on, health says so, and
+/// the process stays ready (a Redis blip must not take every replica out at once).
+fn redis_away(server: &Server, redis: &Proxy) {
     redis.cut();
-    let paid = server.pay(ALICE, &unique("order"), &payment("1.00", "card"));
-    paid.expect(201);
+    for user in [ALICE, BOB, CAROL].repeat(5) {
+        let paid = server.pay(user, &unique("order"), &payment("1.00", "card"));
+        paid.expect(201);
+    }
     let health = server.get("/health", None).json();
     assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!(health["ready"], true, "{health}");
     assert_eq!(health["services"]["redis"]["status"], "down", "{health}");
+    assert_eq!(health["services"]["redis"]["required"], false, "{health}");
+    assert_eq!(
+        health["services"]["redis"]["error"], "unavailable",
+        "{health}"
+    );
     assert_eq!(health["services"]["database"]["status"], "up", "{health}");
-    server.get("/ready", None).expect(503);
+    server.get("/ready", None).expect(200);
     let metrics = server.get("/metrics", None).body;
+    assert!(
+        metrics.contains("backend_up{backend=\"redis\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("backend_up{backend=\"database\"} 1"),
+        "{metrics}"
+    );
     let fallback = metrics
         .lines()
         .find(|l| l.starts_with("rate_limiter_degraded_decisions_total{mode=\"local_fallback\"}"))
@@ -74,8 +125,11 @@ fn outages_are_reported_and_never_lose_or_double_a_payment() {
         .expect("the fallback counter");
     assert!(fallback >= 1, "{metrics}");
     redis.restore();
+}
 
-    // PostgreSQL away: payments are refused with 503 + Retry-After, nothing is recorded.
+/// PostgreSQL away: payments are refused with 503 + Retry-After, nothing is recorded; back,
+/// the same key pays once.
+fn database_away(server: &Server, database: &Proxy, services: &Isolated) {
     database.cut();
     let key = unique("order");
     let body = payment("2.00", "card");
@@ -97,6 +151,12 @@ fn outages_are_reported_and_never_lose_or_double_a_payment() {
     );
     let health = server.get("/health", None).json();
     assert_eq!(health["services"]["database"]["status"], "down", "{health}");
+    assert_eq!(health["ready"], false, "{health}");
+    let text = health.to_string();
+    assert!(
+        !text.contains("127.0.0.1") && !text.contains("db error"),
+        "{health}"
+    );
     server.get("/ready", None).expect(503);
 
     // Back: the same key is retried until the pool has fresh connections, and pays once.
@@ -121,4 +181,58 @@ fn outages_are_reported_and_never_lose_or_double_a_payment() {
         1
     );
     server.get("/ready", None).expect(200);
+}
+
+/// SIGTERM: not ready at once, payments still taken during the pre-drain, then a clean exit
+/// with every acknowledged payment stored.
+fn sigterm_keeps_what_it_acknowledged(server: &mut Server, services: &Isolated) {
+    server.signal("TERM");
+    let signalled = Instant::now();
+    while server.get("/ready", None).status != 503 {
+        assert!(
+            signalled.elapsed() < Duration::from_millis(800),
+            "not ready"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let keys: Vec<String> = (0..3).map(|_| unique("order")).collect();
+    for (user, key) in [BOB, CAROL, BOB].into_iter().zip(&keys) {
+        server.pay(user, key, &payment("4.00", "card")).expect(201);
+    }
+    let status = server.exit_status();
+    assert!(status.success(), "{status}");
+    for key in &keys {
+        let sql = format!(
+            "SELECT count(*) FROM {{schema}}.payments WHERE idempotency_key = '{key}' \
+             AND status = 'succeeded'"
+        );
+        assert_eq!(services.count(&sql), 1, "{key}");
+    }
+}
+
+#[test]
+fn without_a_database_redis_holds_the_keys_and_readiness_needs_it() {
+    let Some(services) =
+        Isolated::new("without_a_database_redis_holds_the_keys_and_readiness_needs_it")
+    else {
+        return;
+    };
+    let Proxied { redis, options, .. } = proxied(&services, false);
+    let options = options.toml("[health]\ncache = \"0s\"");
+    let server = Server::start(&options);
+    server.get("/ready", None).expect(200);
+    redis.cut();
+    let ready = server.get("/ready", None);
+    ready.expect(503);
+    assert_eq!(
+        ready.json()["services"]["redis"]["required"],
+        true,
+        "{ready:?}"
+    );
+    redis.restore();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while server.get("/ready", None).status != 200 {
+        assert!(Instant::now() < deadline, "ready again once Redis is back");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -14,7 +14,7 @@ pub(crate) use crate::fixtures::{payment, unique, ALICE, BOB, CAROL};
 pub(crate) struct Server {
     pub(crate) child: Child,
     pub(crate) port: u16,
-    _config: Option<tempfile_path::TempFile>,
+    _config: tempfile_path::TempFile,
 }
 
 impl Drop for Server {
@@ -60,6 +60,23 @@ impl Options {
     }
 }
 
+/// `toml` without the pre-drain at SIGTERM, unless the test sets one: no load balancer
+/// watches these servers, and each test stops its servers with SIGTERM.
+fn quick_stop(toml: Option<&str>) -> String {
+    let text = toml.unwrap_or_default();
+    if text.contains("pre_drain") {
+        return text.to_owned();
+    }
+    let setting = "\npre_drain = \"0s\"\n";
+    match text.find("[timeouts]") {
+        Some(at) => {
+            let (head, rest) = text.split_at(at + "[timeouts]".len());
+            format!("{head}{setting}{rest}")
+        }
+        None => format!("{text}\n[timeouts]{setting}"),
+    }
+}
+
 pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -97,20 +114,30 @@ impl Server {
     /// Sends SIGTERM and waits (10 s at most) for a clean exit: requests drained, audit
     /// flushed.
     pub(crate) fn terminate(&mut self) {
+        self.signal("TERM");
+        let status = self.exit_status();
+        assert!(status.success(), "{status}");
+    }
+
+    /// Sends `signal` (`TERM`, `INT`, …).
+    pub(crate) fn signal(&self, signal: &str) {
         let sent = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
             .status()
             .expect("kill runs");
-        assert!(sent.success());
+        assert!(sent.success(), "kill -{signal}");
+    }
+
+    /// Waits up to 10 s for the server to exit, and says how.
+    pub(crate) fn exit_status(&mut self) -> std::process::ExitStatus {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
-                assert!(status.success(), "{status}");
-                return;
+                return status;
             }
             assert!(
                 Instant::now() < deadline,
-                "still running 10 s after SIGTERM"
+                "still running 10 s after the signal"
             );
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -144,12 +171,10 @@ impl Server {
         } else {
             command.env("API_KEYS", format!("{ALICE}:alice,{BOB}:bob,{CAROL}:carol"));
         }
-        let config = options.toml.as_ref().map(|text| {
-            let path = std::env::temp_dir().join(format!("{}.toml", unique("tollgate")));
-            std::fs::write(&path, text).expect("write the config file");
-            command.env("TOLLGATE_CONFIG", &path);
-            tempfile_path::TempFile(path)
-        });
+        let path = std::env::temp_dir().join(format!("{}.toml", unique("tollgate")));
+        std::fs::write(&path, quick_stop(options.toml.as_deref())).expect("write the config");
+        command.env("TOLLGATE_CONFIG", &path);
+        let config = tempfile_path::TempFile(path);
         // The tests use the testing features (test payment methods, simulate-concurrent)
         // unless they say otherwise.
         command.env("TOLLGATE_TESTING", "true");
