@@ -16,6 +16,7 @@ use tollgate_ratelimit::{MemoryLimiter, RateLimiter};
 use crate::config::{Config, FailureModeName, FileConfig, Timeouts};
 use crate::health::Services;
 use crate::ledger::{BoxError, Ledger, MemoryLedger, PostgresLedger};
+use crate::pools;
 use crate::processor::{MemoryBook, PostgresBook, SimulatedProcessor};
 use crate::state::{AppState, Backends};
 
@@ -38,7 +39,7 @@ pub enum StartError {
     },
 }
 
-fn backend(setting: &'static str) -> impl FnOnce(BoxError) -> StartError {
+pub(crate) fn backend(setting: &'static str) -> impl FnOnce(BoxError) -> StartError {
     move |cause| StartError::Backend { setting, cause }
 }
 
@@ -67,9 +68,9 @@ impl Server {
             );
         }
         let file = config.file().map_err(StartError::Invalid)?;
-        let redis = redis_pool(config)?;
+        let redis = pools::redis(config, &file.redis)?;
         let (limiter, redis_limiter) = limiter(config, &file, redis.as_ref()).await?;
-        let database = database_pool(config)?;
+        let database = pools::postgres(config, &file.database)?;
         let services = Services {
             // Without a database the idempotency records live in Redis; and a limiter that
             // refuses or fails without Redis cannot serve without it either.
@@ -184,37 +185,6 @@ async fn cleanup(store: &dyn IdempotencyStore) -> usize {
             }
         }
     }
-}
-
-fn redis_pool(config: &Config) -> Result<Option<deadpool_redis::Pool>, StartError> {
-    let Some(url) = &config.redis_url else {
-        return Ok(None);
-    };
-    deadpool_redis::Config::from_url(url.as_str())
-        .create_pool(Some(deadpool_redis::Runtime::Tokio1))
-        .map(Some)
-        .map_err(|e| backend("REDIS_URL")(e.into()))
-}
-
-fn database_pool(config: &Config) -> Result<Option<deadpool_postgres::Pool>, StartError> {
-    let Some(url) = &config.database_url else {
-        return Ok(None);
-    };
-    let pg: tokio_postgres::Config = url
-        .parse()
-        .map_err(|e: tokio_postgres::Error| backend("DATABASE_URL")(e.into()))?;
-    let manager = deadpool_postgres::Manager::from_config(
-        pg,
-        tokio_postgres::NoTls,
-        deadpool_postgres::ManagerConfig {
-            recycling_method: deadpool_postgres::RecyclingMethod::Fast,
-        },
-    );
-    deadpool_postgres::Pool::builder(manager)
-        .max_size(16)
-        .build()
-        .map(Some)
-        .map_err(|e| backend("DATABASE_URL")(e.into()))
 }
 
 /// Rate limits: Redis if configured, shared by every process; memory otherwise.

@@ -43,6 +43,7 @@ mod metrics;
 mod migrate;
 pub mod paths;
 mod payment;
+mod pools;
 mod problem;
 mod processor;
 mod refusals;

@@ -301,7 +301,13 @@ pub async fn stop_accepting(state: &AppState, pre_drain: Duration) {
 pub fn init_logging(config: &crate::config::Config) -> Result<(), String> {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
         .map_err(|e| format!("LOG_LEVEL {:?}: {e}", config.log_level))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colour codes only for a person at a terminal: a file or a log collector would keep them
+    // as text. `NO_COLOR` turns them off there too.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi);
     match config.log_format {
         crate::config::LogFormat::Json => builder.json().flatten_event(true).init(),
         crate::config::LogFormat::Text => builder.init(),

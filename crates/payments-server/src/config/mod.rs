@@ -19,8 +19,8 @@ use crate::paths;
 pub use keys::{ApiKey, DEV_KEY};
 pub use tuning::Timeouts;
 pub(crate) use tuning::{
-    AuditTuning, BreakerTuning, FailureModeName, HealthTuning, IdempotencyTuning, LimitsTuning,
-    ProcessorTuning, RateLimitTuning, TestingTuning,
+    AuditTuning, BreakerTuning, DatabaseTuning, FailureModeName, HealthTuning, IdempotencyTuning,
+    LimitsTuning, ProcessorTuning, RateLimitTuning, RedisTuning, TestingTuning,
 };
 
 use keys::KeySettings;
@@ -141,6 +141,8 @@ pub struct FileConfig {
     pub(crate) limits: LimitsTuning,
     pub(crate) audit: AuditTuning,
     pub(crate) health: HealthTuning,
+    pub(crate) database: DatabaseTuning,
+    pub(crate) redis: RedisTuning,
     /// Reverse proxies whose `X-Forwarded-For` is believed.
     pub(crate) trusted_proxies: Vec<IpAddr>,
 }
@@ -178,10 +180,20 @@ impl FileConfig {
             ("processor.timeout", self.processor.timeout),
             ("breaker.wait_in_open", self.breaker.wait_in_open),
             ("audit.refusal_window", self.audit.refusal_window),
+            ("database.pool_timeout", self.database.pool_timeout),
+            ("redis.pool_timeout", self.redis.pool_timeout),
         ];
         for (name, value) in positive {
             if value.is_zero() {
                 return Err(format!("{name} must be more than zero"));
+            }
+        }
+        for (name, size) in [
+            ("database.pool_size", self.database.pool_size),
+            ("redis.pool_size", self.redis.pool_size),
+        ] {
+            if size == 0 {
+                return Err(format!("{name} must be at least 1"));
             }
         }
         self.validate_invariants()?;

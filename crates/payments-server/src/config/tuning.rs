@@ -159,6 +159,47 @@ impl Default for AuditTuning {
     }
 }
 
+/// `[database]`: the PostgreSQL connection pool.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct DatabaseTuning {
+    /// Connections this process opens at most.
+    pub(crate) pool_size: usize,
+    /// How long a request waits for a free connection, or for a new one to open, before it is
+    /// answered `503`: a full pool must not hold requests until their deadline.
+    #[serde(deserialize_with = "duration")]
+    pub(crate) pool_timeout: Duration,
+}
+
+impl Default for DatabaseTuning {
+    fn default() -> Self {
+        DatabaseTuning {
+            pool_size: 20,
+            pool_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// `[redis]`: the Redis connection pool.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RedisTuning {
+    /// Connections this process opens at most (each is busy for one round trip per decision).
+    pub(crate) pool_size: usize,
+    /// As `database.pool_timeout`; a limiter decision also stops at `rate_limit.redis_timeout`.
+    #[serde(deserialize_with = "duration")]
+    pub(crate) pool_timeout: Duration,
+}
+
+impl Default for RedisTuning {
+    fn default() -> Self {
+        RedisTuning {
+            pool_size: 16,
+            pool_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
 /// `/health` and `/ready`.
 #[derive(Clone, Copy, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]

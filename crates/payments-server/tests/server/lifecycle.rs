@@ -23,6 +23,16 @@ fn invalid_configuration_is_a_start_up_error_naming_the_field() {
             "processor.decline_rate",
         ),
         (vec![("REDIS_URL", "not a url")], None, "REDIS_URL"),
+        (
+            vec![],
+            Some("[database]\npool_size = 0"),
+            "database.pool_size must be at least 1",
+        ),
+        (
+            vec![],
+            Some("[redis]\npool_timeout = \"0s\""),
+            "redis.pool_timeout must be more than zero",
+        ),
         // A key setting that names no key never falls back to the public development key.
         (
             vec![("API_KEYS", "")],
