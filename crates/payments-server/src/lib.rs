@@ -49,6 +49,7 @@ mod processor;
 mod refusals;
 pub mod serve;
 mod state;
+mod tls;
 
 pub use app::app;
 pub use backends::{Server, StartError};

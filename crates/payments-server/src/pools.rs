@@ -1,10 +1,12 @@
 //! The connection pools to Redis and PostgreSQL, sized and bounded by `[redis]` and
-//! `[database]`.
+//! `[database]`, over TLS when the URLs ask for it (see [`crate::tls`]).
 
 use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod, Runtime};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::backends::{backend, StartError};
 use crate::config::{Config, DatabaseTuning, RedisTuning};
+use crate::tls::PgUrl;
 
 /// The Redis pool, if `REDIS_URL` is set.
 pub(crate) fn redis(
@@ -14,10 +16,27 @@ pub(crate) fn redis(
     let Some(url) = &config.redis_url else {
         return Ok(None);
     };
+    let manager = match &config.redis_ca_file {
+        None => deadpool_redis::Manager::new(url.as_str()),
+        Some(path) => {
+            let invalid = |e: String| StartError::Invalid(format!("REDIS_CA_FILE {e}"));
+            crate::tls::pem_certificates(path).map_err(invalid)?;
+            let pem =
+                std::fs::read(path).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+            let certificates = redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem),
+            };
+            // The pool's own configuration would drop the certificates: the manager is built
+            // from the client's connection details, which keep them.
+            redis::Client::build_with_tls(url.as_str(), certificates).and_then(|client| {
+                deadpool_redis::Manager::new(client.get_connection_info().clone())
+            })
+        }
+    }
+    .map_err(|e| backend("REDIS_URL")(e.into()))?;
     let timeout = Some(tuning.pool_timeout);
-    deadpool_redis::Config::from_url(url.as_str())
-        .builder()
-        .map_err(|e| backend("REDIS_URL")(e.into()))?
+    deadpool_redis::Pool::builder(manager)
         .max_size(tuning.pool_size)
         .wait_timeout(timeout)
         .create_timeout(timeout)
@@ -35,12 +54,19 @@ pub(crate) fn postgres(
     let Some(url) = &config.database_url else {
         return Ok(None);
     };
-    let pg: tokio_postgres::Config = without_driver(url)
+    let url = PgUrl::parse(&without_driver(url))
+        .map_err(|e| StartError::Invalid(format!("DATABASE_URL: {e}")))?;
+    let mut pg: tokio_postgres::Config = url
+        .rest
         .parse()
         .map_err(|e: tokio_postgres::Error| backend("DATABASE_URL")(e.into()))?;
+    pg.ssl_mode(url.mode.negotiation());
+    let tls = url
+        .client_config()
+        .map_err(|e| StartError::Invalid(format!("DATABASE_URL: {e}")))?;
     let manager = Manager::from_config(
         pg,
-        tokio_postgres::NoTls,
+        MakeRustlsConnect::new(tls),
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },

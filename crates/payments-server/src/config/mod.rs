@@ -49,15 +49,21 @@ pub struct Config {
     /// One API key, for user `default`.
     #[arg(long, env = "API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
-    /// PostgreSQL URL: payments, idempotency records and the audit trail live there.
+    /// PostgreSQL URL: payments, idempotency records and the audit trail live there. TLS as
+    /// libpq: `sslmode` (disable, prefer, require, verify-ca, verify-full) and `sslrootcert`.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
     /// The PostgreSQL schema holding Tollgate's tables (created if missing).
     #[arg(long, env = "DATABASE_SCHEMA", default_value = "tollgate")]
     pub database_schema: String,
-    /// Redis URL: rate-limit counters (and idempotency records when there is no database).
+    /// Redis URL: rate-limit counters (and idempotency records when there is no database);
+    /// `rediss://` for TLS.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
+    /// PEM file of the CAs a `rediss://` server's certificate must be signed by (instead of
+    /// the system's).
+    #[arg(long, env = "REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
     /// Prefix of every Redis key this server writes.
     #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "tollgate")]
     pub redis_key_prefix: String,

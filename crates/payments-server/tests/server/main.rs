@@ -21,4 +21,5 @@ mod services;
 mod spec_examples;
 mod startup;
 mod support;
+mod tls;
 mod two_process;
