@@ -81,7 +81,8 @@ impl Server {
                         FailureModeName::FailClosed | FailureModeName::Error
                     )),
             redis: redis_limiter,
-            database: None,
+            redis_pool: redis.clone(),
+            ..Services::default()
         };
         let (backends, audit) = match database {
             Some(pool) => postgres(config, &file, pool, limiter, services).await?,
@@ -244,6 +245,8 @@ async fn postgres(
         &audit,
     ));
     services.database = Some(Arc::clone(&ledger));
+    services.database_pool = Some(pool.clone());
+    services.audit_writer = Some(Arc::clone(&audit));
     let book = Arc::new(PostgresBook::new(pool, schema));
     let backends = Backends {
         limiter,

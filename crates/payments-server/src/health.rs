@@ -5,15 +5,16 @@ use std::time::{Duration, Instant};
 
 use prometheus::IntGaugeVec;
 use serde_json::{json, Value};
+use tollgate_audit::postgres::PostgresAuditLog;
 use tollgate_ratelimit::redis::RedisLimiter;
 
 use crate::ledger::Ledger;
-use crate::metrics::DegradedCounts;
+use crate::metrics::{BackendSnapshot, DegradedCounts};
 
 /// A probe must answer within this, or the service counts as down.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The backends a health check probes.
+/// The backends, as the health checks and the metrics see them.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Services {
     /// The Redis rate limiter (its pool also serves idempotency records when there is no
@@ -21,6 +22,11 @@ pub(crate) struct Services {
     pub(crate) redis: Option<RedisLimiter>,
     /// The PostgreSQL ledger.
     pub(crate) database: Option<Arc<dyn Ledger>>,
+    /// The pools, for their use in `/metrics`.
+    pub(crate) redis_pool: Option<deadpool_redis::Pool>,
+    pub(crate) database_pool: Option<deadpool_postgres::Pool>,
+    /// The PostgreSQL audit log's writer, for its queue in `/metrics`.
+    pub(crate) audit_writer: Option<Arc<PostgresAuditLog>>,
     /// This process cannot serve without Redis: it holds the idempotency records, or the
     /// limiter refuses (or fails) without it. Otherwise a Redis outage degrades the limits
     /// but every request is still served, and readiness must not take the whole fleet out of
@@ -166,6 +172,30 @@ impl Services {
             database,
             redis_required: self.redis_required,
             limiter_degraded,
+        }
+    }
+
+    /// What `/metrics` shows of the backends, read now.
+    pub(crate) fn snapshot(&self) -> BackendSnapshot {
+        let pools = [
+            (
+                "redis",
+                self.redis_pool.as_ref().map(deadpool_redis::Pool::status),
+            ),
+            (
+                "database",
+                self.database_pool
+                    .as_ref()
+                    .map(deadpool_postgres::Pool::status),
+            ),
+        ];
+        BackendSnapshot {
+            pools: pools
+                .into_iter()
+                .filter_map(|(name, status)| Some((name, status?)))
+                .collect(),
+            redis: self.redis.as_ref().map(RedisLimiter::stats),
+            audit: self.audit_writer.as_ref().map(|writer| writer.stats()),
         }
     }
 

@@ -37,6 +37,7 @@ mod backends;
 pub mod config;
 mod handlers;
 mod health;
+pub mod healthcheck;
 mod layers;
 mod ledger;
 mod metrics;

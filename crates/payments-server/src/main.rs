@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use payments_server::config::Config;
+use payments_server::config::{Command, Config};
 use payments_server::serve::{init_logging, serve, stop_accepting};
 use payments_server::{app, Server};
 use tokio::net::TcpListener;
@@ -41,6 +41,15 @@ async fn run(config: Config) -> Result<(), String> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();
+    if let Some(Command::Healthcheck) = config.command {
+        return match payments_server::healthcheck::check(config.bind_addr) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("payments-server healthcheck: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Err(error) = init_logging(&config) {
         eprintln!("payments-server: invalid configuration: {error}");
         return ExitCode::from(2);

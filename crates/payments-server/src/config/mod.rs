@@ -78,6 +78,18 @@ pub struct Config {
     /// `test_timeout_after_charge`) and `POST /api/v1/simulate-concurrent`.
     #[arg(long, env = "TOLLGATE_TESTING")]
     pub testing: bool,
+    /// What to do instead of serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What the binary can do besides serving.
+#[derive(Clone, Debug, clap::Subcommand)]
+pub enum Command {
+    /// Asks the server on `BIND_ADDR` (loopback for an unspecified address) whether it is
+    /// ready: exit 0 on `200` from `/ready`, 1 otherwise. For container health checks, where
+    /// there is no curl.
+    Healthcheck,
 }
 
 /// How log lines are written.

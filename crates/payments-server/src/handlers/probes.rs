@@ -68,6 +68,7 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     state
         .metrics
         .observe_limiter(state.services.limiter_degraded());
+    state.metrics.observe_backends(&state.services.snapshot());
     let content_type = "text/plain; version=0.0.4; charset=utf-8";
     ([(CONTENT_TYPE, content_type)], state.metrics.render()).into_response()
 }

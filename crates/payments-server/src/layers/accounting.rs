@@ -61,7 +61,16 @@ fn classify(state: &AppState, response: &Response) -> Option<Verdict> {
         });
     }
     let denied = AuditOutcome::Denied;
-    Some(match facts.get::<IdempotencyOutcome>() {
+    let outcome = facts.get::<IdempotencyOutcome>();
+    if let Some(outcome) = outcome {
+        state
+            .metrics
+            .backends
+            .idempotency_requests
+            .with_label_values(&[outcome_label(*outcome)])
+            .inc();
+    }
+    Some(match outcome {
         Some(IdempotencyOutcome::Executed) => {
             let answered = facts.get::<PaymentAnswered>()?;
             if let Some(succeeded) = answered.settled {
@@ -93,6 +102,22 @@ fn classify(state: &AppState, response: &Response) -> Option<Verdict> {
             Refusal::DeadlineExceeded => verdict("unavailable", Action::PAYMENT_ATTEMPT, denied),
         },
     })
+}
+
+/// `idempotency_requests_total`'s label for `outcome`.
+fn outcome_label(outcome: IdempotencyOutcome) -> &'static str {
+    match outcome {
+        IdempotencyOutcome::Executed => "executed",
+        IdempotencyOutcome::Replayed => "replayed",
+        IdempotencyOutcome::Conflict => "conflict",
+        IdempotencyOutcome::Mismatch => "mismatch",
+        IdempotencyOutcome::Fenced => "fenced",
+        IdempotencyOutcome::InvalidKey => "invalid_key",
+        IdempotencyOutcome::InvalidBody => "invalid_body",
+        IdempotencyOutcome::BodyTooLarge => "body_too_large",
+        IdempotencyOutcome::StoreFailed => "store_failed",
+        _ => "other",
+    }
 }
 
 /// Counts and audits what the stack answered to an authenticated payment request.

@@ -262,3 +262,25 @@ fn a_client_too_slow_to_send_its_body_gets_408() {
         .pay(ALICE, &key, &payment("1.00", "card"))
         .expect(201);
 }
+
+#[test]
+fn the_healthcheck_subcommand_asks_ready() {
+    let server = Server::start(&Options::default());
+    let check = |bind: String| {
+        Command::new(env!("CARGO_BIN_EXE_payments-server"))
+            .arg("healthcheck")
+            .env("BIND_ADDR", bind)
+            .env_remove("API_KEYS")
+            .output()
+            .expect("runs")
+    };
+    let ready = check(format!("127.0.0.1:{}", server.port));
+    assert!(ready.status.success(), "{ready:?}");
+    // An unspecified address (a container's) means this machine.
+    let ready = check(format!("0.0.0.0:{}", server.port));
+    assert!(ready.status.success(), "{ready:?}");
+    let nobody = check(format!("127.0.0.1:{}", crate::support::free_port()));
+    assert!(!nobody.status.success());
+    let stderr = String::from_utf8_lossy(&nobody.stderr);
+    assert!(stderr.contains("payments-server healthcheck"), "{stderr}");
+}

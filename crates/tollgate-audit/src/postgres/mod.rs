@@ -32,6 +32,7 @@
 mod sql;
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -84,6 +85,29 @@ struct Statements {
     page: String,
 }
 
+/// What the queue holds and what the writer did since start, for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WriterStats {
+    /// Events (and flush requests) waiting in the queue.
+    pub queued: usize,
+    /// The queue's capacity: at `queued == capacity`, `record` waits.
+    pub capacity: usize,
+    /// Batches written.
+    pub batches_written: u64,
+    /// Events written through the queue.
+    pub events_written: u64,
+    /// Batch writes that failed (each is retried).
+    pub batch_failures: u64,
+}
+
+#[derive(Debug, Default)]
+struct WriterCounters {
+    batches_written: AtomicU64,
+    events_written: AtomicU64,
+    batch_failures: AtomicU64,
+}
+
 /// The PostgreSQL audit log. See the module docs.
 pub struct PostgresAuditLog {
     pool: deadpool_postgres::Pool,
@@ -91,6 +115,7 @@ pub struct PostgresAuditLog {
     statements: std::sync::Arc<Statements>,
     sender: Mutex<Option<mpsc::Sender<Command>>>,
     writer: Mutex<Option<JoinHandle<u64>>>,
+    counters: std::sync::Arc<WriterCounters>,
 }
 
 impl fmt::Debug for PostgresAuditLog {
@@ -235,12 +260,16 @@ impl PostgresAuditLog {
             page: fill(sql::PAGE),
         });
         let (sender, receiver) = mpsc::channel(config.queue_capacity.max(1));
+        let counters = std::sync::Arc::new(WriterCounters::default());
         let writer = tokio::spawn(write_loop(
-            pool.clone(),
-            std::sync::Arc::clone(&statements),
+            Writer {
+                pool: pool.clone(),
+                statements: std::sync::Arc::clone(&statements),
+                counters: std::sync::Arc::clone(&counters),
+                batch_size: config.batch_size.max(1),
+                shutdown_timeout: config.shutdown_timeout,
+            },
             receiver,
-            config.batch_size.max(1),
-            config.shutdown_timeout,
         ));
         Ok(PostgresAuditLog {
             pool,
@@ -248,7 +277,22 @@ impl PostgresAuditLog {
             statements,
             sender: Mutex::new(Some(sender)),
             writer: Mutex::new(Some(writer)),
+            counters,
         })
+    }
+
+    /// The queue's fill and the writer's counts (all zero after shutdown).
+    pub fn stats(&self) -> WriterStats {
+        let (queued, capacity) = self.sender.lock().as_ref().map_or((0, 0), |s| {
+            (s.max_capacity() - s.capacity(), s.max_capacity())
+        });
+        WriterStats {
+            queued,
+            capacity,
+            batches_written: self.counters.batches_written.load(Ordering::Relaxed),
+            events_written: self.counters.events_written.load(Ordering::Relaxed),
+            batch_failures: self.counters.batch_failures.load(Ordering::Relaxed),
+        }
     }
 
     fn sender(&self) -> Result<mpsc::Sender<Command>, Error> {
@@ -398,15 +442,25 @@ fn event_from_row(row: &Row) -> Result<AuditEvent, Error> {
     })
 }
 
-/// Drains the queue in batches until every sender is gone; returns how many accepted events
-/// could not be written (non-zero only when shutdown's deadline passed with the database down).
-async fn write_loop(
+/// What the writer task needs.
+struct Writer {
     pool: deadpool_postgres::Pool,
     statements: std::sync::Arc<Statements>,
-    mut receiver: mpsc::Receiver<Command>,
+    counters: std::sync::Arc<WriterCounters>,
     batch_size: usize,
     shutdown_timeout: Duration,
-) -> u64 {
+}
+
+/// Drains the queue in batches until every sender is gone; returns how many accepted events
+/// could not be written (non-zero only when shutdown's deadline passed with the database down).
+async fn write_loop(writer: Writer, mut receiver: mpsc::Receiver<Command>) -> u64 {
+    let Writer {
+        pool,
+        statements,
+        counters,
+        batch_size,
+        shutdown_timeout,
+    } = writer;
     let mut batch: Vec<AuditEvent> = Vec::with_capacity(batch_size);
     let mut waiting: Vec<oneshot::Sender<Result<(), Error>>> = Vec::new();
     let mut unwritten = 0;
@@ -427,8 +481,17 @@ async fn write_loop(
         let mut deadline: Option<Instant> = None;
         let result = loop {
             match insert_batch(&pool, &statements.insert_batch, &batch).await {
-                Ok(()) => break Ok(()),
+                Ok(()) => {
+                    if !batch.is_empty() {
+                        counters.batches_written.fetch_add(1, Ordering::Relaxed);
+                        counters
+                            .events_written
+                            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    }
+                    break Ok(());
+                }
                 Err(error) => {
+                    counters.batch_failures.fetch_add(1, Ordering::Relaxed);
                     if receiver.is_closed() && receiver.is_empty() {
                         let limit =
                             *deadline.get_or_insert_with(|| Instant::now() + shutdown_timeout);

@@ -93,6 +93,11 @@ async fn pages_newest_first_per_user_with_every_field() {
         .expect("accepted");
     }
     log.flush().await.expect("flushed");
+    let stats = log.stats();
+    assert_eq!(stats.events_written, 50, "{stats:?}");
+    assert!((1..=50).contains(&stats.batches_written), "{stats:?}");
+    assert_eq!((stats.queued, stats.batch_failures), (0, 0), "{stats:?}");
+    assert!(stats.capacity > 0, "{stats:?}");
 
     let mut read = Vec::new();
     let mut cursor: Option<String> = None;

@@ -3,6 +3,10 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+mod backends;
+
+pub(crate) use backends::{BackendMetrics, BackendSnapshot};
+
 use prometheus::{
     Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
     Opts, Registry, TextEncoder,
@@ -36,6 +40,8 @@ pub(crate) struct Metrics {
     pub(crate) backend_up: IntGaugeVec,
     /// Refusals counted into an audit entry rather than written one by one.
     pub(crate) audit_refusals_folded: IntCounter,
+    /// The process, the pools, Redis and the audit writer.
+    pub(crate) backends: BackendMetrics,
 }
 
 /// Limiter decisions made while Redis was unreachable, as counted by the limiter.
@@ -46,7 +52,7 @@ pub(crate) struct DegradedCounts {
     pub(crate) local_fallback: u64,
 }
 
-fn must<T>(result: prometheus::Result<T>) -> T {
+pub(super) fn must<T>(result: prometheus::Result<T>) -> T {
     // Registration only fails for invalid or duplicate names, which are constants here.
     result.expect("metric definitions are valid and registered once")
 }
@@ -132,7 +138,6 @@ impl Metrics {
             must(registry.register(collector));
         }
         Metrics {
-            registry,
             payment_requests,
             payment_success_rate,
             attempted: AtomicU64::new(0),
@@ -147,6 +152,8 @@ impl Metrics {
             health_probes,
             backend_up,
             audit_refusals_folded,
+            backends: BackendMetrics::new(&registry),
+            registry,
         }
     }
 
@@ -180,6 +187,11 @@ impl Metrics {
                 self.limiter_degraded.with_label_values(&[*mode]).inc_by(0);
             }
         }
+    }
+
+    /// Brings the backends' metrics to what `snapshot` read.
+    pub(crate) fn observe_backends(&self, snapshot: &BackendSnapshot) {
+        self.backends.observe(snapshot);
     }
 
     /// The text exposition.

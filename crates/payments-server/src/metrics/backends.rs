@@ -1,0 +1,192 @@
+//! What `/metrics` shows of the process and its backends: the build, the process (CPU, memory,
+//! file descriptors), the connection pools, the Redis limiter's calls, the PostgreSQL audit
+//! log's queue and writes, and what the idempotency layer did. Read when scraped: the
+//! libraries keep their own counters, and these follow them.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use tollgate_audit::postgres::WriterStats;
+use tollgate_ratelimit::redis::RedisStats;
+
+use super::must;
+
+/// The backends as read at one scrape.
+#[derive(Debug, Default)]
+pub(crate) struct BackendSnapshot {
+    /// Each configured pool (`redis`, `database`) and its state.
+    pub(crate) pools: Vec<(&'static str, deadpool_postgres::Status)>,
+    /// The Redis limiter's counters, with Redis configured.
+    pub(crate) redis: Option<RedisStats>,
+    /// The PostgreSQL audit log's queue and writer, with a database configured.
+    pub(crate) audit: Option<WriterStats>,
+}
+
+/// A counter that follows a total counted elsewhere.
+#[derive(Debug)]
+struct Mirror {
+    counter: IntCounter,
+    seen: AtomicU64,
+}
+
+impl Mirror {
+    fn new(registry: &Registry, name: &str, help: &str) -> Self {
+        let counter = must(IntCounter::new(name, help));
+        must(registry.register(Box::new(counter.clone())));
+        Mirror {
+            counter,
+            seen: AtomicU64::new(0),
+        }
+    }
+
+    fn follow(&self, total: u64) {
+        let before = self.seen.swap(total, Ordering::Relaxed);
+        self.counter.inc_by(total.saturating_sub(before));
+    }
+}
+
+fn gauges(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let gauges = must(IntGaugeVec::new(Opts::new(name, help), labels));
+    must(registry.register(Box::new(gauges.clone())));
+    gauges
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let gauge = must(IntGauge::new(name, help));
+    must(registry.register(Box::new(gauge.clone())));
+    gauge
+}
+
+/// The metrics of this module.
+#[derive(Debug)]
+pub(crate) struct BackendMetrics {
+    /// Payment requests by what the idempotency layer did with them.
+    pub(crate) idempotency_requests: IntCounterVec,
+    pool_connections: IntGaugeVec,
+    pool_max: IntGaugeVec,
+    pool_waiting: IntGaugeVec,
+    redis_calls: Mirror,
+    redis_errors: Mirror,
+    audit_queue: IntGauge,
+    audit_queue_capacity: IntGauge,
+    audit_batches: Mirror,
+    audit_events: Mirror,
+    audit_failures: Mirror,
+}
+
+impl BackendMetrics {
+    pub(crate) fn new(registry: &Registry) -> Self {
+        let build = gauges(
+            registry,
+            "payments_server_build_info",
+            "The running build (always 1), labelled with its version",
+            &["version"],
+        );
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        #[cfg(target_os = "linux")]
+        must(registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        )));
+        let idempotency_requests = must(IntCounterVec::new(
+            Opts::new(
+                "idempotency_requests_total",
+                "Payment requests by what the idempotency layer did (executed, replayed, conflict, \
+                 mismatch, fenced, invalid_key, invalid_body, body_too_large, store_failed)",
+            ),
+            &["outcome"],
+        ));
+        must(registry.register(Box::new(idempotency_requests.clone())));
+        BackendMetrics {
+            idempotency_requests,
+            pool_connections: gauges(
+                registry,
+                "connection_pool_connections",
+                "Open connections of a pool (redis, database), in use or idle",
+                &["pool", "state"],
+            ),
+            pool_max: gauges(
+                registry,
+                "connection_pool_max_connections",
+                "The most connections a pool opens",
+                &["pool"],
+            ),
+            pool_waiting: gauges(
+                registry,
+                "connection_pool_waiting",
+                "Requests waiting for a pool's connection",
+                &["pool"],
+            ),
+            redis_calls: Mirror::new(
+                registry,
+                "rate_limiter_redis_calls_total",
+                "Calls the Redis limiter made that Redis answered",
+            ),
+            redis_errors: Mirror::new(
+                registry,
+                "rate_limiter_redis_errors_total",
+                "Calls the Redis limiter made that failed or timed out",
+            ),
+            audit_queue: gauge(
+                registry,
+                "audit_queue_events",
+                "Audit events waiting for the PostgreSQL writer",
+            ),
+            audit_queue_capacity: gauge(
+                registry,
+                "audit_queue_capacity",
+                "Audit events the queue holds before requests wait for the writer",
+            ),
+            audit_batches: Mirror::new(
+                registry,
+                "audit_batches_written_total",
+                "Batches of audit events written to PostgreSQL",
+            ),
+            audit_events: Mirror::new(
+                registry,
+                "audit_events_written_total",
+                "Audit events written to PostgreSQL through the queue",
+            ),
+            audit_failures: Mirror::new(
+                registry,
+                "audit_batch_failures_total",
+                "Audit batch writes that failed (each is retried)",
+            ),
+        }
+    }
+
+    /// Brings the gauges and the followed counters to `snapshot`.
+    pub(crate) fn observe(&self, snapshot: &BackendSnapshot) {
+        for (pool, status) in &snapshot.pools {
+            let idle = i64::try_from(status.available).unwrap_or(i64::MAX);
+            let open = i64::try_from(status.size).unwrap_or(i64::MAX);
+            let set = |gauges: &IntGaugeVec, labels: &[&str], value: i64| {
+                gauges.with_label_values(labels).set(value);
+            };
+            set(&self.pool_connections, &[pool, "idle"], idle);
+            set(&self.pool_connections, &[pool, "in_use"], open - idle);
+            set(
+                &self.pool_max,
+                &[pool],
+                i64::try_from(status.max_size).unwrap_or(i64::MAX),
+            );
+            set(
+                &self.pool_waiting,
+                &[pool],
+                i64::try_from(status.waiting).unwrap_or(i64::MAX),
+            );
+        }
+        if let Some(redis) = snapshot.redis {
+            self.redis_calls.follow(redis.redis_calls);
+            self.redis_errors.follow(redis.redis_errors);
+        }
+        if let Some(audit) = snapshot.audit {
+            self.audit_queue
+                .set(i64::try_from(audit.queued).unwrap_or(i64::MAX));
+            self.audit_queue_capacity
+                .set(i64::try_from(audit.capacity).unwrap_or(i64::MAX));
+            self.audit_batches.follow(audit.batches_written);
+            self.audit_events.follow(audit.events_written);
+            self.audit_failures.follow(audit.batch_failures);
+        }
+    }
+}

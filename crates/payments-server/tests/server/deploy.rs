@@ -1,0 +1,194 @@
+//! The operations artefacts in `deploy/` name only metrics a running server exports: every
+//! metric in the alert rules and the Grafana dashboard is in `/metrics` of a server on Redis
+//! and PostgreSQL that has seen a payment, a replay, a 429 and a health probe.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use crate::support::{payment, unique, Isolated, Server, ALICE};
+
+fn deploy(path: &str) -> String {
+    let file = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../deploy")
+        .join(path);
+    std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+}
+
+/// Each `expr:` of a rules file, on one line or folded (`>-`) over the lines below it.
+fn rule_expressions(yaml: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut lines = yaml.lines().peekable();
+    while let Some(line) = lines.next() {
+        let Some((indent, rest)) = line.split_once("expr:") else {
+            continue;
+        };
+        let rest = rest.trim();
+        if rest != ">-" && rest != ">" && rest != "|" {
+            found.push(rest.to_owned());
+            continue;
+        }
+        let mut folded = String::new();
+        while let Some(next) = lines.peek() {
+            let deeper = next.len() - next.trim_start().len() > indent.len();
+            if !deeper || next.trim().is_empty() {
+                break;
+            }
+            folded.push(' ');
+            folded.push_str(next.trim());
+            lines.next();
+        }
+        found.push(folded);
+    }
+    found
+}
+
+/// Each target's `expr` in a Grafana dashboard.
+fn dashboard_expressions(json: &serde_json::Value, found: &mut Vec<String>) {
+    match json {
+        serde_json::Value::Object(members) => {
+            for (name, value) in members {
+                match (name.as_str(), value) {
+                    ("expr", serde_json::Value::String(expr)) => found.push(expr.clone()),
+                    _ => dashboard_expressions(value, found),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for item in items {
+                dashboard_expressions(item, found);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The metric names in a PromQL expression: identifiers outside label matchers, ranges and
+/// grouping clauses that are not functions, aggregations or keywords.
+fn metric_names(expr: &str) -> BTreeSet<String> {
+    const KEYWORDS: [&str; 23] = [
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+        "bool",
+        "and",
+        "or",
+        "unless",
+        "offset",
+        // Aggregations, which may put `by (…)` between their name and their parenthesis.
+        "sum",
+        "min",
+        "max",
+        "avg",
+        "group",
+        "stddev",
+        "stdvar",
+        "count",
+        "count_values",
+        "bottomk",
+        "topk",
+        "quantile",
+    ];
+    let mut outside = String::new();
+    let mut depth = 0_i32;
+    for c in expr.chars() {
+        match c {
+            '{' | '[' => depth += 1,
+            '}' | ']' => depth -= 1,
+            '"' if depth > 0 => {}
+            _ if depth == 0 => outside.push(c),
+            _ => {}
+        }
+    }
+    let chars: Vec<char> = outside.chars().collect();
+    let mut names = BTreeSet::new();
+    let mut i = 0;
+    let mut skip_group = false;
+    while i < chars.len() {
+        let c = chars[i];
+        if skip_group {
+            skip_group = c != ')';
+            i += 1;
+            continue;
+        }
+        if !(c.is_ascii_alphabetic() || c == '_' || c == ':') {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < chars.len() && (chars[i].is_ascii_alphanumeric() || "_:".contains(chars[i])) {
+            i += 1;
+        }
+        let word: String = chars[start..i].iter().collect();
+        let next = chars[i..].iter().find(|c| !c.is_whitespace());
+        if KEYWORDS.contains(&word.as_str()) {
+            // `by (le, route)` and the like name labels, not metrics.
+            skip_group = next == Some(&'(');
+        } else if next != Some(&'(') {
+            names.insert(word);
+        }
+    }
+    names
+}
+
+#[test]
+fn the_metric_name_scanner_reads_promql() {
+    let names = metric_names(
+        r#"histogram_quantile(0.99, sum by (le, route) (rate(x_bucket{route="/a", status=~"5.."}[5m])))
+           / on (instance) group_left y_total > 0.5 and z"#,
+    );
+    assert_eq!(
+        names.into_iter().collect::<Vec<_>>(),
+        ["x_bucket", "y_total", "z"]
+    );
+    let rules = rule_expressions("      - expr: >-\n          a\n          / b\n        for: 1m\n");
+    assert_eq!(rules, [" a / b"]);
+}
+
+#[test]
+fn alerts_and_dashboard_name_only_exported_metrics() {
+    let Some(services) = Isolated::new("alerts_and_dashboard_name_only_exported_metrics") else {
+        return;
+    };
+    let policies = "[[policy]]\nname = \"global\"\nscope = \"global\"\n\
+        algorithm = \"sliding-window\"\nlimit = 1000000\nwindow = \"60s\"\n\
+        [[policy]]\nname = \"payments\"\nscope = \"user\"\nalgorithm = \"sliding-window\"\n\
+        limit = 2\nwindow = \"1h\"\nendpoint = \"POST /api/v1/payments\"\n";
+    let server = Server::start(&services.options().toml(policies));
+    let key = unique("order");
+    server
+        .pay(ALICE, &key, &payment("1.00", "card"))
+        .expect(201);
+    server
+        .pay(ALICE, &key, &payment("1.00", "card"))
+        .expect(201);
+    server
+        .pay(ALICE, &unique("order"), &payment("1.00", "card"))
+        .expect(429);
+    server.get("/health", None).expect(200);
+    let exported = server.get("/metrics", None).body;
+
+    let mut expressions = rule_expressions(&deploy("prometheus/alerts.yml"));
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&deploy("grafana/tollgate.json")).expect("the dashboard is JSON");
+    dashboard_expressions(&dashboard, &mut expressions);
+    assert!(expressions.len() > 20, "{expressions:?}");
+    let named: BTreeSet<String> = expressions.iter().flat_map(|e| metric_names(e)).collect();
+    // `up` is Prometheus's own, per scrape target.
+    let missing: Vec<&String> = named
+        .iter()
+        .filter(|name| name.as_str() != "up")
+        .filter(|name| {
+            !exported.lines().any(|line| {
+                line.starts_with(&format!("{name}{{")) || line.starts_with(&format!("{name} "))
+            })
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "named but not exported: {missing:?}\n{exported}"
+    );
+    assert!(named.len() >= 25, "{named:?}");
+}
