@@ -147,7 +147,7 @@ impl Config {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FileConfig {
-    /// The rate-limit policy table; the seed's table when absent.
+    /// The rate-limit policy table; the default table when absent.
     #[serde(rename = "policy")]
     pub(crate) policies: Option<Vec<PolicyConfig>>,
     pub(crate) rate_limit: RateLimitTuning,

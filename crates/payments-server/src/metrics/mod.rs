@@ -1,4 +1,4 @@
-//! Prometheus metrics: the seed's names, request latency per route and status, limiter
+//! Prometheus metrics: the payment counters, request latency per route and status, limiter
 //! degradation and the processor's circuit breaker.
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,4 +1,4 @@
-//! The original specification's curl examples, run exactly as it wrote them against a fresh
+//! The curl examples the payments API was first described with, run exactly as written against a fresh
 //! server in development mode. Two of them are wrong as written, and the server must say so
 //! clearly: its "retry" drops `metadata` (a different request under the same key: 422), and its
 //! concurrency example appends `--data-urlencode "concurrent_count=10"` to a JSON body, which
