@@ -1,9 +1,9 @@
-//! The curl examples the payments API was first described with, run exactly as written
-//! against a fresh server in development mode. Two of them are wrong as written, and the server must say so
+//! The curl examples the payments API was first described with, run exactly as written against a
+//! fresh server in development mode. Two of them are wrong as written, and the server must say so
 //! clearly: its "retry" drops `metadata` (a different request under the same key: 422), and its
-//! concurrency example appends `--data-urlencode "concurrent_count=10"` to a JSON body, which
-//! curl sends as `{…}&concurrent_count=10` (one 400 that says `concurrent_count` is a query
-//! parameter, and nothing consumed).
+//! concurrency example appends `--data-urlencode "concurrent_count=10"` to a JSON body, which curl
+//! sends as `{…}&concurrent_count=10` (one 400 that says `concurrent_count` is a query parameter,
+//! and nothing consumed).
 
 use std::process::Command;
 
