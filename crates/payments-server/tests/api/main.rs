@@ -9,6 +9,7 @@ mod audit;
 #[path = "../common/fixtures.rs"]
 mod fixtures;
 mod limits;
+mod openapi;
 mod payments;
 mod probes;
 #[path = "../common/reply.rs"]
