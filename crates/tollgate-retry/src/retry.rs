@@ -39,7 +39,7 @@ use std::time::Duration;
 
 use crate::backoff::Backoff;
 use crate::budget::{Cause, RetryBudget};
-use crate::clock::{Clock, Sleeper, SystemClock};
+use crate::clock::{Clock, Sleeper};
 use crate::retry_after::RetryAfterBounds;
 
 /// What to do with an attempt's result.
@@ -161,7 +161,7 @@ impl Retrier {
     pub fn new(policy: RetryPolicy) -> Self {
         Retrier {
             policy,
-            clock: Arc::new(SystemClock::new()),
+            clock: Arc::new(crate::clock::SystemClock::new()),
             sleeper: Arc::new(crate::clock::TokioSleeper),
             seed: None,
         }
