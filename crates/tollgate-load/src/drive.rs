@@ -89,6 +89,13 @@ async fn pay(
     ))
 }
 
+/// A request's latency: from when it was `due` (at a fixed rate), or its own round trip.
+fn latency_from(due: Option<Instant>, round_trip: Duration, answered: Instant) -> Duration {
+    due.map_or(round_trip, |due| {
+        answered.saturating_duration_since(due).max(round_trip)
+    })
+}
+
 fn new_histogram() -> Histogram<u64> {
     // 1 µs to 100 s at 3 significant digits: constant, valid bounds.
     Histogram::new_with_bounds(1, 100_000_000, 3).expect("valid histogram bounds")
@@ -115,8 +122,13 @@ pub(crate) async fn load(args: &Args, base: &str, run: &str, progress: &Progress
             let mut next_at = Instant::now();
             let mut n = 0_u64;
             while Instant::now() < deadline {
+                // At a fixed rate, a request's latency counts from when it was due, not from
+                // when a worker that fell behind got round to sending it: otherwise a slow
+                // answer hides the queueing it caused (coordinated omission).
+                let mut due = None;
                 if let Some(interval) = per_worker_interval {
                     tokio::time::sleep_until(next_at.into()).await;
+                    due = Some(next_at);
                     next_at += interval;
                 }
                 // A flood sends only new payments.
@@ -126,6 +138,7 @@ pub(crate) async fn load(args: &Args, base: &str, run: &str, progress: &Progress
                 };
                 let mut record = |result: Result<(Sample, Duration), BoxError>| match result {
                     Ok((sample, took)) => {
+                        let took = latency_from(due, took, Instant::now());
                         let _ = latency.record(took.as_micros().max(1) as u64);
                         samples.push(sample);
                         progress.inc(1);
@@ -233,4 +246,24 @@ pub(crate) fn progress_bar(args: &Args, what: &str) -> ProgressBar {
     bar.set_message(what.to_owned());
     bar.enable_steady_tick(Duration::from_millis(200));
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_late_send_counts_its_wait() {
+        let answered = Instant::now();
+        let round_trip = Duration::from_millis(1);
+        let due = answered - Duration::from_millis(50);
+        assert_eq!(
+            latency_from(Some(due), round_trip, answered),
+            Duration::from_millis(50)
+        );
+        assert_eq!(latency_from(None, round_trip, answered), round_trip);
+        // Sent on time: the round trip.
+        let due = answered - Duration::from_micros(900);
+        assert_eq!(latency_from(Some(due), round_trip, answered), round_trip);
+    }
 }

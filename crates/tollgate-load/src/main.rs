@@ -62,7 +62,9 @@ pub(crate) struct Args {
     /// How long to load.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub(crate) duration: Duration,
-    /// Requests per second in total (0: as fast as the server answers).
+    /// Requests per second in total (0: as fast as the server answers). At a fixed rate each
+    /// request's latency counts from when it was due, so a worker that falls behind reports
+    /// the queueing too (no coordinated omission).
     #[arg(long, default_value_t = 0)]
     pub(crate) rate: u64,
     /// Share of operations that retry an earlier payment with its key and body.
