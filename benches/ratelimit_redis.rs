@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use deadpool_redis::{Config, Pool, Runtime};
-use tollgate_ratelimit::redis::{FailureMode, RedisLimiter, NOOP_SCRIPT};
+use tollgate_ratelimit::redis::{FailureMode, RedisLimiter};
+
+/// The floor of one round trip: a script that does nothing.
+const NOOP_SCRIPT: &str = "return 1";
 use tollgate_ratelimit::{
     Algorithm, Policy, PolicyKey, PolicySet, RateLimiter, RequestContext, Scope,
 };

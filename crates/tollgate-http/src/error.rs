@@ -1,9 +1,5 @@
-//! The crate's [`Error`].
-
-/// The crate's error type; variants arrive with the layers that need them.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {}
+//! [`error_chain`]. The layers answer failures as responses (problem+json), so the crate has
+//! no error type of its own.
 
 /// `error` and each of its sources, joined by `: `: what a log line should say about a store
 /// or database failure (the client gets a fixed message). A source that an error's own

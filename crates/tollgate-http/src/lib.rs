@@ -40,5 +40,5 @@ pub mod problem;
 pub mod ratelimit;
 mod request_head;
 
-pub use error::{error_chain, Error};
+pub use error::error_chain;
 pub use request_head::RequestHead;

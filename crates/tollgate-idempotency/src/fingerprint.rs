@@ -48,6 +48,43 @@ impl fmt::Display for Fingerprint {
     }
 }
 
+/// A [`Fingerprint`]'s text was not 64 hexadecimal digits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("a fingerprint is 64 hexadecimal digits")]
+pub struct ParseFingerprintError;
+
+impl std::str::FromStr for Fingerprint {
+    type Err = ParseFingerprintError;
+
+    /// The hexadecimal text [`Display`](fmt::Display) writes.
+    fn from_str(text: &str) -> Result<Self, ParseFingerprintError> {
+        let text = text.as_bytes();
+        if text.len() != 64 {
+            return Err(ParseFingerprintError);
+        }
+        let mut bytes = [0_u8; 32];
+        for (byte, pair) in bytes.iter_mut().zip(text.chunks_exact(2)) {
+            let pair = std::str::from_utf8(pair).map_err(|_| ParseFingerprintError)?;
+            *byte = u8::from_str_radix(pair, 16).map_err(|_| ParseFingerprintError)?;
+        }
+        Ok(Fingerprint(bytes))
+    }
+}
+
+impl serde::Serialize for Fingerprint {
+    /// As its hexadecimal text.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Fingerprint {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl Fingerprint {
     /// The fingerprint of a request with a JSON body (or an empty one).
     pub fn of_json(method: &Method, route: &str, body: &[u8]) -> Result<Self, Error> {
@@ -115,5 +152,20 @@ mod tests {
             Fingerprint::of_json(&Method::POST, "/r", deep.as_bytes()).is_err(),
             "no stack overflow"
         );
+    }
+
+    #[test]
+    fn text_and_serde_round_trip() {
+        let print = fp(r#"{"a":1}"#);
+        assert_eq!(print.to_string().parse::<Fingerprint>(), Ok(print));
+        let json = serde_json::to_string(&print).expect("serializes");
+        assert_eq!(json, format!("\"{print}\""));
+        assert_eq!(
+            serde_json::from_str::<Fingerprint>(&json).expect("reads"),
+            print
+        );
+        assert!("00".parse::<Fingerprint>().is_err());
+        assert!("zz".repeat(32).parse::<Fingerprint>().is_err());
+        assert!("é".repeat(32).parse::<Fingerprint>().is_err());
     }
 }

@@ -72,6 +72,35 @@ impl fmt::Display for IdempotencyKey {
     }
 }
 
+impl std::str::FromStr for IdempotencyKey {
+    type Err = KeyError;
+
+    /// [`IdempotencyKey::parse`].
+    fn from_str(value: &str) -> Result<Self, KeyError> {
+        IdempotencyKey::parse(value)
+    }
+}
+
+impl AsRef<str> for IdempotencyKey {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl serde::Serialize for IdempotencyKey {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for IdempotencyKey {
+    /// Validated as [`IdempotencyKey::parse`] validates a header.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        IdempotencyKey::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 impl IdempotencyKey {
     /// The key in `headers`: exactly one `Idempotency-Key` header with one value.
     pub fn from_headers(headers: &HeaderMap) -> Result<Self, KeyError> {
@@ -198,5 +227,19 @@ mod tests {
             IdempotencyKey::parse("\"abcdéfghijklmnop\""),
             Err(Malformed("sf-strings hold visible ASCII only"))
         );
+    }
+
+    #[test]
+    fn from_str_and_serde_validate() {
+        let key: IdempotencyKey = GOOD.parse().expect("valid");
+        assert_eq!(key.as_ref(), GOOD);
+        let json = serde_json::to_string(&key).expect("serializes");
+        assert_eq!(json, format!("\"{GOOD}\""));
+        assert_eq!(
+            serde_json::from_str::<IdempotencyKey>(&json).expect("reads"),
+            key
+        );
+        assert!(serde_json::from_str::<IdempotencyKey>("\"short\"").is_err());
+        assert!("short".parse::<IdempotencyKey>().is_err());
     }
 }

@@ -399,6 +399,14 @@ fn key_hash(storage_key: &str) -> u128 {
     (u128::from(a.hash_one(storage_key)) << 64) | u128::from(b.hash_one(storage_key))
 }
 
+impl std::hash::Hash for PolicyKey {
+    /// Equal keys have equal storage keys, so equal precomputed hashes: hashing those is
+    /// consistent with `Eq` and costs no pass over the text.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.hash.hash(state);
+    }
+}
+
 impl PolicyKey {
     /// The key of `policy` for `subject` (a user id, an IP group, an endpoint; empty for global).
     /// Characters that would break a Redis hash tag (`{`, `}`) are percent-encoded.
@@ -464,6 +472,19 @@ mod tests {
         );
         assert!(tb.is_err(), "more than one token per µs");
         assert!(Policy::new("t", Scope::Global, Algorithm::token_bucket(20, secs(1), 0)).is_err());
+    }
+
+    #[test]
+    fn keys_hash_as_they_compare() {
+        let policy = Arc::new(
+            Policy::new("p", Scope::User, Algorithm::sliding_window(10, secs(1))).expect("valid"),
+        );
+        let keys: std::collections::HashSet<PolicyKey> = ["alice", "bob", "alice"]
+            .into_iter()
+            .map(|user| PolicyKey::new(Arc::clone(&policy), user))
+            .collect();
+        assert_eq!(keys.len(), 2);
+        assert!(keys.contains(&PolicyKey::new(policy, "bob")));
     }
 
     #[test]

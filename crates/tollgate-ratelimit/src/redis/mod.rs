@@ -53,7 +53,6 @@ use crate::{validate, Error, RateLimiter};
 
 /// The pool crate this backend takes, re-exported so callers build pools of the same version.
 pub use deadpool_redis;
-pub use scripts::NOOP as NOOP_SCRIPT;
 
 /// What to do when Redis cannot be reached (or times out).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -272,6 +272,3 @@ for i, k in ipairs(keys) do
 end
 return reply
 "#;
-
-/// `NOOP`: the trivial script the benchmarks compare one decision's round trip with.
-pub const NOOP: &str = "return 1";
