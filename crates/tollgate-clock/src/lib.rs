@@ -28,6 +28,7 @@
 //! ```
 
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 
 mod clock;
@@ -41,3 +42,8 @@ pub use manual::ManualClock;
 pub use sleep::TokioSleeper;
 pub use sleep::{BoxFuture, Sleeper};
 pub use timestamp::{duration_to_micros, Timestamp};
+
+/// The README's example, compiled and run as a doctest.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

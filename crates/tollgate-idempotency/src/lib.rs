@@ -66,6 +66,7 @@
 //! ```
 
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 
 mod canonical;
@@ -88,3 +89,8 @@ pub use driver::{HandlerResult, Idempotency, IdempotencyConfig, Outcome};
 pub use error::{BoxError, Error};
 pub use key::{IdempotencyKey, KeyError};
 pub use scope::Scope;
+
+/// The README's example, compiled and run as a doctest.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -48,6 +48,7 @@
 //! ```
 
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 
 pub mod _guide;
@@ -78,3 +79,8 @@ pub use limiter::RateLimiter;
 pub use memory::MemoryLimiter;
 pub use policy::{Algorithm, Policy, PolicyKey, Scope, MAX_LIMIT_WINDOW_PRODUCT};
 pub use policy_set::{PolicySet, RequestContext};
+
+/// The README's example, compiled and run as a doctest.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
