@@ -1,9 +1,14 @@
 //! The client's address behind reverse proxies, for per-IP limits.
 //!
-//! `X-Forwarded-For` is only believed as far as the proxies you trust: walking it from the right,
-//! each hop added by a trusted proxy is skipped, and the first address not in the trusted set is
-//! the client. With no trusted proxies the peer address is the client, whatever the header says
-//! (anyone can send `X-Forwarded-For`).
+//! The forwarding headers are only believed as far as the proxies you trust: walking the chain
+//! from the right, each hop added by a trusted proxy is skipped, and the first address not in
+//! the trusted set is the client. With no trusted proxies the peer address is the client,
+//! whatever the headers say (anyone can send them).
+//!
+//! The chain is RFC 7239's `Forwarded` (its `for=` parameters) when the request has one, and
+//! `X-Forwarded-For` otherwise. A hop that is not an address (`for=unknown`, an obfuscated
+//! `for=_hidden`, a malformed entry) ends the walk: the last address believed is the client.
+//! Trusted proxies are addresses or CIDR ranges (`10.0.0.0/8`, `fd00::/8`).
 //!
 //! # Example
 //!
@@ -12,31 +17,132 @@
 //! use http::HeaderMap;
 //! use tollgate_http::client_ip::{client_ip, TrustedProxies};
 //!
-//! let proxy: IpAddr = "10.0.0.2".parse().unwrap();
+//! let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+//! let trusted = TrustedProxies::parse(["10.0.0.0/24"]).unwrap();
 //! let mut headers = HeaderMap::new();
 //! headers.insert("x-forwarded-for", "203.0.113.7, 198.51.100.1, 10.0.0.9".parse().unwrap());
-//!
-//! let trusted = TrustedProxies::new(["10.0.0.2".parse().unwrap(), "10.0.0.9".parse().unwrap()]);
-//! assert_eq!(client_ip(proxy, &headers, &trusted), "198.51.100.1".parse::<IpAddr>().unwrap());
+//! assert_eq!(client_ip(ip("10.0.0.2"), &headers, &trusted), ip("198.51.100.1"));
 //! // Untrusted peer: the header is ignored.
-//! assert_eq!(client_ip(proxy, &headers, &TrustedProxies::none()), proxy);
-//! // A dual-stack listener reports the proxy as ::ffff:10.0.0.2: still the trusted proxy.
-//! let mapped: IpAddr = "::ffff:10.0.0.2".parse().unwrap();
-//! assert_eq!(client_ip(mapped, &headers, &trusted), "198.51.100.1".parse::<IpAddr>().unwrap());
+//! assert_eq!(client_ip(ip("10.0.0.2"), &headers, &TrustedProxies::none()), ip("10.0.0.2"));
+//! // RFC 7239, when present, is the chain; IPv6 in brackets, ports ignored.
+//! headers.insert("forwarded", r#"for="[2001:db8::17]:4711", for=10.0.0.9;proto=https"#.parse().unwrap());
+//! assert_eq!(client_ip(ip("10.0.0.2"), &headers, &trusted), ip("2001:db8::17"));
+//! // A dual-stack listener reports the proxy as ::ffff:10.0.0.2: still a trusted proxy.
+//! assert_eq!(client_ip(ip("::ffff:10.0.0.2"), &headers, &trusted), ip("2001:db8::17"));
 //! ```
 
+use std::fmt;
 use std::net::IpAddr;
+use std::str::FromStr;
 
 use http::HeaderMap;
 
-/// The reverse proxies whose `X-Forwarded-For` entries are believed.
+/// An address range: an address and how many of its leading bits a member shares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpRange {
+    network: IpAddr,
+    prefix: u8,
+}
+
+/// An [`IpRange`]'s text was not an address or `address/prefix`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not an IP address or CIDR range (10.0.0.1, 10.0.0.0/8, fd00::/8)")]
+pub struct InvalidRange(String);
+
+impl IpRange {
+    /// One address (`/32` or `/128`), an IPv4-mapped one as the IPv4 address it maps.
+    pub fn host(ip: IpAddr) -> Self {
+        let network = canonical(ip);
+        let prefix = if network.is_ipv4() { 32 } else { 128 };
+        IpRange { network, prefix }
+    }
+
+    /// Whether `ip` is in the range.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.network, canonical(ip)) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => same_prefix(
+                u128::from(net.to_bits()) << 96,
+                u128::from(ip.to_bits()) << 96,
+                self.prefix,
+            ),
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                same_prefix(net.to_bits(), ip.to_bits(), self.prefix)
+            }
+            _ => false,
+        }
+    }
+}
+
+fn same_prefix(a: u128, b: u128, prefix: u8) -> bool {
+    let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+    a & mask == b & mask
+}
+
+impl FromStr for IpRange {
+    type Err = InvalidRange;
+
+    fn from_str(text: &str) -> Result<Self, InvalidRange> {
+        let invalid = || InvalidRange(text.to_owned());
+        let (address, prefix) = match text.trim().split_once('/') {
+            Some((address, prefix)) => (address, Some(prefix)),
+            None => (text.trim(), None),
+        };
+        let host = IpRange::host(address.parse().map_err(|_| invalid())?);
+        let prefix = match prefix {
+            None => return Ok(host),
+            Some(prefix) => prefix.parse::<u8>().map_err(|_| invalid())?,
+        };
+        // A mapped IPv4 range (::ffff:10.0.0.0/104) is the IPv4 range it maps.
+        let prefix = match (address.parse::<IpAddr>(), host.network) {
+            (Ok(IpAddr::V6(_)), IpAddr::V4(_)) => prefix.checked_sub(96).ok_or_else(invalid)?,
+            _ => prefix,
+        };
+        if prefix > host.prefix {
+            return Err(invalid());
+        }
+        Ok(IpRange {
+            network: host.network,
+            prefix,
+        })
+    }
+}
+
+impl fmt::Display for IpRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for IpRange {
+    /// From its text: `10.0.0.1` or `10.0.0.0/8`.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The reverse proxies whose forwarding headers are believed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TrustedProxies(Vec<IpAddr>);
+pub struct TrustedProxies(Vec<IpRange>);
 
 impl TrustedProxies {
     /// Trust exactly these addresses (IPv4-mapped IPv6 ones as the IPv4 address they map).
     pub fn new(proxies: impl IntoIterator<Item = IpAddr>) -> Self {
-        TrustedProxies(proxies.into_iter().map(canonical).collect())
+        TrustedProxies(proxies.into_iter().map(IpRange::host).collect())
+    }
+
+    /// Trust every address in these ranges.
+    pub fn ranges(ranges: impl IntoIterator<Item = IpRange>) -> Self {
+        TrustedProxies(ranges.into_iter().collect())
+    }
+
+    /// Trust the addresses and ranges written here (`10.0.0.1`, `10.0.0.0/8`, `fd00::/8`).
+    pub fn parse<'a>(texts: impl IntoIterator<Item = &'a str>) -> Result<Self, InvalidRange> {
+        texts
+            .into_iter()
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .map(TrustedProxies)
     }
 
     /// Trust nobody: the peer is the client.
@@ -44,10 +150,10 @@ impl TrustedProxies {
         TrustedProxies(Vec::new())
     }
 
-    /// Whether `ip` is one of the trusted proxies (an IPv4-mapped address as the IPv4 address it
-    /// maps). A server can use it to treat a proxy's connections as many clients' connections.
+    /// Whether `ip` is a trusted proxy (an IPv4-mapped address as the IPv4 address it maps).
+    /// A server can use it to treat a proxy's connections as many clients' connections.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        self.0.contains(&canonical(ip))
+        self.0.iter().any(|range| range.contains(ip))
     }
 }
 
@@ -66,21 +172,127 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxies) ->
     if !trusted.contains(peer) {
         return peer;
     }
-    let hops = headers
-        .get_all("x-forwarded-for")
+    let forwarded = headers.contains_key(http::header::FORWARDED);
+    let hops: Vec<Option<IpAddr>> = if forwarded {
+        header_items(headers, http::header::FORWARDED.as_str())
+            .map(forwarded_for)
+            .collect()
+    } else {
+        header_items(headers, "x-forwarded-for")
+            .map(|hop| hop.parse().ok())
+            .collect()
+    };
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        match hop.map(canonical) {
+            Some(ip) if trusted.contains(ip) => client = ip,
+            Some(ip) => return ip,
+            // Not an address: stop believing the chain at this point.
+            None => return client,
+        }
+    }
+    client
+}
+
+/// The comma-separated items of every `name` header, in order.
+fn header_items<'h>(headers: &'h HeaderMap, name: &str) -> impl Iterator<Item = &'h str> {
+    headers
+        .get_all(name)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
-        .collect::<Vec<_>>();
-    let mut client = peer;
-    for hop in hops.iter().rev() {
-        match hop.parse::<IpAddr>().map(canonical) {
-            Ok(ip) if trusted.contains(ip) => client = ip,
-            Ok(ip) => return ip,
-            // A malformed hop: stop believing the header at this point.
-            Err(_) => return client,
+}
+
+/// The address in one `Forwarded` element's `for=` (RFC 7239 §4, §6): `192.0.2.60`,
+/// `"192.0.2.60:8080"`, `"[2001:db8::17]"`, `"[2001:db8::17]:4711"`; `None` for `unknown`, an
+/// obfuscated identifier, or no `for=` at all.
+fn forwarded_for(element: &str) -> Option<IpAddr> {
+    let value = element.split(';').find_map(|pair| {
+        let (name, value) = pair.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("for")
+            .then(|| value.trim())
+    })?;
+    let value = value.trim_matches('"');
+    if let Some(bracketed) = value.strip_prefix('[') {
+        return bracketed.split_once(']')?.0.parse().ok();
+    }
+    let host = match value.split_once(':') {
+        // One colon: IPv4 with a port.
+        Some((host, port)) if !port.contains(':') => host,
+        _ => value,
+    };
+    host.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().expect("an address")
+    }
+
+    #[test]
+    fn ranges_contain_their_addresses() {
+        let range: IpRange = "10.1.0.0/16".parse().expect("valid");
+        assert!(range.contains(ip("10.1.255.7")));
+        assert!(range.contains(ip("::ffff:10.1.0.1")), "mapped");
+        assert!(!range.contains(ip("10.2.0.1")));
+        assert!(!range.contains(ip("fd00::1")));
+        let v6: IpRange = "fd00::/8".parse().expect("valid");
+        assert!(v6.contains(ip("fdff::1")) && !v6.contains(ip("fe80::1")));
+        let everything: IpRange = "0.0.0.0/0".parse().expect("valid");
+        assert!(everything.contains(ip("203.0.113.9")));
+        let mapped: IpRange = "::ffff:10.0.0.0/104".parse().expect("valid");
+        assert_eq!(mapped.to_string(), "10.0.0.0/8");
+        for bad in [
+            "10.0.0.0/33",
+            "fd00::/129",
+            "10.0.0/8",
+            "x",
+            "10.0.0.1/",
+            "::ffff:10.0.0.0/90",
+        ] {
+            assert!(bad.parse::<IpRange>().is_err(), "{bad}");
         }
     }
-    client
+
+    #[test]
+    fn forwarded_elements() {
+        assert_eq!(
+            forwarded_for("for=192.0.2.60;proto=http;by=203.0.113.43"),
+            Some(ip("192.0.2.60"))
+        );
+        assert_eq!(
+            forwarded_for(r#"For="[2001:db8:cafe::17]:4711""#),
+            Some(ip("2001:db8:cafe::17"))
+        );
+        assert_eq!(
+            forwarded_for(r#"for="192.0.2.60:8080""#),
+            Some(ip("192.0.2.60"))
+        );
+        assert_eq!(forwarded_for("for=unknown"), None);
+        assert_eq!(forwarded_for("for=_hidden"), None);
+        assert_eq!(forwarded_for("proto=https"), None);
+    }
+
+    #[test]
+    fn an_unknown_hop_ends_the_walk() {
+        let trusted = TrustedProxies::parse(["10.0.0.0/8"]).expect("valid");
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "forwarded",
+            "for=203.0.113.1, for=unknown, for=10.0.0.7"
+                .parse()
+                .expect("a value"),
+        );
+        // Through the trusted 10.0.0.7, then a hop nobody can name: the last believed address.
+        assert_eq!(
+            client_ip(ip("10.0.0.2"), &headers, &trusted),
+            ip("10.0.0.7")
+        );
+        assert!(TrustedProxies::parse(["10.0.0.1", "nope"]).is_err());
+    }
 }

@@ -2,7 +2,7 @@
 //! optional TOML file (`TOLLGATE_CONFIG`) for the policy table, timeouts and tuning. Every
 //! mistake is a start-up error naming the setting.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -11,6 +11,7 @@ mod tuning;
 
 use clap::{Parser, ValueEnum};
 use serde::Deserialize;
+use tollgate_http::client_ip::IpRange;
 use tollgate_ratelimit::config::{PolicyConfig, RateLimitConfig};
 use tollgate_ratelimit::{PolicySet, Scope};
 
@@ -161,8 +162,9 @@ pub struct FileConfig {
     pub(crate) health: HealthTuning,
     pub(crate) database: DatabaseTuning,
     pub(crate) redis: RedisTuning,
-    /// Reverse proxies whose `X-Forwarded-For` is believed.
-    pub(crate) trusted_proxies: Vec<IpAddr>,
+    /// Reverse proxies whose `Forwarded` or `X-Forwarded-For` is believed: addresses or CIDR
+    /// ranges.
+    pub(crate) trusted_proxies: Vec<IpRange>,
 }
 
 impl FileConfig {
@@ -301,6 +303,7 @@ pub(crate) fn default_policies() -> RateLimitConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tollgate_http::client_ip::TrustedProxies;
 
     #[test]
     fn flags_turn_the_testing_features_on() {
@@ -336,7 +339,7 @@ mod tests {
     fn toml_file() {
         let file = FileConfig::parse(
             r#"
-            trusted_proxies = ["10.0.0.1"]
+            trusted_proxies = ["10.0.0.1", "172.16.0.0/12", "fd00::/8"]
             [timeouts]
             request = "5s"
             [processor]
@@ -353,6 +356,10 @@ mod tests {
         .expect("valid");
         assert_eq!(file.timeouts.request, Duration::from_secs(5));
         assert_eq!(file.timeouts.header_read, Duration::from_secs(10));
+        let proxies = TrustedProxies::ranges(file.trusted_proxies.iter().copied());
+        for proxy in ["10.0.0.1", "172.31.255.1", "fd12::7"] {
+            assert!(proxies.contains(proxy.parse().expect("an address")), "{proxy}");
+        }
         assert_eq!(file.policy_set().expect("valid").policies().len(), 1);
         assert_eq!(
             FileConfig::default()
@@ -371,6 +378,7 @@ mod tests {
             ("[idempotency]\nlease = \"5s\"", "idempotency.lease (5s) must be longer than processor.timeout"),
             ("[idempotency]\nttl = \"30s\"", "idempotency.ttl (30s) must be longer than idempotency.lease"),
             ("[limits]\nmax_header_bytes = 100", "limits.max_header_bytes"),
+            ("trusted_proxies = [\"10.0.0.0/40\"]", "10.0.0.0/40"),
             ("[limits]\nmax_connections_per_ip = 0", "limits.max_connections_per_ip"),
             ("[testing]\nsimulate = true", "simulate"),
             (
