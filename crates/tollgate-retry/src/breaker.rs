@@ -46,6 +46,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -267,9 +268,11 @@ impl fmt::Debug for CircuitBreaker {
     }
 }
 
-/// Permission for one call; report how it went with [`success`](Permit::success) or
-/// [`failure`](Permit::failure). Dropping it unreported records nothing (and frees a probe slot).
-#[must_use = "report the call's outcome with success() or failure()"]
+/// Permission for one call; report how it went with [`success`](Permit::success),
+/// [`failure`](Permit::failure) or [`ignore`](Permit::ignore). Dropped unreported — the call
+/// was cancelled by a timeout, or its caller went away — it records a failure: a dependency
+/// that hangs is what a breaker is for.
+#[must_use = "report the call's outcome with success(), failure() or ignore()"]
 #[derive(Debug)]
 pub struct Permit {
     breaker: CircuitBreaker,
@@ -291,15 +294,25 @@ impl Permit {
         self.reported = true;
         self.breaker.record(&self, true);
     }
-}
 
-impl Drop for Permit {
-    fn drop(&mut self) {
-        if !self.reported && self.probe {
+    /// The call says nothing about the dependency (it failed because of the request itself,
+    /// or was never made): nothing is recorded, and a half-open breaker gets its probe back.
+    pub fn ignore(mut self) {
+        self.reported = true;
+        if self.probe {
             let mut inner = self.breaker.inner.lock();
             if inner.generation == self.generation && inner.state == State::HalfOpen {
                 inner.probes_issued -= 1;
             }
+        }
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if !self.reported {
+            self.reported = true;
+            self.breaker.record(self, true);
         }
     }
 }
@@ -337,6 +350,40 @@ impl CircuitBreaker {
     /// call asks).
     pub fn state(&self) -> State {
         self.inner.lock().state
+    }
+
+    /// Runs `call` if the breaker lets it through, and records how it went: a failure when
+    /// `failed` says so of its result, a success otherwise — and a failure when the call is
+    /// dropped before it finishes (its deadline passed, or its caller went away), since a
+    /// dependency that hangs is the failure a breaker exists for. `Err` when the breaker is open.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+    /// use std::time::Duration;
+    /// use tollgate_retry::breaker::{BreakerConfig, CircuitBreaker};
+    ///
+    /// let breaker = CircuitBreaker::new(BreakerConfig::default());
+    /// let paid = breaker.call(async { Ok::<_, ()>("charged") }, Result::is_err).await;
+    /// assert_eq!(paid.unwrap(), Ok("charged"));
+    /// // A call cut off by a timeout counts as a failure.
+    /// let slow = breaker.call(std::future::pending::<Result<(), ()>>(), Result::is_err);
+    /// assert!(tokio::time::timeout(Duration::from_millis(1), slow).await.is_err());
+    /// # });
+    /// ```
+    pub async fn call<T, E>(
+        &self,
+        call: impl Future<Output = Result<T, E>>,
+        failed: impl FnOnce(&Result<T, E>) -> bool,
+    ) -> Result<Result<T, E>, Error> {
+        // Dropped with this future before the call finished, the permit records a failure.
+        let permit = self.try_acquire()?;
+        let result = call.await;
+        if failed(&result) {
+            permit.failure();
+        } else {
+            permit.success();
+        }
+        Ok(result)
     }
 
     /// Asks to make a call.

@@ -146,13 +146,39 @@ where
     Retrier::new(policy).run(operation, classify).await
 }
 
+/// What [`Retrier::notify`]'s hook hears before each wait: which attempt failed, why, and how
+/// long until the next one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Retrying {
+    /// The attempt that failed (1-based).
+    pub attempt: u32,
+    /// Why it is retried.
+    pub cause: Cause,
+    /// The wait before the next attempt (after jitter and `Retry-After`).
+    pub delay: Duration,
+}
+
+type Notify = Arc<dyn Fn(&Retrying) + Send + Sync>;
+
 /// Runs operations under a [`RetryPolicy`] on a clock and a sleeper.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Retrier {
     policy: RetryPolicy,
     clock: Arc<dyn Clock>,
     sleeper: Arc<dyn Sleeper>,
     seed: Option<u64>,
+    notify: Option<Notify>,
+}
+
+impl std::fmt::Debug for Retrier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Retrier")
+            .field("policy", &self.policy)
+            .field("seed", &self.seed)
+            .field("notify", &self.notify.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Retrier {
@@ -164,6 +190,7 @@ impl Retrier {
             clock: Arc::new(crate::clock::SystemClock::new()),
             sleeper: Arc::new(crate::clock::TokioSleeper),
             seed: None,
+            notify: None,
         }
     }
 
@@ -179,6 +206,7 @@ impl Retrier {
             clock,
             sleeper,
             seed: None,
+            notify: None,
         }
     }
 
@@ -186,6 +214,13 @@ impl Retrier {
     pub fn clock(mut self, clock: Arc<dyn Clock>, sleeper: Arc<dyn Sleeper>) -> Self {
         self.clock = clock;
         self.sleeper = sleeper;
+        self
+    }
+
+    /// Calls `hook` before each wait for another attempt: to log retries or count them in
+    /// metrics (the operation's error is the classifier's to see).
+    pub fn notify(mut self, hook: impl Fn(&Retrying) + Send + Sync + 'static) -> Self {
+        self.notify = Some(Arc::new(hook));
         self
     }
 
@@ -243,6 +278,13 @@ impl Retrier {
                     Ok(granted) => permit = Some(granted),
                     Err(_) => return result,
                 }
+            }
+            if let Some(notify) = &self.notify {
+                notify(&Retrying {
+                    attempt,
+                    cause,
+                    delay,
+                });
             }
             self.sleeper.sleep(delay).await;
             attempt += 1;

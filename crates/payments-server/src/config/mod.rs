@@ -358,7 +358,10 @@ mod tests {
         assert_eq!(file.timeouts.header_read, Duration::from_secs(10));
         let proxies = TrustedProxies::ranges(file.trusted_proxies.iter().copied());
         for proxy in ["10.0.0.1", "172.31.255.1", "fd12::7"] {
-            assert!(proxies.contains(proxy.parse().expect("an address")), "{proxy}");
+            assert!(
+                proxies.contains(proxy.parse().expect("an address")),
+                "{proxy}"
+            );
         }
         assert_eq!(file.policy_set().expect("valid").policies().len(), 1);
         assert_eq!(

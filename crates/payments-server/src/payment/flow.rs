@@ -106,6 +106,19 @@ impl From<LedgerError> for Refused {
     }
 }
 
+/// A breaker permit for a processor call not made yet: if the request ends before the call
+/// (the pending insert failed, or the client went away), it records nothing. Once the call is
+/// under way, a permit dropped with it counts as a failure (see `Permit`).
+struct NotCalled(Option<Permit>);
+
+impl Drop for NotCalled {
+    fn drop(&mut self) {
+        if let Some(permit) = self.0.take() {
+            permit.ignore();
+        }
+    }
+}
+
 /// The payment an attempt is about, its result if already known, and the breaker permit its
 /// charge will use.
 struct Intent {
@@ -196,12 +209,14 @@ impl Payments {
             .event(Action::PAYMENT_STARTED, AuditOutcome::Success, 202)
             .transaction_id(payment.transaction_id.as_str());
         // On failure the insert may have committed with its acknowledgement lost: the claim is
-        // kept (ambiguous) so the retry looks the payment up rather than inserting twice.
+        // kept (ambiguous) so the retry looks the payment up rather than inserting twice. The
+        // processor is not called yet: whatever happens to the insert says nothing about it.
+        let mut unused = NotCalled(Some(permit));
         self.ledger.insert_pending(&payment, started).await?;
         Ok(Intent {
             payment,
             known: None,
-            permit: Some(permit),
+            permit: unused.0.take(),
         })
     }
 
@@ -230,9 +245,10 @@ impl Payments {
                 Ok(result)
             }
             Ok(Err(error)) => {
-                // Dropping the permit records nothing: a failure the request caused says
-                // nothing about the processor.
-                if !error.caused_by_request {
+                // A failure the request caused says nothing about the processor.
+                if error.caused_by_request {
+                    permit.ignore();
+                } else {
                     permit.failure();
                 }
                 Err(crate::error_chain(&error))

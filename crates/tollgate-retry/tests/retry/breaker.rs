@@ -18,7 +18,7 @@ enum Op {
         failed: bool,
         slow: bool,
     },
-    /// Acquire and drop the permit without reporting.
+    /// Acquire and report nothing about the dependency (`Permit::ignore`).
     Abandon,
     Advance(u64),
 }
@@ -176,7 +176,8 @@ proptest! {
                     let expected = model.acquire(now(&clock));
                     let got = breaker.try_acquire();
                     prop_assert_eq!(got.is_ok(), expected.is_ok());
-                    if got.is_ok() {
+                    if let Ok(permit) = got {
+                        permit.ignore();
                         model.abandon();
                     }
                 }
@@ -243,4 +244,42 @@ fn time_window_forgets_old_failures() {
     breaker.try_acquire().expect("closed").success();
     breaker.try_acquire().expect("closed").failure();
     assert_eq!(breaker.state(), State::Open, "2 of 3 failed in the window");
+}
+
+/// `call` counts what `failed` says, and a call dropped before it finished as a failure: four
+/// calls cut off by a timeout open a breaker that needs four calls at 50 %.
+#[tokio::test]
+async fn call_counts_results_and_cancelled_calls() {
+    let clock = ManualClock::new();
+    let config = BreakerConfig {
+        window: Window::Count(4),
+        minimum_calls: 4,
+        failure_rate_threshold: 50,
+        ..BreakerConfig::default()
+    };
+    let breaker = CircuitBreaker::with_clock(config, Arc::new(clock.clone()));
+    let ok = breaker
+        .call(async { Ok::<u8, u8>(1) }, Result::is_err)
+        .await;
+    assert_eq!(ok.expect("closed"), Ok(1));
+    let declined = breaker.call(async { Err::<u8, u8>(7) }, |_| false).await;
+    assert_eq!(
+        declined.expect("closed"),
+        Err(7),
+        "a failure only if `failed` says so"
+    );
+    for _ in 0..2 {
+        let hung = breaker.call(std::future::pending::<Result<u8, u8>>(), Result::is_err);
+        let cut_off = tokio::time::timeout(Duration::from_millis(1), hung).await;
+        assert!(cut_off.is_err());
+    }
+    assert_eq!(
+        breaker.state(),
+        State::Open,
+        "two of four calls were cancelled"
+    );
+    let refused = breaker
+        .call(async { Ok::<u8, u8>(1) }, Result::is_err)
+        .await;
+    assert!(matches!(refused, Err(Error::CircuitOpen { .. })));
 }

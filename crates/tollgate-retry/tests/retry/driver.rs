@@ -173,3 +173,20 @@ async fn real_sleeper_under_paused_tokio_time() {
     assert_eq!((result, calls), (Ok(3), 3));
     assert_eq!(started.elapsed(), ms(250 + 500));
 }
+
+#[tokio::test]
+async fn notify_hears_each_retry_before_its_wait() {
+    let clock = ManualClock::new();
+    let heard = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let log = Arc::clone(&heard);
+    let r = retrier(fixed(100, 10_000).max_attempts(5), &clock).notify(move |retrying| {
+        log.lock()
+            .push((retrying.attempt, retrying.cause, retrying.delay));
+    });
+    let (result, calls) = flaky(&r, 2, None).await;
+    assert_eq!((result, calls), (Ok(3), 3));
+    assert_eq!(
+        *heard.lock(),
+        [(1, Cause::Error, ms(100)), (2, Cause::Error, ms(200))]
+    );
+}
