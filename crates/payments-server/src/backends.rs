@@ -227,7 +227,13 @@ async fn postgres(
 ) -> Result<(Backends, Option<Arc<PostgresAuditLog>>), StartError> {
     let schema = config.database_schema.as_str();
     let database = backend("DATABASE_URL");
-    crate::migrate::run(&pool, schema).await.map_err(database)?;
+    if file.database.migrate {
+        crate::migrate::run(&pool, schema).await.map_err(database)?;
+    } else {
+        crate::migrate::check(&pool, schema)
+            .await
+            .map_err(database)?;
+    }
     let opened = (|| -> Result<_, BoxError> {
         let store = Arc::new(PostgresStore::open(pool.clone(), schema)?);
         let audit_config = AuditLogConfig {

@@ -54,6 +54,7 @@ mod tls;
 
 pub use app::app;
 pub use backends::{Server, StartError};
+pub use migrate::sql as migration_sql;
 pub use state::AppState;
 
 /// What the log says about an error: it and each of its sources.

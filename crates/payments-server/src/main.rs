@@ -41,14 +41,29 @@ async fn run(config: Config) -> Result<(), String> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();
-    if let Some(Command::Healthcheck) = config.command {
-        return match payments_server::healthcheck::check(config.bind_addr) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(error) => {
-                eprintln!("payments-server healthcheck: {error}");
-                ExitCode::FAILURE
-            }
-        };
+    match config.command {
+        Some(Command::Healthcheck) => {
+            return match payments_server::healthcheck::check(config.bind_addr) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("payments-server healthcheck: {error}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Some(Command::Migrations) => {
+            return match payments_server::migration_sql(&config.database_schema) {
+                Ok(sql) => {
+                    println!("{sql}");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("payments-server migrations: {error}");
+                    ExitCode::from(2)
+                }
+            };
+        }
+        None => {}
     }
     if let Err(error) = init_logging(&config) {
         eprintln!("payments-server: invalid configuration: {error}");

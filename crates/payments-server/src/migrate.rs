@@ -21,6 +21,48 @@ pub(crate) fn statements(schema: &str) -> Result<Vec<String>, BoxError> {
     ])
 }
 
+/// The tables [`statements`] creates, which a server that does not migrate checks for.
+const TABLES: [&str; 4] = [
+    "idempotency_records",
+    "audit_events",
+    "payments",
+    "simulated_charges",
+];
+
+/// The whole migration for `schema` as one SQL text, for a migration tool of your own
+/// (`payments-server migrations`): idempotent, and to be run in one transaction.
+pub fn sql(schema: &str) -> Result<String, String> {
+    statements(schema).map(|ddl| ddl.join("\n")).map_err(|e| {
+        format!(
+            "DATABASE_SCHEMA {schema:?}: {}",
+            crate::error_chain(e.as_ref())
+        )
+    })
+}
+
+/// With `database.migrate = false`: the tables must be there already. The error names the
+/// first that is missing.
+pub(crate) async fn check(pool: &deadpool_postgres::Pool, schema: &str) -> Result<(), BoxError> {
+    let client = pool.get().await?;
+    for table in TABLES {
+        let found: Option<String> = client
+            .query_one(
+                "SELECT to_regclass($1)::text",
+                &[&format!("{schema}.{table}")],
+            )
+            .await?
+            .get(0);
+        if found.is_none() {
+            return Err(format!(
+                "table {schema}.{table} is missing and database.migrate is false: apply \
+                 `payments-server migrations` first, or let the server migrate"
+            )
+            .into());
+        }
+    }
+    Ok(())
+}
+
 /// Runs [`statements`] for `schema` in one transaction under the schema's migration lock.
 pub(crate) async fn run(pool: &deadpool_postgres::Pool, schema: &str) -> Result<(), BoxError> {
     let ddl = statements(schema)?.join("\n");

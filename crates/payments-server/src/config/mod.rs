@@ -91,6 +91,9 @@ pub enum Command {
     /// ready: exit 0 on `200` from `/ready`, 1 otherwise. For container health checks, where
     /// there is no curl.
     Healthcheck,
+    /// Prints the PostgreSQL migration for `DATABASE_SCHEMA` (idempotent; run it in one
+    /// transaction), for a migration tool of your own with `database.migrate = false`.
+    Migrations,
 }
 
 /// How log lines are written.

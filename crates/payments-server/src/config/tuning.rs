@@ -169,6 +169,10 @@ pub(crate) struct DatabaseTuning {
     /// answered `503`: a full pool must not hold requests until their deadline.
     #[serde(deserialize_with = "duration")]
     pub(crate) pool_timeout: Duration,
+    /// Create the schema and tables at start-up (idempotent, under an advisory lock). `false`
+    /// for a database user without `CREATE` rights: apply `payments-server migrations` with
+    /// your own tool, and the server only checks the tables are there.
+    pub(crate) migrate: bool,
 }
 
 impl Default for DatabaseTuning {
@@ -176,6 +180,7 @@ impl Default for DatabaseTuning {
         DatabaseTuning {
             pool_size: 20,
             pool_timeout: Duration::from_secs(5),
+            migrate: true,
         }
     }
 }

@@ -35,3 +35,60 @@ fn six_processes_started_together_on_a_fresh_schema_all_come_up() {
         "idempotency records, audit events, payments, simulated charges"
     );
 }
+
+/// A database user without `CREATE` rights: the DBA applies `payments-server migrations`, the
+/// server runs with `database.migrate = false`, checks the tables and serves; on a schema
+/// without them it refuses to start, naming the missing table.
+#[test]
+fn a_user_without_create_rights_runs_on_migrations_applied_for_it() {
+    let Some(services) =
+        Isolated::new("a_user_without_create_rights_runs_on_migrations_applied_for_it")
+    else {
+        return;
+    };
+    let binary = env!("CARGO_BIN_EXE_payments-server");
+    let printed = std::process::Command::new(binary)
+        .arg("migrations")
+        .env("DATABASE_SCHEMA", &services.schema)
+        .output()
+        .expect("runs");
+    assert!(printed.status.success(), "{printed:?}");
+    services.execute(&String::from_utf8(printed.stdout).expect("SQL text"));
+    let role = format!("{}_app", services.schema);
+    services.execute(&format!(
+        "CREATE ROLE {role} LOGIN; GRANT USAGE ON SCHEMA {{schema}} TO {role}; \
+         GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {{schema}} TO {role}; \
+         GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA {{schema}} TO {role};"
+    ));
+    let (_, rest) = services.database_url.split_once("://").expect("a URL");
+    let (_, host) = rest.rsplit_once('@').unwrap_or(("", rest));
+    let as_role = format!("postgres://{role}@{host}");
+    let options = services
+        .options()
+        .env("DATABASE_URL", &as_role)
+        .toml("[database]\nmigrate = false");
+    {
+        let server = Server::start(&options);
+        server
+            .pay(ALICE, &unique("order"), &payment("3.00", "card"))
+            .expect(201);
+        server.get("/ready", None).expect(200);
+    }
+    let empty = options
+        .clone()
+        .env("DATABASE_SCHEMA", &format!("{}_empty", services.schema));
+    let mut refused = Server::spawn(&empty);
+    let status = refused.exit_status();
+    assert!(!status.success());
+    let mut stderr = String::new();
+    if let Some(mut pipe) = refused.child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+    }
+    assert!(
+        stderr.contains("DATABASE_URL") && stderr.contains("idempotency_records is missing"),
+        "{stderr}"
+    );
+    services.execute(&format!(
+        "DROP SCHEMA {{schema}} CASCADE; DROP SCHEMA IF EXISTS {{schema}}_empty; DROP ROLE {role};"
+    ));
+}

@@ -300,6 +300,11 @@ impl Isolated {
             .env("REDIS_KEY_PREFIX", &self.prefix)
     }
 
+    /// Runs SQL statements (`{schema}` is this test's schema).
+    pub(crate) fn execute(&self, sql: &str) {
+        runtime().block_on(execute(&self.database_url, &self.schema, sql));
+    }
+
     /// Runs one SQL query returning one `bigint`.
     pub(crate) fn count(&self, sql: &str) -> i64 {
         runtime().block_on(services::count(&self.database_url, &self.schema, sql))
@@ -397,4 +402,17 @@ impl Proxy {
     pub(crate) fn restore(&self) {
         self.up.store(true, Ordering::SeqCst);
     }
+}
+
+/// Runs `sql` (several statements), with `{schema}` replaced by `schema`.
+async fn execute(database_url: &str, schema: &str, sql: &str) {
+    let sql = sql.replace("{schema}", schema);
+    let (client, connection) = tokio_postgres::connect(database_url, tokio_postgres::NoTls)
+        .await
+        .expect("PostgreSQL is reachable");
+    tokio::spawn(connection);
+    client
+        .batch_execute(&sql)
+        .await
+        .expect("the statements run");
 }
