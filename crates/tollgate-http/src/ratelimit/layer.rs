@@ -2,12 +2,33 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
+use bytes::Bytes;
+use http::Response;
 use tollgate_ratelimit::{PolicySet, RateLimiter};
 use tower::Layer;
 
+use crate::RequestHead;
+
 use super::service::RateLimitService;
 use super::subject::SubjectExtractor;
+
+/// What a request costs in quota (1 unless [`RateLimitLayer::cost`] says otherwise).
+pub(super) type Cost = Arc<dyn Fn(&RequestHead<'_>) -> u64 + Send + Sync>;
+
+/// The answer to a denied request, when [`RateLimitLayer::on_limited`] replaces the default.
+pub(super) type OnLimited = Arc<dyn Fn(&Denied<'_>) -> Response<Bytes> + Send + Sync>;
+
+/// A request the limits refused, as [`RateLimitLayer::on_limited`] sees it.
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub struct Denied<'a> {
+    /// The policy that denied.
+    pub policy: &'a str,
+    /// When a retry can succeed (at least a second, rounded up).
+    pub retry_after: Duration,
+}
 
 /// Adds [`RateLimitService`] around a service. Cloning is cheap; clones share the limiter.
 #[derive(Clone)]
@@ -15,6 +36,8 @@ pub struct RateLimitLayer {
     pub(super) limiter: Arc<dyn RateLimiter>,
     pub(super) policies: Arc<PolicySet>,
     pub(super) extractor: Arc<dyn SubjectExtractor>,
+    pub(super) cost: Option<Cost>,
+    pub(super) on_limited: Option<OnLimited>,
 }
 
 impl fmt::Debug for RateLimitLayer {
@@ -37,7 +60,29 @@ impl RateLimitLayer {
             limiter,
             policies: Arc::new(policies),
             extractor: Arc::new(extractor),
+            cost: None,
+            on_limited: None,
         }
+    }
+
+    /// What each request costs in quota, from its head (a batch endpoint may cost its item
+    /// count); 1 otherwise. A cost of 0 only reads the quota.
+    pub fn cost(mut self, cost: impl Fn(&RequestHead<'_>) -> u64 + Send + Sync + 'static) -> Self {
+        self.cost = Some(Arc::new(cost));
+        self
+    }
+
+    /// Answers a denied request with `respond`'s response instead of the problem+json `429`.
+    /// The layer still adds the rate-limit headers, `Retry-After` and the [`RateLimited`]
+    /// extension.
+    ///
+    /// [`RateLimited`]: super::RateLimited
+    pub fn on_limited(
+        mut self,
+        respond: impl Fn(&Denied<'_>) -> Response<Bytes> + Send + Sync + 'static,
+    ) -> Self {
+        self.on_limited = Some(Arc::new(respond));
+        self
     }
 }
 

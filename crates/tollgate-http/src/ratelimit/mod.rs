@@ -7,6 +7,10 @@
 //! limiter itself fails (a backend in `FailureMode::ReturnError`), the answer is `503` with
 //! `Retry-After: 1`.
 //!
+//! A request costs 1 unless [`RateLimitLayer::cost`] says otherwise (from its head: a batch
+//! may cost its item count), and [`RateLimitLayer::on_limited`] replaces the `429` body with
+//! your own answer (the headers and the extension are still added).
+//!
 //! What the limiter keys on comes from a [`SubjectExtractor`] — any
 //! `Fn(&RequestHead) -> Subject` — so the layer fits any stack and any body type: read the
 //! authenticated user from an extension your auth layer set, the client IP from
@@ -63,7 +67,7 @@ mod service;
 mod subject;
 
 pub use crate::future::ResponseFuture;
-pub use layer::RateLimitLayer;
+pub use layer::{Denied, RateLimitLayer};
 pub use service::RateLimitService;
 pub use subject::{Subject, SubjectExtractor};
 

@@ -10,7 +10,7 @@ use http::{Request, Response, StatusCode};
 use tollgate_ratelimit::{headers, RequestContext};
 use tower::Service;
 
-use super::layer::RateLimitLayer;
+use super::layer::{Denied, RateLimitLayer};
 use super::RateLimited;
 use crate::future::ResponseFuture;
 use crate::problem::{Problem, CONTENT_TYPE_PROBLEM};
@@ -92,7 +92,10 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let subject = self.layer.extractor.subject(&RequestHead::of(&request));
+        let head = RequestHead::of(&request);
+        let subject = self.layer.extractor.subject(&head);
+        let cost = self.layer.cost.as_ref().map_or(1, |cost| cost(&head));
+        let on_limited = self.layer.on_limited.clone();
         let mut ctx = RequestContext::new();
         if let Some(user) = &subject.user {
             ctx = ctx.user(user);
@@ -109,7 +112,7 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let inner = Box::pin(async move {
-            let decision = match limiter.check(&keys, 1).await {
+            let decision = match limiter.check(&keys, cost).await {
                 Ok(decision) => decision,
                 Err(error) => return Ok(limiter_unavailable(&error)),
             };
@@ -117,9 +120,21 @@ where
             let denied_by = (!decision.is_allowed())
                 .then(|| decision.binding().map(|b| b.policy().name().to_owned()))
                 .flatten();
-            let mut response = match denied_by {
-                Some(policy) => too_many_requests(policy, decision.retry_after()),
-                None => inner.call(request).await?,
+            let mut response = match (denied_by, on_limited) {
+                (Some(policy), None) => too_many_requests(policy, decision.retry_after()),
+                (Some(policy), Some(respond)) => {
+                    let retry_after = decision.retry_after().map_or(1, headers::ceil_secs).max(1);
+                    let mut response = with_body(respond(&Denied {
+                        policy: &policy,
+                        retry_after: Duration::from_secs(retry_after),
+                    }));
+                    response
+                        .headers_mut()
+                        .insert(RETRY_AFTER, HeaderValue::from(retry_after));
+                    response.extensions_mut().insert(RateLimited { policy });
+                    response
+                }
+                (None, _) => inner.call(request).await?,
             };
             for (name, value) in pairs {
                 response.headers_mut().insert(name, value);

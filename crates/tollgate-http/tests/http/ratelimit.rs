@@ -144,3 +144,68 @@ async fn a_failing_limiter_answers_503_problem_json() {
         "application/problem+json"
     );
 }
+
+/// A per-request cost from the head, and a custom answer to a denied request that still
+/// carries the rate-limit headers, `Retry-After` and `RateLimited`.
+#[tokio::test]
+async fn requests_cost_what_the_layer_says_and_denials_can_be_custom() {
+    let policies = PolicySet::new([Policy::new(
+        "items",
+        Scope::User,
+        Algorithm::sliding_window(10, Duration::from_secs(60)),
+    )
+    .expect("valid")])
+    .expect("valid");
+    let app = service_fn(|_req: Request<()>| async {
+        Ok::<_, std::convert::Infallible>(Response::new(Bytes::from_static(b"ok")))
+    });
+    let service = RateLimitLayer::new(Arc::new(MemoryLimiter::new()), policies, by_user)
+        .cost(|head: &RequestHead<'_>| {
+            head.headers()
+                .get("x-items")
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+                .unwrap_or(1)
+        })
+        .on_limited(|denied| {
+            let mut response = Response::new(Bytes::from(format!(
+                "slow down: {} (again in {} s)",
+                denied.policy,
+                denied.retry_after.as_secs()
+            )));
+            *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+            response
+        })
+        .layer(app);
+    let batch = |items: u64| {
+        Request::post("/batch")
+            .header("x-user", "alice")
+            .header("x-items", items.to_string())
+            .body(())
+            .expect("request")
+    };
+    let first = service.clone().oneshot(batch(4)).await.expect("response");
+    assert_eq!(first.headers()["x-ratelimit-remaining"], "6");
+    let second = service.clone().oneshot(batch(4)).await.expect("response");
+    assert_eq!(second.headers()["x-ratelimit-remaining"], "2");
+    let denied = service.clone().oneshot(batch(4)).await.expect("response");
+    assert_eq!(denied.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        denied.body().starts_with(b"slow down: items (again in "),
+        "{denied:?}"
+    );
+    assert!(denied.headers().contains_key("retry-after"));
+    assert_eq!(
+        denied.headers()["x-ratelimit-remaining"],
+        "2",
+        "a denial consumes nothing"
+    );
+    assert_eq!(
+        denied
+            .extensions()
+            .get::<RateLimited>()
+            .map(|r| r.policy.as_str()),
+        Some("items")
+    );
+    let fits = service.clone().oneshot(batch(2)).await.expect("response");
+    assert_eq!(fits.status(), StatusCode::OK);
+}
