@@ -68,6 +68,7 @@ mod policy;
 mod policy_set;
 #[cfg(feature = "redis")]
 pub mod redis;
+pub mod wait;
 
 pub use clock::Timestamp;
 pub use decision::{Decision, PolicyDecision};
