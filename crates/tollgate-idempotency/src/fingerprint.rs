@@ -5,7 +5,9 @@
 //! `0.10000000000000001` are two). Reordering members or reformatting the body keeps the
 //! fingerprint; changing any value changes it, and the same key with a different fingerprint is
 //! refused with `422`. An object with the same member twice is not fingerprinted at all
-//! ([`Error::InvalidBody`]): readers disagree on which one counts.
+//! ([`Error::InvalidBody`]): readers disagree on which one counts. Form-encoded bodies
+//! ([`Fingerprint::of_form`]) and raw bytes ([`Fingerprint::of_bytes`]) have fingerprints too;
+//! [`Fingerprint::of`] picks by a [`BodyFormat`], or by `Content-Type`.
 //!
 //! # Example
 //!
@@ -85,7 +87,72 @@ impl<'de> serde::Deserialize<'de> for Fingerprint {
     }
 }
 
+/// How a request body is read for its fingerprint: which differences in its text are only
+/// spelling (the same request) and which are a different request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BodyFormat {
+    /// Canonical JSON (see the module documentation); a body that is not JSON is refused.
+    #[default]
+    Json,
+    /// `application/x-www-form-urlencoded` (Stripe-style APIs): fields decoded, sorted by name
+    /// (fields of one name keep their order) and encoded one way, so `a=1&b=x%20y` and
+    /// `b=x+y&a=1` are one request.
+    Form,
+    /// The bytes as sent.
+    Bytes,
+    /// JSON for `application/json` and `+json` types, form for
+    /// `application/x-www-form-urlencoded`, the bytes otherwise.
+    ByContentType,
+}
+
 impl Fingerprint {
+    /// The fingerprint of a request whose body is in `format` (`content_type` is the request's
+    /// `Content-Type`, for [`BodyFormat::ByContentType`]).
+    pub fn of(
+        method: &Method,
+        route: &str,
+        content_type: Option<&str>,
+        body: &[u8],
+        format: BodyFormat,
+    ) -> Result<Self, Error> {
+        let format = match format {
+            BodyFormat::ByContentType => {
+                let essence = content_type
+                    .and_then(|t| t.split(';').next())
+                    .map(|t| t.trim().to_ascii_lowercase())
+                    .unwrap_or_default();
+                if essence == "application/json" || essence.ends_with("+json") {
+                    BodyFormat::Json
+                } else if essence == "application/x-www-form-urlencoded" {
+                    BodyFormat::Form
+                } else {
+                    BodyFormat::Bytes
+                }
+            }
+            other => other,
+        };
+        match format {
+            BodyFormat::Form => Ok(Fingerprint::of_form(method, route, body)),
+            BodyFormat::Bytes => Ok(Fingerprint::of_bytes(method, route, body)),
+            _ => Fingerprint::of_json(method, route, body),
+        }
+    }
+
+    /// The fingerprint of a request with an `application/x-www-form-urlencoded` body.
+    pub fn of_form(method: &Method, route: &str, body: &[u8]) -> Self {
+        let mut fields: Vec<(String, String)> = form_urlencoded::parse(body)
+            .map(|(name, value)| (name.into_owned(), value.into_owned()))
+            .collect();
+        // Stable: fields of one name (a list) keep their order.
+        fields.sort_by(|a, b| a.0.cmp(&b.0));
+        let canonical = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(&fields)
+            .finish();
+        // Its own domain: a form body and a byte body with the same text are not one request.
+        Fingerprint::of_bytes(method, route, format!("form\0{canonical}").as_bytes())
+    }
+
     /// The fingerprint of a request with a JSON body (or an empty one).
     pub fn of_json(method: &Method, route: &str, body: &[u8]) -> Result<Self, Error> {
         let mut canonical = Vec::new();
@@ -151,6 +218,44 @@ mod tests {
         assert!(
             Fingerprint::of_json(&Method::POST, "/r", deep.as_bytes()).is_err(),
             "no stack overflow"
+        );
+    }
+
+    #[test]
+    fn form_bodies_by_field() {
+        let of = |body: &str| Fingerprint::of_form(&Method::POST, "/r", body.as_bytes());
+        assert_eq!(
+            of("amount=1000&currency=usd"),
+            of("currency=usd&amount=1000")
+        );
+        assert_eq!(of("d=x%20y&e=%C3%A9"), of("e=\u{e9}&d=x+y"));
+        assert_ne!(of("a=1&a=2"), of("a=2&a=1"), "a list keeps its order");
+        assert_ne!(of("amount=1000"), of("amount=1001"));
+        let by_type = |content_type: &str, body: &str| {
+            Fingerprint::of(
+                &Method::POST,
+                "/r",
+                Some(content_type),
+                body.as_bytes(),
+                BodyFormat::ByContentType,
+            )
+            .expect("a fingerprint")
+        };
+        assert_eq!(
+            by_type("application/x-www-form-urlencoded", "b=1&a=2"),
+            of("a=2&b=1")
+        );
+        assert_eq!(
+            by_type("application/json; charset=utf-8", r#"{"a":1}"#),
+            fp(r#"{ "a": 1.0 }"#)
+        );
+        assert_eq!(
+            by_type("text/plain", "hello"),
+            Fingerprint::of_bytes(&Method::POST, "/r", b"hello")
+        );
+        assert_ne!(
+            by_type("application/x-www-form-urlencoded", "a=1"),
+            by_type("text/plain", "a=1")
         );
     }
 

@@ -138,7 +138,10 @@ mod tests {
             "the oldest request leaves the log after 10 s, plus at most the jitter: {waited:?}"
         );
         // The two requests of t = 0 have left; one more fills the log again.
-        assert!(until_ready(&limiter, &keys, 1, &patient).await.expect("ok").is_allowed());
+        assert!(until_ready(&limiter, &keys, 1, &patient)
+            .await
+            .expect("ok")
+            .is_allowed());
         assert_eq!(clock.elapsed(), waited);
         let hasty = Patience::new(&clock).max_wait(Duration::from_millis(10));
         let denied = until_ready(&limiter, &keys, 1, &hasty).await.expect("ok");

@@ -3,6 +3,9 @@
 use std::fmt;
 use std::sync::Arc;
 
+use http::header::{HeaderName, CONTENT_TYPE, LOCATION};
+use tollgate_idempotency::fingerprint::BodyFormat;
+use tollgate_idempotency::key::KeyPolicy;
 use tollgate_idempotency::Idempotency;
 use tower::Layer;
 
@@ -17,6 +20,9 @@ pub struct IdempotencyLayer<St> {
     pub(super) driver: Arc<Idempotency<St>>,
     pub(super) identify: Arc<dyn IdentityExtractor>,
     pub(super) body_limit: usize,
+    pub(super) key_policy: KeyPolicy,
+    pub(super) body_format: BodyFormat,
+    pub(super) replay_headers: Arc<[HeaderName]>,
 }
 
 impl<St> Clone for IdempotencyLayer<St> {
@@ -25,6 +31,9 @@ impl<St> Clone for IdempotencyLayer<St> {
             driver: Arc::clone(&self.driver),
             identify: Arc::clone(&self.identify),
             body_limit: self.body_limit,
+            key_policy: self.key_policy,
+            body_format: self.body_format,
+            replay_headers: Arc::clone(&self.replay_headers),
         }
     }
 }
@@ -45,12 +54,36 @@ impl<St> IdempotencyLayer<St> {
             driver,
             identify: Arc::new(identify),
             body_limit: DEFAULT_BODY_LIMIT,
+            key_policy: KeyPolicy::STRICT,
+            body_format: BodyFormat::Json,
+            replay_headers: Arc::new([CONTENT_TYPE, LOCATION]),
         }
     }
 
     /// The largest request body accepted (larger: 413).
     pub fn body_limit(mut self, bytes: usize) -> Self {
         self.body_limit = bytes;
+        self
+    }
+
+    /// Which `Idempotency-Key` values are accepted ([`KeyPolicy::STRICT`] unless set;
+    /// [`KeyPolicy::STRIPE`] for clients that send Stripe-style keys).
+    pub fn key_policy(mut self, policy: KeyPolicy) -> Self {
+        self.key_policy = policy;
+        self
+    }
+
+    /// How bodies are read for their fingerprint ([`BodyFormat::Json`] unless set; `Form` for
+    /// form-encoded APIs, `ByContentType` for routes that take several).
+    pub fn body_format(mut self, format: BodyFormat) -> Self {
+        self.body_format = format;
+        self
+    }
+
+    /// The response headers a stored response keeps for its replays (`Content-Type` and
+    /// `Location` unless set). Replays always carry `Idempotent-Replayed: true`.
+    pub fn replay_headers(mut self, names: impl IntoIterator<Item = HeaderName>) -> Self {
+        self.replay_headers = names.into_iter().collect();
         self
     }
 }

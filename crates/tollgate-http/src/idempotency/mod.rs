@@ -7,6 +7,12 @@
 //! answer carries `Idempotent-Replayed: true|false`; replays repeat the stored status, body,
 //! `Content-Type` and `Location`.
 //!
+//! Each of those is a setting of [`IdempotencyLayer`]: which keys are accepted
+//! ([`key_policy`](IdempotencyLayer::key_policy), e.g. Stripe's printable-ASCII keys), how
+//! bodies are fingerprinted ([`body_format`](IdempotencyLayer::body_format): JSON, form-encoded,
+//! bytes, or by `Content-Type`), and which headers replay
+//! ([`replay_headers`](IdempotencyLayer::replay_headers)).
+//!
 //! What is stored: 2xx and 4xx responses of the inner service (terminal outcomes, a declined card
 //! included); a 5xx means the side effect may have started, so the record is kept for the next
 //! request to resume (the inner service finds the [`Lease`] and the [`Scope`] in the request's

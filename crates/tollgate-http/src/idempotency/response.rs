@@ -19,7 +19,12 @@ pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-
 ///
 /// [`Disposition::Completed`]: super::Disposition::Completed
 pub fn kept_headers(headers: &http::HeaderMap) -> Vec<(String, String)> {
-    [CONTENT_TYPE, LOCATION]
+    kept(headers, &[CONTENT_TYPE, LOCATION])
+}
+
+/// The headers of `names` in `headers`, as a stored response keeps them.
+pub(super) fn kept(headers: &http::HeaderMap, names: &[HeaderName]) -> Vec<(String, String)> {
+    names
         .iter()
         .filter_map(|name| {
             let value = headers.get(name)?.to_str().ok()?;

@@ -1,9 +1,11 @@
 //! [`IdempotencyService`].
 
 use std::fmt;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use http::header::HeaderName;
 use http::{Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::{BodyExt, Full, Limited};
@@ -15,7 +17,7 @@ use tower::{Service, ServiceExt};
 use super::identity::Identity;
 use super::layer::IdempotencyLayer;
 use super::outcome::{Disposition, IdempotencyOutcome};
-use super::response::{error_response, kept_headers, problem_bytes, refusal, replay, stored};
+use super::response::{error_response, kept, problem_bytes, refusal, replay, stored};
 use crate::future::ResponseFuture;
 use crate::RequestHead;
 use tollgate_idempotency::store::StoredResponse;
@@ -103,16 +105,27 @@ where
     let Some(identity) = identity else {
         return pass_through(inner, request).await;
     };
-    let key = match IdempotencyKey::from_headers(request.headers()) {
+    let key = match IdempotencyKey::from_headers_with(request.headers(), &layer.key_policy) {
         Ok(key) => key,
         Err(error) => return Ok(error_response(&Error::Key(error))),
     };
-    let fingerprint = match Fingerprint::of_json(request.method(), &identity.route, &body) {
+    let content_type = request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let fingerprint = match Fingerprint::of(
+        request.method(),
+        &identity.route,
+        content_type,
+        &body,
+        layer.body_format,
+    ) {
         Ok(fingerprint) => fingerprint,
         Err(error) => return Ok(error_response(&error)),
     };
     let scope = Scope::new(identity.user, request.method(), &identity.route, key);
-    run_once(&layer.driver, scope, fingerprint, inner, request).await
+    let keep = Arc::clone(&layer.replay_headers);
+    run_once(&layer.driver, scope, fingerprint, inner, request, keep).await
 }
 
 async fn read_body<B>(body: B, limit: usize) -> Result<Bytes, Answer>
@@ -167,6 +180,7 @@ async fn run_once<S, St, R>(
     fingerprint: Fingerprint,
     inner: S,
     request: Request<Full<Bytes>>,
+    keep: Arc<[HeaderName]>,
 ) -> Result<Answer, S::Error>
 where
     S: Service<Request<Full<Bytes>>, Response = Response<R>>,
@@ -176,8 +190,8 @@ where
     R::Error: fmt::Display,
 {
     let mut inner_error = None;
-    // The live answer keeps every header and extension the inner service set; only
-    // `Content-Type` and `Location` are stored for replays.
+    // The live answer keeps every header and extension the inner service set; only those in
+    // `keep` (`Content-Type` and `Location` unless the layer says otherwise) are stored.
     let mut live = None;
     let handler_scope = scope.clone();
     let (error_slot, live_slot) = (&mut inner_error, &mut live);
@@ -187,7 +201,7 @@ where
             request.extensions_mut().insert(lease);
             request.extensions_mut().insert(handler_scope);
             match inner.oneshot(request).await {
-                Ok(response) => match collect_response(response).await {
+                Ok(response) => match collect_response(response, &keep).await {
                     Ok((result, parts)) => {
                         *live_slot = Some(parts);
                         result
@@ -238,6 +252,7 @@ fn executed(stored: StoredResponse, live: Option<http::response::Parts>) -> Answ
 /// do with it, and its head. A body that fails midway becomes a 502 problem.
 async fn collect_response<R>(
     response: Response<R>,
+    keep: &[HeaderName],
 ) -> Result<(HandlerResult, http::response::Parts), Response<Bytes>>
 where
     R: Body,
@@ -258,7 +273,7 @@ where
         .to_bytes();
     let stored = StoredResponse {
         status: parts.status.as_u16(),
-        headers: kept_headers(&parts.headers),
+        headers: kept(&parts.headers, keep),
         body,
     };
     let result = match disposition {

@@ -386,3 +386,73 @@ async fn body_text(response: Response<Full<Bytes>>) -> String {
         .to_bytes();
     String::from_utf8_lossy(&bytes).into_owned()
 }
+
+/// A form-encoded API with Stripe-style keys: any printable key, fields in any order are one
+/// request, a changed field is another (422), and a chosen response header is replayed too.
+#[tokio::test]
+async fn stripe_style_keys_form_bodies_and_replayed_headers() {
+    use tollgate_idempotency::fingerprint::BodyFormat;
+    use tollgate_idempotency::key::KeyPolicy;
+
+    let calls = Arc::new(AtomicU32::new(0));
+    let counter = Arc::clone(&calls);
+    let app = service_fn(move |_req: Req| {
+        let n = counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let mut response = Response::new(Full::new(Bytes::from_static(b"{\"id\":\"ch_1\"}")));
+            *response.status_mut() = StatusCode::CREATED;
+            let headers = response.headers_mut();
+            headers.insert("content-type", "application/json".parse().expect("value"));
+            headers.insert("x-charge-attempt", n.to_string().parse().expect("value"));
+            headers.insert("x-not-kept", "live only".parse().expect("value"));
+            Ok::<_, std::convert::Infallible>(response)
+        }
+    });
+    let driver = Arc::new(Idempotency::new(
+        MemoryStore::new(100),
+        IdempotencyConfig::default(),
+    ));
+    let identify = |_: &RequestHead<'_>| Some(Identity::new("acct_1", "/v1/charges"));
+    let service = IdempotencyLayer::new(driver, identify)
+        .key_policy(KeyPolicy::STRIPE)
+        .body_format(BodyFormat::Form)
+        .replay_headers([
+            http::header::CONTENT_TYPE,
+            http::HeaderName::from_static("x-charge-attempt"),
+        ])
+        .layer(app);
+    let charge = |key: &str, body: &'static [u8]| {
+        Request::post("/v1/charges")
+            .header("idempotency-key", key)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Full::new(Bytes::from_static(body)))
+            .expect("request")
+    };
+    let key = "order #42, retry";
+    let first = service
+        .clone()
+        .oneshot(charge(key, b"amount=2000&currency=usd&description=a+b"))
+        .await
+        .expect("response");
+    assert_eq!(first.status(), StatusCode::CREATED);
+    assert_eq!(first.headers()["x-not-kept"], "live only");
+    let replay = service
+        .clone()
+        .oneshot(charge(key, b"description=a%20b&currency=usd&amount=2000"))
+        .await
+        .expect("response");
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert_eq!(
+        replay.headers()["x-charge-attempt"],
+        "0",
+        "a kept header replays"
+    );
+    assert!(!replay.headers().contains_key("x-not-kept"));
+    let changed = service
+        .clone()
+        .oneshot(charge(key, b"amount=2001&currency=usd&description=a+b"))
+        .await
+        .expect("response");
+    assert_eq!(changed.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
