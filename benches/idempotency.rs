@@ -7,12 +7,12 @@
 //! when their variable is unset).
 
 use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use hyper::Method;
 use tollgate_idempotency::fingerprint::Fingerprint;
 use tollgate_idempotency::memory::MemoryStore;

@@ -12,23 +12,23 @@
 //! came back and what the outer middleware saw.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use axum::Router;
 use axum::extract::{ConnectInfo, MatchedPath, Path, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::Router;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use tollgate_http::RequestHead;
 use tollgate_http::idempotency::{IdempotencyLayer, IdempotencyOutcome, Identity};
 use tollgate_http::ratelimit::{RateLimitLayer, RateLimited, Subject};
-use tollgate_http::RequestHead;
 use tollgate_idempotency::memory::MemoryStore;
 use tollgate_idempotency::{Idempotency, IdempotencyConfig};
 use tollgate_ratelimit::{Algorithm, MemoryLimiter, Policy, PolicySet, Scope};

@@ -9,8 +9,8 @@
 //! second is a replay, the third a mismatch), and prints what came back.
 
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -18,10 +18,10 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
+use tollgate_http::RequestHead;
 use tollgate_http::content_type::require_json;
 use tollgate_http::idempotency::{IdempotencyLayer, Identity};
 use tollgate_http::ratelimit::{RateLimitLayer, Subject};
-use tollgate_http::RequestHead;
 use tollgate_idempotency::memory::MemoryStore;
 use tollgate_idempotency::{Idempotency, IdempotencyConfig};
 use tollgate_ratelimit::{MemoryLimiter, PolicySet};

@@ -14,9 +14,9 @@ use std::time::{Duration, SystemTime};
 use http::{HeaderMap, HeaderValue, Method};
 use proptest::prelude::*;
 use serde_json::Value;
-use tollgate_http::client_ip::{client_ip, TrustedProxies};
-use tollgate_idempotency::fingerprint::Fingerprint;
+use tollgate_http::client_ip::{TrustedProxies, client_ip};
 use tollgate_idempotency::IdempotencyKey;
+use tollgate_idempotency::fingerprint::Fingerprint;
 use tollgate_ratelimit::config::RateLimitConfig;
 use tollgate_ratelimit::{MemoryLimiter, RateLimiter, RequestContext};
 
@@ -99,10 +99,10 @@ fn json_property(body: &[u8]) {
     );
     // Re-serialising keeps the fingerprint unless it changed a number: serde_json reads
     // numbers as doubles, and the fingerprint keeps every digit.
-    if let Ok(fingerprint) = &fingerprint {
-        if !has_numbers(&value) {
-            assert!(of(&compact).is_ok_and(|f| f == *fingerprint), "{value}");
-        }
+    if let Ok(fingerprint) = &fingerprint
+        && !has_numbers(&value)
+    {
+        assert!(of(&compact).is_ok_and(|f| f == *fingerprint), "{value}");
     }
 }
 
@@ -117,10 +117,10 @@ fn has_numbers(value: &Value) -> bool {
 
 fn retry_after_property(input: &str) {
     let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_764_000_000);
-    if let Ok(wait) = tollgate_retry::retry_after::parse(input, now) {
-        if let Ok(seconds) = input.trim().parse::<u64>() {
-            assert_eq!(wait, Duration::from_secs(seconds));
-        }
+    if let Ok(wait) = tollgate_retry::retry_after::parse(input, now)
+        && let Ok(seconds) = input.trim().parse::<u64>()
+    {
+        assert_eq!(wait, Duration::from_secs(seconds));
     }
 }
 

@@ -17,14 +17,14 @@
 
 use std::sync::Arc;
 
+use axum::Router;
 use axum::extract::{Request, State};
 use axum::handler::Handler;
 use axum::response::IntoResponse;
-use axum::routing::{on_service, MethodFilter, MethodRouter};
-use axum::Router;
+use axum::routing::{MethodFilter, MethodRouter, on_service};
 use http::Method;
-use tollgate_http::idempotency::{IdempotencyLayer, Identity};
 use tollgate_http::RequestHead;
+use tollgate_http::idempotency::{IdempotencyLayer, Identity};
 use tower::ServiceBuilder;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -200,7 +200,7 @@ fn simulate_route<P: Next + Sync>(
 /// `POST /api/v1/payments` below authentication: accounting → deadline → limits → JSON →
 /// idempotency → the payment handler. `simulate-concurrent` sends its copies through it too.
 /// Concrete, not boxed: a boxed service is cloned into a new box on every request.
-fn payment_pipeline(state: &Arc<AppState>) -> impl Next + Sync {
+fn payment_pipeline(state: &Arc<AppState>) -> impl Next + Sync + use<> {
     let scoped = |head: &RequestHead<'_>| {
         let caller = head.extensions().get::<Caller>()?;
         Some(Identity::new(caller.0.as_ref(), paths::PAYMENTS))

@@ -16,7 +16,7 @@ use http::{HeaderMap, StatusCode};
 use subtle::ConstantTimeEq;
 
 use crate::config::ApiKey;
-use crate::layers::stage::{call, Next, Step};
+use crate::layers::stage::{Next, Step, call};
 use crate::state::AppState;
 
 /// The authenticated user, in the request's extensions once [`RequireKey`] admitted it.

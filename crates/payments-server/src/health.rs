@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prometheus::IntGaugeVec;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tollgate_audit::postgres::PostgresAuditLog;
 use tollgate_ratelimit::redis::RedisLimiter;
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use clap::Parser;
 use payments_server::config::{Command, Config};
 use payments_server::serve::{init_logging, serve, stop_accepting};
-use payments_server::{app, Server};
+use payments_server::{Server, app};
 use tokio::net::TcpListener;
 
 /// Every request allocates small, short-lived objects (headers, JSON, keys); mimalloc serves

@@ -4,7 +4,7 @@
 use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod, Runtime};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::backends::{backend, StartError};
+use crate::backends::{StartError, backend};
 use crate::config::{Config, DatabaseTuning, RedisTuning};
 use crate::tls::PgUrl;
 

@@ -1,8 +1,8 @@
 //! [`AppState`]: everything the handlers and layers share, built bottom-up and never calling
 //! back into the app.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tollgate_audit::{AuditEvent, AuditLog};
 use tollgate_clock::SystemClock;

@@ -15,9 +15,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
-use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{
@@ -46,7 +46,7 @@ impl SslMode {
                 return Err(format!(
                     "sslmode={other} is not one of disable, prefer, require, verify-ca, \
                      verify-full"
-                ))
+                ));
             }
         })
     }
@@ -321,7 +321,9 @@ mod tests {
 
     #[test]
     fn tls_settings_come_out_of_either_form() {
-        let url = split("postgres://u@db:5432/pay?sslmode=verify-full&sslrootcert=%2Fetc%2Fca.pem&application_name=x");
+        let url = split(
+            "postgres://u@db:5432/pay?sslmode=verify-full&sslrootcert=%2Fetc%2Fca.pem&application_name=x",
+        );
         assert_eq!(url.rest, "postgres://u@db:5432/pay?application_name=x");
         assert_eq!(url.mode, SslMode::VerifyFull);
         assert_eq!(url.root_cert.as_deref(), Some("/etc/ca.pem"));

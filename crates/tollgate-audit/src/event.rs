@@ -242,9 +242,11 @@ mod tests {
         assert_eq!(back, event);
         let value: serde_json::Value = serde_json::from_str(&json).expect("json");
         assert_eq!(value["action"], "payment_attempt");
-        assert!(value["timestamp"]
-            .as_str()
-            .is_some_and(|t| t.ends_with('Z')));
+        assert!(
+            value["timestamp"]
+                .as_str()
+                .is_some_and(|t| t.ends_with('Z'))
+        );
     }
 
     proptest::proptest! {

@@ -53,7 +53,7 @@ pub use error::{BoxError, Error};
 pub use event::{Action, AuditEvent, Outcome};
 pub use json_lines::JsonLinesSink;
 pub use memory::MemoryAuditLog;
-pub use page::{Page, PageRequest, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
+pub use page::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page, PageRequest};
 pub use sink::{AuditLog, AuditSink};
 
 /// The README's example, compiled and run as a doctest.

@@ -41,7 +41,7 @@ pub use manual::ManualClock;
 #[cfg(feature = "tokio")]
 pub use sleep::TokioSleeper;
 pub use sleep::{BoxFuture, Sleeper};
-pub use timestamp::{duration_to_micros, Timestamp};
+pub use timestamp::{Timestamp, duration_to_micros};
 
 /// The README's example, compiled and run as a doctest.
 #[doc = include_str!("../README.md")]

@@ -1,12 +1,12 @@
 //! [`ManualClock`]: time that moves only when a test says so.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::clock::Clock;
 use crate::sleep::{BoxFuture, Sleeper};
-use crate::timestamp::{duration_to_micros, Timestamp};
+use crate::timestamp::{Timestamp, duration_to_micros};
 
 /// Where [`ManualClock::new`] starts: 2023-11-14T22:13:20Z, an arbitrary but realistic time.
 const DEFAULT_START: Timestamp = Timestamp::from_secs(1_700_000_000);

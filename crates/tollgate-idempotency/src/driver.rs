@@ -232,8 +232,8 @@ impl<S: IdempotencyStore> Idempotency<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::memory::MemoryStore;
     use crate::IdempotencyKey;
+    use crate::memory::MemoryStore;
     use bytes::Bytes;
     use http::Method;
 

@@ -28,8 +28,8 @@ use std::fmt;
 
 use http::Method;
 
-use crate::canonical::canonical_json;
 use crate::Error;
+use crate::canonical::canonical_json;
 
 /// A 256-bit request fingerprint.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -172,10 +172,10 @@ async fn run(args: Args) -> Result<bool, BoxError> {
             );
         }
     }
-    if args.spawn.is_some() {
-        if let Some(url) = &args.database_url {
-            pg_reference::drop_schema(url, &run_id).await;
-        }
+    if args.spawn.is_some()
+        && let Some(url) = &args.database_url
+    {
+        pg_reference::drop_schema(url, &run_id).await;
     }
     Ok(violations.is_empty() && measured.errors == 0)
 }

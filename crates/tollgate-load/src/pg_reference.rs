@@ -1,7 +1,7 @@
 //! The PostgreSQL reference: two single-row autocommitted INSERTs per payment.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::BoxError;

@@ -124,7 +124,7 @@ impl PolicyConfig {
                 return Err(Error::invalid_policy(
                     &self.name,
                     "`burst` is only valid for algorithm = \"token-bucket\"",
-                ))
+                ));
             }
             (AlgorithmKind::SlidingWindow, None) => {
                 Algorithm::sliding_window(self.limit, self.window)

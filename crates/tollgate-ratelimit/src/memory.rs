@@ -36,8 +36,8 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -47,7 +47,7 @@ use crate::algorithm::{State, Status};
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::decision::{Decision, PolicyDecision};
 use crate::policy::{PolicyKey, Quota};
-use crate::{validate, Error, RateLimiter};
+use crate::{Error, RateLimiter, validate};
 
 /// Default bound on tracked keys: 2^20, at most about 120 MiB (see `docs/performance.md`).
 pub const DEFAULT_MAX_KEYS: usize = 1 << 20;

@@ -331,10 +331,10 @@ impl Policy {
     /// The key this policy uses for `ctx`, or `None` when it does not apply (another endpoint, or
     /// the scope's subject is missing, such as a per-user policy on an anonymous request).
     pub fn key_for(self: &Arc<Self>, ctx: &RequestContext<'_>) -> Option<PolicyKey> {
-        if let Some(endpoint) = &self.endpoint {
-            if ctx.endpoint != Some(&**endpoint) {
-                return None;
-            }
+        if let Some(endpoint) = &self.endpoint
+            && ctx.endpoint != Some(&**endpoint)
+        {
+            return None;
         }
         let ip_text;
         let subject = match self.scope {

@@ -4,8 +4,8 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::policy::{Policy, PolicyKey};
 use crate::Error;
+use crate::policy::{Policy, PolicyKey};
 
 /// What a limiter needs to know about a request to pick its keys.
 #[derive(Clone, Copy, Debug, Default)]

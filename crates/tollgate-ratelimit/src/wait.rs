@@ -118,30 +118,36 @@ mod tests {
         let keys = [PolicyKey::new(policy, "")];
         let patient = Patience::new(&clock).jitter(Duration::from_millis(50));
         for _ in 0..2 {
-            assert!(until_ready(&limiter, &keys, 1, &patient)
-                .await
-                .expect("ok")
-                .is_allowed());
+            assert!(
+                until_ready(&limiter, &keys, 1, &patient)
+                    .await
+                    .expect("ok")
+                    .is_allowed()
+            );
         }
         assert_eq!(
             clock.elapsed(),
             Duration::ZERO,
             "no wait while there is quota"
         );
-        assert!(until_ready(&limiter, &keys, 1, &patient)
-            .await
-            .expect("ok")
-            .is_allowed());
+        assert!(
+            until_ready(&limiter, &keys, 1, &patient)
+                .await
+                .expect("ok")
+                .is_allowed()
+        );
         let waited = clock.elapsed();
         assert!(
             waited >= Duration::from_secs(10) && waited <= Duration::from_millis(10_050),
             "the oldest request leaves the log after 10 s, plus at most the jitter: {waited:?}"
         );
         // The two requests of t = 0 have left; one more fills the log again.
-        assert!(until_ready(&limiter, &keys, 1, &patient)
-            .await
-            .expect("ok")
-            .is_allowed());
+        assert!(
+            until_ready(&limiter, &keys, 1, &patient)
+                .await
+                .expect("ok")
+                .is_allowed()
+        );
         assert_eq!(clock.elapsed(), waited);
         let hasty = Patience::new(&clock).max_wait(Duration::from_millis(10));
         let denied = until_ready(&limiter, &keys, 1, &hasty).await.expect("ok");

@@ -189,9 +189,10 @@ mod tests {
     fn huge_retry_counts_saturate() {
         let b = Backoff::exponential(Duration::from_secs(1), Duration::from_secs(20));
         assert_eq!(b.ceiling(u32::MAX), Duration::from_secs(20));
-        assert!(b
-            .delays(0)
-            .nth(10_000)
-            .is_some_and(|d| d <= Duration::from_secs(20)));
+        assert!(
+            b.delays(0)
+                .nth(10_000)
+                .is_some_and(|d| d <= Duration::from_secs(20))
+        );
     }
 }

@@ -52,8 +52,8 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::Error;
+use crate::clock::{Clock, SystemClock, Timestamp};
 
 /// Which calls the closed-state rates are computed over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -185,10 +185,10 @@ impl Outcomes {
             Outcomes::Count { size, ring, total } => {
                 ring.push_back(one);
                 total.add(failed, slow);
-                if ring.len() > *size {
-                    if let Some(old) = ring.pop_front() {
-                        total.remove(old);
-                    }
+                if ring.len() > *size
+                    && let Some(old) = ring.pop_front()
+                {
+                    total.remove(old);
                 }
                 *total
             }

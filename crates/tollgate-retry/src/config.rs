@@ -22,11 +22,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::Error;
 use crate::backoff::{Backoff, Jitter};
 use crate::classify::RETRYABLE_STATUSES;
 use crate::retry::RetryPolicy;
 use crate::retry_after::RetryAfterBounds;
-use crate::Error;
 
 /// The recommended retry policy for clients of a Tollgate API.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -64,7 +64,7 @@ use std::time::SystemTime;
 
 use tower::{Layer, Service, ServiceExt};
 
-use crate::classify::{classify_response, may_retry, Verdict};
+use crate::classify::{Verdict, classify_response, may_retry};
 use crate::retry::{Attempt, Retrier};
 
 /// Classifies an attempt's result.

@@ -381,11 +381,23 @@ mod tests {
             ("[timeouts]\nrequets = \"5s\"", "requets"),
             ("[processor]\ndecline_rate = 2.0", "processor.decline_rate"),
             ("[timeouts]\nrequest = \"0s\"", "timeouts.request"),
-            ("[idempotency]\nlease = \"5s\"", "idempotency.lease (5s) must be longer than processor.timeout"),
-            ("[idempotency]\nttl = \"30s\"", "idempotency.ttl (30s) must be longer than idempotency.lease"),
-            ("[limits]\nmax_header_bytes = 100", "limits.max_header_bytes"),
+            (
+                "[idempotency]\nlease = \"5s\"",
+                "idempotency.lease (5s) must be longer than processor.timeout",
+            ),
+            (
+                "[idempotency]\nttl = \"30s\"",
+                "idempotency.ttl (30s) must be longer than idempotency.lease",
+            ),
+            (
+                "[limits]\nmax_header_bytes = 100",
+                "limits.max_header_bytes",
+            ),
             ("trusted_proxies = [\"10.0.0.0/40\"]", "10.0.0.0/40"),
-            ("[limits]\nmax_connections_per_ip = 0", "limits.max_connections_per_ip"),
+            (
+                "[limits]\nmax_connections_per_ip = 0",
+                "limits.max_connections_per_ip",
+            ),
             ("[testing]\nsimulate = true", "simulate"),
             (
                 "[[policy]]\nname = \"x\"\nscope = \"user\"\nalgorithm = \"sliding-window\"\nlimit = 0\nwindow = \"1s\"",

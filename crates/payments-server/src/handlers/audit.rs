@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::response::Response;
-use axum::Extension;
 use http::StatusCode;
 use serde::Deserialize;
 use tollgate_audit::PageRequest;

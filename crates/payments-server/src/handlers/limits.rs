@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::response::Response;
 use http::StatusCode;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tollgate_ratelimit::{Decision, RequestContext, Scope};
 
 use super::probes::json_response;
@@ -37,11 +37,11 @@ pub(crate) async fn rate_limits(State(state): State<Arc<AppState>>, request: Req
             policy.key_for(&ctx)
         })
         .collect();
-    let answer = match state.limiter.peek(&keys, 1).await {
+
+    match state.limiter.peek(&keys, 1).await {
         Ok(decision) => json_response(StatusCode::OK, &json!({ "policies": report(&decision) })),
         Err(error) => problem::unavailable(format!("the rate limiter is unavailable: {error}")),
-    };
-    answer
+    }
 }
 
 fn report(decision: &Decision<'_>) -> Vec<Value> {

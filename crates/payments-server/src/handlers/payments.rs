@@ -4,20 +4,20 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
 use axum::response::Response;
-use axum::Extension;
 use bytes::Bytes;
-use http::header::{HeaderValue, LOCATION};
 use http::StatusCode;
+use http::header::{HeaderValue, LOCATION};
 use serde_json::json;
 use tollgate_audit::{Action, AuditEvent, Outcome as AuditOutcome};
-use tollgate_http::idempotency::{kept_headers, Disposition};
+use tollgate_http::idempotency::{Disposition, kept_headers};
 use tollgate_http::problem::Problem;
-use tollgate_idempotency::store::{Lease, StoredResponse};
 use tollgate_idempotency::Scope;
+use tollgate_idempotency::store::{Lease, StoredResponse};
 
 use super::probes::json_response;
 use crate::auth::Caller;

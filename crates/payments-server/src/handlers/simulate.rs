@@ -29,7 +29,7 @@ use tower_http::request_id::RequestId;
 
 use super::probes::json_response;
 use crate::layers::request_id::{self, X_REQUEST_ID};
-use crate::layers::stage::{call, Next, Step};
+use crate::layers::stage::{Next, Step, call};
 use crate::payment::{Invalid, PaymentRequest};
 use crate::state::AppState;
 use crate::{paths, problem};

@@ -14,8 +14,8 @@ use tollgate_http::idempotency::IdempotencyOutcome;
 use tollgate_http::ratelimit::RateLimited;
 use tollgate_idempotency::IdempotencyKey;
 
-use super::stage::{call, Next, Step};
 use super::Refusal;
+use super::stage::{Next, Step, call};
 use crate::auth::Caller;
 use crate::state::AppState;
 

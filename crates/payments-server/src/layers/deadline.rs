@@ -11,8 +11,8 @@ use axum::extract::Request;
 use axum::response::Response;
 use tokio::time::Instant;
 
-use super::stage::{call, Next, Step};
 use super::Refusal;
+use super::stage::{Next, Step, call};
 use crate::state::AppState;
 
 /// Reads the body by the deadline (`408`; `413` past the limit), then answers `503` if the rest

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use axum::extract::Request;
 use axum::response::Response;
 
-use super::stage::{call, Next, Step};
 use super::Refusal;
+use super::stage::{Next, Step, call};
 use crate::state::AppState;
 
 /// Refuses anything but `application/json` (or `application/*+json`).

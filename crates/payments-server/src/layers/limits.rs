@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use axum::extract::ConnectInfo;
 use http::{Extensions, HeaderMap, Method};
+use tollgate_http::RequestHead;
 use tollgate_http::client_ip::client_ip;
 use tollgate_http::ratelimit::{RateLimitLayer, Subject};
-use tollgate_http::RequestHead;
 
 use crate::auth::Caller;
 use crate::paths;

@@ -15,7 +15,7 @@ use http::Method;
 use tollgate_http::idempotency::StoreFailure;
 use tracing::Span;
 
-use super::stage::{call, Next, Step};
+use super::stage::{Next, Step, call};
 use crate::auth::Anonymous;
 use crate::state::AppState;
 

@@ -2,8 +2,8 @@
 //! tower-http sets and propagates it; this module decides what counts as a usable id.
 
 use axum::extract::Request;
-use http::header::HeaderValue;
 use http::HeaderName;
+use http::header::HeaderValue;
 use tower_http::request_id::{MakeRequestId, RequestId};
 
 /// `X-Request-Id`.
@@ -66,16 +66,22 @@ mod tests {
                 .body(axum::body::Body::empty())
                 .expect("request")
         };
-        assert!(drop_unusable(request("abc-123"))
-            .headers()
-            .contains_key(&X_REQUEST_ID));
-        assert!(!drop_unusable(request("bad id"))
-            .headers()
-            .contains_key(&X_REQUEST_ID));
+        assert!(
+            drop_unusable(request("abc-123"))
+                .headers()
+                .contains_key(&X_REQUEST_ID)
+        );
+        assert!(
+            !drop_unusable(request("bad id"))
+                .headers()
+                .contains_key(&X_REQUEST_ID)
+        );
         let long: &'static str = Box::leak("a".repeat(129).into_boxed_str());
-        assert!(!drop_unusable(request(long))
-            .headers()
-            .contains_key(&X_REQUEST_ID));
+        assert!(
+            !drop_unusable(request(long))
+                .headers()
+                .contains_key(&X_REQUEST_ID)
+        );
         let id = UuidV7.make_request_id(&request("x")).expect("an id");
         assert_eq!(id.header_value().len(), 36);
     }

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tollgate_audit::AuditEvent;
-use tollgate_idempotency::store::StoredResponse;
 use tollgate_idempotency::Scope;
+use tollgate_idempotency::store::StoredResponse;
 
 use crate::payment::Payment;
 
@@ -66,7 +66,7 @@ pub(crate) trait Ledger: Send + Sync + fmt::Debug {
     /// Records a new pending payment (before the processor is called) and `event`, together
     /// where the backend can.
     async fn insert_pending(&self, payment: &Payment, event: AuditEvent)
-        -> Result<(), LedgerError>;
+    -> Result<(), LedgerError>;
 
     /// `user`'s payment `transaction_id`; another user's payment reads as absent.
     async fn find(&self, user: &str, transaction_id: &str) -> Result<Option<Payment>, LedgerError>;

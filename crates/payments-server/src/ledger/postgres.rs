@@ -7,11 +7,11 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use tokio_postgres::types::ToSql;
-use tollgate_audit::postgres::{EventParams, PostgresAuditLog};
 use tollgate_audit::AuditEvent;
+use tollgate_audit::postgres::{EventParams, PostgresAuditLog};
 use tollgate_idempotency::postgres::PostgresStore;
 
-use super::{sql, Completion, Finished, Ledger, LedgerError};
+use super::{Completion, Finished, Ledger, LedgerError, sql};
 use crate::payment::{Payment, Status};
 
 /// Payments in PostgreSQL, in a schema already migrated (see [`sql::MIGRATE`]).

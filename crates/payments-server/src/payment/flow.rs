@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tollgate_audit::{Action, AuditEvent, Outcome as AuditOutcome};
-use tollgate_idempotency::store::{Lease, StoredResponse};
 use tollgate_idempotency::Scope;
+use tollgate_idempotency::store::{Lease, StoredResponse};
 use tollgate_retry::breaker::{CircuitBreaker, Permit};
 
 use super::{FieldError, Invalid, Payment, PaymentRequest, Status};

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use serde_json::Value;
 
 use super::currency::currency_exponent;
-use super::request::{format_amount, PaymentRequest};
+use super::request::{PaymentRequest, format_amount};
 
 /// Where a payment stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use serde_json::value::RawValue;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::currency::iso_currency;
 
@@ -77,18 +77,18 @@ impl PaymentRequest {
                 errors.push(field_error("currency", "required"));
                 None
             }
-            Some(code) => {
-                match iso_currency(code) {
-                    Some(found) => Some(found),
-                    None => {
-                        errors.push(field_error(
+            Some(code) => match iso_currency(code) {
+                Some(found) => Some(found),
+                None => {
+                    errors.push(field_error(
                         "currency",
-                        format!("{code:?} is not an active ISO 4217 code (upper case, e.g. \"USD\")"),
+                        format!(
+                            "{code:?} is not an active ISO 4217 code (upper case, e.g. \"USD\")"
+                        ),
                     ));
-                        None
-                    }
+                    None
                 }
-            }
+            },
         };
         let amount = match (wire.amount, currency) {
             (None, _) => {
@@ -121,13 +121,13 @@ impl PaymentRequest {
                 method
             }
         };
-        if let Some(description) = &wire.description {
-            if description.chars().count() > MAX_DESCRIPTION {
-                errors.push(field_error(
-                    "description",
-                    format!("at most {MAX_DESCRIPTION} characters"),
-                ));
-            }
+        if let Some(description) = &wire.description
+            && description.chars().count() > MAX_DESCRIPTION
+        {
+            errors.push(field_error(
+                "description",
+                format!("at most {MAX_DESCRIPTION} characters"),
+            ));
         }
         let mut metadata = BTreeMap::new();
         let entries = wire.metadata.unwrap_or_default();

@@ -11,7 +11,7 @@ use std::fmt;
 
 use async_trait::async_trait;
 
-pub(crate) use book::{MemoryBook, PostgresBook, MIGRATE};
+pub(crate) use book::{MIGRATE, MemoryBook, PostgresBook};
 pub(crate) use simulated::SimulatedProcessor;
 
 /// One charge.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::book::ChargeBook;
-use super::{test_methods, Charge, ChargeResult, PaymentProcessor, ProcessorError};
+use super::{Charge, ChargeResult, PaymentProcessor, ProcessorError, test_methods};
 use crate::config::ProcessorTuning;
 
 /// A simulated processor keeping its charges in `book`.
@@ -123,10 +123,12 @@ mod tests {
             processor.charge(&charge("t2", test_methods::DECLINE)).await,
             Ok(ChargeResult::Declined { .. })
         ));
-        assert!(processor
-            .charge(&charge("t3", test_methods::TIMEOUT_AFTER_CHARGE))
-            .await
-            .is_err());
+        assert!(
+            processor
+                .charge(&charge("t3", test_methods::TIMEOUT_AFTER_CHARGE))
+                .await
+                .is_err()
+        );
         assert!(matches!(
             processor.lookup("t3").await,
             Ok(Some(ChargeResult::Approved))

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::support::{on_every_backend, payment, unique, Api, ALICE, BOB, CAROL};
+use crate::support::{ALICE, Api, BOB, CAROL, on_every_backend, payment, unique};
 
 on_every_backend!(crate::CONFIG; text_with_nul_is_a_400_on_every_backend,
     a_member_twice_is_a_400_before_anything_runs, authorization_is_one_bearer_header_in_any_case);

@@ -2,12 +2,12 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::{on_every_backend, payment, unique, Api, ALICE, BOB};
+use crate::support::{ALICE, Api, BOB, on_every_backend, payment, unique};
 
 on_every_backend!(crate::SLOW_CONFIG; the_trail_records_every_kind_of_answer);
 
 mod paging {
-    use crate::support::{on_every_backend, Api};
+    use crate::support::{Api, on_every_backend};
 
     on_every_backend!(crate::CONFIG; the_trail_is_paged_newest_first, refusals_are_folded_per_window);
 
@@ -65,9 +65,11 @@ async fn the_trail_records_every_kind_of_answer(api: &Api) {
     }
     assert!(entries.iter().all(|e| e["user_id"] == "alice"));
     let txn = paid.json()["transaction_id"].clone();
-    assert!(entries
-        .iter()
-        .any(|e| e["transaction_id"] == txn && e["action"] == "payment_attempt"));
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["transaction_id"] == txn && e["action"] == "payment_attempt")
+    );
     for field in [
         "timestamp",
         "outcome",

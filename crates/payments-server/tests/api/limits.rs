@@ -1,6 +1,6 @@
 //! `GET /api/v1/rate-limits`, and the limits applied to payments.
 
-use crate::support::{on_every_backend, payment, unique, Api, ALICE, CAROL};
+use crate::support::{ALICE, Api, CAROL, on_every_backend, payment, unique};
 
 on_every_backend!(crate::CONFIG; the_callers_limits_are_reported_without_consuming,
     the_payments_policy_counts_every_payment_request);

@@ -144,8 +144,8 @@ fn schemas_hold_only_schema_keywords() {
 #[tokio::test]
 async fn retry_config_answers_what_it_documents() {
     let spec = spec();
-    let schema = &spec["paths"]["/api/v1/retry-config"]["get"]["responses"]["200"]["content"]
-        ["application/json"]["schema"];
+    let schema = &spec["paths"]["/api/v1/retry-config"]["get"]["responses"]["200"]["content"]["application/json"]
+        ["schema"];
     let documented: BTreeSet<String> = keys(&schema["properties"]).into_iter().collect();
     let api = Api::memory(crate::CONFIG);
     let answer = api.get("/api/v1/retry-config", None).await;

@@ -2,14 +2,14 @@
 
 use std::time::Duration;
 
-use crate::support::{on_every_backend, payment, unique, Api, ALICE, BOB};
+use crate::support::{ALICE, Api, BOB, on_every_backend, payment, unique};
 
 on_every_backend!(crate::CONFIG; a_payment_and_its_replay, only_the_owner_reads_a_payment,
     refusals_before_anything_runs, a_decline_is_stored_and_replayed,
     a_lost_answer_is_reconciled_not_charged_again);
 
 mod slow {
-    use crate::support::{on_every_backend, Api};
+    use crate::support::{Api, on_every_backend};
 
     on_every_backend!(crate::SLOW_CONFIG; a_duplicate_in_flight_gets_409);
 

@@ -1,6 +1,6 @@
 //! `/health`, `/ready`, `/metrics` and the public retry policy.
 
-use crate::support::{on_every_backend, Api};
+use crate::support::{Api, on_every_backend};
 
 on_every_backend!(crate::CONFIG; health_reports_each_backend, ready_when_every_backend_answers,
     retry_config_is_public_and_rate_limited, metrics_are_prometheus_text);
@@ -48,9 +48,11 @@ async fn metrics_are_prometheus_text(api: &Api) {
     api.get("/health", None).await.expect(200);
     let metrics = api.get("/metrics", None).await;
     metrics.expect(200);
-    assert!(metrics
-        .header("content-type")
-        .is_some_and(|c| c.starts_with("text/plain")));
+    assert!(
+        metrics
+            .header("content-type")
+            .is_some_and(|c| c.starts_with("text/plain"))
+    );
     for line in [
         "payment_success_rate",
         "payment_processor_circuit_state 0",

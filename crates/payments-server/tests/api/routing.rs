@@ -1,6 +1,6 @@
 //! Routing, authentication and request ids.
 
-use crate::support::{on_every_backend, payment, unique, Api, ALICE};
+use crate::support::{ALICE, Api, on_every_backend, payment, unique};
 
 on_every_backend!(crate::CONFIG; unknown_paths_and_methods, every_api_route_needs_a_key,
     request_ids_are_kept_when_plain_and_replaced_otherwise, bodies_over_64_kib_are_refused);

@@ -1,6 +1,6 @@
 //! `POST /api/v1/simulate-concurrent`.
 
-use crate::support::{on_every_backend, payment, Api, ALICE};
+use crate::support::{ALICE, Api, on_every_backend, payment};
 
 on_every_backend!(crate::CONFIG; concurrent_copies_execute_once, a_broken_request_is_one_answer_that_consumes_nothing);
 

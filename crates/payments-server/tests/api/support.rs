@@ -4,19 +4,19 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use axum::Router;
 use clap::Parser;
 use payments_server::config::{ApiKey, Config, FileConfig};
-use payments_server::{app, AppState, Server};
+use payments_server::{AppState, Server, app};
 use tower::ServiceExt;
 
 use crate::services;
 
 pub(crate) use crate::reply::Reply;
 
-pub(crate) use crate::fixtures::{payment, unique, ALICE, BOB, CAROL};
+pub(crate) use crate::fixtures::{ALICE, BOB, CAROL, payment, unique};
 
 /// The services a test runs on, removed afterwards.
 pub(crate) struct Services {

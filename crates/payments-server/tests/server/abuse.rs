@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use crate::support::{payment, try_pay, unique, Isolated, Options, Server, ALICE, BOB, CAROL};
+use crate::support::{ALICE, BOB, CAROL, Isolated, Options, Server, payment, try_pay, unique};
 
 /// The series and bytes of `/metrics`.
 fn metrics_shape(server: &Server) -> (usize, usize) {
@@ -283,8 +283,7 @@ fn a_ten_second_429_flood_writes_a_bounded_number_of_audit_rows() {
     else {
         return;
     };
-    let config =
-        "[[policy]]\nname = \"payments\"\nscope = \"user\"\nalgorithm = \"sliding-window\"\n\
+    let config = "[[policy]]\nname = \"payments\"\nscope = \"user\"\nalgorithm = \"sliding-window\"\n\
                   limit = 1\nwindow = \"1h\"\nendpoint = \"POST /api/v1/payments\"\n";
     let mut server = Server::start(&services.options().toml(config));
     let body = payment("1.00", "card");

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use crate::support::{payment, unique, Isolated, Server, ALICE};
+use crate::support::{ALICE, Isolated, Server, payment, unique};
 
 fn deploy(path: &str) -> String {
     let file = PathBuf::from(env!("CARGO_MANIFEST_DIR"))

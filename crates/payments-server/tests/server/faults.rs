@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::support::{payment, try_pay, unique, Isolated, Options, Proxy, Server, ALICE};
+use crate::support::{ALICE, Isolated, Options, Proxy, Server, payment, try_pay, unique};
 
 /// A server killed (SIGKILL) after the processor charged and before it answered: a retry with
 /// the same key on another process completes the payment without a second charge, and the
@@ -195,11 +195,13 @@ fn graceful_shutdown_under_load_loses_nothing() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(700));
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("kill")
-        .success());
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("kill")
+            .success()
+    );
     let answers: Vec<_> = clients
         .into_iter()
         .flat_map(|c| c.join().expect("a client"))

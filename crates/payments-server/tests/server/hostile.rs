@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use crate::support::{payment, unique, Options, Server, ALICE};
+use crate::support::{ALICE, Options, Server, payment, unique};
 
 /// High limits: the point is to reach the parsers, not the limiter.
 const LIMITS: &str = r#"

@@ -5,7 +5,7 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{payment, unique, Options, Server, ALICE};
+use crate::support::{ALICE, Options, Server, payment, unique};
 
 #[test]
 fn invalid_configuration_is_a_start_up_error_naming_the_field() {

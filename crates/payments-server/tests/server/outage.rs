@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::{payment, unique, Isolated, Options, Proxy, Server, ALICE, BOB, CAROL};
+use crate::support::{ALICE, BOB, CAROL, Isolated, Options, Proxy, Server, payment, unique};
 
 /// `scheme://user@host:port/db` with `host:port` replaced by `address`.
 fn via(url: &str, address: &str, default_port: u16) -> (String, String) {

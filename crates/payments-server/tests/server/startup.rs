@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::support::{payment, unique, Isolated, Server, ALICE};
+use crate::support::{ALICE, Isolated, Server, payment, unique};
 
 #[test]
 fn six_processes_started_together_on_a_fresh_schema_all_come_up() {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::services;
 
-pub(crate) use crate::fixtures::{payment, unique, ALICE, BOB, CAROL};
+pub(crate) use crate::fixtures::{ALICE, BOB, CAROL, payment, unique};
 
 /// A server process, stopped (SIGKILL) when dropped.
 pub(crate) struct Server {
@@ -336,8 +336,8 @@ pub(crate) struct Proxy {
 
 impl Proxy {
     pub(crate) fn to(target: &str) -> Proxy {
-        use std::sync::atomic::AtomicBool;
         use std::sync::Arc;
+        use std::sync::atomic::AtomicBool;
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("address").port();
         let up = Arc::new(AtomicBool::new(true));

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{payment, unique, Options, Server, ALICE};
+use crate::support::{ALICE, Options, Server, payment, unique};
 
 /// The TLS services, from `TEST_TLS_DIR`, `TEST_REDIS_TLS_URL` and `TEST_DATABASE_TLS_URL`.
 struct Tls {

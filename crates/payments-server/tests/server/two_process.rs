@@ -1,6 +1,6 @@
 //! Two server processes on one Redis and one PostgreSQL behave as one server.
 
-use crate::support::{payment, unique, Isolated, Server, ALICE};
+use crate::support::{ALICE, Isolated, Server, payment, unique};
 
 #[test]
 fn two_processes_share_idempotency_and_limits() {

@@ -1,6 +1,6 @@
 use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tollgate_audit::postgres::deadpool_postgres::{Config, Pool, Runtime};

@@ -3,10 +3,10 @@
 use std::fmt;
 use std::sync::Arc;
 
-use http::header::{HeaderName, CONTENT_TYPE, LOCATION};
+use http::header::{CONTENT_TYPE, HeaderName, LOCATION};
+use tollgate_idempotency::Idempotency;
 use tollgate_idempotency::fingerprint::BodyFormat;
 use tollgate_idempotency::key::KeyPolicy;
-use tollgate_idempotency::Idempotency;
 use tower::Layer;
 
 use super::identity::IdentityExtractor;

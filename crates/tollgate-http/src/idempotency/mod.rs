@@ -88,7 +88,7 @@ mod service;
 
 pub use crate::future::ResponseFuture;
 pub use identity::{Identity, IdentityExtractor};
-pub use layer::{IdempotencyLayer, DEFAULT_BODY_LIMIT};
+pub use layer::{DEFAULT_BODY_LIMIT, IdempotencyLayer};
 pub use outcome::{Disposition, IdempotencyOutcome, StoreFailure};
-pub use response::{kept_headers, IDEMPOTENT_REPLAYED};
+pub use response::{IDEMPOTENT_REPLAYED, kept_headers};
 pub use service::IdempotencyService;

@@ -1,11 +1,11 @@
 //! The responses the layer builds: replays, refusals, and the headers a stored response keeps.
 
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, LOCATION, RETRY_AFTER};
+use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, LOCATION, RETRY_AFTER};
 use http::{Response, StatusCode};
 use http_body_util::Full;
-use tollgate_idempotency::store::StoredResponse;
 use tollgate_idempotency::Error;
+use tollgate_idempotency::store::StoredResponse;
 
 use super::outcome::{IdempotencyOutcome, StoreFailure};
 use crate::problem::Problem;

@@ -18,8 +18,8 @@ use super::identity::Identity;
 use super::layer::IdempotencyLayer;
 use super::outcome::{Disposition, IdempotencyOutcome};
 use super::response::{error_response, kept, problem_bytes, refusal, replay, stored};
-use crate::future::ResponseFuture;
 use crate::RequestHead;
+use crate::future::ResponseFuture;
 use tollgate_idempotency::store::StoredResponse;
 
 /// The idempotency service.

@@ -5,16 +5,16 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
 use http::{Request, Response, StatusCode};
-use tollgate_ratelimit::{headers, RequestContext};
+use tollgate_ratelimit::{RequestContext, headers};
 use tower::Service;
 
-use super::layer::{Denied, RateLimitLayer};
 use super::RateLimited;
-use crate::future::ResponseFuture;
-use crate::problem::{Problem, CONTENT_TYPE_PROBLEM};
+use super::layer::{Denied, RateLimitLayer};
 use crate::RequestHead;
+use crate::future::ResponseFuture;
+use crate::problem::{CONTENT_TYPE_PROBLEM, Problem};
 
 /// The rate-limiting service; clones share the limiter (and so the limits).
 #[derive(Clone, Debug)]

@@ -1,7 +1,7 @@
 use std::net::IpAddr;
 
 use http::HeaderMap;
-use tollgate_http::client_ip::{client_ip, TrustedProxies};
+use tollgate_http::client_ip::{TrustedProxies, client_ip};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().expect("ip")

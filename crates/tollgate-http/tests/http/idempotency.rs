@@ -1,16 +1,16 @@
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
-use tollgate_http::idempotency::{IdempotencyLayer, IdempotencyOutcome, Identity};
 use tollgate_http::RequestHead;
+use tollgate_http::idempotency::{IdempotencyLayer, IdempotencyOutcome, Identity};
 use tollgate_idempotency::memory::MemoryStore;
 use tollgate_idempotency::store::Lease;
 use tollgate_idempotency::{Idempotency, IdempotencyConfig};
-use tower::{service_fn, Layer, ServiceExt};
+use tower::{Layer, ServiceExt, service_fn};
 
 type Req = Request<Full<Bytes>>;
 
@@ -44,11 +44,11 @@ fn service(
     wait: Duration,
 ) -> (
     impl tower::Service<
-            Req,
-            Response = Response<Full<Bytes>>,
-            Error = std::convert::Infallible,
-            Future = impl Send,
-        > + Clone,
+        Req,
+        Response = Response<Full<Bytes>>,
+        Error = std::convert::Infallible,
+        Future = impl Send,
+    > + Clone,
     Arc<AtomicU32>,
     Arc<AtomicU32>,
 ) {
@@ -168,10 +168,12 @@ async fn replays_and_refusals() {
         .await
         .expect("response");
     assert!(!passthrough.headers().contains_key("idempotent-replayed"));
-    assert!(passthrough
-        .extensions()
-        .get::<IdempotencyOutcome>()
-        .is_none());
+    assert!(
+        passthrough
+            .extensions()
+            .get::<IdempotencyOutcome>()
+            .is_none()
+    );
     assert_eq!(passthrough.status(), StatusCode::CREATED);
 }
 
@@ -235,8 +237,8 @@ async fn a_server_error_is_resumed_not_replayed() {
 async fn the_handler_can_choose_the_disposition() {
     use std::sync::atomic::AtomicBool;
     use tollgate_http::idempotency::Disposition;
-    use tollgate_idempotency::store::{IdempotencyStore, StoredResponse};
     use tollgate_idempotency::Scope;
+    use tollgate_idempotency::store::{IdempotencyStore, StoredResponse};
 
     let store = Arc::new(MemoryStore::new(100));
     let driver = Arc::new(Idempotency::new(

@@ -1,16 +1,16 @@
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use tollgate_http::ratelimit::{RateLimitLayer, RateLimited, Subject};
 use tollgate_http::RequestHead;
+use tollgate_http::ratelimit::{RateLimitLayer, RateLimited, Subject};
 use tollgate_ratelimit::{
     Algorithm, Decision, Error, MemoryLimiter, Policy, PolicyKey, PolicySet, RateLimiter, Scope,
 };
-use tower::{service_fn, Layer, ServiceExt};
+use tower::{Layer, ServiceExt, service_fn};
 
 fn policies() -> PolicySet {
     PolicySet::new([Policy::new(

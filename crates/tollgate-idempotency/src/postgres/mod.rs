@@ -404,7 +404,7 @@ impl IdempotencyStore for PostgresStore {
                 return Err(Error::store(
                     format!("unexpected claim outcome {other:?}"),
                     false,
-                ))
+                ));
             }
         })
     }

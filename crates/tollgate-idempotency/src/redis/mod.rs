@@ -183,7 +183,7 @@ impl IdempotencyStore for RedisStore {
                 return Err(Error::store(
                     format!("unexpected claim outcome {other:?}"),
                     false,
-                ))
+                ));
             }
         })
     }

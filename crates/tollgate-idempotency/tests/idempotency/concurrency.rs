@@ -1,14 +1,14 @@
 //! 100 tasks race one key through the driver: the handler runs exactly once, and every caller
 //! sees that one result (or, with a short wait bound, a 409 conflict).
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use tollgate_idempotency::Error;
 use tollgate_idempotency::driver::{HandlerResult, Idempotency, IdempotencyConfig, Outcome};
 use tollgate_idempotency::memory::MemoryStore;
 use tollgate_idempotency::store::IdempotencyStore;
-use tollgate_idempotency::Error;
 
 use crate::support::{fingerprint, response, scope};
 

@@ -2,11 +2,11 @@
 
 use std::time::Duration;
 
+use tollgate_idempotency::Error;
 use tollgate_idempotency::clock::ManualClock;
 use tollgate_idempotency::store::{Claim, IdempotencyStore, Lease, Release};
-use tollgate_idempotency::Error;
 
-use crate::support::{fingerprint, response, scope, OPTIONS};
+use crate::support::{OPTIONS, fingerprint, response, scope};
 
 const KEY: &str = "order-7c1f0e9a2b4d4e11";
 const BODY: &str = r#"{"amount":"10.00","currency":"USD"}"#;

@@ -5,11 +5,11 @@
 use std::time::Duration;
 
 use proptest::prelude::*;
+use tollgate_idempotency::Error;
 use tollgate_idempotency::clock::ManualClock;
 use tollgate_idempotency::store::{Claim, IdempotencyStore, Lease, Release, StoredResponse};
-use tollgate_idempotency::Error;
 
-use crate::support::{fingerprint, memory_store, response, scope, OPTIONS};
+use crate::support::{OPTIONS, fingerprint, memory_store, response, scope};
 
 const LEASE: u64 = 30;
 const TTL: u64 = 24 * 3600;

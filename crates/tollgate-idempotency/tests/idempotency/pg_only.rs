@@ -2,7 +2,7 @@
 
 use tollgate_idempotency::store::{Claim, IdempotencyStore};
 
-use crate::support::{fingerprint, pg, response, scope, OPTIONS};
+use crate::support::{OPTIONS, fingerprint, pg, response, scope};
 
 #[tokio::test]
 async fn completion_commits_with_the_payment_row() {

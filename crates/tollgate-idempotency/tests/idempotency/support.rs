@@ -47,13 +47,13 @@ pub(crate) fn memory_store(clock: &ManualClock) -> MemoryStore {
 #[cfg(feature = "postgres")]
 pub(crate) mod pg {
     use std::io::Write;
-    use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
 
     use tollgate_idempotency::clock::ManualClock;
+    use tollgate_idempotency::postgres::PostgresStore;
     use tollgate_idempotency::postgres::deadpool_postgres::{Config, Pool, Runtime};
     use tollgate_idempotency::postgres::tokio_postgres::NoTls;
-    use tollgate_idempotency::postgres::PostgresStore;
 
     /// `TEST_DATABASE_URL` and a schema of this test's own, or `None` after saying it skipped.
     pub(crate) fn database(test: &str) -> Option<(String, String)> {
@@ -109,12 +109,12 @@ pub(crate) mod pg {
 #[cfg(feature = "redis")]
 pub(crate) mod rd {
     use std::io::Write;
-    use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
 
     use tollgate_idempotency::clock::ManualClock;
-    use tollgate_idempotency::redis::deadpool_redis::{Config, Pool, Runtime};
     use tollgate_idempotency::redis::RedisStore;
+    use tollgate_idempotency::redis::deadpool_redis::{Config, Pool, Runtime};
 
     /// `TEST_REDIS_URL` and a key prefix of this test's own, or `None` after saying it skipped.
     pub(crate) fn redis(test: &str) -> Option<(String, String)> {

@@ -38,8 +38,8 @@
 mod scripts;
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -49,7 +49,7 @@ use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::decision::{Decision, PolicyDecision};
 use crate::memory::MemoryLimiter;
 use crate::policy::{PolicyKey, Quota};
-use crate::{validate, Error, RateLimiter};
+use crate::{Error, RateLimiter, validate};
 
 /// The pool crate this backend takes, re-exported so callers build pools of the same version.
 pub use deadpool_redis;

@@ -198,22 +198,28 @@ pub(crate) async fn subjects_are_independent(limiter: &dyn RateLimiter, _clock: 
     let alice = [key("user", alg, "alice")];
     let bob = [key("user", alg, "bob")];
     let braces = [key("user", alg, "{alice}")];
-    assert!(limiter
-        .check(&alice, 1)
-        .await
-        .expect("answers")
-        .is_allowed());
-    assert!(!limiter
-        .check(&alice, 1)
-        .await
-        .expect("answers")
-        .is_allowed());
+    assert!(
+        limiter
+            .check(&alice, 1)
+            .await
+            .expect("answers")
+            .is_allowed()
+    );
+    assert!(
+        !limiter
+            .check(&alice, 1)
+            .await
+            .expect("answers")
+            .is_allowed()
+    );
     assert!(limiter.check(&bob, 1).await.expect("answers").is_allowed());
-    assert!(limiter
-        .check(&braces, 1)
-        .await
-        .expect("answers")
-        .is_allowed());
+    assert!(
+        limiter
+            .check(&braces, 1)
+            .await
+            .expect("answers")
+            .is_allowed()
+    );
 }
 
 pub(crate) async fn impossible_costs_are_errors(limiter: &dyn RateLimiter, _clock: &ManualClock) {

@@ -13,7 +13,7 @@ use tollgate_ratelimit::clock::ManualClock;
 use tollgate_ratelimit::redis::{FailureMode, RedisLimiter};
 use tollgate_ratelimit::{Algorithm, MemoryLimiter, Policy, PolicyKey, RateLimiter, Scope};
 
-use crate::support::{self, redis as r, START};
+use crate::support::{self, START, redis as r};
 
 fn key(name: &str, algorithm: Algorithm, subject: &str) -> PolicyKey {
     PolicyKey::new(

@@ -4,8 +4,8 @@ use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tollgate_ratelimit::clock::{ManualClock, Timestamp};
 use tollgate_ratelimit::MemoryLimiter;
+use tollgate_ratelimit::clock::{ManualClock, Timestamp};
 
 /// An aligned start (a multiple of every window used in the tests) so results are literal.
 pub(crate) const START: Timestamp = Timestamp::from_secs(1_700_000_000);

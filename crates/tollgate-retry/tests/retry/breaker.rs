@@ -1,12 +1,12 @@
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use proptest::prelude::*;
+use tollgate_retry::Error;
 use tollgate_retry::breaker::{BreakerConfig, CircuitBreaker, State, Window};
 use tollgate_retry::clock::ManualClock;
-use tollgate_retry::Error;
 
 const WAIT_MS: u64 = 100;
 const SLOW_MS: u64 = 50;
@@ -212,10 +212,12 @@ fn stale_outcomes_are_ignored_and_listeners_hear_every_transition() {
     straggler.success();
     clock.advance(Duration::from_secs(1));
     let probe = breaker.try_acquire().expect("half-open probe");
-    assert!(breaker
-        .try_acquire()
-        .expect_err("one probe only")
-        .is_circuit_open());
+    assert!(
+        breaker
+            .try_acquire()
+            .expect_err("one probe only")
+            .is_circuit_open()
+    );
     probe.failure();
     assert_eq!(breaker.state(), State::Open);
     assert_eq!(

@@ -1,5 +1,5 @@
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use tollgate_retry::backoff::{Backoff, Jitter};
@@ -144,13 +144,7 @@ async fn the_shorthand_sleeps_with_tokio() {
     let started = tokio::time::Instant::now();
     let result: Result<u32, u32> = tollgate_retry::retry::retry(
         fixed(1_000, 1_000).max_attempts(2),
-        |attempt| async move {
-            if attempt == 1 {
-                Err(1)
-            } else {
-                Ok(2)
-            }
-        },
+        |attempt| async move { if attempt == 1 { Err(1) } else { Ok(2) } },
         |r| {
             if r.is_err() {
                 Attempt::retry()
