@@ -13,6 +13,7 @@
 //! | [`config`] | `RetryConfig`, what `GET /api/v1/retry-config` publishes |
 //! | [`retry`] | the driver |
 //! | `layer` | a tower `Layer` for clients (feature `tower`) |
+//! | `breaker_layer` | a tower `Layer` that calls a dependency through a breaker (feature `tower`) |
 //! | [`clock`] | clocks and sleepers |
 //!
 //! # Why jitter: the AWS experiment, reproduced
@@ -71,6 +72,8 @@
 
 pub mod backoff;
 pub mod breaker;
+#[cfg(feature = "tower")]
+pub mod breaker_layer;
 pub mod budget;
 pub mod classify;
 pub mod clock;

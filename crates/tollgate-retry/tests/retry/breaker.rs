@@ -285,3 +285,62 @@ async fn call_counts_results_and_cancelled_calls() {
         .await;
     assert!(matches!(refused, Err(Error::CircuitOpen { .. })));
 }
+
+/// Through the tower layer: a `4xx` is the request's fault, a `5xx` and a call cut off by a
+/// timeout are the dependency's; once open, calls fail without reaching it.
+#[tokio::test]
+async fn the_layer_counts_server_errors_and_cancelled_calls() {
+    use tollgate_retry::breaker_layer::{BreakerError, CircuitBreakerLayer};
+    use tower::{Layer, ServiceExt, service_fn};
+
+    let clock = ManualClock::new();
+    let config = BreakerConfig {
+        window: Window::Count(4),
+        minimum_calls: 4,
+        failure_rate_threshold: 75,
+        ..BreakerConfig::default()
+    };
+    let breaker = CircuitBreaker::with_clock(config, Arc::new(clock.clone()));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&calls);
+    let dependency = service_fn(move |status: u16| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            if status == 0 {
+                std::future::pending::<()>().await;
+            }
+            let response = http::Response::builder()
+                .status(status)
+                .body(())
+                .expect("response");
+            Ok::<_, std::convert::Infallible>(response)
+        }
+    });
+    let client = CircuitBreakerLayer::http(breaker.clone()).layer(dependency);
+    for status in [404, 503, 502] {
+        let answer = client.clone().oneshot(status).await.expect("an answer");
+        assert_eq!(answer.status().as_u16(), status);
+    }
+    assert_eq!(
+        breaker.state(),
+        State::Closed,
+        "one success (the 404) of three"
+    );
+    let hung = tokio::time::timeout(Duration::from_millis(1), client.clone().oneshot(0)).await;
+    assert!(hung.is_err());
+    assert_eq!(
+        breaker.state(),
+        State::Open,
+        "the cut-off call was the third failure of four"
+    );
+    let refused = client.clone().oneshot(200).await;
+    assert!(matches!(
+        refused,
+        Err(BreakerError::Open(Error::CircuitOpen { .. }))
+    ));
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        4,
+        "refused calls never reach the dependency"
+    );
+}
