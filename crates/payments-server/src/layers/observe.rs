@@ -42,13 +42,47 @@ pub(crate) fn span(request: &http::Request<Body>) -> Span {
         .extensions()
         .get::<MatchedPath>()
         .map_or("unmatched", MatchedPath::as_str);
-    tracing::info_span!(
+    let span = tracing::info_span!(
         "request",
         request_id = super::request_id::of(request.extensions()),
         method = method_label(request.method()),
         route,
         user = tracing::field::Empty,
-    )
+        trace_id = tracing::field::Empty,
+    );
+    if let Some(trace_id) = trace_id(request.headers()) {
+        span.record("trace_id", trace_id);
+    }
+    span
+}
+
+/// The trace id of a valid W3C `traceparent` header (version `00`: `00-<32 hex trace id>-<16
+/// hex parent id>-<2 hex flags>`, neither id all zeros), so the request's log lines can be
+/// found from the caller's trace. Anything else is ignored, as the Trace Context
+/// recommendation asks.
+pub(crate) fn trace_id(headers: &http::HeaderMap) -> Option<&str> {
+    let mut values = headers.get_all("traceparent").iter();
+    let value = values.next()?.to_str().ok()?;
+    if values.next().is_some() {
+        return None;
+    }
+    let mut parts = value.trim().split('-');
+    let (version, trace, parent, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |text: &str, len: usize| {
+        text.len() == len
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let valid = version == "00"
+        && parts.next().is_none()
+        && hex(trace, 32)
+        && hex(parent, 16)
+        && hex(flags, 2)
+        && trace.bytes().any(|b| b != b'0')
+        && parent.bytes().any(|b| b != b'0');
+    valid.then_some(trace)
 }
 
 /// Times the request into `http_request_duration_seconds`, writes its log line (in its span;
@@ -87,6 +121,37 @@ impl Step for Measure {
                 tracing::info!(status, latency_ms, "request");
             }
             response
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trace(value: &str) -> Option<String> {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("traceparent", value.parse().expect("a value"));
+        trace_id(&headers).map(str::to_owned)
+    }
+
+    #[test]
+    fn only_valid_traceparents_are_read() {
+        let id = "4bf92f3577b34da6a3ce929d0e0e4736";
+        assert_eq!(
+            trace(&format!("00-{id}-00f067aa0ba902b7-01")).as_deref(),
+            Some(id)
+        );
+        for bad in [
+            format!("01-{id}-00f067aa0ba902b7-01"),
+            format!("00-{}-00f067aa0ba902b7-01", "0".repeat(32)),
+            format!("00-{id}-0000000000000000-01"),
+            format!("00-{}-00f067aa0ba902b7-01", id.to_uppercase()),
+            format!("00-{id}-00f067aa0ba902b7"),
+            format!("00-{id}-00f067aa0ba902b7-01-extra"),
+            "garbage".to_owned(),
+        ] {
+            assert_eq!(trace(&bad), None, "{bad}");
         }
     }
 }

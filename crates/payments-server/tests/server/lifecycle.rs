@@ -284,3 +284,56 @@ fn the_healthcheck_subcommand_asks_ready() {
     let stderr = String::from_utf8_lossy(&nobody.stderr);
     assert!(stderr.contains("payments-server healthcheck"), "{stderr}");
 }
+
+/// Every log line of a request carries its request id, route, user and, when the caller sent a
+/// valid W3C `traceparent`, its trace id.
+#[test]
+fn log_lines_carry_the_request_and_the_callers_trace() {
+    let port = crate::support::free_port();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_payments-server"))
+        .env("BIND_ADDR", format!("127.0.0.1:{port}"))
+        .env("API_KEYS", format!("{ALICE}:alice"))
+        .env("LOG_LEVEL", "info")
+        .env("LOG_FORMAT", "json")
+        .env_remove("TOLLGATE_CONFIG")
+        .env_remove("DATABASE_URL")
+        .env_remove("REDIS_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the server starts");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "not listening");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    write!(
+        stream,
+        "GET /api/v1/rate-limits HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+         Authorization: Bearer {ALICE}\r\nX-Request-Id: req-log-test-1\r\n\
+         traceparent: 00-{trace}-00f067aa0ba902b7-01\r\n\r\n"
+    )
+    .expect("write");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let _ = Command::new("kill")
+        .args(["-INT", &server.id().to_string()])
+        .status();
+    let _ = server.wait();
+    let mut logs = String::new();
+    if let Some(mut out) = server.stdout.take() {
+        let _ = out.read_to_string(&mut logs);
+    }
+    let line = logs
+        .lines()
+        .find(|line| line.contains("req-log-test-1"))
+        .unwrap_or_else(|| panic!("no line with the request id in {logs}"));
+    let json: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+    let span = &json["span"];
+    assert_eq!(span["trace_id"], trace, "{line}");
+    assert_eq!(span["user"], "alice", "{line}");
+    assert_eq!(span["route"], "/api/v1/rate-limits", "{line}");
+}
