@@ -96,7 +96,8 @@ impl AppState {
             payments,
             audit: backends.audit,
             services: backends.services,
-            trusted_proxies: TrustedProxies::ranges(file.trusted_proxies.iter().copied()),
+            trusted_proxies: TrustedProxies::ranges(file.trusted_proxies.iter().copied())
+                .header(file.forwarded_header),
             timeouts: file.timeouts,
             testing: file.testing,
             anonymous: AnonymousLimit::new(file.limits.anonymous_per_minute),

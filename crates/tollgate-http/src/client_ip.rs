@@ -5,17 +5,19 @@
 //! the trusted set is the client. With no trusted proxies the peer address is the client,
 //! whatever the headers say (anyone can send them).
 //!
-//! The chain is RFC 7239's `Forwarded` (its `for=` parameters) when the request has one, and
-//! `X-Forwarded-For` otherwise. A hop that is not an address (`for=unknown`, an obfuscated
-//! `for=_hidden`, a malformed entry) ends the walk: the last address believed is the client.
-//! Trusted proxies are addresses or CIDR ranges (`10.0.0.0/8`, `fd00::/8`).
+//! The chain is read from the one header your proxies write: `X-Forwarded-For` by default, or
+//! RFC 7239's `Forwarded` (its `for=` parameters) with [`TrustedProxies::header`]. Only that
+//! one: a proxy passes on whatever other forwarding header the client made up. A hop that is
+//! not an address (`for=unknown`, an obfuscated `for=_hidden`, a malformed entry) ends the
+//! walk: the last address believed is the client. Trusted proxies are addresses or CIDR ranges
+//! (`10.0.0.0/8`, `fd00::/8`).
 //!
 //! # Example
 //!
 //! ```
 //! use std::net::IpAddr;
 //! use http::HeaderMap;
-//! use tollgate_http::client_ip::{client_ip, TrustedProxies};
+//! use tollgate_http::client_ip::{ForwardedHeader, TrustedProxies, client_ip};
 //!
 //! let ip = |text: &str| text.parse::<IpAddr>().unwrap();
 //! let trusted = TrustedProxies::parse(["10.0.0.0/24"]).unwrap();
@@ -24,11 +26,14 @@
 //! assert_eq!(client_ip(ip("10.0.0.2"), &headers, &trusted), ip("198.51.100.1"));
 //! // Untrusted peer: the header is ignored.
 //! assert_eq!(client_ip(ip("10.0.0.2"), &headers, &TrustedProxies::none()), ip("10.0.0.2"));
-//! // RFC 7239, when present, is the chain; IPv6 in brackets, ports ignored.
+//! // Proxies that write RFC 7239: IPv6 in brackets, ports ignored.
+//! let rfc = trusted.clone().header(ForwardedHeader::Forwarded);
 //! headers.insert("forwarded", r#"for="[2001:db8::17]:4711", for=10.0.0.9;proto=https"#.parse().unwrap());
-//! assert_eq!(client_ip(ip("10.0.0.2"), &headers, &trusted), ip("2001:db8::17"));
+//! assert_eq!(client_ip(ip("10.0.0.2"), &headers, &rfc), ip("2001:db8::17"));
+//! // The other header is not read: here a client could have written it.
+//! assert_eq!(client_ip(ip("10.0.0.2"), &headers, &trusted), ip("198.51.100.1"));
 //! // A dual-stack listener reports the proxy as ::ffff:10.0.0.2: still a trusted proxy.
-//! assert_eq!(client_ip(ip("::ffff:10.0.0.2"), &headers, &trusted), ip("2001:db8::17"));
+//! assert_eq!(client_ip(ip("::ffff:10.0.0.2"), &headers, &rfc), ip("2001:db8::17"));
 //! ```
 
 use std::fmt;
@@ -121,19 +126,43 @@ impl<'de> serde::Deserialize<'de> for IpRange {
     }
 }
 
-/// The reverse proxies whose forwarding headers are believed.
+/// The forwarding header trusted proxies write.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For: client, proxy1, proxy2` (nginx, HAProxy, most load balancers).
+    #[default]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=client, for=proxy1`.
+    Forwarded,
+}
+
+/// The reverse proxies whose forwarding header is believed, and which header that is.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TrustedProxies(Vec<IpRange>);
+pub struct TrustedProxies {
+    ranges: Vec<IpRange>,
+    header: ForwardedHeader,
+}
 
 impl TrustedProxies {
     /// Trust exactly these addresses (IPv4-mapped IPv6 ones as the IPv4 address they map).
     pub fn new(proxies: impl IntoIterator<Item = IpAddr>) -> Self {
-        TrustedProxies(proxies.into_iter().map(IpRange::host).collect())
+        TrustedProxies::ranges(proxies.into_iter().map(IpRange::host))
     }
 
     /// Trust every address in these ranges.
     pub fn ranges(ranges: impl IntoIterator<Item = IpRange>) -> Self {
-        TrustedProxies(ranges.into_iter().collect())
+        TrustedProxies {
+            ranges: ranges.into_iter().collect(),
+            header: ForwardedHeader::default(),
+        }
+    }
+
+    /// Reads the chain from `header` (`X-Forwarded-For` unless set).
+    pub fn header(mut self, header: ForwardedHeader) -> Self {
+        self.header = header;
+        self
     }
 
     /// Trust the addresses and ranges written here (`10.0.0.1`, `10.0.0.0/8`, `fd00::/8`).
@@ -141,19 +170,19 @@ impl TrustedProxies {
         texts
             .into_iter()
             .map(str::parse)
-            .collect::<Result<_, _>>()
-            .map(TrustedProxies)
+            .collect::<Result<Vec<IpRange>, _>>()
+            .map(TrustedProxies::ranges)
     }
 
     /// Trust nobody: the peer is the client.
     pub fn none() -> Self {
-        TrustedProxies(Vec::new())
+        TrustedProxies::default()
     }
 
     /// Whether `ip` is a trusted proxy (an IPv4-mapped address as the IPv4 address it maps).
     /// A server can use it to treat a proxy's connections as many clients' connections.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        self.0.iter().any(|range| range.contains(ip))
+        self.ranges.iter().any(|range| range.contains(ip))
     }
 }
 
@@ -172,15 +201,13 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxies) ->
     if !trusted.contains(peer) {
         return peer;
     }
-    let forwarded = headers.contains_key(http::header::FORWARDED);
-    let hops: Vec<Option<IpAddr>> = if forwarded {
-        header_items(headers, http::header::FORWARDED.as_str())
+    let hops: Vec<Option<IpAddr>> = match trusted.header {
+        ForwardedHeader::Forwarded => header_items(headers, http::header::FORWARDED.as_str())
             .map(forwarded_for)
-            .collect()
-    } else {
-        header_items(headers, "x-forwarded-for")
+            .collect(),
+        ForwardedHeader::XForwardedFor => header_items(headers, "x-forwarded-for")
             .map(|hop| hop.parse().ok())
-            .collect()
+            .collect(),
     };
     let mut client = peer;
     for hop in hops.iter().rev() {
@@ -280,7 +307,9 @@ mod tests {
 
     #[test]
     fn an_unknown_hop_ends_the_walk() {
-        let trusted = TrustedProxies::parse(["10.0.0.0/8"]).expect("valid");
+        let trusted = TrustedProxies::parse(["10.0.0.0/8"])
+            .expect("valid")
+            .header(ForwardedHeader::Forwarded);
         let mut headers = HeaderMap::new();
         headers.insert(
             "forwarded",

@@ -11,7 +11,7 @@ mod tuning;
 
 use clap::{Parser, ValueEnum};
 use serde::Deserialize;
-use tollgate_http::client_ip::IpRange;
+use tollgate_http::client_ip::{ForwardedHeader, IpRange};
 use tollgate_ratelimit::config::{PolicyConfig, RateLimitConfig};
 use tollgate_ratelimit::{PolicySet, Scope};
 
@@ -168,6 +168,9 @@ pub struct FileConfig {
     /// Reverse proxies whose `Forwarded` or `X-Forwarded-For` is believed: addresses or CIDR
     /// ranges.
     pub(crate) trusted_proxies: Vec<IpRange>,
+    /// The forwarding header those proxies write: `x-forwarded-for` (the default) or
+    /// `forwarded` (RFC 7239). Only that one is read.
+    pub(crate) forwarded_header: ForwardedHeader,
 }
 
 impl FileConfig {
@@ -343,6 +346,7 @@ mod tests {
         let file = FileConfig::parse(
             r#"
             trusted_proxies = ["10.0.0.1", "172.16.0.0/12", "fd00::/8"]
+            forwarded_header = "forwarded"
             [timeouts]
             request = "5s"
             [processor]
@@ -359,6 +363,7 @@ mod tests {
         .expect("valid");
         assert_eq!(file.timeouts.request, Duration::from_secs(5));
         assert_eq!(file.timeouts.header_read, Duration::from_secs(10));
+        assert_eq!(file.forwarded_header, ForwardedHeader::Forwarded);
         let proxies = TrustedProxies::ranges(file.trusted_proxies.iter().copied());
         for proxy in ["10.0.0.1", "172.31.255.1", "fd12::7"] {
             assert!(
