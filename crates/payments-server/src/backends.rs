@@ -236,10 +236,7 @@ async fn postgres(
     }
     let opened = (|| -> Result<_, BoxError> {
         let store = Arc::new(PostgresStore::open(pool.clone(), schema)?);
-        let audit_config = AuditLogConfig {
-            schema: schema.to_owned(),
-            ..AuditLogConfig::default()
-        };
+        let audit_config = AuditLogConfig::default().schema(schema);
         let audit = Arc::new(PostgresAuditLog::open(pool.clone(), audit_config)?);
         Ok((store, audit))
     })();

@@ -72,14 +72,12 @@ impl AppState {
         let tuning = file.idempotency;
         let idempotency = Idempotency::new(
             backends.store,
-            IdempotencyConfig {
-                claim: ClaimOptions {
+            IdempotencyConfig::default()
+                .claim(ClaimOptions {
                     lease: tuning.lease,
                     ttl: tuning.ttl,
-                },
-                wait: tuning.wait,
-                ..IdempotencyConfig::default()
-            },
+                })
+                .wait(tuning.wait),
         );
         let payments = Payments {
             ledger: backends.ledger,
@@ -159,13 +157,13 @@ impl AppState {
 /// The processor's circuit breaker, reporting its state to `metrics` and the log.
 fn breaker(file: &FileConfig, metrics: &Metrics) -> CircuitBreaker {
     let tuning = file.breaker;
-    let breaker = CircuitBreaker::new(BreakerConfig {
-        window: Window::Count(tuning.window_calls.max(1)),
-        failure_rate_threshold: tuning.failure_rate_threshold,
-        minimum_calls: tuning.minimum_calls.max(1),
-        wait_in_open: tuning.wait_in_open,
-        ..BreakerConfig::default()
-    });
+    let breaker = CircuitBreaker::new(
+        BreakerConfig::default()
+            .window(Window::Count(tuning.window_calls.max(1)))
+            .failure_rate_threshold(tuning.failure_rate_threshold)
+            .minimum_calls(tuning.minimum_calls.max(1))
+            .wait_in_open(tuning.wait_in_open),
+    );
     let gauge = metrics.breaker_state.clone();
     breaker.on_transition(move |transition| {
         gauge.set(match transition.to {

@@ -38,8 +38,11 @@ pub enum Outcome {
     Replayed(StoredResponse),
 }
 
-/// Settings of the driver.
+/// Settings of the driver: start from the default and change what you need
+/// (`IdempotencyConfig::default().wait(Duration::from_secs(2))`); new settings can come
+/// without breaking your code.
 #[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
 pub struct IdempotencyConfig {
     /// Lease and retention of records.
     pub claim: ClaimOptions,
@@ -47,6 +50,26 @@ pub struct IdempotencyConfig {
     pub wait: Duration,
     /// Polling schedule while waiting (capped exponential, full jitter: no busy spin).
     pub poll: PollSchedule,
+}
+
+impl IdempotencyConfig {
+    /// Lease and retention of records.
+    pub fn claim(mut self, claim: ClaimOptions) -> Self {
+        self.claim = claim;
+        self
+    }
+
+    /// How long a duplicate waits for the request in flight before `409`.
+    pub fn wait(mut self, wait: Duration) -> Self {
+        self.wait = wait;
+        self
+    }
+
+    /// Polling schedule while waiting.
+    pub fn poll(mut self, poll: PollSchedule) -> Self {
+        self.poll = poll;
+        self
+    }
 }
 
 impl Default for IdempotencyConfig {

@@ -21,14 +21,12 @@
 //! use tollgate_retry::clock::ManualClock;
 //!
 //! let clock = ManualClock::new();
-//! let config = BreakerConfig {
-//!     window: Window::Count(4),
-//!     minimum_calls: 4,
-//!     failure_rate_threshold: 50,
-//!     wait_in_open: Duration::from_secs(10),
-//!     permitted_half_open_calls: 1,
-//!     ..BreakerConfig::default()
-//! };
+//! let config = BreakerConfig::default()
+//!     .window(Window::Count(4))
+//!     .minimum_calls(4)
+//!     .failure_rate_threshold(50)
+//!     .wait_in_open(Duration::from_secs(10))
+//!     .permitted_half_open_calls(1);
 //! let breaker = CircuitBreaker::with_clock(config, Arc::new(clock.clone()));
 //! for failed in [false, true, false, true] {
 //!     let permit = breaker.try_acquire()?;
@@ -64,8 +62,11 @@ pub enum Window {
     Time(Duration),
 }
 
-/// Circuit breaker settings (the defaults are resilience4j's, with a shorter open wait).
+/// Circuit breaker settings (the defaults are resilience4j's, with a shorter open wait): start
+/// from the default and change what you need
+/// (`BreakerConfig::default().minimum_calls(20).wait_in_open(Duration::from_secs(10))`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct BreakerConfig {
     /// The sliding window of the closed state.
     pub window: Window,
@@ -81,6 +82,50 @@ pub struct BreakerConfig {
     pub wait_in_open: Duration,
     /// How many probe calls half-open lets through.
     pub permitted_half_open_calls: u32,
+}
+
+impl BreakerConfig {
+    /// The sliding window of the closed state.
+    pub fn window(mut self, window: Window) -> Self {
+        self.window = window;
+        self
+    }
+
+    /// Open when at least this percentage of calls failed (1–100).
+    pub fn failure_rate_threshold(mut self, percent: u8) -> Self {
+        self.failure_rate_threshold = percent;
+        self
+    }
+
+    /// Open when at least this percentage of calls were slow (1–100).
+    pub fn slow_call_rate_threshold(mut self, percent: u8) -> Self {
+        self.slow_call_rate_threshold = percent;
+        self
+    }
+
+    /// A call taking at least this long is slow.
+    pub fn slow_call_duration(mut self, duration: Duration) -> Self {
+        self.slow_call_duration = duration;
+        self
+    }
+
+    /// No decision before the window holds this many calls.
+    pub fn minimum_calls(mut self, calls: u32) -> Self {
+        self.minimum_calls = calls;
+        self
+    }
+
+    /// How long the breaker stays open before probing.
+    pub fn wait_in_open(mut self, wait: Duration) -> Self {
+        self.wait_in_open = wait;
+        self
+    }
+
+    /// How many probe calls half-open lets through.
+    pub fn permitted_half_open_calls(mut self, calls: u32) -> Self {
+        self.permitted_half_open_calls = calls;
+        self
+    }
 }
 
 impl Default for BreakerConfig {

@@ -16,7 +16,7 @@
 //! use tollgate_retry::breaker_layer::{BreakerError, CircuitBreakerLayer};
 //! use tower::{service_fn, Layer, ServiceExt};
 //!
-//! let config = BreakerConfig { window: Window::Count(2), minimum_calls: 2, ..BreakerConfig::default() };
+//! let config = BreakerConfig::default().window(Window::Count(2)).minimum_calls(2);
 //! let breaker = CircuitBreaker::new(config);
 //! // A processor that is down.
 //! let processor = service_fn(|_: Request<()>| async {

@@ -115,10 +115,7 @@ mod tests {
             .expect("a pool");
         let store = tollgate_idempotency::postgres::PostgresStore::open(pool.clone(), "s")
             .expect("a store");
-        let config = tollgate_audit::postgres::AuditLogConfig {
-            schema: "s".to_owned(),
-            ..Default::default()
-        };
+        let config = tollgate_audit::postgres::AuditLogConfig::default().schema("s");
         let audit =
             tollgate_audit::postgres::PostgresAuditLog::open(pool, config).expect("an audit log");
         let audit_insert = |first| audit.insert_select_statement(first);

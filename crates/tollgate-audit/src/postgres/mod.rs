@@ -48,8 +48,10 @@ pub use tokio_postgres;
 
 use crate::{Action, AuditEvent, AuditLog, AuditSink, Error, Outcome, Page, PageRequest};
 
-/// Settings of the PostgreSQL audit log.
+/// Settings of the PostgreSQL audit log: start from the default and change what you need
+/// (`AuditLogConfig::default().schema("payments")`).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct AuditLogConfig {
     /// The schema holding `audit_events` (`[a-z_][a-z0-9_]*`, at most 63 bytes).
     pub schema: String,
@@ -59,6 +61,32 @@ pub struct AuditLogConfig {
     pub batch_size: usize,
     /// How long shutdown keeps retrying an unreachable database before giving up.
     pub shutdown_timeout: Duration,
+}
+
+impl AuditLogConfig {
+    /// The schema holding `audit_events`.
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = schema.into();
+        self
+    }
+
+    /// Events the queue holds before `record` waits.
+    pub fn queue_capacity(mut self, events: usize) -> Self {
+        self.queue_capacity = events;
+        self
+    }
+
+    /// Events per INSERT.
+    pub fn batch_size(mut self, events: usize) -> Self {
+        self.batch_size = events;
+        self
+    }
+
+    /// How long shutdown keeps retrying an unreachable database.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
 }
 
 impl Default for AuditLogConfig {

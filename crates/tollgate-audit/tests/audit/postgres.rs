@@ -57,10 +57,7 @@ async fn count(pool: &Pool, schema: &str, table: &str) -> i64 {
 }
 
 fn config(schema: &str) -> AuditLogConfig {
-    AuditLogConfig {
-        schema: schema.to_owned(),
-        ..AuditLogConfig::default()
-    }
+    AuditLogConfig::default().schema(schema)
 }
 
 #[tokio::test]
@@ -136,11 +133,7 @@ async fn shutdown_under_load_loses_nothing_accepted() {
     let log = Arc::new(
         PostgresAuditLog::start(
             pool.clone(),
-            AuditLogConfig {
-                queue_capacity: 64,
-                batch_size: 50,
-                ..config(&schema)
-            },
+            config(&schema).queue_capacity(64).batch_size(50),
         )
         .await
         .expect("start"),
@@ -294,9 +287,6 @@ async fn schema_names_are_validated() {
     let Some((pool, _)) = database("audit::postgres::schema_names_are_validated").await else {
         return;
     };
-    let bad = AuditLogConfig {
-        schema: "x; DROP TABLE y".to_owned(),
-        ..AuditLogConfig::default()
-    };
+    let bad = AuditLogConfig::default().schema("x; DROP TABLE y");
     assert!(PostgresAuditLog::start(pool, bad).await.is_err());
 }

@@ -70,10 +70,7 @@ async fn serve() -> (SocketAddr, Arc<AtomicU32>) {
             ..Subject::default()
         },
     );
-    let config = IdempotencyConfig {
-        wait: Duration::from_millis(50),
-        ..IdempotencyConfig::default()
-    };
+    let config = IdempotencyConfig::default().wait(Duration::from_millis(50));
     let driver = Arc::new(Idempotency::new(MemoryStore::new(1_000), config));
     let idempotency = IdempotencyLayer::new(driver, |head: &RequestHead<'_>| {
         let user = head.headers().get("x-user")?.to_str().ok()?;

@@ -76,10 +76,7 @@ fn service(
             Ok::<_, std::convert::Infallible>(response)
         }
     });
-    let config = IdempotencyConfig {
-        wait,
-        ..IdempotencyConfig::default()
-    };
+    let config = IdempotencyConfig::default().wait(wait);
     let driver = Arc::new(Idempotency::new(MemoryStore::new(1_000), config));
     let layer = IdempotencyLayer::new(driver, |req: &RequestHead<'_>| {
         (req.uri().path() != "/anonymous").then(|| Identity::new("alice", "/api/v1/payments"))
@@ -323,14 +320,12 @@ async fn a_stale_owner_cannot_store_its_result() {
     use tollgate_idempotency::clock::ManualClock;
     let clock = ManualClock::new();
     let store = MemoryStore::with_clock(100, Arc::new(clock.clone()));
-    let config = IdempotencyConfig {
-        wait: Duration::ZERO,
-        claim: tollgate_idempotency::store::ClaimOptions {
+    let config = IdempotencyConfig::default().wait(Duration::ZERO).claim(
+        tollgate_idempotency::store::ClaimOptions {
             lease: Duration::from_secs(1),
             ttl: Duration::from_secs(60),
         },
-        ..IdempotencyConfig::default()
-    };
+    );
     let driver = Arc::new(
         Idempotency::new(store, config)
             .with_clock(Arc::new(clock.clone()), Arc::new(clock.clone())),

@@ -68,10 +68,7 @@ fn assert_one_execution(
 }
 
 fn memory_drivers(wait: Duration) -> [Arc<Idempotency<MemoryStore>>; 2] {
-    let config = IdempotencyConfig {
-        wait,
-        ..IdempotencyConfig::default()
-    };
+    let config = IdempotencyConfig::default().wait(wait);
     let driver = Arc::new(Idempotency::new(MemoryStore::new(1_000), config));
     [Arc::clone(&driver), driver]
 }
@@ -112,10 +109,7 @@ async fn past_the_wait_bound_duplicates_get_a_conflict() {
 /// 10 s wait.
 #[cfg(any(feature = "postgres", feature = "redis"))]
 async fn two_process_race<S: IdempotencyStore + 'static>(a: S, b: S) {
-    let config = IdempotencyConfig {
-        wait: Duration::from_secs(10),
-        ..IdempotencyConfig::default()
-    };
+    let config = IdempotencyConfig::default().wait(Duration::from_secs(10));
     let drivers = [
         Arc::new(Idempotency::new(a, config)),
         Arc::new(Idempotency::new(b, config)),

@@ -130,15 +130,14 @@ proptest! {
         permitted in 1u32..4,
         ops in ops(),
     ) {
-        let config = BreakerConfig {
-            window: Window::Count(size),
-            failure_rate_threshold,
-            slow_call_rate_threshold,
-            slow_call_duration: Duration::from_millis(SLOW_MS),
-            minimum_calls,
-            wait_in_open: Duration::from_millis(WAIT_MS),
-            permitted_half_open_calls: permitted,
-        };
+        let config = BreakerConfig::default()
+            .window(Window::Count(size))
+            .failure_rate_threshold(failure_rate_threshold)
+            .slow_call_rate_threshold(slow_call_rate_threshold)
+            .slow_call_duration(Duration::from_millis(SLOW_MS))
+            .minimum_calls(minimum_calls)
+            .wait_in_open(Duration::from_millis(WAIT_MS))
+            .permitted_half_open_calls(permitted);
         let clock = ManualClock::new();
         let breaker = CircuitBreaker::with_clock(config, Arc::new(clock.clone()));
         let mut model = Model {
@@ -190,14 +189,12 @@ proptest! {
 #[test]
 fn stale_outcomes_are_ignored_and_listeners_hear_every_transition() {
     let clock = ManualClock::new();
-    let config = BreakerConfig {
-        window: Window::Count(2),
-        minimum_calls: 2,
-        failure_rate_threshold: 100,
-        wait_in_open: Duration::from_secs(1),
-        permitted_half_open_calls: 1,
-        ..BreakerConfig::default()
-    };
+    let config = BreakerConfig::default()
+        .window(Window::Count(2))
+        .minimum_calls(2)
+        .failure_rate_threshold(100)
+        .wait_in_open(Duration::from_secs(1))
+        .permitted_half_open_calls(1);
     let breaker = CircuitBreaker::with_clock(config, Arc::new(clock.clone()));
     let heard = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&heard);
@@ -230,12 +227,10 @@ fn stale_outcomes_are_ignored_and_listeners_hear_every_transition() {
 #[test]
 fn time_window_forgets_old_failures() {
     let clock = ManualClock::new();
-    let config = BreakerConfig {
-        window: Window::Time(Duration::from_secs(10)),
-        minimum_calls: 3,
-        failure_rate_threshold: 50,
-        ..BreakerConfig::default()
-    };
+    let config = BreakerConfig::default()
+        .window(Window::Time(Duration::from_secs(10)))
+        .minimum_calls(3)
+        .failure_rate_threshold(50);
     let breaker = CircuitBreaker::with_clock(config, Arc::new(clock.clone()));
     breaker.try_acquire().expect("closed").failure();
     breaker.try_acquire().expect("closed").failure();
@@ -253,12 +248,10 @@ fn time_window_forgets_old_failures() {
 #[tokio::test]
 async fn call_counts_results_and_cancelled_calls() {
     let clock = ManualClock::new();
-    let config = BreakerConfig {
-        window: Window::Count(4),
-        minimum_calls: 4,
-        failure_rate_threshold: 50,
-        ..BreakerConfig::default()
-    };
+    let config = BreakerConfig::default()
+        .window(Window::Count(4))
+        .minimum_calls(4)
+        .failure_rate_threshold(50);
     let breaker = CircuitBreaker::with_clock(config, Arc::new(clock.clone()));
     let ok = breaker
         .call(async { Ok::<u8, u8>(1) }, Result::is_err)
@@ -294,12 +287,10 @@ async fn the_layer_counts_server_errors_and_cancelled_calls() {
     use tower::{Layer, ServiceExt, service_fn};
 
     let clock = ManualClock::new();
-    let config = BreakerConfig {
-        window: Window::Count(4),
-        minimum_calls: 4,
-        failure_rate_threshold: 75,
-        ..BreakerConfig::default()
-    };
+    let config = BreakerConfig::default()
+        .window(Window::Count(4))
+        .minimum_calls(4)
+        .failure_rate_threshold(75);
     let breaker = CircuitBreaker::with_clock(config, Arc::new(clock.clone()));
     let calls = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&calls);
