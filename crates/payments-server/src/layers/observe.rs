@@ -13,6 +13,7 @@ use axum::extract::{MatchedPath, Request};
 use axum::response::Response;
 use http::Method;
 use tollgate_http::idempotency::StoreFailure;
+use tollgate_http::ratelimit::RateLimitDecision;
 use tracing::Span;
 
 use super::stage::{Next, Step, call};
@@ -105,6 +106,19 @@ impl Step for Measure {
             let response = call(next, request).await;
             if let Some(failure) = response.extensions().get::<StoreFailure>() {
                 tracing::warn!(error = %failure.0, "idempotency store failed");
+            }
+            if let Some(RateLimitDecision {
+                policy: Some(policy),
+                allowed,
+            }) = response.extensions().get::<RateLimitDecision>()
+            {
+                let result = if *allowed { "allowed" } else { "denied" };
+                state
+                    .metrics
+                    .backends
+                    .rate_limit_decisions
+                    .with_label_values(&[policy.name(), result])
+                    .inc();
             }
             let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
             let latency = started.elapsed();

@@ -1,7 +1,8 @@
 //! What `/metrics` shows of the process and its backends: the build, the process (CPU, memory,
 //! file descriptors), the connection pools, the Redis limiter's calls, the PostgreSQL audit
 //! log's queue and writes, and what the idempotency layer did. Read when scraped: the
-//! libraries keep their own counters, and these follow them.
+//! libraries keep their own counters, and these follow them. Also what the idempotency layer
+//! and the rate limiter decided for each request.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -62,6 +63,8 @@ fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
 pub(crate) struct BackendMetrics {
     /// Payment requests by what the idempotency layer did with them.
     pub(crate) idempotency_requests: IntCounterVec,
+    /// Rate-limit decisions by binding policy and result.
+    pub(crate) rate_limit_decisions: IntCounterVec,
     pool_connections: IntGaugeVec,
     pool_max: IntGaugeVec,
     pool_waiting: IntGaugeVec,
@@ -96,8 +99,18 @@ impl BackendMetrics {
             &["outcome"],
         ));
         must(registry.register(Box::new(idempotency_requests.clone())));
+        let rate_limit_decisions = must(IntCounterVec::new(
+            Opts::new(
+                "rate_limit_decisions_total",
+                "Rate-limit decisions by binding policy (the one closest to its limit, or the one \
+                 that denied) and result (allowed, denied)",
+            ),
+            &["policy", "result"],
+        ));
+        must(registry.register(Box::new(rate_limit_decisions.clone())));
         BackendMetrics {
             idempotency_requests,
+            rate_limit_decisions,
             pool_connections: gauges(
                 registry,
                 "connection_pool_connections",

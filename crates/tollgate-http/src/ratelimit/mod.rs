@@ -71,6 +71,17 @@ pub use layer::{Denied, RateLimitLayer};
 pub use service::RateLimitService;
 pub use subject::{Subject, SubjectExtractor};
 
+/// Put in the extensions of every response the layer saw a decision for: the binding policy
+/// (the one closest to its limit, or the one that denied) and whether the request was admitted.
+/// Lets outer layers count decisions by policy and result.
+#[derive(Clone, Debug)]
+pub struct RateLimitDecision {
+    /// The binding policy; `None` when no policy applied to the request.
+    pub policy: Option<std::sync::Arc<tollgate_ratelimit::Policy>>,
+    /// Whether the request was admitted.
+    pub allowed: bool,
+}
+
 /// Put in the extensions of a `429` the layer answered: which policy denied. Lets outer layers
 /// (metrics, audit) tell the limiter's refusals apart without parsing the body.
 #[derive(Clone, Debug, PartialEq, Eq)]

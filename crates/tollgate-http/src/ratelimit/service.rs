@@ -10,8 +10,8 @@ use http::{Request, Response, StatusCode};
 use tollgate_ratelimit::{RequestContext, headers};
 use tower::Service;
 
-use super::RateLimited;
 use super::layer::{Denied, RateLimitLayer};
+use super::{RateLimitDecision, RateLimited};
 use crate::RequestHead;
 use crate::future::ResponseFuture;
 use crate::problem::{CONTENT_TYPE_PROBLEM, Problem};
@@ -117,6 +117,10 @@ where
                 Err(error) => return Ok(limiter_unavailable(&error)),
             };
             let pairs: Vec<(HeaderName, HeaderValue)> = headers::to_pairs(&decision);
+            let decided = RateLimitDecision {
+                policy: decision.binding().map(|b| Arc::clone(b.policy())),
+                allowed: decision.is_allowed(),
+            };
             let denied_by = (!decision.is_allowed())
                 .then(|| decision.binding().map(|b| b.policy().name().to_owned()))
                 .flatten();
@@ -139,6 +143,7 @@ where
             for (name, value) in pairs {
                 response.headers_mut().insert(name, value);
             }
+            response.extensions_mut().insert(decided);
             Ok(response)
         });
         ResponseFuture { inner }

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use tollgate_http::RequestHead;
-use tollgate_http::ratelimit::{RateLimitLayer, RateLimited, Subject};
+use tollgate_http::ratelimit::{RateLimitDecision, RateLimitLayer, RateLimited, Subject};
 use tollgate_ratelimit::{
     Algorithm, Decision, Error, MemoryLimiter, Policy, PolicyKey, PolicySet, RateLimiter, Scope,
 };
@@ -185,6 +185,12 @@ async fn requests_cost_what_the_layer_says_and_denials_can_be_custom() {
     };
     let first = service.clone().oneshot(batch(4)).await.expect("response");
     assert_eq!(first.headers()["x-ratelimit-remaining"], "6");
+    let decided = first
+        .extensions()
+        .get::<RateLimitDecision>()
+        .expect("a decision");
+    assert!(decided.allowed);
+    assert_eq!(decided.policy.as_ref().map(|p| p.name()), Some("items"));
     let second = service.clone().oneshot(batch(4)).await.expect("response");
     assert_eq!(second.headers()["x-ratelimit-remaining"], "2");
     let denied = service.clone().oneshot(batch(4)).await.expect("response");
@@ -206,6 +212,11 @@ async fn requests_cost_what_the_layer_says_and_denials_can_be_custom() {
             .map(|r| r.policy.as_str()),
         Some("items")
     );
+    let decided = denied
+        .extensions()
+        .get::<RateLimitDecision>()
+        .expect("a decision");
+    assert!(!decided.allowed);
     let fits = service.clone().oneshot(batch(2)).await.expect("response");
     assert_eq!(fits.status(), StatusCode::OK);
 }
