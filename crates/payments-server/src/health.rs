@@ -9,7 +9,7 @@ use tollgate_audit::postgres::PostgresAuditLog;
 use tollgate_ratelimit::redis::RedisLimiter;
 
 use crate::ledger::Ledger;
-use crate::metrics::{BackendSnapshot, DegradedCounts};
+use crate::metrics::BackendSnapshot;
 
 /// A probe must answer within this, or the service counts as down.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -197,21 +197,6 @@ impl Services {
             redis: self.redis.as_ref().map(RedisLimiter::stats),
             audit: self.audit_writer.as_ref().map(|writer| writer.stats()),
         }
-    }
-
-    /// The limiter's decisions made without Redis, so far.
-    pub(crate) fn limiter_degraded(&self) -> DegradedCounts {
-        self.redis
-            .as_ref()
-            .map(|limiter| {
-                let stats = limiter.stats();
-                DegradedCounts {
-                    fail_open: stats.failed_open,
-                    fail_closed: stats.failed_closed,
-                    local_fallback: stats.fallback_decisions,
-                }
-            })
-            .unwrap_or_default()
     }
 }
 

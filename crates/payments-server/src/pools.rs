@@ -20,9 +20,9 @@ pub(crate) fn redis(
         None => deadpool_redis::Manager::new(url.as_str()),
         Some(path) => {
             let invalid = |e: String| StartError::Invalid(format!("REDIS_CA_FILE {e}"));
-            crate::tls::pem_certificates(path).map_err(invalid)?;
             let pem =
                 std::fs::read(path).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+            crate::tls::certificates_in(&pem, path).map_err(invalid)?;
             let certificates = redis::TlsCertificates {
                 client_tls: None,
                 root_cert: Some(pem),

@@ -201,9 +201,17 @@ pub(crate) fn roots(path: Option<&str>) -> Result<RootCertStore, String> {
 
 /// The certificates in the PEM file at `path`; at least one.
 pub(crate) fn pem_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    certificates_in(&pem, path)
+}
+
+/// The certificates in `pem`, the text of the file at `path`; at least one.
+pub(crate) fn certificates_in(
+    pem: &[u8],
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, String> {
     let shown = path.display();
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("{shown}: {e}"))?
+    let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("{shown}: {e}"))?;
     if certs.is_empty() {

@@ -65,10 +65,10 @@ pub(crate) async fn ready(State(state): State<Arc<AppState>>) -> Response {
 }
 
 pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    state
-        .metrics
-        .observe_limiter(state.services.limiter_degraded());
-    state.metrics.observe_backends(&state.services.snapshot());
+    // One read of the backends' counters serves both.
+    let snapshot = state.services.snapshot();
+    state.metrics.observe_limiter(snapshot.degraded());
+    state.metrics.observe_backends(&snapshot);
     let content_type = "text/plain; version=0.0.4; charset=utf-8";
     ([(CONTENT_TYPE, content_type)], state.metrics.render()).into_response()
 }

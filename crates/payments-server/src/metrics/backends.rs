@@ -23,6 +23,19 @@ pub(crate) struct BackendSnapshot {
     pub(crate) audit: Option<WriterStats>,
 }
 
+impl BackendSnapshot {
+    /// The limiter's decisions made without Redis, so far.
+    pub(crate) fn degraded(&self) -> super::DegradedCounts {
+        self.redis
+            .map(|stats| super::DegradedCounts {
+                fail_open: stats.failed_open,
+                fail_closed: stats.failed_closed,
+                local_fallback: stats.fallback_decisions,
+            })
+            .unwrap_or_default()
+    }
+}
+
 /// A counter that follows a total counted elsewhere.
 #[derive(Debug)]
 struct Mirror {
