@@ -17,7 +17,7 @@ use crate::config::{Config, FailureModeName, FileConfig, Timeouts};
 use crate::health::Services;
 use crate::ledger::{BoxError, Ledger, MemoryLedger, PostgresLedger};
 use crate::pools;
-use crate::processor::{MemoryBook, PostgresBook, SimulatedProcessor};
+use crate::processor::{HttpProcessor, MemoryBook, PostgresBook, SimulatedProcessor};
 use crate::state::{AppState, Backends};
 
 /// Idempotency records kept in memory at most (the oldest expire first).
@@ -102,6 +102,13 @@ impl Server {
             },
             "backends ready"
         );
+        let mut backends = backends;
+        if let Some(url) = &config.processor_url {
+            let processor =
+                HttpProcessor::new(url, &file.processor).map_err(StartError::Invalid)?;
+            tracing::info!(url, "charging through the processor over HTTP");
+            backends.processor = Arc::new(processor);
+        }
         let store = Arc::clone(&backends.store);
         let state = AppState::new(&file, &keys, backends).map_err(StartError::Invalid)?;
         let limits = crate::serve::Limits::from_config(&file.limits, state.trusted_proxies.clone());

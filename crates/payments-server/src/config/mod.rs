@@ -65,6 +65,11 @@ pub struct Config {
     /// the system's).
     #[arg(long, env = "REDIS_CA_FILE")]
     pub redis_ca_file: Option<PathBuf>,
+    /// Base URL of the card processor (`http://host:port`), which must speak the
+    /// `mock-processor` API (`POST /v1/charges` with `Idempotency-Key`, `GET
+    /// /v1/charges/{reference}`); the in-process simulation when unset.
+    #[arg(long, env = "PROCESSOR_URL")]
+    pub processor_url: Option<String>,
     /// Prefix of every Redis key this server writes.
     #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "tollgate")]
     pub redis_key_prefix: String,
@@ -204,6 +209,7 @@ impl FileConfig {
                 self.idempotency.cleanup_interval,
             ),
             ("processor.timeout", self.processor.timeout),
+            ("processor.attempt_timeout", self.processor.attempt_timeout),
             ("breaker.wait_in_open", self.breaker.wait_in_open),
             ("audit.refusal_window", self.audit.refusal_window),
             ("database.pool_timeout", self.database.pool_timeout),
@@ -217,6 +223,10 @@ impl FileConfig {
         for (name, size) in [
             ("database.pool_size", self.database.pool_size),
             ("redis.pool_size", self.redis.pool_size),
+            (
+                "processor.max_attempts",
+                usize::try_from(self.processor.max_attempts).unwrap_or(usize::MAX),
+            ),
         ] {
             if size == 0 {
                 return Err(format!("{name} must be at least 1"));

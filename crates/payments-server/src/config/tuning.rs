@@ -237,6 +237,12 @@ pub(crate) struct ProcessorTuning {
     pub(crate) decline_rate: f64,
     /// Share of charges failing with a processor error after charging (0–1).
     pub(crate) failure_rate: f64,
+    /// With `PROCESSOR_URL`: how long one attempt may take before it is retried.
+    #[serde(deserialize_with = "duration")]
+    pub(crate) attempt_timeout: Duration,
+    /// With `PROCESSOR_URL`: attempts per call, the first included (retries stop earlier when
+    /// `timeout` would pass or the retry budget is spent).
+    pub(crate) max_attempts: u32,
 }
 
 impl Default for ProcessorTuning {
@@ -246,6 +252,8 @@ impl Default for ProcessorTuning {
             latency: Duration::from_millis(20),
             decline_rate: 0.0,
             failure_rate: 0.0,
+            attempt_timeout: Duration::from_secs(2),
+            max_attempts: 4,
         }
     }
 }

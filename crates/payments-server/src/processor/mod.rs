@@ -1,10 +1,12 @@
-//! The payment processor seam, and a simulated processor for tests and demos.
+//! The payment processor seam: a processor over HTTP (`PROCESSOR_URL`), or a simulated one
+//! in-process for tests and demos.
 //!
 //! Every charge carries a reference (the transaction id) that the processor deduplicates on, as
 //! real processors do with their own idempotency keys: a charge resumed after an ambiguous
 //! failure asks [`PaymentProcessor::lookup`] first and never charges twice.
 
 mod book;
+mod http;
 mod simulated;
 
 use std::fmt;
@@ -12,6 +14,7 @@ use std::fmt;
 use async_trait::async_trait;
 
 pub(crate) use book::{MIGRATE, MemoryBook, PostgresBook};
+pub(crate) use http::HttpProcessor;
 pub(crate) use simulated::SimulatedProcessor;
 
 /// One charge.

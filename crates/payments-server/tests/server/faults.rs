@@ -5,11 +5,14 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::support::{ALICE, Isolated, Options, Proxy, Server, payment, try_pay, unique};
+use crate::processor::MockProcessor;
+use crate::support::{
+    ALICE, Isolated, Options, Proxy, Server, free_port, payment, try_pay, unique,
+};
 
-/// A server killed (SIGKILL) after the processor charged and before it answered: a retry with
-/// the same key on another process completes the payment without a second charge, and the
-/// audit trail shows both attempts.
+/// A server killed (SIGKILL) after `mock-processor` charged and before it answered: a retry with
+/// the same key on another process reconciles with the processor and completes the payment
+/// without a second charge (the processor's own count), and the audit trail shows both attempts.
 #[test]
 fn a_killed_server_payment_is_completed_by_another_without_a_second_charge() {
     let Some(services) =
@@ -17,8 +20,14 @@ fn a_killed_server_payment_is_completed_by_another_without_a_second_charge() {
     else {
         return;
     };
-    let config = "[processor]\nlatency = \"4s\"\ntimeout = \"900ms\"\n[idempotency]\nlease = \"1s\"\nwait = \"100ms\"\n";
-    let options = services.options().toml(config);
+    // The charge is made at once; its answer takes 4 s, past the server's deadline.
+    let processor = MockProcessor::start(free_port(), &["--latency", "4s"]);
+    let config = "[processor]\ntimeout = \"900ms\"\nattempt_timeout = \"800ms\"\n\
+                  [idempotency]\nlease = \"1s\"\nwait = \"100ms\"\n";
+    let options = services
+        .options()
+        .env("PROCESSOR_URL", &processor.url())
+        .toml(config);
     let mut doomed = Server::start(&options);
     let survivor = Server::start(&options);
     let key = unique("order");
@@ -30,7 +39,7 @@ fn a_killed_server_payment_is_completed_by_another_without_a_second_charge() {
         std::thread::spawn(move || try_pay(doomed_port, ALICE, &key_for_thread, &body_for_thread));
     // Wait for the charge to be made; its answer is 2–6 s away.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while services.count("SELECT count(*) FROM {schema}.simulated_charges") == 0 {
+    while processor.stats().0 == 0 {
         assert!(Instant::now() < deadline, "the processor was never called");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -56,11 +65,7 @@ fn a_killed_server_payment_is_completed_by_another_without_a_second_charge() {
         .as_str()
         .expect("an id")
         .to_owned();
-    assert_eq!(
-        services.count("SELECT count(*) FROM {schema}.simulated_charges"),
-        1,
-        "charged once"
-    );
+    assert_eq!(processor.stats().0, 1, "charged once");
     assert_eq!(
         services.count(&format!("SELECT count(*) FROM {{schema}}.payments WHERE transaction_id = '{txn}' AND status = 'succeeded'")),
         1
@@ -278,16 +283,20 @@ fn a_stale_owner_cannot_complete_redis_and_postgres() {
     let Some(services) = Isolated::new("a_stale_owner_cannot_complete_redis_and_postgres") else {
         return;
     };
-    let config = "[processor]\nlatency = \"1500ms\"\ntimeout = \"2s\"\n\
+    let processor = MockProcessor::start(free_port(), &["--latency", "1500ms"]);
+    let config = "[processor]\ntimeout = \"2s\"\nattempt_timeout = \"2s\"\n\
                   [idempotency]\nlease = \"3s\"\nwait = \"100ms\"\n";
-    let options = services.options().toml(config);
+    let options = services
+        .options()
+        .env("PROCESSOR_URL", &processor.url())
+        .toml(config);
     let stalled = Server::start(&options);
     let other = Server::start(&options);
     let (key, body) = (unique("order"), payment("8.00", "card"));
     let (port, k, b) = (stalled.port, key.clone(), body.clone());
     let first = std::thread::spawn(move || try_pay(port, ALICE, &k, &b).expect("an answer"));
     let deadline = Instant::now() + Duration::from_secs(10);
-    while services.count("SELECT count(*) FROM {schema}.simulated_charges") == 0 {
+    while processor.stats().0 == 0 {
         assert!(Instant::now() < deadline, "the processor was never called");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -311,10 +320,7 @@ fn a_stale_owner_cannot_complete_redis_and_postgres() {
     replay.expect(201);
     assert_eq!(replay.header("idempotent-replayed"), Some("true"));
     assert_eq!(replay.body, takeover.body);
-    assert_eq!(
-        services.count("SELECT count(*) FROM {schema}.simulated_charges"),
-        1
-    );
+    assert_eq!(processor.stats().0, 1, "charged once");
     assert_eq!(
         services.count("SELECT count(*) FROM {schema}.payments WHERE status = 'succeeded'"),
         1

@@ -14,6 +14,7 @@ mod fixtures;
 mod hostile;
 mod lifecycle;
 mod outage;
+mod processor;
 mod readme;
 #[path = "../common/reply.rs"]
 mod reply;
