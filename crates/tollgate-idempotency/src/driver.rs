@@ -207,6 +207,27 @@ impl<S: IdempotencyStore> Idempotency<S> {
         outcome
     }
 
+    /// The settings.
+    pub fn config(&self) -> &IdempotencyConfig {
+        &self.config
+    }
+
+    /// Runs `handler` under a lease the caller acquired itself — a fresh claim written in the
+    /// same statement as its own first write (see `PostgresStore::claim_statement`) — then
+    /// completes or releases the record as [`run`](Self::run) does.
+    pub async fn run_claimed<F, Fut>(
+        &self,
+        scope: &Scope,
+        lease: Lease,
+        handler: F,
+    ) -> Result<Outcome, Error>
+    where
+        F: FnOnce(Lease) -> Fut,
+        Fut: Future<Output = HandlerResult>,
+    {
+        self.execute(scope, lease, handler).await
+    }
+
     async fn execute<F, Fut>(
         &self,
         scope: &Scope,

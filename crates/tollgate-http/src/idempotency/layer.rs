@@ -9,6 +9,7 @@ use tollgate_idempotency::fingerprint::BodyFormat;
 use tollgate_idempotency::key::KeyPolicy;
 use tower::Layer;
 
+use super::claim_hook::{ClaimHook, SharedHook};
 use super::identity::IdentityExtractor;
 use super::service::IdempotencyService;
 
@@ -23,6 +24,7 @@ pub struct IdempotencyLayer<St> {
     pub(super) key_policy: KeyPolicy,
     pub(super) body_format: BodyFormat,
     pub(super) replay_headers: Arc<[HeaderName]>,
+    pub(super) claim_hook: Option<SharedHook>,
 }
 
 impl<St> Clone for IdempotencyLayer<St> {
@@ -34,6 +36,7 @@ impl<St> Clone for IdempotencyLayer<St> {
             key_policy: self.key_policy,
             body_format: self.body_format,
             replay_headers: Arc::clone(&self.replay_headers),
+            claim_hook: self.claim_hook.clone(),
         }
     }
 }
@@ -57,6 +60,7 @@ impl<St> IdempotencyLayer<St> {
             key_policy: KeyPolicy::STRICT,
             body_format: BodyFormat::Json,
             replay_headers: Arc::new([CONTENT_TYPE, LOCATION]),
+            claim_hook: None,
         }
     }
 
@@ -84,6 +88,15 @@ impl<St> IdempotencyLayer<St> {
     /// `Location` unless set). Replays always carry `Idempotent-Replayed: true`.
     pub fn replay_headers(mut self, names: impl IntoIterator<Item = HeaderName>) -> Self {
         self.replay_headers = names.into_iter().collect();
+        self
+    }
+}
+
+impl<St> IdempotencyLayer<St> {
+    /// Lets `hook` claim keys never seen together with the handler's first write (one commit
+    /// instead of two); see [`ClaimHook`].
+    pub fn claim_hook(mut self, hook: impl ClaimHook) -> Self {
+        self.claim_hook = Some(SharedHook(Arc::new(hook)));
         self
     }
 }

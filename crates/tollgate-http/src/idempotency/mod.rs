@@ -80,6 +80,7 @@
 //! # });
 //! ```
 
+mod claim_hook;
 mod identity;
 mod layer;
 mod outcome;
@@ -87,6 +88,7 @@ mod response;
 mod service;
 
 pub use crate::future::ResponseFuture;
+pub use claim_hook::{ClaimFuture, ClaimHook, ClaimRequest, Claimed};
 pub use identity::{Identity, IdentityExtractor};
 pub use layer::{DEFAULT_BODY_LIMIT, IdempotencyLayer};
 pub use outcome::{Disposition, IdempotencyOutcome, StoreFailure};

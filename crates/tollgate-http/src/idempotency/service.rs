@@ -14,6 +14,7 @@ use tollgate_idempotency::store::{IdempotencyStore, Lease};
 use tollgate_idempotency::{Error, HandlerResult, Idempotency, IdempotencyKey, Outcome, Scope};
 use tower::{Service, ServiceExt};
 
+use super::claim_hook::{ClaimRequest, SharedHook};
 use super::identity::Identity;
 use super::layer::IdempotencyLayer;
 use super::outcome::{Disposition, IdempotencyOutcome};
@@ -124,8 +125,36 @@ where
         Err(error) => return Ok(error_response(&error)),
     };
     let scope = Scope::new(identity.user, request.method(), &identity.route, key);
+    let mut request = request;
+    let claimed = match &layer.claim_hook {
+        Some(SharedHook(hook)) => {
+            let asked = ClaimRequest {
+                head: RequestHead::of(&request),
+                body: &body,
+                scope: &scope,
+                fingerprint: &fingerprint,
+                options: layer.driver.config().claim,
+            };
+            match hook.claim(asked).await {
+                Ok(Some(claimed)) => {
+                    request.extensions_mut().extend(claimed.extensions);
+                    Some(claimed.lease)
+                }
+                Ok(None) => None,
+                Err(error) => return Ok(error_response(&error)),
+            }
+        }
+        None => None,
+    };
     let keep = Arc::clone(&layer.replay_headers);
-    run_once(&layer.driver, scope, fingerprint, inner, request, keep).await
+    run_once(
+        &layer.driver,
+        (scope, fingerprint, claimed),
+        inner,
+        request,
+        keep,
+    )
+    .await
 }
 
 async fn read_body<B>(body: B, limit: usize) -> Result<Bytes, Answer>
@@ -176,8 +205,7 @@ where
 /// refuse.
 async fn run_once<S, St, R>(
     driver: &Idempotency<St>,
-    scope: Scope,
-    fingerprint: Fingerprint,
+    (scope, fingerprint, claimed): (Scope, Fingerprint, Option<Lease>),
     inner: S,
     request: Request<Full<Bytes>>,
     keep: Arc<[HeaderName]>,
@@ -195,31 +223,34 @@ where
     let mut live = None;
     let handler_scope = scope.clone();
     let (error_slot, live_slot) = (&mut inner_error, &mut live);
-    let outcome = driver
-        .run(&scope, &fingerprint, |lease: Lease| async move {
-            let mut request = request;
-            request.extensions_mut().insert(lease);
-            request.extensions_mut().insert(handler_scope);
-            match inner.oneshot(request).await {
-                Ok(response) => match collect_response(response, &keep).await {
-                    Ok((result, parts)) => {
-                        *live_slot = Some(parts);
-                        result
-                    }
-                    Err(failed) => HandlerResult::Ambiguous(stored(failed)),
-                },
-                Err(error) => {
-                    let detail = format!("the request failed: {error}");
-                    *error_slot = Some(error);
-                    HandlerResult::Ambiguous(stored(problem_bytes(
-                        StatusCode::BAD_GATEWAY,
-                        "Bad Gateway",
-                        detail,
-                    )))
+    let handler = |lease: Lease| async move {
+        let mut request = request;
+        request.extensions_mut().insert(lease);
+        request.extensions_mut().insert(handler_scope);
+        match inner.oneshot(request).await {
+            Ok(response) => match collect_response(response, &keep).await {
+                Ok((result, parts)) => {
+                    *live_slot = Some(parts);
+                    result
                 }
+                Err(failed) => HandlerResult::Ambiguous(stored(failed)),
+            },
+            Err(error) => {
+                let detail = format!("the request failed: {error}");
+                *error_slot = Some(error);
+                HandlerResult::Ambiguous(stored(problem_bytes(
+                    StatusCode::BAD_GATEWAY,
+                    "Bad Gateway",
+                    detail,
+                )))
             }
-        })
-        .await;
+        }
+    };
+    let outcome = match claimed {
+        // The hook wrote the claim with the handler's first write.
+        Some(lease) => driver.run_claimed(&scope, lease, handler).await,
+        None => driver.run(&scope, &fingerprint, handler).await,
+    };
     if let Some(error) = inner_error {
         return Err(error);
     }

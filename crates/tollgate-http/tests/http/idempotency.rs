@@ -453,3 +453,123 @@ async fn stripe_style_keys_form_bodies_and_replayed_headers() {
     assert_eq!(changed.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
+
+/// A claim hook that claims with the store itself (as a PostgreSQL hook would in one statement
+/// with its own insert) and tells the handler what it wrote.
+#[derive(Debug)]
+struct Intent(&'static str);
+
+struct ClaimingHook {
+    store: Arc<MemoryStore>,
+    claims: Arc<AtomicU32>,
+}
+
+impl tollgate_http::idempotency::ClaimHook for ClaimingHook {
+    fn claim(
+        &self,
+        request: tollgate_http::idempotency::ClaimRequest<'_>,
+    ) -> tollgate_http::idempotency::ClaimFuture {
+        use tollgate_idempotency::store::{Claim, IdempotencyStore};
+        // Declines a body it does not understand: the layer claims as usual.
+        if request.body.as_ref() != br#"{"amount":"1.00"}"# {
+            return Box::pin(async { Ok(None) });
+        }
+        let (store, claims) = (Arc::clone(&self.store), Arc::clone(&self.claims));
+        let (scope, fingerprint, options) = (
+            request.scope.clone(),
+            request.fingerprint.clone(),
+            request.options,
+        );
+        Box::pin(async move {
+            match store.claim(&scope, &fingerprint, options).await? {
+                Claim::Acquired(lease) if !lease.resumed => {
+                    claims.fetch_add(1, Ordering::SeqCst);
+                    let mut extensions = http::Extensions::new();
+                    extensions.insert(Arc::new(Intent("recorded by the hook")));
+                    Ok(Some(tollgate_http::idempotency::Claimed {
+                        lease,
+                        extensions,
+                    }))
+                }
+                // A real hook's statement writes nothing when the key has a record.
+                _ => Ok(None),
+            }
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_claim_hook_claims_fresh_keys_and_the_layer_does_the_rest() {
+    let store = Arc::new(MemoryStore::new(100));
+    let claims = Arc::new(AtomicU32::new(0));
+    let driver = Arc::new(Idempotency::new(
+        Arc::clone(&store),
+        IdempotencyConfig::default(),
+    ));
+    let hook = ClaimingHook {
+        store,
+        claims: Arc::clone(&claims),
+    };
+    let seen = Arc::new(AtomicU32::new(0));
+    let counter = Arc::clone(&seen);
+    let app = service_fn(move |req: Req| {
+        let told = req.extensions().get::<Arc<Intent>>().map(|i| i.0);
+        if told.is_some() {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+        async move {
+            let mut response = Response::new(Full::new(Bytes::from(told.unwrap_or("none"))));
+            *response.status_mut() = StatusCode::CREATED;
+            Ok::<_, std::convert::Infallible>(response)
+        }
+    });
+    let layer = IdempotencyLayer::new(driver, |_: &RequestHead<'_>| {
+        Some(Identity::new("alice", "/api/v1/payments"))
+    })
+    .claim_hook(hook);
+    let service = layer.layer(app);
+
+    let first = service
+        .clone()
+        .oneshot(request(Some(KEY), br#"{"amount":"1.00"}"#))
+        .await
+        .expect("an answer");
+    assert_eq!(first.status(), StatusCode::CREATED);
+    assert_eq!(
+        first.extensions().get(),
+        Some(&IdempotencyOutcome::Executed)
+    );
+    let again = service
+        .clone()
+        .oneshot(request(Some(KEY), br#"{"amount":"1.00"}"#))
+        .await
+        .expect("an answer");
+    assert_eq!(
+        again.extensions().get(),
+        Some(&IdempotencyOutcome::Replayed)
+    );
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    let declined = service
+        .clone()
+        .oneshot(request(
+            Some("order-declined-by-hook"),
+            br#"{"amount":"2.00"}"#,
+        ))
+        .await
+        .expect("an answer");
+    assert_eq!(
+        declined.extensions().get(),
+        Some(&IdempotencyOutcome::Executed)
+    );
+    let reused = service
+        .clone()
+        .oneshot(request(Some(KEY), br#"{"amount":"9.00"}"#))
+        .await
+        .expect("an answer");
+    assert_eq!(reused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        (claims.load(Ordering::SeqCst), seen.load(Ordering::SeqCst)),
+        (1, 1),
+        "the hook claimed the fresh key once and the handler was told"
+    );
+}

@@ -83,6 +83,36 @@ impl CompletionParams<'_> {
     }
 }
 
+/// The 7 parameters of [`PostgresStore::claim_statement`], in order.
+#[derive(Debug)]
+pub struct ClaimParams<'a> {
+    user: &'a str,
+    operation: &'a str,
+    key: &'a str,
+    fingerprint: &'a [u8],
+    lease_ms: i64,
+    ttl_ms: i64,
+    now: Option<SystemTime>,
+}
+
+impl ClaimParams<'_> {
+    /// How many parameters [`PostgresStore::claim_statement`] takes.
+    pub const COUNT: usize = 7;
+
+    /// To bind, in order.
+    pub fn as_params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 7] {
+        [
+            &self.user,
+            &self.operation,
+            &self.key,
+            &self.fingerprint,
+            &self.lease_ms,
+            &self.ttl_ms,
+            &self.now,
+        ]
+    }
+}
+
 /// A test clock mapped onto wall time, for statements that take "now" as a parameter.
 #[derive(Debug)]
 struct InjectedTime {
@@ -244,6 +274,38 @@ impl PostgresStore {
         format!("{} RETURNING 1", self.statements.complete)
     }
 
+    /// The claim of a key never seen, as a data-modifying statement, `INSERT … ON CONFLICT DO
+    /// NOTHING RETURNING fence`, with parameters `$1`–`$7` bound from
+    /// [`claim_params`](Self::claim_params): for writing the claim in the *same statement* as
+    /// your own first write (a `WITH c AS (…)` clause; make your writes conditional on
+    /// `EXISTS (SELECT 1 FROM c)`), so the record and your intent commit together. It returns
+    /// the new owner's fence, or no row if the key has a record (live or expired): then claim
+    /// it the usual way ([`IdempotencyStore::claim`]), which decides between replay, wait,
+    /// mismatch and takeover. The lease it grants is
+    /// `Lease { fence, resumed: false }`; run the request with
+    /// [`Idempotency::run_claimed`](crate::Idempotency::run_claimed).
+    pub fn claim_statement(&self) -> String {
+        self.statements.claim_fresh.clone()
+    }
+
+    /// The parameters of [`claim_statement`](Self::claim_statement).
+    pub fn claim_params<'a>(
+        &self,
+        scope: &'a Scope,
+        fingerprint: &'a Fingerprint,
+        options: ClaimOptions,
+    ) -> ClaimParams<'a> {
+        ClaimParams {
+            user: scope.user(),
+            operation: scope.operation(),
+            key: scope.key().as_str(),
+            fingerprint: fingerprint.as_bytes().as_slice(),
+            lease_ms: millis(options.lease),
+            ttl_ms: millis(options.ttl),
+            now: self.now(),
+        }
+    }
+
     /// The parameters of [`completion_statement`](Self::completion_statement).
     pub fn completion_params<'a>(
         &self,
@@ -346,18 +408,8 @@ impl IdempotencyStore for PostgresStore {
         options: ClaimOptions,
     ) -> Result<Claim, Error> {
         let client = self.pool.get().await.map_err(pool_error)?;
-        let lease_ms = millis(options.lease);
-        let ttl_ms = millis(options.ttl);
-        let now = self.now();
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
-            &scope.user(),
-            &scope.operation(),
-            &scope.key().as_str(),
-            &fingerprint.as_bytes().as_slice(),
-            &lease_ms,
-            &ttl_ms,
-            &now,
-        ];
+        let params = self.claim_params(scope, fingerprint, options);
+        let params = params.as_params();
         // Statements are cached per connection, so each is one round trip. A key never seen
         // is claimed by a plain INSERT; only an existing row needs the locking function.
         let fresh = client

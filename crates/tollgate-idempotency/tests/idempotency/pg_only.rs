@@ -112,3 +112,65 @@ async fn completion_composes_into_one_statement() {
     drop(client);
     pg::drop_schema(&url, &schema).await;
 }
+
+/// The claim of a key never seen, composed with the caller's first write: both commit in one
+/// statement, a key with a record writes neither, and the lease it grants completes as usual.
+#[tokio::test]
+async fn a_fresh_claim_composes_with_the_first_write() {
+    let Some((url, schema)) = pg::database("pg_only::a_fresh_claim_composes_with_the_first_write")
+    else {
+        return;
+    };
+    let store = pg::store(&url, &schema, None).await;
+    let pool = pg::pool(&url);
+    let client = pool.get().await.expect("database");
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {schema}.payments (id text PRIMARY KEY)"
+        ))
+        .await
+        .expect("payments table");
+    let sql = format!(
+        "WITH c AS ({}), p AS (INSERT INTO {schema}.payments SELECT $8::text WHERE EXISTS (SELECT 1 FROM c)) \
+         SELECT fence FROM c",
+        store.claim_statement()
+    );
+    let s = scope("alice", "txn-key-0123456789ef");
+    let fp = fingerprint(r#"{"amount":"3.00"}"#);
+    let mut fences = Vec::new();
+    for id in ["txn_first", "txn_second"] {
+        let params = store.claim_params(&s, &fp, OPTIONS);
+        let mut all = params.as_params().to_vec();
+        all.push(&id);
+        let row = client
+            .query_opt(sql.as_str(), &all)
+            .await
+            .expect("statement");
+        fences.push(row.map(|row| row.get::<_, i64>(0)));
+    }
+    assert!(fences[0].is_some(), "the fresh key is claimed");
+    assert_eq!(fences[1], None, "a key with a record is not");
+    let rows: Vec<String> = client
+        .query(&format!("SELECT id FROM {schema}.payments"), &[])
+        .await
+        .expect("rows")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(rows, ["txn_first"], "only the claim's own write");
+    assert!(matches!(
+        store.claim(&s, &fp, OPTIONS).await.expect("claim"),
+        Claim::InProgress { .. }
+    ));
+    let fence = u64::try_from(fences[0].unwrap_or_default()).expect("a fence");
+    store
+        .complete(&s, fence, &response("txn_first"), OPTIONS.ttl)
+        .await
+        .expect("the lease completes");
+    assert_eq!(
+        store.claim(&s, &fp, OPTIONS).await.expect("claim"),
+        Claim::Completed(response("txn_first"))
+    );
+    drop(client);
+    pg::drop_schema(&url, &schema).await;
+}
