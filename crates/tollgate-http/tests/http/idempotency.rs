@@ -477,7 +477,7 @@ impl tollgate_http::idempotency::ClaimHook for ClaimingHook {
         let (store, claims) = (Arc::clone(&self.store), Arc::clone(&self.claims));
         let (scope, fingerprint, options) = (
             request.scope.clone(),
-            request.fingerprint.clone(),
+            *request.fingerprint,
             request.options,
         );
         Box::pin(async move {
