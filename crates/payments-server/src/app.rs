@@ -40,6 +40,7 @@ use crate::layers::observe::{self, Measure};
 use crate::layers::request_id::{self, UuidV7, X_REQUEST_ID};
 use crate::layers::stage::{Next, StageLayer};
 use crate::paths;
+use crate::payment::ClaimWithIntent;
 use crate::state::AppState;
 
 /// The server's router over `state`. Serve it with `ConnectInfo<SocketAddr>` in each request's
@@ -205,15 +206,18 @@ fn payment_pipeline(state: &Arc<AppState>) -> impl Next + Sync + use<> {
         let caller = head.extensions().get::<Caller>()?;
         Some(Identity::new(caller.0.as_ref(), paths::PAYMENTS))
     };
+    let mut idempotency = IdempotencyLayer::new(Arc::clone(&state.idempotency), scoped);
+    if let Some(ledger) = &state.payments.claim_ledger {
+        // On PostgreSQL a fresh key's claim commits with its pending payment.
+        let breaker = state.payments.breaker.clone();
+        idempotency = idempotency.claim_hook(ClaimWithIntent::new(Arc::clone(ledger), breaker));
+    }
     ServiceBuilder::new()
         .layer(StageLayer::new(state, Accounting))
         .layer(StageLayer::new(state, Enforce { read_body: true }))
         .layer(limits_layer(state, Method::POST, paths::PAYMENTS))
         .layer(StageLayer::new(state, RequireJson))
         .map_response(IntoResponse::into_response)
-        .layer(IdempotencyLayer::new(
-            Arc::clone(&state.idempotency),
-            scoped,
-        ))
+        .layer(idempotency)
         .service(payments::create_payment.with_state(Arc::clone(state)))
 }

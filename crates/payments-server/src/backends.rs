@@ -13,11 +13,11 @@ use tollgate_idempotency::store::IdempotencyStore;
 use tollgate_ratelimit::redis::{FailureMode, RedisLimiter};
 use tollgate_ratelimit::{MemoryLimiter, RateLimiter};
 
-use crate::config::{Config, FailureModeName, FileConfig, Timeouts};
+use crate::config::{Config, FailureModeName, FileConfig, SimulatedCharges, Timeouts};
 use crate::health::Services;
 use crate::ledger::{BoxError, Ledger, MemoryLedger, PostgresLedger};
 use crate::pools;
-use crate::processor::{HttpProcessor, MemoryBook, PostgresBook, SimulatedProcessor};
+use crate::processor::{ChargeBook, HttpProcessor, MemoryBook, PostgresBook, SimulatedProcessor};
 use crate::state::{AppState, Backends};
 
 /// Idempotency records kept in memory at most (the oldest expire first).
@@ -248,16 +248,20 @@ async fn postgres(
         Ok((store, audit))
     })();
     let (store, audit) = opened.map_err(backend("DATABASE_URL"))?;
-    let ledger: Arc<dyn Ledger> = Arc::new(PostgresLedger::new(
+    let claim_ledger = Arc::new(PostgresLedger::new(
         pool.clone(),
         schema,
         Arc::clone(&store),
         &audit,
     ));
+    let ledger: Arc<dyn Ledger> = claim_ledger.clone();
     services.database = Some(Arc::clone(&ledger));
     services.database_pool = Some(pool.clone());
     services.audit_writer = Some(Arc::clone(&audit));
-    let book = Arc::new(PostgresBook::new(pool, schema));
+    let book: Arc<dyn ChargeBook> = match file.processor.simulated_charges {
+        SimulatedCharges::Database => Arc::new(PostgresBook::new(pool, schema)),
+        SimulatedCharges::Memory => Arc::new(MemoryBook::default()),
+    };
     let backends = Backends {
         limiter,
         store,
@@ -268,6 +272,7 @@ async fn postgres(
             book,
             file.testing.payment_methods,
         )),
+        claim_ledger: Some(claim_ledger),
         services,
     };
     Ok((backends, Some(audit)))
@@ -320,6 +325,7 @@ fn memory(
             Arc::new(MemoryBook::default()),
             file.testing.payment_methods,
         )),
+        claim_ledger: None,
         services,
     }
 }

@@ -18,6 +18,7 @@ use crate::config::{ApiKey, FileConfig, TestingTuning, Timeouts};
 use crate::health::HealthCache;
 use crate::health::Services;
 use crate::ledger::Ledger;
+use crate::ledger::PostgresLedger;
 use crate::metrics::Metrics;
 use crate::payment::Payments;
 use crate::processor::PaymentProcessor;
@@ -52,6 +53,8 @@ pub(crate) struct Backends {
     pub(crate) ledger: Arc<dyn Ledger>,
     pub(crate) audit: Arc<dyn AuditLog>,
     pub(crate) processor: Arc<dyn PaymentProcessor>,
+    /// On PostgreSQL: the ledger, to claim fresh keys with their pending payment.
+    pub(crate) claim_ledger: Option<Arc<PostgresLedger>>,
     pub(crate) services: Services,
 }
 
@@ -85,6 +88,7 @@ impl AppState {
             breaker: breaker(file, &metrics),
             record_ttl: tuning.ttl,
             processor_timeout: file.processor.timeout,
+            claim_ledger: backends.claim_ledger,
         };
         Ok(Arc::new(AppState {
             keys: Keys::new(keys),

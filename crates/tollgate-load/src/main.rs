@@ -8,6 +8,10 @@
 //! `--reference pg-commits` runs two single-row autocommitted INSERTs per "payment" on the same
 //! database. Ratios, not absolute numbers, are what carry between machines.
 //!
+//! `--processor target/release/mock-processor` puts a real processor process behind the spawned
+//! server; without it the server's in-process simulation charges (in the server's memory).
+//! With `--database-url` the run also reports the database's commits per payment.
+//!
 //! `--scenario flood` sends only authenticated payments over the payments limit instead: every
 //! answer after the first is a `429`, which measures what a refusal costs.
 //!
@@ -28,7 +32,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 
 use crate::drive::{load, progress_bar, report};
-use crate::spawn::{api_keys, serve_hello, spawn_hello, spawn_server};
+use crate::spawn::{api_keys, serve_hello, spawn_hello, spawn_processor, spawn_server};
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -73,9 +77,14 @@ pub(crate) struct Args {
     /// Share of operations that send the same new payment twice at once.
     #[arg(long, default_value_t = 0.1)]
     pub(crate) duplicate_share: f64,
-    /// The spawned server's simulated processor latency.
+    /// The spawned server's simulated processor latency (its charges kept in the server's
+    /// memory, so the run measures the server alone).
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     pub(crate) processor_latency: Duration,
+    /// Start this `mock-processor` binary on a free port (charges in its memory, answering
+    /// after --processor-latency) and have the spawned server charge through it over HTTP.
+    #[arg(long)]
+    pub(crate) processor: Option<PathBuf>,
     /// What to send.
     #[arg(long, value_enum, default_value_t = Scenario::Payments)]
     pub(crate) scenario: Scenario,
@@ -113,18 +122,37 @@ enum Reference {
 
 async fn run(args: Args) -> Result<bool, BoxError> {
     let run_id = format!("load_{}_{}", std::process::id(), fastrand::u32(..));
+    let processor = match &args.processor {
+        Some(binary) => Some(spawn_processor(binary, args.processor_latency)?),
+        None => None,
+    };
+    let processor_url = processor.as_ref().map(|(_, url)| url.as_str());
     let (_server, base) = match &args.spawn {
         Some(binary) => {
-            let (child, base) = spawn_server(&args, binary, &run_id)?;
+            let (child, base) = spawn_server(&args, binary, &run_id, processor_url)?;
             (Some(child), base)
         }
         None => (None, args.url.trim_end_matches('/').to_owned()),
+    };
+    let commits_before = match &args.database_url {
+        Some(url) => Some(pg_reference::commits(url).await?),
+        None => None,
     };
     let bar = progress_bar(&args, "payments-server");
     let measured = load(&args, &base, &run_id, &bar).await;
     bar.finish_and_clear();
     let (requests_per_sec, payments_per_sec) =
         report(&format!("payments-server at {base}"), &measured);
+    if let (Some(before), Some(url)) = (commits_before, &args.database_url) {
+        // PostgreSQL publishes a backend's counters within a second of its last transaction.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let commits = pg_reference::commits(url).await? - before;
+        let payments = payments_per_sec * args.duration.as_secs_f64();
+        println!(
+            "  database: {commits} commits for ~{payments:.0} payments executed, {:.2} per payment (the whole database, pool checks and audit batches included)",
+            commits as f64 / payments.max(1.0)
+        );
+    }
     let violations = audit::audit(&base, &measured, args.concurrency).await;
     let keys: HashSet<_> = measured.samples.iter().map(|s| &s.key).collect();
     if violations.is_empty() {

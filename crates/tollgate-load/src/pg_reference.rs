@@ -75,3 +75,16 @@ pub(crate) async fn drop_schema(url: &str, schema: &str) {
             .await;
     }
 }
+
+/// Transactions committed in the database of `url` so far (`pg_stat_database`).
+pub(crate) async fn commits(url: &str) -> Result<i64, BoxError> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    let row = client
+        .query_one(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
+            &[],
+        )
+        .await?;
+    Ok(row.get(0))
+}

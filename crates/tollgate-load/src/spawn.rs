@@ -25,7 +25,7 @@ fn server_config(args: &Args) -> String {
         Scenario::Payments => global.to_owned(),
         Scenario::Flood => format!("{global}{flood}"),
     };
-    format!("[processor]\nlatency = \"{latency}\"\n{policies}")
+    format!("[processor]\nlatency = \"{latency}\"\nsimulated_charges = \"memory\"\n{policies}")
 }
 
 pub(crate) fn api_keys(users: usize) -> String {
@@ -66,6 +66,7 @@ pub(crate) fn spawn_server(
     args: &Args,
     binary: &PathBuf,
     run: &str,
+    processor_url: Option<&str>,
 ) -> Result<(Spawned, String), BoxError> {
     let port = free_port()?;
     let config = std::env::temp_dir().join(format!("tollgate-load-{run}.toml"));
@@ -87,7 +88,32 @@ pub(crate) fn spawn_server(
     if let Some(url) = &args.redis_url {
         command.env("REDIS_URL", url);
     }
+    match processor_url {
+        Some(url) => command.env("PROCESSOR_URL", url),
+        None => command.env_remove("PROCESSOR_URL"),
+    };
     let child = Spawned(command.spawn()?);
+    wait_for_port(port)?;
+    Ok((child, format!("http://127.0.0.1:{port}")))
+}
+
+/// `mock-processor` on a free port, charges in its memory, answering after `latency`.
+pub(crate) fn spawn_processor(
+    binary: &PathBuf,
+    latency: Duration,
+) -> Result<(Spawned, String), BoxError> {
+    let port = free_port()?;
+    let child = Command::new(binary)
+        .env("BIND_ADDR", format!("127.0.0.1:{port}"))
+        .env("LOG_LEVEL", "warn")
+        .env_remove("DATABASE_URL")
+        .args([
+            "--latency",
+            &humantime::format_duration(latency).to_string(),
+        ])
+        .stdout(Stdio::null())
+        .spawn()?;
+    let child = Spawned(child);
     wait_for_port(port)?;
     Ok((child, format!("http://127.0.0.1:{port}")))
 }

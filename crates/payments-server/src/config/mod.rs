@@ -21,7 +21,7 @@ pub use keys::{ApiKey, DEV_KEY};
 pub use tuning::Timeouts;
 pub(crate) use tuning::{
     AuditTuning, BreakerTuning, DatabaseTuning, FailureModeName, HealthTuning, IdempotencyTuning,
-    LimitsTuning, ProcessorTuning, RateLimitTuning, RedisTuning, TestingTuning,
+    LimitsTuning, ProcessorTuning, RateLimitTuning, RedisTuning, SimulatedCharges, TestingTuning,
 };
 
 use keys::KeySettings;

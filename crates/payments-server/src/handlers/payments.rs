@@ -23,7 +23,7 @@ use super::probes::json_response;
 use crate::auth::Caller;
 use crate::layers::accounting::PaymentAnswered;
 use crate::layers::{body, request_id};
-use crate::payment::{Attempt, Payment, Refused, Settled, Status};
+use crate::payment::{Attempt, Payment, Recorded, Refused, Settled, Status};
 use crate::state::AppState;
 use crate::{paths, problem};
 
@@ -60,6 +60,7 @@ pub(crate) async fn create_payment(
         lease,
         body: &body,
         started: Instant::now(),
+        recorded: extensions.get::<Recorded>().map(|r| r.0.as_ref()),
     };
     let outcome = state.payments.pay(&attempt, receipt).await;
     let settled = outcome
@@ -138,6 +139,10 @@ fn answer(outcome: Result<Settled, Refused>, attempt: &Attempt<'_>) -> Answer {
             "unavailable",
             None,
         ),
+        Err(Refused::CircuitOpenPending {
+            payment,
+            retry_after,
+        }) => still_pending(&payment, Pending::CircuitOpen(retry_after), attempt),
         Err(Refused::Storage(error)) => {
             // The database's own message stays in the log: it can name hosts and schemas.
             tracing::warn!(error = %crate::error_chain(&error), "payment storage failed");
@@ -153,21 +158,7 @@ fn answer(outcome: Result<Settled, Refused>, attempt: &Attempt<'_>) -> Answer {
             )
         }
         Err(Refused::ProcessorLost { payment, detail }) => {
-            let event = refused(
-                StatusCode::BAD_GATEWAY,
-                Action::PAYMENT_ATTEMPT,
-                AuditOutcome::Failure,
-            )
-            .map(|e| {
-                e.transaction_id(payment.transaction_id.as_str())
-                    .field("error", detail.as_str())
-            });
-            (
-                processor_failed(&payment, &detail),
-                Disposition::Ambiguous,
-                "failed",
-                event,
-            )
+            still_pending(&payment, Pending::AnswerLost(detail), attempt)
         }
         // A newer owner holds the key and will reconcile this same payment. Giving the key back
         // with this stale fence is refused like any fenced-off write, so the idempotency layer
@@ -236,14 +227,58 @@ fn live(receipt: StoredResponse) -> Response {
     response
 }
 
-fn processor_failed(payment: &Payment, detail: &str) -> Response {
-    problem::respond(
-        Problem::new(StatusCode::BAD_GATEWAY, "Payment processor error")
-            .detail(format!(
-                "{detail}; the payment is pending: retry with the same Idempotency-Key to learn its outcome (it is never charged twice)"
-            ))
+/// Why a recorded payment is still pending.
+enum Pending {
+    /// The processor's answer is unknown.
+    AnswerLost(String),
+    /// The breaker opened after the payment was recorded: nothing was charged.
+    CircuitOpen(Duration),
+}
+
+/// The answer for a payment left pending: the claim is kept (ambiguous), so the retry with the
+/// same key resumes this payment and reconciles it with the processor.
+fn still_pending(
+    payment: &Payment,
+    why: Pending,
+    attempt: &Attempt<'_>,
+) -> (Response, Disposition, &'static str, Option<AuditEvent>) {
+    let (reason, status, title, detail, retry_after, label) = match why {
+        Pending::AnswerLost(reason) => (
+            reason.clone(),
+            StatusCode::BAD_GATEWAY,
+            "Payment processor error",
+            format!(
+                "{reason}; the payment is pending: retry with the same Idempotency-Key to learn its outcome (it is never charged twice)"
+            ),
+            None,
+            "failed",
+        ),
+        Pending::CircuitOpen(retry_after) => (
+            "circuit open".to_owned(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Service Unavailable",
+            "the payment processor is unavailable (circuit open); the payment is pending and nothing was charged: retry with the same Idempotency-Key to complete it".to_owned(),
+            Some(retry_after),
+            "unavailable",
+        ),
+    };
+    let event = attempt
+        .event(
+            Action::PAYMENT_ATTEMPT,
+            AuditOutcome::Failure,
+            status.as_u16(),
+        )
+        .transaction_id(payment.transaction_id.as_str())
+        .field("error", reason);
+    let mut response = problem::respond(
+        Problem::new(status, title)
+            .detail(detail)
             .extension("transaction_id", payment.transaction_id.as_str()),
-    )
+    );
+    if let Some(after) = retry_after {
+        response = problem::with_retry_after(response, after);
+    }
+    (response, Disposition::Ambiguous, label, Some(event))
 }
 
 pub(crate) async fn get_payment(

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use tokio_postgres::types::ToSql;
 use tollgate_audit::AuditEvent;
 use tollgate_audit::postgres::{EventParams, PostgresAuditLog};
-use tollgate_idempotency::postgres::PostgresStore;
+use tollgate_idempotency::postgres::{ClaimParams, PostgresStore};
 
 use super::{Completion, Finished, Ledger, LedgerError, sql};
 use crate::payment::{Payment, Status};
@@ -20,6 +20,8 @@ pub(crate) struct PostgresLedger {
     schema: String,
     /// The pending row and its `payment_started` event: one statement.
     insert_pending_sql: String,
+    /// The claim of a fresh key, the pending row and its event: one statement.
+    claim_pending_sql: String,
     /// The idempotency completion, the final status and the audit event: one statement, whose
     /// writes all happen only if the lease's fence still owns the key.
     finish_sql: String,
@@ -49,6 +51,11 @@ impl PostgresLedger {
         let audit_insert = |first| audit.insert_select_statement(first);
         PostgresLedger {
             insert_pending_sql: sql::insert_pending(schema, audit_insert),
+            claim_pending_sql: sql::claim_pending(
+                schema,
+                &idempotency.claim_statement(),
+                audit_insert,
+            ),
             finish_sql: sql::finish(schema, &idempotency.completion_statement(), audit_insert),
             pool,
             schema: schema.to_owned(),
@@ -118,6 +125,75 @@ impl PostgresLedger {
     }
 }
 
+/// The values of a payment row, in the order of [`sql::COLUMNS`].
+struct RowParams<'a> {
+    payment: &'a Payment,
+    status: &'static str,
+    metadata: serde_json::Value,
+}
+
+impl<'a> RowParams<'a> {
+    fn new(payment: &'a Payment) -> Result<Self, LedgerError> {
+        Ok(RowParams {
+            payment,
+            status: payment.status.as_str(),
+            metadata: serde_json::to_value(&payment.metadata).map_err(LedgerError::storage)?,
+        })
+    }
+
+    fn as_params(&self) -> [&(dyn ToSql + Sync); sql::PAYMENT_PARAMS] {
+        let payment = self.payment;
+        [
+            &payment.transaction_id,
+            &payment.user_id,
+            &payment.idempotency_key,
+            &self.status,
+            &payment.amount_minor,
+            &payment.currency,
+            &payment.description,
+            &payment.payment_method,
+            &self.metadata,
+            &payment.decline_code,
+            &payment.created_at,
+        ]
+    }
+}
+
+impl PostgresLedger {
+    /// Claims `scope`'s key if it has no record, with `payment` (pending) and `event` in the
+    /// same statement; the claim's fence, or `None` (nothing written) if the key has a record.
+    pub(crate) async fn claim_with_pending(
+        &self,
+        claim: &ClaimParams<'_>,
+        payment: &Payment,
+        event: &AuditEvent,
+    ) -> Result<Option<u64>, LedgerError> {
+        let row = RowParams::new(payment)?;
+        let event = EventParams::new(event);
+        let params: Vec<_> = claim
+            .as_params()
+            .into_iter()
+            .chain(event.as_params())
+            .chain(row.as_params())
+            .collect();
+        let client = self.pool.get().await.map_err(LedgerError::storage)?;
+        let statement = client
+            .prepare_cached(&self.claim_pending_sql)
+            .await
+            .map_err(LedgerError::storage)?;
+        let row = client
+            .query_opt(&statement, &params)
+            .await
+            .map_err(LedgerError::storage)?;
+        Ok(row.map(|row| u64::try_from(row.get::<_, i64>(0)).unwrap_or(0)))
+    }
+
+    /// The idempotency store whose records this ledger's statements write.
+    pub(crate) fn idempotency(&self) -> &PostgresStore {
+        &self.idempotency
+    }
+}
+
 #[async_trait]
 impl Ledger for PostgresLedger {
     async fn insert_pending(
@@ -125,23 +201,13 @@ impl Ledger for PostgresLedger {
         payment: &Payment,
         event: AuditEvent,
     ) -> Result<(), LedgerError> {
-        let metadata = serde_json::to_value(&payment.metadata).map_err(LedgerError::storage)?;
-        let status = payment.status.as_str();
+        let row = RowParams::new(payment)?;
         let event = EventParams::new(&event);
-        let row: [&(dyn ToSql + Sync); sql::PAYMENT_PARAMS] = [
-            &payment.transaction_id,
-            &payment.user_id,
-            &payment.idempotency_key,
-            &status,
-            &payment.amount_minor,
-            &payment.currency,
-            &payment.description,
-            &payment.payment_method,
-            &metadata,
-            &payment.decline_code,
-            &payment.created_at,
-        ];
-        let params: Vec<_> = event.as_params().into_iter().chain(row).collect();
+        let params: Vec<_> = event
+            .as_params()
+            .into_iter()
+            .chain(row.as_params())
+            .collect();
         self.execute(&self.insert_pending_sql, &params).await?;
         Ok(())
     }

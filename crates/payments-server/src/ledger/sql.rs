@@ -1,10 +1,10 @@
-//! The ledger's SQL. The two writes of a payment are composed with fragments of the
+//! The ledger's SQL. The writes of a payment are composed with fragments of the
 //! idempotency and audit crates, so their parameter numbers are computed, never written by hand:
 //! each fragment says how many parameters it takes, and a test checks every statement's
 //! placeholders against the parameters bound to it.
 
 use tollgate_audit::postgres::EventParams;
-use tollgate_idempotency::postgres::CompletionParams;
+use tollgate_idempotency::postgres::{ClaimParams, CompletionParams};
 
 /// The `payments` table in `{schema}`.
 pub(crate) const MIGRATE: &str = "
@@ -34,6 +34,21 @@ pub(crate) const COLUMNS: &str = "transaction_id, user_id, idempotency_key, stat
 /// How many values a payment row binds (one per column of [`COLUMNS`]).
 pub(crate) const PAYMENT_PARAMS: usize = 11;
 
+/// The type of each column of [`COLUMNS`]: an `INSERT … SELECT` must say them.
+const PAYMENT_TYPES: [&str; PAYMENT_PARAMS] = [
+    "text",
+    "text",
+    "text",
+    "text",
+    "int8",
+    "text",
+    "text",
+    "text",
+    "jsonb",
+    "text",
+    "timestamptz",
+];
+
 /// How many values the status update binds: status, decline code, transaction id.
 pub(crate) const STATUS_PARAMS: usize = 3;
 
@@ -52,6 +67,30 @@ pub(crate) fn insert_pending(schema: &str, audit_insert: impl Fn(usize) -> Strin
     format!(
         "WITH p AS (INSERT INTO {schema}.payments ({COLUMNS}) VALUES ({row})) {}",
         audit_insert(1)
+    )
+}
+
+/// The claim of a key never seen, the pending row and its `payment_started` event, one
+/// statement whose writes happen only if the claim did (the key had no record): the claim's
+/// parameters, then the event's, then the row's. Returns the claim's fence, or no row.
+pub(crate) fn claim_pending(
+    schema: &str,
+    claim: &str,
+    audit_insert: impl Fn(usize) -> String,
+) -> String {
+    let event = ClaimParams::COUNT + 1;
+    let row: Vec<String> = PAYMENT_TYPES
+        .iter()
+        .enumerate()
+        .map(|(i, ty)| format!("${}::{ty}", event + EventParams::COUNT + i))
+        .collect();
+    format!(
+        "WITH c AS ({claim}), \
+         p AS (INSERT INTO {schema}.payments ({COLUMNS}) SELECT {} WHERE EXISTS (SELECT 1 FROM c)), \
+         a AS ({} WHERE EXISTS (SELECT 1 FROM c)) \
+         SELECT fence FROM c",
+        row.join(", "),
+        audit_insert(event)
     )
 }
 
@@ -127,5 +166,9 @@ mod tests {
         let finish = finish("s", &store.completion_statement(), audit_insert);
         let bound = CompletionParams::COUNT + STATUS_PARAMS + EventParams::COUNT;
         assert_eq!(numbers(&finish), (1..=bound).collect(), "{finish}");
+
+        let claim = claim_pending("s", &store.claim_statement(), audit_insert);
+        let bound = ClaimParams::COUNT + EventParams::COUNT + PAYMENT_PARAMS;
+        assert_eq!(numbers(&claim), (1..=bound).collect(), "{claim}");
     }
 }

@@ -14,7 +14,7 @@ use tollgate_idempotency::store::{Lease, StoredResponse};
 use tollgate_retry::breaker::{CircuitBreaker, Permit};
 
 use super::{FieldError, Invalid, Payment, PaymentRequest, Status};
-use crate::ledger::{Completion, Finished, Ledger, LedgerError};
+use crate::ledger::{Completion, Finished, Ledger, LedgerError, PostgresLedger};
 use crate::processor::{Charge, ChargeResult, PaymentProcessor};
 
 /// What the flow needs: where payments are kept, who charges them, and the breaker in front.
@@ -28,6 +28,9 @@ pub(crate) struct Payments {
     pub(crate) record_ttl: Duration,
     /// How long a charge may take before its answer counts as lost.
     pub(crate) processor_timeout: Duration,
+    /// On PostgreSQL: the ledger that writes a fresh key's claim with its pending payment
+    /// (see `payment::claim`).
+    pub(crate) claim_ledger: Option<Arc<PostgresLedger>>,
 }
 
 /// One request that owns its idempotency key.
@@ -39,6 +42,8 @@ pub(crate) struct Attempt<'a> {
     pub(crate) lease: Lease,
     pub(crate) body: &'a [u8],
     pub(crate) started: Instant,
+    /// The pending payment its claim recorded, if the claim did (see `payment::claim`).
+    pub(crate) recorded: Option<&'a Payment>,
 }
 
 impl Attempt<'_> {
@@ -74,6 +79,15 @@ pub(crate) enum Refused {
     /// The breaker refuses calls to the processor. Nothing was recorded.
     #[error("the payment processor is unavailable (circuit open); nothing was charged")]
     CircuitOpen { retry_after: Duration },
+    /// The breaker opened after the claim recorded the payment: pending, nothing charged; the
+    /// retry completes it.
+    #[error(
+        "the payment processor is unavailable (circuit open); the payment is pending and nothing was charged"
+    )]
+    CircuitOpenPending {
+        payment: Box<Payment>,
+        retry_after: Duration,
+    },
     /// The ledger failed; the payment may have been recorded.
     #[error("payment storage failed")]
     Storage(#[source] LedgerError),
@@ -134,12 +148,17 @@ impl Payments {
         attempt: &Attempt<'_>,
         receipt: impl FnOnce(&Payment) -> StoredResponse,
     ) -> Result<Settled, Refused> {
-        let request = PaymentRequest::parse(attempt.body)?;
         let Intent {
             mut payment,
             known,
             permit,
-        } = self.intent(attempt, request).await?;
+        } = match attempt.recorded {
+            Some(recorded) => self.recorded(recorded)?,
+            None => {
+                let request = PaymentRequest::parse(attempt.body)?;
+                self.intent(attempt, request).await?
+            }
+        };
         let result = match known {
             Some(result) => result,
             None => match self.charge(&payment, permit).await {
@@ -157,6 +176,22 @@ impl Payments {
             payment,
             receipt,
             record_completed,
+        })
+    }
+
+    /// A payment its claim recorded (pending): charge it with a permit of the breaker.
+    fn recorded(&self, payment: &Payment) -> Result<Intent, Refused> {
+        let permit = self.breaker.try_acquire().map_err(|error| {
+            let retry_after = error.retry_after().unwrap_or(Duration::from_secs(1));
+            Refused::CircuitOpenPending {
+                payment: Box::new(payment.clone()),
+                retry_after,
+            }
+        })?;
+        Ok(Intent {
+            payment: payment.clone(),
+            known: None,
+            permit: Some(permit),
         })
     }
 

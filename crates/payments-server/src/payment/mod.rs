@@ -2,11 +2,13 @@
 //! payment at most once. Nothing here knows HTTP: the flow returns a typed outcome or a typed
 //! refusal, which `handlers::payments` maps to an answer.
 
+mod claim;
 mod currency;
 mod flow;
 mod model;
 mod request;
 
+pub(crate) use claim::{ClaimWithIntent, Recorded};
 pub(crate) use flow::{Attempt, Payments, Refused, Settled};
 pub(crate) use model::{Payment, Status};
 pub(crate) use request::{FieldError, Invalid, PaymentRequest};

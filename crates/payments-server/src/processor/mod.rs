@@ -13,7 +13,7 @@ use std::fmt;
 
 use async_trait::async_trait;
 
-pub(crate) use book::{MIGRATE, MemoryBook, PostgresBook};
+pub(crate) use book::{ChargeBook, MIGRATE, MemoryBook, PostgresBook};
 pub(crate) use http::HttpProcessor;
 pub(crate) use simulated::SimulatedProcessor;
 

@@ -475,11 +475,8 @@ impl tollgate_http::idempotency::ClaimHook for ClaimingHook {
             return Box::pin(async { Ok(None) });
         }
         let (store, claims) = (Arc::clone(&self.store), Arc::clone(&self.claims));
-        let (scope, fingerprint, options) = (
-            request.scope.clone(),
-            *request.fingerprint,
-            request.options,
-        );
+        let (scope, fingerprint, options) =
+            (request.scope.clone(), *request.fingerprint, request.options);
         Box::pin(async move {
             match store.claim(&scope, &fingerprint, options).await? {
                 Claim::Acquired(lease) if !lease.resumed => {
