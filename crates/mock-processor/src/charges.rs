@@ -28,6 +28,9 @@ pub(crate) struct Charge {
     pub(crate) decline_code: Option<String>,
     /// Seconds since the Unix epoch.
     pub(crate) created: i64,
+    /// The W3C `traceparent` of the request that made it, if it carried one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) traceparent: Option<String>,
 }
 
 impl Charge {
@@ -51,6 +54,7 @@ impl Charge {
             status: if declined { "declined" } else { "succeeded" },
             decline_code: declined.then(|| "card_declined".to_owned()),
             created,
+            traceparent: None,
         }
     }
 }
@@ -117,8 +121,10 @@ CREATE TABLE IF NOT EXISTS {schema}.charges (
     payment_method text NOT NULL,
     status         text NOT NULL,
     decline_code   text,
-    created        bigint NOT NULL
+    created        bigint NOT NULL,
+    traceparent    text
 );
+ALTER TABLE {schema}.charges ADD COLUMN IF NOT EXISTS traceparent text;
 ";
 
 const COLUMNS: &str =
@@ -127,7 +133,7 @@ const COLUMNS: &str =
 /// Insert-or-read in one statement: one round trip per charge.
 const RECORD: &str = "
 WITH inserted AS (
-    INSERT INTO {schema}.charges ({columns}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+    INSERT INTO {schema}.charges ({columns}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
     ON CONFLICT (reference) DO NOTHING RETURNING {columns})
 SELECT {columns}, true FROM inserted
 UNION ALL
@@ -185,13 +191,14 @@ fn charge(row: &tokio_postgres::Row) -> Result<Charge, BoxError> {
         },
         decline_code: row.try_get("decline_code")?,
         created: row.try_get("created")?,
+        traceparent: row.try_get("traceparent")?,
     })
 }
 
 #[async_trait]
 impl ChargeBook for PostgresCharges {
     async fn record(&self, new: Charge) -> Result<Recorded, BoxError> {
-        let params: [&(dyn ToSql + Sync); 8] = [
+        let params: [&(dyn ToSql + Sync); 9] = [
             &new.id,
             &new.reference,
             &new.amount,
@@ -200,6 +207,7 @@ impl ChargeBook for PostgresCharges {
             &new.status,
             &new.decline_code,
             &new.created,
+            &new.traceparent,
         ];
         let mut row = self.query_opt(&self.record_sql, &params).await?;
         if row.is_none() {
@@ -210,7 +218,7 @@ impl ChargeBook for PostgresCharges {
         let row = row.ok_or("the charge vanished")?;
         Ok(Recorded {
             charge: charge(&row)?,
-            new: row.try_get(8)?,
+            new: row.try_get(9)?,
         })
     }
 

@@ -156,13 +156,18 @@ async fn create(State(processor): State<Arc<Processor>>, request: Request) -> Re
         }
     }
     let declined = charge.payment_method == TEST_DECLINE || processor.faults.declines();
-    let new = Charge::new(
+    let mut new = Charge::new(
         &reference,
         charge.amount,
         &charge.currency,
         &charge.payment_method,
         declined,
     );
+    new.traceparent = parts
+        .headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let recorded = match processor.book.record(new).await {
         Ok(recorded) => recorded,
         Err(error) => {

@@ -22,7 +22,7 @@ use tollgate_idempotency::store::{Lease, StoredResponse};
 use super::probes::json_response;
 use crate::auth::Caller;
 use crate::layers::accounting::PaymentAnswered;
-use crate::layers::{body, request_id};
+use crate::layers::{body, observe, request_id};
 use crate::payment::{Attempt, Payment, Recorded, Refused, Settled, Status};
 use crate::state::AppState;
 use crate::{paths, problem};
@@ -53,6 +53,7 @@ pub(crate) async fn create_payment(
     let body = axum::body::to_bytes(body, body::LIMIT)
         .await
         .unwrap_or_default();
+    let traceparent = observe::child_traceparent(&parts.headers);
     let attempt = Attempt {
         user,
         request_id: request_id::of(extensions),
@@ -61,6 +62,7 @@ pub(crate) async fn create_payment(
         body: &body,
         started: Instant::now(),
         recorded: extensions.get::<Recorded>().map(|r| r.0.as_ref()),
+        traceparent: traceparent.as_deref(),
     };
     let outcome = state.payments.pay(&attempt, receipt).await;
     let settled = outcome

@@ -86,6 +86,15 @@ pub(crate) fn trace_id(headers: &http::HeaderMap) -> Option<&str> {
     valid.then_some(trace)
 }
 
+/// The `traceparent` for a call this request makes: the caller's trace id and flags, with a
+/// new parent id (this server's span of the call), if the caller sent a valid one.
+pub(crate) fn child_traceparent(headers: &http::HeaderMap) -> Option<String> {
+    let trace = trace_id(headers)?;
+    let value = headers.get("traceparent")?.to_str().ok()?.trim();
+    let flags = value.get(value.len() - 2..)?;
+    Some(format!("00-{trace}-{:016x}-{flags}", fastrand::u64(1..)))
+}
+
 /// Times the request into `http_request_duration_seconds`, writes its log line (in its span;
 /// a debug line for a request without a valid key, so anonymous floods cannot fill the logs),
 /// and logs what an idempotency store failure was (clients get a fixed message).
@@ -167,5 +176,26 @@ mod tests {
         ] {
             assert_eq!(trace(&bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn a_call_continues_the_callers_trace_with_a_new_parent() {
+        let id = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            "traceparent",
+            format!("00-{id}-00f067aa0ba902b7-01")
+                .parse()
+                .expect("a value"),
+        );
+        let child = child_traceparent(&headers).expect("a traceparent");
+        let mut parts = child.split('-');
+        assert_eq!(parts.next(), Some("00"));
+        assert_eq!(parts.next(), Some(id), "the same trace");
+        let parent = parts.next().expect("a parent id");
+        assert_eq!(parent.len(), 16);
+        assert_ne!(parent, "00f067aa0ba902b7", "a new parent id");
+        assert_eq!(parts.next(), Some("01"), "the same flags");
+        assert_eq!(child_traceparent(&http::HeaderMap::new()), None);
     }
 }

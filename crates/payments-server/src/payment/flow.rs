@@ -44,6 +44,8 @@ pub(crate) struct Attempt<'a> {
     pub(crate) started: Instant,
     /// The pending payment its claim recorded, if the claim did (see `payment::claim`).
     pub(crate) recorded: Option<&'a Payment>,
+    /// The W3C `traceparent` for the processor call: the client's trace, a new parent id.
+    pub(crate) traceparent: Option<&'a str>,
 }
 
 impl Attempt<'_> {
@@ -161,7 +163,7 @@ impl Payments {
         };
         let result = match known {
             Some(result) => result,
-            None => match self.charge(&payment, permit).await {
+            None => match self.charge(&payment, permit, attempt.traceparent).await {
                 Ok(result) => result,
                 Err(detail) => {
                     let payment = Box::new(payment);
@@ -261,6 +263,7 @@ impl Payments {
         &self,
         payment: &Payment,
         permit: Option<Permit>,
+        traceparent: Option<&str>,
     ) -> Result<ChargeResult, String> {
         let permit = match permit {
             Some(permit) => permit,
@@ -271,6 +274,7 @@ impl Payments {
             amount_minor: payment.amount_minor,
             currency: &payment.currency,
             payment_method: &payment.payment_method,
+            traceparent,
         };
         let timeout = self.processor_timeout;
         match tokio::time::timeout(timeout, self.processor.charge(&charge)).await {

@@ -210,6 +210,12 @@ impl HttpProcessor {
                 detail: e.to_string(),
             })?;
         request.headers_mut().insert("idempotency-key", key);
+        if let Some(value) = charge
+            .traceparent
+            .and_then(|v| http::HeaderValue::from_str(v).ok())
+        {
+            request.headers_mut().insert("traceparent", value);
+        }
         let (status, body) = self.send(request).await?;
         if !status.is_success() {
             return Err(refused(status, &body));

@@ -25,6 +25,8 @@ pub(crate) struct Charge<'a> {
     pub(crate) amount_minor: i64,
     pub(crate) currency: &'a str,
     pub(crate) payment_method: &'a str,
+    /// The W3C `traceparent` to send with the call, continuing the client's trace.
+    pub(crate) traceparent: Option<&'a str>,
 }
 
 /// The processor's final answer about a charge.

@@ -105,6 +105,7 @@ mod tests {
             amount_minor: 100,
             currency: "USD",
             payment_method: method,
+            traceparent: None,
         }
     }
 

@@ -245,3 +245,52 @@ fn the_breaker_opens_while_the_processor_is_down_and_closes_when_it_returns() {
         i64::try_from(pending.len() + fresh.len()).expect("a count")
     );
 }
+
+/// The client's W3C trace continues into the processor call: the charge the processor made
+/// carries the client's trace id, under the server's own parent id.
+#[test]
+fn the_clients_trace_continues_into_the_processor_call() {
+    let processor = MockProcessor::start(free_port(), &[]);
+    let options = Options::default().env("PROCESSOR_URL", &processor.url());
+    let server = Server::start(&options);
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let traceparent = format!("00-{trace}-00f067aa0ba902b7-01");
+    let auth = format!("Bearer {ALICE}");
+    let key = unique("order");
+    let reply = send(
+        server.port,
+        "POST",
+        "/api/v1/payments",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+            ("Idempotency-Key", &key),
+            ("traceparent", &traceparent),
+        ],
+        &payment("4.00", "card"),
+    )
+    .expect("an answer");
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let txn = reply.json()["transaction_id"]
+        .as_str()
+        .expect("a transaction id")
+        .to_owned();
+    let charge = send(
+        processor.port,
+        "GET",
+        &format!("/v1/charges/{txn}"),
+        &[],
+        "",
+    )
+    .expect("the charge")
+    .json();
+    let sent = charge["traceparent"].as_str().expect("a traceparent");
+    let parts: Vec<&str> = sent.split('-').collect();
+    assert_eq!(parts.len(), 4, "{sent}");
+    assert_eq!(
+        (parts[0], parts[1], parts[3]),
+        ("00", trace, "01"),
+        "{sent}"
+    );
+    assert_ne!(parts[2], "00f067aa0ba902b7", "the server's own parent id");
+}
