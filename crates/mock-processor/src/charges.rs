@@ -128,7 +128,7 @@ ALTER TABLE {schema}.charges ADD COLUMN IF NOT EXISTS traceparent text;
 ";
 
 const COLUMNS: &str =
-    "id, reference, amount, currency, payment_method, status, decline_code, created";
+    "id, reference, amount, currency, payment_method, status, decline_code, created, traceparent";
 
 /// Insert-or-read in one statement: one round trip per charge.
 const RECORD: &str = "
