@@ -207,10 +207,10 @@ fn payment_pipeline(state: &Arc<AppState>) -> impl Next + Sync + use<> {
         Some(Identity::new(caller.0.as_ref(), paths::PAYMENTS))
     };
     let mut idempotency = IdempotencyLayer::new(Arc::clone(&state.idempotency), scoped);
-    if let Some(ledger) = &state.payments.claim_ledger {
-        // On PostgreSQL a fresh key's claim commits with its pending payment.
+    if let Some(intents) = &state.payments.intents {
+        // A fresh key's claim is written with its pending payment.
         let breaker = state.payments.breaker.clone();
-        idempotency = idempotency.claim_hook(ClaimWithIntent::new(Arc::clone(ledger), breaker));
+        idempotency = idempotency.claim_hook(ClaimWithIntent::new(intents.clone(), breaker));
     }
     ServiceBuilder::new()
         .layer(StageLayer::new(state, Accounting))

@@ -16,6 +16,7 @@ use tollgate_ratelimit::{MemoryLimiter, RateLimiter};
 use crate::config::{Config, FailureModeName, FileConfig, SimulatedCharges, Timeouts};
 use crate::health::Services;
 use crate::ledger::{BoxError, Ledger, MemoryLedger, PostgresLedger};
+use crate::payment::IntentStore;
 use crate::pools;
 use crate::processor::{ChargeBook, HttpProcessor, MemoryBook, PostgresBook, SimulatedProcessor};
 use crate::state::{AppState, Backends};
@@ -248,13 +249,13 @@ async fn postgres(
         Ok((store, audit))
     })();
     let (store, audit) = opened.map_err(backend("DATABASE_URL"))?;
-    let claim_ledger = Arc::new(PostgresLedger::new(
+    let postgres_ledger = Arc::new(PostgresLedger::new(
         pool.clone(),
         schema,
         Arc::clone(&store),
         &audit,
     ));
-    let ledger: Arc<dyn Ledger> = claim_ledger.clone();
+    let ledger: Arc<dyn Ledger> = postgres_ledger.clone();
     services.database = Some(Arc::clone(&ledger));
     services.database_pool = Some(pool.clone());
     services.audit_writer = Some(Arc::clone(&audit));
@@ -272,7 +273,7 @@ async fn postgres(
             book,
             file.testing.payment_methods,
         )),
-        claim_ledger: Some(claim_ledger),
+        intents: Some(IntentStore::Postgres(postgres_ledger)),
         services,
     };
     Ok((backends, Some(audit)))
@@ -283,31 +284,36 @@ pub(crate) fn in_memory(file: &FileConfig) -> Backends {
     let store = Arc::new(MemoryStore::new(MEMORY_IDEMPOTENCY_RECORDS));
     memory(
         file,
-        store,
+        Records::Memory(store),
         Arc::new(MemoryLimiter::new()),
         Services::default(),
     )
 }
 
+/// Where the idempotency records are kept without a database.
+enum Records {
+    /// In this process: a fresh key's claim is written with its pending payment.
+    Memory(Arc<MemoryStore>),
+    /// In Redis, shared by every process.
+    Redis(Arc<RedisStore>),
+}
+
 /// Idempotency records in Redis when there is one (so several processes still share them),
 /// in memory otherwise.
-fn redis_or_memory_store(
-    config: &Config,
-    redis: Option<&deadpool_redis::Pool>,
-) -> Arc<dyn IdempotencyStore> {
+fn redis_or_memory_store(config: &Config, redis: Option<&deadpool_redis::Pool>) -> Records {
     match redis {
-        Some(pool) => Arc::new(RedisStore::new(
+        Some(pool) => Records::Redis(Arc::new(RedisStore::new(
             pool.clone(),
             format!("{}:idem:", config.redis_key_prefix),
-        )),
-        None => Arc::new(MemoryStore::new(MEMORY_IDEMPOTENCY_RECORDS)),
+        ))),
+        None => Records::Memory(Arc::new(MemoryStore::new(MEMORY_IDEMPOTENCY_RECORDS))),
     }
 }
 
-/// Payments and the audit trail in memory, idempotency records in `store`.
+/// Payments and the audit trail in memory, idempotency records in `records`.
 fn memory(
     file: &FileConfig,
-    store: Arc<dyn IdempotencyStore>,
+    records: Records,
     limiter: Arc<dyn RateLimiter>,
     services: Services,
 ) -> Backends {
@@ -315,17 +321,29 @@ fn memory(
         file.audit.memory_events,
         file.audit.memory_events_per_user,
     ));
+    let ledger = Arc::new(MemoryLedger::new(audit.clone()));
+    let (store, intents): (Arc<dyn IdempotencyStore>, _) = match records {
+        Records::Memory(store) => {
+            let intents = IntentStore::Memory {
+                store: Arc::clone(&store),
+                ledger: Arc::clone(&ledger),
+            };
+            (store, Some(intents))
+        }
+        // Records in Redis and payments in memory cannot be written together.
+        Records::Redis(store) => (store, None),
+    };
     Backends {
         limiter,
         store,
-        ledger: Arc::new(MemoryLedger::new(audit.clone())),
+        ledger,
         audit: audit as Arc<dyn AuditLog>,
         processor: Arc::new(SimulatedProcessor::new(
             file.processor,
             Arc::new(MemoryBook::default()),
             file.testing.payment_methods,
         )),
-        claim_ledger: None,
+        intents,
         services,
     }
 }

@@ -18,8 +18,8 @@ use crate::config::{ApiKey, FileConfig, TestingTuning, Timeouts};
 use crate::health::HealthCache;
 use crate::health::Services;
 use crate::ledger::Ledger;
-use crate::ledger::PostgresLedger;
 use crate::metrics::Metrics;
+use crate::payment::IntentStore;
 use crate::payment::Payments;
 use crate::processor::PaymentProcessor;
 use crate::refusals::{Reason, RefusalDigest};
@@ -53,8 +53,8 @@ pub(crate) struct Backends {
     pub(crate) ledger: Arc<dyn Ledger>,
     pub(crate) audit: Arc<dyn AuditLog>,
     pub(crate) processor: Arc<dyn PaymentProcessor>,
-    /// On PostgreSQL: the ledger, to claim fresh keys with their pending payment.
-    pub(crate) claim_ledger: Option<Arc<PostgresLedger>>,
+    /// Where a fresh key's claim is written with its pending payment, if the backends can.
+    pub(crate) intents: Option<IntentStore>,
     pub(crate) services: Services,
 }
 
@@ -88,7 +88,7 @@ impl AppState {
             breaker: breaker(file, &metrics),
             record_ttl: tuning.ttl,
             processor_timeout: file.processor.timeout,
-            claim_ledger: backends.claim_ledger,
+            intents: backends.intents,
         };
         Ok(Arc::new(AppState {
             keys: Keys::new(keys),

@@ -76,6 +76,74 @@ impl MemoryStore {
     }
 }
 
+impl MemoryStore {
+    /// Claims `scope` only if it has no live record, at once (no `await`): the memory
+    /// counterpart of `PostgresStore::claim_statement`, for a claim hook that writes its own
+    /// first record in the same step, with nothing another task could run in between. `None`:
+    /// the key has a record, and the usual [`claim`](IdempotencyStore::claim) decides.
+    pub fn claim_if_absent(
+        &self,
+        scope: &Scope,
+        fingerprint: &Fingerprint,
+        options: ClaimOptions,
+    ) -> Result<Option<Lease>, Error> {
+        let now = self.clock.now();
+        let mut records = self.records.lock();
+        if records.map.get(scope).is_some_and(|r| r.expires_at > now) {
+            return Ok(None);
+        }
+        acquire_fresh(
+            &mut records,
+            scope,
+            fingerprint,
+            options,
+            now,
+            self.max_records,
+        )
+        .map(Some)
+    }
+}
+
+/// A fresh record for `scope` (absent or expired). Sweeps expired records every `len` inserts,
+/// and refuses rather than forgets live records when full.
+fn acquire_fresh(
+    records: &mut Records,
+    scope: &Scope,
+    fingerprint: &Fingerprint,
+    options: ClaimOptions,
+    now: Timestamp,
+    max_records: usize,
+) -> Result<Lease, Error> {
+    records.inserts_since_sweep += 1;
+    if records.inserts_since_sweep >= records.map.len().max(64) {
+        records.map.retain(|_, r| r.expires_at > now);
+        records.inserts_since_sweep = 0;
+    }
+    if records.map.len() >= max_records && !records.map.contains_key(scope) {
+        return Err(Error::store(
+            format!("memory store full ({max_records} live records)"),
+            true,
+        ));
+    }
+    let fence = records.next_fence();
+    records.map.insert(
+        scope.clone(),
+        Record {
+            fingerprint: *fingerprint,
+            state: State::InProgress {
+                fence,
+                lease_until: now + options.lease,
+            },
+            // Never expire while the lease is held.
+            expires_at: now + options.ttl.max(options.lease),
+        },
+    );
+    Ok(Lease {
+        fence,
+        resumed: false,
+    })
+}
+
 #[async_trait]
 impl IdempotencyStore for MemoryStore {
     async fn claim(
@@ -88,36 +156,15 @@ impl IdempotencyStore for MemoryStore {
         let mut records = self.records.lock();
         let live = records.map.get_mut(scope).filter(|r| r.expires_at > now);
         let Some(record) = live else {
-            // Absent or expired: a fresh record. Sweep expired records every `len` inserts, and
-            // refuse rather than forget live records when full.
-            records.inserts_since_sweep += 1;
-            if records.inserts_since_sweep >= records.map.len().max(64) {
-                records.map.retain(|_, r| r.expires_at > now);
-                records.inserts_since_sweep = 0;
-            }
-            if records.map.len() >= self.max_records && !records.map.contains_key(scope) {
-                return Err(Error::store(
-                    format!("memory store full ({} live records)", self.max_records),
-                    true,
-                ));
-            }
-            let fence = records.next_fence();
-            records.map.insert(
-                scope.clone(),
-                Record {
-                    fingerprint: *fingerprint,
-                    state: State::InProgress {
-                        fence,
-                        lease_until: now + options.lease,
-                    },
-                    // Never expire while the lease is held.
-                    expires_at: now + options.ttl.max(options.lease),
-                },
-            );
-            return Ok(Claim::Acquired(Lease {
-                fence,
-                resumed: false,
-            }));
+            let lease = acquire_fresh(
+                &mut records,
+                scope,
+                fingerprint,
+                options,
+                now,
+                self.max_records,
+            )?;
+            return Ok(Claim::Acquired(lease));
         };
         if record.fingerprint != *fingerprint {
             return Ok(Claim::Mismatch);

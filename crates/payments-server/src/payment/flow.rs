@@ -13,8 +13,8 @@ use tollgate_idempotency::Scope;
 use tollgate_idempotency::store::{Lease, StoredResponse};
 use tollgate_retry::breaker::{CircuitBreaker, Permit};
 
-use super::{FieldError, Invalid, Payment, PaymentRequest, Status};
-use crate::ledger::{Completion, Finished, Ledger, LedgerError, PostgresLedger};
+use super::{FieldError, IntentStore, Invalid, Payment, PaymentRequest, Status};
+use crate::ledger::{Completion, Finished, Ledger, LedgerError};
 use crate::processor::{Charge, ChargeResult, PaymentProcessor};
 
 /// What the flow needs: where payments are kept, who charges them, and the breaker in front.
@@ -28,9 +28,8 @@ pub(crate) struct Payments {
     pub(crate) record_ttl: Duration,
     /// How long a charge may take before its answer counts as lost.
     pub(crate) processor_timeout: Duration,
-    /// On PostgreSQL: the ledger that writes a fresh key's claim with its pending payment
-    /// (see `payment::claim`).
-    pub(crate) claim_ledger: Option<Arc<PostgresLedger>>,
+    /// Where a fresh key's claim is written with its pending payment (see `payment::claim`).
+    pub(crate) intents: Option<IntentStore>,
 }
 
 /// One request that owns its idempotency key.

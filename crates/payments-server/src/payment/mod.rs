@@ -8,7 +8,7 @@ mod flow;
 mod model;
 mod request;
 
-pub(crate) use claim::{ClaimWithIntent, Recorded};
+pub(crate) use claim::{ClaimWithIntent, IntentStore, Recorded};
 pub(crate) use flow::{Attempt, Payments, Refused, Settled};
 pub(crate) use model::{Payment, Status};
 pub(crate) use request::{FieldError, Invalid, PaymentRequest};

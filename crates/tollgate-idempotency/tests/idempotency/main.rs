@@ -5,6 +5,7 @@
 mod concurrency;
 mod conformance;
 mod fingerprint;
+mod memory_only;
 mod model;
 #[cfg(feature = "postgres")]
 mod pg_only;
