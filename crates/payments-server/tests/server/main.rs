@@ -11,6 +11,7 @@ mod deploy;
 mod faults;
 #[path = "../common/fixtures.rs"]
 mod fixtures;
+mod history;
 mod hostile;
 mod lifecycle;
 mod outage;

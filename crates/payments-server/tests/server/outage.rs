@@ -22,13 +22,13 @@ fn via(url: &str, address: &str, default_port: u16) -> (String, String) {
 
 /// The test's services behind TCP proxies the test can cut, and the server options that use
 /// them (`with_database`: PostgreSQL too, or Redis alone).
-struct Proxied {
-    redis: Proxy,
-    database: Option<Proxy>,
-    options: Options,
+pub(crate) struct Proxied {
+    pub(crate) redis: Proxy,
+    pub(crate) database: Option<Proxy>,
+    pub(crate) options: Options,
 }
 
-fn proxied(services: &Isolated, with_database: bool) -> Proxied {
+pub(crate) fn proxied(services: &Isolated, with_database: bool) -> Proxied {
     let (redis_target, _) = via(&services.redis_url, "", 6379);
     let redis = Proxy::to(&redis_target);
     let (_, redis_url) = via(
