@@ -11,7 +11,7 @@
 //! | `retry` | `retry` | backoff and jitter, Retry-After, budgets, circuit breaker, driver |
 //! | `audit` | `audit` | audit events; memory, JSON lines sinks |
 //! | `postgres` | `audit::postgres` | the PostgreSQL audit log and idempotency store |
-//! | `http` | `http` | problem+json, client IP, rate-limit and idempotency tower layers |
+//! | `http` | `http` | problem+json, client IP; with `ratelimit` its rate-limit tower layer, with `idempotency` its idempotency layer |
 //!
 //! # Example
 //!

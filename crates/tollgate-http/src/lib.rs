@@ -9,7 +9,9 @@
 //!   `Idempotency-Key` (400), body limit (413), fingerprint (422 on reuse), replay with
 //!   `Idempotent-Replayed`, 409 with `Retry-After` for a duplicate in flight.
 //!
-//! Each middleware is a module with its layer, service and future, in the manner of tower-http.
+//! Each middleware is a module with its layer, service and future, in the manner of tower-http,
+//! and each layer is a feature (`ratelimit`, `idempotency`; both by default), so a service that
+//! embeds one does not build the other's crate.
 //! What the layers decide travels back as typed response extensions
 //! ([`ratelimit::RateLimited`], [`idempotency::IdempotencyOutcome`]), and what they key on comes
 //! from extractors over a [`RequestHead`], so no layer is generic over the request body. They
@@ -35,9 +37,14 @@
 pub mod client_ip;
 pub mod content_type;
 mod error;
+#[cfg(any(feature = "ratelimit", feature = "idempotency"))]
 mod future;
+#[cfg(feature = "idempotency")]
+#[cfg_attr(docsrs, doc(cfg(feature = "idempotency")))]
 pub mod idempotency;
 pub mod problem;
+#[cfg(feature = "ratelimit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "ratelimit")))]
 pub mod ratelimit;
 mod request_head;
 
