@@ -20,7 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
 use tollgate_http::RequestHead;
 use tollgate_http::content_type::require_json;
-use tollgate_http::idempotency::{IdempotencyLayer, Identity};
+use tollgate_http::idempotency::{IdempotencyLayer, Identity, RequestBody};
 use tollgate_http::ratelimit::{RateLimitLayer, Subject};
 use tollgate_idempotency::memory::MemoryStore;
 use tollgate_idempotency::{Idempotency, IdempotencyConfig};
@@ -29,7 +29,7 @@ use tower::ServiceBuilder;
 
 /// The user's own handler: knows nothing about limits or retries.
 async fn create_payment(
-    request: Request<Full<Bytes>>,
+    request: Request<RequestBody>,
     counter: Arc<AtomicU32>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     if let Err(problem) = require_json(request.headers()) {

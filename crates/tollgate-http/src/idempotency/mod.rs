@@ -27,7 +27,8 @@
 //! header and extension the inner service set.
 //!
 //! Which requests are made idempotent, and for whom, comes from an [`IdentityExtractor`] (any
-//! `Fn(&RequestHead) -> Option<Identity>`); `None` passes the request through untouched.
+//! `Fn(&RequestHead) -> Option<Identity>`); `None` passes the request through untouched: its
+//! body is not read, the inner service gets it as it comes (a [`RequestBody`] either way).
 //!
 //! [`Idempotency`]: tollgate_idempotency::Idempotency
 //! [`Lease`]: tollgate_idempotency::store::Lease
@@ -43,7 +44,7 @@
 //! use bytes::Bytes;
 //! use http::{Request, Response, StatusCode};
 //! use http_body_util::Full;
-//! use tollgate_http::idempotency::{IdempotencyLayer, IdempotencyOutcome, Identity};
+//! use tollgate_http::idempotency::{IdempotencyLayer, IdempotencyOutcome, Identity, RequestBody};
 //! use tollgate_http::RequestHead;
 //! use tollgate_idempotency::memory::MemoryStore;
 //! use tollgate_idempotency::{Idempotency, IdempotencyConfig};
@@ -51,7 +52,7 @@
 //!
 //! let charges = Arc::new(AtomicU32::new(0));
 //! let counter = Arc::clone(&charges);
-//! let pay = service_fn(move |_req: Request<Full<Bytes>>| {
+//! let pay = service_fn(move |_req: Request<RequestBody>| {
 //!     let n = counter.fetch_add(1, Ordering::SeqCst);
 //!     async move {
 //!         let mut response = Response::new(Full::new(Bytes::from(format!("txn_{n}"))));
@@ -80,6 +81,7 @@
 //! # });
 //! ```
 
+mod body;
 mod claim_hook;
 mod identity;
 mod layer;
@@ -88,6 +90,7 @@ mod response;
 mod service;
 
 pub use crate::future::ResponseFuture;
+pub use body::{BoxError, RequestBody};
 pub use claim_hook::{ClaimFuture, ClaimHook, ClaimRequest, Claimed};
 pub use identity::{Identity, IdentityExtractor};
 pub use layer::{DEFAULT_BODY_LIMIT, IdempotencyLayer};

@@ -14,6 +14,7 @@ use tollgate_idempotency::store::{IdempotencyStore, Lease};
 use tollgate_idempotency::{Error, HandlerResult, Idempotency, IdempotencyKey, Outcome, Scope};
 use tower::{Service, ServiceExt};
 
+use super::body::RequestBody;
 use super::claim_hook::{ClaimRequest, SharedHook};
 use super::identity::Identity;
 use super::layer::IdempotencyLayer;
@@ -50,7 +51,7 @@ type Answer = Response<Full<Bytes>>;
 
 impl<S, St, B, R> Service<Request<B>> for IdempotencyService<S, St>
 where
-    S: Service<Request<Full<Bytes>>, Response = Response<R>> + Clone + Send + 'static,
+    S: Service<Request<RequestBody>, Response = Response<R>> + Clone + Send + 'static,
     S::Future: Send,
     S::Error: fmt::Display + Send,
     St: IdempotencyStore + 'static,
@@ -75,21 +76,28 @@ where
         // The service polled ready is the one that must be called.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
+        let Some(identity) = identity else {
+            // Not ours: the body goes on unread.
+            let request = request.map(RequestBody::passed);
+            return ResponseFuture {
+                inner: Box::pin(pass_through(inner, request)),
+            };
+        };
         ResponseFuture {
             inner: Box::pin(handle(layer, inner, request, identity)),
         }
     }
 }
 
-/// Reads the body (bounded), then passes the request through or runs it at most once.
+/// Reads the body (bounded) and runs the request at most once.
 async fn handle<S, St, B, R>(
     layer: IdempotencyLayer<St>,
     inner: S,
     request: Request<B>,
-    identity: Option<Identity>,
+    identity: Identity,
 ) -> Result<Answer, S::Error>
 where
-    S: Service<Request<Full<Bytes>>, Response = Response<R>>,
+    S: Service<Request<RequestBody>, Response = Response<R>>,
     S::Error: fmt::Display,
     St: IdempotencyStore,
     B: Body,
@@ -102,10 +110,7 @@ where
         Ok(body) => body,
         Err(refused) => return Ok(refused),
     };
-    let request = Request::from_parts(parts, Full::new(body.clone()));
-    let Some(identity) = identity else {
-        return pass_through(inner, request).await;
-    };
+    let request = Request::from_parts(parts, RequestBody::read(body.clone()));
     let key = match IdempotencyKey::from_headers_with(request.headers(), &layer.key_policy) {
         Ok(key) => key,
         Err(error) => return Ok(error_response(&Error::Key(error))),
@@ -180,9 +185,9 @@ where
 }
 
 /// Not ours to make idempotent: the inner service's answer as it is.
-async fn pass_through<S, R>(inner: S, request: Request<Full<Bytes>>) -> Result<Answer, S::Error>
+async fn pass_through<S, R>(inner: S, request: Request<RequestBody>) -> Result<Answer, S::Error>
 where
-    S: Service<Request<Full<Bytes>>, Response = Response<R>>,
+    S: Service<Request<RequestBody>, Response = Response<R>>,
     R: Body,
     R::Error: fmt::Display,
 {
@@ -207,11 +212,11 @@ async fn run_once<S, St, R>(
     driver: &Idempotency<St>,
     (scope, fingerprint, claimed): (Scope, Fingerprint, Option<Lease>),
     inner: S,
-    request: Request<Full<Bytes>>,
+    request: Request<RequestBody>,
     keep: Arc<[HeaderName]>,
 ) -> Result<Answer, S::Error>
 where
-    S: Service<Request<Full<Bytes>>, Response = Response<R>>,
+    S: Service<Request<RequestBody>, Response = Response<R>>,
     S::Error: fmt::Display,
     St: IdempotencyStore,
     R: Body,

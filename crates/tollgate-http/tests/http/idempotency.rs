@@ -6,13 +6,15 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use tollgate_http::RequestHead;
-use tollgate_http::idempotency::{IdempotencyLayer, IdempotencyOutcome, Identity};
+use tollgate_http::idempotency::{IdempotencyLayer, IdempotencyOutcome, Identity, RequestBody};
 use tollgate_idempotency::memory::MemoryStore;
 use tollgate_idempotency::store::Lease;
 use tollgate_idempotency::{Idempotency, IdempotencyConfig};
 use tower::{Layer, ServiceExt, service_fn};
 
 type Req = Request<Full<Bytes>>;
+/// What the layer's inner service receives.
+type Inner = Request<RequestBody>;
 
 const KEY: &str = "order-7c1f0e9a2b4d4e11";
 
@@ -55,7 +57,7 @@ fn service(
     let calls = Arc::new(AtomicU32::new(0));
     let resumed = Arc::new(AtomicU32::new(0));
     let (c, r) = (Arc::clone(&calls), Arc::clone(&resumed));
-    let app = service_fn(move |req: Req| {
+    let app = service_fn(move |req: Inner| {
         let n = c.fetch_add(1, Ordering::SeqCst);
         if req.extensions().get::<Lease>().is_some_and(|l| l.resumed) {
             r.fetch_add(1, Ordering::SeqCst);
@@ -245,7 +247,7 @@ async fn the_handler_can_choose_the_disposition() {
     let forget_next = Arc::new(AtomicBool::new(true));
     let flag = Arc::clone(&forget_next);
     let handler_store = Arc::clone(&store);
-    let app = service_fn(move |req: Req| {
+    let app = service_fn(move |req: Inner| {
         let forget = flag.swap(false, Ordering::SeqCst);
         let store = Arc::clone(&handler_store);
         async move {
@@ -331,7 +333,7 @@ async fn a_stale_owner_cannot_store_its_result() {
             .with_clock(Arc::new(clock.clone()), Arc::new(clock.clone())),
     );
     let (release, released) = tokio::sync::watch::channel(false);
-    let app = service_fn(move |req: Req| {
+    let app = service_fn(move |req: Inner| {
         let resumed = req.extensions().get::<Lease>().is_some_and(|l| l.resumed);
         let mut released = released.clone();
         async move {
@@ -393,7 +395,7 @@ async fn stripe_style_keys_form_bodies_and_replayed_headers() {
 
     let calls = Arc::new(AtomicU32::new(0));
     let counter = Arc::clone(&calls);
-    let app = service_fn(move |_req: Req| {
+    let app = service_fn(move |_req: Inner| {
         let n = counter.fetch_add(1, Ordering::SeqCst);
         async move {
             let mut response = Response::new(Full::new(Bytes::from_static(b"{\"id\":\"ch_1\"}")));
@@ -509,7 +511,7 @@ async fn a_claim_hook_claims_fresh_keys_and_the_layer_does_the_rest() {
     };
     let seen = Arc::new(AtomicU32::new(0));
     let counter = Arc::clone(&seen);
-    let app = service_fn(move |req: Req| {
+    let app = service_fn(move |req: Inner| {
         let told = req.extensions().get::<Arc<Intent>>().map(|i| i.0);
         if told.is_some() {
             counter.fetch_add(1, Ordering::SeqCst);
@@ -569,4 +571,55 @@ async fn a_claim_hook_claims_fresh_keys_and_the_layer_does_the_rest() {
         (1, 1),
         "the hook claimed the fresh key once and the handler was told"
     );
+}
+
+/// A body that sends one chunk and then never ends: a layer that buffered it would wait forever.
+struct Endless {
+    sent: bool,
+}
+
+impl http_body::Body for Endless {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        if self.sent {
+            return std::task::Poll::Pending;
+        }
+        self.get_mut().sent = true;
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from_static(
+            b"first chunk",
+        )))))
+    }
+}
+
+#[tokio::test]
+async fn a_request_passed_through_is_not_read_by_the_layer() {
+    use http_body_util::BodyExt;
+    let driver = Arc::new(Idempotency::new(
+        MemoryStore::new(10),
+        IdempotencyConfig::default(),
+    ));
+    // Only POSTs are made idempotent.
+    let layer = IdempotencyLayer::new(driver, |head: &RequestHead<'_>| {
+        (head.method() == http::Method::POST).then(|| Identity::new("alice", "/uploads"))
+    });
+    let app = service_fn(|req: Inner| async move {
+        let mut body = req.into_body();
+        assert!(!body.was_read(), "handed on unread");
+        let first = body.frame().await.expect("a frame").expect("data");
+        let chunk = first.into_data().unwrap_or_default();
+        Ok::<_, std::convert::Infallible>(Response::new(Full::new(chunk)))
+    });
+    let request = Request::get("/uploads/7")
+        .body(Endless { sent: false })
+        .expect("request");
+    let answer = tokio::time::timeout(Duration::from_secs(5), layer.layer(app).oneshot(request))
+        .await
+        .expect("answered without waiting for the body's end")
+        .expect("an answer");
+    assert_eq!(body_text(answer).await, "first chunk");
 }
