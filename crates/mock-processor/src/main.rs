@@ -71,10 +71,10 @@ async fn run(options: Options) -> Result<(), String> {
     let (book, store) = storage(&options).await?;
     // The lease outlasts the slowest answer, so a retry waits for the first request instead
     // of taking it over; a duplicate waits briefly, then gets 409 with Retry-After.
-    let claim = ClaimOptions {
-        lease: options.longest_answer() + Duration::from_secs(10),
-        ttl: Duration::from_secs(24 * 3600),
-    };
+    let claim = ClaimOptions::new(
+        options.longest_answer() + Duration::from_secs(10),
+        Duration::from_secs(24 * 3600),
+    );
     let config = IdempotencyConfig::default()
         .claim(claim)
         .wait(Duration::from_millis(50));

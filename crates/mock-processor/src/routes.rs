@@ -14,9 +14,9 @@ use http::StatusCode;
 use http::header::{HeaderValue, RETRY_AFTER};
 use serde::Deserialize;
 use serde_json::json;
-use tollgate_http::RequestHead;
 use tollgate_http::idempotency::{Disposition, IdempotencyLayer, Identity};
 use tollgate_http::problem::Problem;
+use tollgate_http::{RequestHead, error_chain};
 use tollgate_idempotency::store::IdempotencyStore;
 use tollgate_idempotency::{Idempotency, Scope};
 use tower::ServiceBuilder;
@@ -171,7 +171,7 @@ async fn create(State(processor): State<Arc<Processor>>, request: Request) -> Re
     let recorded = match processor.book.record(new).await {
         Ok(recorded) => recorded,
         Err(error) => {
-            tracing::warn!(error = %chain(error.as_ref()), "charge storage failed");
+            tracing::warn!(error = %error_chain(error.as_ref()), "charge storage failed");
             // May have committed: the record is kept, and the retry finds the charge.
             return problem(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -223,20 +223,8 @@ async fn stats(State(processor): State<Arc<Processor>>) -> Response {
     }
 }
 
-/// An error and its sources, `: `-separated (tokio-postgres says only "db error" on top).
-fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 fn storage_failed(error: &crate::charges::BoxError) -> Response {
-    tracing::warn!(error = %chain(error.as_ref()), "charge storage failed");
+    tracing::warn!(error = %error_chain(error.as_ref()), "charge storage failed");
     let mut response = problem(
         StatusCode::SERVICE_UNAVAILABLE,
         "Storage failed",

@@ -76,10 +76,7 @@ impl AppState {
         let idempotency = Idempotency::new(
             backends.store,
             IdempotencyConfig::default()
-                .claim(ClaimOptions {
-                    lease: tuning.lease,
-                    ttl: tuning.ttl,
-                })
+                .claim(ClaimOptions::new(tuning.lease, tuning.ttl))
                 .wait(tuning.wait),
         );
         let payments = Payments {

@@ -173,7 +173,7 @@ impl<S: IdempotencyStore> Idempotency<S> {
                     if let Some(notify) = waiting.take() {
                         self.forget_waiter(scope, notify);
                     }
-                    return self.execute(scope, lease, handler).await;
+                    return self.run_claimed(scope, lease, handler).await;
                 }
                 Claim::Completed(response) => break Ok(Outcome::Replayed(response)),
                 Claim::Mismatch => break Err(Error::Mismatch),
@@ -216,19 +216,6 @@ impl<S: IdempotencyStore> Idempotency<S> {
     /// same statement as its own first write (see `PostgresStore::claim_statement`) — then
     /// completes or releases the record as [`run`](Self::run) does.
     pub async fn run_claimed<F, Fut>(
-        &self,
-        scope: &Scope,
-        lease: Lease,
-        handler: F,
-    ) -> Result<Outcome, Error>
-    where
-        F: FnOnce(Lease) -> Fut,
-        Fut: Future<Output = HandlerResult>,
-    {
-        self.execute(scope, lease, handler).await
-    }
-
-    async fn execute<F, Fut>(
         &self,
         scope: &Scope,
         lease: Lease,

@@ -55,13 +55,22 @@ pub enum Release {
     Ambiguous,
 }
 
-/// Lease and retention of a claim.
+/// Lease and retention of a claim: `ClaimOptions::new(lease, ttl)` or the default; new
+/// settings can come without breaking your code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ClaimOptions {
     /// How long an owner may hold a record before another caller may take it over.
     pub lease: Duration,
     /// How long a record (in progress or completed) is kept; it reads as absent afterwards.
     pub ttl: Duration,
+}
+
+impl ClaimOptions {
+    /// A lease of `lease` and retention of `ttl`.
+    pub const fn new(lease: Duration, ttl: Duration) -> Self {
+        ClaimOptions { lease, ttl }
+    }
 }
 
 impl Default for ClaimOptions {

@@ -28,9 +28,12 @@ use crate::classify::RETRYABLE_STATUSES;
 use crate::retry::RetryPolicy;
 use crate::retry_after::RetryAfterBounds;
 
-/// The recommended retry policy for clients of a Tollgate API.
+/// The recommended retry policy for clients of a Tollgate API. Start from
+/// `RetryConfig::default()` and set the fields you need; new fields can come without breaking
+/// your code.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct RetryConfig {
     /// Attempts in total, the first included.
     pub max_attempts: u32,

@@ -323,10 +323,10 @@ async fn a_stale_owner_cannot_store_its_result() {
     let clock = ManualClock::new();
     let store = MemoryStore::with_clock(100, Arc::new(clock.clone()));
     let config = IdempotencyConfig::default().wait(Duration::ZERO).claim(
-        tollgate_idempotency::store::ClaimOptions {
-            lease: Duration::from_secs(1),
-            ttl: Duration::from_secs(60),
-        },
+        tollgate_idempotency::store::ClaimOptions::new(
+            Duration::from_secs(1),
+            Duration::from_secs(60),
+        ),
     );
     let driver = Arc::new(
         Idempotency::new(store, config)

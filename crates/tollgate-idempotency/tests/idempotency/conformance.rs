@@ -244,10 +244,10 @@ pub(crate) async fn a_record_never_expires_while_its_lease_is_held(
     store: &dyn IdempotencyStore,
     clock: &ManualClock,
 ) {
-    let short_ttl = tollgate_idempotency::store::ClaimOptions {
-        lease: Duration::from_secs(10),
-        ttl: Duration::from_secs(2),
-    };
+    let short_ttl = tollgate_idempotency::store::ClaimOptions::new(
+        Duration::from_secs(10),
+        Duration::from_secs(2),
+    );
     let claim = |user: &'static str| async move {
         store
             .claim(&scope(user, KEY), &fingerprint(BODY), short_ttl)
@@ -261,10 +261,10 @@ pub(crate) async fn a_record_never_expires_while_its_lease_is_held(
         "past the TTL, inside the lease"
     );
 
-    let late = tollgate_idempotency::store::ClaimOptions {
-        lease: Duration::from_secs(4),
-        ttl: Duration::from_secs(10),
-    };
+    let late = tollgate_idempotency::store::ClaimOptions::new(
+        Duration::from_secs(4),
+        Duration::from_secs(10),
+    );
     let claim = |user: &'static str| async move {
         store
             .claim(&scope(user, KEY), &fingerprint(BODY), late)

@@ -35,10 +35,8 @@ pub(crate) fn response(body: &str) -> StoredResponse {
     }
 }
 
-pub(crate) const OPTIONS: ClaimOptions = ClaimOptions {
-    lease: Duration::from_secs(30),
-    ttl: Duration::from_secs(24 * 3600),
-};
+pub(crate) const OPTIONS: ClaimOptions =
+    ClaimOptions::new(Duration::from_secs(30), Duration::from_secs(24 * 3600));
 
 pub(crate) fn memory_store(clock: &ManualClock) -> MemoryStore {
     MemoryStore::with_clock(100_000, Arc::new(clock.clone()))

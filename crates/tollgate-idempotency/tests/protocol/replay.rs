@@ -16,10 +16,8 @@ use tollgate_idempotency::{Error, IdempotencyKey, Scope};
 
 use crate::model::{Action, Fence, Proc, Protocol, Record, State, Txn, Variant, proc_fence};
 
-const OPTIONS: ClaimOptions = ClaimOptions {
-    lease: Duration::from_secs(30),
-    ttl: Duration::from_secs(24 * 3600),
-};
+const OPTIONS: ClaimOptions =
+    ClaimOptions::new(Duration::from_secs(30), Duration::from_secs(24 * 3600));
 
 fn answer(txn: Txn) -> StoredResponse {
     StoredResponse {
