@@ -88,11 +88,21 @@ async fn run(options: Options) -> Result<(), String> {
         .await
         .map_err(|e| format!("BIND_ADDR {}: {e}", options.bind))?;
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, persistent = options.database_url.is_some(), "mock-processor listening");
+        tracing::info!(
+            %addr,
+            persistent = options.database_url.is_some(),
+            https = options.tls_cert.is_some(),
+            "mock-processor listening"
+        );
     }
+    let tls = match (&options.tls_cert, &options.tls_key) {
+        (Some(cert), Some(key)) => Some(serve::tls_acceptor(cert, key)?),
+        _ => None,
+    };
     serve::serve(
         listener,
         routes::router(processor, idempotency),
+        tls,
         serve::signalled(),
     )
     .await;

@@ -68,6 +68,14 @@ pub(crate) struct Options {
     #[arg(long, env = "MOCK_PROCESSOR_SEED")]
     pub(crate) seed: Option<u64>,
 
+    /// PEM certificate chain to serve https with (with `--tls-key`); plain http when unset.
+    #[arg(long, env = "MOCK_PROCESSOR_TLS_CERT", requires = "tls_key")]
+    pub(crate) tls_cert: Option<std::path::PathBuf>,
+
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "MOCK_PROCESSOR_TLS_KEY", requires = "tls_cert")]
+    pub(crate) tls_key: Option<std::path::PathBuf>,
+
     /// Log filter (`info`, `mock_processor=debug`).
     #[arg(long, env = "LOG_LEVEL", default_value = "info")]
     pub(crate) log_level: String,

@@ -5,7 +5,11 @@ use axum::Router;
 use axum::extract::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use std::path::Path;
+use std::sync::Arc;
+
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use crate::routes::LoseAnswer;
@@ -15,8 +19,13 @@ use crate::routes::LoseAnswer;
 #[error("answer lost on purpose (injected fault)")]
 struct Lost;
 
-/// Serves `router` on `listener` until `stop` resolves.
-pub(crate) async fn serve(listener: TcpListener, router: Router, stop: impl Future<Output = ()>) {
+/// Serves `router` on `listener` (over TLS with `tls`) until `stop` resolves.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    router: Router,
+    tls: Option<TlsAcceptor>,
+    stop: impl Future<Output = ()>,
+) {
     tokio::pin!(stop);
     loop {
         let stream = tokio::select! {
@@ -33,28 +42,61 @@ pub(crate) async fn serve(listener: TcpListener, router: Router, stop: impl Futu
         };
         let _ = stream.set_nodelay(true);
         let router = router.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                let router = router.clone();
-                async move {
-                    let response = match router.oneshot(request.map(axum::body::Body::new)).await {
-                        Ok(response) => response,
-                        Err(never) => match never {},
-                    };
-                    // hyper closes a connection whose service fails, without a response.
-                    if response.extensions().get::<LoseAnswer>().is_some() {
-                        return Err(Lost);
-                    }
-                    Ok::<_, Lost>(response)
-                }
-            });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "connection closed");
+            match tls {
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Ok(stream) => connection(stream, router).await,
+                    Err(error) => tracing::debug!(%error, "TLS handshake failed"),
+                },
+                None => connection(stream, router).await,
             }
         });
     }
+}
+
+/// One HTTP/1.1 connection.
+async fn connection<I>(io: I, router: Router)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        let router = router.clone();
+        async move {
+            let response = match router.oneshot(request.map(axum::body::Body::new)).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            };
+            // hyper closes a connection whose service fails, without a response.
+            if response.extensions().get::<LoseAnswer>().is_some() {
+                return Err(Lost);
+            }
+            Ok::<_, Lost>(response)
+        }
+    });
+    let connection =
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), service);
+    if let Err(error) = connection.await {
+        tracing::debug!(%error, "connection closed");
+    }
+}
+
+/// A TLS acceptor for the PEM certificate chain and key at these paths.
+pub(crate) fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+        .map_err(|e| format!("--tls-cert {}: {e}", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("--tls-key {}: {e}", key.display()))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .and_then(|builder| builder.with_no_client_auth().with_single_cert(certs, key))
+    .map_err(|e| format!("--tls-cert/--tls-key: {e}"))?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 /// Resolves at SIGTERM or SIGINT.

@@ -106,7 +106,8 @@ impl Server {
         let mut backends = backends;
         if let Some(url) = &config.processor_url {
             let processor =
-                HttpProcessor::new(url, &file.processor).map_err(StartError::Invalid)?;
+                HttpProcessor::new(url, &file.processor, config.processor_ca_file.as_deref())
+                    .map_err(StartError::Invalid)?;
             tracing::info!(url, "charging through the processor over HTTP");
             backends.processor = Arc::new(processor);
         }

@@ -70,6 +70,10 @@ pub struct Config {
     /// /v1/charges/{reference}`); the in-process simulation when unset.
     #[arg(long, env = "PROCESSOR_URL")]
     pub processor_url: Option<String>,
+    /// PEM file of the CAs an `https` processor's certificate must be signed by (instead of the
+    /// system's).
+    #[arg(long, env = "PROCESSOR_CA_FILE")]
+    pub processor_ca_file: Option<PathBuf>,
     /// Prefix of every Redis key this server writes.
     #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "tollgate")]
     pub redis_key_prefix: String,

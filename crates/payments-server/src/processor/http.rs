@@ -9,12 +9,15 @@
 //! retried and replayed, never charged twice. When every attempt fails, the answer is unknown
 //! and the payment stays pending for the client's retry to reconcile.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::{Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -27,12 +30,14 @@ use tollgate_retry::retry::{Attempt, Retrier, RetryPolicy};
 use super::{Charge, ChargeResult, PaymentProcessor, ProcessorError};
 use crate::config::ProcessorTuning;
 
+type Connector = HttpsConnector<HttpConnector>;
+
 /// The processor at `PROCESSOR_URL`.
 #[derive(Debug)]
 pub(crate) struct HttpProcessor {
     /// `scheme://authority` and any path prefix, without a trailing `/`.
     base: String,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<Connector, Full<Bytes>>,
     retrier: Retrier,
     attempt_timeout: Duration,
 }
@@ -107,26 +112,23 @@ impl ChargeBody {
 }
 
 impl HttpProcessor {
-    /// The processor at `url` (`http://host:port`, optionally with a path prefix).
-    pub(crate) fn new(url: &str, tuning: &ProcessorTuning) -> Result<Self, String> {
+    /// The processor at `url` (`http://` or `https://host:port`, optionally with a path
+    /// prefix); an `https` server's certificate must chain to the system's CAs, or to those in
+    /// the PEM file `ca_file`.
+    pub(crate) fn new(
+        url: &str,
+        tuning: &ProcessorTuning,
+        ca_file: Option<&Path>,
+    ) -> Result<Self, String> {
         let uri: Uri = url
             .parse()
             .map_err(|e| format!("PROCESSOR_URL {url:?}: {e}"))?;
-        match uri.scheme_str() {
-            Some("http") if uri.authority().is_some() => {}
-            Some("https") => {
-                return Err(format!(
-                    "PROCESSOR_URL {url:?}: https is not supported yet; reach the processor through a TLS-terminating proxy on http"
-                ));
-            }
-            _ => return Err(format!("PROCESSOR_URL {url:?}: expected http://host:port")),
+        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
+            return Err(format!(
+                "PROCESSOR_URL {url:?}: expected http://host:port or https://host:port"
+            ));
         }
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(tuning.attempt_timeout));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
+        let client = client(tuning, ca_file, uri.scheme_str() == Some("https"))?;
         let policy = RetryPolicy::new(Backoff::exponential(
             Duration::from_millis(25),
             Duration::from_secs(1),
@@ -236,6 +238,53 @@ impl HttpProcessor {
             status => Err(refused(status, &body)),
         }
     }
+}
+
+/// A pooled HTTP/1.1 client for `http` and `https` (rustls, with the system's CAs or those in
+/// `ca_file`).
+fn client(
+    tuning: &ProcessorTuning,
+    ca_file: Option<&Path>,
+    https: bool,
+) -> Result<Client<Connector, Full<Bytes>>, String> {
+    let roots = match ca_file {
+        Some(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in
+                crate::tls::pem_certificates(path).map_err(|e| format!("PROCESSOR_CA_FILE {e}"))?
+            {
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("PROCESSOR_CA_FILE {}: {e}", path.display()))?;
+            }
+            roots
+        }
+        // Plain http needs no CA: a container without system certificates still starts.
+        None if !https => rustls::RootCertStore::empty(),
+        None => crate::tls::roots(None).map_err(|_| {
+            "PROCESSOR_URL: no system CA certificates found to verify the processor; set PROCESSOR_CA_FILE".to_owned()
+        })?,
+    };
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| format!("PROCESSOR_URL: {e}"))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(tuning.attempt_timeout));
+    // The scheme of PROCESSOR_URL decides: the TLS connector passes http through.
+    http.enforce_http(false);
+    let connector = HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build(connector))
 }
 
 fn parse(body: &[u8]) -> Result<ChargeBody, CallError> {

@@ -1,7 +1,8 @@
-//! TLS to PostgreSQL and Redis, against servers that refuse plain connections and present a
-//! certificate for `localhost` signed by a test CA (`.ci/tls-services` makes them): every
-//! `sslmode`, `rediss://` with a private CA, and the one-line start-up errors of a wrong CA,
-//! a host name the certificate does not name, and plain text to a TLS-only server.
+//! TLS to PostgreSQL, Redis and the processor, against servers that refuse plain connections
+//! and present a certificate for `localhost` signed by a test CA (`.ci/tls-services` makes
+//! them): every `sslmode`, `rediss://` with a private CA, `https` to `mock-processor` with
+//! `PROCESSOR_CA_FILE`, and the one-line start-up errors of a wrong CA, a host name the
+//! certificate does not name, and plain text to a TLS-only server.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -213,4 +214,95 @@ fn redis_over_tls_with_a_private_ca_holds_limits_and_keys() {
         !String::from_utf8_lossy(&plain.stdout).contains("PONG"),
         "the TLS port answered plain text"
     );
+}
+
+/// https to the processor: `mock-processor` serving the test CA's `localhost` certificate, the
+/// server trusting that CA with `PROCESSOR_CA_FILE`; a payment is charged over TLS. The server
+/// trusting another CA cannot charge (502, the payment pending), and a CA file without a
+/// certificate is a start-up error naming the setting.
+#[test]
+fn the_processor_over_https_with_a_private_ca() {
+    let Some(tls) = Tls::new("the_processor_over_https_with_a_private_ca") else {
+        return;
+    };
+    let port = crate::support::free_port();
+    let (cert, key) = (tls.file("server.crt"), tls.file("server.key"));
+    let processor = crate::processor::MockProcessor::start(
+        port,
+        &["--tls-cert", cert.as_str(), "--tls-key", key.as_str()],
+    );
+    let url = format!("https://localhost:{port}");
+    let trusting = |ca: &str| {
+        Options::default()
+            .env("PROCESSOR_URL", &url)
+            .env("PROCESSOR_CA_FILE", &tls.file(ca))
+            .toml("[processor]\nattempt_timeout = \"500ms\"\nmax_attempts = 2\ntimeout = \"2s\"\n")
+    };
+    let charges = || https_charges(port, &tls.file("ca.crt"));
+    let server = Server::start(&trusting("ca.crt"));
+    server
+        .pay(ALICE, &unique("order"), &payment("5.00", "card"))
+        .expect(201);
+    assert_eq!(charges(), 1, "charged over https");
+
+    let distrusting = Server::start(&trusting("wrong-ca.crt"));
+    let refused = distrusting.pay(ALICE, &unique("order"), &payment("5.00", "card"));
+    assert_eq!(refused.status, 502, "{}", refused.body);
+    assert_eq!(charges(), 1, "nothing charged without trust");
+    drop(processor);
+
+    let empty = std::env::temp_dir().join(format!("{}.pem", unique("empty")));
+    std::fs::write(&empty, "not a certificate\n").expect("a file");
+    let error = start_up_error(
+        &Options::default()
+            .env("PROCESSOR_URL", &url)
+            .env("PROCESSOR_CA_FILE", &empty.display().to_string()),
+    );
+    let _ = std::fs::remove_file(&empty);
+    assert!(error.contains("PROCESSOR_CA_FILE"), "{error}");
+    assert_eq!(error.trim().lines().count(), 1, "{error}");
+}
+
+/// `GET /v1/stats` of an https `mock-processor` on `port`, trusting the CA in `ca`: its charges.
+fn https_charges(port: u16, ca: &str) -> i64 {
+    use http_body_util::{BodyExt, Empty};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let pem = std::fs::read(ca).expect("the CA");
+        let mut roots = rustls::RootCertStore::empty();
+        use rustls::pki_types::pem::PemObject;
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+            roots.add(cert.expect("a certificate")).expect("a CA");
+        }
+        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(config)
+            .https_only()
+            .enable_http1()
+            .build();
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build::<_, Empty<bytes::Bytes>>(connector);
+        let uri: http::Uri = format!("https://localhost:{port}/v1/stats")
+            .parse()
+            .expect("a URI");
+        let response = client.get(uri).await.expect("stats over https");
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("a body")
+            .to_bytes();
+        let stats: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+        stats["charges"].as_i64().expect("charges")
+    })
 }
