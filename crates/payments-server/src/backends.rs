@@ -16,10 +16,12 @@ use tollgate_ratelimit::{MemoryLimiter, RateLimiter};
 use crate::config::{Config, FailureModeName, FileConfig, SimulatedCharges, Timeouts};
 use crate::health::Services;
 use crate::ledger::{BoxError, Ledger, MemoryLedger, PostgresLedger};
+use crate::metrics::BackendLatency;
 use crate::payment::IntentStore;
 use crate::pools;
 use crate::processor::{ChargeBook, HttpProcessor, MemoryBook, PostgresBook, SimulatedProcessor};
 use crate::state::{AppState, Backends};
+use crate::timed::{TimedLimiter, TimedStore};
 
 /// Idempotency records kept in memory at most (the oldest expire first).
 const MEMORY_IDEMPOTENCY_RECORDS: usize = 1_000_000;
@@ -70,7 +72,8 @@ impl Server {
         }
         let file = config.file().map_err(StartError::Invalid)?;
         let redis = pools::redis(config, &file.redis)?;
-        let (limiter, redis_limiter) = limiter(config, &file, redis.as_ref()).await?;
+        let latency = BackendLatency::default();
+        let (limiter, redis_limiter) = limiter(config, &file, redis.as_ref(), &latency).await?;
         let database = pools::postgres(config, &file.database)?;
         let services = Services {
             // Without a database the idempotency records live in Redis; and a limiter that
@@ -86,10 +89,10 @@ impl Server {
             ..Services::default()
         };
         let (backends, audit) = match database {
-            Some(pool) => postgres(config, &file, pool, limiter, services).await?,
+            Some(pool) => postgres(config, &file, pool, (limiter, services), &latency).await?,
             None => {
                 let store = redis_or_memory_store(config, redis.as_ref());
-                (memory(&file, store, limiter, services), None)
+                (memory(&file, store, limiter, services, &latency), None)
             }
         };
         tracing::info!(
@@ -202,6 +205,7 @@ async fn limiter(
     config: &Config,
     file: &FileConfig,
     redis: Option<&deadpool_redis::Pool>,
+    latency: &BackendLatency,
 ) -> Result<(Arc<dyn RateLimiter>, Option<RedisLimiter>), StartError> {
     let Some(pool) = redis else {
         return Ok((Arc::new(MemoryLimiter::new()), None));
@@ -223,7 +227,8 @@ async fn limiter(
         .ping()
         .await
         .map_err(|e| backend("REDIS_URL")(e.into()))?;
-    Ok((Arc::new(limiter.clone()), Some(limiter)))
+    let timed = TimedLimiter::new(limiter.clone(), "redis", latency);
+    Ok((Arc::new(timed), Some(limiter)))
 }
 
 /// Payments, idempotency records and the audit trail in PostgreSQL, the source of truth.
@@ -231,8 +236,8 @@ async fn postgres(
     config: &Config,
     file: &FileConfig,
     pool: deadpool_postgres::Pool,
-    limiter: Arc<dyn RateLimiter>,
-    mut services: Services,
+    (limiter, mut services): (Arc<dyn RateLimiter>, Services),
+    latency: &BackendLatency,
 ) -> Result<(Backends, Option<Arc<PostgresAuditLog>>), StartError> {
     let schema = config.database_schema.as_str();
     let database = backend("DATABASE_URL");
@@ -255,6 +260,7 @@ async fn postgres(
         schema,
         Arc::clone(&store),
         &audit,
+        latency,
     ));
     let ledger: Arc<dyn Ledger> = postgres_ledger.clone();
     services.database = Some(Arc::clone(&ledger));
@@ -266,7 +272,7 @@ async fn postgres(
     };
     let backends = Backends {
         limiter,
-        store,
+        store: Arc::new(TimedStore::new(store, "postgres", latency)),
         ledger,
         audit: audit.clone(),
         processor: Arc::new(SimulatedProcessor::new(
@@ -275,6 +281,7 @@ async fn postgres(
             file.testing.payment_methods,
         )),
         intents: Some(IntentStore::Postgres(postgres_ledger)),
+        latency: latency.clone(),
         services,
     };
     Ok((backends, Some(audit)))
@@ -288,6 +295,7 @@ pub(crate) fn in_memory(file: &FileConfig) -> Backends {
         Records::Memory(store),
         Arc::new(MemoryLimiter::new()),
         Services::default(),
+        &BackendLatency::default(),
     )
 }
 
@@ -317,6 +325,7 @@ fn memory(
     records: Records,
     limiter: Arc<dyn RateLimiter>,
     services: Services,
+    latency: &BackendLatency,
 ) -> Backends {
     let audit = Arc::new(MemoryAuditLog::with_limits(
         file.audit.memory_events,
@@ -332,7 +341,7 @@ fn memory(
             (store, Some(intents))
         }
         // Records in Redis and payments in memory cannot be written together.
-        Records::Redis(store) => (store, None),
+        Records::Redis(store) => (Arc::new(TimedStore::new(store, "redis", latency)), None),
     };
     Backends {
         limiter,
@@ -345,6 +354,7 @@ fn memory(
             file.testing.payment_methods,
         )),
         intents,
+        latency: latency.clone(),
         services,
     }
 }

@@ -50,6 +50,7 @@ mod processor;
 mod refusals;
 pub mod serve;
 mod state;
+mod timed;
 mod tls;
 
 pub use app::app;

@@ -18,6 +18,7 @@ use crate::config::{ApiKey, FileConfig, TestingTuning, Timeouts};
 use crate::health::HealthCache;
 use crate::health::Services;
 use crate::ledger::Ledger;
+use crate::metrics::BackendLatency;
 use crate::metrics::Metrics;
 use crate::payment::IntentStore;
 use crate::payment::Payments;
@@ -55,6 +56,8 @@ pub(crate) struct Backends {
     pub(crate) processor: Arc<dyn PaymentProcessor>,
     /// Where a fresh key's claim is written with its pending payment, if the backends can.
     pub(crate) intents: Option<IntentStore>,
+    /// How long the backends' calls take.
+    pub(crate) latency: BackendLatency,
     pub(crate) services: Services,
 }
 
@@ -71,7 +74,7 @@ impl AppState {
         keys: &[ApiKey],
         backends: Backends,
     ) -> Result<Arc<Self>, String> {
-        let metrics = Metrics::new();
+        let metrics = Metrics::new(&backends.latency);
         let tuning = file.idempotency;
         let idempotency = Idempotency::new(
             backends.store,

@@ -12,6 +12,7 @@ use tollgate_audit::postgres::{EventParams, PostgresAuditLog};
 use tollgate_idempotency::postgres::{ClaimParams, PostgresStore};
 
 use super::{Completion, Finished, Ledger, LedgerError, sql};
+use crate::metrics::{BackendLatency, Timer};
 use crate::payment::{Payment, Status};
 
 /// Payments in PostgreSQL, in a schema already migrated (see [`sql::MIGRATE`]).
@@ -26,6 +27,29 @@ pub(crate) struct PostgresLedger {
     /// writes all happen only if the lease's fence still owns the key.
     finish_sql: String,
     idempotency: Arc<PostgresStore>,
+    timers: Timers,
+}
+
+/// The series of each statement in `backend_call_duration_seconds`.
+struct Timers {
+    claim_with_pending: Timer,
+    insert_pending: Timer,
+    finish: Timer,
+    find: Timer,
+    find_by_key: Timer,
+}
+
+impl Timers {
+    fn new(latency: &BackendLatency) -> Self {
+        let call = |name| latency.call("postgres", name);
+        Timers {
+            claim_with_pending: call("payment_claim_with_pending"),
+            insert_pending: call("payment_insert_pending"),
+            finish: call("payment_finish"),
+            find: call("payment_find"),
+            find_by_key: call("payment_find_by_key"),
+        }
+    }
 }
 
 impl fmt::Debug for PostgresLedger {
@@ -44,6 +68,7 @@ impl PostgresLedger {
         schema: &str,
         idempotency: Arc<PostgresStore>,
         audit: &PostgresAuditLog,
+        latency: &BackendLatency,
     ) -> Self {
         // Each write is one statement (atomic on its own): the database does a third of the
         // work of BEGIN, separate statements and COMMIT, which the load test showed to be the
@@ -60,6 +85,7 @@ impl PostgresLedger {
             pool,
             schema: schema.to_owned(),
             idempotency,
+            timers: Timers::new(latency),
         }
     }
 
@@ -176,15 +202,21 @@ impl PostgresLedger {
             .chain(event.as_params())
             .chain(row.as_params())
             .collect();
-        let client = self.pool.get().await.map_err(LedgerError::storage)?;
-        let statement = client
-            .prepare_cached(&self.claim_pending_sql)
-            .await
-            .map_err(LedgerError::storage)?;
-        let row = client
-            .query_opt(&statement, &params)
-            .await
-            .map_err(LedgerError::storage)?;
+        let row = self
+            .timers
+            .claim_with_pending
+            .time(async {
+                let client = self.pool.get().await.map_err(LedgerError::storage)?;
+                let statement = client
+                    .prepare_cached(&self.claim_pending_sql)
+                    .await
+                    .map_err(LedgerError::storage)?;
+                client
+                    .query_opt(&statement, &params)
+                    .await
+                    .map_err(LedgerError::storage)
+            })
+            .await?;
         Ok(row.map(|row| u64::try_from(row.get::<_, i64>(0)).unwrap_or(0)))
     }
 
@@ -208,16 +240,15 @@ impl Ledger for PostgresLedger {
             .into_iter()
             .chain(row.as_params())
             .collect();
-        self.execute(&self.insert_pending_sql, &params).await?;
+        let insert = self.execute(&self.insert_pending_sql, &params);
+        self.timers.insert_pending.time(insert).await?;
         Ok(())
     }
 
     async fn find(&self, user: &str, transaction_id: &str) -> Result<Option<Payment>, LedgerError> {
-        self.select_one(
-            "transaction_id = $1 AND user_id = $2",
-            &[&transaction_id, &user],
-        )
-        .await
+        let params: [&(dyn ToSql + Sync); 2] = [&transaction_id, &user];
+        let select = self.select_one("transaction_id = $1 AND user_id = $2", &params);
+        self.timers.find.time(select).await
     }
 
     async fn find_by_key(
@@ -229,12 +260,13 @@ impl Ledger for PostgresLedger {
         let since = SystemTime::now()
             .checked_sub(within)
             .unwrap_or(SystemTime::UNIX_EPOCH);
-        self.select_one(
+        let params: [&(dyn ToSql + Sync); 3] = [&user, &key, &since];
+        let select = self.select_one(
             "user_id = $1 AND idempotency_key = $2 AND created_at > $3 \
              ORDER BY created_at DESC LIMIT 1",
-            &[&user, &key, &since],
-        )
-        .await
+            &params,
+        );
+        self.timers.find_by_key.time(select).await
     }
 
     async fn finish(
@@ -260,7 +292,8 @@ impl Ledger for PostgresLedger {
             .chain(event.as_params())
             .collect();
         // The statement's last part inserts the audit row only if the fence matched.
-        match self.execute(&self.finish_sql, &params).await? {
+        let finish = self.execute(&self.finish_sql, &params);
+        match self.timers.finish.time(finish).await? {
             1 => Ok(Finished::RecordCompleted),
             // Taken over: nothing was written; the newer owner decides.
             _ => Err(LedgerError::Fenced),

@@ -4,8 +4,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 mod backends;
+mod latency;
 
 pub(crate) use backends::{BackendMetrics, BackendSnapshot};
+pub(crate) use latency::{BackendLatency, Timer};
 
 use prometheus::{
     Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
@@ -58,7 +60,7 @@ pub(super) fn must<T>(result: prometheus::Result<T>) -> T {
 }
 
 impl Metrics {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(latency: &BackendLatency) -> Self {
         let registry = Registry::new();
         let payment_requests = must(IntCounterVec::new(
             Opts::new(
@@ -137,6 +139,7 @@ impl Metrics {
         ] {
             must(registry.register(collector));
         }
+        must(registry.register(latency.collector()));
         Metrics {
             payment_requests,
             payment_success_rate,

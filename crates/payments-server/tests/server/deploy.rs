@@ -169,6 +169,18 @@ fn alerts_and_dashboard_name_only_exported_metrics() {
         .expect(429);
     server.get("/health", None).expect(200);
     let exported = server.get("/metrics", None).body;
+    // Every call to a backend is timed: the payment's two statements and the Redis decision.
+    for series in [
+        r#"backend="postgres",call="payment_claim_with_pending""#,
+        r#"backend="postgres",call="payment_finish""#,
+        r#"backend="redis",call="rate_limit_check""#,
+    ] {
+        let count = format!("backend_call_duration_seconds_count{{{series}}} ");
+        assert!(
+            exported.lines().any(|l| l.starts_with(&count) && !l.ends_with(" 0")),
+            "{count} is exported and counted"
+        );
+    }
 
     let mut expressions = rule_expressions(&deploy("prometheus/alerts.yml"));
     let dashboard: serde_json::Value =
