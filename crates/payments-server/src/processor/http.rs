@@ -32,6 +32,9 @@ use crate::config::ProcessorTuning;
 
 type Connector = HttpsConnector<HttpConnector>;
 
+/// The largest processor answer read.
+const ANSWER_LIMIT: usize = 64 * 1024;
+
 /// The processor at `PROCESSOR_URL`.
 #[derive(Debug)]
 pub(crate) struct HttpProcessor {
@@ -160,10 +163,11 @@ impl HttpProcessor {
                 .await
                 .map_err(|e| CallError::Transport(crate::error_chain(&e)))?;
             let (parts, body) = response.into_parts();
-            let body = body
+            // A charge is a few hundred bytes: a processor sending more is not one to trust.
+            let body = http_body_util::Limited::new(body, ANSWER_LIMIT)
                 .collect()
                 .await
-                .map_err(|e| CallError::Transport(crate::error_chain(&e)))?
+                .map_err(|e| CallError::Transport(format!("the answer: {e}")))?
                 .to_bytes();
             let verdict = classify_response(parts.status, &parts.headers, SystemTime::now());
             if let Verdict::Retry { after } = verdict {

@@ -177,7 +177,9 @@ fn alerts_and_dashboard_name_only_exported_metrics() {
     ] {
         let count = format!("backend_call_duration_seconds_count{{{series}}} ");
         assert!(
-            exported.lines().any(|l| l.starts_with(&count) && !l.ends_with(" 0")),
+            exported
+                .lines()
+                .any(|l| l.starts_with(&count) && !l.ends_with(" 0")),
             "{count} is exported and counted"
         );
     }
