@@ -20,6 +20,7 @@
 //! # }
 //! ```
 
+mod connection;
 mod scripts;
 
 use std::fmt;
@@ -30,7 +31,11 @@ use crate::clock::{Clock, Timestamp};
 use async_trait::async_trait;
 use bytes::Bytes;
 
+pub use connection::RedisConnection;
+/// The pool crate this store takes, re-exported so callers build pools of the same version.
 pub use deadpool_redis;
+/// The Redis client crate, re-exported so callers build cluster connections of the same version.
+pub use redis;
 
 use crate::fingerprint::Fingerprint;
 use crate::store::{Claim, ClaimOptions, IdempotencyStore, Lease, Release, StoredResponse};
@@ -38,7 +43,7 @@ use crate::{Error, Scope};
 
 /// Idempotency records in Redis.
 pub struct RedisStore {
-    pool: deadpool_redis::Pool,
+    connection: RedisConnection,
     prefix: String,
     claim: redis::Script,
     complete: redis::Script,
@@ -50,18 +55,11 @@ pub struct RedisStore {
 impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStore")
+            .field("connection", &self.connection)
             .field("prefix", &self.prefix)
             .field("injected_time", &self.time.is_some())
             .finish_non_exhaustive()
     }
-}
-
-fn redis_error(error: redis::RedisError) -> Error {
-    let transient = error.is_io_error()
-        || error.is_timeout()
-        || error.is_connection_dropped()
-        || error.is_connection_refusal();
-    Error::store(error, transient)
 }
 
 /// A script that starts by reading the time (see `scripts::NOW`).
@@ -74,10 +72,11 @@ fn millis(duration: Duration) -> u64 {
 }
 
 impl RedisStore {
-    /// A store over `pool`, keys starting with `prefix`.
-    pub fn new(pool: deadpool_redis::Pool, prefix: impl Into<String>) -> Self {
+    /// A store over a pool or (feature `cluster`) a Redis Cluster connection, keys starting
+    /// with `prefix`.
+    pub fn new(connection: impl Into<RedisConnection>, prefix: impl Into<String>) -> Self {
         RedisStore {
-            pool,
+            connection: connection.into(),
             prefix: prefix.into(),
             claim: with_now(scripts::CLAIM),
             complete: with_now(scripts::COMPLETE),
@@ -116,10 +115,6 @@ impl RedisStore {
                 (wall + elapsed).to_string()
             })
     }
-
-    async fn connection(&self) -> Result<deadpool_redis::Connection, Error> {
-        self.pool.get().await.map_err(|e| Error::store(e, true))
-    }
 }
 
 fn as_u64(value: Option<&redis::Value>) -> u64 {
@@ -144,17 +139,14 @@ impl IdempotencyStore for RedisStore {
         fingerprint: &Fingerprint,
         options: ClaimOptions,
     ) -> Result<Claim, Error> {
-        let mut conn = self.connection().await?;
-        let reply: Vec<redis::Value> = self
-            .claim
+        let mut claim = self.claim.prepare_invoke();
+        claim
             .key(self.redis_key(scope))
             .arg(fingerprint.to_string())
             .arg(millis(options.lease))
             .arg(millis(options.ttl))
-            .arg(self.now_arg())
-            .invoke_async(&mut *conn)
-            .await
-            .map_err(redis_error)?;
+            .arg(self.now_arg());
+        let reply: Vec<redis::Value> = self.connection.invoke(&claim).await?;
         let outcome = String::from_utf8(as_bytes(reply.first())).unwrap_or_default();
         Ok(match outcome.as_str() {
             "acquired" => Claim::Acquired(Lease {
@@ -197,19 +189,16 @@ impl IdempotencyStore for RedisStore {
     ) -> Result<(), Error> {
         let headers =
             serde_json::to_string(&response.headers).map_err(|e| Error::store(e, false))?;
-        let mut conn = self.connection().await?;
-        let done: i64 = self
-            .complete
+        let mut complete = self.complete.prepare_invoke();
+        complete
             .key(self.redis_key(scope))
             .arg(fence)
             .arg(response.status)
             .arg(headers)
             .arg(response.body.as_ref())
             .arg(millis(ttl))
-            .arg(self.now_arg())
-            .invoke_async(&mut *conn)
-            .await
-            .map_err(redis_error)?;
+            .arg(self.now_arg());
+        let done: i64 = self.connection.invoke(&complete).await?;
         if done == 1 {
             Ok(())
         } else {
@@ -222,16 +211,13 @@ impl IdempotencyStore for RedisStore {
             Release::NothingHappened => "0",
             Release::Ambiguous => "1",
         };
-        let mut conn = self.connection().await?;
-        let done: i64 = self
-            .release
+        let mut release = self.release.prepare_invoke();
+        release
             .key(self.redis_key(scope))
             .arg(fence)
             .arg(mode)
-            .arg(self.now_arg())
-            .invoke_async(&mut *conn)
-            .await
-            .map_err(redis_error)?;
+            .arg(self.now_arg());
+        let done: i64 = self.connection.invoke(&release).await?;
         if done == 1 {
             Ok(())
         } else {

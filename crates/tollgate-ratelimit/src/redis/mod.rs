@@ -35,7 +35,10 @@
 //! # }
 //! ```
 
+mod connection;
 mod scripts;
+#[cfg(feature = "cluster")]
+mod slots;
 
 use std::fmt;
 use std::sync::Arc;
@@ -43,7 +46,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use deadpool_redis::Pool;
 
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::decision::{Decision, PolicyDecision};
@@ -51,8 +53,11 @@ use crate::memory::MemoryLimiter;
 use crate::policy::{PolicyKey, Quota};
 use crate::{Error, RateLimiter, validate};
 
+pub use connection::RedisConnection;
 /// The pool crate this backend takes, re-exported so callers build pools of the same version.
 pub use deadpool_redis;
+/// The Redis client crate, re-exported so callers build cluster connections of the same version.
+pub use redis;
 
 /// What to do when Redis cannot be reached (or times out).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,7 +103,7 @@ struct Counters {
 }
 
 struct Inner {
-    pool: Pool,
+    connection: RedisConnection,
     prefix: String,
     script: redis::Script,
     clock: Option<Arc<dyn Clock>>,
@@ -120,6 +125,7 @@ pub struct RedisLimiter {
 impl fmt::Debug for RedisLimiter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisLimiter")
+            .field("connection", &self.inner.connection)
             .field("prefix", &self.inner.prefix)
             .field("failure_mode", &self.inner.failure_mode)
             .field("timeout", &self.inner.timeout)
@@ -131,7 +137,7 @@ impl fmt::Debug for RedisLimiter {
 /// Builds a [`RedisLimiter`].
 #[derive(Debug)]
 pub struct RedisLimiterBuilder {
-    pool: Pool,
+    connection: RedisConnection,
     prefix: String,
     clock: Option<Arc<dyn Clock>>,
     failure_mode: FailureMode,
@@ -140,11 +146,12 @@ pub struct RedisLimiterBuilder {
 }
 
 impl RedisLimiter {
-    /// A builder over a deadpool-redis pool. Defaults: prefix `tollgate:rl:`, Redis server time,
-    /// [`FailureMode::LocalFallback`], 250 ms timeout per decision.
-    pub fn builder(pool: Pool) -> RedisLimiterBuilder {
+    /// A builder over a deadpool-redis pool or (feature `cluster`) a Redis Cluster connection.
+    /// Defaults: prefix `tollgate:rl:`, Redis server time, [`FailureMode::LocalFallback`],
+    /// 250 ms timeout per decision.
+    pub fn builder(connection: impl Into<RedisConnection>) -> RedisLimiterBuilder {
         RedisLimiterBuilder {
-            pool,
+            connection: connection.into(),
             prefix: "tollgate:rl:".to_owned(),
             clock: None,
             failure_mode: FailureMode::LocalFallback,
@@ -194,7 +201,7 @@ impl RedisLimiterBuilder {
         };
         RedisLimiter {
             inner: Arc::new(Inner {
-                pool: self.pool,
+                connection: self.connection,
                 prefix: self.prefix,
                 script: redis::Script::new(scripts::DECIDE),
                 clock: self.clock,
@@ -245,15 +252,7 @@ impl RedisLimiter {
     /// Round-trip time of a `PING`, for health checks.
     pub async fn ping(&self) -> Result<Duration, Error> {
         let started = Instant::now();
-        let result = self
-            .with_timeout(async {
-                let mut conn = self.inner.pool.get().await.map_err(pool_error)?;
-                redis::cmd("PING")
-                    .query_async::<String>(&mut *conn)
-                    .await
-                    .map_err(redis_error)
-            })
-            .await;
+        let result = self.with_timeout(self.inner.connection.ping()).await;
         self.inner
             .degraded
             .store(result.is_err(), Ordering::Relaxed);
@@ -273,10 +272,37 @@ impl RedisLimiter {
         }
     }
 
-    /// Runs the script; the reply is `{now, (allowed, remaining, reset, retry)…}`.
+    /// Decides, consumes or refunds `keys` on Redis; the reply is
+    /// `{now, (allowed, remaining, reset, retry)…}` in the order of `keys`.
     async fn run(&self, keys: &[PolicyKey], cost: u64, mode: Mode) -> Result<Vec<i64>, Error> {
+        let result = if self.inner.connection.is_cluster() {
+            self.run_per_slot(keys, cost, mode).await
+        } else {
+            self.script(keys.iter(), cost, mode).await
+        };
+        // Log transitions, not every degraded decision: an outage must not flood the logs.
+        let was_degraded = self.inner.degraded.swap(result.is_err(), Ordering::Relaxed);
+        match (&result, was_degraded) {
+            (Err(error), false) => tracing::warn!(
+                %error,
+                mode = ?self.inner.failure_mode,
+                "redis rate limiter unreachable; degrading"
+            ),
+            (Ok(_), true) => tracing::info!("redis rate limiter reachable again"),
+            _ => {}
+        }
+        result
+    }
+
+    /// One call of the script over `keys`, which must all live in one slot on a cluster.
+    async fn script<'k>(
+        &self,
+        keys: impl Iterator<Item = &'k PolicyKey> + Clone,
+        cost: u64,
+        mode: Mode,
+    ) -> Result<Vec<i64>, Error> {
         let mut invocation = self.inner.script.prepare_invoke();
-        for key in keys {
+        for key in keys.clone() {
             invocation.key(self.redis_key(key));
         }
         invocation.arg(mode as u8).arg(cost);
@@ -296,33 +322,69 @@ impl RedisLimiter {
             invocation.arg(kind).arg(a).arg(b);
         }
         let result = self
-            .with_timeout(async {
-                let mut conn = self.inner.pool.get().await.map_err(pool_error)?;
-                invocation
-                    .invoke_async::<Vec<i64>>(&mut *conn)
-                    .await
-                    .map_err(redis_error)
-            })
+            .with_timeout(self.inner.connection.invoke(&invocation))
             .await;
-        let ok = result.is_ok();
-        // Log transitions, not every degraded decision: an outage must not flood the logs.
-        let was_degraded = self.inner.degraded.swap(!ok, Ordering::Relaxed);
-        match (&result, was_degraded) {
-            (Err(error), false) => tracing::warn!(
-                %error,
-                mode = ?self.inner.failure_mode,
-                "redis rate limiter unreachable; degrading"
-            ),
-            (Ok(_), true) => tracing::info!("redis rate limiter reachable again"),
-            _ => {}
-        }
-        let counter = if ok {
+        let counter = if result.is_ok() {
             &self.inner.counters.redis_calls
         } else {
             &self.inner.counters.redis_errors
         };
         counter.fetch_add(1, Ordering::Relaxed);
         result
+    }
+
+    /// [`run`](Self::run) on a cluster: one script per slot, all at once. Each slot group is
+    /// decided atomically; when one group denies or fails, the groups that consumed are refunded,
+    /// so a denied request ends up consuming nothing, as on one Redis.
+    #[cfg(feature = "cluster")]
+    async fn run_per_slot(
+        &self,
+        keys: &[PolicyKey],
+        cost: u64,
+        mode: Mode,
+    ) -> Result<Vec<i64>, Error> {
+        let groups = slots::groups(keys.iter().map(|key| self.redis_key(key)));
+        if groups.len() == 1 {
+            return self.script(keys.iter(), cost, mode).await;
+        }
+        let members = |group| slots::members(keys, group);
+        let calls = groups.iter().map(|g| self.script(members(g), cost, mode));
+        let mut replies = futures_util::future::join_all(calls).await;
+        let consumed = |reply: &Result<Vec<i64>, Error>| {
+            mode == Mode::Check && reply.as_ref().is_ok_and(|r| slots::all_admitted(r))
+        };
+        if mode == Mode::Check && !replies.iter().all(consumed) {
+            let refunds = groups
+                .iter()
+                .zip(&replies)
+                .enumerate()
+                .filter(|(_, (_, reply))| consumed(reply))
+                .map(|(at, (g, _))| async move {
+                    (at, self.script(members(g), cost, Mode::Refund).await)
+                });
+            for (at, refund) in futures_util::future::join_all(refunds).await {
+                match refund {
+                    // What the group reports now: its quota back, every policy admitted.
+                    Ok(after) => replies[at] = Ok(after),
+                    Err(error) => tracing::warn!(
+                        %error,
+                        "could not refund a slot group after another denied; its quota stays \
+                         consumed until its window passes"
+                    ),
+                }
+            }
+        }
+        slots::merge(keys.len(), &groups, replies)
+    }
+
+    #[cfg(not(feature = "cluster"))]
+    async fn run_per_slot(
+        &self,
+        keys: &[PolicyKey],
+        cost: u64,
+        mode: Mode,
+    ) -> Result<Vec<i64>, Error> {
+        self.script(keys.iter(), cost, mode).await
     }
 
     fn parse<'k>(keys: &'k [PolicyKey], reply: &[i64]) -> Result<Decision<'k>, Error> {
@@ -415,19 +477,6 @@ impl Inner {
             None => self.fallback_clock.now(),
         }
     }
-}
-
-fn pool_error(error: deadpool_redis::PoolError) -> Error {
-    Error::backend(error, true)
-}
-
-fn redis_error(error: redis::RedisError) -> Error {
-    let transient = error.is_io_error()
-        || error.is_timeout()
-        || error.is_connection_dropped()
-        || error.is_connection_refusal()
-        || error.is_cluster_error();
-    Error::backend(error, transient)
 }
 
 #[async_trait]

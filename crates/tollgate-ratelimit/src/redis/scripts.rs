@@ -20,7 +20,8 @@
 /// sets an expiry at the instant the state becomes equivalent to no state.
 ///
 /// Returns `{now, allowed₁, remaining₁, reset_after₁, retry_after₁, …}` (`retry_after = -1` when
-/// key `i` admits), or `{now}` for a refund.
+/// key `i` admits); a refund returns the same shape, every key admitted, with its status after
+/// the refund.
 pub(crate) const DECIDE: &str = r#"
 local function floordiv(a, b)
   if b < 1 then b = 1 end
@@ -242,11 +243,19 @@ local function refund(k)
 end
 
 if mode == 2 then
+  -- The status after the refund, as an admitted check would report it: a cluster's decision
+  -- split per slot reports the groups it refunded this way.
+  local reply = { now }
   for i, k in ipairs(keys) do
     refund(k)
     store(i, k)
+    local remaining, reset = status(k)
+    reply[#reply + 1] = 1
+    reply[#reply + 1] = remaining
+    reply[#reply + 1] = reset
+    reply[#reply + 1] = -1
   end
-  return { now }
+  return reply
 end
 
 local waits, all = {}, true

@@ -293,6 +293,21 @@ macro_rules! conformance {
                 }
             )*
         }
+
+        #[cfg(feature = "cluster")]
+        mod redis_cluster {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    let name = concat!("conformance::redis_cluster::", stringify!($scenario));
+                    let Some(urls) = crate::support::redis_cluster_urls(name) else { return };
+                    let clock = tollgate_ratelimit::clock::ManualClock::starting_at(crate::support::START);
+                    let limiter =
+                        crate::support::redis::cluster_limiter(&urls, stringify!($scenario), &clock).await;
+                    super::$scenario(&limiter, &clock).await;
+                }
+            )*
+        }
     };
 }
 

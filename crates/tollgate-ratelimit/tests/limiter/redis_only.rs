@@ -15,14 +15,14 @@ use tollgate_ratelimit::{Algorithm, MemoryLimiter, Policy, PolicyKey, RateLimite
 
 use crate::support::{self, START, redis as r};
 
-fn key(name: &str, algorithm: Algorithm, subject: &str) -> PolicyKey {
+pub(crate) fn key(name: &str, algorithm: Algorithm, subject: &str) -> PolicyKey {
     PolicyKey::new(
         Arc::new(Policy::new(name, Scope::User, algorithm).expect("valid")),
         subject,
     )
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -30,14 +30,14 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 #[derive(Clone, Debug)]
-enum Step {
+pub(crate) enum Step {
     Advance(u64),
     Check(Vec<usize>, u64),
     Peek(Vec<usize>, u64),
     Refund(Vec<usize>, u64),
 }
 
-fn steps() -> impl Strategy<Value = Vec<Step>> {
+pub(crate) fn steps() -> impl Strategy<Value = Vec<Step>> {
     let subset = prop::sample::subsequence(vec![0usize, 1, 2, 3], 1..=4);
     let step = prop_oneof![
         3 => (0u64..700_000).prop_map(Step::Advance),
@@ -46,6 +46,50 @@ fn steps() -> impl Strategy<Value = Vec<Step>> {
         1 => (subset, 1u64..=2).prop_map(|(k, c)| Step::Refund(k, c)),
     ];
     prop::collection::vec(step, 1..60)
+}
+
+/// The differential's keys: one of each algorithm for one subject, a second GCRA subject.
+pub(crate) fn differential_keys() -> [PolicyKey; 4] {
+    [
+        key("w", Algorithm::sliding_window(4, Duration::from_secs(1)), "a"),
+        key("l", Algorithm::sliding_log(3, Duration::from_millis(800)), "a"),
+        key("g", Algorithm::token_bucket(3, Duration::from_secs(1), 4), "a"),
+        key("g", Algorithm::token_bucket(3, Duration::from_secs(1), 4), "b"),
+    ]
+}
+
+/// Plays `steps` on a memory limiter and on `redis` (both on `clock`): every decision equal.
+pub(crate) async fn replay(
+    steps: &[Step],
+    redis: &RedisLimiter,
+    clock: &ManualClock,
+) -> Result<(), TestCaseError> {
+    let keys = differential_keys();
+    let memory = MemoryLimiter::builder().clock(clock.clone()).build();
+    for step in steps {
+        let pick = |ix: &[usize]| ix.iter().map(|&i| keys[i].clone()).collect::<Vec<_>>();
+        match step {
+            Step::Advance(us) => clock.advance(Duration::from_micros(*us)),
+            Step::Check(ix, cost) => {
+                let ks = pick(ix);
+                let m = memory.check(&ks, *cost).await.expect("memory");
+                let r = redis.check(&ks, *cost).await.expect("redis");
+                prop_assert_eq!(m, r, "check {:?}", step);
+            }
+            Step::Peek(ix, cost) => {
+                let ks = pick(ix);
+                let m = memory.peek(&ks, *cost).await.expect("memory");
+                let r = redis.peek(&ks, *cost).await.expect("redis");
+                prop_assert_eq!(m, r, "peek {:?}", step);
+            }
+            Step::Refund(ix, cost) => {
+                let ks = pick(ix);
+                memory.refund(&ks, *cost).await.expect("memory");
+                redis.refund(&ks, *cost).await.expect("redis");
+            }
+        }
+    }
+    Ok(())
 }
 
 proptest! {
@@ -58,40 +102,10 @@ proptest! {
         let Some(url) = support::redis_url("redis_only::redis_decides_exactly_like_memory") else {
             return Ok(());
         };
-        let keys = [
-            key("w", Algorithm::sliding_window(4, Duration::from_secs(1)), "a"),
-            key("l", Algorithm::sliding_log(3, Duration::from_millis(800)), "a"),
-            key("g", Algorithm::token_bucket(3, Duration::from_secs(1), 4), "a"),
-            key("g", Algorithm::token_bucket(3, Duration::from_secs(1), 4), "b"),
-        ];
         runtime().block_on(async {
             let clock = ManualClock::starting_at(START);
-            let memory = MemoryLimiter::builder().clock(clock.clone()).build();
             let redis = r::limiter(&url, "differential", &clock);
-            for step in &steps {
-                let pick = |ix: &[usize]| ix.iter().map(|&i| keys[i].clone()).collect::<Vec<_>>();
-                match step {
-                    Step::Advance(us) => clock.advance(Duration::from_micros(*us)),
-                    Step::Check(ix, cost) => {
-                        let ks = pick(ix);
-                        let m = memory.check(&ks, *cost).await.expect("memory");
-                        let r = redis.check(&ks, *cost).await.expect("redis");
-                        prop_assert_eq!(m, r, "check {:?}", step);
-                    }
-                    Step::Peek(ix, cost) => {
-                        let ks = pick(ix);
-                        let m = memory.peek(&ks, *cost).await.expect("memory");
-                        let r = redis.peek(&ks, *cost).await.expect("redis");
-                        prop_assert_eq!(m, r, "peek {:?}", step);
-                    }
-                    Step::Refund(ix, cost) => {
-                        let ks = pick(ix);
-                        memory.refund(&ks, *cost).await.expect("memory");
-                        redis.refund(&ks, *cost).await.expect("redis");
-                    }
-                }
-            }
-            Ok(())
+            replay(&steps, &redis, &clock).await
         })?;
     }
 }

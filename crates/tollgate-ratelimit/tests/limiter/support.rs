@@ -22,8 +22,23 @@ pub(crate) fn memory(clock: &ManualClock) -> MemoryLimiter<ManualClock> {
 /// was skipped and how to run it.
 #[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) fn redis_url(test: &str) -> Option<String> {
-    match std::env::var("TEST_REDIS_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
+    service("TEST_REDIS_URL", "redis://127.0.0.1:6379", test)
+}
+
+/// `TEST_REDIS_CLUSTER_URLS` (comma-separated seed nodes), or `None` after saying so.
+#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+pub(crate) fn redis_cluster_urls(test: &str) -> Option<Vec<String>> {
+    let urls = service(
+        "TEST_REDIS_CLUSTER_URLS",
+        "redis://127.0.0.1:7000,redis://127.0.0.1:7001 (a cluster .ci/redis-cluster starts)",
+        test,
+    )?;
+    Some(urls.split(',').map(str::to_owned).collect())
+}
+
+fn service(variable: &str, example: &str, test: &str) -> Option<String> {
+    match std::env::var(variable) {
+        Ok(value) if !value.is_empty() => Some(value),
         _ => {
             // Once per test (a property test asks once per case), and to the real stderr on
             // purpose: libtest only captures the print macros.
@@ -33,7 +48,7 @@ pub(crate) fn redis_url(test: &str) -> Option<String> {
                 told.push(test.to_owned());
                 let _ = writeln!(
                     std::io::stderr(),
-                    "SKIPPED {test}: needs Redis; set TEST_REDIS_URL=redis://127.0.0.1:6379 to run it"
+                    "SKIPPED {test}: needs {variable}; set {variable}={example} to run it"
                 );
             }
             None
@@ -68,6 +83,31 @@ pub(crate) mod redis {
     /// returned, not hidden: a service test must fail when its service is unreachable.
     pub(crate) fn limiter(url: &str, test: &str, clock: &ManualClock) -> RedisLimiter {
         RedisLimiter::builder(pool(url))
+            .key_prefix(super::unique_prefix(test))
+            .clock(clock.clone())
+            .failure_mode(FailureMode::ReturnError)
+            .timeout(std::time::Duration::from_secs(5))
+            .build()
+    }
+
+    /// A connection to the Redis Cluster whose seed nodes are `urls`.
+    #[cfg(feature = "cluster")]
+    pub(crate) async fn cluster(urls: &[String]) -> redis::cluster_async::ClusterConnection {
+        redis::cluster::ClusterClient::new(urls.to_vec())
+            .expect("valid cluster urls")
+            .get_async_connection()
+            .await
+            .expect("TEST_REDIS_CLUSTER_URLS is set but the cluster is unreachable")
+    }
+
+    /// [`limiter`] on a Redis Cluster.
+    #[cfg(feature = "cluster")]
+    pub(crate) async fn cluster_limiter(
+        urls: &[String],
+        test: &str,
+        clock: &ManualClock,
+    ) -> RedisLimiter {
+        RedisLimiter::builder(cluster(urls).await)
             .key_prefix(super::unique_prefix(test))
             .clock(clock.clone())
             .failure_mode(FailureMode::ReturnError)
