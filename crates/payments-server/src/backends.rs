@@ -71,7 +71,7 @@ impl Server {
             );
         }
         let file = config.file().map_err(StartError::Invalid)?;
-        let redis = pools::redis(config, &file.redis)?;
+        let redis = pools::redis(config, &file.redis).await?;
         let latency = BackendLatency::default();
         let (limiter, redis_limiter) = limiter(config, &file, redis.as_ref(), &latency).await?;
         let database = pools::postgres(config, &file.database)?;
@@ -85,7 +85,7 @@ impl Server {
                         FailureModeName::FailClosed | FailureModeName::Error
                     )),
             redis: redis_limiter,
-            redis_pool: redis.clone(),
+            redis_pool: redis.as_ref().and_then(pools::Redis::pool).cloned(),
             ..Services::default()
         };
         let (backends, audit) = match database {
@@ -96,7 +96,11 @@ impl Server {
             }
         };
         tracing::info!(
-            rate_limits = if redis.is_some() { "redis" } else { "memory" },
+            rate_limits = match &redis {
+                Some(pools::Redis::Cluster(_)) => "redis cluster",
+                Some(pools::Redis::Pool(_)) => "redis",
+                None => "memory",
+            },
             storage = if audit.is_some() {
                 "postgresql"
             } else if redis.is_some() {
@@ -204,10 +208,10 @@ async fn cleanup(store: &dyn IdempotencyStore) -> usize {
 async fn limiter(
     config: &Config,
     file: &FileConfig,
-    redis: Option<&deadpool_redis::Pool>,
+    redis: Option<&pools::Redis>,
     latency: &BackendLatency,
 ) -> Result<(Arc<dyn RateLimiter>, Option<RedisLimiter>), StartError> {
-    let Some(pool) = redis else {
+    let Some(redis) = redis else {
         return Ok((Arc::new(MemoryLimiter::new()), None));
     };
     let mode = match file.rate_limit.failure_mode {
@@ -218,7 +222,7 @@ async fn limiter(
         FailureModeName::LocalFallback => FailureMode::LocalFallback,
         FailureModeName::Error => FailureMode::ReturnError,
     };
-    let limiter = RedisLimiter::builder(pool.clone())
+    let limiter = RedisLimiter::builder(redis.for_limiter())
         .key_prefix(format!("{}:rl:", config.redis_key_prefix))
         .failure_mode(mode)
         .timeout(file.rate_limit.redis_timeout)
@@ -226,7 +230,7 @@ async fn limiter(
     limiter
         .ping()
         .await
-        .map_err(|e| backend("REDIS_URL")(e.into()))?;
+        .map_err(|e| backend(redis.setting())(e.into()))?;
     let timed = TimedLimiter::new(limiter.clone(), "redis", latency);
     Ok((Arc::new(timed), Some(limiter)))
 }
@@ -309,10 +313,10 @@ enum Records {
 
 /// Idempotency records in Redis when there is one (so several processes still share them),
 /// in memory otherwise.
-fn redis_or_memory_store(config: &Config, redis: Option<&deadpool_redis::Pool>) -> Records {
+fn redis_or_memory_store(config: &Config, redis: Option<&pools::Redis>) -> Records {
     match redis {
-        Some(pool) => Records::Redis(Arc::new(RedisStore::new(
-            pool.clone(),
+        Some(redis) => Records::Redis(Arc::new(RedisStore::new(
+            redis.for_store(),
             format!("{}:idem:", config.redis_key_prefix),
         ))),
         None => Records::Memory(Arc::new(MemoryStore::new(MEMORY_IDEMPOTENCY_RECORDS))),

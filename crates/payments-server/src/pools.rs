@@ -8,31 +8,104 @@ use crate::backends::{StartError, backend};
 use crate::config::{Config, DatabaseTuning, RedisTuning};
 use crate::tls::PgUrl;
 
-/// The Redis pool, if `REDIS_URL` is set.
-pub(crate) fn redis(
+/// The Redis the server talks to: one server through a pool, or a Redis Cluster through one
+/// multiplexed connection per node.
+#[derive(Clone, Debug)]
+pub(crate) enum Redis {
+    /// `REDIS_URL`.
+    Pool(deadpool_redis::Pool),
+    /// `REDIS_CLUSTER_URLS`.
+    Cluster(Cluster),
+}
+
+/// A cluster connection (which has no `Debug` of its own).
+#[derive(Clone)]
+pub(crate) struct Cluster(redis::cluster_async::ClusterConnection);
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Cluster")
+    }
+}
+
+impl Redis {
+    /// The setting that named it, for start-up errors.
+    pub(crate) fn setting(&self) -> &'static str {
+        match self {
+            Redis::Pool(_) => "REDIS_URL",
+            Redis::Cluster(_) => "REDIS_CLUSTER_URLS",
+        }
+    }
+
+    /// The pool, whose use `/metrics` shows (a cluster connection has none).
+    pub(crate) fn pool(&self) -> Option<&deadpool_redis::Pool> {
+        match self {
+            Redis::Pool(pool) => Some(pool),
+            Redis::Cluster(_) => None,
+        }
+    }
+
+    /// The limiter's connection.
+    pub(crate) fn for_limiter(&self) -> tollgate_ratelimit::redis::RedisConnection {
+        match self {
+            Redis::Pool(pool) => pool.clone().into(),
+            Redis::Cluster(cluster) => cluster.0.clone().into(),
+        }
+    }
+
+    /// The idempotency store's connection.
+    pub(crate) fn for_store(&self) -> tollgate_idempotency::redis::RedisConnection {
+        match self {
+            Redis::Pool(pool) => pool.clone().into(),
+            Redis::Cluster(cluster) => cluster.0.clone().into(),
+        }
+    }
+}
+
+/// Redis, if `REDIS_URL` or `REDIS_CLUSTER_URLS` is set (not both).
+pub(crate) async fn redis(
     config: &Config,
     tuning: &RedisTuning,
-) -> Result<Option<deadpool_redis::Pool>, StartError> {
-    let Some(url) = &config.redis_url else {
+) -> Result<Option<Redis>, StartError> {
+    match (&config.redis_url, &config.redis_cluster_urls) {
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => Err(StartError::Invalid(
+            "REDIS_URL and REDIS_CLUSTER_URLS are both set: set REDIS_URL for one Redis, \
+             REDIS_CLUSTER_URLS for a Redis Cluster"
+                .to_owned(),
+        )),
+        (Some(url), None) => pool(url, config, tuning).map(|p| Some(Redis::Pool(p))),
+        (None, Some(urls)) => cluster(urls, config, tuning)
+            .await
+            .map(|c| Some(Redis::Cluster(Cluster(c)))),
+    }
+}
+
+/// `REDIS_CA_FILE` as the client takes it, if set: checked to hold a certificate.
+fn ca_certificates(config: &Config) -> Result<Option<redis::TlsCertificates>, StartError> {
+    let Some(path) = &config.redis_ca_file else {
         return Ok(None);
     };
-    let manager = match &config.redis_ca_file {
-        None => deadpool_redis::Manager::new(url.as_str()),
-        Some(path) => {
-            let invalid = |e: String| StartError::Invalid(format!("REDIS_CA_FILE {e}"));
-            let pem =
-                std::fs::read(path).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
-            crate::tls::certificates_in(&pem, path).map_err(invalid)?;
-            let certificates = redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(pem),
-            };
-            // The pool's own configuration would drop the certificates: the manager is built
-            // from the client's connection details, which keep them.
-            redis::Client::build_with_tls(url.as_str(), certificates).and_then(|client| {
-                deadpool_redis::Manager::new(client.get_connection_info().clone())
-            })
-        }
+    let invalid = |e: String| StartError::Invalid(format!("REDIS_CA_FILE {e}"));
+    let pem = std::fs::read(path).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+    crate::tls::certificates_in(&pem, path).map_err(invalid)?;
+    Ok(Some(redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(pem),
+    }))
+}
+
+fn pool(
+    url: &str,
+    config: &Config,
+    tuning: &RedisTuning,
+) -> Result<deadpool_redis::Pool, StartError> {
+    let manager = match ca_certificates(config)? {
+        None => deadpool_redis::Manager::new(url),
+        // The pool's own configuration would drop the certificates: the manager is built from
+        // the client's connection details, which keep them.
+        Some(certificates) => redis::Client::build_with_tls(url, certificates)
+            .and_then(|client| deadpool_redis::Manager::new(client.get_connection_info().clone())),
     }
     .map_err(|e| backend("REDIS_URL")(e.into()))?;
     let timeout = Some(tuning.pool_timeout);
@@ -42,8 +115,52 @@ pub(crate) fn redis(
         .create_timeout(timeout)
         .runtime(deadpool_redis::Runtime::Tokio1)
         .build()
-        .map(Some)
         .map_err(|e| backend("REDIS_URL")(e.into()))
+}
+
+/// Connects to the cluster through its seed nodes and learns its slots; an unreachable or
+/// misconfigured cluster is a start-up error. The connection then follows redirections and
+/// failovers by itself.
+async fn cluster(
+    urls: &str,
+    config: &Config,
+    tuning: &RedisTuning,
+) -> Result<redis::cluster_async::ClusterConnection, StartError> {
+    let invalid = |e: String| StartError::Invalid(format!("REDIS_CLUSTER_URLS: {e}"));
+    let nodes: Vec<&str> = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect();
+    if nodes.is_empty() {
+        return Err(invalid(
+            "no seed node (comma-separated redis:// URLs)".to_owned(),
+        ));
+    }
+    if let Some(node) = nodes
+        .iter()
+        .find(|n| !(n.starts_with("redis://") || n.starts_with("rediss://")))
+    {
+        return Err(invalid(format!(
+            "{node:?} is not a redis:// or rediss:// URL"
+        )));
+    }
+    let mut builder = redis::cluster::ClusterClientBuilder::new(nodes)
+        .connection_timeout(tuning.pool_timeout)
+        .response_timeout(tuning.pool_timeout);
+    if let Some(certificates) = ca_certificates(config)? {
+        builder = builder.certs(certificates);
+    }
+    let client = builder
+        .build()
+        .map_err(|e| backend("REDIS_CLUSTER_URLS")(e.into()))?;
+    // Each seed gets the connection timeout; give up on the whole list after a few.
+    match tokio::time::timeout(tuning.pool_timeout * 3, client.get_async_connection()).await {
+        Ok(connected) => connected.map_err(|e| backend("REDIS_CLUSTER_URLS")(e.into())),
+        Err(_) => Err(backend("REDIS_CLUSTER_URLS")(
+            format!("no seed node answered within {:?}", tuning.pool_timeout * 3).into(),
+        )),
+    }
 }
 
 /// The PostgreSQL pool, if `DATABASE_URL` is set.

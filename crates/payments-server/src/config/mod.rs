@@ -61,6 +61,11 @@ pub struct Config {
     /// `rediss://` for TLS.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
+    /// Redis Cluster seed nodes, comma-separated (`redis://host:port` or `rediss://…`): rate
+    /// limits and idempotency records spread over the cluster's primaries. Instead of
+    /// `REDIS_URL`.
+    #[arg(long, env = "REDIS_CLUSTER_URLS", hide_env_values = true)]
+    pub redis_cluster_urls: Option<String>,
     /// PEM file of the CAs a `rediss://` server's certificate must be signed by (instead of
     /// the system's).
     #[arg(long, env = "REDIS_CA_FILE")]

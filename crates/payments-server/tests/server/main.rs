@@ -7,6 +7,7 @@
 //! Redis key prefix, removed afterwards.
 
 mod abuse;
+mod cluster;
 mod deploy;
 mod faults;
 #[path = "../common/fixtures.rs"]

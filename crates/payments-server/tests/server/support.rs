@@ -162,6 +162,7 @@ impl Server {
             .env_remove("API_KEY")
             .env_remove("DATABASE_URL")
             .env_remove("REDIS_URL")
+            .env_remove("REDIS_CLUSTER_URLS")
             .env_remove("TOLLGATE_CONFIG")
             .env_remove("TOLLGATE_DEV")
             .stdout(Stdio::null())

@@ -64,7 +64,7 @@ impl Tls {
 }
 
 /// Starts the server with `options` expecting it to refuse to start; its standard error.
-fn start_up_error(options: &Options) -> String {
+pub(crate) fn start_up_error(options: &Options) -> String {
     let mut server = Server::spawn(options);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

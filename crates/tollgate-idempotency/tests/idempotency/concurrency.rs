@@ -154,3 +154,21 @@ async fn redis_two_pools_one_execution() {
     .await;
     rd::drop_prefix(&url, &prefix).await;
 }
+
+/// Two connections to one Redis Cluster (two processes), server time: one execution.
+#[cfg(feature = "cluster")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_two_connections_one_execution() {
+    use crate::support::rd;
+    let Some((urls, prefix)) =
+        rd::cluster("concurrency::redis_cluster_two_connections_one_execution")
+    else {
+        return;
+    };
+    two_process_race(
+        rd::cluster_store(&urls, &prefix, None).await,
+        rd::cluster_store(&urls, &prefix, None).await,
+    )
+    .await;
+    rd::drop_cluster_prefix(&urls, &prefix).await;
+}

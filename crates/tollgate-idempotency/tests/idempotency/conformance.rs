@@ -314,6 +314,21 @@ macro_rules! conformance {
             )*
         }
 
+        #[cfg(feature = "cluster")]
+        mod redis_cluster {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    let name = concat!("conformance::redis_cluster::", stringify!($scenario));
+                    let Some((urls, prefix)) = crate::support::rd::cluster(name) else { return };
+                    let clock = tollgate_idempotency::clock::ManualClock::new();
+                    let store = crate::support::rd::cluster_store(&urls, &prefix, Some(&clock)).await;
+                    super::$scenario(&store, &clock).await;
+                    crate::support::rd::drop_cluster_prefix(&urls, &prefix).await;
+                }
+            )*
+        }
+
         #[cfg(feature = "postgres")]
         mod postgres {
             $(

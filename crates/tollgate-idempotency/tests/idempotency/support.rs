@@ -148,6 +148,65 @@ pub(crate) mod rd {
         }
     }
 
+    /// `TEST_REDIS_CLUSTER_URLS` (seed nodes) and a key prefix of this test's own, or `None`
+    /// after saying it skipped.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn cluster(test: &str) -> Option<(Vec<String>, String)> {
+        let Ok(urls) = std::env::var("TEST_REDIS_CLUSTER_URLS") else {
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED {test}: needs a Redis Cluster; set TEST_REDIS_CLUSTER_URLS=redis://127.0.0.1:7000,redis://127.0.0.1:7001 (.ci/redis-cluster starts one) to run it"
+            );
+            return None;
+        };
+        let (_, prefix) = redis(test)?;
+        Some((urls.split(',').map(str::to_owned).collect(), prefix))
+    }
+
+    /// A connection to the cluster of `urls`.
+    #[cfg(feature = "cluster")]
+    pub(crate) async fn cluster_connection(
+        urls: &[String],
+    ) -> redis::cluster_async::ClusterConnection {
+        redis::cluster::ClusterClient::new(urls.to_vec())
+            .expect("valid cluster urls")
+            .get_async_connection()
+            .await
+            .expect("TEST_REDIS_CLUSTER_URLS is set but the cluster is unreachable")
+    }
+
+    /// [`store`] on a Redis Cluster.
+    #[cfg(feature = "cluster")]
+    pub(crate) async fn cluster_store(
+        urls: &[String],
+        prefix: &str,
+        clock: Option<&ManualClock>,
+    ) -> RedisStore {
+        let store = RedisStore::new(cluster_connection(urls).await, prefix);
+        match clock {
+            Some(clock) => store.with_clock(Arc::new(clock.clone())),
+            None => store,
+        }
+    }
+
+    /// [`drop_prefix`] on a Redis Cluster (`KEYS` asks every primary, `DEL` is split per slot).
+    #[cfg(feature = "cluster")]
+    pub(crate) async fn drop_cluster_prefix(urls: &[String], prefix: &str) {
+        let mut conn = cluster_connection(urls).await;
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}*"))
+            .query_async(&mut conn)
+            .await
+            .expect("keys");
+        if !keys.is_empty() {
+            let _: () = redis::cmd("DEL")
+                .arg(keys)
+                .query_async(&mut conn)
+                .await
+                .expect("del");
+        }
+    }
+
     /// Deletes the test's keys (records live 24 h otherwise).
     pub(crate) async fn drop_prefix(url: &str, prefix: &str) {
         let mut conn = pool(url)

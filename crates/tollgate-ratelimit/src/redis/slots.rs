@@ -27,7 +27,9 @@ pub(super) fn members<'a, T>(
 
 /// Whether a script reply admits every one of its keys (and so consumed, for a check).
 pub(super) fn all_admitted(reply: &[i64]) -> bool {
-    reply.get(1..).is_some_and(|rest| rest.chunks(4).all(|v| v[0] == 1))
+    reply
+        .get(1..)
+        .is_some_and(|rest| rest.chunks(4).all(|v| v[0] == 1))
 }
 
 /// One reply for `len` keys from the replies of their `groups`: the first group's time, then
@@ -70,7 +72,10 @@ mod tests {
     #[test]
     fn replies_go_back_in_key_order() {
         let groups = vec![vec![0, 2], vec![1]];
-        let replies = vec![Ok(vec![7, 1, 10, 0, -1, 0, 0, 5, 5]), Ok(vec![8, 1, 20, 0, -1])];
+        let replies = vec![
+            Ok(vec![7, 1, 10, 0, -1, 0, 0, 5, 5]),
+            Ok(vec![8, 1, 20, 0, -1]),
+        ];
         assert_eq!(
             merge(3, &groups, replies).expect("well formed"),
             vec![7, 1, 10, 0, -1, 1, 20, 0, -1, 0, 0, 5, 5]

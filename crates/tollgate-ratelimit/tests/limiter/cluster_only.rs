@@ -134,7 +134,13 @@ async fn refunds_leave_exact_quotas_under_races() {
     }
     let hour = Duration::from_secs(3600);
     let global = key("global", Algorithm::token_bucket(1, hour, 50), "all");
-    let user = |u: usize| key("user", Algorithm::token_bucket(1, hour, 5), &format!("u{u}"));
+    let user = |u: usize| {
+        key(
+            "user",
+            Algorithm::token_bucket(1, hour, 5),
+            &format!("u{u}"),
+        )
+    };
     let tasks: Vec<_> = (0..200)
         .map(|i| {
             let limiter = limiters[i % 2].clone();
@@ -162,7 +168,10 @@ async fn refunds_leave_exact_quotas_under_races() {
         let left = limiter.peek(&keys, 1).await.expect("peek");
         assert_eq!(left.policies()[0].remaining(), 5 - n, "user {u}");
     }
-    let left = limiter.peek(std::slice::from_ref(&global), 1).await.expect("peek");
+    let left = limiter
+        .peek(std::slice::from_ref(&global), 1)
+        .await
+        .expect("peek");
     assert_eq!(left.policies()[0].remaining(), 50 - total);
     assert_eq!(limiter.stats().redis_errors, 0);
 }

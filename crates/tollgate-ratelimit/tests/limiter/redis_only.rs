@@ -51,10 +51,26 @@ pub(crate) fn steps() -> impl Strategy<Value = Vec<Step>> {
 /// The differential's keys: one of each algorithm for one subject, a second GCRA subject.
 pub(crate) fn differential_keys() -> [PolicyKey; 4] {
     [
-        key("w", Algorithm::sliding_window(4, Duration::from_secs(1)), "a"),
-        key("l", Algorithm::sliding_log(3, Duration::from_millis(800)), "a"),
-        key("g", Algorithm::token_bucket(3, Duration::from_secs(1), 4), "a"),
-        key("g", Algorithm::token_bucket(3, Duration::from_secs(1), 4), "b"),
+        key(
+            "w",
+            Algorithm::sliding_window(4, Duration::from_secs(1)),
+            "a",
+        ),
+        key(
+            "l",
+            Algorithm::sliding_log(3, Duration::from_millis(800)),
+            "a",
+        ),
+        key(
+            "g",
+            Algorithm::token_bucket(3, Duration::from_secs(1), 4),
+            "a",
+        ),
+        key(
+            "g",
+            Algorithm::token_bucket(3, Duration::from_secs(1), 4),
+            "b",
+        ),
     ]
 }
 
