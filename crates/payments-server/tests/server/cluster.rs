@@ -364,3 +364,53 @@ fn a_bad_cluster_setting_is_a_start_up_error_naming_it() {
         assert!(stderr.contains("REDIS_CLUSTER_URLS"), "{stderr}");
     }
 }
+
+/// A cluster that speaks TLS only (`rediss://`, the nodes announcing the name their
+/// certificate is for), trusted through `REDIS_CA_FILE`: limits and records work; another CA
+/// is a start-up error naming the setting.
+#[test]
+fn a_tls_cluster_with_a_private_ca_serves_payments() {
+    let test = "cluster::a_tls_cluster_with_a_private_ca_serves_payments";
+    let (Ok(urls), Ok(dir)) = (
+        std::env::var("TEST_REDIS_CLUSTER_TLS_URLS"),
+        std::env::var("TEST_TLS_DIR"),
+    ) else {
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED {test}: needs a TLS Redis Cluster; eval \"$(.ci/tls-services)\", then eval \"$(TOLLGATE_CLUSTER_PORT=7200 TOLLGATE_CLUSTER_TLS_DIR=$TEST_TLS_DIR .ci/redis-cluster)\" to run it"
+        );
+        return;
+    };
+    let prefix = unique("tg_cluster_tls");
+    let options = |ca: &str| {
+        Options::default()
+            .env("REDIS_CLUSTER_URLS", &urls)
+            .env("REDIS_CA_FILE", &format!("{dir}/{ca}"))
+            .env("REDIS_KEY_PREFIX", &prefix)
+    };
+    let stderr = crate::tls::start_up_error(&options("wrong-ca.crt"));
+    assert!(
+        stderr.contains("REDIS_CLUSTER_URLS") && stderr.contains("UnknownIssuer"),
+        "{stderr}"
+    );
+    // The certificate names `localhost`, not the address.
+    let by_address = urls.replace("localhost", "127.0.0.1");
+    let stderr =
+        crate::tls::start_up_error(&options("ca.crt").env("REDIS_CLUSTER_URLS", &by_address));
+    assert!(
+        stderr.contains("REDIS_CLUSTER_URLS") && stderr.contains("not valid for name"),
+        "{stderr}"
+    );
+    let server = Server::start(&options("ca.crt"));
+    let key = unique("order");
+    let paid = server.pay(ALICE, &key, &payment("8.00", "card"));
+    paid.expect(201);
+    assert!(paid.header("x-ratelimit-remaining").is_some(), "{paid:?}");
+    let replay = server.pay(ALICE, &key, &payment("8.00", "card"));
+    assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+    server
+        .pay(ALICE, &key, &payment("9.00", "card"))
+        .expect(422);
+    let health = server.get("/health", None).json();
+    assert_eq!(health["status"], "ok", "{health}");
+}
