@@ -57,12 +57,37 @@
 //! ## Redis Cluster and atomicity
 //!
 //! Each key carries a hash tag of its own policy and subject (`tollgate:rl:{per-user:alice}`), so
-//! every key maps to one slot and keys of different users spread over the cluster. A script may
-//! only touch keys of one slot on Redis Cluster, so atomicity across the policies of one request
-//! holds on a standalone Redis or a primary with replicas (what this crate drives today); on a
-//! cluster the decision would have to be split per slot, making "a denied request consumes
-//! nothing" hold per slot group only (a later refund restores the others). Putting every key under
-//! one tag would keep atomicity but funnel all traffic through one shard.
+//! every key maps to one slot and keys of different users spread over the cluster's primaries.
+//! A script may only touch keys of one slot on Redis Cluster, so with a
+//! [`RedisConnection::Cluster`](crate::redis::RedisConnection) (feature `cluster`) the limiter
+//! groups a request's keys by slot and decides the groups at once, one script per group:
+//!
+//! - Each group is atomic, as a whole decision is on one Redis: it consumes only if every one of
+//!   its policies admits.
+//! - When every group admits, the request is admitted: one round trip (the groups in parallel).
+//! - When a group denies (or fails), the groups that consumed are refunded, so a denied request
+//!   ends up consuming nothing, and its [`Decision`](crate::Decision) reports each policy as it
+//!   stands after the refund.
+//! - Nothing is ever admitted beyond a limit: every consumption happens inside one group's
+//!   atomic script.
+//! - The price is a window of one round trip in which a request that another group will deny
+//!   holds its units in the groups that admitted it: a concurrent request that needs the last
+//!   units of such a policy may be denied although a single Redis would have admitted it. Near
+//!   a limit and under contention the cluster errs towards refusing, never towards admitting.
+//!   A refund that fails (the connection lost meanwhile) leaves the units consumed until the
+//!   window passes, and is logged.
+//! - On a manual clock the cluster decides bit for bit like the memory backend; the test suite
+//!   checks it over random multi-policy schedules.
+//!
+//! Putting every key under one tag would keep full atomicity but funnel all traffic through
+//! one primary, which is what a cluster is there to avoid.
+//!
+//! A failover loses what the failed primary acknowledged but had not yet replicated (Redis
+//! replicates asynchronously): counts of the last few milliseconds of decisions on its slots,
+//! so those subjects may get up to that many requests more than their limit once. While no
+//! primary serves a slot (until the replica is promoted, about the cluster's
+//! `cluster-node-timeout` plus an election), decisions on it fail and the
+//! [`FailureMode`](crate::redis::FailureMode) applies, as for any unreachable Redis.
 //!
 //! ## When Redis is unreachable
 //!

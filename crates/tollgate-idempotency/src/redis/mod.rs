@@ -19,6 +19,26 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! On a Redis Cluster (feature `cluster`), over a cluster connection; each record lives on the
+//! primary of its slot:
+//!
+//! ```no_run
+//! # #[cfg(feature = "cluster")]
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use tollgate_idempotency::redis::{RedisStore, redis};
+//!
+//! let nodes = ["redis://10.0.0.1:6379", "redis://10.0.0.2:6379"];
+//! let cluster = redis::cluster::ClusterClient::new(nodes)?.get_async_connection().await?;
+//! let store = RedisStore::new(cluster, "myapp:idem:");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! A cluster's failover loses the writes its failed primary acknowledged but had not yet
+//! replicated (replication is asynchronous): a claim or a completion of the last few
+//! milliseconds may be gone, and a retry of that key then runs again. Where that matters, keep
+//! the records in PostgreSQL.
 
 mod connection;
 mod scripts;

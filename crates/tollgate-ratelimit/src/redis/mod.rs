@@ -6,7 +6,9 @@
 //! application processes share limits exactly as one would. Time is the Redis server's `TIME`,
 //! never the application's, and every key carries an expiry at the instant its state becomes
 //! equivalent to no state. Keys are `{prefix}{policy:subject}`: the braces are a Redis Cluster
-//! hash tag per policy key (see the [guide](crate::_guide) for what that means for atomicity).
+//! hash tag per policy key. On a cluster ([`RedisConnection::Cluster`], feature `cluster`) a
+//! decision is split per slot, each slot group atomic, and the groups that consumed are refunded
+//! when another denies (see the [guide](crate::_guide#redis-cluster-and-atomicity)).
 //!
 //! When Redis cannot be reached the [`FailureMode`] decides: fail open, fail closed, decide with
 //! a local [`MemoryLimiter`], or return the error. Each degraded decision is marked
@@ -31,6 +33,20 @@
 //! let keys = PolicySet::defaults().keys_for(&RequestContext::new().user("alice"));
 //! let decision = limiter.check(&keys, 1).await?;
 //! println!("allowed: {}, degraded: {}", decision.is_allowed(), decision.is_degraded());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! On a Redis Cluster (feature `cluster`), the same limiter over a cluster connection:
+//!
+//! ```no_run
+//! # #[cfg(feature = "cluster")]
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use tollgate_ratelimit::redis::{RedisLimiter, redis};
+//!
+//! let nodes = ["redis://10.0.0.1:6379", "redis://10.0.0.2:6379"];
+//! let cluster = redis::cluster::ClusterClient::new(nodes)?.get_async_connection().await?;
+//! let limiter = RedisLimiter::builder(cluster).key_prefix("myapp:rl:").build();
 //! # Ok(())
 //! # }
 //! ```
