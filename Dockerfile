@@ -3,7 +3,7 @@
 FROM rust:1.89-slim-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release -p payments-server -p mock-processor --locked
+RUN cargo build --release -p payments-server -p mock-processor --features payments-server/otlp --locked
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \

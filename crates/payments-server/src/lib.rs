@@ -50,6 +50,8 @@ mod processor;
 mod refusals;
 pub mod serve;
 mod state;
+#[cfg(feature = "otlp")]
+mod telemetry;
 mod timed;
 mod tls;
 

@@ -65,16 +65,21 @@ async fn main() -> ExitCode {
         }
         None => {}
     }
-    if let Err(error) = init_logging(&config) {
-        eprintln!("payments-server: invalid configuration: {error}");
-        return ExitCode::from(2);
-    }
-    match run(config).await {
+    let telemetry = match init_logging(&config) {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("payments-server: invalid configuration: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let code = match run(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error}");
             eprintln!("payments-server: {error}");
             ExitCode::FAILURE
         }
-    }
+    };
+    telemetry.shutdown().await;
+    code
 }

@@ -24,6 +24,41 @@ use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
 
+/// The connector of [`http_client`]: `http`, or `https` with rustls.
+pub(crate) type HttpsConnector =
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>;
+
+/// A pooled HTTP/1.1 client for `http` and `https` URLs (rustls on ring, trusting `roots`),
+/// connecting within `connect_timeout`: the processor's and the trace exporter's.
+pub(crate) fn http_client(
+    roots: RootCertStore,
+    connect_timeout: std::time::Duration,
+) -> Result<
+    hyper_util::client::legacy::Client<HttpsConnector, http_body_util::Full<bytes::Bytes>>,
+    rustls::Error,
+> {
+    let config =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    // The URL's scheme decides: the TLS connector passes http through.
+    http.enforce_http(false);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_idle_timeout(std::time::Duration::from_secs(30))
+            .build(connector),
+    )
+}
+
 /// libpq's `sslmode`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum SslMode {
@@ -197,6 +232,17 @@ pub(crate) fn roots(path: Option<&str>) -> Result<RootCertStore, String> {
         }
     }
     Ok(store)
+}
+
+/// The CAs in the PEM file at `path`, as a root store; errors start with the path.
+pub(crate) fn roots_in_file(path: &Path) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    for cert in pem_certificates(path)? {
+        roots
+            .add(cert)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(roots)
 }
 
 /// The certificates in the PEM file at `path`; at least one.

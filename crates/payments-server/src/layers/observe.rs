@@ -43,16 +43,28 @@ pub(crate) fn span(request: &http::Request<Body>) -> Span {
         .extensions()
         .get::<MatchedPath>()
         .map_or("unmatched", MatchedPath::as_str);
+    let method = method_label(request.method());
     let span = tracing::info_span!(
         "request",
         request_id = super::request_id::of(request.extensions()),
-        method = method_label(request.method()),
+        method,
         route,
         user = tracing::field::Empty,
         trace_id = tracing::field::Empty,
+        // Only filled in when the spans are exported (feature `otlp`): OpenTelemetry's name,
+        // kind and HTTP attributes for a server span.
+        otel.name = tracing::field::Empty,
+        otel.kind = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
     );
     if let Some(trace_id) = trace_id(request.headers()) {
         span.record("trace_id", trace_id);
+    }
+    #[cfg(feature = "otlp")]
+    if crate::telemetry::exporting() {
+        span.record("otel.name", format!("{method} {route}"));
+        span.record("otel.kind", "server");
+        crate::telemetry::adopt_caller_trace(&span, request.headers());
     }
     span
 }
@@ -87,8 +99,13 @@ pub(crate) fn trace_id(headers: &http::HeaderMap) -> Option<&str> {
 }
 
 /// The `traceparent` for a call this request makes: the caller's trace id and flags, with a
-/// new parent id (this server's span of the call), if the caller sent a valid one.
+/// new parent id (this server's span of the call), if the caller sent a valid one. When spans
+/// are exported, the request's own span is the parent, in the caller's trace or a new one.
 pub(crate) fn child_traceparent(headers: &http::HeaderMap) -> Option<String> {
+    #[cfg(feature = "otlp")]
+    if crate::telemetry::exporting() {
+        return crate::telemetry::current_traceparent();
+    }
     let trace = trace_id(headers)?;
     let value = headers.get("traceparent")?.to_str().ok()?.trim();
     let flags = value.get(value.len() - 2..)?;
@@ -137,6 +154,10 @@ impl Step for Measure {
                 .with_label_values(&[route, method, response.status().as_str()])
                 .observe(latency.as_secs_f64());
             let status = response.status().as_u16();
+            #[cfg(feature = "otlp")]
+            if crate::telemetry::exporting() {
+                Span::current().record("http.response.status_code", status);
+            }
             let latency_ms = latency.as_secs_f64() * 1e3;
             if response.extensions().get::<Anonymous>().is_some() {
                 tracing::debug!(status, latency_ms, "request");

@@ -10,17 +10,13 @@
 //! and the payment stays pending for the client's retry to reconcile.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::{Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 use tollgate_retry::backoff::Backoff;
 use tollgate_retry::budget::{Cause, RetryBudget};
@@ -30,7 +26,7 @@ use tollgate_retry::retry::{Attempt, Retrier, RetryPolicy};
 use super::{Charge, ChargeResult, PaymentProcessor, ProcessorError};
 use crate::config::ProcessorTuning;
 
-type Connector = HttpsConnector<HttpConnector>;
+type Connector = crate::tls::HttpsConnector;
 
 /// The largest processor answer read.
 const ANSWER_LIMIT: usize = 64 * 1024;
@@ -253,15 +249,7 @@ fn client(
 ) -> Result<Client<Connector, Full<Bytes>>, String> {
     let roots = match ca_file {
         Some(path) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in
-                crate::tls::pem_certificates(path).map_err(|e| format!("PROCESSOR_CA_FILE {e}"))?
-            {
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("PROCESSOR_CA_FILE {}: {e}", path.display()))?;
-            }
-            roots
+            crate::tls::roots_in_file(path).map_err(|e| format!("PROCESSOR_CA_FILE {e}"))?
         }
         // Plain http needs no CA: a container without system certificates still starts.
         None if !https => rustls::RootCertStore::empty(),
@@ -269,26 +257,8 @@ fn client(
             "PROCESSOR_URL: no system CA certificates found to verify the processor; set PROCESSOR_CA_FILE".to_owned()
         })?,
     };
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| format!("PROCESSOR_URL: {e}"))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let mut http = HttpConnector::new();
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(tuning.attempt_timeout));
-    // The scheme of PROCESSOR_URL decides: the TLS connector passes http through.
-    http.enforce_http(false);
-    let connector = HttpsConnectorBuilder::new()
-        .with_tls_config(config)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .build(connector))
+    crate::tls::http_client(roots, tuning.attempt_timeout)
+        .map_err(|e| format!("PROCESSOR_URL: {e}"))
 }
 
 fn parse(body: &[u8]) -> Result<ChargeBody, CallError> {

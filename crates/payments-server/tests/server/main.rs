@@ -25,5 +25,7 @@ mod services;
 mod spec_examples;
 mod startup;
 mod support;
+#[cfg(feature = "otlp")]
+mod telemetry;
 mod tls;
 mod two_process;

@@ -14,7 +14,7 @@ use crate::support::{ALICE, Isolated, Options, Server, free_port, payment, send,
 /// A `mock-processor` process, killed when dropped.
 pub(crate) struct MockProcessor {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
 }
 
 impl Drop for MockProcessor {
