@@ -3,7 +3,8 @@
 //! Run: `TEST_REDIS_URL=redis://127.0.0.1:6379 cargo bench --bench ratelimit_redis` (skipped with
 //! a message when the variable is unset). The ratio that matters is tollgate / raw: the raw call
 //! is the floor of one round trip through deadpool-redis, so the difference is the cost of the
-//! decision script and of building and parsing its arguments.
+//! decision script and of building and parsing its arguments. The `multiplexed` rows do the
+//! same over one shared connection instead of a pool.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -166,9 +167,53 @@ fn bench(c: &mut Criterion) {
                 })
             })
         });
+        // The same over one multiplexed connection (no pool, no PING per checkout), both sides.
+        let manager = rt.block_on(multiplexed(&url));
+        let multiplexed_limiter = RedisLimiter::builder(manager.clone())
+            .key_prefix(format!("tollgate-bench:{}:", std::process::id()))
+            .failure_mode(FailureMode::ReturnError)
+            .timeout(Duration::from_secs(5))
+            .build();
+        group.bench_function(BenchmarkId::new("raw_evalsha", "multiplexed"), |b| {
+            b.to_async(&rt).iter_custom(|iters| {
+                let (manager, sha) = (manager.clone(), sha.clone());
+                split(concurrency, iters, move |_, _| {
+                    let (mut manager, sha) = (manager.clone(), sha.clone());
+                    async move {
+                        let _: i64 = redis::cmd("EVALSHA")
+                            .arg(&sha)
+                            .arg(0)
+                            .query_async(&mut manager)
+                            .await
+                            .expect("evalsha");
+                    }
+                })
+            })
+        });
+        group.bench_function(BenchmarkId::new("tollgate", "1_policy_multiplexed"), |b| {
+            b.to_async(&rt).iter_custom(|iters| {
+                let (limiter, keys) = (multiplexed_limiter.clone(), Arc::clone(&keys));
+                split(concurrency, iters, move |t, i| {
+                    let (limiter, keys) = (limiter.clone(), Arc::clone(&keys));
+                    async move {
+                        let k = &keys[(t * 7_919 + i as usize * 31) % KEYS];
+                        limiter.check(k, 1).await.expect("redis");
+                    }
+                })
+            })
+        });
         group.finish();
         assert_eq!(limiter.stats().redis_errors, 0);
+        assert_eq!(multiplexed_limiter.stats().redis_errors, 0);
     }
+}
+
+/// One multiplexed, self-reconnecting connection to `url`.
+async fn multiplexed(url: &str) -> redis::aio::ConnectionManager {
+    let client = redis::Client::open(url).expect("valid url");
+    redis::aio::ConnectionManager::new(client)
+        .await
+        .expect("redis reachable")
 }
 
 criterion_group!(benches, bench);

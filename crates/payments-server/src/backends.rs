@@ -99,6 +99,7 @@ impl Server {
             rate_limits = match &redis {
                 Some(pools::Redis::Cluster(_)) => "redis cluster",
                 Some(pools::Redis::Pool(_)) => "redis",
+                Some(pools::Redis::Multiplexed(_)) => "redis (multiplexed)",
                 None => "memory",
             },
             storage = if audit.is_some() {

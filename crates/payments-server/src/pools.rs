@@ -5,7 +5,7 @@ use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod, Runtime};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::backends::{StartError, backend};
-use crate::config::{Config, DatabaseTuning, RedisTuning};
+use crate::config::{Config, DatabaseTuning, RedisConnectionKind, RedisTuning};
 use crate::tls::PgUrl;
 
 /// The Redis the server talks to: one server through a pool, or a Redis Cluster through one
@@ -14,8 +14,20 @@ use crate::tls::PgUrl;
 pub(crate) enum Redis {
     /// `REDIS_URL`.
     Pool(deadpool_redis::Pool),
+    /// `REDIS_URL` with `redis.connection = "multiplexed"`.
+    Multiplexed(Multiplexed),
     /// `REDIS_CLUSTER_URLS`.
     Cluster(Cluster),
+}
+
+/// A multiplexed connection (which has no `Debug` of its own).
+#[derive(Clone)]
+pub(crate) struct Multiplexed(redis::aio::ConnectionManager);
+
+impl std::fmt::Debug for Multiplexed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Multiplexed")
+    }
 }
 
 /// A cluster connection (which has no `Debug` of its own).
@@ -32,7 +44,7 @@ impl Redis {
     /// The setting that named it, for start-up errors.
     pub(crate) fn setting(&self) -> &'static str {
         match self {
-            Redis::Pool(_) => "REDIS_URL",
+            Redis::Pool(_) | Redis::Multiplexed(_) => "REDIS_URL",
             Redis::Cluster(_) => "REDIS_CLUSTER_URLS",
         }
     }
@@ -41,7 +53,7 @@ impl Redis {
     pub(crate) fn pool(&self) -> Option<&deadpool_redis::Pool> {
         match self {
             Redis::Pool(pool) => Some(pool),
-            Redis::Cluster(_) => None,
+            Redis::Multiplexed(_) | Redis::Cluster(_) => None,
         }
     }
 
@@ -49,6 +61,7 @@ impl Redis {
     pub(crate) fn for_limiter(&self) -> tollgate_ratelimit::redis::RedisConnection {
         match self {
             Redis::Pool(pool) => pool.clone().into(),
+            Redis::Multiplexed(connection) => connection.0.clone().into(),
             Redis::Cluster(cluster) => cluster.0.clone().into(),
         }
     }
@@ -57,6 +70,7 @@ impl Redis {
     pub(crate) fn for_store(&self) -> tollgate_idempotency::redis::RedisConnection {
         match self {
             Redis::Pool(pool) => pool.clone().into(),
+            Redis::Multiplexed(connection) => connection.0.clone().into(),
             Redis::Cluster(cluster) => cluster.0.clone().into(),
         }
     }
@@ -74,7 +88,12 @@ pub(crate) async fn redis(
              REDIS_CLUSTER_URLS for a Redis Cluster"
                 .to_owned(),
         )),
-        (Some(url), None) => pool(url, config, tuning).map(|p| Some(Redis::Pool(p))),
+        (Some(url), None) => match tuning.connection {
+            RedisConnectionKind::Pool => pool(url, config, tuning).map(|p| Some(Redis::Pool(p))),
+            RedisConnectionKind::Multiplexed => multiplexed(url, config, tuning)
+                .await
+                .map(|c| Some(Redis::Multiplexed(Multiplexed(c)))),
+        },
         (None, Some(urls)) => cluster(urls, config, tuning)
             .await
             .map(|c| Some(Redis::Cluster(Cluster(c)))),
@@ -115,6 +134,26 @@ fn pool(
         .create_timeout(timeout)
         .runtime(deadpool_redis::Runtime::Tokio1)
         .build()
+        .map_err(|e| backend("REDIS_URL")(e.into()))
+}
+
+/// Opens the one multiplexed connection (an unreachable Redis is a start-up error); it then
+/// re-connects by itself, and a call made meanwhile fails at once rather than waiting.
+async fn multiplexed(
+    url: &str,
+    config: &Config,
+    tuning: &RedisTuning,
+) -> Result<redis::aio::ConnectionManager, StartError> {
+    let client = match ca_certificates(config)? {
+        None => redis::Client::open(url),
+        Some(certificates) => redis::Client::build_with_tls(url, certificates),
+    }
+    .map_err(|e| backend("REDIS_URL")(e.into()))?;
+    let settings = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(tuning.pool_timeout))
+        .set_number_of_retries(1);
+    redis::aio::ConnectionManager::new_with_config(client, settings)
+        .await
         .map_err(|e| backend("REDIS_URL")(e.into()))
 }
 

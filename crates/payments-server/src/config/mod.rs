@@ -21,7 +21,8 @@ pub use keys::{ApiKey, DEV_KEY};
 pub use tuning::Timeouts;
 pub(crate) use tuning::{
     AuditTuning, BreakerTuning, DatabaseTuning, FailureModeName, HealthTuning, IdempotencyTuning,
-    LimitsTuning, ProcessorTuning, RateLimitTuning, RedisTuning, SimulatedCharges, TestingTuning,
+    LimitsTuning, ProcessorTuning, RateLimitTuning, RedisConnectionKind, RedisTuning,
+    SimulatedCharges, TestingTuning,
 };
 
 use keys::KeySettings;

@@ -185,10 +185,24 @@ impl Default for DatabaseTuning {
     }
 }
 
-/// `[redis]`: the Redis connection pool.
+/// How the server talks to one Redis (`REDIS_URL`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum RedisConnectionKind {
+    /// A pool of `pool_size` connections; each checkout is verified with a `PING`.
+    #[default]
+    Pool,
+    /// One connection shared by every request, commands pipelined on it, re-established by
+    /// itself after a failure: one round trip per call.
+    Multiplexed,
+}
+
+/// `[redis]`: the connection to Redis.
 #[derive(Clone, Copy, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RedisTuning {
+    /// `pool` or `multiplexed` (ignored for a cluster, which is always multiplexed).
+    pub(crate) connection: RedisConnectionKind,
     /// Connections this process opens at most (each is busy for one round trip per decision).
     pub(crate) pool_size: usize,
     /// As `database.pool_timeout`; a limiter decision also stops at `rate_limit.redis_timeout`.
@@ -199,6 +213,7 @@ pub(crate) struct RedisTuning {
 impl Default for RedisTuning {
     fn default() -> Self {
         RedisTuning {
+            connection: RedisConnectionKind::Pool,
             pool_size: 16,
             pool_timeout: Duration::from_secs(2),
         }

@@ -236,3 +236,48 @@ fn without_a_database_redis_holds_the_keys_and_readiness_needs_it() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// `redis.connection = "multiplexed"`: one shared connection instead of a pool. Cut, the
+/// limits fall back to the process and every payment is served, `/ready` stays 200; restored,
+/// the connection comes back by itself and the limits are Redis's again.
+#[test]
+fn a_multiplexed_redis_connection_rides_out_an_outage() {
+    let Some(services) = Isolated::new("a_multiplexed_redis_connection_rides_out_an_outage") else {
+        return;
+    };
+    let Proxied { redis, options, .. } = proxied(&services, true);
+    let server = Server::start(
+        &options.toml("[redis]\nconnection = \"multiplexed\"\n[health]\ncache = \"0s\""),
+    );
+    server
+        .pay(ALICE, &unique("order"), &payment("1.00", "card"))
+        .expect(201);
+    let health = server.get("/health", None).json();
+    assert_eq!(health["status"], "ok", "{health}");
+
+    redis.cut();
+    for user in [ALICE, BOB, CAROL] {
+        server
+            .pay(user, &unique("order"), &payment("1.00", "card"))
+            .expect(201);
+    }
+    server.get("/ready", None).expect(200);
+    let health = server.get("/health", None).json();
+    assert_eq!(health["status"], "degraded", "{health}");
+
+    redis.restore();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let health = loop {
+        server.pay(BOB, &unique("order"), &payment("1.00", "card"));
+        let health = server.get("/health", None).json();
+        if health["status"] == "ok" || Instant::now() > deadline {
+            break health;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(health["status"], "ok", "{health}");
+    // The limits are shared again: Alice's count in Redis includes the first payment.
+    let paid = server.pay(ALICE, &unique("order"), &payment("1.00", "card"));
+    paid.expect(201);
+    assert_eq!(paid.header("x-ratelimit-remaining"), Some("8"), "{paid:?}");
+}

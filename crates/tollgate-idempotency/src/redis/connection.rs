@@ -7,12 +7,18 @@ use redis::FromRedisValue;
 use crate::Error;
 
 /// The Redis a [`RedisStore`](super::RedisStore) keeps its records in. Built with `.into()`
-/// from a [`deadpool_redis::Pool`], or (feature `cluster`) from a Redis Cluster connection.
+/// from a [`deadpool_redis::Pool`], a [`redis::aio::ConnectionManager`], or (feature
+/// `cluster`) a Redis Cluster connection.
 #[derive(Clone)]
 #[non_exhaustive]
 pub enum RedisConnection {
     /// Connections from a pool to one Redis: standalone, or the primary of a replicated set.
+    /// deadpool-redis checks each connection it hands out with a `PING`: a second round trip.
     Pool(deadpool_redis::Pool),
+    /// One multiplexed connection to one Redis, shared by every caller (requests are
+    /// pipelined on it) and re-established by itself after a failure: one round trip per
+    /// call, no pool to size.
+    Multiplexed(redis::aio::ConnectionManager),
     /// One multiplexed connection to a Redis Cluster. Every script touches one record, so it
     /// goes whole to the primary serving that record's slot.
     #[cfg(feature = "cluster")]
@@ -24,6 +30,7 @@ impl fmt::Debug for RedisConnection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RedisConnection::Pool(pool) => f.debug_tuple("Pool").field(&pool.status()).finish(),
+            RedisConnection::Multiplexed(_) => f.write_str("Multiplexed"),
             #[cfg(feature = "cluster")]
             RedisConnection::Cluster(_) => f.write_str("Cluster"),
         }
@@ -33,6 +40,12 @@ impl fmt::Debug for RedisConnection {
 impl From<deadpool_redis::Pool> for RedisConnection {
     fn from(pool: deadpool_redis::Pool) -> Self {
         RedisConnection::Pool(pool)
+    }
+}
+
+impl From<redis::aio::ConnectionManager> for RedisConnection {
+    fn from(connection: redis::aio::ConnectionManager) -> Self {
+        RedisConnection::Multiplexed(connection)
     }
 }
 
@@ -53,6 +66,11 @@ impl RedisConnection {
             RedisConnection::Pool(pool) => {
                 let mut conn = pool.get().await.map_err(|e| Error::store(e, true))?;
                 script.invoke_async(&mut *conn).await.map_err(redis_error)
+            }
+            RedisConnection::Multiplexed(connection) => {
+                // Clones share the one connection.
+                let mut conn = connection.clone();
+                script.invoke_async(&mut conn).await.map_err(redis_error)
             }
             #[cfg(feature = "cluster")]
             RedisConnection::Cluster(connection) => {

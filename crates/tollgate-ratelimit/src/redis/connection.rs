@@ -8,12 +8,18 @@ use redis::FromRedisValue;
 use crate::Error;
 
 /// The Redis a [`RedisLimiter`](super::RedisLimiter) decides on. Built with `.into()` from a
-/// [`deadpool_redis::Pool`], or (feature `cluster`) from a Redis Cluster connection.
+/// [`deadpool_redis::Pool`], a [`redis::aio::ConnectionManager`], or (feature `cluster`) a
+/// Redis Cluster connection.
 #[derive(Clone)]
 #[non_exhaustive]
 pub enum RedisConnection {
     /// Connections from a pool to one Redis: standalone, or the primary of a replicated set.
+    /// deadpool-redis checks each connection it hands out with a `PING`: a second round trip.
     Pool(deadpool_redis::Pool),
+    /// One multiplexed connection to one Redis, shared by every caller (requests are
+    /// pipelined on it) and re-established by itself after a failure: one round trip per
+    /// call, no pool to size.
+    Multiplexed(redis::aio::ConnectionManager),
     /// One multiplexed connection to a Redis Cluster: each script goes to the primary serving
     /// its keys' slot, and the connection follows redirections and failovers by itself. A
     /// decision whose keys fall in several slots is split per slot (see the
@@ -27,6 +33,7 @@ impl fmt::Debug for RedisConnection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RedisConnection::Pool(pool) => f.debug_tuple("Pool").field(&pool.status()).finish(),
+            RedisConnection::Multiplexed(_) => f.write_str("Multiplexed"),
             #[cfg(feature = "cluster")]
             RedisConnection::Cluster(_) => f.write_str("Cluster"),
         }
@@ -36,6 +43,12 @@ impl fmt::Debug for RedisConnection {
 impl From<deadpool_redis::Pool> for RedisConnection {
     fn from(pool: deadpool_redis::Pool) -> Self {
         RedisConnection::Pool(pool)
+    }
+}
+
+impl From<redis::aio::ConnectionManager> for RedisConnection {
+    fn from(connection: redis::aio::ConnectionManager) -> Self {
+        RedisConnection::Multiplexed(connection)
     }
 }
 
@@ -50,7 +63,7 @@ impl RedisConnection {
     /// Whether keys of different slots must go in different scripts.
     pub(crate) fn is_cluster(&self) -> bool {
         match self {
-            RedisConnection::Pool(_) => false,
+            RedisConnection::Pool(_) | RedisConnection::Multiplexed(_) => false,
             #[cfg(feature = "cluster")]
             RedisConnection::Cluster(_) => true,
         }
@@ -65,6 +78,11 @@ impl RedisConnection {
             RedisConnection::Pool(pool) => {
                 let mut conn = pool.get().await.map_err(pool_error)?;
                 script.invoke_async(&mut *conn).await.map_err(redis_error)
+            }
+            RedisConnection::Multiplexed(connection) => {
+                // Clones share the one connection.
+                let mut conn = connection.clone();
+                script.invoke_async(&mut conn).await.map_err(redis_error)
             }
             #[cfg(feature = "cluster")]
             RedisConnection::Cluster(connection) => {
@@ -82,6 +100,12 @@ impl RedisConnection {
             RedisConnection::Pool(pool) => {
                 let mut conn = pool.get().await.map_err(pool_error)?;
                 ping.query_async::<String>(&mut *conn)
+                    .await
+                    .map_err(redis_error)?;
+            }
+            RedisConnection::Multiplexed(connection) => {
+                let mut conn = connection.clone();
+                ping.query_async::<String>(&mut conn)
                     .await
                     .map_err(redis_error)?;
             }

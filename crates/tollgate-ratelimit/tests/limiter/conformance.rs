@@ -294,6 +294,21 @@ macro_rules! conformance {
             )*
         }
 
+        #[cfg(feature = "redis")]
+        mod redis_multiplexed {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    let name = concat!("conformance::redis_multiplexed::", stringify!($scenario));
+                    let Some(url) = crate::support::redis_url(name) else { return };
+                    let clock = tollgate_ratelimit::clock::ManualClock::starting_at(crate::support::START);
+                    let limiter =
+                        crate::support::redis::multiplexed_limiter(&url, stringify!($scenario), &clock).await;
+                    super::$scenario(&limiter, &clock).await;
+                }
+            )*
+        }
+
         #[cfg(feature = "cluster")]
         mod redis_cluster {
             $(

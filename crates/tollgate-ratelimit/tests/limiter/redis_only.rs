@@ -10,7 +10,7 @@ use tokio::io::copy_bidirectional;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tollgate_ratelimit::clock::ManualClock;
-use tollgate_ratelimit::redis::{FailureMode, RedisLimiter};
+use tollgate_ratelimit::redis::{FailureMode, RedisConnection, RedisLimiter};
 use tollgate_ratelimit::{Algorithm, MemoryLimiter, Policy, PolicyKey, RateLimiter, Scope};
 
 use crate::support::{self, START, redis as r};
@@ -313,12 +313,35 @@ async fn falls_back_while_redis_is_away_and_recovers_by_itself() {
     else {
         return;
     };
-    let target = url
-        .trim_start_matches("redis://")
+    let (port, up) = cuttable_proxy(proxied(&url)).await;
+    let pool = r::pool(&format!("redis://127.0.0.1:{port}"));
+    outage_and_recovery(pool.into(), &up).await;
+}
+
+/// The same through one multiplexed connection, which re-connects by itself.
+#[tokio::test]
+async fn a_multiplexed_connection_falls_back_and_reconnects_by_itself() {
+    let Some(url) = support::redis_url(
+        "redis_only::a_multiplexed_connection_falls_back_and_reconnects_by_itself",
+    ) else {
+        return;
+    };
+    let (port, up) = cuttable_proxy(proxied(&url)).await;
+    let connection = r::multiplexed(&format!("redis://127.0.0.1:{port}")).await;
+    outage_and_recovery(connection.into(), &up).await;
+}
+
+/// `host:port` of a `redis://host:port` URL.
+fn proxied(url: &str) -> String {
+    url.trim_start_matches("redis://")
         .trim_end_matches('/')
-        .to_owned();
-    let (port, up) = cuttable_proxy(target).await;
-    let limiter = RedisLimiter::builder(r::pool(&format!("redis://127.0.0.1:{port}")))
+        .to_owned()
+}
+
+/// Redis cut under a local-fallback limiter on `connection` (through the proxy `up` steers):
+/// degraded decisions, counted; restored: back on Redis with no restart.
+async fn outage_and_recovery(connection: RedisConnection, up: &watch::Sender<bool>) {
+    let limiter = RedisLimiter::builder(connection)
         .key_prefix(support::unique_prefix("recovery"))
         .failure_mode(FailureMode::LocalFallback)
         .timeout(Duration::from_millis(500))
@@ -342,14 +365,16 @@ async fn falls_back_while_redis_is_away_and_recovers_by_itself() {
     assert_eq!(limiter.stats().fallback_decisions, 3);
 
     up.send_replace(true);
-    // The pool drops the dead connection on its first failed use; within a few calls Redis is
-    // used again, with no restart and no background task.
+    // A pool drops the dead connection on its first failed use, a multiplexed connection
+    // re-connects after it (with a short backoff): within a few calls Redis is used again,
+    // with no restart.
     let mut recovered = false;
-    for _ in 0..5 {
+    for _ in 0..40 {
         if !limiter.check(&k, 1).await.expect("answers").is_degraded() {
             recovered = true;
             break;
         }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(recovered, "still degraded: {:?}", limiter.stats());
     assert!(!limiter.is_degraded());

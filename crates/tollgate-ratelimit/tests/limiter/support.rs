@@ -90,6 +90,31 @@ pub(crate) mod redis {
             .build()
     }
 
+    /// One multiplexed, self-reconnecting connection to the Redis at `url`.
+    pub(crate) async fn multiplexed(url: &str) -> redis::aio::ConnectionManager {
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(std::time::Duration::from_secs(1)))
+            .set_number_of_retries(1);
+        let client = redis::Client::open(url).expect("a valid redis url");
+        redis::aio::ConnectionManager::new_with_config(client, config)
+            .await
+            .expect("TEST_REDIS_URL is set but Redis is unreachable")
+    }
+
+    /// [`limiter`] on one multiplexed connection instead of a pool.
+    pub(crate) async fn multiplexed_limiter(
+        url: &str,
+        test: &str,
+        clock: &ManualClock,
+    ) -> RedisLimiter {
+        RedisLimiter::builder(multiplexed(url).await)
+            .key_prefix(super::unique_prefix(test))
+            .clock(clock.clone())
+            .failure_mode(FailureMode::ReturnError)
+            .timeout(std::time::Duration::from_secs(5))
+            .build()
+    }
+
     /// A connection to the Redis Cluster whose seed nodes are `urls`.
     #[cfg(feature = "cluster")]
     pub(crate) async fn cluster(urls: &[String]) -> redis::cluster_async::ClusterConnection {
