@@ -314,6 +314,21 @@ macro_rules! conformance {
             )*
         }
 
+        #[cfg(feature = "redis")]
+        mod redis_multiplexed {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    let name = concat!("conformance::redis_multiplexed::", stringify!($scenario));
+                    let Some((url, prefix)) = crate::support::rd::redis(name) else { return };
+                    let clock = tollgate_idempotency::clock::ManualClock::new();
+                    let store = crate::support::rd::multiplexed_store(&url, &prefix, Some(&clock)).await;
+                    super::$scenario(&store, &clock).await;
+                    crate::support::rd::drop_prefix(&url, &prefix).await;
+                }
+            )*
+        }
+
         #[cfg(feature = "cluster")]
         mod redis_cluster {
             $(

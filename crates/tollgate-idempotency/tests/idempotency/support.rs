@@ -148,6 +148,23 @@ pub(crate) mod rd {
         }
     }
 
+    /// [`store`] on one multiplexed connection instead of a pool.
+    pub(crate) async fn multiplexed_store(
+        url: &str,
+        prefix: &str,
+        clock: Option<&ManualClock>,
+    ) -> RedisStore {
+        let client = redis::Client::open(url).expect("a valid url");
+        let connection = redis::aio::ConnectionManager::new(client)
+            .await
+            .expect("TEST_REDIS_URL is set but Redis is unreachable");
+        let store = RedisStore::new(connection, prefix);
+        match clock {
+            Some(clock) => store.with_clock(Arc::new(clock.clone())),
+            None => store,
+        }
+    }
+
     /// `TEST_REDIS_CLUSTER_URLS` (seed nodes) and a key prefix of this test's own, or `None`
     /// after saying it skipped.
     #[cfg(feature = "cluster")]
