@@ -58,6 +58,9 @@ pub(crate) struct Args {
     /// Redis for the spawned server.
     #[arg(long, env = "REDIS_URL")]
     pub(crate) redis_url: Option<String>,
+    /// The spawned server's `redis.connection`: `pool` or `multiplexed`.
+    #[arg(long, default_value = "multiplexed")]
+    pub(crate) redis_connection: String,
     /// Distinct users (API keys `load-key-N` for user `load-user-N`).
     #[arg(long, default_value_t = 100)]
     pub(crate) users: usize,

@@ -25,7 +25,11 @@ fn server_config(args: &Args) -> String {
         Scenario::Payments => global.to_owned(),
         Scenario::Flood => format!("{global}{flood}"),
     };
-    format!("[processor]\nlatency = \"{latency}\"\nsimulated_charges = \"memory\"\n{policies}")
+    format!(
+        "[processor]\nlatency = \"{latency}\"\nsimulated_charges = \"memory\"\n\
+         [redis]\nconnection = \"{}\"\n{policies}",
+        args.redis_connection
+    )
 }
 
 pub(crate) fn api_keys(users: usize) -> String {

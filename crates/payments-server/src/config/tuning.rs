@@ -190,10 +190,10 @@ impl Default for DatabaseTuning {
 #[serde(rename_all = "kebab-case")]
 pub(crate) enum RedisConnectionKind {
     /// A pool of `pool_size` connections; each checkout is verified with a `PING`.
-    #[default]
     Pool,
     /// One connection shared by every request, commands pipelined on it, re-established by
     /// itself after a failure: one round trip per call.
+    #[default]
     Multiplexed,
 }
 
@@ -213,7 +213,7 @@ pub(crate) struct RedisTuning {
 impl Default for RedisTuning {
     fn default() -> Self {
         RedisTuning {
-            connection: RedisConnectionKind::Pool,
+            connection: RedisConnectionKind::Multiplexed,
             pool_size: 16,
             pool_timeout: Duration::from_secs(2),
         }

@@ -237,18 +237,18 @@ fn without_a_database_redis_holds_the_keys_and_readiness_needs_it() {
     }
 }
 
-/// `redis.connection = "multiplexed"`: one shared connection instead of a pool. Cut, the
-/// limits fall back to the process and every payment is served, `/ready` stays 200; restored,
-/// the connection comes back by itself and the limits are Redis's again.
+/// `redis.connection = "pool"` (the default is one multiplexed connection, which the other
+/// outage tests use): cut, the limits fall back to the process and every payment is served,
+/// `/ready` stays 200; restored, the pool's fresh connections reach Redis again by themselves
+/// and the limits are shared again.
 #[test]
-fn a_multiplexed_redis_connection_rides_out_an_outage() {
-    let Some(services) = Isolated::new("a_multiplexed_redis_connection_rides_out_an_outage") else {
+fn a_pooled_redis_connection_rides_out_an_outage() {
+    let Some(services) = Isolated::new("a_pooled_redis_connection_rides_out_an_outage") else {
         return;
     };
     let Proxied { redis, options, .. } = proxied(&services, true);
-    let server = Server::start(
-        &options.toml("[redis]\nconnection = \"multiplexed\"\n[health]\ncache = \"0s\""),
-    );
+    let server =
+        Server::start(&options.toml("[redis]\nconnection = \"pool\"\n[health]\ncache = \"0s\""));
     server
         .pay(ALICE, &unique("order"), &payment("1.00", "card"))
         .expect(201);
