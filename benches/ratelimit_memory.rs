@@ -10,14 +10,15 @@
 //! - `governor/string`: `DefaultKeyedRateLimiter<String>` (same key text as tollgate);
 //! - `governor/u64`: `DefaultKeyedRateLimiter<u64>`, governor's cheapest key.
 
+mod support;
+
 use std::hint::black_box;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use governor::{DefaultKeyedRateLimiter, Quota};
-use tollgate_ratelimit::{Algorithm, MemoryLimiter, Policy, PolicyKey, RateLimiter, Scope};
+use governor::DefaultKeyedRateLimiter;
+use tollgate_ratelimit::{MemoryLimiter, PolicyKey, RateLimiter};
 
 const RATE: u32 = 1_000_000;
 
@@ -41,16 +42,8 @@ fn on_threads(threads: usize, iters: u64, work: impl Fn(usize, u64) + Sync) -> D
 }
 
 fn bench(c: &mut Criterion) {
-    let policy = Arc::new(
-        Policy::new(
-            "p",
-            Scope::User,
-            Algorithm::token_bucket(u64::from(RATE), Duration::from_secs(1), u64::from(RATE)),
-        )
-        .expect("valid policy"),
-    );
-    let quota = Quota::per_second(NonZeroU32::new(RATE).expect("non-zero"))
-        .allow_burst(NonZeroU32::new(RATE).expect("non-zero"));
+    let policy = support::always_admits(RATE);
+    let quota = support::governor_quota(RATE);
 
     for &n in &[10_000usize, 1_000_000] {
         let names: Vec<String> = (0..n).map(|i| format!("user-{i}")).collect();

@@ -6,12 +6,13 @@
 //! decision script and of building and parsing its arguments. The `multiplexed` rows do the
 //! same over one shared connection instead of a pool.
 
+mod support;
+
 use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use deadpool_redis::{Config, Pool, Runtime};
 use tollgate_ratelimit::redis::{FailureMode, RedisLimiter};
 
 /// The floor of one round trip: a script that does nothing.
@@ -22,13 +23,7 @@ use tollgate_ratelimit::{
 
 const KEYS: usize = 10_000;
 
-fn pool(url: &str, size: usize) -> Pool {
-    let mut config = Config::from_url(url);
-    config.pool = Some(deadpool_redis::PoolConfig::new(size));
-    config
-        .create_pool(Some(Runtime::Tokio1))
-        .expect("valid url")
-}
+use support::redis_pool as pool;
 
 /// Runs `iters` operations split over `concurrency` tasks and returns the wall time.
 async fn split<F, Fut>(concurrency: usize, iters: u64, op: F) -> Duration
@@ -80,19 +75,8 @@ fn bench(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("runtime");
-    let policy = Arc::new(
-        Policy::new(
-            "p",
-            Scope::User,
-            Algorithm::token_bucket(1_000_000, Duration::from_secs(1), 1_000_000),
-        )
-        .expect("valid"),
-    );
-    let keys: Arc<Vec<[PolicyKey; 1]>> = Arc::new(
-        (0..KEYS)
-            .map(|i| [PolicyKey::new(Arc::clone(&policy), &format!("user-{i}"))])
-            .collect(),
-    );
+    let keys: Arc<Vec<[PolicyKey; 1]>> =
+        Arc::new(support::user_keys(&support::always_admits(1_000_000), KEYS));
     let defaults = server_table();
     let users: Arc<Vec<String>> = Arc::new((0..KEYS).map(|i| format!("user-{i}")).collect());
 
@@ -168,7 +152,7 @@ fn bench(c: &mut Criterion) {
             })
         });
         // The same over one multiplexed connection (no pool, no PING per checkout), both sides.
-        let manager = rt.block_on(multiplexed(&url));
+        let manager = rt.block_on(support::multiplexed(&url));
         let multiplexed_limiter = RedisLimiter::builder(manager.clone())
             .key_prefix(format!("tollgate-bench:{}:", std::process::id()))
             .failure_mode(FailureMode::ReturnError)
@@ -206,14 +190,6 @@ fn bench(c: &mut Criterion) {
         assert_eq!(limiter.stats().redis_errors, 0);
         assert_eq!(multiplexed_limiter.stats().redis_errors, 0);
     }
-}
-
-/// One multiplexed, self-reconnecting connection to `url`.
-async fn multiplexed(url: &str) -> redis::aio::ConnectionManager {
-    let client = redis::Client::open(url).expect("valid url");
-    redis::aio::ConnectionManager::new(client)
-        .await
-        .expect("redis reachable")
 }
 
 criterion_group!(benches, bench);

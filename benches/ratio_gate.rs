@@ -11,16 +11,17 @@
 //! lost fast path, a lock or an allocation added per call). The HTTP rows of the performance
 //! document need server processes and are not gated here.
 
+mod support;
+
 use std::hint::black_box;
-use std::num::NonZeroU32;
 use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use governor::{DefaultKeyedRateLimiter, Quota};
+use governor::DefaultKeyedRateLimiter;
 use tollgate_ratelimit::redis::{FailureMode, RedisLimiter};
-use tollgate_ratelimit::{Algorithm, MemoryLimiter, Policy, PolicyKey, RateLimiter, Scope};
+use tollgate_ratelimit::{MemoryLimiter, PolicyKey, RateLimiter};
 
 /// One gated ratio.
 struct Row {
@@ -72,21 +73,10 @@ const DECISIONS: usize = 200_000;
 /// The memory limiter (one GCRA policy, 10 k keys, one thread) against governor with the same
 /// key text and with integer keys, and its trait call against its sync call.
 fn memory_rows() -> Vec<Row> {
-    let policy = Arc::new(
-        Policy::new(
-            "p",
-            Scope::User,
-            Algorithm::token_bucket(u64::from(RATE), Duration::from_secs(1), u64::from(RATE)),
-        )
-        .expect("valid policy"),
-    );
-    let quota = Quota::per_second(NonZeroU32::new(RATE).expect("non-zero"))
-        .allow_burst(NonZeroU32::new(RATE).expect("non-zero"));
+    let policy = support::always_admits(RATE);
+    let quota = support::governor_quota(RATE);
     let names: Vec<String> = (0..KEYS).map(|i| format!("user-{i}")).collect();
-    let keys: Vec<[PolicyKey; 1]> = names
-        .iter()
-        .map(|s| [PolicyKey::new(Arc::clone(&policy), s)])
-        .collect();
+    let keys = support::user_keys(&policy, KEYS);
     let ids: Vec<u64> = (0..KEYS as u64).collect();
     let visit: Vec<usize> = (0..DECISIONS).map(|i| (i * 7_919) % KEYS).collect();
     let ours = MemoryLimiter::builder().max_keys(4 * KEYS).build();
@@ -181,30 +171,10 @@ fn redis_rows(url: &str) -> Vec<Row> {
         .enable_all()
         .build()
         .expect("runtime");
-    let policy = Arc::new(
-        Policy::new(
-            "p",
-            Scope::User,
-            Algorithm::token_bucket(1_000_000, Duration::from_secs(1), 1_000_000),
-        )
-        .expect("valid"),
-    );
-    let keys: Arc<Vec<[PolicyKey; 1]>> = Arc::new(
-        (0..KEYS)
-            .map(|i| [PolicyKey::new(Arc::clone(&policy), &format!("user-{i}"))])
-            .collect(),
-    );
-    let mut config = deadpool_redis::Config::from_url(url);
-    config.pool = Some(deadpool_redis::PoolConfig::new(16));
-    let pool = config
-        .create_pool(Some(deadpool_redis::Runtime::Tokio1))
-        .expect("a valid url");
-    let manager = rt.block_on(async {
-        let client = redis::Client::open(url).expect("a valid url");
-        redis::aio::ConnectionManager::new(client)
-            .await
-            .expect("TEST_REDIS_URL is set but Redis is unreachable")
-    });
+    let keys: Arc<Vec<[PolicyKey; 1]>> =
+        Arc::new(support::user_keys(&support::always_admits(RATE), KEYS));
+    let pool = support::redis_pool(url, 16);
+    let manager = rt.block_on(support::multiplexed(url));
     let prefix = format!("tollgate-gate:{}:", std::process::id());
     let limiter = |connection: tollgate_ratelimit::redis::RedisConnection| {
         RedisLimiter::builder(connection)

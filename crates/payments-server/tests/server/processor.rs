@@ -14,7 +14,7 @@ use crate::support::{ALICE, Isolated, Options, Server, free_port, payment, send,
 /// A `mock-processor` process, killed when dropped.
 pub(crate) struct MockProcessor {
     child: Child,
-    pub(crate) port: u16,
+    port: u16,
 }
 
 impl Drop for MockProcessor {
@@ -74,6 +74,19 @@ impl MockProcessor {
             stats["charges"].as_i64().expect("charges"),
             stats["requests"].as_i64().expect("requests"),
         )
+    }
+
+    /// `GET /v1/charges/{reference}`: the charge the processor made for a payment.
+    pub(crate) fn charge(&self, reference: &str) -> serde_json::Value {
+        send(
+            self.port,
+            "GET",
+            &format!("/v1/charges/{reference}"),
+            &[],
+            "",
+        )
+        .expect("the charge")
+        .json()
     }
 
     pub(crate) fn url(&self) -> String {
@@ -275,15 +288,7 @@ fn the_clients_trace_continues_into_the_processor_call() {
         .as_str()
         .expect("a transaction id")
         .to_owned();
-    let charge = send(
-        processor.port,
-        "GET",
-        &format!("/v1/charges/{txn}"),
-        &[],
-        "",
-    )
-    .expect("the charge")
-    .json();
+    let charge = processor.charge(&txn);
     let sent = charge["traceparent"].as_str().expect("a traceparent");
     let parts: Vec<&str> = sent.split('-').collect();
     assert_eq!(parts.len(), 4, "{sent}");

@@ -195,15 +195,7 @@ fn request_spans_reach_an_otlp_receiver_in_the_callers_trace() {
         .as_str()
         .expect("a transaction id")
         .to_owned();
-    let charge = send(
-        processor.port,
-        "GET",
-        &format!("/v1/charges/{txn}"),
-        &[],
-        "",
-    )
-    .expect("the charge")
-    .json();
+    let charge = processor.charge(&txn);
     assert_eq!(
         charge["traceparent"].as_str(),
         Some(format!("00-{trace}-{}-01", hex(&span.span_id)).as_str()),
