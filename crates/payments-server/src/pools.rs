@@ -149,8 +149,11 @@ async fn multiplexed(
         Some(certificates) => redis::Client::build_with_tls(url, certificates),
     }
     .map_err(|e| backend("REDIS_URL")(e.into()))?;
+    // The limiter stops a decision at rate_limit.redis_timeout itself; the idempotency store's
+    // calls stop at pool_timeout, as the pool's checkouts do.
     let settings = redis::aio::ConnectionManagerConfig::new()
         .set_connection_timeout(Some(tuning.pool_timeout))
+        .set_response_timeout(Some(tuning.pool_timeout))
         .set_number_of_retries(1);
     redis::aio::ConnectionManager::new_with_config(client, settings)
         .await

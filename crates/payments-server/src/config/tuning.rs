@@ -205,7 +205,8 @@ pub(crate) struct RedisTuning {
     pub(crate) connection: RedisConnectionKind,
     /// Connections this process opens at most (each is busy for one round trip per decision).
     pub(crate) pool_size: usize,
-    /// As `database.pool_timeout`; a limiter decision also stops at `rate_limit.redis_timeout`.
+    /// As `database.pool_timeout` (for a multiplexed connection or a cluster: connecting, and
+    /// each answer); a limiter decision also stops at `rate_limit.redis_timeout`.
     #[serde(deserialize_with = "duration")]
     pub(crate) pool_timeout: Duration,
 }

@@ -92,8 +92,8 @@ fn millis(duration: Duration) -> u64 {
 }
 
 impl RedisStore {
-    /// A store over a pool or (feature `cluster`) a Redis Cluster connection, keys starting
-    /// with `prefix`.
+    /// A store over a [`RedisConnection`] (a pool, a multiplexed `ConnectionManager`, or with
+    /// feature `cluster` a Redis Cluster connection), keys starting with `prefix`.
     pub fn new(connection: impl Into<RedisConnection>, prefix: impl Into<String>) -> Self {
         RedisStore {
             connection: connection.into(),

@@ -162,8 +162,8 @@ pub struct RedisLimiterBuilder {
 }
 
 impl RedisLimiter {
-    /// A builder over a deadpool-redis pool or (feature `cluster`) a Redis Cluster connection.
-    /// Defaults: prefix `tollgate:rl:`, Redis server time, [`FailureMode::LocalFallback`],
+    /// A builder over a [`RedisConnection`]: a deadpool-redis pool, a multiplexed
+    /// `ConnectionManager`, or (feature `cluster`) a Redis Cluster connection. Defaults: prefix `tollgate:rl:`, Redis server time, [`FailureMode::LocalFallback`],
     /// 250 ms timeout per decision.
     pub fn builder(connection: impl Into<RedisConnection>) -> RedisLimiterBuilder {
         RedisLimiterBuilder {
