@@ -1,5 +1,6 @@
-//! The connection pools to Redis and PostgreSQL, sized and bounded by `[redis]` and
-//! `[database]`, over TLS when the URLs ask for it (see [`crate::tls`]).
+//! The connections to Redis (a multiplexed connection, a pool, or a cluster) and the pool to
+//! PostgreSQL, sized and bounded by `[redis]` and `[database]`, over TLS when the URLs ask for
+//! it (see [`crate::tls`]).
 
 use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod, Runtime};
 use tokio_postgres_rustls::MakeRustlsConnect;
@@ -8,13 +9,13 @@ use crate::backends::{StartError, backend};
 use crate::config::{Config, DatabaseTuning, RedisConnectionKind, RedisTuning};
 use crate::tls::PgUrl;
 
-/// The Redis the server talks to: one server through a pool, or a Redis Cluster through one
-/// multiplexed connection per node.
+/// The Redis the server talks to: one server through one multiplexed connection or a pool, or
+/// a Redis Cluster through one multiplexed connection per node.
 #[derive(Clone, Debug)]
 pub(crate) enum Redis {
-    /// `REDIS_URL`.
+    /// `REDIS_URL` with `redis.connection = "pool"`.
     Pool(deadpool_redis::Pool),
-    /// `REDIS_URL` with `redis.connection = "multiplexed"`.
+    /// `REDIS_URL` (`redis.connection = "multiplexed"`, the default).
     Multiplexed(Multiplexed),
     /// `REDIS_CLUSTER_URLS`.
     Cluster(Cluster),
@@ -49,7 +50,7 @@ impl Redis {
         }
     }
 
-    /// The pool, whose use `/metrics` shows (a cluster connection has none).
+    /// The pool, whose use `/metrics` shows (the other connections have none).
     pub(crate) fn pool(&self) -> Option<&deadpool_redis::Pool> {
         match self {
             Redis::Pool(pool) => Some(pool),
