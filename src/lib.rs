@@ -7,6 +7,7 @@
 //! |---|---|---|
 //! | `ratelimit` (default) | [`ratelimit`] | sliding window, sliding log, GCRA; memory backend |
 //! | `redis` | [`ratelimit::redis`] | the Redis rate-limit backend and idempotency store |
+//! | `cluster` | [`ratelimit::redis`] | both on a Redis Cluster too (a decision split per hash slot) |
 //! | `idempotency` | `idempotency` | `Idempotency-Key`, fingerprints, fenced stores, driver |
 //! | `retry` | `retry` | backoff and jitter, Retry-After, budgets, circuit breaker, driver |
 //! | `audit` | `audit` | audit events; memory, JSON lines sinks |
