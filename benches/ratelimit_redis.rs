@@ -13,17 +13,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use tollgate_ratelimit::redis::{FailureMode, RedisLimiter};
 
-/// The floor of one round trip: a script that does nothing.
-const NOOP_SCRIPT: &str = "return 1";
 use tollgate_ratelimit::{
     Algorithm, Policy, PolicyKey, PolicySet, RateLimiter, RequestContext, Scope,
 };
 
 const KEYS: usize = 10_000;
 
-use support::redis_pool as pool;
+use support::{Raw, redis_pool as pool};
 
 /// Runs `iters` operations split over `concurrency` tasks and returns the wall time.
 async fn split<F, Fut>(concurrency: usize, iters: u64, op: F) -> Duration
@@ -80,22 +77,18 @@ fn bench(c: &mut Criterion) {
     let defaults = server_table();
     let users: Arc<Vec<String>> = Arc::new((0..KEYS).map(|i| format!("user-{i}")).collect());
 
+    let prefix = format!("tollgate-bench:{}:", std::process::id());
     for &concurrency in &[1usize, 16] {
-        let limiter = RedisLimiter::builder(pool(&url, concurrency))
-            .key_prefix(format!("tollgate-bench:{}:", std::process::id()))
-            .failure_mode(FailureMode::ReturnError)
-            .timeout(Duration::from_secs(5))
-            .build();
-        let raw = pool(&url, concurrency);
-        let sha: String = rt.block_on(async {
-            let mut conn = raw.get().await.expect("redis reachable");
-            redis::cmd("SCRIPT")
-                .arg("LOAD")
-                .arg(NOOP_SCRIPT)
-                .query_async(&mut *conn)
-                .await
-                .expect("load")
-        });
+        let pool = pool(&url, concurrency);
+        let manager = rt.block_on(support::multiplexed(&url));
+        let limiter = support::bench_limiter(pool.clone(), &prefix);
+        // The same over one multiplexed connection (no pool, no PING per checkout), both sides.
+        let multiplexed = support::bench_limiter(manager.clone(), &prefix);
+        let raws = [
+            ("noop", Raw::Pool(pool)),
+            ("multiplexed", Raw::Multiplexed(manager)),
+        ];
+        let sha = rt.block_on(support::load_noop(&raws[0].1));
 
         let mut group = c.benchmark_group(format!("redis/{concurrency}_concurrent"));
         group.throughput(Throughput::Elements(1));
@@ -104,35 +97,34 @@ fn bench(c: &mut Criterion) {
             .warm_up_time(Duration::from_secs(1))
             .measurement_time(Duration::from_secs(4));
 
-        group.bench_function(BenchmarkId::new("raw_evalsha", "noop"), |b| {
-            b.to_async(&rt).iter_custom(|iters| {
-                let (raw, sha) = (raw.clone(), sha.clone());
-                split(concurrency, iters, move |_, _| {
+        for (name, raw) in &raws {
+            group.bench_function(BenchmarkId::new("raw_evalsha", name), |b| {
+                b.to_async(&rt).iter_custom(|iters| {
                     let (raw, sha) = (raw.clone(), sha.clone());
-                    async move {
-                        let mut conn = raw.get().await.expect("redis");
-                        let _: i64 = redis::cmd("EVALSHA")
-                            .arg(&sha)
-                            .arg(0)
-                            .query_async(&mut *conn)
-                            .await
-                            .expect("evalsha");
-                    }
+                    split(concurrency, iters, move |_, _| {
+                        let (raw, sha) = (raw.clone(), sha.clone());
+                        async move { support::noop(&raw, &sha).await }
+                    })
                 })
-            })
-        });
-        group.bench_function(BenchmarkId::new("tollgate", "1_policy"), |b| {
-            b.to_async(&rt).iter_custom(|iters| {
-                let (limiter, keys) = (limiter.clone(), Arc::clone(&keys));
-                split(concurrency, iters, move |t, i| {
+            });
+        }
+        for (name, limiter) in [
+            ("1_policy", &limiter),
+            ("1_policy_multiplexed", &multiplexed),
+        ] {
+            group.bench_function(BenchmarkId::new("tollgate", name), |b| {
+                b.to_async(&rt).iter_custom(|iters| {
                     let (limiter, keys) = (limiter.clone(), Arc::clone(&keys));
-                    async move {
-                        let k = &keys[(t * 7_919 + i as usize * 31) % KEYS];
-                        limiter.check(k, 1).await.expect("redis");
-                    }
+                    split(concurrency, iters, move |t, i| {
+                        let (limiter, keys) = (limiter.clone(), Arc::clone(&keys));
+                        async move {
+                            let k = &keys[(t * 7_919 + i as usize * 31) % KEYS];
+                            limiter.check(k, 1).await.expect("redis");
+                        }
+                    })
                 })
-            })
-        });
+            });
+        }
         group.bench_function(BenchmarkId::new("tollgate", "4_policies"), |b| {
             b.to_async(&rt).iter_custom(|iters| {
                 let (limiter, users, defaults) =
@@ -151,44 +143,9 @@ fn bench(c: &mut Criterion) {
                 })
             })
         });
-        // The same over one multiplexed connection (no pool, no PING per checkout), both sides.
-        let manager = rt.block_on(support::multiplexed(&url));
-        let multiplexed_limiter = RedisLimiter::builder(manager.clone())
-            .key_prefix(format!("tollgate-bench:{}:", std::process::id()))
-            .failure_mode(FailureMode::ReturnError)
-            .timeout(Duration::from_secs(5))
-            .build();
-        group.bench_function(BenchmarkId::new("raw_evalsha", "multiplexed"), |b| {
-            b.to_async(&rt).iter_custom(|iters| {
-                let (manager, sha) = (manager.clone(), sha.clone());
-                split(concurrency, iters, move |_, _| {
-                    let (mut manager, sha) = (manager.clone(), sha.clone());
-                    async move {
-                        let _: i64 = redis::cmd("EVALSHA")
-                            .arg(&sha)
-                            .arg(0)
-                            .query_async(&mut manager)
-                            .await
-                            .expect("evalsha");
-                    }
-                })
-            })
-        });
-        group.bench_function(BenchmarkId::new("tollgate", "1_policy_multiplexed"), |b| {
-            b.to_async(&rt).iter_custom(|iters| {
-                let (limiter, keys) = (multiplexed_limiter.clone(), Arc::clone(&keys));
-                split(concurrency, iters, move |t, i| {
-                    let (limiter, keys) = (limiter.clone(), Arc::clone(&keys));
-                    async move {
-                        let k = &keys[(t * 7_919 + i as usize * 31) % KEYS];
-                        limiter.check(k, 1).await.expect("redis");
-                    }
-                })
-            })
-        });
         group.finish();
         assert_eq!(limiter.stats().redis_errors, 0);
-        assert_eq!(multiplexed_limiter.stats().redis_errors, 0);
+        assert_eq!(multiplexed.stats().redis_errors, 0);
     }
 }
 

@@ -20,7 +20,8 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use governor::DefaultKeyedRateLimiter;
-use tollgate_ratelimit::redis::{FailureMode, RedisLimiter};
+use support::Raw;
+use tollgate_ratelimit::redis::RedisLimiter;
 use tollgate_ratelimit::{MemoryLimiter, PolicyKey, RateLimiter};
 
 /// One gated ratio.
@@ -173,29 +174,13 @@ fn redis_rows(url: &str) -> Vec<Row> {
         .expect("runtime");
     let keys: Arc<Vec<[PolicyKey; 1]>> =
         Arc::new(support::user_keys(&support::always_admits(RATE), KEYS));
+    let prefix = format!("tollgate-gate:{}:", std::process::id());
     let pool = support::redis_pool(url, 16);
     let manager = rt.block_on(support::multiplexed(url));
-    let prefix = format!("tollgate-gate:{}:", std::process::id());
-    let limiter = |connection: tollgate_ratelimit::redis::RedisConnection| {
-        RedisLimiter::builder(connection)
-            .key_prefix(prefix.clone())
-            .failure_mode(FailureMode::ReturnError)
-            .timeout(Duration::from_secs(5))
-            .build()
-    };
-    let (pooled, multiplexed) = (
-        limiter(pool.clone().into()),
-        limiter(manager.clone().into()),
-    );
-    let sha: String = rt.block_on(async {
-        let mut conn = manager.clone();
-        redis::cmd("SCRIPT")
-            .arg("LOAD")
-            .arg("return 1")
-            .query_async(&mut conn)
-            .await
-            .expect("load")
-    });
+    let pooled = support::bench_limiter(pool.clone(), &prefix);
+    let multiplexed = support::bench_limiter(manager.clone(), &prefix);
+    let (pool, manager) = (Raw::Pool(pool), Raw::Multiplexed(manager));
+    let sha = rt.block_on(support::load_noop(&manager));
     const CALLS: usize = 2_000;
     let decide = |limiter: &RedisLimiter| {
         let (limiter, keys) = (limiter.clone(), Arc::clone(&keys));
@@ -206,33 +191,11 @@ fn redis_rows(url: &str) -> Vec<Row> {
             }
         }))
     };
-    let raw_pool = || {
-        let (pool, sha) = (pool.clone(), sha.clone());
+    let raw = |connection: &Raw| {
+        let (connection, sha) = (connection.clone(), sha.clone());
         rt.block_on(sixteen_way(CALLS, move |_| {
-            let (pool, sha) = (pool.clone(), sha.clone());
-            async move {
-                let mut conn = pool.get().await.expect("redis");
-                let _: i64 = redis::cmd("EVALSHA")
-                    .arg(&sha)
-                    .arg(0)
-                    .query_async(&mut *conn)
-                    .await
-                    .expect("evalsha");
-            }
-        }))
-    };
-    let raw_multiplexed = || {
-        let (manager, sha) = (manager.clone(), sha.clone());
-        rt.block_on(sixteen_way(CALLS, move |_| {
-            let (mut manager, sha) = (manager.clone(), sha.clone());
-            async move {
-                let _: i64 = redis::cmd("EVALSHA")
-                    .arg(&sha)
-                    .arg(0)
-                    .query_async(&mut manager)
-                    .await
-                    .expect("evalsha");
-            }
+            let (connection, sha) = (connection.clone(), sha.clone());
+            async move { support::noop(&connection, &sha).await }
         }))
     };
     // Warm both connections and load the decision script.
@@ -243,13 +206,13 @@ fn redis_rows(url: &str) -> Vec<Row> {
             name: "Redis limiter vs raw EVALSHA, pool, 16 concurrent",
             documented: 0.75,
             floor: 0.35,
-            measured: median_ratio(5, || decide(&pooled), raw_pool),
+            measured: median_ratio(5, || decide(&pooled), || raw(&pool)),
         },
         Row {
             name: "Redis limiter vs raw EVALSHA, multiplexed, 16 concurrent",
             documented: 0.32,
             floor: 0.12,
-            measured: median_ratio(5, || decide(&multiplexed), raw_multiplexed),
+            measured: median_ratio(5, || decide(&multiplexed), || raw(&manager)),
         },
         Row {
             name: "Redis limiter, multiplexed vs pool, 16 concurrent",

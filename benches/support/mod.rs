@@ -51,3 +51,47 @@ pub(crate) async fn multiplexed(url: &str) -> redis::aio::ConnectionManager {
         .await
         .expect("redis reachable")
 }
+
+/// A connection the Redis benches compare: a pool, or one multiplexed connection.
+#[derive(Clone)]
+pub(crate) enum Raw {
+    Pool(deadpool_redis::Pool),
+    Multiplexed(redis::aio::ConnectionManager),
+}
+
+/// `return 1`, loaded: the floor of one round trip, as `EVALSHA` of its sha.
+pub(crate) async fn load_noop(connection: &Raw) -> String {
+    let load = redis::cmd("SCRIPT").arg("LOAD").arg("return 1").clone();
+    match connection {
+        Raw::Pool(pool) => {
+            let mut conn = pool.get().await.expect("redis reachable");
+            load.query_async(&mut *conn).await.expect("load")
+        }
+        Raw::Multiplexed(manager) => load.query_async(&mut manager.clone()).await.expect("load"),
+    }
+}
+
+/// One `EVALSHA` of the no-op script on `connection`.
+pub(crate) async fn noop(connection: &Raw, sha: &str) {
+    let call = redis::cmd("EVALSHA").arg(sha).arg(0).clone();
+    let _: i64 = match connection {
+        Raw::Pool(pool) => {
+            let mut conn = pool.get().await.expect("redis");
+            call.query_async(&mut *conn).await
+        }
+        Raw::Multiplexed(manager) => call.query_async(&mut manager.clone()).await,
+    }
+    .expect("evalsha");
+}
+
+/// A limiter on `connection` that returns Redis's errors (a bench must not measure a fallback).
+pub(crate) fn bench_limiter(
+    connection: impl Into<tollgate_ratelimit::redis::RedisConnection>,
+    prefix: &str,
+) -> tollgate_ratelimit::redis::RedisLimiter {
+    tollgate_ratelimit::redis::RedisLimiter::builder(connection)
+        .key_prefix(prefix)
+        .failure_mode(tollgate_ratelimit::redis::FailureMode::ReturnError)
+        .timeout(Duration::from_secs(5))
+        .build()
+}
