@@ -243,60 +243,10 @@ fn a_primary_killed_mid_run_fails_over_without_failing_requests() {
             .expect(201);
     }
 
-    let (victim, replica) = runtime().block_on(async {
-        let counts = keys_per_primary(&nodes, &schema).await;
-        let (victim, _) = counts
-            .iter()
-            .max_by_key(|(_, n)| *n)
-            .expect("primaries")
-            .clone();
-        let replica = replica_of(&nodes, &victim).await;
-        // The replica has everything acknowledged (the test waits for it; production cannot).
-        let offset = |info: &str, name: &str| -> u64 {
-            field(info, name).and_then(|v| v.parse().ok()).unwrap_or(0)
-        };
-        let wanted = offset(&replication(&victim).await, "master_repl_offset");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while offset(&replication(&replica).await, "slave_repl_offset") < wanted
-            && Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        (victim, replica)
-    });
-    // The node says which process it is (a cluster left running by an earlier run has its
-    // pid files elsewhere).
-    let pid = runtime().block_on(async {
-        let info: String = redis::cmd("INFO")
-            .arg("server")
-            .query_async(&mut node(&victim).await)
-            .await
-            .expect("info");
-        field(&info, "process_id").expect("a process id").to_owned()
-    });
-    let killed = Command::new("kill")
-        .args(["-KILL", &pid])
-        .status()
-        .expect("kill runs");
-    assert!(killed.success());
+    let (victim, replica) = runtime().block_on(replicated_primary(&nodes, &schema));
+    kill(&victim);
 
-    // Six seconds of payments across the failover: answered, never refused for Redis.
-    let started = Instant::now();
-    let mut answered = 0;
-    while started.elapsed() < Duration::from_secs(6) {
-        for user in [ALICE, BOB, CAROL] {
-            let response = limits.pay(user, &unique("order"), &payment("1.00", "card"));
-            assert!(
-                [201, 429].contains(&response.status),
-                "after {:?}: {response:?}",
-                started.elapsed()
-            );
-            answered += 1;
-        }
-        limits.get("/ready", None).expect(200);
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(answered > 30);
+    let answered = pay_for_six_seconds(&limits);
 
     // The replica took over, and the limiter is back on Redis by itself.
     let role = runtime().block_on(async { replication(&replica).await });
@@ -312,10 +262,7 @@ fn a_primary_killed_mid_run_fails_over_without_failing_requests() {
     };
     assert_eq!(health["status"], "ok", "{health}");
     let metrics = limits.get("/metrics", None).body;
-    let degraded = metrics
-        .lines()
-        .find(|l| l.starts_with("rate_limiter_degraded_decisions_total{mode=\"local_fallback\"}"))
-        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+    let degraded = crate::support::sample(&metrics, crate::support::LOCAL_FALLBACK)
         .expect("the fallback counter");
     // The kill mattered: decisions on the dead primary's slots fell back until the failover.
     assert!(degraded >= 1, "{metrics}");
@@ -335,6 +282,69 @@ fn a_primary_killed_mid_run_fails_over_without_failing_requests() {
         assert_eq!(&replay.json(), first);
     }
     runtime().block_on(crate::services::drop_schema(&database_url, &schema));
+}
+
+/// The primary among `nodes` holding most keys under `prefix`, and its replica, once the
+/// replica has everything the primary acknowledged (the test waits for it; production cannot).
+async fn replicated_primary(nodes: &[&str], prefix: &str) -> (String, String) {
+    let counts = keys_per_primary(nodes, prefix).await;
+    let (victim, _) = counts
+        .iter()
+        .max_by_key(|(_, n)| *n)
+        .expect("primaries")
+        .clone();
+    let replica = replica_of(nodes, &victim).await;
+    let offset = |info: &str, name: &str| -> u64 {
+        field(info, name).and_then(|v| v.parse().ok()).unwrap_or(0)
+    };
+    let wanted = offset(&replication(&victim).await, "master_repl_offset");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while offset(&replication(&replica).await, "slave_repl_offset") < wanted
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (victim, replica)
+}
+
+/// SIGKILL to the node at `url`, which says which process it is (a cluster left running by an
+/// earlier run has its pid files elsewhere).
+fn kill(url: &str) {
+    let pid = runtime().block_on(async {
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut node(url).await)
+            .await
+            .expect("info");
+        field(&info, "process_id").expect("a process id").to_owned()
+    });
+    let killed = Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+}
+
+/// Six seconds of payments from three users: each answered 201 or 429 (never refused for
+/// Redis), `/ready` 200 between rounds; how many were answered.
+fn pay_for_six_seconds(server: &Server) -> usize {
+    let started = Instant::now();
+    let mut answered = 0;
+    while started.elapsed() < Duration::from_secs(6) {
+        for user in [ALICE, BOB, CAROL] {
+            let response = server.pay(user, &unique("order"), &payment("1.00", "card"));
+            assert!(
+                [201, 429].contains(&response.status),
+                "after {:?}: {response:?}",
+                started.elapsed()
+            );
+            answered += 1;
+        }
+        server.get("/ready", None).expect(200);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(answered > 30);
+    answered
 }
 
 /// A cluster that cannot be used is one start-up line naming the setting.

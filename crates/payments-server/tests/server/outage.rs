@@ -117,11 +117,7 @@ fn redis_away(server: &Server, redis: &Proxy) {
         metrics.contains("backend_up{backend=\"database\"} 1"),
         "{metrics}"
     );
-    let fallback = metrics
-        .lines()
-        .find(|l| l.starts_with("rate_limiter_degraded_decisions_total{mode=\"local_fallback\"}"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|n| n.parse::<u64>().ok())
+    let fallback = crate::support::sample(&metrics, crate::support::LOCAL_FALLBACK)
         .expect("the fallback counter");
     assert!(fallback >= 1, "{metrics}");
     redis.restore();

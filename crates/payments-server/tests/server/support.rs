@@ -255,6 +255,18 @@ pub(crate) fn try_pay(port: u16, key: &str, idempotency_key: &str, body: &str) -
     )
 }
 
+/// The series of the limiter's decisions taken by the local fallback, in `/metrics`.
+pub(crate) const LOCAL_FALLBACK: &str =
+    "rate_limiter_degraded_decisions_total{mode=\"local_fallback\"}";
+
+/// The value of the sample `series` (name and labels, as exposed) in a `/metrics` text.
+pub(crate) fn sample(metrics: &str, series: &str) -> Option<u64> {
+    metrics
+        .lines()
+        .find(|line| line.starts_with(series))
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+}
+
 /// The service URLs, or `None` after printing why the test is skipped.
 pub(crate) fn services(test: &str) -> Option<(String, String)> {
     let redis = std::env::var("TEST_REDIS_URL")
