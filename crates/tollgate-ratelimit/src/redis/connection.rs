@@ -61,12 +61,9 @@ impl From<redis::cluster_async::ClusterConnection> for RedisConnection {
 
 impl RedisConnection {
     /// Whether keys of different slots must go in different scripts.
+    #[cfg(feature = "cluster")]
     pub(crate) fn is_cluster(&self) -> bool {
-        match self {
-            RedisConnection::Pool(_) | RedisConnection::Multiplexed(_) => false,
-            #[cfg(feature = "cluster")]
-            RedisConnection::Cluster(_) => true,
-        }
+        matches!(self, RedisConnection::Cluster(_))
     }
 
     /// Runs `script` (`EVALSHA`, loading it on `NOSCRIPT`).

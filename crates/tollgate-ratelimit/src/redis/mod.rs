@@ -291,11 +291,14 @@ impl RedisLimiter {
     /// Decides, consumes or refunds `keys` on Redis; the reply is
     /// `{now, (allowed, remaining, reset, retry)…}` in the order of `keys`.
     async fn run(&self, keys: &[PolicyKey], cost: u64, mode: Mode) -> Result<Vec<i64>, Error> {
+        #[cfg(feature = "cluster")]
         let result = if self.inner.connection.is_cluster() {
             self.run_per_slot(keys, cost, mode).await
         } else {
             self.script(keys.iter(), cost, mode).await
         };
+        #[cfg(not(feature = "cluster"))]
+        let result = self.script(keys.iter(), cost, mode).await;
         // Log transitions, not every degraded decision: an outage must not flood the logs.
         let was_degraded = self.inner.degraded.swap(result.is_err(), Ordering::Relaxed);
         match (&result, was_degraded) {
@@ -391,16 +394,6 @@ impl RedisLimiter {
             }
         }
         slots::merge(keys.len(), &groups, replies)
-    }
-
-    #[cfg(not(feature = "cluster"))]
-    async fn run_per_slot(
-        &self,
-        keys: &[PolicyKey],
-        cost: u64,
-        mode: Mode,
-    ) -> Result<Vec<i64>, Error> {
-        self.script(keys.iter(), cost, mode).await
     }
 
     fn parse<'k>(keys: &'k [PolicyKey], reply: &[i64]) -> Result<Decision<'k>, Error> {
