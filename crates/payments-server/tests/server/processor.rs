@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{ALICE, Isolated, Options, Server, free_port, payment, send, try_pay, unique};
+use crate::support::{
+    ALICE, Isolated, Options, Server, free_port, payment, send, try_pay, try_pay_with, unique,
+};
 
 /// A `mock-processor` process, killed when dropped.
 pub(crate) struct MockProcessor {
@@ -268,19 +270,12 @@ fn the_clients_trace_continues_into_the_processor_call() {
     let server = Server::start(&options);
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let traceparent = format!("00-{trace}-00f067aa0ba902b7-01");
-    let auth = format!("Bearer {ALICE}");
-    let key = unique("order");
-    let reply = send(
+    let reply = try_pay_with(
         server.port,
-        "POST",
-        "/api/v1/payments",
-        &[
-            ("Authorization", &auth),
-            ("Content-Type", "application/json"),
-            ("Idempotency-Key", &key),
-            ("traceparent", &traceparent),
-        ],
+        ALICE,
+        &unique("order"),
         &payment("4.00", "card"),
+        &[("traceparent", &traceparent)],
     )
     .expect("an answer");
     assert_eq!(reply.status, 201, "{}", reply.body);

@@ -241,18 +241,25 @@ pub(crate) fn send(
 
 /// `POST /api/v1/payments`, or `None` if the connection was refused or closed unanswered.
 pub(crate) fn try_pay(port: u16, key: &str, idempotency_key: &str, body: &str) -> Option<Response> {
+    try_pay_with(port, key, idempotency_key, body, &[])
+}
+
+/// [`try_pay`] with more headers (a `traceparent`, say).
+pub(crate) fn try_pay_with(
+    port: u16,
+    key: &str,
+    idempotency_key: &str,
+    body: &str,
+    more: &[(&str, &str)],
+) -> Option<Response> {
     let auth = format!("Bearer {key}");
-    send(
-        port,
-        "POST",
-        "/api/v1/payments",
-        &[
-            ("Authorization", &auth),
-            ("Content-Type", "application/json"),
-            ("Idempotency-Key", idempotency_key),
-        ],
-        body,
-    )
+    let mut headers = vec![
+        ("Authorization", auth.as_str()),
+        ("Content-Type", "application/json"),
+        ("Idempotency-Key", idempotency_key),
+    ];
+    headers.extend_from_slice(more);
+    send(port, "POST", "/api/v1/payments", &headers, body)
 }
 
 /// The series of the limiter's decisions taken by the local fallback, in `/metrics`.

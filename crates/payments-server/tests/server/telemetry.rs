@@ -13,7 +13,7 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 
 use crate::processor::MockProcessor;
-use crate::support::{ALICE, Options, Server, free_port, payment, send, unique};
+use crate::support::{ALICE, Options, Server, free_port, payment, try_pay_with, unique};
 
 /// What the receiver was sent: path, content type, body.
 type Received = Arc<Mutex<Vec<(String, String, Vec<u8>)>>>;
@@ -136,19 +136,12 @@ fn request_spans_reach_an_otlp_receiver_in_the_callers_trace() {
     let mut server = Server::start(&options);
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let caller_span = "00f067aa0ba902b7";
-    let auth = format!("Bearer {ALICE}");
-    let key = unique("order");
-    let reply = send(
+    let reply = try_pay_with(
         server.port,
-        "POST",
-        "/api/v1/payments",
-        &[
-            ("Authorization", &auth),
-            ("Content-Type", "application/json"),
-            ("Idempotency-Key", &key),
-            ("traceparent", &format!("00-{trace}-{caller_span}-01")),
-        ],
+        ALICE,
+        &unique("order"),
         &payment("5.00", "card"),
+        &[("traceparent", &format!("00-{trace}-{caller_span}-01"))],
     )
     .expect("an answer");
     assert_eq!(reply.status, 201, "{}", reply.body);
