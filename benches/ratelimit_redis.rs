@@ -67,11 +67,7 @@ fn bench(c: &mut Criterion) {
         );
         return;
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = support::runtime();
     let keys: Arc<Vec<[PolicyKey; 1]>> =
         Arc::new(support::user_keys(&support::always_admits(1_000_000), KEYS));
     let defaults = server_table();

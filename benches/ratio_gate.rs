@@ -167,11 +167,7 @@ where
 /// The Redis limiter (one GCRA key, 16 concurrent callers) against `EVALSHA` of `return 1` on
 /// the same kind of connection, and the multiplexed connection against the pool.
 fn redis_rows(url: &str) -> Vec<Row> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = support::runtime();
     let keys: Arc<Vec<[PolicyKey; 1]>> =
         Arc::new(support::user_keys(&support::always_admits(RATE), KEYS));
     let prefix = format!("tollgate-gate:{}:", std::process::id());

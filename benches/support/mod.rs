@@ -35,6 +35,15 @@ pub(crate) fn user_keys(policy: &Arc<Policy>, n: usize) -> Vec<[PolicyKey; 1]> {
         .collect()
 }
 
+/// The Redis benches' runtime: two workers, as many as the machine has cores.
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 /// A deadpool-redis pool of `size` connections to `url`.
 pub(crate) fn redis_pool(url: &str, size: usize) -> deadpool_redis::Pool {
     let mut config = deadpool_redis::Config::from_url(url);

@@ -251,15 +251,7 @@ fn a_primary_killed_mid_run_fails_over_without_failing_requests() {
     // The replica took over, and the limiter is back on Redis by itself.
     let role = runtime().block_on(async { replication(&replica).await });
     assert_eq!(field(&role, "role"), Some("master"), "{replica}: {role}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let health = loop {
-        limits.pay(ALICE, &unique("order"), &payment("1.00", "card"));
-        let health = limits.get("/health", None).json();
-        if health["status"] == "ok" || Instant::now() > deadline {
-            break health;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let health = limits.until_healthy(ALICE);
     assert_eq!(health["status"], "ok", "{health}");
     let metrics = limits.get("/metrics", None).body;
     let degraded = crate::support::sample(&metrics, crate::support::LOCAL_FALLBACK)

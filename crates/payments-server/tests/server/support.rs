@@ -201,6 +201,20 @@ impl Server {
             .unwrap_or_else(|| panic!("no answer to GET {path}"))
     }
 
+    /// Pays as `user` and asks `/health` until it says `ok` (10 s at most), as a backend comes
+    /// back; the last `/health`.
+    pub(crate) fn until_healthy(&self, user: &str) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            self.pay(user, &unique("order"), &payment("1.00", "card"));
+            let health = self.get("/health", None).json();
+            if health["status"] == "ok" || Instant::now() > deadline {
+                return health;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// `POST /api/v1/payments` as `key` with `idempotency_key`.
     pub(crate) fn pay(&self, key: &str, idempotency_key: &str, body: &str) -> Response {
         try_pay(self.port, key, idempotency_key, body)

@@ -71,7 +71,7 @@ pub(crate) fn unique_prefix(test: &str) -> String {
 pub(crate) mod redis {
     use deadpool_redis::{Config, Pool, Runtime};
     use tollgate_ratelimit::clock::ManualClock;
-    use tollgate_ratelimit::redis::{FailureMode, RedisLimiter};
+    use tollgate_ratelimit::redis::{FailureMode, RedisConnection, RedisLimiter};
 
     pub(crate) fn pool(url: &str) -> Pool {
         Config::from_url(url)
@@ -82,7 +82,16 @@ pub(crate) mod redis {
     /// A limiter on a real Redis with an isolated prefix and the test's clock. Errors are
     /// returned, not hidden: a service test must fail when its service is unreachable.
     pub(crate) fn limiter(url: &str, test: &str, clock: &ManualClock) -> RedisLimiter {
-        RedisLimiter::builder(pool(url))
+        isolated(pool(url), test, clock)
+    }
+
+    /// A limiter on `connection` with `test`'s own prefix and clock, returning Redis's errors.
+    fn isolated(
+        connection: impl Into<RedisConnection>,
+        test: &str,
+        clock: &ManualClock,
+    ) -> RedisLimiter {
+        RedisLimiter::builder(connection)
             .key_prefix(super::unique_prefix(test))
             .clock(clock.clone())
             .failure_mode(FailureMode::ReturnError)
@@ -107,12 +116,7 @@ pub(crate) mod redis {
         test: &str,
         clock: &ManualClock,
     ) -> RedisLimiter {
-        RedisLimiter::builder(multiplexed(url).await)
-            .key_prefix(super::unique_prefix(test))
-            .clock(clock.clone())
-            .failure_mode(FailureMode::ReturnError)
-            .timeout(std::time::Duration::from_secs(5))
-            .build()
+        isolated(multiplexed(url).await, test, clock)
     }
 
     /// A connection to the Redis Cluster whose seed nodes are `urls`.
@@ -132,11 +136,6 @@ pub(crate) mod redis {
         test: &str,
         clock: &ManualClock,
     ) -> RedisLimiter {
-        RedisLimiter::builder(cluster(urls).await)
-            .key_prefix(super::unique_prefix(test))
-            .clock(clock.clone())
-            .failure_mode(FailureMode::ReturnError)
-            .timeout(std::time::Duration::from_secs(5))
-            .build()
+        isolated(cluster(urls).await, test, clock)
     }
 }
