@@ -6,7 +6,8 @@
 //!
 //! Contenders:
 //! - `tollgate/sync`: `MemoryLimiter::check_now` (what the async trait calls underneath);
-//! - `tollgate/async`: the `RateLimiter` trait (boxed future), polled without a runtime;
+//! - `tollgate/async`: the `RateLimiter` trait on the named type, polled without a runtime;
+//! - `tollgate/dyn`: the same through `&dyn DynRateLimiter` (one boxed future per call);
 //! - `governor/string`: `DefaultKeyedRateLimiter<String>` (same key text as tollgate);
 //! - `governor/u64`: `DefaultKeyedRateLimiter<u64>`, governor's cheapest key.
 
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use governor::DefaultKeyedRateLimiter;
-use tollgate_ratelimit::{MemoryLimiter, PolicyKey, RateLimiter};
+use tollgate_ratelimit::{DynRateLimiter, MemoryLimiter, PolicyKey, RateLimiter};
 
 const RATE: u32 = 1_000_000;
 
@@ -91,7 +92,18 @@ fn bench(c: &mut Criterion) {
                     b.iter_custom(|iters| {
                         on_threads(1, iters, |t, k| {
                             for i in 0..k {
-                                let future = ours.check(&keys[at(t, i)], 1);
+                                let future = RateLimiter::check(&ours, &keys[at(t, i)], 1);
+                                black_box(poll_ready(future).map(|d| d.is_allowed()).ok());
+                            }
+                        })
+                    })
+                });
+                let object: &dyn DynRateLimiter = &ours;
+                group.bench_function(BenchmarkId::new("tollgate", "dyn"), |b| {
+                    b.iter_custom(|iters| {
+                        on_threads(1, iters, |t, k| {
+                            for i in 0..k {
+                                let future = object.check(&keys[at(t, i)], 1);
                                 black_box(poll_ready(future).map(|d| d.is_allowed()).ok());
                             }
                         })

@@ -11,7 +11,7 @@ use tollgate_idempotency::postgres::PostgresStore;
 use tollgate_idempotency::redis::RedisStore;
 use tollgate_idempotency::store::IdempotencyStore;
 use tollgate_ratelimit::redis::{FailureMode, RedisLimiter};
-use tollgate_ratelimit::{MemoryLimiter, RateLimiter};
+use tollgate_ratelimit::{DynRateLimiter, MemoryLimiter};
 
 use crate::config::{Config, FailureModeName, FileConfig, SimulatedCharges, Timeouts};
 use crate::health::Services;
@@ -211,7 +211,7 @@ async fn limiter(
     file: &FileConfig,
     redis: Option<&pools::Redis>,
     latency: &BackendLatency,
-) -> Result<(Arc<dyn RateLimiter>, Option<RedisLimiter>), StartError> {
+) -> Result<(Arc<dyn DynRateLimiter>, Option<RedisLimiter>), StartError> {
     let Some(redis) = redis else {
         return Ok((Arc::new(MemoryLimiter::new()), None));
     };
@@ -241,7 +241,7 @@ async fn postgres(
     config: &Config,
     file: &FileConfig,
     pool: deadpool_postgres::Pool,
-    (limiter, mut services): (Arc<dyn RateLimiter>, Services),
+    (limiter, mut services): (Arc<dyn DynRateLimiter>, Services),
     latency: &BackendLatency,
 ) -> Result<(Backends, Option<Arc<PostgresAuditLog>>), StartError> {
     let schema = config.database_schema.as_str();
@@ -328,7 +328,7 @@ fn redis_or_memory_store(config: &Config, redis: Option<&pools::Redis>) -> Recor
 fn memory(
     file: &FileConfig,
     records: Records,
-    limiter: Arc<dyn RateLimiter>,
+    limiter: Arc<dyn DynRateLimiter>,
     services: Services,
     latency: &BackendLatency,
 ) -> Backends {

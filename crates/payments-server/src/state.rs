@@ -9,7 +9,7 @@ use tollgate_clock::SystemClock;
 use tollgate_http::client_ip::TrustedProxies;
 use tollgate_idempotency::store::{ClaimOptions, IdempotencyStore};
 use tollgate_idempotency::{Idempotency, IdempotencyConfig};
-use tollgate_ratelimit::{PolicySet, RateLimiter};
+use tollgate_ratelimit::{DynRateLimiter, PolicySet};
 use tollgate_retry::breaker::{BreakerConfig, CircuitBreaker, State, Window};
 
 use crate::anonymous::AnonymousLimit;
@@ -29,7 +29,7 @@ use crate::refusals::{Reason, RefusalDigest};
 #[derive(Debug)]
 pub struct AppState {
     pub(crate) keys: Keys,
-    pub(crate) limiter: Arc<dyn RateLimiter>,
+    pub(crate) limiter: Arc<dyn DynRateLimiter>,
     pub(crate) policies: PolicySet,
     pub(crate) idempotency: Arc<Idempotency<Arc<dyn IdempotencyStore>>>,
     pub(crate) payments: Payments,
@@ -49,7 +49,7 @@ pub struct AppState {
 /// The backends an [`AppState`] is made of; the rest comes from the configuration.
 #[derive(Debug)]
 pub(crate) struct Backends {
-    pub(crate) limiter: Arc<dyn RateLimiter>,
+    pub(crate) limiter: Arc<dyn DynRateLimiter>,
     pub(crate) store: Arc<dyn IdempotencyStore>,
     pub(crate) ledger: Arc<dyn Ledger>,
     pub(crate) audit: Arc<dyn AuditLog>,

@@ -37,7 +37,6 @@ impl<L: fmt::Debug> fmt::Debug for TimedLimiter<L> {
     }
 }
 
-#[async_trait]
 impl<L: RateLimiter> RateLimiter for TimedLimiter<L> {
     async fn check<'k>(
         &self,

@@ -73,9 +73,9 @@ pub mod wait;
 pub use clock::Timestamp;
 pub use decision::{Decision, PolicyDecision};
 pub use error::{BoxError, Error};
-pub use limiter::RateLimiter;
 #[cfg_attr(not(feature = "memory"), allow(unused_imports))]
 pub(crate) use limiter::validate;
+pub use limiter::{BoxFuture, DynRateLimiter, RateLimiter};
 #[cfg(feature = "memory")]
 pub use memory::MemoryLimiter;
 pub use policy::{Algorithm, MAX_LIMIT_WINDOW_PRODUCT, Policy, PolicyKey, Scope};

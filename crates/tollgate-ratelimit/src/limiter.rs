@@ -1,6 +1,9 @@
-//! The [`RateLimiter`] trait, and the checks every backend makes before touching state.
+//! The [`RateLimiter`] trait, its object-safe twin [`DynRateLimiter`], and the checks every
+//! backend makes before touching state.
 
-use async_trait::async_trait;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 
 use crate::{Decision, Error, PolicyKey};
 
@@ -9,35 +12,175 @@ use crate::{Decision, Error, PolicyKey};
 /// Implementations must be atomic across the keys of one call: either every policy admits the
 /// request and each consumes `cost`, or none consumes anything. See [`Decision`] for what is
 /// reported; a decision borrows the keys it was taken for.
-#[async_trait]
+///
+/// The methods return plain futures, so code that names the backend type
+/// (`MemoryLimiter`, `RedisLimiter`, or a generic `L: RateLimiter`) pays no allocation and no
+/// virtual call: the memory backend's future is ready at once and costs what the synchronous
+/// [`MemoryLimiter::check_now`](crate::MemoryLimiter::check_now) costs. To choose the backend at
+/// run time, hold an `Arc<dyn DynRateLimiter>` instead: every `RateLimiter` is one, and the
+/// trait object is itself a `RateLimiter` (one boxed future per call).
+///
+/// Implement it with `async fn`; a wrapper stays generic over the limiter it wraps:
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use tollgate_ratelimit::{Decision, Error, PolicyKey, RateLimiter};
+///
+/// /// Counts the decisions of the limiter it wraps.
+/// #[derive(Debug)]
+/// struct Counted<L> {
+///     inner: L,
+///     decisions: AtomicU64,
+/// }
+///
+/// impl<L: RateLimiter> RateLimiter for Counted<L> {
+///     async fn check<'k>(&self, keys: &'k [PolicyKey], cost: u64) -> Result<Decision<'k>, Error> {
+///         self.decisions.fetch_add(1, Ordering::Relaxed);
+///         self.inner.check(keys, cost).await
+///     }
+///
+///     async fn peek<'k>(&self, keys: &'k [PolicyKey], cost: u64) -> Result<Decision<'k>, Error> {
+///         self.inner.peek(keys, cost).await
+///     }
+///
+///     async fn refund(&self, keys: &[PolicyKey], cost: u64) -> Result<(), Error> {
+///         self.inner.refund(keys, cost).await
+///     }
+/// }
+/// ```
 pub trait RateLimiter: Send + Sync + std::fmt::Debug {
     /// Admits the request and consumes `cost` from every key, or denies it and consumes nothing.
     ///
     /// Fails with [`Error::InsufficientCapacity`] if `cost` exceeds a policy's capacity (it could
     /// never be admitted), [`Error::DuplicateKey`] if a key repeats, or a backend error.
-    async fn check<'k>(&self, keys: &'k [PolicyKey], cost: u64) -> Result<Decision<'k>, Error>;
+    fn check<'k>(
+        &self,
+        keys: &'k [PolicyKey],
+        cost: u64,
+    ) -> impl Future<Output = Result<Decision<'k>, Error>> + Send;
 
     /// Reports what [`check`](Self::check) would decide for `cost`, consuming nothing; the
     /// remaining counts are the current ones.
-    async fn peek<'k>(&self, keys: &'k [PolicyKey], cost: u64) -> Result<Decision<'k>, Error>;
+    fn peek<'k>(
+        &self,
+        keys: &'k [PolicyKey],
+        cost: u64,
+    ) -> impl Future<Output = Result<Decision<'k>, Error>> + Send;
 
     /// Gives back `cost` to every key, e.g. when the request failed before doing any work.
     /// Never gives back more than was consumed.
-    async fn refund(&self, keys: &[PolicyKey], cost: u64) -> Result<(), Error>;
+    fn refund(
+        &self,
+        keys: &[PolicyKey],
+        cost: u64,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
 }
 
-#[async_trait]
-impl<L: RateLimiter + ?Sized> RateLimiter for std::sync::Arc<L> {
+/// A boxed future, as [`DynRateLimiter`] returns.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// [`RateLimiter`] as a trait object: for a backend chosen at run time
+/// (`Arc<dyn DynRateLimiter>`).
+///
+/// Every [`RateLimiter`] implements it, and `dyn DynRateLimiter` implements [`RateLimiter`], so a
+/// trait object goes wherever a limiter does. Each call boxes its future (measured in
+/// `docs/performance.md`); name the backend type where that matters.
+///
+/// ```
+/// use std::sync::Arc;
+/// use tollgate_ratelimit::{DynRateLimiter, MemoryLimiter};
+///
+/// let limiter: Arc<dyn DynRateLimiter> = Arc::new(MemoryLimiter::new());
+/// # let _ = limiter;
+/// ```
+pub trait DynRateLimiter: Send + Sync + std::fmt::Debug {
+    /// [`RateLimiter::check`], boxed.
+    fn check_boxed<'a, 'k: 'a>(
+        &'a self,
+        keys: &'k [PolicyKey],
+        cost: u64,
+    ) -> BoxFuture<'a, Result<Decision<'k>, Error>>;
+
+    /// [`RateLimiter::peek`], boxed.
+    fn peek_boxed<'a, 'k: 'a>(
+        &'a self,
+        keys: &'k [PolicyKey],
+        cost: u64,
+    ) -> BoxFuture<'a, Result<Decision<'k>, Error>>;
+
+    /// [`RateLimiter::refund`], boxed.
+    fn refund_boxed<'a>(
+        &'a self,
+        keys: &'a [PolicyKey],
+        cost: u64,
+    ) -> BoxFuture<'a, Result<(), Error>>;
+}
+
+impl<L: RateLimiter> DynRateLimiter for L {
+    fn check_boxed<'a, 'k: 'a>(
+        &'a self,
+        keys: &'k [PolicyKey],
+        cost: u64,
+    ) -> BoxFuture<'a, Result<Decision<'k>, Error>> {
+        Box::pin(self.check(keys, cost))
+    }
+
+    fn peek_boxed<'a, 'k: 'a>(
+        &'a self,
+        keys: &'k [PolicyKey],
+        cost: u64,
+    ) -> BoxFuture<'a, Result<Decision<'k>, Error>> {
+        Box::pin(self.peek(keys, cost))
+    }
+
+    fn refund_boxed<'a>(
+        &'a self,
+        keys: &'a [PolicyKey],
+        cost: u64,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(self.refund(keys, cost))
+    }
+}
+
+// `async fn` rather than returning the box: the box lives for the shorter of `self` and the
+// keys, a lifetime an `impl Future` return type cannot name.
+impl RateLimiter for dyn DynRateLimiter + '_ {
     async fn check<'k>(&self, keys: &'k [PolicyKey], cost: u64) -> Result<Decision<'k>, Error> {
-        (**self).check(keys, cost).await
+        self.check_boxed(keys, cost).await
     }
 
     async fn peek<'k>(&self, keys: &'k [PolicyKey], cost: u64) -> Result<Decision<'k>, Error> {
-        (**self).peek(keys, cost).await
+        self.peek_boxed(keys, cost).await
     }
 
     async fn refund(&self, keys: &[PolicyKey], cost: u64) -> Result<(), Error> {
-        (**self).refund(keys, cost).await
+        self.refund_boxed(keys, cost).await
+    }
+}
+
+impl<L: RateLimiter + ?Sized> RateLimiter for Arc<L> {
+    fn check<'k>(
+        &self,
+        keys: &'k [PolicyKey],
+        cost: u64,
+    ) -> impl Future<Output = Result<Decision<'k>, Error>> + Send {
+        (**self).check(keys, cost)
+    }
+
+    fn peek<'k>(
+        &self,
+        keys: &'k [PolicyKey],
+        cost: u64,
+    ) -> impl Future<Output = Result<Decision<'k>, Error>> + Send {
+        (**self).peek(keys, cost)
+    }
+
+    fn refund(
+        &self,
+        keys: &[PolicyKey],
+        cost: u64,
+    ) -> impl Future<Output = Result<(), Error>> + Send {
+        (**self).refund(keys, cost)
     }
 }
 

@@ -40,7 +40,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use parking_lot::{Mutex, MutexGuard};
 
 use crate::algorithm::{State, Status};
@@ -490,7 +489,6 @@ fn policy_decision(
     PolicyDecision::from_micros(key, status.remaining, status.reset_after, verdict.err())
 }
 
-#[async_trait]
 impl<C: Clock> RateLimiter for MemoryLimiter<C> {
     async fn check<'k>(&self, keys: &'k [PolicyKey], cost: u64) -> Result<Decision<'k>, Error> {
         self.check_now(keys, cost)

@@ -6,7 +6,7 @@ use axum::extract::{Request, State};
 use axum::response::Response;
 use http::StatusCode;
 use serde_json::{Value, json};
-use tollgate_ratelimit::{Decision, RequestContext, Scope};
+use tollgate_ratelimit::{Decision, RateLimiter, RequestContext, Scope};
 
 use super::probes::json_response;
 use crate::auth::Caller;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::Response;
-use tollgate_ratelimit::{PolicySet, RateLimiter};
+use tollgate_ratelimit::{DynRateLimiter, PolicySet, RateLimiter};
 use tower::Layer;
 
 use crate::RequestHead;
@@ -31,16 +31,31 @@ pub struct Denied<'a> {
 }
 
 /// Adds [`RateLimitService`] around a service. Cloning is cheap; clones share the limiter.
-#[derive(Clone)]
-pub struct RateLimitLayer {
-    pub(super) limiter: Arc<dyn RateLimiter>,
+///
+/// `L` is the limiter's type: name it (`Arc<MemoryLimiter>` makes `L = MemoryLimiter`) and each
+/// decision is a direct call with no boxed future; an `Arc<dyn DynRateLimiter>` (the default
+/// type) chooses the backend at run time for one allocation per request.
+pub struct RateLimitLayer<L: ?Sized = dyn DynRateLimiter> {
+    pub(super) limiter: Arc<L>,
     pub(super) policies: Arc<PolicySet>,
     pub(super) extractor: Arc<dyn SubjectExtractor>,
     pub(super) cost: Option<Cost>,
     pub(super) on_limited: Option<OnLimited>,
 }
 
-impl fmt::Debug for RateLimitLayer {
+impl<L: ?Sized> Clone for RateLimitLayer<L> {
+    fn clone(&self) -> Self {
+        RateLimitLayer {
+            limiter: Arc::clone(&self.limiter),
+            policies: Arc::clone(&self.policies),
+            extractor: Arc::clone(&self.extractor),
+            cost: self.cost.clone(),
+            on_limited: self.on_limited.clone(),
+        }
+    }
+}
+
+impl<L: RateLimiter + ?Sized> fmt::Debug for RateLimitLayer<L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimitLayer")
             .field("limiter", &self.limiter)
@@ -49,13 +64,9 @@ impl fmt::Debug for RateLimitLayer {
     }
 }
 
-impl RateLimitLayer {
+impl<L: RateLimiter + ?Sized> RateLimitLayer<L> {
     /// Limits requests by `policies` on `limiter`, keyed by what `extractor` says of each.
-    pub fn new(
-        limiter: Arc<dyn RateLimiter>,
-        policies: PolicySet,
-        extractor: impl SubjectExtractor,
-    ) -> Self {
+    pub fn new(limiter: Arc<L>, policies: PolicySet, extractor: impl SubjectExtractor) -> Self {
         RateLimitLayer {
             limiter,
             policies: Arc::new(policies),
@@ -86,8 +97,8 @@ impl RateLimitLayer {
     }
 }
 
-impl<S> Layer<S> for RateLimitLayer {
-    type Service = RateLimitService<S>;
+impl<S, L: ?Sized> Layer<S> for RateLimitLayer<L> {
+    type Service = RateLimitService<S, L>;
 
     fn layer(&self, inner: S) -> Self::Service {
         RateLimitService {

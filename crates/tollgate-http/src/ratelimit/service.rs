@@ -1,5 +1,6 @@
 //! [`RateLimitService`].
 
+use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -7,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
 use http::{Request, Response, StatusCode};
-use tollgate_ratelimit::{RequestContext, headers};
+use tollgate_ratelimit::{DynRateLimiter, RateLimiter, RequestContext, headers};
 use tower::Service;
 
 use super::layer::{Denied, RateLimitLayer};
@@ -17,10 +18,27 @@ use crate::future::ResponseFuture;
 use crate::problem::{CONTENT_TYPE_PROBLEM, Problem};
 
 /// The rate-limiting service; clones share the limiter (and so the limits).
-#[derive(Clone, Debug)]
-pub struct RateLimitService<S> {
+pub struct RateLimitService<S, L: ?Sized = dyn DynRateLimiter> {
     pub(super) inner: S,
-    pub(super) layer: RateLimitLayer,
+    pub(super) layer: RateLimitLayer<L>,
+}
+
+impl<S: Clone, L: ?Sized> Clone for RateLimitService<S, L> {
+    fn clone(&self) -> Self {
+        RateLimitService {
+            inner: self.inner.clone(),
+            layer: self.layer.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, L: RateLimiter + ?Sized> fmt::Debug for RateLimitService<S, L> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimitService")
+            .field("inner", &self.inner)
+            .field("layer", &self.layer)
+            .finish()
+    }
 }
 
 fn with_body<R: From<Bytes>>(response: Response<Bytes>) -> Response<R> {
@@ -75,8 +93,9 @@ fn limiter_unavailable<R: From<Bytes>>(error: &tollgate_ratelimit::Error) -> Res
     with_body(response)
 }
 
-impl<S, B, R> Service<Request<B>> for RateLimitService<S>
+impl<S, L, B, R> Service<Request<B>> for RateLimitService<S, L>
 where
+    L: RateLimiter + ?Sized + 'static,
     S: Service<Request<B>, Response = Response<R>> + Clone + Send + 'static,
     S::Future: Send,
     S::Error: Send,

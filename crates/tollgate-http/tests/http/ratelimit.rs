@@ -2,7 +2,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use tollgate_http::RequestHead;
@@ -106,7 +105,6 @@ async fn denied_requests_never_reach_the_service() {
 #[derive(Debug)]
 struct Unavailable;
 
-#[async_trait]
 impl RateLimiter for Unavailable {
     async fn check<'k>(&self, _: &'k [PolicyKey], _: u64) -> Result<Decision<'k>, Error> {
         Err(Error::Backend {

@@ -61,8 +61,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::decision::{Decision, PolicyDecision};
 use crate::memory::MemoryLimiter;
@@ -488,7 +486,6 @@ impl Inner {
     }
 }
 
-#[async_trait]
 impl RateLimiter for RedisLimiter {
     async fn check<'k>(&self, keys: &'k [PolicyKey], cost: u64) -> Result<Decision<'k>, Error> {
         self.decide(keys, cost, Mode::Check).await

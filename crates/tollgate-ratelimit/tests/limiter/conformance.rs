@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tollgate_ratelimit::clock::ManualClock;
-use tollgate_ratelimit::{Algorithm, Error, Policy, PolicyKey, RateLimiter, Scope};
+use tollgate_ratelimit::{Algorithm, DynRateLimiter, Error, Policy, PolicyKey, RateLimiter, Scope};
 
 use crate::support::ms;
 
@@ -18,7 +18,7 @@ fn key(name: &str, algorithm: Algorithm, subject: &str) -> PolicyKey {
 
 /// `(allowed, remaining, reset_after ms, retry_after ms)` of the only policy of a decision.
 async fn check(
-    limiter: &dyn RateLimiter,
+    limiter: &dyn DynRateLimiter,
     keys: &[PolicyKey],
     cost: u64,
 ) -> (bool, u64, u64, Option<u64>) {
@@ -33,7 +33,7 @@ async fn check(
     )
 }
 
-async fn remaining(limiter: &dyn RateLimiter, key: &PolicyKey) -> u64 {
+async fn remaining(limiter: &dyn DynRateLimiter, key: &PolicyKey) -> u64 {
     let decision = limiter
         .peek(std::slice::from_ref(key), 1)
         .await
@@ -42,7 +42,7 @@ async fn remaining(limiter: &dyn RateLimiter, key: &PolicyKey) -> u64 {
 }
 
 pub(crate) async fn sliding_window_counts_and_decays(
-    limiter: &dyn RateLimiter,
+    limiter: &dyn DynRateLimiter,
     clock: &ManualClock,
 ) {
     let k = [key(
@@ -71,7 +71,7 @@ pub(crate) async fn sliding_window_counts_and_decays(
     assert_eq!(remaining(limiter, &k[0]).await, 5);
 }
 
-pub(crate) async fn sliding_log_is_exact(limiter: &dyn RateLimiter, clock: &ManualClock) {
+pub(crate) async fn sliding_log_is_exact(limiter: &dyn DynRateLimiter, clock: &ManualClock) {
     let k = [key(
         "log",
         Algorithm::sliding_log(3, Duration::from_secs(1)),
@@ -92,7 +92,7 @@ pub(crate) async fn sliding_log_is_exact(limiter: &dyn RateLimiter, clock: &Manu
 }
 
 pub(crate) async fn token_bucket_bursts_then_refills(
-    limiter: &dyn RateLimiter,
+    limiter: &dyn DynRateLimiter,
     clock: &ManualClock,
 ) {
     // 2 per second (T = 500 ms), burst 3 (τ = 1.5 s).
@@ -114,7 +114,7 @@ pub(crate) async fn token_bucket_bursts_then_refills(
 }
 
 pub(crate) async fn denied_request_consumes_nothing(
-    limiter: &dyn RateLimiter,
+    limiter: &dyn DynRateLimiter,
     _clock: &ManualClock,
 ) {
     let wide = key(
@@ -149,7 +149,7 @@ pub(crate) async fn denied_request_consumes_nothing(
     assert_eq!(remaining(limiter, &log).await, 9);
 }
 
-pub(crate) async fn peek_and_refund(limiter: &dyn RateLimiter, _clock: &ManualClock) {
+pub(crate) async fn peek_and_refund(limiter: &dyn DynRateLimiter, _clock: &ManualClock) {
     for (name, algorithm) in [
         ("w", Algorithm::sliding_window(4, Duration::from_secs(60))),
         ("l", Algorithm::sliding_log(4, Duration::from_secs(60))),
@@ -176,7 +176,7 @@ pub(crate) async fn peek_and_refund(limiter: &dyn RateLimiter, _clock: &ManualCl
 }
 
 pub(crate) async fn zero_cost_checks_consume_nothing(
-    limiter: &dyn RateLimiter,
+    limiter: &dyn DynRateLimiter,
     _clock: &ManualClock,
 ) {
     let k = [key(
@@ -193,7 +193,7 @@ pub(crate) async fn zero_cost_checks_consume_nothing(
     assert_eq!(remaining(limiter, &k[0]).await, 0);
 }
 
-pub(crate) async fn subjects_are_independent(limiter: &dyn RateLimiter, _clock: &ManualClock) {
+pub(crate) async fn subjects_are_independent(limiter: &dyn DynRateLimiter, _clock: &ManualClock) {
     let alg = Algorithm::sliding_window(1, Duration::from_secs(60));
     let alice = [key("user", alg, "alice")];
     let bob = [key("user", alg, "bob")];
@@ -222,7 +222,10 @@ pub(crate) async fn subjects_are_independent(limiter: &dyn RateLimiter, _clock: 
     );
 }
 
-pub(crate) async fn impossible_costs_are_errors(limiter: &dyn RateLimiter, _clock: &ManualClock) {
+pub(crate) async fn impossible_costs_are_errors(
+    limiter: &dyn DynRateLimiter,
+    _clock: &ManualClock,
+) {
     let k = [key(
         "tb",
         Algorithm::token_bucket(1, Duration::from_secs(1), 3),
@@ -251,7 +254,7 @@ pub(crate) async fn impossible_costs_are_errors(limiter: &dyn RateLimiter, _cloc
 }
 
 pub(crate) async fn clock_stepping_back_gives_no_extra_quota(
-    limiter: &dyn RateLimiter,
+    limiter: &dyn DynRateLimiter,
     clock: &ManualClock,
 ) {
     let k = [key(
