@@ -1,8 +1,11 @@
 //! The in-process backend: sharded, bounded, with idle keys forgotten automatically.
 //!
-//! Keys are spread over many mutex-guarded shards (a multiple of the core count, each on its own
-//! cache line) so that unrelated keys rarely contend. A decision over several keys locks their
-//! shards in index order (no deadlock), decides every key, and commits only if all admit.
+//! Keys are spread over many lock-guarded shards (a multiple of the core count, each on its own
+//! cache line) so that unrelated keys rarely contend. A single-policy GCRA decision on a tracked
+//! key holds its shard's shared lock and makes one compare-and-swap on the key's timestamp, so
+//! such decisions never wait for each other. Any other decision locks its shards exclusively, in
+//! index order (no deadlock), decides every key, and commits only if all admit: a multi-policy
+//! decision is atomic, and a denial consumes nothing.
 //!
 //! Memory stays bounded without a cleanup thread: every `len` insertions into a shard sweep it,
 //! dropping keys whose state has been back to "fresh" for a grace period (amortised O(1) per
@@ -33,74 +36,22 @@
 //! # Ok::<(), tollgate_ratelimit::Error>(())
 //! ```
 
-use std::collections::HashMap;
+mod shard;
+
 use std::fmt;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use parking_lot::{Mutex, MutexGuard};
-
-use crate::algorithm::{State, Status};
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::decision::{Decision, PolicyDecision};
-use crate::policy::{PolicyKey, Quota};
+use crate::policy::PolicyKey;
 use crate::{Error, RateLimiter, validate};
+use parking_lot::RwLockWriteGuard;
+use shard::{Limits, Mode, Shard, ShardMap, gcra_quota};
 
 /// Default bound on tracked keys: 2^20, at most about 120 MiB (see `docs/performance.md`).
 pub const DEFAULT_MAX_KEYS: usize = 1 << 20;
-
-/// Shards smaller than this are not swept (a sweep would cost more than the keys it frees).
-const MIN_SWEEP_INTERVAL: usize = 64;
-
-/// How many keys are looked at to choose one to evict from a full shard.
-const EVICTION_SAMPLE: usize = 8;
-
-/// Tables are indexed by [`PolicyKey`]'s precomputed 128-bit hash, so the table's own hasher only
-/// passes the low 64 bits through.
-type KeyMap<V> = HashMap<u128, V, BuildHasherDefault<PreHashed>>;
-
-#[derive(Default)]
-struct PreHashed(u64);
-
-impl Hasher for PreHashed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Only reached if a key type other than u128 is ever used; still a valid hash.
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-
-    fn write_u128(&mut self, value: u128) {
-        self.0 = value as u64;
-    }
-}
-
-/// A key's state and the instant from which it is indistinguishable from a fresh one.
-#[derive(Debug)]
-struct Entry {
-    state: State,
-    idle_at: u64,
-}
-
-#[derive(Debug)]
-struct ShardMap {
-    entries: KeyMap<Entry>,
-    inserts_since_sweep: usize,
-    /// Insertions between sweeps: the size left by the last sweep, so a sweep's cost is paid for
-    /// by as many insertions.
-    sweep_after: usize,
-}
-
-/// One lock and its map, on a cache line of its own so neighbouring locks do not false-share.
-#[derive(Debug)]
-#[repr(align(128))]
-struct Shard(Mutex<ShardMap>);
 
 struct Inner<C> {
     shards: Box<[Shard]>,
@@ -198,13 +149,7 @@ impl<C: Clock> MemoryLimiterBuilder<C> {
     /// The limiter.
     pub fn build(self) -> MemoryLimiter<C> {
         let shards = (0..self.shards)
-            .map(|_| {
-                Shard(Mutex::new(ShardMap {
-                    entries: KeyMap::default(),
-                    inserts_since_sweep: 0,
-                    sweep_after: MIN_SWEEP_INTERVAL,
-                }))
-            })
+            .map(|_| Shard(parking_lot::RwLock::new(ShardMap::new())))
             .collect();
         MemoryLimiter {
             inner: Arc::new(Inner {
@@ -220,128 +165,18 @@ impl<C: Clock> MemoryLimiterBuilder<C> {
     }
 }
 
-/// The bounds a shard enforces when it inserts.
-#[derive(Clone, Copy, Debug)]
-struct Limits {
-    max_keys_per_shard: usize,
-    /// µs a key must have been idle before a sweep forgets it (hot keys that touch "idle"
-    /// between requests, such as a barely used token bucket, would otherwise churn).
-    idle_grace: u64,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    Check,
-    Peek,
-}
-
-impl ShardMap {
-    /// Brings the key's state to `now` and asks whether it admits `cost`.
-    fn admits(&mut self, key: u128, quota: Quota, now: u64, cost: u64) -> Result<(), u64> {
-        match self.entries.get_mut(&key) {
-            Some(entry) if entry.state.matches(quota) => {
-                entry.state.advance(quota, now);
-                entry.state.admits(quota, now, cost)
-            }
-            _ => State::fresh(quota, now).admits(quota, now, cost),
-        }
-    }
-
-    /// The whole decision for a single key, with one table lookup.
-    fn decide_one(
-        &mut self,
-        key: u128,
-        quota: Quota,
-        now: u64,
-        cost: u64,
-        mode: Mode,
-        limits: Limits,
-    ) -> (Result<(), u64>, Status, u64) {
-        let consume = mode == Mode::Check;
-        if let Some(entry) = self.entries.get_mut(&key) {
-            let (verdict, status) = entry.state.decide(quota, now, cost, consume);
-            if consume && verdict.is_ok() {
-                entry.idle_at = entry.state.idle_at(quota);
-            }
-            return (verdict, status, 0);
-        }
-        let mut state = State::fresh(quota, now);
-        let (verdict, status) = state.decide(quota, now, cost, consume);
-        if !consume || verdict.is_err() {
-            return (verdict, status, 0);
-        }
-        let evicted = self.insert(key, state, quota, now, limits);
-        (verdict, status, evicted)
-    }
-
-    fn status(&self, key: u128, quota: Quota, now: u64) -> Status {
-        match self.entries.get(&key) {
-            Some(entry) => entry.state.status(quota, now),
-            None => State::fresh(quota, now).status(quota, now),
-        }
-    }
-
-    fn consume(&mut self, key: u128, quota: Quota, now: u64, cost: u64, limits: Limits) -> u64 {
-        if let Some(entry) = self.entries.get_mut(&key) {
-            if !entry.state.matches(quota) {
-                entry.state = State::fresh(quota, now);
-            }
-            entry.state.consume(quota, now, cost);
-            entry.idle_at = entry.state.idle_at(quota);
-            return 0;
-        }
-        let mut state = State::fresh(quota, now);
-        state.consume(quota, now, cost);
-        self.insert(key, state, quota, now, limits)
-    }
-
-    /// Inserts a new key after making room; returns how many live keys had to go.
-    fn insert(&mut self, key: u128, state: State, quota: Quota, now: u64, limits: Limits) -> u64 {
-        let evicted = self.make_room(now, limits);
-        let idle_at = state.idle_at(quota);
-        self.entries.insert(key, Entry { state, idle_at });
-        evicted
-    }
-
-    /// Sweeps keys idle for at least the grace period every `len` insertions, and evicts down to
-    /// the bound; returns how many live keys had to go.
-    fn make_room(&mut self, now: u64, limits: Limits) -> u64 {
-        self.inserts_since_sweep += 1;
-        if self.inserts_since_sweep >= self.sweep_after {
-            let forget_before = now.saturating_sub(limits.idle_grace);
-            self.entries
-                .retain(|_, entry| entry.idle_at > forget_before);
-            self.inserts_since_sweep = 0;
-            self.sweep_after = self.entries.len().max(MIN_SWEEP_INTERVAL);
-        }
-        let mut live_evicted = 0;
-        while self.entries.len() >= limits.max_keys_per_shard {
-            let victim = self
-                .entries
-                .iter()
-                .take(EVICTION_SAMPLE)
-                .min_by_key(|(_, entry)| entry.idle_at)
-                .map(|(&key, entry)| (key, entry.idle_at));
-            let Some((victim, idle_at)) = victim else {
-                break;
-            };
-            self.entries.remove(&victim);
-            if idle_at > now {
-                live_evicted += 1;
-            }
-        }
-        live_evicted
-    }
-}
-
 impl<C: Clock> MemoryLimiter<C> {
     fn shard_index(&self, key: &PolicyKey) -> usize {
         // The high half picks the shard; the low half indexes the shard's table.
         (key.hash128() >> 64) as usize & (self.inner.shards.len() - 1)
     }
 
-    fn lock(&self, index: usize) -> MutexGuard<'_, ShardMap> {
-        self.inner.shards[index].0.lock()
+    fn shard(&self, key: &PolicyKey) -> &parking_lot::RwLock<ShardMap> {
+        &self.inner.shards[self.shard_index(key)].0
+    }
+
+    fn lock(&self, index: usize) -> RwLockWriteGuard<'_, ShardMap> {
+        self.inner.shards[index].0.write()
     }
 
     /// [`RateLimiter::check`] without the async wrapper: the memory backend never waits.
@@ -359,11 +194,10 @@ impl<C: Clock> MemoryLimiter<C> {
         validate(keys, cost)?;
         let now = self.inner.clock.now().as_micros();
         for key in keys {
-            let mut shard = self.lock(self.shard_index(key));
-            if let Some(entry) = shard.entries.get_mut(&key.hash128()) {
-                let quota = key.policy().quota();
-                entry.state.refund(quota, now, cost);
-                entry.idle_at = entry.state.idle_at(quota);
+            let (hash, quota) = (key.hash128(), key.policy().quota());
+            let shard = self.shard(key);
+            if !shard.read().refund_gcra(hash, quota, now, cost) {
+                shard.write().refund(hash, quota, now, cost);
             }
         }
         Ok(())
@@ -371,11 +205,7 @@ impl<C: Clock> MemoryLimiter<C> {
 
     /// Keys currently tracked (locks every shard in turn; for metrics, not the hot path).
     pub fn len(&self) -> usize {
-        self.inner
-            .shards
-            .iter()
-            .map(|s| s.0.lock().entries.len())
-            .sum()
+        self.inner.shards.iter().map(|s| s.0.read().len()).sum()
     }
 
     /// Whether no key is tracked.
@@ -399,17 +229,7 @@ impl<C: Clock> MemoryLimiter<C> {
         let mode = if cost == 0 { Mode::Peek } else { mode };
         let now = self.inner.clock.now();
         if let [key] = keys {
-            // The common case: one shard, one lookup.
-            let (verdict, status, evicted) = self.lock(self.shard_index(key)).decide_one(
-                key.hash128(),
-                key.policy().quota(),
-                now.as_micros(),
-                cost,
-                mode,
-                self.inner.limits,
-            );
-            self.count_evictions(evicted);
-            return Ok(Decision::single(now, policy_decision(key, verdict, status)));
+            return Ok(self.decide_one(key, cost, now, mode));
         }
 
         // Lock every shard involved, in index order, so concurrent multi-key decisions never
@@ -422,7 +242,7 @@ impl<C: Clock> MemoryLimiter<C> {
             .iter()
             .map(|i| order.binary_search(i).unwrap_or(0))
             .collect();
-        let mut guards: Vec<MutexGuard<'_, ShardMap>> =
+        let mut guards: Vec<RwLockWriteGuard<'_, ShardMap>> =
             order.iter().map(|&i| self.lock(i)).collect();
         let (decision, evicted) = self.decide_locked(keys, &mut guards, &slots, cost, now, mode);
         drop(guards);
@@ -430,12 +250,38 @@ impl<C: Clock> MemoryLimiter<C> {
         Ok(decision)
     }
 
+    /// The common case, one key: a compare-and-swap under the shared lock for a tracked GCRA
+    /// key, the exclusive lock otherwise (another algorithm, or a key to insert).
+    #[inline]
+    fn decide_one<'k>(
+        &self,
+        key: &'k PolicyKey,
+        cost: u64,
+        now: Timestamp,
+        mode: Mode,
+    ) -> Decision<'k> {
+        let (hash, quota, at) = (key.hash128(), key.policy().quota(), now.as_micros());
+        let shard = self.shard(key);
+        // The shared guard is dropped when the closure returns, before any exclusive lock.
+        let tracked = gcra_quota(quota)
+            .and_then(|gcra| shard.read().decide_tracked_gcra(hash, gcra, at, cost, mode));
+        if let Some((verdict, status)) = tracked {
+            return Decision::single(now, policy_decision(key, verdict, status));
+        }
+        let (verdict, status, evicted) =
+            shard
+                .write()
+                .decide_one(hash, quota, at, cost, mode, self.inner.limits);
+        self.count_evictions(evicted);
+        Decision::single(now, policy_decision(key, verdict, status))
+    }
+
     /// Decides every key, commits if all admit (and this is a check), and reports; `slots[i]` is
     /// the index in `guards` of key `i`'s shard. Returns the decision and the live evictions.
     fn decide_locked<'k>(
         &self,
         keys: &'k [PolicyKey],
-        guards: &mut [MutexGuard<'_, ShardMap>],
+        guards: &mut [RwLockWriteGuard<'_, ShardMap>],
         slots: &[usize],
         cost: u64,
         now: Timestamp,
@@ -484,7 +330,7 @@ impl<C: Clock> MemoryLimiter<C> {
 fn policy_decision(
     key: &PolicyKey,
     verdict: Result<(), u64>,
-    status: Status,
+    status: crate::algorithm::Status,
 ) -> PolicyDecision<'_> {
     PolicyDecision::from_micros(key, status.remaining, status.reset_after, verdict.err())
 }
@@ -556,6 +402,55 @@ mod tests {
         }
         assert!(limiter.len() <= 100, "len = {}", limiter.len());
         assert!(limiter.live_evictions() >= 900);
+    }
+
+    /// Single-key compare-and-swaps and multi-key exclusive decisions racing on the same GCRA
+    /// key, on a frozen clock: the key admits exactly its burst, a pair denied by its second
+    /// policy takes nothing from the first, and the second policy counts exactly the pairs.
+    #[test]
+    fn compare_and_swap_and_exclusive_decisions_share_one_exact_count() {
+        let clock = ManualClock::starting_at(Timestamp::from_secs(100));
+        let limiter = MemoryLimiter::builder().clock(clock).shards(4).build();
+        let hourly = |burst| Algorithm::token_bucket(1, Duration::from_secs(3600), burst);
+        let shared = key("shared", hourly(1_000), "a");
+        let pairs_only = key("pairs", hourly(100), "a");
+        let (singles, pairs) = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..4)
+                .map(|_| {
+                    s.spawn(|| {
+                        let both = [shared.clone(), pairs_only.clone()];
+                        let one = [shared.clone()];
+                        let (mut singles, mut pairs) = (0, 0);
+                        for i in 0..2_000 {
+                            if i % 2 == 0 {
+                                singles +=
+                                    u64::from(limiter.check_now(&one, 1).expect("ok").is_allowed());
+                            } else {
+                                pairs += u64::from(
+                                    limiter.check_now(&both, 1).expect("ok").is_allowed(),
+                                );
+                            }
+                        }
+                        (singles, pairs)
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().expect("no panic"))
+                .fold((0, 0), |(a, b), (c, d)| (a + c, b + d))
+        });
+        assert_eq!(singles + pairs, 1_000, "{singles} singles, {pairs} pairs");
+        assert!(pairs <= 100, "{pairs} pairs");
+        let remaining = |k: &PolicyKey| {
+            limiter
+                .peek_now(std::slice::from_ref(k), 1)
+                .expect("ok")
+                .policies()[0]
+                .remaining()
+        };
+        assert_eq!(remaining(&shared), 0);
+        assert_eq!(remaining(&pairs_only), 100 - pairs);
     }
 
     #[test]

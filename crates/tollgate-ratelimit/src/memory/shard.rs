@@ -1,0 +1,359 @@
+//! One shard of the memory limiter: its two tables, the GCRA compare-and-swap, and how a shard
+//! stays bounded.
+//!
+//! GCRA keys live in a table of their own whose whole state is one atomic timestamp, so a
+//! single-policy GCRA decision needs only the shard's *shared* lock and one compare-and-swap:
+//! concurrent decisions on a shard run in parallel and a slot is 24 bytes. Every other key (and
+//! every decision over several keys) takes the shard's exclusive lock, which also shuts out the
+//! compare-and-swaps, so a multi-policy decision stays atomic.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::RwLock;
+
+use crate::algorithm::gcra::GcraState;
+use crate::algorithm::{State, Status};
+use crate::policy::Quota;
+
+/// Shards smaller than this are not swept (a sweep would cost more than the keys it frees).
+const MIN_SWEEP_INTERVAL: usize = 64;
+
+/// How many keys of each table are looked at to choose one to evict from a full shard.
+const EVICTION_SAMPLE: usize = 8;
+
+/// Tables are indexed by [`PolicyKey`](crate::PolicyKey)'s precomputed 128-bit hash, so the
+/// table's own hasher only passes the low 64 bits through.
+type KeyMap<V> = HashMap<u128, V, BuildHasherDefault<PreHashed>>;
+
+#[derive(Default)]
+struct PreHashed(u64);
+
+impl Hasher for PreHashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only reached if a key type other than u128 is ever used; still a valid hash.
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u128(&mut self, value: u128) {
+        self.0 = value as u64;
+    }
+}
+
+/// A sliding-window or sliding-log key's state and the instant from which it is
+/// indistinguishable from a fresh one.
+#[derive(Debug)]
+struct Entry {
+    state: State,
+    idle_at: u64,
+}
+
+/// The bounds a shard enforces when it inserts.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Limits {
+    pub(super) max_keys_per_shard: usize,
+    /// µs a key must have been idle before a sweep forgets it (hot keys that touch "idle"
+    /// between requests, such as a barely used token bucket, would otherwise churn).
+    pub(super) idle_grace: u64,
+}
+
+/// Whether a decision consumes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Mode {
+    Check,
+    Peek,
+}
+
+/// A verdict (`Err` holds the µs to wait), the key's status, and the live keys evicted to make
+/// room for it.
+pub(super) type Outcome = (Result<(), u64>, Status, u64);
+
+/// One lock and its tables, on a cache line of its own so neighbouring locks do not
+/// false-share.
+#[derive(Debug)]
+#[repr(align(128))]
+pub(super) struct Shard(pub(super) RwLock<ShardMap>);
+
+#[derive(Debug, Default)]
+pub(super) struct ShardMap {
+    /// GCRA keys: the theoretical arrival time, which is also when the key turns idle.
+    gcra: KeyMap<AtomicU64>,
+    /// Sliding-window and sliding-log keys.
+    entries: KeyMap<Entry>,
+    inserts_since_sweep: usize,
+    /// Insertions between sweeps: the size left by the last sweep, so a sweep's cost is paid for
+    /// by as many insertions.
+    sweep_after: usize,
+}
+
+/// The GCRA decision on one key's timestamp, lock-free: a compare-and-swap loop that writes only
+/// an admitted check, so a denial or a peek consumes nothing. Relaxed ordering suffices: each
+/// timestamp is its own variable, and the exclusive lock orders it against multi-key decisions.
+#[inline]
+pub(super) fn decide_gcra(
+    cell: &AtomicU64,
+    (interval, tolerance): (u64, u64),
+    now: u64,
+    cost: u64,
+    mode: Mode,
+) -> (Result<(), u64>, Status) {
+    let mut tat = cell.load(Ordering::Relaxed);
+    loop {
+        let mut state = GcraState { tat };
+        let verdict = state.admits(now, interval, tolerance, cost);
+        if mode == Mode::Peek || verdict.is_err() {
+            return (verdict, state.status(now, interval, tolerance));
+        }
+        state.consume(now, interval, cost);
+        match cell.compare_exchange_weak(tat, state.tat, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return (verdict, state.status(now, interval, tolerance)),
+            Err(current) => tat = current,
+        }
+    }
+}
+
+/// `(interval, tolerance)` of a GCRA quota.
+#[inline]
+pub(super) fn gcra_quota(quota: Quota) -> Option<(u64, u64)> {
+    match quota {
+        Quota::Gcra {
+            interval,
+            tolerance,
+        } => Some((interval, tolerance)),
+        _ => None,
+    }
+}
+
+impl ShardMap {
+    pub(super) fn new() -> Self {
+        ShardMap {
+            sweep_after: MIN_SWEEP_INTERVAL,
+            ..ShardMap::default()
+        }
+    }
+
+    /// Keys tracked.
+    pub(super) fn len(&self) -> usize {
+        self.gcra.len() + self.entries.len()
+    }
+
+    /// The single-key GCRA decision under the shared lock; `None` when the key is not tracked
+    /// yet (inserting it needs the exclusive lock).
+    #[inline]
+    pub(super) fn decide_tracked_gcra(
+        &self,
+        key: u128,
+        quota: (u64, u64),
+        now: u64,
+        cost: u64,
+        mode: Mode,
+    ) -> Option<(Result<(), u64>, Status)> {
+        let cell = self.gcra.get(&key)?;
+        Some(decide_gcra(cell, quota, now, cost, mode))
+    }
+
+    /// The whole decision for a single key, under the exclusive lock.
+    pub(super) fn decide_one(
+        &mut self,
+        key: u128,
+        quota: Quota,
+        now: u64,
+        cost: u64,
+        mode: Mode,
+        limits: Limits,
+    ) -> Outcome {
+        if let Some(gcra) = gcra_quota(quota) {
+            if let Some(cell) = self.gcra.get(&key) {
+                let (verdict, status) = decide_gcra(cell, gcra, now, cost, mode);
+                return (verdict, status, 0);
+            }
+            let fresh = AtomicU64::new(now);
+            let (verdict, status) = decide_gcra(&fresh, gcra, now, cost, mode);
+            if mode == Mode::Peek || verdict.is_err() {
+                return (verdict, status, 0);
+            }
+            let evicted = self.make_room(now, limits);
+            self.gcra.insert(key, fresh);
+            return (verdict, status, evicted);
+        }
+        let consume = mode == Mode::Check;
+        if let Some(entry) = self.entries.get_mut(&key) {
+            let (verdict, status) = entry.state.decide(quota, now, cost, consume);
+            if consume && verdict.is_ok() {
+                entry.idle_at = entry.state.idle_at(quota);
+            }
+            return (verdict, status, 0);
+        }
+        let mut state = State::fresh(quota, now);
+        let (verdict, status) = state.decide(quota, now, cost, consume);
+        if !consume || verdict.is_err() {
+            return (verdict, status, 0);
+        }
+        let evicted = self.insert(key, state, quota, now, limits);
+        (verdict, status, evicted)
+    }
+
+    /// Brings the key's state to `now` and asks whether it admits `cost`.
+    pub(super) fn admits(
+        &mut self,
+        key: u128,
+        quota: Quota,
+        now: u64,
+        cost: u64,
+    ) -> Result<(), u64> {
+        if let Some((interval, tolerance)) = gcra_quota(quota) {
+            return self
+                .gcra_state(key, now)
+                .admits(now, interval, tolerance, cost);
+        }
+        match self.entries.get_mut(&key) {
+            Some(entry) if entry.state.matches(quota) => {
+                entry.state.advance(quota, now);
+                entry.state.admits(quota, now, cost)
+            }
+            _ => State::fresh(quota, now).admits(quota, now, cost),
+        }
+    }
+
+    pub(super) fn status(&self, key: u128, quota: Quota, now: u64) -> Status {
+        if let Some((interval, tolerance)) = gcra_quota(quota) {
+            return self.gcra_state(key, now).status(now, interval, tolerance);
+        }
+        match self.entries.get(&key) {
+            Some(entry) => entry.state.status(quota, now),
+            None => State::fresh(quota, now).status(quota, now),
+        }
+    }
+
+    /// Records `cost` admitted; returns how many live keys had to go to make room.
+    pub(super) fn consume(
+        &mut self,
+        key: u128,
+        quota: Quota,
+        now: u64,
+        cost: u64,
+        limits: Limits,
+    ) -> u64 {
+        if let Some((interval, _)) = gcra_quota(quota) {
+            let mut state = self.gcra_state(key, now);
+            state.consume(now, interval, cost);
+            if let Some(cell) = self.gcra.get_mut(&key) {
+                *cell.get_mut() = state.tat;
+                return 0;
+            }
+            let evicted = self.make_room(now, limits);
+            self.gcra.insert(key, AtomicU64::new(state.tat));
+            return evicted;
+        }
+        if let Some(entry) = self.entries.get_mut(&key) {
+            if !entry.state.matches(quota) {
+                entry.state = State::fresh(quota, now);
+            }
+            entry.state.consume(quota, now, cost);
+            entry.idle_at = entry.state.idle_at(quota);
+            return 0;
+        }
+        let mut state = State::fresh(quota, now);
+        state.consume(quota, now, cost);
+        self.insert(key, state, quota, now, limits)
+    }
+
+    /// Gives back `cost` to a GCRA key under the shared lock; `false` if the key is not GCRA.
+    pub(super) fn refund_gcra(&self, key: u128, quota: Quota, now: u64, cost: u64) -> bool {
+        let Some((interval, _)) = gcra_quota(quota) else {
+            return false;
+        };
+        if let Some(cell) = self.gcra.get(&key) {
+            let _ = cell.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |tat| {
+                let mut state = GcraState { tat };
+                state.refund(now, interval, cost);
+                Some(state.tat)
+            });
+        }
+        true
+    }
+
+    /// Gives back `cost` to a sliding-window or sliding-log key.
+    pub(super) fn refund(&mut self, key: u128, quota: Quota, now: u64, cost: u64) {
+        if let Some(entry) = self.entries.get_mut(&key) {
+            entry.state.refund(quota, now, cost);
+            entry.idle_at = entry.state.idle_at(quota);
+        }
+    }
+
+    fn gcra_state(&self, key: u128, now: u64) -> GcraState {
+        let tat = self
+            .gcra
+            .get(&key)
+            .map_or(now, |cell| cell.load(Ordering::Relaxed));
+        GcraState { tat }
+    }
+
+    /// Inserts a new key after making room; returns how many live keys had to go.
+    fn insert(&mut self, key: u128, state: State, quota: Quota, now: u64, limits: Limits) -> u64 {
+        let evicted = self.make_room(now, limits);
+        let idle_at = state.idle_at(quota);
+        self.entries.insert(key, Entry { state, idle_at });
+        evicted
+    }
+
+    /// Sweeps keys idle for at least the grace period every `len` insertions, and evicts down to
+    /// the bound; returns how many live keys had to go.
+    fn make_room(&mut self, now: u64, limits: Limits) -> u64 {
+        self.inserts_since_sweep += 1;
+        if self.inserts_since_sweep >= self.sweep_after {
+            let forget_before = now.saturating_sub(limits.idle_grace);
+            self.gcra.retain(|_, tat| *tat.get_mut() > forget_before);
+            self.entries
+                .retain(|_, entry| entry.idle_at > forget_before);
+            self.inserts_since_sweep = 0;
+            self.sweep_after = self.len().max(MIN_SWEEP_INTERVAL);
+        }
+        let mut live_evicted = 0;
+        while self.len() >= limits.max_keys_per_shard {
+            match self.evict_closest_to_idle() {
+                Some(idle_at) if idle_at > now => live_evicted += 1,
+                Some(_) => {}
+                None => break,
+            }
+        }
+        live_evicted
+    }
+
+    /// Removes the key closest to idle among a sample of each table; returns when it would have
+    /// turned idle.
+    fn evict_closest_to_idle(&mut self) -> Option<u64> {
+        let gcra = self
+            .gcra
+            .iter_mut()
+            .take(EVICTION_SAMPLE)
+            .map(|(&key, tat)| (key, *tat.get_mut()))
+            .min_by_key(|&(_, idle_at)| idle_at);
+        let other = self
+            .entries
+            .iter()
+            .take(EVICTION_SAMPLE)
+            .map(|(&key, entry)| (key, entry.idle_at))
+            .min_by_key(|&(_, idle_at)| idle_at);
+        let from_gcra = match (gcra, other) {
+            (Some((_, g)), Some((_, o))) => g <= o,
+            (gcra, _) => gcra.is_some(),
+        };
+        if from_gcra {
+            let (key, idle_at) = gcra?;
+            self.gcra.remove(&key);
+            Some(idle_at)
+        } else {
+            let (key, idle_at) = other?;
+            self.entries.remove(&key);
+            Some(idle_at)
+        }
+    }
+}
