@@ -61,6 +61,7 @@ impl Default for SystemClock {
 }
 
 impl Clock for SystemClock {
+    #[inline]
     fn now(&self) -> Timestamp {
         // Raw counter and one scaling, not `quanta::Instant::now()`, which also checks for a
         // thread-local mock on every call.

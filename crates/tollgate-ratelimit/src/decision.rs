@@ -49,6 +49,7 @@ impl<'k> PolicyDecision<'k> {
     #[cfg_attr(not(feature = "memory"), allow(dead_code))]
     /// [`new`](Self::new) for backends that already hold microseconds (no conversions on the
     /// hot path).
+    #[inline]
     pub(crate) fn from_micros(
         key: &'k PolicyKey,
         remaining: u64,
@@ -120,6 +121,7 @@ impl<'k> Decision<'k> {
     }
 
     /// The decision of a single policy (the hot path: no collection, no search).
+    #[inline]
     pub fn single(now: Timestamp, policy: PolicyDecision<'k>) -> Self {
         let mut policies = SmallVec::new();
         let allowed = policy.is_allowed();

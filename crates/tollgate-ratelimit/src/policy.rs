@@ -313,6 +313,7 @@ impl Policy {
     }
 
     /// The most requests the policy admits at once: the limit, or a token bucket's burst.
+    #[inline]
     pub fn capacity(&self) -> u64 {
         self.capacity
     }
@@ -324,6 +325,7 @@ impl Policy {
     }
 
     #[cfg_attr(not(feature = "memory"), allow(dead_code))]
+    #[inline]
     pub(crate) fn quota(&self) -> Quota {
         self.quota
     }
@@ -423,6 +425,7 @@ impl PolicyKey {
     }
 
     /// The policy.
+    #[inline]
     pub fn policy(&self) -> &Arc<Policy> {
         &self.policy
     }
@@ -432,6 +435,7 @@ impl PolicyKey {
         &self.storage_key
     }
 
+    #[inline]
     pub(crate) fn hash128(&self) -> u128 {
         self.hash
     }

@@ -13,10 +13,12 @@ pub(crate) struct GcraState {
 }
 
 impl GcraState {
+    #[inline]
     pub(crate) fn fresh(now: u64) -> Self {
         GcraState { tat: now }
     }
 
+    #[inline]
     pub(crate) fn status(&self, now: u64, interval: u64, tolerance: u64) -> Status {
         let ahead = self.tat.saturating_sub(now);
         Status {
@@ -25,6 +27,7 @@ impl GcraState {
         }
     }
 
+    #[inline]
     pub(crate) fn admits(
         &self,
         now: u64,
@@ -40,11 +43,13 @@ impl GcraState {
         }
     }
 
+    #[inline]
     pub(crate) fn consume(&mut self, now: u64, interval: u64, cost: u64) {
         self.tat = self.tat.max(now) + cost * interval;
     }
 
     /// Moves `tat` back by `cost` tokens, but never into the past: a full bucket stays full.
+    #[inline]
     pub(crate) fn refund(&mut self, now: u64, interval: u64, cost: u64) {
         self.tat = self
             .tat
@@ -52,6 +57,7 @@ impl GcraState {
             .max(now.min(self.tat));
     }
 
+    #[inline]
     pub(crate) fn idle_at(&self) -> u64 {
         self.tat
     }

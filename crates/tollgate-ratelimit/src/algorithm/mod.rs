@@ -191,6 +191,7 @@ impl State {
 }
 
 /// `⌊a / b⌋` for `b > 0`; kept as a function so the Lua twin (`floordiv`) is easy to compare.
+#[inline]
 pub(crate) fn floor_div(a: u64, b: u64) -> u64 {
     a / b.max(1)
 }

@@ -17,6 +17,7 @@ pub(crate) struct WindowState {
 }
 
 impl WindowState {
+    #[inline]
     pub(crate) fn fresh(now: u64, window: u64) -> Self {
         WindowState {
             index: now / window,
@@ -26,6 +27,7 @@ impl WindowState {
     }
 
     /// Rolls the counts into `now`'s window. A clock that went backwards keeps the newer window.
+    #[inline]
     pub(crate) fn advance(&mut self, now: u64, window: u64) {
         let index = now / window;
         if index == self.index + 1 {
@@ -39,16 +41,19 @@ impl WindowState {
     }
 
     /// µs elapsed in the current window; 0 if the clock is behind the window's start.
+    #[inline]
     fn elapsed(&self, now: u64, window: u64) -> u64 {
         now.saturating_sub(self.index * window).min(window)
     }
 
     /// The weighted count, multiplied by `W`.
+    #[inline]
     fn used(&self, now: u64, window: u64) -> u64 {
         let e = self.elapsed(now, window);
         self.previous * (window - e) + self.current * window
     }
 
+    #[inline]
     pub(crate) fn status(&self, now: u64, limit: u64, window: u64) -> Status {
         let remaining = floor_div(
             (limit * window).saturating_sub(self.used(now, window)),
@@ -68,6 +73,7 @@ impl WindowState {
         }
     }
 
+    #[inline]
     pub(crate) fn admits(&self, now: u64, limit: u64, window: u64, cost: u64) -> Result<(), u64> {
         if self.used(now, window) + cost * window <= limit * window {
             return Ok(());
@@ -87,18 +93,21 @@ impl WindowState {
         }
     }
 
+    #[inline]
     pub(crate) fn consume(&mut self, cost: u64) {
         self.current += cost;
     }
 
     /// Takes `cost` back from the current window first, then from the previous one (the request
     /// may have been counted just before the window rolled).
+    #[inline]
     pub(crate) fn refund(&mut self, cost: u64) {
         let from_current = cost.min(self.current);
         self.current -= from_current;
         self.previous = self.previous.saturating_sub(cost - from_current);
     }
 
+    #[inline]
     pub(crate) fn idle_at(&self, window: u64) -> u64 {
         if self.current > 0 {
             (self.index + 2) * window

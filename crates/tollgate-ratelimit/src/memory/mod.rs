@@ -327,6 +327,7 @@ impl<C: Clock> MemoryLimiter<C> {
     }
 }
 
+#[inline]
 fn policy_decision(
     key: &PolicyKey,
     verdict: Result<(), u64>,

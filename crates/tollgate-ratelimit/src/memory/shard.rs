@@ -8,7 +8,7 @@
 //! compare-and-swaps, so a multi-policy decision stays atomic.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::RwLock;
@@ -25,7 +25,26 @@ const EVICTION_SAMPLE: usize = 8;
 
 /// Tables are indexed by [`PolicyKey`](crate::PolicyKey)'s precomputed 128-bit hash, so the
 /// table's own hasher only passes the low 64 bits through.
-type KeyMap<V> = HashMap<u128, V, BuildHasherDefault<PreHashed>>;
+type KeyMap<V> = HashMap<KeyHash, V, BuildHasherDefault<PreHashed>>;
+
+/// A key's 128-bit hash as two words: 8-byte aligned, so a GCRA slot is 24 bytes (a `u128` is
+/// 16-byte aligned and would pad the slot to 32).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct KeyHash(u64, u64);
+
+impl KeyHash {
+    #[inline]
+    fn of(hash: u128) -> Self {
+        KeyHash(hash as u64, (hash >> 64) as u64)
+    }
+}
+
+impl Hash for KeyHash {
+    #[inline]
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.0);
+    }
+}
 
 #[derive(Default)]
 struct PreHashed(u64);
@@ -36,14 +55,14 @@ impl Hasher for PreHashed {
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        // Only reached if a key type other than u128 is ever used; still a valid hash.
+        // Only reached if a key type other than `KeyHash` is ever used; still a valid hash.
         for &b in bytes {
             self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         }
     }
 
-    fn write_u128(&mut self, value: u128) {
-        self.0 = value as u64;
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
     }
 }
 
@@ -155,7 +174,7 @@ impl ShardMap {
         cost: u64,
         mode: Mode,
     ) -> Option<(Result<(), u64>, Status)> {
-        let cell = self.gcra.get(&key)?;
+        let cell = self.gcra.get(&KeyHash::of(key))?;
         Some(decide_gcra(cell, quota, now, cost, mode))
     }
 
@@ -170,7 +189,7 @@ impl ShardMap {
         limits: Limits,
     ) -> Outcome {
         if let Some(gcra) = gcra_quota(quota) {
-            if let Some(cell) = self.gcra.get(&key) {
+            if let Some(cell) = self.gcra.get(&KeyHash::of(key)) {
                 let (verdict, status) = decide_gcra(cell, gcra, now, cost, mode);
                 return (verdict, status, 0);
             }
@@ -180,11 +199,11 @@ impl ShardMap {
                 return (verdict, status, 0);
             }
             let evicted = self.make_room(now, limits);
-            self.gcra.insert(key, fresh);
+            self.gcra.insert(KeyHash::of(key), fresh);
             return (verdict, status, evicted);
         }
         let consume = mode == Mode::Check;
-        if let Some(entry) = self.entries.get_mut(&key) {
+        if let Some(entry) = self.entries.get_mut(&KeyHash::of(key)) {
             let (verdict, status) = entry.state.decide(quota, now, cost, consume);
             if consume && verdict.is_ok() {
                 entry.idle_at = entry.state.idle_at(quota);
@@ -213,7 +232,7 @@ impl ShardMap {
                 .gcra_state(key, now)
                 .admits(now, interval, tolerance, cost);
         }
-        match self.entries.get_mut(&key) {
+        match self.entries.get_mut(&KeyHash::of(key)) {
             Some(entry) if entry.state.matches(quota) => {
                 entry.state.advance(quota, now);
                 entry.state.admits(quota, now, cost)
@@ -226,7 +245,7 @@ impl ShardMap {
         if let Some((interval, tolerance)) = gcra_quota(quota) {
             return self.gcra_state(key, now).status(now, interval, tolerance);
         }
-        match self.entries.get(&key) {
+        match self.entries.get(&KeyHash::of(key)) {
             Some(entry) => entry.state.status(quota, now),
             None => State::fresh(quota, now).status(quota, now),
         }
@@ -244,15 +263,16 @@ impl ShardMap {
         if let Some((interval, _)) = gcra_quota(quota) {
             let mut state = self.gcra_state(key, now);
             state.consume(now, interval, cost);
-            if let Some(cell) = self.gcra.get_mut(&key) {
+            if let Some(cell) = self.gcra.get_mut(&KeyHash::of(key)) {
                 *cell.get_mut() = state.tat;
                 return 0;
             }
             let evicted = self.make_room(now, limits);
-            self.gcra.insert(key, AtomicU64::new(state.tat));
+            self.gcra
+                .insert(KeyHash::of(key), AtomicU64::new(state.tat));
             return evicted;
         }
-        if let Some(entry) = self.entries.get_mut(&key) {
+        if let Some(entry) = self.entries.get_mut(&KeyHash::of(key)) {
             if !entry.state.matches(quota) {
                 entry.state = State::fresh(quota, now);
             }
@@ -270,7 +290,7 @@ impl ShardMap {
         let Some((interval, _)) = gcra_quota(quota) else {
             return false;
         };
-        if let Some(cell) = self.gcra.get(&key) {
+        if let Some(cell) = self.gcra.get(&KeyHash::of(key)) {
             let _ = cell.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |tat| {
                 let mut state = GcraState { tat };
                 state.refund(now, interval, cost);
@@ -282,7 +302,7 @@ impl ShardMap {
 
     /// Gives back `cost` to a sliding-window or sliding-log key.
     pub(super) fn refund(&mut self, key: u128, quota: Quota, now: u64, cost: u64) {
-        if let Some(entry) = self.entries.get_mut(&key) {
+        if let Some(entry) = self.entries.get_mut(&KeyHash::of(key)) {
             entry.state.refund(quota, now, cost);
             entry.idle_at = entry.state.idle_at(quota);
         }
@@ -291,7 +311,7 @@ impl ShardMap {
     fn gcra_state(&self, key: u128, now: u64) -> GcraState {
         let tat = self
             .gcra
-            .get(&key)
+            .get(&KeyHash::of(key))
             .map_or(now, |cell| cell.load(Ordering::Relaxed));
         GcraState { tat }
     }
@@ -300,7 +320,8 @@ impl ShardMap {
     fn insert(&mut self, key: u128, state: State, quota: Quota, now: u64, limits: Limits) -> u64 {
         let evicted = self.make_room(now, limits);
         let idle_at = state.idle_at(quota);
-        self.entries.insert(key, Entry { state, idle_at });
+        self.entries
+            .insert(KeyHash::of(key), Entry { state, idle_at });
         evicted
     }
 
