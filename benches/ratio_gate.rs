@@ -129,25 +129,25 @@ fn memory_rows() -> Vec<Row> {
     vec![
         Row {
             name: "memory limiter vs governor, String keys",
-            documented: 1.46,
-            floor: 0.75,
+            documented: 1.78,
+            floor: 0.9,
             measured: median_ratio(7, sync, governor_names),
         },
         Row {
             name: "memory limiter vs governor, u64 keys",
-            documented: 0.83,
-            floor: 0.4,
+            documented: 1.04,
+            floor: 0.5,
             measured: median_ratio(7, sync, governor_ids),
         },
         Row {
             name: "the RateLimiter trait call vs the sync call",
-            documented: 1.0,
-            floor: 0.5,
+            documented: 0.87,
+            floor: 0.45,
             measured: median_ratio(7, through_trait, sync),
         },
         Row {
             name: "the DynRateLimiter trait object vs the sync call",
-            documented: 0.65,
+            documented: 0.51,
             floor: 0.25,
             measured: median_ratio(7, through_dyn, sync),
         },

@@ -386,19 +386,20 @@ pub struct PolicyKey {
     policy: Arc<Policy>,
     storage_key: Box<str>,
     /// A 128-bit keyed hash of `storage_key`, computed once: the memory backend indexes by it,
-    /// so a decision neither re-hashes nor compares strings.
-    hash: u128,
+    /// so a decision neither re-hashes nor compares strings. Two words rather than a `u128`
+    /// (16-byte aligned), so a key is 40 bytes, not 48.
+    hash: [u64; 2],
 }
 
 /// Two independently seeded hashers, fixed for the process, for [`PolicyKey`]'s 128-bit hash.
 /// Random seeds make collisions unforgeable from outside; 128 bits make accidental ones
 /// negligible (about 10^-26 for a million live keys).
-fn key_hash(storage_key: &str) -> u128 {
+fn key_hash(storage_key: &str) -> [u64; 2] {
     use std::hash::BuildHasher;
     use std::sync::OnceLock;
     static SEEDS: OnceLock<[foldhash::quality::RandomState; 2]> = OnceLock::new();
     let [a, b] = SEEDS.get_or_init(Default::default);
-    (u128::from(a.hash_one(storage_key)) << 64) | u128::from(b.hash_one(storage_key))
+    [b.hash_one(storage_key), a.hash_one(storage_key)]
 }
 
 impl std::hash::Hash for PolicyKey {
@@ -437,7 +438,7 @@ impl PolicyKey {
 
     #[inline]
     pub(crate) fn hash128(&self) -> u128 {
-        self.hash
+        (u128::from(self.hash[1]) << 64) | u128::from(self.hash[0])
     }
 }
 

@@ -36,6 +36,7 @@
 //! # Ok::<(), tollgate_ratelimit::Error>(())
 //! ```
 
+mod gcra_table;
 mod shard;
 
 use std::fmt;
@@ -50,7 +51,8 @@ use crate::{Error, RateLimiter, validate};
 use parking_lot::RwLockWriteGuard;
 use shard::{Limits, Mode, Shard, ShardMap, gcra_quota};
 
-/// Default bound on tracked keys: 2^20, at most about 120 MiB (see `docs/performance.md`).
+/// Default bound on tracked keys: 2^20, about 57 MiB of GCRA keys or 128 MiB of sliding-window
+/// keys (see `docs/performance.md`).
 pub const DEFAULT_MAX_KEYS: usize = 1 << 20;
 
 struct Inner<C> {

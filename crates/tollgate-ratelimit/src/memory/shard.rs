@@ -1,9 +1,10 @@
 //! One shard of the memory limiter: its two tables, the GCRA compare-and-swap, and how a shard
 //! stays bounded.
 //!
-//! GCRA keys live in a table of their own whose whole state is one atomic timestamp, so a
-//! single-policy GCRA decision needs only the shard's *shared* lock and one compare-and-swap:
-//! concurrent decisions on a shard run in parallel and a slot is 24 bytes. Every other key (and
+//! GCRA keys live in a table of their own ([`GcraTable`]) whose whole state is one atomic
+//! timestamp, so a single-policy GCRA decision needs only the shard's *shared* lock and one
+//! compare-and-swap: concurrent decisions on a shard run in parallel, a slot is 24 bytes and a
+//! lookup reads one cache line. Every other key (and
 //! every decision over several keys) takes the shard's exclusive lock, which also shuts out the
 //! compare-and-swaps, so a multi-policy decision stays atomic.
 
@@ -13,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::RwLock;
 
+use super::gcra_table::{GcraTable, key_of};
 use crate::algorithm::gcra::GcraState;
 use crate::algorithm::{State, Status};
 use crate::policy::Quota;
@@ -103,7 +105,7 @@ pub(super) struct Shard(pub(super) RwLock<ShardMap>);
 #[derive(Debug, Default)]
 pub(super) struct ShardMap {
     /// GCRA keys: the theoretical arrival time, which is also when the key turns idle.
-    gcra: KeyMap<AtomicU64>,
+    gcra: GcraTable,
     /// Sliding-window and sliding-log keys.
     entries: KeyMap<Entry>,
     inserts_since_sweep: usize,
@@ -174,7 +176,7 @@ impl ShardMap {
         cost: u64,
         mode: Mode,
     ) -> Option<(Result<(), u64>, Status)> {
-        let cell = self.gcra.get(&KeyHash::of(key))?;
+        let cell = self.gcra.get(key_of(key))?;
         Some(decide_gcra(cell, quota, now, cost, mode))
     }
 
@@ -189,7 +191,7 @@ impl ShardMap {
         limits: Limits,
     ) -> Outcome {
         if let Some(gcra) = gcra_quota(quota) {
-            if let Some(cell) = self.gcra.get(&KeyHash::of(key)) {
+            if let Some(cell) = self.gcra.get(key_of(key)) {
                 let (verdict, status) = decide_gcra(cell, gcra, now, cost, mode);
                 return (verdict, status, 0);
             }
@@ -199,7 +201,7 @@ impl ShardMap {
                 return (verdict, status, 0);
             }
             let evicted = self.make_room(now, limits);
-            self.gcra.insert(KeyHash::of(key), fresh);
+            self.gcra.insert(key_of(key), fresh.into_inner());
             return (verdict, status, evicted);
         }
         let consume = mode == Mode::Check;
@@ -263,13 +265,12 @@ impl ShardMap {
         if let Some((interval, _)) = gcra_quota(quota) {
             let mut state = self.gcra_state(key, now);
             state.consume(now, interval, cost);
-            if let Some(cell) = self.gcra.get_mut(&KeyHash::of(key)) {
-                *cell.get_mut() = state.tat;
+            if let Some(tat) = self.gcra.get_mut(key_of(key)) {
+                *tat = state.tat;
                 return 0;
             }
             let evicted = self.make_room(now, limits);
-            self.gcra
-                .insert(KeyHash::of(key), AtomicU64::new(state.tat));
+            self.gcra.insert(key_of(key), state.tat);
             return evicted;
         }
         if let Some(entry) = self.entries.get_mut(&KeyHash::of(key)) {
@@ -290,7 +291,7 @@ impl ShardMap {
         let Some((interval, _)) = gcra_quota(quota) else {
             return false;
         };
-        if let Some(cell) = self.gcra.get(&KeyHash::of(key)) {
+        if let Some(cell) = self.gcra.get(key_of(key)) {
             let _ = cell.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |tat| {
                 let mut state = GcraState { tat };
                 state.refund(now, interval, cost);
@@ -311,7 +312,7 @@ impl ShardMap {
     fn gcra_state(&self, key: u128, now: u64) -> GcraState {
         let tat = self
             .gcra
-            .get(&KeyHash::of(key))
+            .get(key_of(key))
             .map_or(now, |cell| cell.load(Ordering::Relaxed));
         GcraState { tat }
     }
@@ -331,7 +332,7 @@ impl ShardMap {
         self.inserts_since_sweep += 1;
         if self.inserts_since_sweep >= self.sweep_after {
             let forget_before = now.saturating_sub(limits.idle_grace);
-            self.gcra.retain(|_, tat| *tat.get_mut() > forget_before);
+            self.gcra.retain(|tat| tat > forget_before);
             self.entries
                 .retain(|_, entry| entry.idle_at > forget_before);
             self.inserts_since_sweep = 0;
@@ -353,9 +354,8 @@ impl ShardMap {
     fn evict_closest_to_idle(&mut self) -> Option<u64> {
         let gcra = self
             .gcra
-            .iter_mut()
+            .entries()
             .take(EVICTION_SAMPLE)
-            .map(|(&key, tat)| (key, *tat.get_mut()))
             .min_by_key(|&(_, idle_at)| idle_at);
         let other = self
             .entries
@@ -369,7 +369,7 @@ impl ShardMap {
         };
         if from_gcra {
             let (key, idle_at) = gcra?;
-            self.gcra.remove(&key);
+            self.gcra.remove(key);
             Some(idle_at)
         } else {
             let (key, idle_at) = other?;
