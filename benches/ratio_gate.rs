@@ -129,25 +129,25 @@ fn memory_rows() -> Vec<Row> {
     vec![
         Row {
             name: "memory limiter vs governor, String keys",
-            documented: 1.78,
+            documented: 1.83,
             floor: 0.9,
             measured: median_ratio(7, sync, governor_names),
         },
         Row {
             name: "memory limiter vs governor, u64 keys",
-            documented: 1.04,
+            documented: 0.98,
             floor: 0.5,
             measured: median_ratio(7, sync, governor_ids),
         },
         Row {
             name: "the RateLimiter trait call vs the sync call",
-            documented: 0.87,
+            documented: 1.03,
             floor: 0.45,
             measured: median_ratio(7, through_trait, sync),
         },
         Row {
             name: "the DynRateLimiter trait object vs the sync call",
-            documented: 0.51,
+            documented: 0.56,
             floor: 0.25,
             measured: median_ratio(7, through_dyn, sync),
         },

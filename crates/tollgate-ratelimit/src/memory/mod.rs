@@ -51,7 +51,7 @@ use crate::{Error, RateLimiter, validate};
 use parking_lot::RwLockWriteGuard;
 use shard::{Limits, Mode, Shard, ShardMap, gcra_quota};
 
-/// Default bound on tracked keys: 2^20, about 57 MiB of GCRA keys or 128 MiB of sliding-window
+/// Default bound on tracked keys: 2^20, about 60 MiB of GCRA keys or 126 MiB of sliding-window
 /// keys (see `docs/performance.md`).
 pub const DEFAULT_MAX_KEYS: usize = 1 << 20;
 
