@@ -4,6 +4,8 @@
 //! - [`RateLimiter`] is the one async trait: [`check`](RateLimiter::check) a request's
 //!   [`PolicyKey`]s with a cost, [`peek`](RateLimiter::peek) without consuming, or
 //!   [`refund`](RateLimiter::refund). A denied request consumes nothing from any policy.
+//!   Its futures are plain (static dispatch, no allocation); [`DynRateLimiter`] is the same
+//!   trait as an object, for a backend chosen at run time (`Arc<dyn DynRateLimiter>`).
 //! - [`Policy`] names a rule: a [`Scope`] (global, user, IP, endpoint), an [`Algorithm`] and an
 //!   optional endpoint. A [`PolicySet`] picks the keys that apply to a [`RequestContext`].
 //! - [`Decision`] reports every policy and the binding one; [`headers`] renders it as
