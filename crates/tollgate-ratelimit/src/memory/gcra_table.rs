@@ -11,20 +11,41 @@
 //! Lookups take `&self` (the shard's shared lock), every change `&mut self` (the exclusive lock):
 //! the table itself needs no synchronisation, only the timestamps are atomic.
 
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// A slot's key: the 128-bit hash as (low, high) words. `[0, 0]` marks an empty slot, so a key
-/// whose hash is zero is stored as `[1, 0]` (one more collision among 2^128 values).
-pub(super) type Key = [u64; 2];
+/// A key's 128-bit hash as (low, high) words, the index of both of a shard's tables: 8-byte
+/// aligned, so a GCRA slot is 24 bytes (a `u128` is 16-byte aligned and would pad it to 32).
+/// All zeros marks an empty slot here, so a hash of zero becomes `(1, 0)` (one more collision
+/// among 2^128 values).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub(super) struct KeyHash(u64, u64);
 
-const EMPTY: Key = [0, 0];
+const EMPTY: KeyHash = KeyHash(0, 0);
+
+impl KeyHash {
+    /// The stored form of a [`PolicyKey`](crate::PolicyKey)'s hash: never the empty marker.
+    #[inline]
+    pub(super) fn of(hash: u128) -> Self {
+        let key = KeyHash(hash as u64, (hash >> 64) as u64);
+        if key == EMPTY { KeyHash(1, 0) } else { key }
+    }
+}
+
+impl Hash for KeyHash {
+    /// The low word only: the hash is already uniform (and the shard was chosen by the high one).
+    #[inline]
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.0);
+    }
+}
 
 /// The smallest table allocated (slots).
 const MIN_SLOTS: usize = 16;
 
 #[derive(Debug, Default)]
 struct Slot {
-    key: Key,
+    key: KeyHash,
     tat: AtomicU64,
 }
 
@@ -36,13 +57,6 @@ pub(super) struct GcraTable {
     len: usize,
 }
 
-/// The stored form of a hash: never the empty marker.
-#[inline]
-pub(super) fn key_of(hash: u128) -> Key {
-    let key = [hash as u64, (hash >> 64) as u64];
-    if key == EMPTY { [1, 0] } else { key }
-}
-
 impl GcraTable {
     /// Keys stored.
     pub(super) fn len(&self) -> usize {
@@ -50,14 +64,14 @@ impl GcraTable {
     }
 
     #[inline]
-    fn home(&self, key: Key) -> usize {
+    fn home(&self, key: KeyHash) -> usize {
         // The low word indexes the table; the shard was chosen by the high one.
-        key[0] as usize & (self.slots.len() - 1)
+        key.0 as usize & (self.slots.len() - 1)
     }
 
     /// The index of `key`'s slot, or `Err(index of the empty slot where it would go)`.
     #[inline]
-    fn find(&self, key: Key) -> Result<usize, usize> {
+    fn find(&self, key: KeyHash) -> Result<usize, usize> {
         let mask = self.slots.len() - 1;
         let mut i = self.home(key);
         loop {
@@ -74,7 +88,7 @@ impl GcraTable {
 
     /// The timestamp of `key`, if stored.
     #[inline]
-    pub(super) fn get(&self, key: Key) -> Option<&AtomicU64> {
+    pub(super) fn get(&self, key: KeyHash) -> Option<&AtomicU64> {
         if self.slots.is_empty() {
             return None;
         }
@@ -82,7 +96,7 @@ impl GcraTable {
     }
 
     /// The timestamp of `key`, if stored, for a write under the exclusive lock.
-    pub(super) fn get_mut(&mut self, key: Key) -> Option<&mut u64> {
+    pub(super) fn get_mut(&mut self, key: KeyHash) -> Option<&mut u64> {
         if self.slots.is_empty() {
             return None;
         }
@@ -91,7 +105,7 @@ impl GcraTable {
     }
 
     /// Stores `key` (not stored yet) with `tat`.
-    pub(super) fn insert(&mut self, key: Key, tat: u64) {
+    pub(super) fn insert(&mut self, key: KeyHash, tat: u64) {
         if (self.len + 1) * 4 > self.slots.len() * 3 {
             self.resize(((self.len + 1) * 2).next_power_of_two().max(MIN_SLOTS));
         }
@@ -108,7 +122,7 @@ impl GcraTable {
     }
 
     /// Removes `key`; returns whether it was stored.
-    pub(super) fn remove(&mut self, key: Key) -> bool {
+    pub(super) fn remove(&mut self, key: KeyHash) -> bool {
         if self.slots.is_empty() {
             return false;
         }
@@ -134,13 +148,13 @@ impl GcraTable {
 
     /// Keeps the keys whose timestamp `keep` accepts, and shrinks the table to fit them.
     pub(super) fn retain(&mut self, mut keep: impl FnMut(u64) -> bool) {
-        let kept: Vec<(Key, u64)> = self.entries().filter(|&(_, tat)| keep(tat)).collect();
+        let kept: Vec<(KeyHash, u64)> = self.entries().filter(|&(_, tat)| keep(tat)).collect();
         let slots = (kept.len() * 2).next_power_of_two().max(MIN_SLOTS);
         self.rebuild(slots, kept);
     }
 
     /// Every key and timestamp, in table order.
-    pub(super) fn entries(&self) -> impl Iterator<Item = (Key, u64)> + '_ {
+    pub(super) fn entries(&self) -> impl Iterator<Item = (KeyHash, u64)> + '_ {
         self.slots
             .iter()
             .filter(|slot| slot.key != EMPTY)
@@ -148,11 +162,11 @@ impl GcraTable {
     }
 
     fn resize(&mut self, slots: usize) {
-        let entries: Vec<(Key, u64)> = self.entries().collect();
+        let entries: Vec<(KeyHash, u64)> = self.entries().collect();
         self.rebuild(slots, entries);
     }
 
-    fn rebuild(&mut self, slots: usize, entries: Vec<(Key, u64)>) {
+    fn rebuild(&mut self, slots: usize, entries: Vec<(KeyHash, u64)>) {
         self.slots = (0..slots).map(|_| Slot::default()).collect();
         self.len = 0;
         for (key, tat) in entries {
@@ -178,8 +192,8 @@ mod tests {
 
     /// Keys from a small space, with colliding low words, so probes, wrap-around and backward
     /// shifts happen often.
-    fn key(n: u8) -> Key {
-        key_of(u128::from(n % 7) | (u128::from(n) << 64))
+    fn key(n: u8) -> KeyHash {
+        KeyHash::of(u128::from(n % 7) | (u128::from(n) << 64))
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -196,7 +210,7 @@ mod tests {
         #[test]
         fn behaves_like_a_map(ops in proptest::collection::vec(op(), 1..400)) {
             let mut table = GcraTable::default();
-            let mut model: HashMap<Key, u64> = HashMap::new();
+            let mut model: HashMap<KeyHash, u64> = HashMap::new();
             for op in ops {
                 match op {
                     Op::Insert(k, tat) => {
@@ -225,13 +239,13 @@ mod tests {
     #[test]
     fn a_zero_hash_is_stored_apart_from_the_empty_marker() {
         let mut table = GcraTable::default();
-        table.insert(key_of(0), 7);
+        table.insert(KeyHash::of(0), 7);
         assert_eq!(
-            table.get(key_of(0)).map(|t| t.load(Ordering::Relaxed)),
+            table.get(KeyHash::of(0)).map(|t| t.load(Ordering::Relaxed)),
             Some(7)
         );
         assert_eq!(table.len(), 1);
-        assert!(table.remove(key_of(0)));
+        assert!(table.remove(KeyHash::of(0)));
         assert_eq!(table.len(), 0);
     }
 }

@@ -198,8 +198,9 @@ impl<C: Clock> MemoryLimiter<C> {
         for key in keys {
             let (hash, quota) = (key.hash128(), key.policy().quota());
             let shard = self.shard(key);
-            if !shard.read().refund_gcra(hash, quota, now, cost) {
-                shard.write().refund(hash, quota, now, cost);
+            match gcra_quota(quota) {
+                Some((interval, _)) => shard.read().refund_gcra(hash, interval, now, cost),
+                None => shard.write().refund(hash, quota, now, cost),
             }
         }
         Ok(())
@@ -363,48 +364,65 @@ mod tests {
         PolicyKey::new(Arc::new(policy), subject)
     }
 
+    /// Each table of a shard: sliding-window keys and GCRA keys (their own table).
+    fn one_of_each(window: Duration) -> [Algorithm; 2] {
+        [
+            Algorithm::sliding_window(5, window),
+            Algorithm::token_bucket(5, window, 5),
+        ]
+    }
+
     #[test]
     fn idle_keys_are_swept_without_a_thread() {
-        let clock = ManualClock::starting_at(Timestamp::from_secs(100));
-        let limiter = MemoryLimiter::builder()
-            .clock(clock.clone())
-            .shards(1)
-            .idle_grace(Duration::from_secs(1))
-            .build();
-        let alg = Algorithm::sliding_window(5, Duration::from_secs(1));
-        for i in 0..1000 {
-            limiter
-                .check_now(&[key("p", alg, &i.to_string())], 1)
-                .expect("ok");
+        for alg in one_of_each(Duration::from_secs(1)) {
+            let clock = ManualClock::starting_at(Timestamp::from_secs(100));
+            let limiter = MemoryLimiter::builder()
+                .clock(clock.clone())
+                .shards(1)
+                .idle_grace(Duration::from_secs(1))
+                .build();
+            for i in 0..1000 {
+                limiter
+                    .check_now(&[key("p", alg, &i.to_string())], 1)
+                    .expect("ok");
+            }
+            assert_eq!(limiter.len(), 1000, "{alg:?}");
+            clock.advance(Duration::from_secs(3));
+            for i in 0..1000 {
+                limiter
+                    .check_now(&[key("q", alg, &i.to_string())], 1)
+                    .expect("ok");
+            }
+            // The first thousand became idle and were swept while the second thousand went in.
+            assert!(limiter.len() < 1500, "{alg:?}: len = {}", limiter.len());
+            assert_eq!(limiter.live_evictions(), 0, "{alg:?}");
         }
-        assert_eq!(limiter.len(), 1000);
-        clock.advance(Duration::from_secs(3));
-        for i in 0..1000 {
-            limiter
-                .check_now(&[key("q", alg, &i.to_string())], 1)
-                .expect("ok");
-        }
-        // The first thousand became idle and were swept while the second thousand went in.
-        assert!(limiter.len() < 1500, "len = {}", limiter.len());
-        assert_eq!(limiter.live_evictions(), 0);
     }
 
     #[test]
     fn key_bound_is_enforced_and_live_evictions_counted() {
-        let clock = ManualClock::starting_at(Timestamp::from_secs(100));
-        let limiter = MemoryLimiter::builder()
-            .clock(clock)
-            .shards(4)
-            .max_keys(100)
-            .build();
-        let alg = Algorithm::sliding_window(5, Duration::from_secs(60));
-        for i in 0..1000 {
-            limiter
-                .check_now(&[key("p", alg, &i.to_string())], 1)
-                .expect("ok");
+        let [window, gcra] = one_of_each(Duration::from_secs(60));
+        // One algorithm at a time, then both at once (eviction chooses across the two tables).
+        for algorithms in [vec![window], vec![gcra], vec![window, gcra]] {
+            let clock = ManualClock::starting_at(Timestamp::from_secs(100));
+            let limiter = MemoryLimiter::builder()
+                .clock(clock)
+                .shards(4)
+                .max_keys(100)
+                .build();
+            for i in 0..1000 {
+                let alg = algorithms[i % algorithms.len()];
+                limiter
+                    .check_now(&[key("p", alg, &i.to_string())], 1)
+                    .expect("ok");
+            }
+            assert!(
+                limiter.len() <= 100,
+                "{algorithms:?}: len = {}",
+                limiter.len()
+            );
+            assert!(limiter.live_evictions() >= 900, "{algorithms:?}");
         }
-        assert!(limiter.len() <= 100, "len = {}", limiter.len());
-        assert!(limiter.live_evictions() >= 900);
     }
 
     /// Single-key compare-and-swaps and multi-key exclusive decisions racing on the same GCRA

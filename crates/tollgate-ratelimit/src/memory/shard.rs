@@ -9,12 +9,12 @@
 //! compare-and-swaps, so a multi-policy decision stays atomic.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::RwLock;
 
-use super::gcra_table::{GcraTable, key_of};
+use super::gcra_table::{GcraTable, KeyHash};
 use crate::algorithm::gcra::GcraState;
 use crate::algorithm::{State, Status};
 use crate::policy::Quota;
@@ -28,25 +28,6 @@ const EVICTION_SAMPLE: usize = 8;
 /// Tables are indexed by [`PolicyKey`](crate::PolicyKey)'s precomputed 128-bit hash, so the
 /// table's own hasher only passes the low 64 bits through.
 type KeyMap<V> = HashMap<KeyHash, V, BuildHasherDefault<PreHashed>>;
-
-/// A key's 128-bit hash as two words: 8-byte aligned, so a GCRA slot is 24 bytes (a `u128` is
-/// 16-byte aligned and would pad the slot to 32).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-struct KeyHash(u64, u64);
-
-impl KeyHash {
-    #[inline]
-    fn of(hash: u128) -> Self {
-        KeyHash(hash as u64, (hash >> 64) as u64)
-    }
-}
-
-impl Hash for KeyHash {
-    #[inline]
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u64(self.0);
-    }
-}
 
 #[derive(Default)]
 struct PreHashed(u64);
@@ -102,7 +83,7 @@ pub(super) type Outcome = (Result<(), u64>, Status, u64);
 #[repr(align(128))]
 pub(super) struct Shard(pub(super) RwLock<ShardMap>);
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct ShardMap {
     /// GCRA keys: the theoretical arrival time, which is also when the key turns idle.
     gcra: GcraTable,
@@ -155,8 +136,10 @@ pub(super) fn gcra_quota(quota: Quota) -> Option<(u64, u64)> {
 impl ShardMap {
     pub(super) fn new() -> Self {
         ShardMap {
+            gcra: GcraTable::default(),
+            entries: KeyMap::default(),
+            inserts_since_sweep: 0,
             sweep_after: MIN_SWEEP_INTERVAL,
-            ..ShardMap::default()
         }
     }
 
@@ -176,7 +159,7 @@ impl ShardMap {
         cost: u64,
         mode: Mode,
     ) -> Option<(Result<(), u64>, Status)> {
-        let cell = self.gcra.get(key_of(key))?;
+        let cell = self.gcra.get(KeyHash::of(key))?;
         Some(decide_gcra(cell, quota, now, cost, mode))
     }
 
@@ -191,7 +174,7 @@ impl ShardMap {
         limits: Limits,
     ) -> Outcome {
         if let Some(gcra) = gcra_quota(quota) {
-            if let Some(cell) = self.gcra.get(key_of(key)) {
+            if let Some(cell) = self.gcra.get(KeyHash::of(key)) {
                 let (verdict, status) = decide_gcra(cell, gcra, now, cost, mode);
                 return (verdict, status, 0);
             }
@@ -201,7 +184,7 @@ impl ShardMap {
                 return (verdict, status, 0);
             }
             let evicted = self.make_room(now, limits);
-            self.gcra.insert(key_of(key), fresh.into_inner());
+            self.gcra.insert(KeyHash::of(key), fresh.into_inner());
             return (verdict, status, evicted);
         }
         let consume = mode == Mode::Check;
@@ -263,14 +246,16 @@ impl ShardMap {
         limits: Limits,
     ) -> u64 {
         if let Some((interval, _)) = gcra_quota(quota) {
-            let mut state = self.gcra_state(key, now);
-            state.consume(now, interval, cost);
-            if let Some(tat) = self.gcra.get_mut(key_of(key)) {
+            if let Some(tat) = self.gcra.get_mut(KeyHash::of(key)) {
+                let mut state = GcraState { tat: *tat };
+                state.consume(now, interval, cost);
                 *tat = state.tat;
                 return 0;
             }
+            let mut state = GcraState::fresh(now);
+            state.consume(now, interval, cost);
             let evicted = self.make_room(now, limits);
-            self.gcra.insert(key_of(key), state.tat);
+            self.gcra.insert(KeyHash::of(key), state.tat);
             return evicted;
         }
         if let Some(entry) = self.entries.get_mut(&KeyHash::of(key)) {
@@ -286,19 +271,15 @@ impl ShardMap {
         self.insert(key, state, quota, now, limits)
     }
 
-    /// Gives back `cost` to a GCRA key under the shared lock; `false` if the key is not GCRA.
-    pub(super) fn refund_gcra(&self, key: u128, quota: Quota, now: u64, cost: u64) -> bool {
-        let Some((interval, _)) = gcra_quota(quota) else {
-            return false;
-        };
-        if let Some(cell) = self.gcra.get(key_of(key)) {
+    /// Gives back `cost` to a GCRA key (emission interval `interval`), under the shared lock.
+    pub(super) fn refund_gcra(&self, key: u128, interval: u64, now: u64, cost: u64) {
+        if let Some(cell) = self.gcra.get(KeyHash::of(key)) {
             let _ = cell.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |tat| {
                 let mut state = GcraState { tat };
                 state.refund(now, interval, cost);
                 Some(state.tat)
             });
         }
-        true
     }
 
     /// Gives back `cost` to a sliding-window or sliding-log key.
@@ -312,7 +293,7 @@ impl ShardMap {
     fn gcra_state(&self, key: u128, now: u64) -> GcraState {
         let tat = self
             .gcra
-            .get(key_of(key))
+            .get(KeyHash::of(key))
             .map_or(now, |cell| cell.load(Ordering::Relaxed));
         GcraState { tat }
     }
