@@ -16,7 +16,7 @@ use http::{HeaderMap, StatusCode};
 use subtle::ConstantTimeEq;
 
 use crate::config::ApiKey;
-use crate::layers::stage::{Next, Step, call};
+use crate::layers::stage::{Next, Step, answer, pass};
 use crate::state::AppState;
 
 /// The authenticated user, in the request's extensions once [`RequireKey`] admitted it.
@@ -42,25 +42,21 @@ impl Step for RequireKey {
         mut request: Request,
         next: S,
     ) -> impl Future<Output = Response> + Send + 'static {
-        let presented = state.keys.authenticate(request.headers());
-        async move {
-            let refusal = match presented {
-                Ok(user) => {
-                    tracing::Span::current().record("user", user.as_ref());
-                    request.extensions_mut().insert(Caller(user));
-                    return call(next, request).await;
-                }
-                Err(Presented::Repeated) => {
-                    crate::problem::simple(StatusCode::BAD_REQUEST, "send one Authorization header")
-                }
-                Err(Presented::Missing | Presented::Unknown) => {
-                    state.anonymous.refuse(&state, &request)
-                }
-            };
-            let mut response = refusal;
-            response.extensions_mut().insert(Anonymous);
-            response
-        }
+        let mut refusal = match state.keys.authenticate(request.headers()) {
+            Ok(user) => {
+                tracing::Span::current().record("user", user.as_ref());
+                request.extensions_mut().insert(Caller(user));
+                return pass(next, request);
+            }
+            Err(Presented::Repeated) => {
+                crate::problem::simple(StatusCode::BAD_REQUEST, "send one Authorization header")
+            }
+            Err(Presented::Missing | Presented::Unknown) => {
+                state.anonymous.refuse(&state, &request)
+            }
+        };
+        refusal.extensions_mut().insert(Anonymous);
+        answer(refusal)
     }
 }
 

@@ -23,7 +23,7 @@ use crate::metrics::Metrics;
 use crate::payment::IntentStore;
 use crate::payment::Payments;
 use crate::processor::PaymentProcessor;
-use crate::refusals::{Reason, RefusalDigest};
+use crate::refusals::{Denial, RefusalDigest};
 
 /// The state every handler and layer shares: a leaf, behind an `Arc`.
 #[derive(Debug)]
@@ -135,24 +135,25 @@ impl AppState {
         }
     }
 
-    /// A refusal of `user` (`detail`: a rate limit's policy), folded per window
-    /// (see [`RefusalDigest`]).
-    pub(crate) async fn audit_refusal(
+    /// The entries to write for one refusal, folded per window (see [`RefusalDigest`]): the
+    /// previous window's count if it just ended, and `event()`, the refusal's own entry, only
+    /// when it opens a window. Empty (and nothing built) when it is folded.
+    pub(crate) fn refusal_entries(
         &self,
-        user: Arc<str>,
-        detail: Option<&str>,
-        event: AuditEvent,
-    ) {
-        let reason = Reason {
-            user,
-            action: event.action.clone(),
-            detail: detail.map(str::to_owned),
-        };
-        let written = self.refusals.admit(reason, event);
-        if written.is_empty() {
+        denial: &Denial<'_>,
+        event: impl FnOnce() -> AuditEvent,
+    ) -> Vec<AuditEvent> {
+        let admitted = self.refusals.admit(denial);
+        if !admitted.opened {
             self.metrics.audit_refusals_folded.inc();
         }
-        for event in written {
+        let own = admitted.opened.then(event);
+        admitted.summary.into_iter().chain(own).collect()
+    }
+
+    /// [`audit`](Self::audit) for each of `events`, in order.
+    pub(crate) async fn audit_all(&self, events: Vec<AuditEvent>) {
+        for event in events {
             self.audit(event).await;
         }
     }

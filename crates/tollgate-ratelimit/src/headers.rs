@@ -37,6 +37,7 @@
 
 use std::time::Duration;
 
+use bytes::BytesMut;
 use http::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 
 use crate::Decision;
@@ -63,8 +64,24 @@ pub fn ceil_secs(duration: Duration) -> u64 {
 
 /// The headers for `decision`, as `(name, value)` pairs. Empty when no policy applied.
 pub fn to_pairs(decision: &Decision<'_>) -> Vec<(HeaderName, HeaderValue)> {
+    let mut pairs = Vec::with_capacity(6);
+    render(decision, |name, value| pairs.push((name, value)));
+    pairs
+}
+
+/// Inserts the headers for `decision` into `headers`, replacing earlier values.
+pub fn write(decision: &Decision<'_>, headers: &mut HeaderMap) {
+    render(decision, |name, value| {
+        headers.insert(name, value);
+    });
+}
+
+/// Renders every header of `decision` into one buffer and hands each out as a slice of it:
+/// one allocation for all of them instead of one per value (this runs for every request a
+/// limit applies to, and a flood of 429s is made of nothing else).
+fn render(decision: &Decision<'_>, mut emit: impl FnMut(HeaderName, HeaderValue)) {
     let Some(binding) = decision.binding() else {
-        return Vec::new();
+        return;
     };
     // Policy names are validated to [A-Za-z0-9_.-], so they need no escaping inside an sf-string
     // and every value below is visible ASCII.
@@ -74,53 +91,71 @@ pub fn to_pairs(decision: &Decision<'_>) -> Vec<(HeaderName, HeaderValue)> {
         .saturating_add(binding.reset_after())
         .as_secs_ceil();
     let window = ceil_secs(binding.policy().window());
-    let mut pairs = vec![
-        (X_RATELIMIT_LIMIT, HeaderValue::from(binding.limit())),
-        (
-            X_RATELIMIT_REMAINING,
-            HeaderValue::from(binding.remaining()),
-        ),
-        (X_RATELIMIT_RESET, HeaderValue::from(reset_at)),
-        (
-            RATELIMIT_POLICY,
-            structured(name, ("q", binding.limit()), ("w", window)),
-        ),
-        (
-            RATELIMIT,
-            structured(
-                name,
-                ("r", binding.remaining()),
-                ("t", ceil_secs(binding.reset_after())),
-            ),
-        ),
-    ];
-    if let Some(wait) = decision.retry_after() {
-        pairs.push((RETRY_AFTER, HeaderValue::from(ceil_secs(wait).max(1))));
-    }
-    pairs
-}
-
-/// Inserts the headers for `decision` into `headers`, replacing earlier values.
-pub fn write(decision: &Decision<'_>, headers: &mut HeaderMap) {
-    for (name, value) in to_pairs(decision) {
-        headers.insert(name, value);
+    let retry_after = decision.retry_after().map(|wait| ceil_secs(wait).max(1));
+    let mut text = Writer {
+        buffer: BytesMut::with_capacity(2 * name.len() + 112),
+        digits: itoa::Buffer::new(),
+    };
+    let limit = text.number(binding.limit());
+    let remaining = text.number(binding.remaining());
+    let reset = text.number(reset_at);
+    let policy = text.structured(name, ("q", binding.limit()), ("w", window));
+    let state = text.structured(
+        name,
+        ("r", binding.remaining()),
+        ("t", ceil_secs(binding.reset_after())),
+    );
+    let retry = retry_after.map(|seconds| text.number(seconds));
+    let bytes = text.buffer.freeze();
+    let value = |range: std::ops::Range<usize>| {
+        HeaderValue::from_maybe_shared(bytes.slice(range))
+            .unwrap_or_else(|_| HeaderValue::from_static(""))
+    };
+    emit(X_RATELIMIT_LIMIT, value(limit));
+    emit(X_RATELIMIT_REMAINING, value(remaining));
+    emit(X_RATELIMIT_RESET, value(reset));
+    emit(RATELIMIT_POLICY, value(policy));
+    emit(RATELIMIT, value(state));
+    if let Some(retry) = retry {
+        emit(RETRY_AFTER, value(retry));
     }
 }
 
-/// `"name";a=1;b=2`, written without `format!` (this runs for every limited request).
-fn structured(name: &str, first: (&str, u64), second: (&str, u64)) -> HeaderValue {
-    let mut digits = itoa::Buffer::new();
-    let mut text = Vec::with_capacity(name.len() + 48);
-    text.push(b'"');
-    text.extend_from_slice(name.as_bytes());
-    text.push(b'"');
-    for (parameter, value) in [first, second] {
-        text.push(b';');
-        text.extend_from_slice(parameter.as_bytes());
-        text.push(b'=');
-        text.extend_from_slice(digits.format(value).as_bytes());
+/// Header values written one after another into one buffer; each call returns where its value
+/// is.
+struct Writer {
+    buffer: BytesMut,
+    digits: itoa::Buffer,
+}
+
+impl Writer {
+    fn number(&mut self, value: u64) -> std::ops::Range<usize> {
+        let start = self.buffer.len();
+        self.buffer
+            .extend_from_slice(self.digits.format(value).as_bytes());
+        start..self.buffer.len()
     }
-    HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static(""))
+
+    /// `"name";a=1;b=2`.
+    fn structured(
+        &mut self,
+        name: &str,
+        first: (&str, u64),
+        second: (&str, u64),
+    ) -> std::ops::Range<usize> {
+        let start = self.buffer.len();
+        self.buffer.extend_from_slice(b"\"");
+        self.buffer.extend_from_slice(name.as_bytes());
+        self.buffer.extend_from_slice(b"\"");
+        for (parameter, value) in [first, second] {
+            self.buffer.extend_from_slice(b";");
+            self.buffer.extend_from_slice(parameter.as_bytes());
+            self.buffer.extend_from_slice(b"=");
+            self.buffer
+                .extend_from_slice(self.digits.format(value).as_bytes());
+        }
+        start..self.buffer.len()
+    }
 }
 
 #[cfg(test)]

@@ -72,7 +72,9 @@ pub(crate) async fn create_payment(
     let answer = answer(outcome, &attempt);
     match answer.audit {
         Some(event) if event.outcome == AuditOutcome::Denied => {
-            state.audit_refusal(Arc::clone(user), None, event).await;
+            let denial = crate::refusals::Denial::of(&event, user, None);
+            let entries = state.refusal_entries(&denial, || event.clone());
+            state.audit_all(entries).await;
         }
         Some(event) => state.audit(event).await,
         None => {}

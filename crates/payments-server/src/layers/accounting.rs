@@ -17,6 +17,7 @@ use tollgate_idempotency::IdempotencyKey;
 use super::Refusal;
 use super::stage::{Next, Step, call};
 use crate::auth::Caller;
+use crate::refusals::Denial;
 use crate::state::AppState;
 
 /// Put by the payment handler in its answer's extensions: how it counts in
@@ -133,9 +134,11 @@ impl Step for Accounting {
     ) -> impl Future<Output = Response> + Send + 'static {
         let user = request.extensions().get::<Caller>().cloned();
         let request_id = super::request_id::of(request.extensions()).to_owned();
-        let key = IdempotencyKey::from_headers(request.headers()).ok();
+        // Kept raw and parsed only if an entry is written: most answers write none.
+        let key = single_key(request.headers());
+        let answer = call(next, request);
         async move {
-            let response = call(next, request).await;
+            let response = answer.await;
             let (Some(Caller(user)), Some(verdict)) = (user, classify(&state, &response)) else {
                 return response;
             };
@@ -144,22 +147,49 @@ impl Step for Accounting {
                 .payment_requests
                 .with_label_values(&[verdict.label])
                 .inc();
-            if let Some((action, outcome)) = verdict.audit {
-                let mut event = AuditEvent::new(user.as_ref(), action, outcome)
-                    .status(response.status().as_u16())
+            let Some((action, outcome)) = verdict.audit else {
+                return response;
+            };
+            let key = key.as_ref().and_then(|raw| raw.to_str().ok());
+            let key = key.and_then(|raw| IdempotencyKey::parse(raw).ok());
+            let status = response.status().as_u16();
+            let event = || {
+                let event = AuditEvent::new(user.as_ref(), action.clone(), outcome)
+                    .status(status)
                     .request_id(request_id.as_str());
-                if let Some(key) = &key {
-                    event = event.idempotency_key(key.as_str());
+                match &key {
+                    Some(key) => event.idempotency_key(key.as_str()),
+                    None => event,
                 }
-                match outcome {
-                    AuditOutcome::Denied => {
-                        let detail = verdict.detail.as_deref();
-                        state.audit_refusal(user, detail, event).await;
-                    }
-                    _ => state.audit(event).await,
-                }
+            };
+            let entries = if outcome == AuditOutcome::Denied {
+                let denial = Denial {
+                    user: &user,
+                    action: &action,
+                    detail: verdict.detail.as_deref(),
+                    status: Some(status),
+                    request_id: Some(&request_id),
+                    idempotency_key: key.as_ref().map(IdempotencyKey::as_str),
+                };
+                state.refusal_entries(&denial, event)
+            } else {
+                vec![event()]
+            };
+            if !entries.is_empty() {
+                // Boxed: the entries and the sink's future would otherwise sit in every
+                // payment request's future, written or not.
+                Box::pin(state.audit_all(entries)).await;
             }
             response
         }
     }
+}
+
+const IDEMPOTENCY_KEY: http::HeaderName = http::HeaderName::from_static("idempotency-key");
+
+/// The request's `Idempotency-Key` value, if it has exactly one.
+fn single_key(headers: &http::HeaderMap) -> Option<http::HeaderValue> {
+    let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();
+    let first = values.next()?;
+    values.next().is_none().then(|| first.clone())
 }

@@ -7,7 +7,7 @@ use axum::extract::Request;
 use axum::response::Response;
 
 use super::Refusal;
-use super::stage::{Next, Step, call};
+use super::stage::{Next, Step, answer, pass};
 use crate::state::AppState;
 
 /// Refuses anything but `application/json` (or `application/*+json`).
@@ -21,17 +21,14 @@ impl Step for RequireJson {
         request: Request,
         next: S,
     ) -> impl Future<Output = Response> + Send + 'static {
-        let refused = tollgate_http::content_type::require_json(request.headers()).err();
-        async move {
-            match refused {
-                None => call(next, request).await,
-                Some(problem) => {
-                    let mut response = crate::problem::respond(problem);
-                    response
-                        .extensions_mut()
-                        .insert(Refusal::UnsupportedMediaType);
-                    response
-                }
+        match tollgate_http::content_type::require_json(request.headers()) {
+            Ok(()) => pass(next, request),
+            Err(problem) => {
+                let mut response = crate::problem::respond(problem);
+                response
+                    .extensions_mut()
+                    .insert(Refusal::UnsupportedMediaType);
+                answer(response)
             }
         }
     }

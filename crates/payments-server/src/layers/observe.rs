@@ -128,8 +128,9 @@ impl Step for Measure {
         let started = Instant::now();
         let route = request.extensions().get::<MatchedPath>().cloned();
         let method = method_label(request.method());
+        let answer = call(next, request);
         async move {
-            let response = call(next, request).await;
+            let response = answer.await;
             if let Some(failure) = response.extensions().get::<StoreFailure>() {
                 tracing::warn!(error = %failure.0, "idempotency store failed");
             }

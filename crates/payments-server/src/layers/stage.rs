@@ -7,13 +7,16 @@
 //! callgrind: a quarter more instructions per payment than without).
 
 use std::convert::Infallible;
-use std::future::Future;
+use std::future::{Future, Ready};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::extract::Request;
 use axum::response::Response;
+use futures_util::FutureExt as _;
+use futures_util::future::Map;
+use tower::util::Oneshot;
 use tower::{Layer, Service};
 
 use crate::state::AppState;
@@ -49,8 +52,32 @@ pub(crate) trait Step: Clone + Send + Sync + 'static {
 }
 
 /// Calls `next` with `request`, once it is ready.
-pub(crate) async fn call<S: Next>(next: S, request: Request) -> Response {
-    match tower::ServiceExt::oneshot(next, request).await {
+///
+/// A combinator, not an `async fn`: an async function's future keeps its arguments beside the
+/// future it awaits, so each step's future would hold the request and the rest of the stack
+/// twice, and every step moves its whole future once more when it is boxed.
+pub(crate) fn call<S: Next>(next: S, request: Request) -> Call<S> {
+    tower::ServiceExt::oneshot(next, request).map(answered)
+}
+
+/// What [`call`] returns.
+pub(crate) type Call<S> = Map<Oneshot<S, Request>, fn(Result<Response, Infallible>) -> Response>;
+
+/// A step that answers at once or calls the rest of the stack; no state machine of its own.
+pub(crate) type Either<S> = futures_util::future::Either<Call<S>, Ready<Response>>;
+
+/// The rest of the stack answers.
+pub(crate) fn pass<S: Next>(next: S, request: Request) -> Either<S> {
+    futures_util::future::Either::Left(call(next, request))
+}
+
+/// This step answers, with `response`.
+pub(crate) fn answer<S: Next>(response: Response) -> Either<S> {
+    futures_util::future::Either::Right(std::future::ready(response))
+}
+
+fn answered(result: Result<Response, Infallible>) -> Response {
+    match result {
         Ok(response) => response,
         Err(never) => match never {},
     }
@@ -105,6 +132,6 @@ impl<St: Step, S: Next> Service<Request> for Stage<St, S> {
         let answer = self
             .step
             .run(Arc::clone(&self.state), request, self.inner.clone());
-        Box::pin(async move { Ok(answer.await) })
+        Box::pin(answer.map(Ok))
     }
 }

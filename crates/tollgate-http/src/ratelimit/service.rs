@@ -46,38 +46,51 @@ fn with_body<R: From<Bytes>>(response: Response<Bytes>) -> Response<R> {
     Response::from_parts(parts, R::from(body))
 }
 
-/// The `429` body: a problem with the policy and the wait. Typed rather than a [`Problem`]
-/// map: a flood of 429s answers this for every request. Members in the order a [`Problem`]
-/// writes them (sorted), so both spell a refusal alike.
-#[derive(serde::Serialize)]
-struct TooManyRequests<'a> {
-    detail: String,
-    policy: &'a str,
-    retry_after_seconds: u64,
-    status: u16,
-    title: &'static str,
-    #[serde(rename = "type")]
-    kind: &'static str,
+/// The `429` body: a problem with the policy and the wait, members in the order a [`Problem`]
+/// writes them (sorted), so both spell a refusal alike. Written by hand: a flood of 429s
+/// answers this for every request, and a policy name needs no JSON escaping (names are
+/// validated to `[A-Za-z0-9_.-]`; anything else goes through serde).
+fn too_many_requests_body(policy: &str, wait: u64) -> Vec<u8> {
+    let plain = policy
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if !plain {
+        let detail = format!("rate limit `{policy}` exceeded; retry in {wait} s");
+        let problem = Problem::new(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests")
+            .detail(detail)
+            .extension("policy", policy)
+            .extension("retry_after_seconds", wait);
+        return serde_json::to_vec(&problem.to_json()).unwrap_or_default();
+    }
+    let mut digits = itoa::Buffer::new();
+    let wait = digits.format(wait);
+    let mut body = Vec::with_capacity(2 * policy.len() + 2 * wait.len() + 150);
+    for part in [
+        "{\"detail\":\"rate limit `",
+        policy,
+        "` exceeded; retry in ",
+        wait,
+        " s\",\"policy\":\"",
+        policy,
+        "\",\"retry_after_seconds\":",
+        wait,
+        ",\"status\":429,\"title\":\"Too Many Requests\",\"type\":\"about:blank\"}",
+    ] {
+        body.extend_from_slice(part.as_bytes());
+    }
+    body
 }
 
-/// The `429` for a request `policy` denied, to retry after `wait`.
+/// The `429` for a request `policy` denied, to retry after `wait`, with room in its header map
+/// for the rate-limit headers and what the layers outside add (one allocation, no regrowth).
 fn too_many_requests<R: From<Bytes>>(policy: String, wait: Option<Duration>) -> Response<R> {
     let wait = wait.map_or(1, |d| headers::ceil_secs(d).max(1));
-    let body = TooManyRequests {
-        detail: format!("rate limit `{policy}` exceeded; retry in {wait} s"),
-        policy: &policy,
-        retry_after_seconds: wait,
-        status: StatusCode::TOO_MANY_REQUESTS.as_u16(),
-        title: "Too Many Requests",
-        kind: "about:blank",
-    };
-    let mut response = Response::new(R::from(Bytes::from(
-        serde_json::to_vec(&body).unwrap_or_default(),
-    )));
+    let body = Bytes::from(too_many_requests_body(&policy, wait));
+    let mut response = Response::new(R::from(body));
     *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE_PROBLEM));
+    let headers = response.headers_mut();
+    headers.reserve(12);
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE_PROBLEM));
     response.extensions_mut().insert(RateLimited { policy });
     response
 }
@@ -172,6 +185,19 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_hand_written_body_is_what_serde_writes_for_any_name() {
+        for policy in ["per-user", "a.b_c-9", "quo\"te", "back`tick\\", "é"] {
+            let mapped = Problem::new(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests")
+                .detail(format!("rate limit `{policy}` exceeded; retry in 17 s"))
+                .extension("policy", policy)
+                .extension("retry_after_seconds", 17)
+                .into_response();
+            let written = too_many_requests_body(policy, 17);
+            assert_eq!(&written[..], &mapped.body()[..], "{policy}");
+        }
+    }
 
     #[test]
     fn the_typed_429_is_the_problem_a_map_would_write() {
