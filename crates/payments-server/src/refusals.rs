@@ -123,12 +123,10 @@ impl RefusalDigest {
     pub(crate) fn admit(&self, denial: &Denial<'_>) -> Admitted {
         let now = self.clock.now();
         let mut open = self.open.lock();
-        if !open.contains_key(denial.user.as_ref()) {
-            // The user's first refusal: the one lookup by an owned key.
-            open.insert(Arc::clone(denial.user), Vec::new());
-        }
-        let Some(windows) = open.get_mut(denial.user.as_ref()) else {
-            return Admitted::OPENED;
+        let windows = match open.get_mut(denial.user.as_ref()) {
+            Some(windows) => windows,
+            // The user's first refusal: the one insert by an owned key.
+            None => open.entry(Arc::clone(denial.user)).or_default(),
         };
         let same = |w: &Window| &w.action == denial.action && w.detail.as_deref() == denial.detail;
         let Some(window) = windows.iter_mut().find(|w| same(w)) else {

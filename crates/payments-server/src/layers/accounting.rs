@@ -185,7 +185,8 @@ impl Step for Accounting {
     }
 }
 
-const IDEMPOTENCY_KEY: http::HeaderName = http::HeaderName::from_static("idempotency-key");
+const IDEMPOTENCY_KEY: http::HeaderName =
+    http::HeaderName::from_static(tollgate_idempotency::key::HEADER);
 
 /// The request's `Idempotency-Key` value, if it has exactly one.
 fn single_key(headers: &http::HeaderMap) -> Option<http::HeaderValue> {
