@@ -255,20 +255,15 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// Whether `name` can name a policy: 1–64 characters of `[A-Za-z0-9_.-]`, so it needs no
-    /// escaping in a storage key, an HTTP header or a JSON string.
-    pub fn is_valid_name(name: &str) -> bool {
-        !name.is_empty()
-            && name.len() <= 64
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-    }
-
     /// A policy named `name` (1–64 characters of `[A-Za-z0-9_.-]`: it appears in storage keys
     /// and in HTTP headers), counting per `scope` with `algorithm`.
     pub fn new(name: &str, scope: Scope, algorithm: Algorithm) -> Result<Self, Error> {
-        if !Policy::is_valid_name(name) {
+        let valid_name = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        if !valid_name {
             return Err(Error::invalid_policy(
                 name,
                 "`name` must be 1-64 characters of [A-Za-z0-9_.-]",

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
 use http::{Request, Response, StatusCode};
-use tollgate_ratelimit::{DynRateLimiter, Policy, RateLimiter, RequestContext, headers};
+use tollgate_ratelimit::{DynRateLimiter, RateLimiter, RequestContext, headers};
 use tower::Service;
 
 use super::layer::{Denied, RateLimitLayer};
@@ -48,10 +48,13 @@ fn with_body<R: From<Bytes>>(response: Response<Bytes>) -> Response<R> {
 
 /// The `429` body: a problem with the policy and the wait, members in the order a [`Problem`]
 /// writes them (sorted), so both spell a refusal alike. Written by hand: a flood of 429s
-/// answers this for every request, and a policy name needs no JSON escaping (see
-/// [`Policy::is_valid_name`]; any other text goes through serde).
+/// answers this for every request, and a policy name needs no JSON escaping (names are
+/// validated to `[A-Za-z0-9_.-]`; anything else goes through serde).
 fn too_many_requests_body(policy: &str, wait: u64) -> Vec<u8> {
-    if !Policy::is_valid_name(policy) {
+    let plain = policy
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if !plain {
         let detail = format!("rate limit `{policy}` exceeded; retry in {wait} s");
         let problem = Problem::new(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests")
             .detail(detail)
