@@ -8,7 +8,7 @@
 //!   probes:          deadline (body 413/408, answer 503) → handler
 //!   retry-config:    deadline → limits (429) → handler
 //!   authenticated:   auth (401) →
-//!     POST payments: accounting → deadline → limits → JSON (415)
+//!     POST payments: accounting → deadline → limits → body (413/408) → JSON (415)
 //!                    → idempotency (400/409/422, replay) → payment handler
 //!     simulate:      deadline → check (400/415/422) → limits → fan-out through the
 //!                    payment stack above (from accounting on)
@@ -33,7 +33,8 @@ use crate::auth::{Caller, RequireKey};
 use crate::handlers::simulate;
 use crate::handlers::{self, audit, limits, payments, probes};
 use crate::layers::accounting::Accounting;
-use crate::layers::deadline::Enforce;
+use crate::layers::body::ReadBody;
+use crate::layers::deadline::{Body, Enforce};
 use crate::layers::json::RequireJson;
 use crate::layers::limits::for_route as limits_layer;
 use crate::layers::observe::{self, Measure};
@@ -161,7 +162,7 @@ where
     let limits = (access != Access::Probe).then(|| limits_layer(state, method.clone(), template));
     let stack = ServiceBuilder::new()
         .option_layer((access == Access::Authenticated).then(|| StageLayer::new(state, RequireKey)))
-        .layer(StageLayer::new(state, Enforce { read_body: false }))
+        .layer(StageLayer::new(state, Enforce { body: Body::Unread }))
         .option_layer(limits)
         .service(handler.with_state(Arc::clone(state)));
     on_service(filter(&method), stack)
@@ -191,15 +192,17 @@ fn simulate_route<P: Next + Sync>(
     let run = |State(payments): State<P>, request: Request| simulate::run(payments, request);
     let stack = ServiceBuilder::new()
         .layer(StageLayer::new(state, RequireKey))
-        .layer(StageLayer::new(state, Enforce { read_body: true }))
+        .layer(StageLayer::new(state, Enforce { body: Body::Read }))
         .layer(StageLayer::new(state, simulate::Check))
         .layer(limits_layer(state, Method::POST, paths::SIMULATE))
         .service(run.with_state(payments));
     on_service(MethodFilter::POST, stack)
 }
 
-/// `POST /api/v1/payments` below authentication: accounting → deadline → limits → JSON →
-/// idempotency → the payment handler. `simulate-concurrent` sends its copies through it too.
+/// `POST /api/v1/payments` below authentication: accounting → deadline → limits → body →
+/// JSON → idempotency → the payment handler. The body is read after the limits: a refused
+/// request's is never read (a flood of 429s costs no body reads, and a client that waits for
+/// `100 Continue` is answered without sending it). `simulate-concurrent` sends its copies through it too.
 /// Concrete, not boxed: a boxed service is cloned into a new box on every request.
 fn payment_pipeline(state: &Arc<AppState>) -> impl Next + Sync + use<> {
     let scoped = |head: &RequestHead<'_>| {
@@ -214,8 +217,9 @@ fn payment_pipeline(state: &Arc<AppState>) -> impl Next + Sync + use<> {
     }
     ServiceBuilder::new()
         .layer(StageLayer::new(state, Accounting))
-        .layer(StageLayer::new(state, Enforce { read_body: true }))
+        .layer(StageLayer::new(state, Enforce { body: Body::Later }))
         .layer(limits_layer(state, Method::POST, paths::PAYMENTS))
+        .layer(StageLayer::new(state, ReadBody))
         .layer(StageLayer::new(state, RequireJson))
         .map_response(IntoResponse::into_response)
         .layer(idempotency)

@@ -1,7 +1,10 @@
 //! The request body, read once and bounded: 64 KiB (`413`), by the request's deadline (`408`).
 //! Read after authentication on authenticated routes, so an anonymous client never makes the
-//! server hold a body.
+//! server hold a body, and on `POST /api/v1/payments` after the rate limits too, so a refused
+//! client's body is never read.
 
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -13,7 +16,10 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tokio::time::Instant;
 use tollgate_http::idempotency::DEFAULT_BODY_LIMIT;
 
+use super::deadline::Deadline;
+use super::stage::{Next, Step, call};
 use crate::problem;
+use crate::state::AppState;
 
 /// The largest body any route accepts.
 pub(crate) const LIMIT: usize = DEFAULT_BODY_LIMIT;
@@ -53,4 +59,31 @@ pub(crate) async fn read(
         }
     };
     Ok(Request::from_parts(parts, Body::from(bytes)))
+}
+
+/// Reads the body by the request's [`Deadline`] (set by the deadline step with
+/// [`Body::Later`](super::deadline::Body::Later); without one, `timeouts.request` from now),
+/// then calls the rest of the stack with the body in memory.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ReadBody;
+
+impl Step for ReadBody {
+    fn run<S: Next>(
+        &self,
+        state: Arc<AppState>,
+        request: Request,
+        next: S,
+    ) -> impl Future<Output = Response> + Send + 'static {
+        let timeout = state.timeouts.request;
+        let deadline = request
+            .extensions()
+            .get::<Deadline>()
+            .map_or_else(|| Instant::now() + timeout, |deadline| deadline.0);
+        async move {
+            match read(request, deadline, timeout).await {
+                Ok(request) => call(next, request).await,
+                Err(refused) => refused,
+            }
+        }
+    }
 }

@@ -264,6 +264,40 @@ fn a_client_too_slow_to_send_its_body_gets_408() {
 }
 
 #[test]
+fn a_rate_limited_payment_is_answered_without_reading_its_body() {
+    let policy = "[[policy]]\nname = \"payments\"\nscope = \"user\"\n\
+                  algorithm = \"sliding-window\"\nlimit = 1\nwindow = \"1h\"\n\
+                  endpoint = \"POST /api/v1/payments\"\n";
+    let server = Server::start(
+        &Options::default().toml(&format!("[timeouts]\nrequest = \"20s\"\n{policy}")),
+    );
+    server
+        .pay(ALICE, &unique("order"), &payment("1.00", "card"))
+        .expect(201);
+    // Over the limit: a body that never arrives, with and without waiting for 100 Continue.
+    for expect in ["", "Expect: 100-continue\r\n"] {
+        let mut stream = TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let key = unique("order");
+        write!(
+            stream,
+            "POST /api/v1/payments HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ALICE}\r\nContent-Type: application/json\r\nIdempotency-Key: {key}\r\n{expect}Content-Length: 100\r\n\r\n"
+        )
+        .expect("write");
+        let started = Instant::now();
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+        assert!(!answer.contains("100 Continue"), "{answer}");
+        // Answered from the head (the read ends because the server closes the connection
+        // whose body it did not read), not after the 20 s the body had.
+        assert!(started.elapsed() < Duration::from_secs(5), "{answer}");
+    }
+}
+
+#[test]
 fn the_healthcheck_subcommand_asks_ready() {
     let server = Server::start(&Options::default());
     let check = |bind: String| {
