@@ -8,7 +8,9 @@
 //! - `tollgate/sync`: `MemoryLimiter::check_now` (what the async trait calls underneath);
 //! - `tollgate/async`: the `RateLimiter` trait on the named type, polled without a runtime;
 //! - `tollgate/dyn`: the same through `&dyn DynRateLimiter` (one boxed future per call);
+//! - `tollgate/key_per_call`: `check_now` on a `PolicyKey` built from the text for each call;
 //! - `governor/string`: `DefaultKeyedRateLimiter<String>` (same key text as tollgate);
+//! - `governor/string_per_call`: the same with its `String` key built from the text per call;
 //! - `governor/u64`: `DefaultKeyedRateLimiter<u64>`, governor's cheapest key.
 
 mod support;
@@ -98,6 +100,23 @@ fn bench(c: &mut Criterion) {
                         })
                     })
                 });
+                // What a caller pays with only the key's text at hand (the HTTP layer builds
+                // its keys per request): the key, its escaping and its 128-bit hash, then the
+                // decision. governor/string hashes its key per call too.
+                group.bench_function(BenchmarkId::new("tollgate", "key_per_call"), |b| {
+                    b.iter_custom(|iters| {
+                        on_threads(1, iters, |t, k| {
+                            for i in 0..k {
+                                let key = PolicyKey::new(Arc::clone(&policy), &names[at(t, i)]);
+                                black_box(
+                                    ours.check_now(std::slice::from_ref(&key), 1)
+                                        .map(|d| d.is_allowed())
+                                        .ok(),
+                                );
+                            }
+                        })
+                    })
+                });
                 let object: &dyn DynRateLimiter = &ours;
                 group.bench_function(BenchmarkId::new("tollgate", "dyn"), |b| {
                     b.iter_custom(|iters| {
@@ -119,6 +138,19 @@ fn bench(c: &mut Criterion) {
                     })
                 })
             });
+            if threads == 1 {
+                // governor with only the text at hand: its `String` key is built per call.
+                group.bench_function(BenchmarkId::new("governor", "string_per_call"), |b| {
+                    b.iter_custom(|iters| {
+                        on_threads(1, iters, |t, k| {
+                            for i in 0..k {
+                                let key = names[at(t, i)].as_str().to_owned();
+                                black_box(theirs_s.check_key(&key).is_ok());
+                            }
+                        })
+                    })
+                });
+            }
             group.bench_function(BenchmarkId::new("governor", "u64"), |b| {
                 b.iter_custom(|iters| {
                     on_threads(threads, iters, |t, k| {

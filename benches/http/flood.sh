@@ -5,12 +5,14 @@
 #
 #   cargo build --release -p payments-server -p tollgate-load
 #   benches/http/flood.sh                   # CONNECTIONS=16 DURATION=5s ROUNDS=3
+#   SERVER=/path/to/other/payments-server benches/http/flood.sh   # another build
 #   DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres benches/http/flood.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 CONNECTIONS=${CONNECTIONS:-16}
 DURATION=${DURATION:-5s}
 ROUNDS=${ROUNDS:-3}
+SERVER=${SERVER:-target/release/payments-server}
 SERVER_PORT=${SERVER_PORT:-18080}
 HELLO_PORT=${HELLO_PORT:-18081}
 run="flood$$"
@@ -26,7 +28,7 @@ endpoint = "POST /api/v1/payments"
 TOML
 BIND_ADDR=127.0.0.1:$SERVER_PORT LOG_LEVEL=warn API_KEYS=load-key-0:load-user-0 \
   TOLLGATE_CONFIG=$config DATABASE_SCHEMA=$run REDIS_KEY_PREFIX=$run \
-  target/release/payments-server >/dev/null &
+  "$SERVER" >/dev/null &
 server=$!
 target/release/tollgate-load --serve-hello 127.0.0.1:$HELLO_PORT >/dev/null &
 hello=$!

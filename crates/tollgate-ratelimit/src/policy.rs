@@ -370,6 +370,11 @@ fn ip_subject(ip: IpAddr) -> String {
 /// Appends `subject`, percent-encoding the characters that would break a Redis hash tag (and `%`
 /// itself, so the encoding stays unambiguous): subjects are caller data.
 fn push_escaped(out: &mut String, subject: &str) {
+    // Nearly every subject has none of the three: copy it whole (a key is built per request).
+    if !subject.bytes().any(|b| matches!(b, b'{' | b'}' | b'%')) {
+        out.push_str(subject);
+        return;
+    }
     for c in subject.chars() {
         match c {
             '{' => out.push_str("%7B"),
