@@ -10,6 +10,7 @@ use tollgate_idempotency::memory::MemoryStore;
 use tollgate_idempotency::postgres::PostgresStore;
 use tollgate_idempotency::redis::RedisStore;
 use tollgate_idempotency::store::IdempotencyStore;
+use tollgate_ratelimit::denials::DenialCache;
 use tollgate_ratelimit::redis::{FailureMode, RedisLimiter};
 use tollgate_ratelimit::{DynRateLimiter, MemoryLimiter};
 
@@ -233,7 +234,13 @@ async fn limiter(
         .await
         .map_err(|e| backend(redis.setting())(e.into()))?;
     let timed = TimedLimiter::new(limiter.clone(), "redis", latency);
-    Ok((Arc::new(timed), Some(limiter)))
+    let remembered = file.rate_limit.remembered_denials;
+    if remembered == 0 {
+        return Ok((Arc::new(timed), Some(limiter)));
+    }
+    // Outside the timer: a denial answered from memory is not a Redis call.
+    let cached = DenialCache::builder(timed).max_entries(remembered).build();
+    Ok((Arc::new(cached), Some(limiter)))
 }
 
 /// Payments, idempotency records and the audit trail in PostgreSQL, the source of truth.

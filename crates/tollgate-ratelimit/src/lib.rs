@@ -12,6 +12,9 @@
 //!   `X-RateLimit-*`, IETF `RateLimit`/`RateLimit-Policy` and `Retry-After`.
 //! - Backends: [`MemoryLimiter`] (feature `memory`, default) and
 //!   [`RedisLimiter`](redis::RedisLimiter) (feature `redis`).
+//!   [`DenialCache`](denials::DenialCache) wraps any limiter and answers the denials it has seen
+//!   from memory until their wait ends: a client that keeps asking after a `429` costs the
+//!   backend nothing.
 //! - Time comes from a [`Clock`](clock::Clock); tests use a
 //!   [`ManualClock`](clock::ManualClock) and never sleep.
 //!
@@ -61,6 +64,7 @@ mod algorithm;
 pub mod clock;
 pub mod config;
 mod decision;
+pub mod denials;
 mod error;
 pub mod headers;
 mod limiter;
@@ -75,7 +79,6 @@ pub mod wait;
 pub use clock::Timestamp;
 pub use decision::{Decision, PolicyDecision};
 pub use error::{BoxError, Error};
-#[cfg_attr(not(feature = "memory"), allow(unused_imports))]
 pub(crate) use limiter::validate;
 pub use limiter::{BoxFuture, DynRateLimiter, RateLimiter};
 #[cfg(feature = "memory")]

@@ -26,6 +26,9 @@ pub(crate) struct RateLimitTuning {
     pub(crate) failure_mode: FailureModeName,
     #[serde(deserialize_with = "duration")]
     pub(crate) redis_timeout: Duration,
+    /// With Redis: how many denials this process remembers until their wait ends, answering a
+    /// client that keeps asking without a round trip (0: ask Redis every time).
+    pub(crate) remembered_denials: usize,
 }
 
 impl Default for RateLimitTuning {
@@ -33,6 +36,7 @@ impl Default for RateLimitTuning {
         RateLimitTuning {
             failure_mode: FailureModeName::LocalFallback,
             redis_timeout: Duration::from_millis(250),
+            remembered_denials: tollgate_ratelimit::denials::DEFAULT_MAX_ENTRIES,
         }
     }
 }

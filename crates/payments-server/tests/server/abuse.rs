@@ -398,3 +398,43 @@ fn cleanup_keeps_the_table_near_its_steady_size() {
         );
     }
 }
+
+/// How many rate-limit decisions the server asked Redis for.
+fn redis_checks(server: &Server) -> u64 {
+    let metrics = server.get("/metrics", None).body;
+    let series = r#"backend_call_duration_seconds_count{backend="redis",call="rate_limit_check"}"#;
+    crate::support::sample(&metrics, series).unwrap_or(0)
+}
+
+#[test]
+fn a_user_flooding_past_the_limit_costs_redis_one_decision_not_one_per_request() {
+    let Some(services) = Isolated::new("abuse::a_user_flooding_past_the_limit") else {
+        return;
+    };
+    let policy = "[[policy]]\nname = \"payments\"\nscope = \"user\"\n\
+                  algorithm = \"sliding-window\"\nlimit = 1\nwindow = \"1h\"\n\
+                  endpoint = \"POST /api/v1/payments\"\n";
+    // Two users, as both servers share the test's Redis prefix.
+    let runs = [
+        (ALICE, "", 2),
+        (BOB, "[rate_limit]\nremembered_denials = 0\n", 31),
+    ];
+    for (key, remembered, asked) in runs {
+        let server = Server::start(&services.options().toml(&format!("{remembered}{policy}")));
+        server
+            .pay(key, &unique("order"), &payment("1.00", "card"))
+            .expect(201);
+        for _ in 0..30 {
+            let refused = server.pay(key, &unique("order"), &payment("1.00", "card"));
+            refused.expect(429);
+            let wait: u64 = refused
+                .header("retry-after")
+                .and_then(|v| v.parse().ok())
+                .expect("Retry-After");
+            // A sliding window forgets a request gradually, over up to two windows.
+            assert!((1..=7200).contains(&wait), "{wait}");
+            assert_eq!(refused.header("x-ratelimit-remaining"), Some("0"));
+        }
+        assert_eq!(redis_checks(&server), asked, "with {remembered:?}");
+    }
+}
