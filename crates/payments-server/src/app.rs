@@ -202,8 +202,9 @@ fn simulate_route<P: Next + Sync>(
 /// `POST /api/v1/payments` below authentication: accounting → deadline → limits → body →
 /// JSON → idempotency → the payment handler. The body is read after the limits: a refused
 /// request's is never read (a flood of 429s costs no body reads, and a client that waits for
-/// `100 Continue` is answered without sending it). `simulate-concurrent` sends its copies through it too.
-/// Concrete, not boxed: a boxed service is cloned into a new box on every request.
+/// `100 Continue` is answered without sending it). `simulate-concurrent` sends its copies
+/// through it too. Concrete, not boxed: a boxed service is cloned into a new box on every
+/// request.
 fn payment_pipeline(state: &Arc<AppState>) -> impl Next + Sync + use<> {
     let scoped = |head: &RequestHead<'_>| {
         let caller = head.extensions().get::<Caller>()?;
