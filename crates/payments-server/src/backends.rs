@@ -15,7 +15,7 @@ use tollgate_ratelimit::redis::{FailureMode, RedisLimiter};
 use tollgate_ratelimit::{DynRateLimiter, MemoryLimiter};
 
 use crate::config::{Config, FailureModeName, FileConfig, SimulatedCharges, Timeouts};
-use crate::health::Services;
+use crate::health::{RememberedDenials, Services};
 use crate::ledger::{BoxError, Ledger, MemoryLedger, PostgresLedger};
 use crate::metrics::BackendLatency;
 use crate::payment::IntentStore;
@@ -75,6 +75,7 @@ impl Server {
         let redis = pools::redis(config, &file.redis).await?;
         let latency = BackendLatency::default();
         let (limiter, redis_limiter) = limiter(config, &file, redis.as_ref(), &latency).await?;
+        let (redis_limiter, denials) = redis_limiter.unzip();
         let database = pools::postgres(config, &file.database)?;
         let services = Services {
             // Without a database the idempotency records live in Redis; and a limiter that
@@ -86,6 +87,7 @@ impl Server {
                         FailureModeName::FailClosed | FailureModeName::Error
                     )),
             redis: redis_limiter,
+            denials: denials.flatten(),
             redis_pool: redis.as_ref().and_then(pools::Redis::pool).cloned(),
             ..Services::default()
         };
@@ -206,13 +208,16 @@ async fn cleanup(store: &dyn IdempotencyStore) -> usize {
     }
 }
 
+/// The Redis limiter, and the denials remembered in front of it (unless turned off).
+type RedisLimits = (RedisLimiter, Option<Arc<RememberedDenials>>);
+
 /// Rate limits: Redis if configured, shared by every process; memory otherwise.
 async fn limiter(
     config: &Config,
     file: &FileConfig,
     redis: Option<&pools::Redis>,
     latency: &BackendLatency,
-) -> Result<(Arc<dyn DynRateLimiter>, Option<RedisLimiter>), StartError> {
+) -> Result<(Arc<dyn DynRateLimiter>, Option<RedisLimits>), StartError> {
     let Some(redis) = redis else {
         return Ok((Arc::new(MemoryLimiter::new()), None));
     };
@@ -236,11 +241,12 @@ async fn limiter(
     let timed = TimedLimiter::new(limiter.clone(), "redis", latency);
     let remembered = file.rate_limit.remembered_denials;
     if remembered == 0 {
-        return Ok((Arc::new(timed), Some(limiter)));
+        return Ok((Arc::new(timed), Some((limiter, None))));
     }
     // Outside the timer: a denial answered from memory is not a Redis call.
-    let cached = DenialCache::builder(timed).max_entries(remembered).build();
-    Ok((Arc::new(cached), Some(limiter)))
+    let cached = Arc::new(DenialCache::builder(timed).max_entries(remembered).build());
+    let denials = Some(Arc::clone(&cached));
+    Ok((cached, Some((limiter, denials))))
 }
 
 /// Payments, idempotency records and the audit trail in PostgreSQL, the source of truth.

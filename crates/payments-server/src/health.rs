@@ -6,20 +6,27 @@ use std::time::{Duration, Instant};
 use prometheus::IntGaugeVec;
 use serde_json::{Value, json};
 use tollgate_audit::postgres::PostgresAuditLog;
+use tollgate_ratelimit::denials::DenialCache;
 use tollgate_ratelimit::redis::RedisLimiter;
 
 use crate::ledger::Ledger;
 use crate::metrics::BackendSnapshot;
+use crate::timed::TimedLimiter;
 
 /// A probe must answer within this, or the service counts as down.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The backends, as the health checks and the metrics see them.
+/// The Redis limiter behind its in-process memory of denials.
+pub(crate) type RememberedDenials = DenialCache<TimedLimiter<RedisLimiter>>;
+
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Services {
     /// The Redis rate limiter (its pool also serves idempotency records when there is no
     /// database).
     pub(crate) redis: Option<RedisLimiter>,
+    /// The denials answered in process in front of it, with `rate_limit.remembered_denials`.
+    pub(crate) denials: Option<Arc<RememberedDenials>>,
     /// The PostgreSQL ledger.
     pub(crate) database: Option<Arc<dyn Ledger>>,
     /// The pools, for their use in `/metrics`.
@@ -195,6 +202,7 @@ impl Services {
                 .filter_map(|(name, status)| Some((name, status?)))
                 .collect(),
             redis: self.redis.as_ref().map(RedisLimiter::stats),
+            remembered_denials: self.denials.as_ref().map(|cache| cache.answered()),
             audit: self.audit_writer.as_ref().map(|writer| writer.stats()),
         }
     }

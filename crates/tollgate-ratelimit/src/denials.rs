@@ -40,6 +40,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -88,6 +89,7 @@ pub struct DenialCache<L, C = SystemClock> {
     clock: C,
     shards: Box<[Mutex<Shard>]>,
     max_per_shard: usize,
+    answered: AtomicU64,
 }
 
 impl<L: fmt::Debug, C> fmt::Debug for DenialCache<L, C> {
@@ -142,6 +144,7 @@ impl<L, C> DenialCacheBuilder<L, C> {
             clock: self.clock,
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             max_per_shard: self.max_entries.div_ceil(SHARDS).max(1),
+            answered: AtomicU64::new(0),
         }
     }
 }
@@ -154,6 +157,12 @@ impl<L, C: Clock> DenialCache<L, C> {
     /// The limiter it wraps.
     pub fn inner(&self) -> &L {
         &self.inner
+    }
+
+    /// How many checks were answered from memory so far (each one a call the wrapped limiter
+    /// did not get).
+    pub fn answered(&self) -> u64 {
+        self.answered.load(Ordering::Relaxed)
     }
 
     /// How many denials are remembered now, ended ones not yet dropped included.
@@ -195,7 +204,11 @@ impl<L, C: Clock> DenialCache<L, C> {
                 })
             })
             .peekable();
-        Ok(denied.peek().is_some().then(|| Decision::new(now, denied)))
+        if denied.peek().is_none() {
+            return Ok(None);
+        }
+        self.answered.fetch_add(1, Ordering::Relaxed);
+        Ok(Some(Decision::new(now, denied)))
     }
 
     /// Remembers every policy `decision` denied for `cost`.
@@ -377,6 +390,7 @@ mod tests {
         clock.advance(Duration::from_secs(1));
         let again = run(limiter.check(&keys, 1)).expect("valid");
         assert_eq!(checks(&limiter), asked, "answered from memory");
+        assert_eq!(limiter.answered(), 1);
         assert!(!again.is_allowed());
         let binding = again.binding().expect("the denied policy");
         assert_eq!(binding.policy().name(), "p");

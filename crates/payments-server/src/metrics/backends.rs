@@ -19,6 +19,8 @@ pub(crate) struct BackendSnapshot {
     pub(crate) pools: Vec<(&'static str, deadpool_postgres::Status)>,
     /// The Redis limiter's counters, with Redis configured.
     pub(crate) redis: Option<RedisStats>,
+    /// Decisions answered from remembered denials, without Redis.
+    pub(crate) remembered_denials: Option<u64>,
     /// The PostgreSQL audit log's queue and writer, with a database configured.
     pub(crate) audit: Option<WriterStats>,
 }
@@ -83,6 +85,7 @@ pub(crate) struct BackendMetrics {
     pool_waiting: IntGaugeVec,
     redis_calls: Mirror,
     redis_errors: Mirror,
+    remembered_denials: Mirror,
     audit_queue: IntGauge,
     audit_queue_capacity: IntGauge,
     audit_batches: Mirror,
@@ -152,6 +155,11 @@ impl BackendMetrics {
                 "rate_limiter_redis_errors_total",
                 "Calls the Redis limiter made that failed or timed out",
             ),
+            remembered_denials: Mirror::new(
+                registry,
+                "rate_limiter_remembered_denials_total",
+                "Rate-limit checks answered 429 from a denial Redis made earlier, without asking it",
+            ),
             audit_queue: gauge(
                 registry,
                 "audit_queue_events",
@@ -200,6 +208,9 @@ impl BackendMetrics {
                 &[pool],
                 i64::try_from(status.waiting).unwrap_or(i64::MAX),
             );
+        }
+        if let Some(answered) = snapshot.remembered_denials {
+            self.remembered_denials.follow(answered);
         }
         if let Some(redis) = snapshot.redis {
             self.redis_calls.follow(redis.redis_calls);
