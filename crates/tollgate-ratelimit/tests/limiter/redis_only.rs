@@ -1,5 +1,6 @@
-//! Redis-specific behaviour: memory/Redis equivalence over random schedules, concurrent clients
-//! on two pools, key expiry, script reloading, and what happens when Redis goes away.
+//! Redis-specific behaviour: memory/Redis equivalence over random schedules (and remembered
+//! denials in front of Redis against Redis alone), concurrent clients on two pools, key expiry,
+//! script reloading, and what happens when Redis goes away.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use tokio::io::copy_bidirectional;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tollgate_ratelimit::clock::ManualClock;
+use tollgate_ratelimit::denials::DenialCache;
 use tollgate_ratelimit::redis::{FailureMode, RedisConnection, RedisLimiter};
 use tollgate_ratelimit::{Algorithm, MemoryLimiter, Policy, PolicyKey, RateLimiter, Scope};
 
@@ -122,6 +124,46 @@ proptest! {
             let clock = ManualClock::starting_at(START);
             let redis = r::limiter(&url, "differential", &clock);
             replay(&steps, &redis, &clock).await
+        })?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// In front of Redis, remembered denials admit exactly what Redis alone admits: Redis's
+    /// reported waits are never longer than the true ones, for every algorithm.
+    #[test]
+    fn remembered_denials_decide_like_redis_alone(steps in steps()) {
+        let test = "redis_only::remembered_denials_decide_like_redis_alone";
+        let Some(url) = support::redis_url(test) else {
+            return Ok(());
+        };
+        runtime().block_on(async {
+            let clock = ManualClock::starting_at(START);
+            let cached = DenialCache::builder(r::limiter(&url, "denials", &clock))
+                .clock(clock.clone())
+                .build();
+            let alone = r::limiter(&url, "denials-alone", &clock);
+            let keys = differential_keys();
+            for step in &steps {
+                let pick = |ix: &[usize]| ix.iter().map(|&i| keys[i].clone()).collect::<Vec<_>>();
+                match step {
+                    Step::Advance(us) => clock.advance(Duration::from_micros(*us)),
+                    Step::Check(ix, cost) | Step::Peek(ix, cost) => {
+                        let ks = pick(ix);
+                        let ours = cached.check(&ks, *cost).await.expect("redis").is_allowed();
+                        let theirs = alone.check(&ks, *cost).await.expect("redis").is_allowed();
+                        prop_assert_eq!(ours, theirs, "check {:?}", step);
+                    }
+                    Step::Refund(ix, cost) => {
+                        let ks = pick(ix);
+                        cached.refund(&ks, *cost).await.expect("redis");
+                        alone.refund(&ks, *cost).await.expect("redis");
+                    }
+                }
+            }
+            Ok(())
         })?;
     }
 }
