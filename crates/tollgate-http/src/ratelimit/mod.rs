@@ -17,6 +17,12 @@
 //! [`client_ip`](crate::client_ip), and the route template from your router (axum's
 //! `MatchedPath`).
 //!
+//! With a shared backend such as Redis, put the limiter behind tollgate-ratelimit's
+//! `denials::DenialCache`: once the backend denies a key, the process answers that key's
+//! requests `429` from memory until the wait ends, so a client that keeps asking after its
+//! `429` costs the backend nothing (the answer is what the backend would give: a denied
+//! request consumes nothing, so a denial only grows stricter until its wait ends).
+//!
 //! [`RateLimiter`]: tollgate_ratelimit::RateLimiter
 //!
 //! # Example
