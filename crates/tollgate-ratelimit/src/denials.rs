@@ -5,7 +5,9 @@
 //! can only have less quota, never more: other requests (from this process or any other sharing
 //! the backend) may consume some, none can add any. So a denial stays true until its
 //! `retry_after`, for any cost at least the one denied, and answering it again from memory is
-//! what the backend would answer. The one exception is a [`refund`](RateLimiter::refund): this
+//! what the backend would answer. The wait is counted from when the backend was asked, not
+//! from when its answer arrived, so a remembered denial ends no later than the real one however
+//! long the answer took to come back. The one exception is a [`refund`](RateLimiter::refund): this
 //! cache forgets the keys it refunds, but a refund made through another process is not seen
 //! here, and a key it freed stays denied here until the remembered wait ends (never longer).
 //!
@@ -211,25 +213,26 @@ impl<L, C: Clock> DenialCache<L, C> {
         Ok(Some(Decision::new(now, denied)))
     }
 
-    /// Remembers every policy `decision` denied for `cost`.
-    fn remember(&self, decision: &Decision<'_>, cost: u64) {
+    /// Remembers every policy `decision` denied for `cost`, its waits counted from `asked_at`:
+    /// when the wrapped limiter was asked, which is no later than when it decided, so a
+    /// remembered denial never outlasts the real one (by the round trip, or at all).
+    fn remember(&self, decision: &Decision<'_>, cost: u64, asked_at: u64) {
         if decision.is_allowed() || decision.is_degraded() {
             return;
         }
-        let at = self.clock.now().as_micros();
         for policy in decision.policies() {
             let Some(wait) = policy.retry_after() else {
                 continue;
             };
             let denied = Denied {
-                until: at.saturating_add(micros(wait)),
+                until: asked_at.saturating_add(micros(wait)),
                 cost,
                 remaining: policy.remaining(),
-                reset_at: at.saturating_add(micros(policy.reset_after())),
+                reset_at: asked_at.saturating_add(micros(policy.reset_after())),
             };
             let key = policy.key();
             self.shard(key)
-                .insert(key.hash128(), denied, at, self.max_per_shard);
+                .insert(key.hash128(), denied, asked_at, self.max_per_shard);
         }
     }
 
@@ -276,8 +279,9 @@ impl<L: RateLimiter, C: Clock> RateLimiter for DenialCache<L, C> {
         if let Some(denied) = self.remembered_denial(keys, cost)? {
             return Ok(denied);
         }
+        let asked_at = self.clock.now().as_micros();
         let decision = self.inner.check(keys, cost).await?;
-        self.remember(&decision, cost);
+        self.remember(&decision, cost, asked_at);
         Ok(decision)
     }
 
@@ -303,8 +307,9 @@ impl<C: Clock, C2: Clock> DenialCache<crate::MemoryLimiter<C2>, C> {
         if let Some(denied) = self.remembered_denial(keys, cost)? {
             return Ok(denied);
         }
+        let asked_at = self.clock.now().as_micros();
         let decision = self.inner.check_now(keys, cost)?;
-        self.remember(&decision, cost);
+        self.remember(&decision, cost, asked_at);
         Ok(decision)
     }
 }
@@ -436,6 +441,57 @@ mod tests {
             "a repeated key"
         );
         assert!(run(limiter.check(&keys, 3)).is_err(), "over the capacity");
+    }
+
+    /// The memory backend, whose answers take `travel` to come back (the clock moves after it
+    /// decided, as over a network).
+    #[derive(Debug)]
+    struct Distant {
+        inner: MemoryLimiter<ManualClock>,
+        clock: ManualClock,
+        travel: Duration,
+    }
+
+    impl RateLimiter for Distant {
+        async fn check<'k>(&self, keys: &'k [PolicyKey], cost: u64) -> Result<Decision<'k>, Error> {
+            let decision = self.inner.check_now(keys, cost);
+            self.clock.advance(self.travel);
+            decision
+        }
+
+        async fn peek<'k>(&self, keys: &'k [PolicyKey], cost: u64) -> Result<Decision<'k>, Error> {
+            self.inner.peek(keys, cost).await
+        }
+
+        async fn refund(&self, keys: &[PolicyKey], cost: u64) -> Result<(), Error> {
+            self.inner.refund(keys, cost).await
+        }
+    }
+
+    #[test]
+    fn a_remembered_denial_never_outlasts_the_real_one_however_long_the_answer_travels() {
+        let clock = clock();
+        let travel = Duration::from_millis(5);
+        let inner = MemoryLimiter::builder().clock(clock.clone()).build();
+        let distant = Distant {
+            inner,
+            clock: clock.clone(),
+            travel,
+        };
+        let limiter = DenialCache::builder(distant).clock(clock.clone()).build();
+        let bucket = Algorithm::token_bucket(1, Duration::from_secs(1), 1);
+        let keys = [PolicyKey::new(policy("b", bucket), "dave")];
+        assert!(run(limiter.check(&keys, 1)).expect("valid").is_allowed());
+        let denied = run(limiter.check(&keys, 1)).expect("valid");
+        // Decided one travel after the first admission: the bucket is full again a second
+        // after that admission, two travels before the answer got back plus the wait.
+        let wait = denied.retry_after().expect("a wait");
+        assert_eq!(wait, Duration::from_secs(1) - travel);
+        clock.advance(wait - travel + Duration::from_micros(1));
+        assert!(
+            run(limiter.check(&keys, 1)).expect("valid").is_allowed(),
+            "the backend admits again as soon as the real wait is over"
+        );
     }
 
     #[test]
