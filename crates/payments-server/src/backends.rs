@@ -74,8 +74,8 @@ impl Server {
         let file = config.file().map_err(StartError::Invalid)?;
         let redis = pools::redis(config, &file.redis).await?;
         let latency = BackendLatency::default();
-        let (limiter, redis_limiter) = limiter(config, &file, redis.as_ref(), &latency).await?;
-        let (redis_limiter, denials) = redis_limiter.unzip();
+        let (limiter, redis_limiter, denials) =
+            limiter(config, &file, redis.as_ref(), &latency).await?;
         let database = pools::postgres(config, &file.database)?;
         let services = Services {
             // Without a database the idempotency records live in Redis; and a limiter that
@@ -87,7 +87,7 @@ impl Server {
                         FailureModeName::FailClosed | FailureModeName::Error
                     )),
             redis: redis_limiter,
-            denials: denials.flatten(),
+            denials,
             redis_pool: redis.as_ref().and_then(pools::Redis::pool).cloned(),
             ..Services::default()
         };
@@ -208,8 +208,13 @@ async fn cleanup(store: &dyn IdempotencyStore) -> usize {
     }
 }
 
-/// The Redis limiter, and the denials remembered in front of it (unless turned off).
-type RedisLimits = (RedisLimiter, Option<Arc<RememberedDenials>>);
+/// The limiter every request goes through, the Redis limiter behind it (for health and
+/// metrics), and the denials remembered in front of that (unless turned off).
+type Limits = (
+    Arc<dyn DynRateLimiter>,
+    Option<RedisLimiter>,
+    Option<Arc<RememberedDenials>>,
+);
 
 /// Rate limits: Redis if configured, shared by every process; memory otherwise.
 async fn limiter(
@@ -217,9 +222,9 @@ async fn limiter(
     file: &FileConfig,
     redis: Option<&pools::Redis>,
     latency: &BackendLatency,
-) -> Result<(Arc<dyn DynRateLimiter>, Option<RedisLimits>), StartError> {
+) -> Result<Limits, StartError> {
     let Some(redis) = redis else {
-        return Ok((Arc::new(MemoryLimiter::new()), None));
+        return Ok((Arc::new(MemoryLimiter::new()), None, None));
     };
     let mode = match file.rate_limit.failure_mode {
         FailureModeName::FailOpen => FailureMode::FailOpen,
@@ -241,12 +246,11 @@ async fn limiter(
     let timed = TimedLimiter::new(limiter.clone(), "redis", latency);
     let remembered = file.rate_limit.remembered_denials;
     if remembered == 0 {
-        return Ok((Arc::new(timed), Some((limiter, None))));
+        return Ok((Arc::new(timed), Some(limiter), None));
     }
     // Outside the timer: a denial answered from memory is not a Redis call.
     let cached = Arc::new(DenialCache::builder(timed).max_entries(remembered).build());
-    let denials = Some(Arc::clone(&cached));
-    Ok((cached, Some((limiter, denials))))
+    Ok((Arc::clone(&cached) as _, Some(limiter), Some(cached)))
 }
 
 /// Payments, idempotency records and the audit trail in PostgreSQL, the source of truth.

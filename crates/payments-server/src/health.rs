@@ -16,10 +16,10 @@ use crate::timed::TimedLimiter;
 /// A probe must answer within this, or the service counts as down.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The backends, as the health checks and the metrics see them.
 /// The Redis limiter behind its in-process memory of denials.
 pub(crate) type RememberedDenials = DenialCache<TimedLimiter<RedisLimiter>>;
 
+/// The backends, as the health checks and the metrics see them.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Services {
     /// The Redis rate limiter (its pool also serves idempotency records when there is no
