@@ -22,6 +22,11 @@
 /// Returns `{now, allowed₁, remaining₁, reset_after₁, retry_after₁, …}` (`retry_after = -1` when
 /// key `i` admits); a refund returns the same shape, every key admitted, with its status after
 /// the refund.
+///
+/// One GCRA key that is checked or peeked — what most requests send — takes a straight-line
+/// path at the top that does the same arithmetic as the general one without its tables and
+/// closures: Redis spends about 30 % less CPU on it (`benches/redis/script_cost.sh`), and Redis
+/// running scripts one at a time is what bounds a busy limiter.
 pub(crate) const DECIDE: &str = r#"
 local function floordiv(a, b)
   if b < 1 then b = 1 end
@@ -30,6 +35,43 @@ local function floordiv(a, b)
   return q
 end
 local function int(x) return string.format('%d', x) end
+
+-- One GCRA key, checked or peeked (the common case): the same arithmetic as below, without
+-- building the general path's tables and closures, which cost Redis a third of the call.
+if #KEYS == 1 and ARGV[4] == '3' and ARGV[1] ~= '2' then
+  local now
+  if ARGV[3] == '' then
+    local t = redis.call('TIME')
+    now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  else
+    now = tonumber(ARGV[3])
+  end
+  local cost, T, tau = tonumber(ARGV[2]), tonumber(ARGV[5]), tonumber(ARGV[6])
+  local ok, raw = pcall(redis.call, 'GET', KEYS[1])
+  local tat = ok and raw and tonumber(raw)
+  local stale = not ok
+  if not tat then tat = now end
+  local base = tat
+  if now > base then base = now end
+  local ahead = base - now + cost * T
+  local wait, allowed = -1, 1
+  if ahead > tau then
+    wait, allowed = ahead - tau, 0
+  elseif ARGV[1] == '0' then
+    tat = base + cost * T
+    if stale then redis.call('DEL', KEYS[1]) end
+    if tat > now then
+      redis.call('SET', KEYS[1], int(tat), 'PX', int(math.ceil((tat - now) / 1000)))
+    else
+      redis.call('DEL', KEYS[1])
+    end
+  end
+  ahead = tat - now
+  if ahead < 0 then ahead = 0 end
+  local free = tau - ahead
+  if free < 0 then free = 0 end
+  return { now, allowed, floordiv(free, T), ahead, wait }
+end
 
 local mode = tonumber(ARGV[1])
 local cost = tonumber(ARGV[2])

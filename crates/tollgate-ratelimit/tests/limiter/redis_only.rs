@@ -259,6 +259,60 @@ async fn keys_expire_when_their_state_is_idle_and_scripts_reload() {
     assert_eq!(limiter.stats().redis_errors, 0);
 }
 
+/// A key that holds something the script did not write — a list, or text that is not a
+/// number — is decided as a key never seen and overwritten by the first admission, on the
+/// single-GCRA path and on the general one alike.
+#[tokio::test]
+async fn a_key_holding_foreign_data_is_decided_as_new_and_repaired() {
+    let Some(url) =
+        support::redis_url("redis_only::a_key_holding_foreign_data_is_decided_as_new_and_repaired")
+    else {
+        return;
+    };
+    let clock = ManualClock::starting_at(START);
+    let limiter = r::limiter(&url, "foreign", &clock);
+    let mut conn = r::multiplexed(&url).await;
+    let gcra = Algorithm::token_bucket(1, Duration::from_secs(10), 3);
+    let window = Algorithm::sliding_window(5, Duration::from_secs(10));
+    for (subject, list) in [("text", false), ("list", true)] {
+        let single = [key("g", gcra.clone(), subject)];
+        let several = [
+            key("g2", gcra.clone(), subject),
+            key("w", window.clone(), subject),
+        ];
+        for keys in [&single[..], &several[..]] {
+            for k in keys {
+                let redis_key = limiter.redis_key(k);
+                let _: () = if list {
+                    conn.rpush(&redis_key, "not-a-state").await.expect("rpush")
+                } else {
+                    conn.set(&redis_key, "not-a-number").await.expect("set")
+                };
+            }
+            let peeked = limiter.peek(keys, 1).await.expect("redis");
+            assert!(peeked.is_allowed(), "{subject}: {peeked:?}");
+            assert_eq!(
+                peeked.policies()[0].remaining(),
+                3,
+                "{subject}: peek as new"
+            );
+            let checked = limiter.check(keys, 1).await.expect("redis");
+            assert_eq!(
+                checked.policies()[0].remaining(),
+                2,
+                "{subject}: check as new"
+            );
+            let again = limiter.check(keys, 1).await.expect("redis");
+            assert_eq!(
+                again.policies()[0].remaining(),
+                1,
+                "{subject}: state written"
+            );
+        }
+    }
+    assert_eq!(limiter.stats().redis_errors, 0);
+}
+
 /// A pool pointing at a port nobody listens on.
 fn unreachable_pool() -> deadpool_redis::Pool {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
