@@ -275,11 +275,8 @@ async fn a_key_holding_foreign_data_is_decided_as_new_and_repaired() {
     let gcra = Algorithm::token_bucket(1, Duration::from_secs(10), 3);
     let window = Algorithm::sliding_window(5, Duration::from_secs(10));
     for (subject, list) in [("text", false), ("list", true)] {
-        let single = [key("g", gcra.clone(), subject)];
-        let several = [
-            key("g2", gcra.clone(), subject),
-            key("w", window.clone(), subject),
-        ];
+        let single = [key("g", gcra, subject)];
+        let several = [key("g2", gcra, subject), key("w", window, subject)];
         for keys in [&single[..], &several[..]] {
             for k in keys {
                 let redis_key = limiter.redis_key(k);
