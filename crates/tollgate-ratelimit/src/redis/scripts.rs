@@ -35,17 +35,17 @@ local function floordiv(a, b)
   return q
 end
 local function int(x) return string.format('%d', x) end
+local now
+if ARGV[3] == '' then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+else
+  now = tonumber(ARGV[3])
+end
 
 -- One GCRA key, checked or peeked (the common case): the same arithmetic as below, without
 -- building the general path's tables and closures, which cost Redis a third of the call.
 if #KEYS == 1 and ARGV[4] == '3' and ARGV[1] ~= '2' then
-  local now
-  if ARGV[3] == '' then
-    local t = redis.call('TIME')
-    now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-  else
-    now = tonumber(ARGV[3])
-  end
   local cost, T, tau = tonumber(ARGV[2]), tonumber(ARGV[5]), tonumber(ARGV[6])
   local ok, raw = pcall(redis.call, 'GET', KEYS[1])
   local tat = ok and raw and tonumber(raw)
@@ -75,13 +75,6 @@ end
 
 local mode = tonumber(ARGV[1])
 local cost = tonumber(ARGV[2])
-local now
-if ARGV[3] == '' then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-else
-  now = tonumber(ARGV[3])
-end
 
 -- Load and advance every key's state (advancing never changes an answer).
 local keys = {}
