@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use serde_json::Value;
 
 use super::currency::currency_exponent;
-use super::request::{PaymentRequest, format_amount};
+use super::request::{Amount, PaymentRequest};
 
 /// Where a payment stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,13 +93,16 @@ impl Payment {
         PaymentView {
             transaction_id: &self.transaction_id,
             status: self.status.as_str(),
-            amount: format_amount(self.amount_minor, exponent),
+            amount: Amount {
+                minor: self.amount_minor,
+                exponent,
+            },
             amount_minor: self.amount_minor,
             currency: &self.currency,
             description: self.description.as_deref(),
             payment_method: &self.payment_method,
             metadata: &self.metadata,
-            created_at: humantime::format_rfc3339_millis(self.created_at).to_string(),
+            created_at: humantime::format_rfc3339_millis(self.created_at),
             decline_code: self.decline_code.as_deref(),
         }
     }
@@ -110,18 +113,29 @@ impl Payment {
     }
 }
 
-/// A payment as answered (serialized directly, without building a `Value`).
+/// A payment as answered, serialized directly: no `Value`, and the amount and the creation time
+/// are written into the body as text without a `String` of their own.
 #[derive(Debug, serde::Serialize)]
 pub(crate) struct PaymentView<'a> {
     transaction_id: &'a str,
     status: &'static str,
-    amount: String,
+    #[serde(serialize_with = "as_text")]
+    amount: Amount,
     amount_minor: i64,
     currency: &'a str,
     description: Option<&'a str>,
     payment_method: &'a str,
     metadata: &'a BTreeMap<String, String>,
-    created_at: String,
+    #[serde(serialize_with = "as_text")]
+    created_at: humantime::Rfc3339Timestamp,
     #[serde(skip_serializing_if = "Option::is_none")]
     decline_code: Option<&'a str>,
+}
+
+/// Serialises a value as the string its `Display` writes, straight into the output.
+fn as_text<T: std::fmt::Display, S: serde::Serializer>(
+    value: &T,
+    out: S,
+) -> Result<S::Ok, S::Error> {
+    out.collect_str(value)
 }

@@ -245,26 +245,32 @@ pub(crate) fn parse_amount(json_text: &str, exponent: u32) -> Result<i64, String
     Ok(minor)
 }
 
-/// `minor` units of a currency with `exponent` minor digits, as a decimal with
+/// `minor` units of a currency with `exponent` minor digits, shown as a decimal with
 /// `min(2, exponent)` fraction digits — the precision accepted — so an amount answered can be
-/// sent back as is. (More digits only if the amount needs them, which accepted ones never do.)
-pub(crate) fn format_amount(minor: i64, exponent: u32) -> String {
-    let hidden = exponent.saturating_sub(2);
-    let (minor, exponent) = if minor % 10_i64.pow(hidden) == 0 {
-        (minor / 10_i64.pow(hidden), exponent - hidden)
-    } else {
-        (minor, exponent)
-    };
-    if exponent == 0 {
-        return minor.to_string();
+/// sent back as is (more digits only if the amount needs them, which accepted ones never do).
+/// It is written where it is displayed: a response body is serialised without a `String` of it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Amount {
+    pub(crate) minor: i64,
+    /// The currency's ISO 4217 exponent.
+    pub(crate) exponent: u32,
+}
+
+impl std::fmt::Display for Amount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = self.exponent.saturating_sub(2);
+        let (minor, exponent) = if self.minor % 10_i64.pow(hidden) == 0 {
+            (self.minor / 10_i64.pow(hidden), self.exponent - hidden)
+        } else {
+            (self.minor, self.exponent)
+        };
+        if exponent == 0 {
+            return write!(f, "{minor}");
+        }
+        let scale = 10_i64.pow(exponent);
+        let width = exponent as usize;
+        write!(f, "{}.{:0width$}", minor / scale, minor % scale)
     }
-    let scale = 10_i64.pow(exponent);
-    format!(
-        "{}.{:0width$}",
-        minor / scale,
-        minor % scale,
-        width = exponent as usize
-    )
 }
 
 #[cfg(test)]
@@ -272,6 +278,10 @@ mod tests {
     use super::super::currency::currency_exponent;
     use super::*;
     use proptest::prelude::*;
+
+    fn format_amount(minor: i64, exponent: u32) -> String {
+        Amount { minor, exponent }.to_string()
+    }
 
     #[test]
     fn amounts() {

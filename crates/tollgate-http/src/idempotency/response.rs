@@ -114,6 +114,21 @@ pub(super) fn replay(stored: StoredResponse, replayed: bool) -> Response<Full<By
             response.headers_mut().insert(name, value);
         }
     }
+    mark(response, replayed)
+}
+
+/// The first answer of an execution: the inner service's own head (every header and extension
+/// it set, and the status it stored) with the body it stored — the stored head need not be
+/// parsed back.
+pub(super) fn first_answer(
+    stored: StoredResponse,
+    live: http::response::Parts,
+) -> Response<Full<Bytes>> {
+    mark(Response::from_parts(live, Full::new(stored.body)), false)
+}
+
+/// Says whether `response` is a replay, in its `Idempotent-Replayed` header and its outcome.
+fn mark(mut response: Response<Full<Bytes>>, replayed: bool) -> Response<Full<Bytes>> {
     let flag = if replayed { "true" } else { "false" };
     response
         .headers_mut()

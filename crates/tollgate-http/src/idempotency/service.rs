@@ -19,7 +19,7 @@ use super::claim_hook::{ClaimRequest, SharedHook};
 use super::identity::Identity;
 use super::layer::IdempotencyLayer;
 use super::outcome::{Disposition, IdempotencyOutcome};
-use super::response::{error_response, kept, problem_bytes, refusal, replay, stored};
+use super::response::{error_response, first_answer, kept, problem_bytes, refusal, replay, stored};
 use crate::RequestHead;
 use crate::future::ResponseFuture;
 use tollgate_idempotency::store::StoredResponse;
@@ -266,22 +266,14 @@ where
     })
 }
 
-/// The answer of an execution: the stored status and body, with the inner service's own
-/// headers and extensions.
+/// The answer of an execution. With the inner service's head at hand, that head and the stored
+/// body: the status is the one stored, and the headers stored are taken from it. Without it
+/// (the inner service failed, so the stored answer is the layer's own), the stored answer.
 fn executed(stored: StoredResponse, live: Option<http::response::Parts>) -> Answer {
-    let mut response = replay(stored, false);
-    if let Some(mut parts) = live {
-        for (name, value) in &parts.headers {
-            if !response.headers().contains_key(name) {
-                response.headers_mut().append(name, value.clone());
-            }
-        }
-        parts
-            .extensions
-            .extend(std::mem::take(response.extensions_mut()));
-        *response.extensions_mut() = parts.extensions;
+    match live {
+        Some(parts) => first_answer(stored, parts),
+        None => replay(stored, false),
     }
-    response
 }
 
 /// The response as it will be kept (status, `Content-Type`, `Location`, body bytes), what to
