@@ -34,12 +34,12 @@ use crate::handlers::simulate;
 use crate::handlers::{self, audit, limits, payments, probes};
 use crate::layers::accounting::Accounting;
 use crate::layers::body::ReadBody;
-use crate::layers::deadline::{Body, Enforce};
+use crate::layers::deadline::{Body, Enforce, EnforceLayer};
 use crate::layers::json::RequireJson;
 use crate::layers::limits::for_route as limits_layer;
 use crate::layers::observe::{self, Measure};
 use crate::layers::request_id::{self, UuidV7, X_REQUEST_ID};
-use crate::layers::stage::{Next, StageLayer};
+use crate::layers::stage::{AroundLayer, CheckLayer, Next, StageLayer};
 use crate::paths;
 use crate::payment::ClaimWithIntent;
 use crate::state::AppState;
@@ -124,7 +124,7 @@ pub fn app(state: Arc<AppState>) -> Router {
                         .on_response(())
                         .on_failure(()),
                 )
-                .layer(StageLayer::new(&state, Measure)),
+                .layer(AroundLayer::new(&state, Measure)),
         )
         .with_state(state)
 }
@@ -161,8 +161,8 @@ where
 {
     let limits = (access != Access::Probe).then(|| limits_layer(state, method.clone(), template));
     let stack = ServiceBuilder::new()
-        .option_layer((access == Access::Authenticated).then(|| StageLayer::new(state, RequireKey)))
-        .layer(StageLayer::new(state, Enforce { body: Body::Unread }))
+        .option_layer((access == Access::Authenticated).then(|| CheckLayer::new(state, RequireKey)))
+        .layer(EnforceLayer::new(state, Enforce { body: Body::Unread }))
         .option_layer(limits)
         .service(handler.with_state(Arc::clone(state)));
     on_service(filter(&method), stack)
@@ -174,7 +174,7 @@ fn payments_route(
     payments: impl Next + Sync,
 ) -> MethodRouter<Arc<AppState>> {
     let stack = ServiceBuilder::new()
-        .layer(StageLayer::new(state, RequireKey))
+        .layer(CheckLayer::new(state, RequireKey))
         .service(payments);
     on_service(MethodFilter::POST, stack)
 }
@@ -191,8 +191,8 @@ fn simulate_route<P: Next + Sync>(
     }
     let run = |State(payments): State<P>, request: Request| simulate::run(payments, request);
     let stack = ServiceBuilder::new()
-        .layer(StageLayer::new(state, RequireKey))
-        .layer(StageLayer::new(state, Enforce { body: Body::Read }))
+        .layer(CheckLayer::new(state, RequireKey))
+        .layer(EnforceLayer::new(state, Enforce { body: Body::Read }))
         .layer(StageLayer::new(state, simulate::Check))
         .layer(limits_layer(state, Method::POST, paths::SIMULATE))
         .service(run.with_state(payments));
@@ -217,11 +217,11 @@ fn payment_pipeline(state: &Arc<AppState>) -> impl Next + Sync + use<> {
         idempotency = idempotency.claim_hook(ClaimWithIntent::new(intents.clone(), breaker));
     }
     ServiceBuilder::new()
-        .layer(StageLayer::new(state, Accounting))
-        .layer(StageLayer::new(state, Enforce { body: Body::Later }))
+        .layer(AroundLayer::new(state, Accounting))
+        .layer(EnforceLayer::new(state, Enforce { body: Body::Later }))
         .layer(limits_layer(state, Method::POST, paths::PAYMENTS))
         .layer(StageLayer::new(state, ReadBody))
-        .layer(StageLayer::new(state, RequireJson))
+        .layer(CheckLayer::new(state, RequireJson))
         .map_response(IntoResponse::into_response)
         .layer(idempotency)
         .service(payments::create_payment.with_state(Arc::clone(state)))

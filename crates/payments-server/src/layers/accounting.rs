@@ -5,8 +5,6 @@
 
 use std::sync::Arc;
 
-use std::future::Future;
-
 use axum::extract::Request;
 use axum::response::Response;
 use tollgate_audit::{Action, AuditEvent, Outcome as AuditOutcome};
@@ -15,7 +13,7 @@ use tollgate_http::ratelimit::RateLimited;
 use tollgate_idempotency::IdempotencyKey;
 
 use super::Refusal;
-use super::stage::{Next, Step, call};
+use super::stage::{After, Around};
 use crate::auth::Caller;
 use crate::refusals::Denial;
 use crate::state::AppState;
@@ -125,63 +123,70 @@ fn outcome_label(outcome: IdempotencyOutcome) -> &'static str {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Accounting;
 
-impl Step for Accounting {
-    fn run<S: Next>(
-        &self,
-        state: Arc<AppState>,
-        request: Request,
-        next: S,
-    ) -> impl Future<Output = Response> + Send + 'static {
-        let user = request.extensions().get::<Caller>().cloned();
-        let request_id = super::request_id::of(request.extensions()).to_owned();
-        // Kept raw and parsed only if an entry is written: most answers write none.
-        let key = single_key(request.headers());
-        let answer = call(next, request);
-        async move {
-            let response = answer.await;
-            let (Some(Caller(user)), Some(verdict)) = (user, classify(&state, &response)) else {
-                return response;
-            };
-            state
-                .metrics
-                .payment_requests
-                .with_label_values(&[verdict.label])
-                .inc();
-            let Some((action, outcome)) = verdict.audit else {
-                return response;
-            };
-            let key = key.as_ref().and_then(|raw| raw.to_str().ok());
-            let key = key.and_then(|raw| IdempotencyKey::parse(raw).ok());
-            let status = response.status().as_u16();
-            let event = || {
-                let event = AuditEvent::new(user.as_ref(), action.clone(), outcome)
-                    .status(status)
-                    .request_id(request_id.as_str());
-                match &key {
-                    Some(key) => event.idempotency_key(key.as_str()),
-                    None => event,
-                }
-            };
-            let entries = if outcome == AuditOutcome::Denied {
-                let denial = Denial {
-                    user: &user,
-                    action: &action,
-                    detail: verdict.detail.as_deref(),
-                    status: Some(status),
-                    request_id: Some(&request_id),
-                    idempotency_key: key.as_ref().map(IdempotencyKey::as_str),
-                };
-                state.refusal_entries(&denial, event)
-            } else {
-                vec![event()]
-            };
-            if !entries.is_empty() {
-                // Boxed: the entries and the sink's future would otherwise sit in every
-                // payment request's future, written or not.
-                Box::pin(state.audit_all(entries)).await;
-            }
-            response
+/// What [`Accounting`] keeps from the request: the caller, the request id and the raw
+/// `Idempotency-Key` (parsed only if an entry is written: most answers write none).
+pub(crate) struct Noted {
+    user: Option<Caller>,
+    request_id: String,
+    key: Option<http::HeaderValue>,
+}
+
+impl Around for Accounting {
+    type Noted = Noted;
+
+    fn before(&self, _state: &AppState, request: &Request) -> Noted {
+        Noted {
+            user: request.extensions().get::<Caller>().cloned(),
+            request_id: super::request_id::of(request.extensions()).to_owned(),
+            key: single_key(request.headers()),
         }
+    }
+
+    fn after(&self, state: &Arc<AppState>, noted: Noted, response: Response) -> After {
+        let (Some(Caller(user)), Some(verdict)) = (noted.user, classify(state, &response)) else {
+            return After::Now(response);
+        };
+        state
+            .metrics
+            .payment_requests
+            .with_label_values(&[verdict.label])
+            .inc();
+        let Some((action, outcome)) = verdict.audit else {
+            return After::Now(response);
+        };
+        let key = noted.key.as_ref().and_then(|raw| raw.to_str().ok());
+        let key = key.and_then(|raw| IdempotencyKey::parse(raw).ok());
+        let (status, request_id) = (response.status().as_u16(), noted.request_id);
+        let event = || {
+            let event = AuditEvent::new(user.as_ref(), action.clone(), outcome)
+                .status(status)
+                .request_id(request_id.as_str());
+            match &key {
+                Some(key) => event.idempotency_key(key.as_str()),
+                None => event,
+            }
+        };
+        let entries = if outcome == AuditOutcome::Denied {
+            let denial = Denial {
+                user: &user,
+                action: &action,
+                detail: verdict.detail.as_deref(),
+                status: Some(status),
+                request_id: Some(&request_id),
+                idempotency_key: key.as_ref().map(IdempotencyKey::as_str),
+            };
+            state.refusal_entries(&denial, event)
+        } else {
+            vec![event()]
+        };
+        if entries.is_empty() {
+            return After::Now(response);
+        }
+        let state = Arc::clone(state);
+        After::Later(Box::pin(async move {
+            state.audit_all(entries).await;
+            response
+        }))
     }
 }
 

@@ -4,15 +4,20 @@
 //! read whole and bounded (see [`body`](super::body)), here or further down by the same
 //! deadline, so everything after the read has it in memory.
 
+use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::extract::Request;
 use axum::response::Response;
-use tokio::time::Instant;
+use tokio::time::{Instant, Timeout};
+use tower::{Layer, Service};
 
 use super::Refusal;
-use super::stage::{Next, Step, call};
+use super::stage::{Next, call};
 use crate::state::AppState;
 
 /// The moment a request must be answered by, in its extensions when [`Enforce`] leaves the
@@ -44,41 +49,134 @@ pub(crate) struct Enforce {
     pub(crate) body: Body,
 }
 
-impl Step for Enforce {
-    fn run<S: Next>(
-        &self,
-        state: Arc<AppState>,
-        mut request: Request,
-        next: S,
-    ) -> impl Future<Output = Response> + Send + 'static {
-        let timeout = state.timeouts.request;
-        let deadline = Instant::now() + timeout;
-        let too_large = super::body::too_large(&request);
-        let body = self.body;
-        if body == Body::Later {
-            request.extensions_mut().insert(Deadline(deadline));
+/// [`Enforce`] as a tower layer over the state.
+#[derive(Clone, Debug)]
+pub(crate) struct EnforceLayer {
+    enforce: Enforce,
+    state: Arc<AppState>,
+}
+
+impl EnforceLayer {
+    pub(crate) fn new(state: &Arc<AppState>, enforce: Enforce) -> Self {
+        EnforceLayer {
+            enforce,
+            state: Arc::clone(state),
         }
-        async move {
-            if let Some(refused) = too_large {
-                return refused;
-            }
-            let request = if body == Body::Read {
-                match super::body::read(request, deadline, timeout).await {
-                    Ok(request) => request,
-                    Err(refused) => return refused,
-                }
-            } else {
-                request
+    }
+}
+
+impl<S> Layer<S> for EnforceLayer {
+    type Service = Enforcing<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Enforcing {
+            body: self.enforce.body,
+            state: Arc::clone(&self.state),
+            inner,
+        }
+    }
+}
+
+/// [`Enforce`] in front of a service. Unless it reads the body itself, the request goes to the
+/// inner service's own future under a timer: nothing is boxed or cloned per request.
+#[derive(Clone, Debug)]
+pub(crate) struct Enforcing<S> {
+    body: Body,
+    state: Arc<AppState>,
+    inner: S,
+}
+
+impl<S: Next> Service<Request> for Enforcing<S> {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = EnforceFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        let timeout = self.state.timeouts.request;
+        let deadline = Instant::now() + timeout;
+        if let Some(refused) = super::body::too_large(&request) {
+            return EnforceFuture::Answered {
+                response: Some(refused),
             };
-            match tokio::time::timeout_at(deadline, call(next, request)).await {
-                Ok(response) => response,
-                Err(_) => {
-                    let detail = format!("the request did not finish within {timeout:?}");
-                    let mut response = crate::problem::unavailable(detail);
-                    response.extensions_mut().insert(Refusal::DeadlineExceeded);
-                    response
+        }
+        match self.body {
+            Body::Read => {
+                // Only `simulate-concurrent` reads its body here: the boxed path is its own.
+                let next = self.inner.clone();
+                EnforceFuture::Reading {
+                    future: Box::pin(async move {
+                        match super::body::read(request, deadline, timeout).await {
+                            Ok(request) => within(deadline, timeout, call(next, request)).await,
+                            Err(refused) => refused,
+                        }
+                    }),
                 }
             }
+            Body::Later | Body::Unread => {
+                if self.body == Body::Later {
+                    request.extensions_mut().insert(Deadline(deadline));
+                }
+                EnforceFuture::Running {
+                    future: tokio::time::timeout_at(deadline, self.inner.call(request)),
+                    timeout,
+                }
+            }
+        }
+    }
+}
+
+/// `answer`, or the `503` that says it did not come by `deadline`.
+async fn within(
+    deadline: Instant,
+    timeout: Duration,
+    answer: impl Future<Output = Response>,
+) -> Response {
+    tokio::time::timeout_at(deadline, answer)
+        .await
+        .unwrap_or_else(|_| too_late(timeout))
+}
+
+fn too_late(timeout: Duration) -> Response {
+    let detail = format!("the request did not finish within {timeout:?}");
+    let mut response = crate::problem::unavailable(detail);
+    response.extensions_mut().insert(Refusal::DeadlineExceeded);
+    response
+}
+
+pin_project_lite::pin_project! {
+    /// [`Enforcing`]'s future.
+    #[project = Projected]
+    pub(crate) enum EnforceFuture<F> {
+        /// Refused from the head.
+        Answered { response: Option<Response> },
+        /// Reading the body, then the rest of the stack.
+        Reading { future: Pin<Box<dyn Future<Output = Response> + Send>> },
+        /// The rest of the stack, by the deadline.
+        Running {
+            #[pin]
+            future: Timeout<F>,
+            timeout: Duration,
+        },
+    }
+}
+
+impl<F: Future<Output = Result<Response, Infallible>>> Future for EnforceFuture<F> {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            Projected::Answered { response } => Poll::Ready(Ok(response
+                .take()
+                .expect("EnforceFuture polled after it completed"))),
+            Projected::Reading { future } => future.as_mut().poll(cx).map(Ok),
+            Projected::Running { future, timeout } => match std::task::ready!(future.poll(cx)) {
+                Ok(answer) => Poll::Ready(answer),
+                Err(_) => Poll::Ready(Ok(too_late(*timeout))),
+            },
         }
     }
 }

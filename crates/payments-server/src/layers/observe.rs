@@ -6,8 +6,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use std::future::Future;
-
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request};
 use axum::response::Response;
@@ -16,7 +14,7 @@ use tollgate_http::idempotency::StoreFailure;
 use tollgate_http::ratelimit::RateLimitDecision;
 use tracing::Span;
 
-use super::stage::{Next, Step, call};
+use super::stage::{After, Around};
 use crate::auth::Anonymous;
 use crate::state::AppState;
 
@@ -118,55 +116,52 @@ pub(crate) fn child_traceparent(headers: &http::HeaderMap) -> Option<String> {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Measure;
 
-impl Step for Measure {
-    fn run<S: Next>(
-        &self,
-        state: Arc<AppState>,
-        request: Request,
-        next: S,
-    ) -> impl Future<Output = Response> + Send + 'static {
-        let started = Instant::now();
+impl Around for Measure {
+    /// When the request arrived, its route template and its method label.
+    type Noted = (Instant, Option<MatchedPath>, &'static str);
+
+    fn before(&self, _state: &AppState, request: &Request) -> Self::Noted {
         let route = request.extensions().get::<MatchedPath>().cloned();
-        let method = method_label(request.method());
-        let answer = call(next, request);
-        async move {
-            let response = answer.await;
-            if let Some(failure) = response.extensions().get::<StoreFailure>() {
-                tracing::warn!(error = %failure.0, "idempotency store failed");
-            }
-            if let Some(RateLimitDecision {
-                policy: Some(policy),
-                allowed,
-            }) = response.extensions().get::<RateLimitDecision>()
-            {
-                let result = if *allowed { "allowed" } else { "denied" };
-                state
-                    .metrics
-                    .backends
-                    .rate_limit_decisions
-                    .with_label_values(&[policy.name(), result])
-                    .inc();
-            }
-            let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
-            let latency = started.elapsed();
+        (Instant::now(), route, method_label(request.method()))
+    }
+
+    fn after(&self, state: &Arc<AppState>, noted: Self::Noted, response: Response) -> After {
+        let (started, route, method) = noted;
+        if let Some(failure) = response.extensions().get::<StoreFailure>() {
+            tracing::warn!(error = %failure.0, "idempotency store failed");
+        }
+        if let Some(RateLimitDecision {
+            policy: Some(policy),
+            allowed,
+        }) = response.extensions().get::<RateLimitDecision>()
+        {
+            let result = if *allowed { "allowed" } else { "denied" };
             state
                 .metrics
-                .request_duration
-                .with_label_values(&[route, method, response.status().as_str()])
-                .observe(latency.as_secs_f64());
-            let status = response.status().as_u16();
-            #[cfg(feature = "otlp")]
-            if crate::telemetry::exporting() {
-                Span::current().record("http.response.status_code", status);
-            }
-            let latency_ms = latency.as_secs_f64() * 1e3;
-            if response.extensions().get::<Anonymous>().is_some() {
-                tracing::debug!(status, latency_ms, "request");
-            } else {
-                tracing::info!(status, latency_ms, "request");
-            }
-            response
+                .backends
+                .rate_limit_decisions
+                .with_label_values(&[policy.name(), result])
+                .inc();
         }
+        let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+        let latency = started.elapsed();
+        state
+            .metrics
+            .request_duration
+            .with_label_values(&[route, method, response.status().as_str()])
+            .observe(latency.as_secs_f64());
+        let status = response.status().as_u16();
+        #[cfg(feature = "otlp")]
+        if crate::telemetry::exporting() {
+            Span::current().record("http.response.status_code", status);
+        }
+        let latency_ms = latency.as_secs_f64() * 1e3;
+        if response.extensions().get::<Anonymous>().is_some() {
+            tracing::debug!(status, latency_ms, "request");
+        } else {
+            tracing::info!(status, latency_ms, "request");
+        }
+        After::Now(response)
     }
 }
 

@@ -1,5 +1,8 @@
 //! How the server's own middlewares are written: a [`Step`] is an async function of the state,
-//! the request and the next service; [`StageLayer`] makes it a tower layer.
+//! the request and the next service; [`StageLayer`] makes it a tower layer. Two narrower kinds
+//! run without boxing a future or cloning the rest of the stack per request: a [`Check`]
+//! decides from the request alone, before anything is awaited ([`CheckLayer`]), and an
+//! [`Around`] notes something from the request and acts on the answer ([`AroundLayer`]).
 //!
 //! Like axum's `from_fn_with_state`, but the next service is passed as itself — a concrete
 //! clone — instead of boxed behind `Next`: the server stacks several steps on every request,
@@ -63,19 +66,6 @@ pub(crate) fn call<S: Next>(next: S, request: Request) -> Call<S> {
 /// What [`call`] returns.
 pub(crate) type Call<S> = Map<Oneshot<S, Request>, fn(Result<Response, Infallible>) -> Response>;
 
-/// A step that answers at once or calls the rest of the stack; no state machine of its own.
-pub(crate) type Either<S> = futures_util::future::Either<Call<S>, Ready<Response>>;
-
-/// The rest of the stack answers.
-pub(crate) fn pass<S: Next>(next: S, request: Request) -> Either<S> {
-    futures_util::future::Either::Left(call(next, request))
-}
-
-/// This step answers, with `response`.
-pub(crate) fn answer<S: Next>(response: Response) -> Either<S> {
-    futures_util::future::Either::Right(std::future::ready(response))
-}
-
 fn answered(result: Result<Response, Infallible>) -> Response {
     match result {
         Ok(response) => response,
@@ -133,5 +123,185 @@ impl<St: Step, S: Next> Service<Request> for Stage<St, S> {
             .step
             .run(Arc::clone(&self.state), request, self.inner.clone());
         Box::pin(answer.map(Ok))
+    }
+}
+
+/// A middleware that decides from the request alone, at once: it admits the request (and may add
+/// to its extensions) or answers it.
+pub(crate) trait Check: Clone + Send + Sync + 'static {
+    /// The answer that refuses `request`, or `None` to pass it on.
+    fn check(&self, state: &AppState, request: &mut Request) -> Option<Response>;
+}
+
+/// `check` as a tower layer over the state.
+#[derive(Clone, Debug)]
+pub(crate) struct CheckLayer<C> {
+    check: C,
+    state: Arc<AppState>,
+}
+
+impl<C> CheckLayer<C> {
+    pub(crate) fn new(state: &Arc<AppState>, check: C) -> Self {
+        CheckLayer {
+            check,
+            state: Arc::clone(state),
+        }
+    }
+}
+
+impl<C: Clone, S> Layer<S> for CheckLayer<C> {
+    type Service = Checked<C, S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Checked {
+            check: self.check.clone(),
+            state: Arc::clone(&self.state),
+            inner,
+        }
+    }
+}
+
+/// A [`Check`] in front of a service. Readiness is the inner service's, and an admitted request
+/// goes to the inner service's own future: nothing is boxed or cloned per request (a [`Stage`]
+/// boxes its step's future and clones the rest of the stack into it).
+#[derive(Clone, Debug)]
+pub(crate) struct Checked<C, S> {
+    check: C,
+    state: Arc<AppState>,
+    inner: S,
+}
+
+impl<C: Check, S: Next> Service<Request> for Checked<C, S> {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = futures_util::future::Either<S::Future, Ready<Result<Response, Infallible>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        match self.check.check(&self.state, &mut request) {
+            None => futures_util::future::Either::Left(self.inner.call(request)),
+            Some(refusal) => futures_util::future::Either::Right(std::future::ready(Ok(refusal))),
+        }
+    }
+}
+
+/// A middleware that notes what it needs from the request, lets the rest of the stack answer,
+/// then acts on the answer; it awaits only when [`After::Later`] says so.
+pub(crate) trait Around: Clone + Send + Sync + 'static {
+    /// What it keeps from the request for the answer.
+    type Noted: Send + 'static;
+
+    /// Notes what [`after`](Around::after) needs, before the request goes on.
+    fn before(&self, state: &AppState, request: &Request) -> Self::Noted;
+
+    /// Acts on the answer.
+    fn after(&self, state: &Arc<AppState>, noted: Self::Noted, response: Response) -> After;
+}
+
+/// What an [`Around`] makes of the answer.
+pub(crate) enum After {
+    /// The answer goes out now.
+    Now(Response),
+    /// The answer goes out once this has run (boxed: it is the rare case, and would otherwise
+    /// sit in every request's future).
+    Later(Pin<Box<dyn Future<Output = Response> + Send>>),
+}
+
+/// `around` as a tower layer over the state.
+#[derive(Clone, Debug)]
+pub(crate) struct AroundLayer<A> {
+    around: A,
+    state: Arc<AppState>,
+}
+
+impl<A> AroundLayer<A> {
+    pub(crate) fn new(state: &Arc<AppState>, around: A) -> Self {
+        AroundLayer {
+            around,
+            state: Arc::clone(state),
+        }
+    }
+}
+
+impl<A: Clone, S> Layer<S> for AroundLayer<A> {
+    type Service = Arounded<A, S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Arounded {
+            around: self.around.clone(),
+            state: Arc::clone(&self.state),
+            inner,
+        }
+    }
+}
+
+/// An [`Around`] about a service; readiness is the inner service's.
+#[derive(Clone, Debug)]
+pub(crate) struct Arounded<A, S> {
+    around: A,
+    state: Arc<AppState>,
+    inner: S,
+}
+
+impl<A: Around, S: Next> Service<Request> for Arounded<A, S> {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = AroundFuture<A, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let noted = self.around.before(&self.state, &request);
+        AroundFuture {
+            inner: self.inner.call(request),
+            pending: Some((self.around.clone(), Arc::clone(&self.state), noted)),
+            tail: None,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// [`Arounded`]'s future: the inner service's, then what [`Around::after`] asks for.
+    pub(crate) struct AroundFuture<A: Around, F> {
+        #[pin]
+        inner: F,
+        pending: Option<(A, Arc<AppState>, A::Noted)>,
+        tail: Option<Pin<Box<dyn Future<Output = Response> + Send>>>,
+    }
+}
+
+impl<A, F> Future for AroundFuture<A, F>
+where
+    A: Around,
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Some(tail) = this.tail.as_mut() {
+            return tail.as_mut().poll(cx).map(Ok);
+        }
+        let response = match std::task::ready!(this.inner.poll(cx)) {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+        let (around, state, noted) = this
+            .pending
+            .take()
+            .expect("AroundFuture polled after it completed");
+        match around.after(&state, noted, response) {
+            After::Now(response) => Poll::Ready(Ok(response)),
+            After::Later(mut tail) => {
+                let polled = tail.as_mut().poll(cx).map(Ok);
+                *this.tail = Some(tail);
+                polled
+            }
+        }
     }
 }
