@@ -103,7 +103,8 @@ fn overwrite(slot: &mut Option<String>, value: Option<&str>) {
 pub(crate) struct RefusalDigest {
     window: Duration,
     clock: Arc<dyn Clock>,
-    open: Mutex<HashMap<Arc<str>, Vec<Window>>>,
+    /// foldhash: looked up on every refusal, by a configured user's name.
+    open: Mutex<HashMap<Arc<str>, Vec<Window>, foldhash::fast::RandomState>>,
 }
 
 impl RefusalDigest {
@@ -112,7 +113,7 @@ impl RefusalDigest {
         RefusalDigest {
             window,
             clock,
-            open: Mutex::new(HashMap::new()),
+            open: Mutex::new(HashMap::default()),
         }
     }
 

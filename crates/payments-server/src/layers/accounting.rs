@@ -11,6 +11,7 @@ use tollgate_audit::{Action, AuditEvent, Outcome as AuditOutcome};
 use tollgate_http::idempotency::IdempotencyOutcome;
 use tollgate_http::ratelimit::RateLimited;
 use tollgate_idempotency::IdempotencyKey;
+use tower_http::request_id::RequestId;
 
 use super::Refusal;
 use super::stage::{After, Around};
@@ -127,7 +128,7 @@ pub(crate) struct Accounting;
 /// `Idempotency-Key` (parsed only if an entry is written: most answers write none).
 pub(crate) struct Noted {
     user: Option<Caller>,
-    request_id: String,
+    request_id: Option<RequestId>,
     key: Option<http::HeaderValue>,
 }
 
@@ -137,7 +138,7 @@ impl Around for Accounting {
     fn before(&self, _state: &AppState, request: &Request) -> Noted {
         Noted {
             user: request.extensions().get::<Caller>().cloned(),
-            request_id: super::request_id::of(request.extensions()).to_owned(),
+            request_id: request.extensions().get::<RequestId>().cloned(),
             key: single_key(request.headers()),
         }
     }
@@ -156,11 +157,13 @@ impl Around for Accounting {
         };
         let key = noted.key.as_ref().and_then(|raw| raw.to_str().ok());
         let key = key.and_then(|raw| IdempotencyKey::parse(raw).ok());
-        let (status, request_id) = (response.status().as_u16(), noted.request_id);
+        let request_id = noted.request_id.as_ref();
+        let request_id = request_id.and_then(|id| id.header_value().to_str().ok());
+        let (status, request_id) = (response.status().as_u16(), request_id.unwrap_or_default());
         let event = || {
             let event = AuditEvent::new(user.as_ref(), action.clone(), outcome)
                 .status(status)
-                .request_id(request_id.as_str());
+                .request_id(request_id);
             match &key {
                 Some(key) => event.idempotency_key(key.as_str()),
                 None => event,
@@ -172,7 +175,7 @@ impl Around for Accounting {
                 action: &action,
                 detail: verdict.detail.as_deref(),
                 status: Some(status),
-                request_id: Some(&request_id),
+                request_id: Some(request_id),
                 idempotency_key: key.as_ref().map(IdempotencyKey::as_str),
             };
             state.refusal_entries(&denial, event)

@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
+use http::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use http::{Request, Response, StatusCode};
 use tollgate_ratelimit::{DynRateLimiter, RateLimiter, RequestContext, headers};
 use tower::Service;
@@ -148,7 +148,6 @@ where
                 Ok(decision) => decision,
                 Err(error) => return Ok(limiter_unavailable(&error)),
             };
-            let pairs: Vec<(HeaderName, HeaderValue)> = headers::to_pairs(&decision);
             let decided = RateLimitDecision {
                 policy: decision.binding().map(|b| Arc::clone(b.policy())),
                 allowed: decision.is_allowed(),
@@ -172,9 +171,8 @@ where
                 }
                 (None, _) => inner.call(request).await?,
             };
-            for (name, value) in pairs {
-                response.headers_mut().insert(name, value);
-            }
+            // Written into the answer's own map: no list of pairs to build and move.
+            headers::write(&decision, response.headers_mut());
             response.extensions_mut().insert(decided);
             Ok(response)
         });
