@@ -180,3 +180,91 @@ impl<F: Future<Output = Result<Response, Infallible>>> Future for EnforceFuture<
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::body::Body as HttpBody;
+    use http::StatusCode;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::config::FileConfig;
+
+    fn state() -> Arc<AppState> {
+        AppState::in_memory(&FileConfig::default(), &[]).expect("a state in memory")
+    }
+
+    /// Answers `200` after `delay`, `204` if the request carries its [`Deadline`].
+    fn slow(delay: Duration) -> impl super::super::stage::Next {
+        tower::service_fn(move |request: Request| async move {
+            tokio::time::sleep(delay).await;
+            let mut response = Response::new(HttpBody::empty());
+            if request.extensions().get::<Deadline>().is_some() {
+                *response.status_mut() = StatusCode::NO_CONTENT;
+            }
+            Ok::<_, Infallible>(response)
+        })
+    }
+
+    fn enforce(body: Body, delay: Duration) -> Enforcing<impl super::super::stage::Next> {
+        EnforceLayer::new(&state(), Enforce { body }).layer(slow(delay))
+    }
+
+    // Paused time: the runtime jumps to the next timer instead of waiting for it.
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_past_the_deadline_is_a_503_and_one_within_it_passes() {
+        let timeout = FileConfig::default().timeouts.request;
+        let late = enforce(Body::Unread, timeout * 2)
+            .oneshot(Request::new(HttpBody::empty()))
+            .await
+            .expect("infallible");
+        assert_eq!(late.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(matches!(
+            late.extensions().get::<Refusal>(),
+            Some(Refusal::DeadlineExceeded)
+        ));
+        let on_time = enforce(Body::Unread, timeout / 2)
+            .oneshot(Request::new(HttpBody::empty()))
+            .await
+            .expect("infallible");
+        assert_eq!(
+            on_time.status(),
+            StatusCode::OK,
+            "no deadline handed on for an unread body"
+        );
+        let later = enforce(Body::Later, Duration::ZERO)
+            .oneshot(Request::new(HttpBody::empty()))
+            .await
+            .expect("infallible");
+        assert_eq!(
+            later.status(),
+            StatusCode::NO_CONTENT,
+            "the deadline is handed on"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_read_here_reaches_the_next_service_in_memory() {
+        // The next service sees a body of known length: the one read here, not the stream.
+        let whole = tower::service_fn(|request: Request| async move {
+            let status = match axum::body::HttpBody::size_hint(request.body()).exact() {
+                Some(2) => StatusCode::OK,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            let mut response = Response::new(HttpBody::empty());
+            *response.status_mut() = status;
+            Ok::<_, Infallible>(response)
+        });
+        let streamed = HttpBody::from_stream(futures_util::stream::iter([Ok::<_, Infallible>(
+            bytes::Bytes::from_static(b"{}"),
+        )]));
+        let answer = EnforceLayer::new(&state(), Enforce { body: Body::Read })
+            .layer(whole)
+            .oneshot(Request::new(streamed))
+            .await
+            .expect("infallible");
+        assert_eq!(answer.status(), StatusCode::OK);
+    }
+}

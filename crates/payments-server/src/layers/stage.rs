@@ -305,3 +305,126 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use axum::body::Body;
+    use http::{HeaderValue, StatusCode};
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::config::FileConfig;
+
+    fn state() -> Arc<AppState> {
+        AppState::in_memory(&FileConfig::default(), &[]).expect("a state in memory")
+    }
+
+    /// Answers `200`, or the status a `Mark` extension names; counts its calls.
+    fn inner(calls: &Arc<AtomicUsize>) -> impl Next {
+        let calls = Arc::clone(calls);
+        tower::service_fn(move |request: Request| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let status = request.extensions().get::<Mark>().map_or(200, |m| m.0);
+            let mut response = Response::new(Body::empty());
+            *response.status_mut() = StatusCode::from_u16(status).expect("a status");
+            std::future::ready(Ok::<_, Infallible>(response))
+        })
+    }
+
+    #[derive(Clone, Copy)]
+    struct Mark(u16);
+
+    /// Passes requests with an `x-pass` header (marking them), refuses the rest with `403`.
+    #[derive(Clone)]
+    struct NeedsHeader;
+
+    impl Check for NeedsHeader {
+        fn check(&self, _state: &AppState, request: &mut Request) -> Option<Response> {
+            if request.headers().contains_key("x-pass") {
+                request.extensions_mut().insert(Mark(201));
+                return None;
+            }
+            let mut refusal = Response::new(Body::empty());
+            *refusal.status_mut() = StatusCode::FORBIDDEN;
+            Some(refusal)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_check_refuses_without_calling_on_and_passes_what_it_marked() {
+        let (state, calls) = (state(), Arc::new(AtomicUsize::new(0)));
+        let service = CheckLayer::new(&state, NeedsHeader).layer(inner(&calls));
+        let refused = service.clone().oneshot(Request::new(Body::empty())).await;
+        assert_eq!(refused.expect("infallible").status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            0,
+            "a refused request goes no further"
+        );
+        let mut request = Request::new(Body::empty());
+        request
+            .headers_mut()
+            .insert("x-pass", HeaderValue::from_static("1"));
+        let passed = service.oneshot(request).await.expect("infallible");
+        assert_eq!(
+            passed.status(),
+            StatusCode::CREATED,
+            "the mark reached the next service"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    /// Notes the request's method; answers after a tail that is not ready at its first poll.
+    #[derive(Clone)]
+    struct TailAfter(Arc<AtomicUsize>);
+
+    impl Around for TailAfter {
+        type Noted = &'static str;
+
+        fn before(&self, _state: &AppState, request: &Request) -> &'static str {
+            if request.method() == http::Method::POST {
+                "post"
+            } else {
+                "other"
+            }
+        }
+
+        fn after(&self, _state: &Arc<AppState>, noted: &'static str, response: Response) -> After {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            let mut response = response;
+            After::Later(Box::pin(async move {
+                tokio::task::yield_now().await;
+                let noted = HeaderValue::from_static(noted);
+                response.headers_mut().insert("x-noted", noted);
+                response
+            }))
+        }
+    }
+
+    #[tokio::test]
+    async fn an_around_acts_once_on_the_answer_and_waits_for_its_tail() {
+        let (state, calls, afters) = (
+            state(),
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicUsize::new(0)),
+        );
+        let service = AroundLayer::new(&state, TailAfter(Arc::clone(&afters))).layer(inner(&calls));
+        let request = http::Request::post("/")
+            .body(Body::empty())
+            .expect("a request");
+        let response = service.oneshot(request).await.expect("infallible");
+        assert_eq!(
+            response.headers()["x-noted"],
+            "post",
+            "noted before, written after"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            afters.load(Ordering::SeqCst),
+            1,
+            "after runs once, across the tail's polls"
+        );
+    }
+}
