@@ -67,12 +67,16 @@ pub(crate) fn span(request: &http::Request<Body>) -> Span {
     span
 }
 
+/// W3C Trace Context's `traceparent`, named once: a lookup by a string parses the name each time,
+/// and every request looks for it.
+pub(crate) const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+
 /// The trace id of a valid W3C `traceparent` header (version `00`: `00-<32 hex trace id>-<16
 /// hex parent id>-<2 hex flags>`, neither id all zeros), so the request's log lines can be
 /// found from the caller's trace. Anything else is ignored, as the Trace Context
 /// recommendation asks.
 pub(crate) fn trace_id(headers: &http::HeaderMap) -> Option<&str> {
-    let mut values = headers.get_all("traceparent").iter();
+    let mut values = headers.get_all(TRACEPARENT).iter();
     let value = values.next()?.to_str().ok()?;
     if values.next().is_some() {
         return None;
@@ -105,7 +109,7 @@ pub(crate) fn child_traceparent(headers: &http::HeaderMap) -> Option<String> {
         return crate::telemetry::current_traceparent();
     }
     let trace = trace_id(headers)?;
-    let value = headers.get("traceparent")?.to_str().ok()?.trim();
+    let value = headers.get(TRACEPARENT)?.to_str().ok()?.trim();
     let flags = value.get(value.len() - 2..)?;
     Some(format!("00-{trace}-{:016x}-{flags}", fastrand::u64(1..)))
 }
