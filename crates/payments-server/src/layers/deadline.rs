@@ -14,10 +14,10 @@ use std::time::Duration;
 use axum::extract::Request;
 use axum::response::Response;
 use tokio::time::{Instant, Timeout};
-use tower::{Layer, Service};
+use tower::{Layer, Service, ServiceExt};
 
 use super::Refusal;
-use super::stage::{Next, call};
+use super::stage::Next;
 use crate::state::AppState;
 
 /// The moment a request must be answered by, in its extensions when [`Enforce`] leaves the
@@ -109,9 +109,18 @@ impl<S: Next> Service<Request> for Enforcing<S> {
                 let next = self.inner.clone();
                 EnforceFuture::Reading {
                     future: Box::pin(async move {
-                        match super::body::read(request, deadline, timeout).await {
-                            Ok(request) => within(deadline, timeout, call(next, request)).await,
-                            Err(refused) => refused,
+                        let request = match super::body::read(request, deadline, timeout).await {
+                            Ok(request) => request,
+                            Err(refused) => return refused,
+                        };
+                        // The same timer and the same 503 as a request that needs no read.
+                        let running = EnforceFuture::Running {
+                            future: tokio::time::timeout_at(deadline, next.oneshot(request)),
+                            timeout,
+                        };
+                        match running.await {
+                            Ok(response) => response,
+                            Err(never) => match never {},
                         }
                     }),
                 }
@@ -129,17 +138,7 @@ impl<S: Next> Service<Request> for Enforcing<S> {
     }
 }
 
-/// `answer`, or the `503` that says it did not come by `deadline`.
-async fn within(
-    deadline: Instant,
-    timeout: Duration,
-    answer: impl Future<Output = Response>,
-) -> Response {
-    tokio::time::timeout_at(deadline, answer)
-        .await
-        .unwrap_or_else(|_| too_late(timeout))
-}
-
+/// The `503` for a request not answered within `timeout`.
 fn too_late(timeout: Duration) -> Response {
     let detail = format!("the request did not finish within {timeout:?}");
     let mut response = crate::problem::unavailable(detail);

@@ -216,7 +216,9 @@ impl HttpProcessor {
             .traceparent
             .and_then(|v| http::HeaderValue::from_str(v).ok())
         {
-            request.headers_mut().insert("traceparent", value);
+            request
+                .headers_mut()
+                .insert(crate::layers::observe::TRACEPARENT, value);
         }
         let (status, body) = self.send(request).await?;
         if !status.is_success() {
