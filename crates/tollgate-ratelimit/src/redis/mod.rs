@@ -184,6 +184,11 @@ impl RedisLimiterBuilder {
 
     /// Decide on this clock instead of the Redis server's `TIME`. For deterministic tests and
     /// simulations only: in production, processes with skewed clocks would disagree.
+    ///
+    /// Redis still expires keys on its own clock, so with an injected clock each key is kept a
+    /// minute past the instant its state becomes idle: a clock that stands still between two
+    /// calls must not see its state vanish. Idle state decides like no state, so the margin
+    /// changes no decision.
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Some(Arc::new(clock));
         self

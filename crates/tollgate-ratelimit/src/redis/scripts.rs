@@ -17,7 +17,8 @@
 ///
 /// State: sliding window `"index:current:previous"` (string), sliding log a list of
 /// `"timestamp:cost"` (oldest first), GCRA the theoretical arrival time (string). Every write
-/// sets an expiry at the instant the state becomes equivalent to no state.
+/// sets an expiry at the instant the state becomes equivalent to no state (a minute later on an
+/// injected clock, which Redis's own expiry does not follow).
 ///
 /// Returns `{now, allowed₁, remaining₁, reset_after₁, retry_after₁, …}` (`retry_after = -1` when
 /// key `i` admits); a refund returns the same shape, every key admitted, with its status after
@@ -35,13 +36,19 @@ local function floordiv(a, b)
   return q
 end
 local function int(x) return string.format('%d', x) end
-local now
+local now, keep
 if ARGV[3] == '' then
   local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  now, keep = tonumber(t[1]) * 1000000 + tonumber(t[2]), 0
 else
-  now = tonumber(ARGV[3])
+  -- Redis expires keys on its own clock, which an injected one need not follow: a test's
+  -- clock can stand still while Redis's runs on, and state idle in a millisecond by the
+  -- injected clock would vanish between two calls. Keep it a minute longer: a state past
+  -- its idle instant decides exactly like no state, so the margin changes no answer.
+  now, keep = tonumber(ARGV[3]), 60000
 end
+-- The expiry, in ms, for state that becomes equivalent to no state at `idle_at` (µs).
+local function px(idle_at) return int(math.ceil((idle_at - now) / 1000) + keep) end
 
 -- One GCRA key, checked or peeked (the common case): the same arithmetic as below, without
 -- building the general path's tables and closures, which cost Redis a third of the call.
@@ -61,7 +68,7 @@ if #KEYS == 1 and ARGV[4] == '3' and ARGV[1] ~= '2' then
     tat = base + cost * T
     if stale then redis.call('DEL', KEYS[1]) end
     if tat > now then
-      redis.call('SET', KEYS[1], int(tat), 'PX', int(math.ceil((tat - now) / 1000)))
+      redis.call('SET', KEYS[1], int(tat), 'PX', px(tat))
     else
       redis.call('DEL', KEYS[1])
     end
@@ -199,7 +206,7 @@ local function store(i, k)
     else idle_at = 0 end
     if idle_at > now then
       redis.call('SET', KEYS[i], int(k.idx) .. ':' .. int(k.cur) .. ':' .. int(k.prev),
-        'PX', int(math.ceil((idle_at - now) / 1000)))
+        'PX', px(idle_at))
     else
       redis.call('DEL', KEYS[i])
     end
@@ -221,11 +228,11 @@ local function store(i, k)
     end
     if n > 0 then
       idle_at = k.entries[n][1] + k.b
-      redis.call('PEXPIRE', KEYS[i], int(math.ceil((idle_at - now) / 1000)))
+      redis.call('PEXPIRE', KEYS[i], px(idle_at))
     end
   else
     if k.tat > now then
-      redis.call('SET', KEYS[i], int(k.tat), 'PX', int(math.ceil((k.tat - now) / 1000)))
+      redis.call('SET', KEYS[i], int(k.tat), 'PX', px(k.tat))
     else
       redis.call('DEL', KEYS[i])
     end

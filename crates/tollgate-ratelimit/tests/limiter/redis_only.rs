@@ -238,7 +238,39 @@ async fn keys_expire_when_their_state_is_idle_and_scripts_reload() {
         .await
         .expect("redis reachable");
     let ttl: i64 = conn.pttl(limiter.redis_key(&k)).await.expect("pttl");
-    // Two tokens of 10 s each: the state is equivalent to "no state" 20 s from now.
+    // Two tokens of 10 s each: the state is equivalent to "no state" 20 s from now, and on an
+    // injected clock Redis keeps it a minute longer.
+    assert!((79_000..=80_000).contains(&ttl), "pttl = {ttl}");
+    // A clock that stands still while Redis's runs on still finds its state.
+    let idle_soon = key(
+        "soon",
+        Algorithm::token_bucket(1000, Duration::from_secs(1), 1),
+        "a",
+    );
+    limiter
+        .check(std::slice::from_ref(&idle_soon), 1)
+        .await
+        .expect("redis");
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let again = limiter
+        .check(std::slice::from_ref(&idle_soon), 1)
+        .await
+        .expect("redis");
+    assert!(
+        !again.is_allowed(),
+        "a state idle in 1 ms by the clock vanished after 5 ms of Redis's time"
+    );
+
+    // On Redis's own clock the expiry is the idle instant itself.
+    let on_server_time = RedisLimiter::builder(r::pool(&url))
+        .key_prefix(support::unique_prefix("expiry-server-time"))
+        .failure_mode(FailureMode::ReturnError)
+        .build();
+    on_server_time
+        .check(std::slice::from_ref(&k), 2)
+        .await
+        .expect("redis");
+    let ttl: i64 = conn.pttl(on_server_time.redis_key(&k)).await.expect("pttl");
     assert!((19_000..=20_000).contains(&ttl), "pttl = {ttl}");
     assert!(
         limiter.redis_key(&k).ends_with("{tb:alice}"),
