@@ -106,6 +106,10 @@ impl RedisStore {
     }
 
     /// Decide on `clock` instead of the Redis server's `TIME` (deterministic tests only).
+    ///
+    /// Redis still deletes records on its own clock, so with an injected clock each record is
+    /// kept a minute past its expiry: a clock that stands still between two calls must not see
+    /// a record vanish. Its expiry instant still decides when it reads as absent.
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         let wall = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

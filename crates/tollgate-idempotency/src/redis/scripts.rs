@@ -1,18 +1,22 @@
 //! The Lua scripts of the Redis store. A record is a hash: `fp`, `state` (`p` in progress, `c`
 //! completed, `r` released: reads as absent), `fence`, `lease_until` and `expires_at` (µs), and for completed records `status`,
 //! `headers` (JSON) and `body`. Every script reads the server's `TIME` unless ARGV passes a time
-//! (tests), treats `expires_at <= now` as absent, and sets `PX` so Redis deletes the record itself.
+//! (tests), treats `expires_at <= now` as absent, and sets `PX` so Redis deletes the record itself
+//! (a minute later when the time is passed in, since Redis's clock runs on without it).
 //! Fences are `max(previous + 1, now in µs)`: they grow even across a deleted record.
 
 /// `NOW`: the prefix of every script below. Their last ARGV is the time in µs, or `""` for the
 /// server's `TIME` (production); `now` is set from it.
 pub(crate) const NOW: &str = r#"
-local now
+local now, linger_ms
 if ARGV[#ARGV] == '' then
   local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  now, linger_ms = tonumber(t[1]) * 1000000 + tonumber(t[2]), 0
 else
-  now = tonumber(ARGV[#ARGV])
+  -- Redis expires keys on its own clock, which a passed time need not follow: a test's clock
+  -- can stand still while Redis's runs on. Keep records a minute longer; `expires_at` still
+  -- decides when a record reads as absent, so the margin changes no answer.
+  now, linger_ms = tonumber(ARGV[#ARGV]), 60000
 end
 "#;
 
@@ -34,7 +38,7 @@ if not state or state == 'r' or not expires_at or expires_at <= now then
   local keep_ms = math.max(ttl_ms, lease_us / 1000)
   redis.call('HSET', KEYS[1], 'fp', ARGV[1], 'state', 'p', 'fence', int(f),
              'lease_until', int(now + lease_us), 'expires_at', int(now + keep_ms * 1000))
-  redis.call('PEXPIRE', KEYS[1], int(keep_ms))
+  redis.call('PEXPIRE', KEYS[1], int(keep_ms + linger_ms))
   return {'acquired', f}
 end
 if fp ~= ARGV[1] then return {'mismatch', 0} end
@@ -44,7 +48,7 @@ local f = next_fence()
 local keep = math.max(expires_at, now + lease_us)
 redis.call('HSET', KEYS[1], 'fence', int(f), 'lease_until', int(now + lease_us),
            'expires_at', int(keep))
-redis.call('PEXPIRE', KEYS[1], int(math.ceil((keep - now) / 1000)))
+redis.call('PEXPIRE', KEYS[1], int(math.ceil((keep - now) / 1000) + linger_ms))
 return {'resumed', f}
 "#;
 
@@ -57,7 +61,7 @@ local ttl_ms = tonumber(ARGV[5])
 redis.call('HSET', KEYS[1], 'state', 'c', 'status', ARGV[2], 'headers', ARGV[3], 'body', ARGV[4],
            'expires_at', string.format('%d', now + ttl_ms * 1000))
 redis.call('HDEL', KEYS[1], 'lease_until')
-redis.call('PEXPIRE', KEYS[1], string.format('%d', ttl_ms))
+redis.call('PEXPIRE', KEYS[1], string.format('%d', ttl_ms + linger_ms))
 return 1
 "#;
 
