@@ -3,6 +3,7 @@
 //! Amounts are never floats: the amount's JSON text (a number or a string) is parsed as a
 //! decimal and held as integer minor units of its currency.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
@@ -49,7 +50,9 @@ fn field_error(field: &str, message: impl Into<String>) -> FieldError {
 struct Wire<'a> {
     #[serde(borrow)]
     amount: Option<&'a RawValue>,
-    currency: Option<String>,
+    /// Only looked up in the ISO table: borrowed from the body unless it holds escapes.
+    #[serde(borrow)]
+    currency: Option<Cow<'a, str>>,
     description: Option<String>,
     payment_method: Option<String>,
     #[serde(default)]
@@ -138,10 +141,11 @@ impl PaymentRequest {
             ));
         }
         for (key, value) in entries {
-            let field = format!("metadata.{key}");
+            // The field's name is only written out for an error: a valid entry costs no `format!`.
+            let field = || format!("metadata.{key}");
             if key.is_empty() || key.chars().count() > MAX_METADATA_KEY {
                 errors.push(field_error(
-                    &field,
+                    &field(),
                     format!("keys are 1–{MAX_METADATA_KEY} characters"),
                 ));
             }
@@ -150,10 +154,10 @@ impl PaymentRequest {
                     metadata.insert(key, text);
                 }
                 Value::String(_) => errors.push(field_error(
-                    &field,
+                    &field(),
                     format!("at most {MAX_METADATA_VALUE} characters"),
                 )),
-                _ => errors.push(field_error(&field, "metadata values are strings")),
+                _ => errors.push(field_error(&field(), "metadata values are strings")),
             }
         }
         match (amount, currency) {
