@@ -93,8 +93,16 @@ impl MemoryAuditLog {
 impl AuditSink for MemoryAuditLog {
     async fn record(&self, event: AuditEvent) -> Result<(), Error> {
         let mut trails = self.trails.lock();
-        let user = event.user_id.clone();
-        let trail = trails.by_user.entry(user.clone()).or_default();
+        let trails = &mut *trails;
+        // Two lookups for a user seen before rather than a copy of the name for every event.
+        if !trails.by_user.contains_key(&event.user_id) {
+            trails
+                .by_user
+                .insert(event.user_id.clone(), VecDeque::new());
+        }
+        let Some(trail) = trails.by_user.get_mut(&event.user_id) else {
+            return Ok(());
+        };
         // Keep id order even if events arrive slightly out of order (ids are time-ordered). In
         // order is the rule: appending then touches one cache line, where a binary search
         // through a long trail would miss the cache at every step.
@@ -104,12 +112,14 @@ impl AuditSink for MemoryAuditLog {
             let at = trail.partition_point(|e| e.id < event.id);
             trail.insert(at, event);
         }
-        let own_excess = trail.len() > self.per_user;
-        trails.total += 1;
-        if own_excess {
-            trails.pop_oldest(&user);
+        if trail.len() > self.per_user {
+            // The user's own oldest gives way; the trail keeps at least the event just added.
+            trail.pop_front();
             self.dropped.fetch_add(1, Ordering::Relaxed);
-        } else if trails.total > self.capacity {
+            return Ok(());
+        }
+        trails.total += 1;
+        if trails.total > self.capacity {
             trails.evict_from_longest();
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }

@@ -40,7 +40,12 @@ pub(crate) async fn create_payment(
     State(state): State<Arc<AppState>>,
     request: Request,
 ) -> Response {
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
+    // Taken out of the request, the claim's payment is this handler's alone: no copy of it.
+    let recorded = parts
+        .extensions
+        .remove::<Recorded>()
+        .map(|recorded| Arc::unwrap_or_clone(recorded.0));
     let extensions = &parts.extensions;
     let (Some(&lease), Some(scope), Some(Caller(user))) = (
         extensions.get::<Lease>(),
@@ -61,10 +66,9 @@ pub(crate) async fn create_payment(
         lease,
         body: &body,
         started: Instant::now(),
-        recorded: extensions.get::<Recorded>().map(|r| r.0.as_ref()),
         traceparent: traceparent.as_deref(),
     };
-    let outcome = state.payments.pay(&attempt, receipt).await;
+    let outcome = state.payments.pay(&attempt, recorded, receipt).await;
     let settled = outcome
         .as_ref()
         .ok()

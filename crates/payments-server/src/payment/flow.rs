@@ -41,8 +41,6 @@ pub(crate) struct Attempt<'a> {
     pub(crate) lease: Lease,
     pub(crate) body: &'a [u8],
     pub(crate) started: Instant,
-    /// The pending payment its claim recorded, if the claim did (see `payment::claim`).
-    pub(crate) recorded: Option<&'a Payment>,
     /// The W3C `traceparent` for the processor call: the client's trace, a new parent id.
     pub(crate) traceparent: Option<&'a str>,
 }
@@ -143,17 +141,19 @@ struct Intent {
 }
 
 impl Payments {
-    /// Pays once for `attempt`; `receipt` renders the answer that is stored and replayed.
+    /// Pays once for `attempt`, whose claim may have `recorded` its pending payment already
+    /// (see `payment::claim`); `receipt` renders the answer that is stored and replayed.
     pub(crate) async fn pay(
         &self,
         attempt: &Attempt<'_>,
+        recorded: Option<Payment>,
         receipt: impl FnOnce(&Payment) -> StoredResponse,
     ) -> Result<Settled, Refused> {
         let Intent {
             mut payment,
             known,
             permit,
-        } = match attempt.recorded {
+        } = match recorded {
             Some(recorded) => self.recorded(recorded)?,
             None => {
                 let request = PaymentRequest::parse(attempt.body)?;
@@ -181,19 +181,18 @@ impl Payments {
     }
 
     /// A payment its claim recorded (pending): charge it with a permit of the breaker.
-    fn recorded(&self, payment: &Payment) -> Result<Intent, Refused> {
-        let permit = self.breaker.try_acquire().map_err(|error| {
-            let retry_after = error.retry_after().unwrap_or(Duration::from_secs(1));
-            Refused::CircuitOpenPending {
-                payment: Box::new(payment.clone()),
-                retry_after,
-            }
-        })?;
-        Ok(Intent {
-            payment: payment.clone(),
-            known: None,
-            permit: Some(permit),
-        })
+    fn recorded(&self, payment: Payment) -> Result<Intent, Refused> {
+        match self.breaker.try_acquire() {
+            Ok(permit) => Ok(Intent {
+                payment,
+                known: None,
+                permit: Some(permit),
+            }),
+            Err(error) => Err(Refused::CircuitOpenPending {
+                payment: Box::new(payment),
+                retry_after: error.retry_after().unwrap_or(Duration::from_secs(1)),
+            }),
+        }
     }
 
     /// A resumed claim reconciles what an earlier owner recorded (its answer was lost, it timed
