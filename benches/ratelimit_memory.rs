@@ -12,6 +12,9 @@
 //! - `governor/string`: `DefaultKeyedRateLimiter<String>` (same key text as tollgate);
 //! - `governor/string_per_call`: the same with its `String` key built from the text per call;
 //! - `governor/u64`: `DefaultKeyedRateLimiter<u64>`, governor's cheapest key.
+//!
+//! A second set of groups, `memory/algorithms/…`, puts the sliding-window counter beside GCRA
+//! in the same limiter (both admit every decision), so the window's cost is read as a ratio.
 
 mod support;
 
@@ -175,5 +178,56 @@ fn poll_ready<F: std::future::Future>(future: F) -> F::Output {
     }
 }
 
-criterion_group!(benches, bench);
+/// The same limiter deciding GCRA keys and sliding-window keys: what a window decision costs
+/// beside the GCRA one, on known keys, 1 and 2 threads.
+fn bench_algorithms(c: &mut Criterion) {
+    let n = 10_000;
+    let window = Arc::new(
+        tollgate_ratelimit::Policy::new(
+            "w",
+            tollgate_ratelimit::Scope::User,
+            // At most a few thousand decisions per key and second here: every one admits.
+            tollgate_ratelimit::Algorithm::sliding_window(30_000, Duration::from_secs(1)),
+        )
+        .expect("valid policy"),
+    );
+    let contenders = [
+        ("gcra", support::user_keys(&support::always_admits(RATE), n)),
+        ("sliding_window", support::user_keys(&window, n)),
+    ];
+    let ours = MemoryLimiter::builder().max_keys(4 * n).build();
+    for (_, keys) in &contenders {
+        for key in keys {
+            ours.check_now(key, 1).expect("valid");
+        }
+    }
+    let visit = order(n);
+    for &threads in &[1usize, 2] {
+        let mut group = c.benchmark_group(format!("memory/algorithms/{n}_keys/{threads}_threads"));
+        group.throughput(Throughput::Elements(1));
+        group
+            .sample_size(20)
+            .warm_up_time(Duration::from_secs(1))
+            .measurement_time(Duration::from_secs(3));
+        let at = |t: usize, i: u64| visit[(t * n / 2 + i as usize) % n];
+        for (name, keys) in &contenders {
+            group.bench_function(BenchmarkId::new("tollgate", name), |b| {
+                b.iter_custom(|iters| {
+                    on_threads(threads, iters, |t, k| {
+                        for i in 0..k {
+                            black_box(
+                                ours.check_now(&keys[at(t, i)], 1)
+                                    .map(|d| d.is_allowed())
+                                    .ok(),
+                            );
+                        }
+                    })
+                })
+            });
+        }
+        group.finish();
+    }
+}
+
+criterion_group!(benches, bench, bench_algorithms);
 criterion_main!(benches);

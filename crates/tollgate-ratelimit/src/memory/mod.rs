@@ -1,9 +1,10 @@
 //! The in-process backend: sharded, bounded, with idle keys forgotten automatically.
 //!
 //! Keys are spread over many lock-guarded shards (a multiple of the core count, each on its own
-//! cache line) so that unrelated keys rarely contend. A single-policy GCRA decision on a tracked
-//! key holds its shard's shared lock and makes one compare-and-swap on the key's timestamp, so
-//! such decisions never wait for each other. Any other decision locks its shards exclusively, in
+//! cache line) so that unrelated keys rarely contend. A single-policy decision on a tracked GCRA
+//! or sliding-window key holds its shard's shared lock and makes one compare-and-swap on the key's
+//! state (a timestamp, or a window's index and counts packed into one word), so such decisions
+//! never wait for each other. Any other decision locks its shards exclusively, in
 //! index order (no deadlock), decides every key, and commits only if all admit: a multi-policy
 //! decision is atomic, and a denial consumes nothing.
 //!
@@ -36,8 +37,9 @@
 //! # Ok::<(), tollgate_ratelimit::Error>(())
 //! ```
 
-mod gcra_table;
 mod shard;
+mod table;
+mod window_slot;
 
 use std::fmt;
 use std::sync::Arc;
@@ -46,13 +48,13 @@ use std::time::Duration;
 
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::decision::{Decision, PolicyDecision};
-use crate::policy::PolicyKey;
+use crate::policy::{PolicyKey, Quota};
 use crate::{Error, RateLimiter, validate};
 use parking_lot::RwLockWriteGuard;
 use shard::{Limits, Mode, Shard, ShardMap, gcra_quota};
 
-/// Default bound on tracked keys: 2^20, about 60 MiB of GCRA keys or 126 MiB of sliding-window
-/// keys (see `docs/performance.md`).
+/// Default bound on tracked keys: 2^20, about 56 MiB of GCRA keys or 73 MiB of sliding-window
+/// keys (measured at one million keys; see `docs/performance.md`).
 pub const DEFAULT_MAX_KEYS: usize = 1 << 20;
 
 struct Inner<C> {
@@ -265,9 +267,11 @@ impl<C: Clock> MemoryLimiter<C> {
     ) -> Decision<'k> {
         let (hash, quota, at) = (key.hash128(), key.policy().quota(), now.as_micros());
         let shard = self.shard(key);
-        // The shared guard is dropped when the closure returns, before any exclusive lock.
-        let tracked = gcra_quota(quota)
-            .and_then(|gcra| shard.read().decide_tracked_gcra(hash, gcra, at, cost, mode));
+        // The shared guard is dropped at the end of the statement, before any exclusive lock.
+        let tracked = match quota {
+            Quota::SlidingLog { .. } => None,
+            _ => shard.read().decide_tracked(hash, quota, at, cost, mode),
+        };
         if let Some((verdict, status)) = tracked {
             return Decision::single(now, policy_decision(key, verdict, status));
         }
@@ -474,6 +478,50 @@ mod tests {
         assert_eq!(remaining(&pairs_only), 100 - pairs);
     }
 
+    /// The sliding-window twin of the test above: compare-and-swaps on a packed window key and
+    /// multi-key exclusive decisions share one exact count.
+    #[test]
+    fn packed_window_keys_count_exactly_under_racing_decisions() {
+        let clock = ManualClock::starting_at(Timestamp::from_secs(100));
+        let limiter = MemoryLimiter::builder().clock(clock).shards(4).build();
+        let hourly = |limit| Algorithm::sliding_window(limit, Duration::from_secs(3600));
+        let shared = key("shared", hourly(1_000), "a");
+        let pairs_only = key("pairs", hourly(100), "a");
+        let both = [shared.clone(), pairs_only.clone()];
+        let admitted =
+            |keys: &[PolicyKey]| u64::from(limiter.check_now(keys, 1).expect("ok").is_allowed());
+        let (singles, pairs) = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..4)
+                .map(|_| {
+                    s.spawn(|| {
+                        (0..2_000).fold((0, 0), |(singles, pairs), i| {
+                            if i % 2 == 0 {
+                                (singles + admitted(std::slice::from_ref(&shared)), pairs)
+                            } else {
+                                (singles, pairs + admitted(&both))
+                            }
+                        })
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().expect("no panic"))
+                .fold((0, 0), |(a, b), (c, d)| (a + c, b + d))
+        });
+        assert_eq!(singles + pairs, 1_000, "{singles} singles, {pairs} pairs");
+        assert!(pairs <= 100, "{pairs} pairs");
+        let remaining = |k: &PolicyKey| {
+            limiter
+                .peek_now(std::slice::from_ref(k), 1)
+                .expect("ok")
+                .policies()[0]
+                .remaining()
+        };
+        assert_eq!(remaining(&shared), 0);
+        assert_eq!(remaining(&pairs_only), 100 - pairs);
+    }
+
     #[test]
     fn multi_key_decisions_commit_all_or_nothing() {
         let clock = ManualClock::starting_at(Timestamp::from_secs(100));
@@ -502,5 +550,132 @@ mod tests {
             limiter.check_now(&[small.clone(), small], 1),
             Err(Error::DuplicateKey(_))
         ));
+    }
+
+    mod packing {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::algorithm::sliding_window::WindowState;
+
+        /// A window of 2^21 µs: with the wide limit below (2^30, which leaves two bits for the
+        /// index) the product is the largest a policy may have.
+        const W: u64 = 1 << 21;
+        const NARROW: u64 = 5;
+        const WIDE: u64 = 1 << 30;
+
+        #[derive(Clone, Debug)]
+        enum Op {
+            Check {
+                cost: u64,
+                wide: bool,
+                with_other: bool,
+            },
+            Peek {
+                cost: u64,
+                wide: bool,
+            },
+            Refund {
+                cost: u64,
+            },
+            Advance(u64),
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                6 => (0u64..4, any::<bool>(), any::<bool>())
+                    .prop_map(|(cost, wide, with_other)| Op::Check { cost, wide, with_other }),
+                1 => (0u64..4, any::<bool>()).prop_map(|(cost, wide)| Op::Peek { cost, wide }),
+                1 => (1u64..4).prop_map(|cost| Op::Refund { cost }),
+                2 => (0u64..W / 2).prop_map(Op::Advance),
+            ]
+        }
+
+        /// One decision on the window key, through `limiter`: alone (the compare-and-swap) or
+        /// beside an always-admitting GCRA key (the exclusive path).
+        fn decide(
+            limiter: &MemoryLimiter<ManualClock>,
+            keys: &[PolicyKey],
+            check: bool,
+            cost: u64,
+        ) -> (Option<Duration>, u64, Duration) {
+            let decision = if check {
+                limiter.check_now(keys, cost)
+            } else {
+                limiter.peek_now(keys, cost)
+            }
+            .expect("valid");
+            let window = &decision.policies()[0];
+            (
+                window.retry_after(),
+                window.remaining(),
+                window.reset_after(),
+            )
+        }
+
+        /// The same decision on the bare arithmetic.
+        fn model(
+            state: &mut WindowState,
+            now: u64,
+            limit: u64,
+            cost: u64,
+            check: bool,
+        ) -> (Option<Duration>, u64, Duration) {
+            state.advance(now, W);
+            let verdict = state.admits(now, limit, W, cost);
+            if check && cost > 0 && verdict.is_ok() {
+                state.consume(cost);
+            }
+            let status = state.status(now, limit, W);
+            (
+                verdict.err().map(Duration::from_micros),
+                status.remaining,
+                Duration::from_micros(status.reset_after),
+            )
+        }
+
+        proptest! {
+            /// A window key packed into its word, moved out of it when the window index
+            /// outgrows the wide layout's two bits or a wide limit's counts outgrow the narrow
+            /// layout, through single and multi-key decisions, peeks and refunds: every answer
+            /// is the arithmetic's on one unpacked state.
+            #[test]
+            fn window_keys_decide_like_the_unpacked_arithmetic(ops in proptest::collection::vec(op(), 1..120)) {
+                let start = 2 * W + 7;
+                let clock = ManualClock::starting_at(Timestamp::from_micros(start));
+                let limiter = MemoryLimiter::builder().clock(clock.clone()).shards(1).build();
+                // Two policies of one name: the same key, read under either limit.
+                let narrow = key("w", Algorithm::sliding_window(NARROW, Duration::from_micros(W)), "a");
+                let wide = key("w", Algorithm::sliding_window(WIDE, Duration::from_micros(W)), "a");
+                let other = key("other", Algorithm::token_bucket(1, Duration::from_millis(1), 10_000), "a");
+                let mut state = WindowState::fresh(start, W);
+                let mut now = start;
+                for op in ops {
+                    let (keys, limit, check, cost) = match op {
+                        Op::Advance(us) => {
+                            clock.advance(Duration::from_micros(us));
+                            now += us;
+                            continue;
+                        }
+                        Op::Refund { cost } => {
+                            limiter.refund_now(std::slice::from_ref(&narrow), cost).expect("valid");
+                            state.refund(cost);
+                            continue;
+                        }
+                        Op::Check { cost, wide: w, with_other } => {
+                            let window = if w { &wide } else { &narrow };
+                            let keys = if with_other { vec![window.clone(), other.clone()] } else { vec![window.clone()] };
+                            (keys, if w { WIDE } else { NARROW }, true, cost)
+                        }
+                        Op::Peek { cost, wide: w } => {
+                            (vec![if w { wide.clone() } else { narrow.clone() }], if w { WIDE } else { NARROW }, false, cost)
+                        }
+                    };
+                    let got = decide(&limiter, &keys, check, cost);
+                    let expected = model(&mut state, now, limit, cost, check);
+                    prop_assert_eq!(got, expected, "at {} µs ({} windows in)", now, now / W);
+                }
+            }
+        }
     }
 }

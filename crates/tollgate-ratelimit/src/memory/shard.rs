@@ -1,12 +1,13 @@
-//! One shard of the memory limiter: its two tables, the GCRA compare-and-swap, and how a shard
+//! One shard of the memory limiter: its three tables, the compare-and-swaps, and how a shard
 //! stays bounded.
 //!
-//! GCRA keys live in a table of their own ([`GcraTable`]) whose whole state is one atomic
-//! timestamp, so a single-policy GCRA decision needs only the shard's *shared* lock and one
-//! compare-and-swap: concurrent decisions on a shard run in parallel, a slot is 24 bytes and a
-//! lookup reads one cache line. Every other key (and
-//! every decision over several keys) takes the shard's exclusive lock, which also shuts out the
-//! compare-and-swaps, so a multi-policy decision stays atomic.
+//! GCRA keys live in a [`Table`] of their own whose whole state is one atomic timestamp, and
+//! sliding-window keys in another whose state is packed into one atomic word ([`WindowSlot`]).
+//! So a single-policy decision on either needs only the shard's *shared* lock and one
+//! compare-and-swap: concurrent decisions on a shard run in parallel, and a lookup reads one
+//! cache line. Sliding-log keys (and window states too wide for a word) live in a general map;
+//! they, every insertion and every decision over several keys take the shard's exclusive lock,
+//! which also shuts out the compare-and-swaps, so a multi-policy decision stays atomic.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -14,8 +15,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::RwLock;
 
-use super::gcra_table::{GcraTable, KeyHash};
+use super::table::{GcraSlot, KeyHash, Slot, Table};
+use super::window_slot::{Packing, WindowSlot};
 use crate::algorithm::gcra::GcraState;
+use crate::algorithm::sliding_window::WindowState;
 use crate::algorithm::{State, Status};
 use crate::policy::Quota;
 
@@ -49,8 +52,7 @@ impl Hasher for PreHashed {
     }
 }
 
-/// A sliding-window or sliding-log key's state and the instant from which it is
-/// indistinguishable from a fresh one.
+/// An unpacked key's state and the instant from which it is indistinguishable from a fresh one.
 #[derive(Debug)]
 struct Entry {
     state: State,
@@ -86,8 +88,12 @@ pub(super) struct Shard(pub(super) RwLock<ShardMap>);
 #[derive(Debug)]
 pub(super) struct ShardMap {
     /// GCRA keys: the theoretical arrival time, which is also when the key turns idle.
-    gcra: GcraTable,
-    /// Sliding-window and sliding-log keys.
+    gcra: Table<GcraSlot>,
+    /// Sliding-window keys whose state fits one word.
+    windows: Table<WindowSlot>,
+    /// Sliding-log keys, and sliding-window keys whose state does not fit a word. A
+    /// sliding-window decision looks in `windows` first, and a window state goes into `entries`
+    /// only for a key that is not in `windows`.
     entries: KeyMap<Entry>,
     inserts_since_sweep: usize,
     /// Insertions between sweeps: the size left by the last sweep, so a sweep's cost is paid for
@@ -121,6 +127,15 @@ pub(super) fn decide_gcra(
     }
 }
 
+/// `(limit, window)` of a sliding-window quota.
+#[inline]
+fn window_quota(quota: Quota) -> Option<(u64, u64)> {
+    match quota {
+        Quota::SlidingWindow { limit, window } => Some((limit, window)),
+        _ => None,
+    }
+}
+
 /// `(interval, tolerance)` of a GCRA quota.
 #[inline]
 pub(super) fn gcra_quota(quota: Quota) -> Option<(u64, u64)> {
@@ -136,7 +151,8 @@ pub(super) fn gcra_quota(quota: Quota) -> Option<(u64, u64)> {
 impl ShardMap {
     pub(super) fn new() -> Self {
         ShardMap {
-            gcra: GcraTable::default(),
+            gcra: Table::default(),
+            windows: Table::default(),
             entries: KeyMap::default(),
             inserts_since_sweep: 0,
             sweep_after: MIN_SWEEP_INTERVAL,
@@ -145,22 +161,43 @@ impl ShardMap {
 
     /// Keys tracked.
     pub(super) fn len(&self) -> usize {
-        self.gcra.len() + self.entries.len()
+        self.gcra.len() + self.windows.len() + self.entries.len()
     }
 
-    /// The single-key GCRA decision under the shared lock; `None` when the key is not tracked
-    /// yet (inserting it needs the exclusive lock).
+    /// The single-key decision under the shared lock, for a GCRA key or a packed sliding-window
+    /// key; `None` when the key is not tracked yet (inserting it needs the exclusive lock), its
+    /// state would no longer fit a word, or it is a sliding-log key.
     #[inline]
-    pub(super) fn decide_tracked_gcra(
+    pub(super) fn decide_tracked(
         &self,
         key: u128,
-        quota: (u64, u64),
+        quota: Quota,
         now: u64,
         cost: u64,
         mode: Mode,
     ) -> Option<(Result<(), u64>, Status)> {
-        let cell = self.gcra.get(KeyHash::of(key))?;
-        Some(decide_gcra(cell, quota, now, cost, mode))
+        let key = KeyHash::of(key);
+        match quota {
+            Quota::Gcra {
+                interval,
+                tolerance,
+            } => {
+                let slot = self.gcra.get(key)?;
+                Some(decide_gcra(
+                    &slot.tat,
+                    (interval, tolerance),
+                    now,
+                    cost,
+                    mode,
+                ))
+            }
+            Quota::SlidingWindow { limit, window } => {
+                self.windows
+                    .get(key)?
+                    .decide((limit, window), now, cost, mode)
+            }
+            Quota::SlidingLog { .. } => None,
+        }
     }
 
     /// The whole decision for a single key, under the exclusive lock.
@@ -173,22 +210,31 @@ impl ShardMap {
         mode: Mode,
         limits: Limits,
     ) -> Outcome {
+        if let Some((verdict, status)) = self.decide_tracked(key, quota, now, cost, mode) {
+            return (verdict, status, 0);
+        }
+        let hash = KeyHash::of(key);
         if let Some(gcra) = gcra_quota(quota) {
-            if let Some(cell) = self.gcra.get(KeyHash::of(key)) {
-                let (verdict, status) = decide_gcra(cell, gcra, now, cost, mode);
-                return (verdict, status, 0);
-            }
             let fresh = AtomicU64::new(now);
             let (verdict, status) = decide_gcra(&fresh, gcra, now, cost, mode);
             if mode == Mode::Peek || verdict.is_err() {
                 return (verdict, status, 0);
             }
             let evicted = self.make_room(now, limits);
-            self.gcra.insert(KeyHash::of(key), fresh.into_inner());
+            self.gcra.insert(GcraSlot::new(hash, fresh.into_inner()));
             return (verdict, status, evicted);
         }
         let consume = mode == Mode::Check;
-        if let Some(entry) = self.entries.get_mut(&KeyHash::of(key)) {
+        let packed = window_quota(quota).and_then(|_| self.windows.remove(hash));
+        if let Some(slot) = packed {
+            // Tracked, but the admitted state no longer fits the slot's layout: decide unpacked,
+            // then store it however the quota's layout allows.
+            let mut state = State::Window(slot.state());
+            let (verdict, status) = state.decide(quota, now, cost, consume);
+            self.put(hash, state, quota);
+            return (verdict, status, 0);
+        }
+        if let Some(entry) = self.entries.get_mut(&hash) {
             let (verdict, status) = entry.state.decide(quota, now, cost, consume);
             if consume && verdict.is_ok() {
                 entry.idle_at = entry.state.idle_at(quota);
@@ -200,7 +246,8 @@ impl ShardMap {
         if !consume || verdict.is_err() {
             return (verdict, status, 0);
         }
-        let evicted = self.insert(key, state, quota, now, limits);
+        let evicted = self.make_room(now, limits);
+        self.put(hash, state, quota);
         (verdict, status, evicted)
     }
 
@@ -217,6 +264,10 @@ impl ShardMap {
                 .gcra_state(key, now)
                 .admits(now, interval, tolerance, cost);
         }
+        if let Some(state) = self.packed_window(key, quota, now) {
+            let (limit, window) = window_quota(quota).unwrap_or_default();
+            return state.admits(now, limit, window, cost);
+        }
         match self.entries.get_mut(&KeyHash::of(key)) {
             Some(entry) if entry.state.matches(quota) => {
                 entry.state.advance(quota, now);
@@ -229,6 +280,10 @@ impl ShardMap {
     pub(super) fn status(&self, key: u128, quota: Quota, now: u64) -> Status {
         if let Some((interval, tolerance)) = gcra_quota(quota) {
             return self.gcra_state(key, now).status(now, interval, tolerance);
+        }
+        if let Some(state) = self.packed_window(key, quota, now) {
+            let (limit, window) = window_quota(quota).unwrap_or_default();
+            return state.status(now, limit, window);
         }
         match self.entries.get(&KeyHash::of(key)) {
             Some(entry) => entry.state.status(quota, now),
@@ -245,8 +300,10 @@ impl ShardMap {
         cost: u64,
         limits: Limits,
     ) -> u64 {
+        let hash = KeyHash::of(key);
         if let Some((interval, _)) = gcra_quota(quota) {
-            if let Some(tat) = self.gcra.get_mut(KeyHash::of(key)) {
+            if let Some(slot) = self.gcra.get_mut(hash) {
+                let tat = slot.tat.get_mut();
                 let mut state = GcraState { tat: *tat };
                 state.consume(now, interval, cost);
                 *tat = state.tat;
@@ -255,10 +312,22 @@ impl ShardMap {
             let mut state = GcraState::fresh(now);
             state.consume(now, interval, cost);
             let evicted = self.make_room(now, limits);
-            self.gcra.insert(KeyHash::of(key), state.tat);
+            self.gcra.insert(GcraSlot::new(hash, state.tat));
             return evicted;
         }
-        if let Some(entry) = self.entries.get_mut(&KeyHash::of(key)) {
+        if let Some(mut state) = self.packed_window(key, quota, now) {
+            state.consume(cost);
+            let stored = self
+                .windows
+                .get_mut(hash)
+                .is_some_and(|slot| slot.store(&state));
+            if !stored {
+                self.windows.remove(hash);
+                self.put(hash, State::Window(state), quota);
+            }
+            return 0;
+        }
+        if let Some(entry) = self.entries.get_mut(&hash) {
             if !entry.state.matches(quota) {
                 entry.state = State::fresh(quota, now);
             }
@@ -268,23 +337,32 @@ impl ShardMap {
         }
         let mut state = State::fresh(quota, now);
         state.consume(quota, now, cost);
-        self.insert(key, state, quota, now, limits)
+        let evicted = self.make_room(now, limits);
+        self.put(hash, state, quota);
+        evicted
     }
 
     /// Gives back `cost` to a GCRA key (emission interval `interval`), under the shared lock.
     pub(super) fn refund_gcra(&self, key: u128, interval: u64, now: u64, cost: u64) {
-        if let Some(cell) = self.gcra.get(KeyHash::of(key)) {
-            let _ = cell.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |tat| {
-                let mut state = GcraState { tat };
-                state.refund(now, interval, cost);
-                Some(state.tat)
-            });
+        if let Some(slot) = self.gcra.get(KeyHash::of(key)) {
+            let _ = slot
+                .tat
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |tat| {
+                    let mut state = GcraState { tat };
+                    state.refund(now, interval, cost);
+                    Some(state.tat)
+                });
         }
     }
 
     /// Gives back `cost` to a sliding-window or sliding-log key.
     pub(super) fn refund(&mut self, key: u128, quota: Quota, now: u64, cost: u64) {
-        if let Some(entry) = self.entries.get_mut(&KeyHash::of(key)) {
+        let hash = KeyHash::of(key);
+        if let (Some(slot), Some(_)) = (self.windows.get(hash), window_quota(quota)) {
+            slot.refund(cost);
+            return;
+        }
+        if let Some(entry) = self.entries.get_mut(&hash) {
             entry.state.refund(quota, now, cost);
             entry.idle_at = entry.state.idle_at(quota);
         }
@@ -294,17 +372,33 @@ impl ShardMap {
         let tat = self
             .gcra
             .get(KeyHash::of(key))
-            .map_or(now, |cell| cell.load(Ordering::Relaxed));
+            .map_or(now, |slot| slot.tat.load(Ordering::Relaxed));
         GcraState { tat }
     }
 
-    /// Inserts a new key after making room; returns how many live keys had to go.
-    fn insert(&mut self, key: u128, state: State, quota: Quota, now: u64, limits: Limits) -> u64 {
-        let evicted = self.make_room(now, limits);
+    /// A packed sliding-window key's state brought to `now`, if `quota` is a sliding window and
+    /// the key is packed.
+    fn packed_window(&self, key: u128, quota: Quota, now: u64) -> Option<WindowState> {
+        let (_, window) = window_quota(quota)?;
+        let mut state = self.windows.get(KeyHash::of(key))?.state();
+        state.advance(now, window);
+        Some(state)
+    }
+
+    /// Stores the state of a key that is in neither `windows` nor `entries`: a sliding-window
+    /// state packed if it fits the quota's layout, anything else unpacked.
+    fn put(&mut self, key: KeyHash, state: State, quota: Quota) {
+        if let (State::Window(window_state), Some((limit, window))) = (&state, window_quota(quota))
+        {
+            let slot = Packing::of(limit, window)
+                .and_then(|packing| WindowSlot::new(key, packing, window_state));
+            if let Some(slot) = slot {
+                self.windows.insert(slot);
+                return;
+            }
+        }
         let idle_at = state.idle_at(quota);
-        self.entries
-            .insert(KeyHash::of(key), Entry { state, idle_at });
-        evicted
+        self.entries.insert(key, Entry { state, idle_at });
     }
 
     /// Sweeps keys idle for at least the grace period every `len` insertions, and evicts down to
@@ -313,7 +407,9 @@ impl ShardMap {
         self.inserts_since_sweep += 1;
         if self.inserts_since_sweep >= self.sweep_after {
             let forget_before = now.saturating_sub(limits.idle_grace);
-            self.gcra.retain(|tat| tat > forget_before);
+            self.gcra
+                .retain(|slot| slot.tat.load(Ordering::Relaxed) > forget_before);
+            self.windows.retain(|slot| slot.idle_at() > forget_before);
             self.entries
                 .retain(|_, entry| entry.idle_at > forget_before);
             self.inserts_since_sweep = 0;
@@ -333,29 +429,29 @@ impl ShardMap {
     /// Removes the key closest to idle among a sample of each table; returns when it would have
     /// turned idle.
     fn evict_closest_to_idle(&mut self) -> Option<u64> {
-        let gcra = self
-            .gcra
-            .entries()
-            .take(EVICTION_SAMPLE)
-            .min_by_key(|&(_, idle_at)| idle_at);
-        let other = self
-            .entries
-            .iter()
-            .take(EVICTION_SAMPLE)
-            .map(|(&key, entry)| (key, entry.idle_at))
-            .min_by_key(|&(_, idle_at)| idle_at);
-        let from_gcra = match (gcra, other) {
-            (Some((_, g)), Some((_, o))) => g <= o,
-            (gcra, _) => gcra.is_some(),
-        };
-        if from_gcra {
-            let (key, idle_at) = gcra?;
-            self.gcra.remove(key);
-            Some(idle_at)
-        } else {
-            let (key, idle_at) = other?;
-            self.entries.remove(&key);
-            Some(idle_at)
+        let gcra = closest_to_idle(
+            self.gcra
+                .iter()
+                .map(|slot| (slot.key, slot.tat.load(Ordering::Relaxed))),
+        );
+        let windows = closest_to_idle(self.windows.iter().map(|s| (s.key(), s.idle_at())));
+        let other = closest_to_idle(self.entries.iter().map(|(&key, e)| (key, e.idle_at)));
+        // A tie goes to the earlier table: either key is as close to idle.
+        let (table, (key, idle_at)) = [(0, gcra), (1, windows), (2, other)]
+            .into_iter()
+            .filter_map(|(table, candidate)| Some((table, candidate?)))
+            .min_by_key(|&(_, (_, idle_at))| idle_at)?;
+        match table {
+            0 => drop(self.gcra.remove(key)),
+            1 => drop(self.windows.remove(key)),
+            _ => drop(self.entries.remove(&key)),
         }
+        Some(idle_at)
     }
+}
+
+/// The key closest to idle among the first [`EVICTION_SAMPLE`] of `keys`.
+fn closest_to_idle(keys: impl Iterator<Item = (KeyHash, u64)>) -> Option<(KeyHash, u64)> {
+    keys.take(EVICTION_SAMPLE)
+        .min_by_key(|&(_, idle_at)| idle_at)
 }

@@ -1,20 +1,21 @@
-//! The GCRA keys of one shard: an open-addressing table whose slot holds the key's hash and its
-//! timestamp together.
+//! The fixed-size keys of one shard: open-addressing tables whose slot holds the key's hash and
+//! its whole state together.
 //!
 //! A general hash table keeps its control bytes and its slots in two arrays, so a lookup touches
-//! two cache lines; with a million keys that is two misses to memory per decision. Here a slot is
-//! 24 bytes — the 128-bit hash as two words and the `AtomicU64` theoretical arrival time — probed
-//! linearly from its home position, so a lookup reads the hash and the state from the same line
-//! (occasionally the next one). The load stays at most 3/4, which keeps probes short; removal
-//! shifts the following entries back, so there are no tombstones to skip.
+//! two cache lines; with a million keys that is two misses to memory per decision. Here a slot
+//! holds the 128-bit hash as two words and the key's state in atomic words — 24 bytes for a GCRA
+//! key, 32 for a packed sliding-window key — probed linearly from its home position, so a lookup
+//! reads the hash and the state from the same line (occasionally the next one). The load stays at
+//! most 3/4, which keeps probes short; removal shifts the following entries back, so there are no
+//! tombstones to skip.
 //!
 //! Lookups take `&self` (the shard's shared lock), every change `&mut self` (the exclusive lock):
-//! the table itself needs no synchronisation, only the timestamps are atomic.
+//! the table itself needs no synchronisation, only the states are atomic.
 
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 
-/// A key's 128-bit hash as (low, high) words, the index of both of a shard's tables: 8-byte
+/// A key's 128-bit hash as (low, high) words, the index of every table of a shard: 8-byte
 /// aligned, so a GCRA slot is 24 bytes (a `u128` is 16-byte aligned and would pad it to 32).
 /// All zeros marks an empty slot here, so a hash of zero becomes `(1, 0)` (one more collision
 /// among 2^128 values).
@@ -43,21 +44,53 @@ impl Hash for KeyHash {
 /// The smallest table allocated (slots).
 const MIN_SLOTS: usize = 16;
 
-#[derive(Debug, Default)]
-struct Slot {
-    key: KeyHash,
-    tat: AtomicU64,
+/// A table slot: a key's hash and its state. The default value is the empty slot.
+pub(super) trait Slot: Default {
+    /// The key's hash; [`EMPTY`] in an empty slot.
+    fn key(&self) -> KeyHash;
 }
 
-/// GCRA keys and their theoretical arrival times.
+/// A GCRA key and its theoretical arrival time, which is also when the key turns idle.
 #[derive(Debug, Default)]
-pub(super) struct GcraTable {
+pub(super) struct GcraSlot {
+    pub(super) key: KeyHash,
+    pub(super) tat: AtomicU64,
+}
+
+impl GcraSlot {
+    pub(super) fn new(key: KeyHash, tat: u64) -> Self {
+        GcraSlot {
+            key,
+            tat: AtomicU64::new(tat),
+        }
+    }
+}
+
+impl Slot for GcraSlot {
+    #[inline]
+    fn key(&self) -> KeyHash {
+        self.key
+    }
+}
+
+/// Keys and their states.
+#[derive(Debug)]
+pub(super) struct Table<S> {
     /// Empty, or a power of two of slots at most 3/4 full.
-    slots: Box<[Slot]>,
+    slots: Box<[S]>,
     len: usize,
 }
 
-impl GcraTable {
+impl<S> Default for Table<S> {
+    fn default() -> Self {
+        Table {
+            slots: Box::default(),
+            len: 0,
+        }
+    }
+}
+
+impl<S: Slot> Table<S> {
     /// Keys stored.
     pub(super) fn len(&self) -> usize {
         self.len
@@ -75,102 +108,104 @@ impl GcraTable {
         let mask = self.slots.len() - 1;
         let mut i = self.home(key);
         loop {
-            let slot = &self.slots[i];
-            if slot.key == key {
+            let slot = self.slots[i].key();
+            if slot == key {
                 return Ok(i);
             }
-            if slot.key == EMPTY {
+            if slot == EMPTY {
                 return Err(i);
             }
             i = (i + 1) & mask;
         }
     }
 
-    /// The timestamp of `key`, if stored.
+    /// The slot of `key`, if stored.
     #[inline]
-    pub(super) fn get(&self, key: KeyHash) -> Option<&AtomicU64> {
+    pub(super) fn get(&self, key: KeyHash) -> Option<&S> {
         if self.slots.is_empty() {
             return None;
         }
-        self.find(key).ok().map(|i| &self.slots[i].tat)
+        self.find(key).ok().map(|i| &self.slots[i])
     }
 
-    /// The timestamp of `key`, if stored, for a write under the exclusive lock.
-    pub(super) fn get_mut(&mut self, key: KeyHash) -> Option<&mut u64> {
+    /// The slot of `key`, if stored, for a write under the exclusive lock.
+    pub(super) fn get_mut(&mut self, key: KeyHash) -> Option<&mut S> {
         if self.slots.is_empty() {
             return None;
         }
         let i = self.find(key).ok()?;
-        Some(self.slots[i].tat.get_mut())
+        Some(&mut self.slots[i])
     }
 
-    /// Stores `key` (not stored yet) with `tat`.
-    pub(super) fn insert(&mut self, key: KeyHash, tat: u64) {
+    /// Stores `slot`, replacing the slot of the same key if there is one.
+    pub(super) fn insert(&mut self, slot: S) {
         if (self.len + 1) * 4 > self.slots.len() * 3 {
             self.resize(((self.len + 1) * 2).next_power_of_two().max(MIN_SLOTS));
         }
-        match self.find(key) {
-            Ok(i) => *self.slots[i].tat.get_mut() = tat,
+        match self.find(slot.key()) {
+            Ok(i) => self.slots[i] = slot,
             Err(i) => {
-                self.slots[i] = Slot {
-                    key,
-                    tat: AtomicU64::new(tat),
-                };
+                self.slots[i] = slot;
                 self.len += 1;
             }
         }
     }
 
-    /// Removes `key`; returns whether it was stored.
-    pub(super) fn remove(&mut self, key: KeyHash) -> bool {
+    /// Removes `key`; returns its slot if it was stored.
+    pub(super) fn remove(&mut self, key: KeyHash) -> Option<S> {
         if self.slots.is_empty() {
-            return false;
+            return None;
         }
-        let Ok(mut hole) = self.find(key) else {
-            return false;
-        };
-        let mask = self.slots.len() - 1;
-        self.slots[hole] = Slot::default();
+        let mut hole = self.find(key).ok()?;
+        let removed = std::mem::take(&mut self.slots[hole]);
         self.len -= 1;
         // Backward shift: move up every following entry whose home is not between the hole
         // and itself (cyclically), so every entry stays reachable from its home.
+        let mask = self.slots.len() - 1;
         let mut next = (hole + 1) & mask;
-        while self.slots[next].key != EMPTY {
-            let home = self.home(self.slots[next].key);
+        while self.slots[next].key() != EMPTY {
+            let home = self.home(self.slots[next].key());
             if (next.wrapping_sub(home) & mask) >= (next.wrapping_sub(hole) & mask) {
                 self.slots.swap(hole, next);
                 hole = next;
             }
             next = (next + 1) & mask;
         }
-        true
+        Some(removed)
     }
 
-    /// Keeps the keys whose timestamp `keep` accepts, and shrinks the table to fit them.
-    pub(super) fn retain(&mut self, mut keep: impl FnMut(u64) -> bool) {
-        let kept: Vec<(KeyHash, u64)> = self.entries().filter(|&(_, tat)| keep(tat)).collect();
+    /// Keeps the slots `keep` accepts, and shrinks the table to fit them.
+    pub(super) fn retain(&mut self, mut keep: impl FnMut(&S) -> bool) {
+        let kept = self.take_all(|slot| keep(slot));
         let slots = (kept.len() * 2).next_power_of_two().max(MIN_SLOTS);
         self.rebuild(slots, kept);
     }
 
-    /// Every key and timestamp, in table order.
-    pub(super) fn entries(&self) -> impl Iterator<Item = (KeyHash, u64)> + '_ {
-        self.slots
-            .iter()
-            .filter(|slot| slot.key != EMPTY)
-            .map(|slot| (slot.key, slot.tat.load(Ordering::Relaxed)))
+    /// Every stored slot, in table order.
+    pub(super) fn iter(&self) -> impl Iterator<Item = &S> + '_ {
+        self.slots.iter().filter(|slot| slot.key() != EMPTY)
+    }
+
+    /// Empties the table, returning the stored slots `keep` accepts.
+    fn take_all(&mut self, mut keep: impl FnMut(&S) -> bool) -> Vec<S> {
+        self.len = 0;
+        std::mem::take(&mut self.slots)
+            .into_vec()
+            .into_iter()
+            .filter(|slot| slot.key() != EMPTY && keep(slot))
+            .collect()
     }
 
     fn resize(&mut self, slots: usize) {
-        let entries: Vec<(KeyHash, u64)> = self.entries().collect();
-        self.rebuild(slots, entries);
+        let stored = self.take_all(|_| true);
+        self.rebuild(slots, stored);
     }
 
-    fn rebuild(&mut self, slots: usize, entries: Vec<(KeyHash, u64)>) {
-        self.slots = (0..slots).map(|_| Slot::default()).collect();
+    fn rebuild(&mut self, slots: usize, stored: Vec<S>) {
+        self.slots = (0..slots).map(|_| S::default()).collect();
         self.len = 0;
-        for (key, tat) in entries {
-            self.insert(key, tat);
+        for slot in stored {
+            self.insert(slot);
         }
     }
 }
@@ -178,6 +213,7 @@ impl GcraTable {
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
+    use std::sync::atomic::Ordering;
 
     use proptest::prelude::*;
 
@@ -196,6 +232,10 @@ mod tests {
         KeyHash::of(u128::from(n % 7) | (u128::from(n) << 64))
     }
 
+    fn tat_of(slot: &GcraSlot) -> u64 {
+        slot.tat.load(Ordering::Relaxed)
+    }
+
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
             4 => (any::<u8>(), any::<u64>()).prop_map(|(k, t)| Op::Insert(k, t)),
@@ -209,20 +249,20 @@ mod tests {
         /// inserts, removals and sweeps.
         #[test]
         fn behaves_like_a_map(ops in proptest::collection::vec(op(), 1..400)) {
-            let mut table = GcraTable::default();
+            let mut table = Table::<GcraSlot>::default();
             let mut model: HashMap<KeyHash, u64> = HashMap::new();
             for op in ops {
                 match op {
                     Op::Insert(k, tat) => {
-                        table.insert(key(k), tat);
+                        table.insert(GcraSlot::new(key(k), tat));
                         model.insert(key(k), tat);
-                        prop_assert_eq!(table.get(key(k)).map(|t| t.load(Ordering::Relaxed)), Some(tat));
+                        prop_assert_eq!(table.get(key(k)).map(tat_of), Some(tat));
                     }
                     Op::Remove(k) => {
-                        prop_assert_eq!(table.remove(key(k)), model.remove(&key(k)).is_some());
+                        prop_assert_eq!(table.remove(key(k)).map(|s| tat_of(&s)), model.remove(&key(k)));
                     }
                     Op::Retain(bound) => {
-                        table.retain(|tat| tat > bound);
+                        table.retain(|slot| tat_of(slot) > bound);
                         model.retain(|_, tat| *tat > bound);
                     }
                 }
@@ -230,7 +270,7 @@ mod tests {
                 prop_assert!(table.slots.is_empty() || table.len * 4 <= table.slots.len() * 3);
             }
             for n in 0..=u8::MAX {
-                let found = table.get(key(n)).map(|tat| tat.load(Ordering::Relaxed));
+                let found = table.get(key(n)).map(tat_of);
                 prop_assert_eq!(found, model.get(&key(n)).copied());
             }
         }
@@ -238,14 +278,11 @@ mod tests {
 
     #[test]
     fn a_zero_hash_is_stored_apart_from_the_empty_marker() {
-        let mut table = GcraTable::default();
-        table.insert(KeyHash::of(0), 7);
-        assert_eq!(
-            table.get(KeyHash::of(0)).map(|t| t.load(Ordering::Relaxed)),
-            Some(7)
-        );
+        let mut table = Table::<GcraSlot>::default();
+        table.insert(GcraSlot::new(KeyHash::of(0), 7));
+        assert_eq!(table.get(KeyHash::of(0)).map(tat_of), Some(7));
         assert_eq!(table.len(), 1);
-        assert!(table.remove(KeyHash::of(0)));
+        assert!(table.remove(KeyHash::of(0)).is_some());
         assert_eq!(table.len(), 0);
     }
 }
