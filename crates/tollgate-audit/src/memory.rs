@@ -1,7 +1,8 @@
 //! A bounded in-memory audit log, queryable per user, in which no user can push out another's
 //! trail.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
@@ -12,39 +13,93 @@ use crate::{AuditEvent, AuditLog, AuditSink, Error, Page, PageRequest};
 #[derive(Debug, Default)]
 struct Trails {
     /// Each user's events, oldest first.
-    by_user: HashMap<String, VecDeque<AuditEvent>>,
+    by_user: HashMap<Arc<str>, VecDeque<AuditEvent>>,
+    /// `(trail length, user)` for every user, ordered, so the longest trail is the last entry.
+    /// Built when the log first fills (before that nothing is evicted, so nothing pays for it)
+    /// and kept from then on: a full log then finds the longest trail in O(log users), where a
+    /// scan over every user would cost each event time in proportion to the users.
+    by_length: Option<BTreeSet<(usize, Arc<str>)>>,
     total: usize,
 }
 
 impl Trails {
+    /// Adds `event` to its user's trail, in id order; past `per_user`, the user's own oldest
+    /// event gives way (the trail keeps at least the event just added). Returns whether an
+    /// event was dropped.
+    fn push(&mut self, event: AuditEvent, per_user: usize) -> bool {
+        let user = event.user_id.as_str();
+        // Two lookups for a user seen before rather than a copy of the name for every event.
+        let before = match self.by_user.get(user) {
+            Some(trail) => trail.len(),
+            None => {
+                self.by_user.insert(Arc::from(user), VecDeque::new());
+                0
+            }
+        };
+        let trimmed = before >= per_user;
+        if !trimmed {
+            self.total += 1;
+            self.reindex(user, before);
+        }
+        let Some(trail) = self.by_user.get_mut(user) else {
+            return false;
+        };
+        // Keep id order even if events arrive slightly out of order (ids are time-ordered). In
+        // order is the rule: appending then touches one cache line, where a binary search
+        // through a long trail would miss the cache at every step.
+        if trail.back().is_none_or(|last| last.id < event.id) {
+            trail.push_back(event);
+        } else {
+            let at = trail.partition_point(|e| e.id < event.id);
+            trail.insert(at, event);
+        }
+        if trimmed {
+            trail.pop_front();
+        }
+        trimmed
+    }
+
     /// Drops the oldest event of the longest trail: a user holding more than anyone else gives
     /// way first, so a flood from one user never pushes out another's smaller trail.
     fn evict_from_longest(&mut self) {
-        let longest = self
-            .by_user
-            .iter()
-            .max_by_key(|(_, trail)| trail.len())
-            .map(|(user, _)| user.clone());
-        if let Some(user) = longest {
-            self.pop_oldest(&user);
+        let by_user = &self.by_user;
+        let by_length = self.by_length.get_or_insert_with(|| {
+            by_user
+                .iter()
+                .map(|(user, trail)| (trail.len(), Arc::clone(user)))
+                .collect()
+        });
+        let Some((length, user)) = by_length.pop_last() else {
+            return;
+        };
+        if let Some(trail) = self.by_user.get_mut(&user) {
+            trail.pop_front();
+            self.total -= 1;
+        }
+        if length > 1 {
+            by_length.insert((length - 1, user));
+        } else {
+            self.by_user.remove(&user);
         }
     }
 
-    fn pop_oldest(&mut self, user: &str) {
-        let Some(trail) = self.by_user.get_mut(user) else {
+    /// Records in the length index, if it is kept, that `user` grows from `before` events.
+    fn reindex(&mut self, user: &str, before: usize) {
+        let (Some(by_length), Some((user, _))) =
+            (&mut self.by_length, self.by_user.get_key_value(user))
+        else {
             return;
         };
-        if trail.pop_front().is_some() {
-            self.total -= 1;
+        if before > 0 {
+            by_length.remove(&(before, Arc::clone(user)));
         }
-        if trail.is_empty() {
-            self.by_user.remove(user);
-        }
+        by_length.insert((before + 1, Arc::clone(user)));
     }
 }
 
 /// The newest events in memory, at most `per_user` for any one user and `capacity` in all;
-/// older ones are dropped (and counted).
+/// older ones are dropped (and counted). Once full, each event costs O(log users) to find the
+/// trail that gives way.
 #[derive(Debug)]
 pub struct MemoryAuditLog {
     trails: Mutex<Trails>,
@@ -93,35 +148,13 @@ impl MemoryAuditLog {
 impl AuditSink for MemoryAuditLog {
     async fn record(&self, event: AuditEvent) -> Result<(), Error> {
         let mut trails = self.trails.lock();
-        let trails = &mut *trails;
-        // Two lookups for a user seen before rather than a copy of the name for every event.
-        if !trails.by_user.contains_key(&event.user_id) {
-            trails
-                .by_user
-                .insert(event.user_id.clone(), VecDeque::new());
-        }
-        let Some(trail) = trails.by_user.get_mut(&event.user_id) else {
-            return Ok(());
-        };
-        // Keep id order even if events arrive slightly out of order (ids are time-ordered). In
-        // order is the rule: appending then touches one cache line, where a binary search
-        // through a long trail would miss the cache at every step.
-        if trail.back().is_none_or(|last| last.id < event.id) {
-            trail.push_back(event);
-        } else {
-            let at = trail.partition_point(|e| e.id < event.id);
-            trail.insert(at, event);
-        }
-        if trail.len() > self.per_user {
-            // The user's own oldest gives way; the trail keeps at least the event just added.
-            trail.pop_front();
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-            return Ok(());
-        }
-        trails.total += 1;
+        let mut dropped = u64::from(trails.push(event, self.per_user));
         if trails.total > self.capacity {
             trails.evict_from_longest();
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+            dropped += 1;
+        }
+        if dropped > 0 {
+            self.dropped.fetch_add(dropped, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -202,6 +235,81 @@ mod tests {
                 .await
                 .expect("a page");
             assert_eq!(page.entries.len(), held, "{user}");
+        }
+    }
+
+    mod model {
+        use std::collections::BTreeMap;
+
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// Drives `record` without a runtime (the memory log never waits).
+        fn record(log: &MemoryAuditLog, user: &str) {
+            let future = log.record(event(user));
+            let mut future = std::pin::pin!(future);
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            let std::task::Poll::Ready(result) = future.as_mut().poll(&mut cx) else {
+                panic!("the memory log never waits");
+            };
+            result.expect("recorded");
+        }
+
+        proptest! {
+            /// Events from a handful of users against a model that only counts: each user's
+            /// trail length, the total and the dropped count match after every event, and the
+            /// length index, once built, lists exactly every user with their trail's length.
+            #[test]
+            fn bounds_and_evictions_match_a_counting_model(
+                capacity in 1usize..40,
+                per_user in 1usize..40,
+                users in proptest::collection::vec(0u8..6, 1..300),
+            ) {
+                let log = MemoryAuditLog::with_limits(capacity, per_user);
+                let per_user = per_user.clamp(1, capacity);
+                let mut model: BTreeMap<String, usize> = BTreeMap::new();
+                let mut dropped = 0u64;
+                for user in users {
+                    let user = format!("user-{user}");
+                    record(&log, &user);
+                    let held = model.entry(user).or_default();
+                    if *held == per_user {
+                        dropped += 1;
+                    } else {
+                        *held += 1;
+                        if model.values().sum::<usize>() > capacity {
+                            // The longest trail gives way; among equals, the greatest name.
+                            let longest = model
+                                .iter()
+                                .max_by_key(|&(name, held)| (*held, name.clone()))
+                                .map(|(name, _)| name.clone())
+                                .expect("a user");
+                            *model.get_mut(&longest).expect("held") -= 1;
+                            model.retain(|_, held| *held > 0);
+                            dropped += 1;
+                        }
+                    }
+                    let trails = log.trails.lock();
+                    let lengths: BTreeMap<String, usize> = trails
+                        .by_user
+                        .iter()
+                        .map(|(user, trail)| (user.to_string(), trail.len()))
+                        .collect();
+                    prop_assert_eq!(&lengths, &model);
+                    prop_assert_eq!(trails.total, model.values().sum::<usize>());
+                    if let Some(by_length) = &trails.by_length {
+                        let indexed: BTreeMap<String, usize> = by_length
+                            .iter()
+                            .map(|(held, user)| (user.to_string(), *held))
+                            .collect();
+                        prop_assert_eq!(by_length.len(), lengths.len());
+                        prop_assert_eq!(&indexed, &lengths);
+                    }
+                    drop(trails);
+                    prop_assert_eq!(log.dropped(), dropped);
+                }
+            }
         }
     }
 }
