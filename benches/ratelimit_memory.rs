@@ -22,7 +22,10 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{
+    BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main,
+};
 use governor::DefaultKeyedRateLimiter;
 use tollgate_ratelimit::{DynRateLimiter, MemoryLimiter, PolicyKey, RateLimiter};
 
@@ -32,6 +35,38 @@ const RATE: u32 = 1_000_000;
 fn order(n: usize) -> Vec<usize> {
     let stride = 7_919; // prime, coprime with every n used here
     (0..n).map(|i| (i * stride) % n).collect()
+}
+
+/// A group reporting decisions per second, 20 samples of 3 s after 1 s of warm-up.
+fn decisions_group(c: &mut Criterion, name: String) -> BenchmarkGroup<'_, WallTime> {
+    let mut group = c.benchmark_group(name);
+    group.throughput(Throughput::Elements(1));
+    group
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    group
+}
+
+/// `check_now` on `keys[at(thread, i)]`, the iterations split over `threads` threads.
+fn bench_check_now(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    id: BenchmarkId,
+    limiter: &MemoryLimiter,
+    keys: &[[PolicyKey; 1]],
+    threads: usize,
+    at: &(impl Fn(usize, u64) -> usize + Sync),
+) {
+    group.bench_function(id, |b| {
+        b.iter_custom(|iters| {
+            on_threads(threads, iters, |t, k| {
+                for i in 0..k {
+                    let decision = limiter.check_now(&keys[at(t, i)], 1);
+                    black_box(decision.map(|d| d.is_allowed()).ok());
+                }
+            })
+        })
+    });
 }
 
 /// Runs `per_thread` decisions on each of `threads` threads and returns the wall time.
@@ -71,27 +106,11 @@ fn bench(c: &mut Criterion) {
         }
 
         for &threads in &[1usize, 2] {
-            let mut group = c.benchmark_group(format!("memory/{n}_keys/{threads}_threads"));
-            group.throughput(Throughput::Elements(1));
-            group
-                .sample_size(20)
-                .warm_up_time(Duration::from_secs(1))
-                .measurement_time(Duration::from_secs(3));
+            let mut group = decisions_group(c, format!("memory/{n}_keys/{threads}_threads"));
             let at = |t: usize, i: u64| visit[(t * n / 2 + i as usize) % n];
 
-            group.bench_function(BenchmarkId::new("tollgate", "sync"), |b| {
-                b.iter_custom(|iters| {
-                    on_threads(threads, iters, |t, k| {
-                        for i in 0..k {
-                            black_box(
-                                ours.check_now(&keys[at(t, i)], 1)
-                                    .map(|d| d.is_allowed())
-                                    .ok(),
-                            );
-                        }
-                    })
-                })
-            });
+            let id = BenchmarkId::new("tollgate", "sync");
+            bench_check_now(&mut group, id, &ours, &keys, threads, &at);
             if threads == 1 {
                 group.bench_function(BenchmarkId::new("tollgate", "async"), |b| {
                     b.iter_custom(|iters| {
@@ -203,27 +222,11 @@ fn bench_algorithms(c: &mut Criterion) {
     }
     let visit = order(n);
     for &threads in &[1usize, 2] {
-        let mut group = c.benchmark_group(format!("memory/algorithms/{n}_keys/{threads}_threads"));
-        group.throughput(Throughput::Elements(1));
-        group
-            .sample_size(20)
-            .warm_up_time(Duration::from_secs(1))
-            .measurement_time(Duration::from_secs(3));
+        let mut group = decisions_group(c, format!("memory/algorithms/{n}_keys/{threads}_threads"));
         let at = |t: usize, i: u64| visit[(t * n / 2 + i as usize) % n];
         for (name, keys) in &contenders {
-            group.bench_function(BenchmarkId::new("tollgate", name), |b| {
-                b.iter_custom(|iters| {
-                    on_threads(threads, iters, |t, k| {
-                        for i in 0..k {
-                            black_box(
-                                ours.check_now(&keys[at(t, i)], 1)
-                                    .map(|d| d.is_allowed())
-                                    .ok(),
-                            );
-                        }
-                    })
-                })
-            });
+            let id = BenchmarkId::new("tollgate", name);
+            bench_check_now(&mut group, id, &ours, keys, threads, &at);
         }
         group.finish();
     }

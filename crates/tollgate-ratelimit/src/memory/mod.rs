@@ -429,62 +429,12 @@ mod tests {
         }
     }
 
-    /// Single-key compare-and-swaps and multi-key exclusive decisions racing on the same GCRA
-    /// key, on a frozen clock: the key admits exactly its burst, a pair denied by its second
-    /// policy takes nothing from the first, and the second policy counts exactly the pairs.
-    #[test]
-    fn compare_and_swap_and_exclusive_decisions_share_one_exact_count() {
+    /// Single-key compare-and-swaps and multi-key exclusive decisions racing on the same key,
+    /// on a frozen clock: the key admits exactly its 1 000, a pair denied by its second policy
+    /// takes nothing from the first, and the second policy counts exactly the pairs.
+    fn singles_and_pairs_share_one_exact_count(hourly: impl Fn(u64) -> Algorithm) {
         let clock = ManualClock::starting_at(Timestamp::from_secs(100));
         let limiter = MemoryLimiter::builder().clock(clock).shards(4).build();
-        let hourly = |burst| Algorithm::token_bucket(1, Duration::from_secs(3600), burst);
-        let shared = key("shared", hourly(1_000), "a");
-        let pairs_only = key("pairs", hourly(100), "a");
-        let (singles, pairs) = std::thread::scope(|s| {
-            let workers: Vec<_> = (0..4)
-                .map(|_| {
-                    s.spawn(|| {
-                        let both = [shared.clone(), pairs_only.clone()];
-                        let one = [shared.clone()];
-                        let (mut singles, mut pairs) = (0, 0);
-                        for i in 0..2_000 {
-                            if i % 2 == 0 {
-                                singles +=
-                                    u64::from(limiter.check_now(&one, 1).expect("ok").is_allowed());
-                            } else {
-                                pairs += u64::from(
-                                    limiter.check_now(&both, 1).expect("ok").is_allowed(),
-                                );
-                            }
-                        }
-                        (singles, pairs)
-                    })
-                })
-                .collect();
-            workers
-                .into_iter()
-                .map(|w| w.join().expect("no panic"))
-                .fold((0, 0), |(a, b), (c, d)| (a + c, b + d))
-        });
-        assert_eq!(singles + pairs, 1_000, "{singles} singles, {pairs} pairs");
-        assert!(pairs <= 100, "{pairs} pairs");
-        let remaining = |k: &PolicyKey| {
-            limiter
-                .peek_now(std::slice::from_ref(k), 1)
-                .expect("ok")
-                .policies()[0]
-                .remaining()
-        };
-        assert_eq!(remaining(&shared), 0);
-        assert_eq!(remaining(&pairs_only), 100 - pairs);
-    }
-
-    /// The sliding-window twin of the test above: compare-and-swaps on a packed window key and
-    /// multi-key exclusive decisions share one exact count.
-    #[test]
-    fn packed_window_keys_count_exactly_under_racing_decisions() {
-        let clock = ManualClock::starting_at(Timestamp::from_secs(100));
-        let limiter = MemoryLimiter::builder().clock(clock).shards(4).build();
-        let hourly = |limit| Algorithm::sliding_window(limit, Duration::from_secs(3600));
         let shared = key("shared", hourly(1_000), "a");
         let pairs_only = key("pairs", hourly(100), "a");
         let both = [shared.clone(), pairs_only.clone()];
@@ -520,6 +470,21 @@ mod tests {
         };
         assert_eq!(remaining(&shared), 0);
         assert_eq!(remaining(&pairs_only), 100 - pairs);
+    }
+
+    #[test]
+    fn compare_and_swap_and_exclusive_decisions_share_one_exact_count() {
+        singles_and_pairs_share_one_exact_count(|burst| {
+            Algorithm::token_bucket(1, Duration::from_secs(3600), burst)
+        });
+    }
+
+    /// The same on a sliding-window key, packed into its word.
+    #[test]
+    fn packed_window_keys_count_exactly_under_racing_decisions() {
+        singles_and_pairs_share_one_exact_count(|limit| {
+            Algorithm::sliding_window(limit, Duration::from_secs(3600))
+        });
     }
 
     #[test]
