@@ -277,6 +277,11 @@ mod tests {
     }
 
     #[test]
+    fn a_gcra_slot_is_three_words() {
+        assert_eq!(std::mem::size_of::<GcraSlot>(), 24);
+    }
+
+    #[test]
     fn a_zero_hash_is_stored_apart_from_the_empty_marker() {
         let mut table = Table::<GcraSlot>::default();
         table.insert(GcraSlot::new(KeyHash::of(0), 7));

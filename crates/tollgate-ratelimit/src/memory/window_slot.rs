@@ -5,12 +5,14 @@
 //! the current and previous windows. Both counts stay at most the limit (a check admits only what
 //! fits under it), so each needs the limit's bit width, `c`, and the index gets the other
 //! `64 − 2c` bits. A limit of 30 000 leaves 34 bits, enough for a one-second window until the
-//! year 2514; a limit of 1 000 leaves 44, enough for a 1 ms window until 2527. Each slot records the layout it was packed with, so a word is
-//! always read as it was written even if the policy's limit changes later.
+//! year 2514; a limit of 1 000 leaves 44, enough for a 1 ms window until 2527. Each slot records
+//! the layout it was packed with, so a word is always read as it was written even if the
+//! policy's limit changes later.
 //!
-//! When a state does not fit (a limit wider than 31 bits, or an index past its bits on an
-//! extreme clock), nothing truncated is ever stored: the compare-and-swap gives up and the
-//! exclusive path keeps that key's state unpacked.
+//! When a state does not fit — a limit of 2^31 or more, or a window index wider than the bits
+//! its limit leaves (a large limit over a short window, such as a million per second) — nothing
+//! truncated is ever stored: the compare-and-swap gives up and the exclusive path keeps that
+//! key's state unpacked.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
