@@ -28,7 +28,7 @@ impl Trails {
     /// event was dropped.
     fn push(&mut self, event: AuditEvent, per_user: usize) -> bool {
         let user = event.user_id.as_str();
-        // Two lookups for a user seen before rather than a copy of the name for every event.
+        // Looking a known user up again below costs less than a copy of the name per event.
         let before = match self.by_user.get(user) {
             Some(trail) => trail.len(),
             None => {
