@@ -1,6 +1,5 @@
 //! Payments in PostgreSQL.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -13,7 +12,7 @@ use tollgate_idempotency::postgres::{ClaimParams, PostgresStore};
 
 use super::{Completion, Finished, Ledger, LedgerError, sql};
 use crate::metrics::{BackendLatency, Timer};
-use crate::payment::{Payment, Status};
+use crate::payment::{Metadata, Payment, Status};
 
 /// Payments in PostgreSQL, in a schema already migrated (see [`sql::MIGRATE`]).
 pub(crate) struct PostgresLedger {
@@ -92,8 +91,7 @@ impl PostgresLedger {
     fn row(row: &tokio_postgres::Row) -> Result<Payment, LedgerError> {
         let status: String = row.try_get("status").map_err(LedgerError::storage)?;
         let metadata: serde_json::Value = row.try_get("metadata").map_err(LedgerError::storage)?;
-        let metadata: BTreeMap<String, String> =
-            serde_json::from_value(metadata).map_err(LedgerError::storage)?;
+        let metadata: Metadata = serde_json::from_value(metadata).map_err(LedgerError::storage)?;
         let get = |column: &str| {
             row.try_get::<_, String>(column)
                 .map_err(LedgerError::storage)

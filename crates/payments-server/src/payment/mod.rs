@@ -5,10 +5,12 @@
 mod claim;
 mod currency;
 mod flow;
+mod metadata;
 mod model;
 mod request;
 
 pub(crate) use claim::{ClaimWithIntent, IntentStore, Recorded};
 pub(crate) use flow::{Attempt, Payments, Refused, Settled};
+pub(crate) use metadata::Metadata;
 pub(crate) use model::{Payment, Status};
 pub(crate) use request::{FieldError, Invalid, PaymentRequest};

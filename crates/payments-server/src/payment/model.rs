@@ -1,10 +1,10 @@
 //! A payment as stored and as answered.
 
-use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use serde_json::Value;
 
+use super::Metadata;
 use super::currency::currency_exponent;
 use super::request::{Amount, PaymentRequest};
 
@@ -49,7 +49,7 @@ pub(crate) struct Payment {
     pub(crate) currency: String,
     pub(crate) description: Option<String>,
     pub(crate) payment_method: String,
-    pub(crate) metadata: BTreeMap<String, String>,
+    pub(crate) metadata: Metadata,
     pub(crate) decline_code: Option<String>,
     pub(crate) created_at: SystemTime,
 }
@@ -70,7 +70,7 @@ impl Payment {
             currency: request.currency.to_owned(),
             description: request.description,
             payment_method: request.payment_method,
-            metadata: request.metadata,
+            metadata: request.metadata.into(),
             decline_code: None,
             created_at: SystemTime::now(),
         }
@@ -125,7 +125,7 @@ pub(crate) struct PaymentView<'a> {
     currency: &'a str,
     description: Option<&'a str>,
     payment_method: &'a str,
-    metadata: &'a BTreeMap<String, String>,
+    metadata: &'a Metadata,
     #[serde(serialize_with = "as_text")]
     created_at: humantime::Rfc3339Timestamp,
     #[serde(skip_serializing_if = "Option::is_none")]
