@@ -8,23 +8,19 @@
 //! - `full/100_users`, `full/10000_users`: the log at its total bound, so each event drops the
 //!   oldest event of the longest trail.
 
-use std::hint::black_box;
-use std::time::Duration;
+mod support;
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use std::hint::black_box;
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use tollgate_audit::{Action, AuditEvent, AuditSink, MemoryAuditLog, Outcome};
 
 const CAPACITY: usize = 100_000;
 const PER_USER: usize = 10_000;
 
 fn record(log: &MemoryAuditLog, user: &str) {
-    let future = log.record(AuditEvent::new(user, Action::RATE_LIMITED, Outcome::Denied));
-    let mut future = std::pin::pin!(future);
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    match future.as_mut().poll(&mut cx) {
-        std::task::Poll::Ready(result) => result.expect("recorded"),
-        std::task::Poll::Pending => unreachable!("the memory log never waits"),
-    }
+    let event = AuditEvent::new(user, Action::RATE_LIMITED, Outcome::Denied);
+    support::poll_ready(log.record(event)).expect("recorded");
 }
 
 /// A log filled to its bounds by `users` users in turn.
@@ -37,12 +33,7 @@ fn filled(capacity: usize, users: &[String]) -> MemoryAuditLog {
 }
 
 fn bench(c: &mut Criterion) {
-    let mut group = c.benchmark_group("audit/memory/record");
-    group.throughput(Throughput::Elements(1));
-    group
-        .sample_size(20)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+    let mut group = support::per_element_group(c, "audit/memory/record".to_owned());
     let names = |n: usize| -> Vec<String> { (0..n).map(|i| format!("user-{i}")).collect() };
     let cases = [
         ("own_trail", names(10), usize::MAX),

@@ -23,9 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::measurement::WallTime;
-use criterion::{
-    BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main,
-};
+use criterion::{BenchmarkGroup, BenchmarkId, Criterion, criterion_group, criterion_main};
 use governor::DefaultKeyedRateLimiter;
 use tollgate_ratelimit::{DynRateLimiter, MemoryLimiter, PolicyKey, RateLimiter};
 
@@ -35,17 +33,6 @@ const RATE: u32 = 1_000_000;
 fn order(n: usize) -> Vec<usize> {
     let stride = 7_919; // prime, coprime with every n used here
     (0..n).map(|i| (i * stride) % n).collect()
-}
-
-/// A group reporting decisions per second, 20 samples of 3 s after 1 s of warm-up.
-fn decisions_group(c: &mut Criterion, name: String) -> BenchmarkGroup<'_, WallTime> {
-    let mut group = c.benchmark_group(name);
-    group.throughput(Throughput::Elements(1));
-    group
-        .sample_size(20)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
-    group
 }
 
 /// `check_now` on `keys[at(thread, i)]`, the iterations split over `threads` threads.
@@ -106,7 +93,8 @@ fn bench(c: &mut Criterion) {
         }
 
         for &threads in &[1usize, 2] {
-            let mut group = decisions_group(c, format!("memory/{n}_keys/{threads}_threads"));
+            let mut group =
+                support::per_element_group(c, format!("memory/{n}_keys/{threads}_threads"));
             let at = |t: usize, i: u64| visit[(t * n / 2 + i as usize) % n];
 
             let id = BenchmarkId::new("tollgate", "sync");
@@ -117,7 +105,7 @@ fn bench(c: &mut Criterion) {
                         on_threads(1, iters, |t, k| {
                             for i in 0..k {
                                 let future = RateLimiter::check(&ours, &keys[at(t, i)], 1);
-                                black_box(poll_ready(future).map(|d| d.is_allowed()).ok());
+                                black_box(support::poll_ready(future).map(|d| d.is_allowed()).ok());
                             }
                         })
                     })
@@ -145,7 +133,7 @@ fn bench(c: &mut Criterion) {
                         on_threads(1, iters, |t, k| {
                             for i in 0..k {
                                 let future = object.check(&keys[at(t, i)], 1);
-                                black_box(poll_ready(future).map(|d| d.is_allowed()).ok());
+                                black_box(support::poll_ready(future).map(|d| d.is_allowed()).ok());
                             }
                         })
                     })
@@ -187,16 +175,6 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-/// Polls a future that is ready at once (the memory backend never waits) without a runtime.
-fn poll_ready<F: std::future::Future>(future: F) -> F::Output {
-    let mut future = std::pin::pin!(future);
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    match future.as_mut().poll(&mut cx) {
-        std::task::Poll::Ready(output) => output,
-        std::task::Poll::Pending => unreachable!("the memory limiter never waits"),
-    }
-}
-
 /// The same limiter deciding GCRA keys and sliding-window keys: what a window decision costs
 /// beside the GCRA one, on known keys, 1 and 2 threads.
 fn bench_algorithms(c: &mut Criterion) {
@@ -222,7 +200,8 @@ fn bench_algorithms(c: &mut Criterion) {
     }
     let visit = order(n);
     for &threads in &[1usize, 2] {
-        let mut group = decisions_group(c, format!("memory/algorithms/{n}_keys/{threads}_threads"));
+        let mut group =
+            support::per_element_group(c, format!("memory/algorithms/{n}_keys/{threads}_threads"));
         let at = |t: usize, i: u64| visit[(t * n / 2 + i as usize) % n];
         for (name, keys) in &contenders {
             let id = BenchmarkId::new("tollgate", name);
