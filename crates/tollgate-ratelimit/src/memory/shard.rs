@@ -264,8 +264,7 @@ impl ShardMap {
                 .gcra_state(key, now)
                 .admits(now, interval, tolerance, cost);
         }
-        if let Some(state) = self.packed_window(key, quota, now) {
-            let (limit, window) = window_quota(quota).unwrap_or_default();
+        if let Some((state, (limit, window))) = self.packed_window(key, quota, now) {
             return state.admits(now, limit, window, cost);
         }
         match self.entries.get_mut(&KeyHash::of(key)) {
@@ -281,8 +280,7 @@ impl ShardMap {
         if let Some((interval, tolerance)) = gcra_quota(quota) {
             return self.gcra_state(key, now).status(now, interval, tolerance);
         }
-        if let Some(state) = self.packed_window(key, quota, now) {
-            let (limit, window) = window_quota(quota).unwrap_or_default();
+        if let Some((state, (limit, window))) = self.packed_window(key, quota, now) {
             return state.status(now, limit, window);
         }
         match self.entries.get(&KeyHash::of(key)) {
@@ -315,7 +313,7 @@ impl ShardMap {
             self.gcra.insert(GcraSlot::new(hash, state.tat));
             return evicted;
         }
-        if let Some(mut state) = self.packed_window(key, quota, now) {
+        if let Some((mut state, _)) = self.packed_window(key, quota, now) {
             state.consume(cost);
             let stored = self
                 .windows
@@ -358,7 +356,7 @@ impl ShardMap {
     /// Gives back `cost` to a sliding-window or sliding-log key.
     pub(super) fn refund(&mut self, key: u128, quota: Quota, now: u64, cost: u64) {
         let hash = KeyHash::of(key);
-        if let (Some(slot), Some(_)) = (self.windows.get(hash), window_quota(quota)) {
+        if let Some(slot) = window_quota(quota).and_then(|_| self.windows.get(hash)) {
             slot.refund(cost);
             return;
         }
@@ -376,13 +374,18 @@ impl ShardMap {
         GcraState { tat }
     }
 
-    /// A packed sliding-window key's state brought to `now`, if `quota` is a sliding window and
-    /// the key is packed.
-    fn packed_window(&self, key: u128, quota: Quota, now: u64) -> Option<WindowState> {
-        let (_, window) = window_quota(quota)?;
+    /// A packed sliding-window key's state brought to `now`, with the quota's `(limit, window)`,
+    /// if `quota` is a sliding window and the key is packed.
+    fn packed_window(
+        &self,
+        key: u128,
+        quota: Quota,
+        now: u64,
+    ) -> Option<(WindowState, (u64, u64))> {
+        let (limit, window) = window_quota(quota)?;
         let mut state = self.windows.get(KeyHash::of(key))?.state();
         state.advance(now, window);
-        Some(state)
+        Some((state, (limit, window)))
     }
 
     /// Stores the state of a key that is in neither `windows` nor `entries`: a sliding-window
