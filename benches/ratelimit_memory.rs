@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, criterion_group, criterion_main};
 use governor::DefaultKeyedRateLimiter;
-use tollgate_ratelimit::{DynRateLimiter, MemoryLimiter, PolicyKey, RateLimiter};
+use tollgate_ratelimit::{DynRateLimiter, MemoryLimiter, Policy, PolicyKey, RateLimiter};
 
 const RATE: u32 = 1_000_000;
 
@@ -50,6 +50,53 @@ fn bench_check_now(
                 for i in 0..k {
                     let decision = limiter.check_now(&keys[at(t, i)], 1);
                     black_box(decision.map(|d| d.is_allowed()).ok());
+                }
+            })
+        })
+    });
+}
+
+/// The tollgate calls measured on one thread only: through the `RateLimiter` trait, with the
+/// key built for each call, and through a `DynRateLimiter` trait object.
+fn bench_tollgate_calls(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    ours: &MemoryLimiter,
+    keys: &[[PolicyKey; 1]],
+    names: &[String],
+    policy: &Arc<Policy>,
+    at: &(impl Fn(usize, u64) -> usize + Sync),
+) {
+    group.bench_function(BenchmarkId::new("tollgate", "async"), |b| {
+        b.iter_custom(|iters| {
+            on_threads(1, iters, |t, k| {
+                for i in 0..k {
+                    let future = RateLimiter::check(ours, &keys[at(t, i)], 1);
+                    black_box(support::poll_ready(future).map(|d| d.is_allowed()).ok());
+                }
+            })
+        })
+    });
+    // What a caller pays with only the key's text at hand (the HTTP layer builds its keys per
+    // request): the key, its escaping and its 128-bit hash, then the decision. governor/string
+    // hashes its key per call too.
+    group.bench_function(BenchmarkId::new("tollgate", "key_per_call"), |b| {
+        b.iter_custom(|iters| {
+            on_threads(1, iters, |t, k| {
+                for i in 0..k {
+                    let key = PolicyKey::new(Arc::clone(policy), &names[at(t, i)]);
+                    let decision = ours.check_now(std::slice::from_ref(&key), 1);
+                    black_box(decision.map(|d| d.is_allowed()).ok());
+                }
+            })
+        })
+    });
+    let object: &dyn DynRateLimiter = ours;
+    group.bench_function(BenchmarkId::new("tollgate", "dyn"), |b| {
+        b.iter_custom(|iters| {
+            on_threads(1, iters, |t, k| {
+                for i in 0..k {
+                    let future = object.check(&keys[at(t, i)], 1);
+                    black_box(support::poll_ready(future).map(|d| d.is_allowed()).ok());
                 }
             })
         })
@@ -100,44 +147,7 @@ fn bench(c: &mut Criterion) {
             let id = BenchmarkId::new("tollgate", "sync");
             bench_check_now(&mut group, id, &ours, &keys, threads, &at);
             if threads == 1 {
-                group.bench_function(BenchmarkId::new("tollgate", "async"), |b| {
-                    b.iter_custom(|iters| {
-                        on_threads(1, iters, |t, k| {
-                            for i in 0..k {
-                                let future = RateLimiter::check(&ours, &keys[at(t, i)], 1);
-                                black_box(support::poll_ready(future).map(|d| d.is_allowed()).ok());
-                            }
-                        })
-                    })
-                });
-                // What a caller pays with only the key's text at hand (the HTTP layer builds
-                // its keys per request): the key, its escaping and its 128-bit hash, then the
-                // decision. governor/string hashes its key per call too.
-                group.bench_function(BenchmarkId::new("tollgate", "key_per_call"), |b| {
-                    b.iter_custom(|iters| {
-                        on_threads(1, iters, |t, k| {
-                            for i in 0..k {
-                                let key = PolicyKey::new(Arc::clone(&policy), &names[at(t, i)]);
-                                black_box(
-                                    ours.check_now(std::slice::from_ref(&key), 1)
-                                        .map(|d| d.is_allowed())
-                                        .ok(),
-                                );
-                            }
-                        })
-                    })
-                });
-                let object: &dyn DynRateLimiter = &ours;
-                group.bench_function(BenchmarkId::new("tollgate", "dyn"), |b| {
-                    b.iter_custom(|iters| {
-                        on_threads(1, iters, |t, k| {
-                            for i in 0..k {
-                                let future = object.check(&keys[at(t, i)], 1);
-                                black_box(support::poll_ready(future).map(|d| d.is_allowed()).ok());
-                            }
-                        })
-                    })
-                });
+                bench_tollgate_calls(&mut group, &ours, &keys, &names, &policy, &at);
             }
             group.bench_function(BenchmarkId::new("governor", "string"), |b| {
                 b.iter_custom(|iters| {
@@ -180,7 +190,7 @@ fn bench(c: &mut Criterion) {
 fn bench_algorithms(c: &mut Criterion) {
     let n = 10_000;
     let window = Arc::new(
-        tollgate_ratelimit::Policy::new(
+        Policy::new(
             "w",
             tollgate_ratelimit::Scope::User,
             // At most a few thousand decisions per key and second here: every one admits.
