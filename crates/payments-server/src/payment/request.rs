@@ -132,34 +132,7 @@ impl PaymentRequest {
                 format!("at most {MAX_DESCRIPTION} characters"),
             ));
         }
-        let mut metadata = BTreeMap::new();
-        let entries = wire.metadata.unwrap_or_default();
-        if entries.len() > MAX_METADATA_ENTRIES {
-            errors.push(field_error(
-                "metadata",
-                format!("at most {MAX_METADATA_ENTRIES} entries"),
-            ));
-        }
-        for (key, value) in entries {
-            // The field's name is only written out for an error: a valid entry costs no `format!`.
-            let field = || format!("metadata.{key}");
-            if key.is_empty() || key.chars().count() > MAX_METADATA_KEY {
-                errors.push(field_error(
-                    &field(),
-                    format!("keys are 1–{MAX_METADATA_KEY} characters"),
-                ));
-            }
-            match value {
-                Value::String(text) if text.chars().count() <= MAX_METADATA_VALUE => {
-                    metadata.insert(key, text);
-                }
-                Value::String(_) => errors.push(field_error(
-                    &field(),
-                    format!("at most {MAX_METADATA_VALUE} characters"),
-                )),
-                _ => errors.push(field_error(&field(), "metadata values are strings")),
-            }
-        }
+        let metadata = valid_metadata(wire.metadata.unwrap_or_default(), &mut errors);
         match (amount, currency) {
             (Some(amount_minor), Some((currency, _))) if errors.is_empty() => Ok(PaymentRequest {
                 amount_minor,
@@ -171,6 +144,41 @@ impl PaymentRequest {
             _ => Err(Invalid::Fields(errors)),
         }
     }
+}
+
+/// The metadata entries that are valid, each problem added to `errors`.
+fn valid_metadata(
+    entries: BTreeMap<String, Value>,
+    errors: &mut Vec<FieldError>,
+) -> BTreeMap<String, String> {
+    let mut metadata = BTreeMap::new();
+    if entries.len() > MAX_METADATA_ENTRIES {
+        errors.push(field_error(
+            "metadata",
+            format!("at most {MAX_METADATA_ENTRIES} entries"),
+        ));
+    }
+    for (key, value) in entries {
+        // The field's name is only written out for an error: a valid entry costs no `format!`.
+        let field = || format!("metadata.{key}");
+        if key.is_empty() || key.chars().count() > MAX_METADATA_KEY {
+            errors.push(field_error(
+                &field(),
+                format!("keys are 1–{MAX_METADATA_KEY} characters"),
+            ));
+        }
+        match value {
+            Value::String(text) if text.chars().count() <= MAX_METADATA_VALUE => {
+                metadata.insert(key, text);
+            }
+            Value::String(_) => errors.push(field_error(
+                &field(),
+                format!("at most {MAX_METADATA_VALUE} characters"),
+            )),
+            _ => errors.push(field_error(&field(), "metadata values are strings")),
+        }
+    }
+    metadata
 }
 
 /// No text may hold NUL (`\u0000`): PostgreSQL cannot store it, so it would be a failure there
