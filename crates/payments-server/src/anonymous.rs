@@ -1,5 +1,8 @@
-//! Requests without a valid key, limited per client address: a stranger gets `401`s at a
-//! bounded rate, then `429`s, and neither costs a log line at the default level.
+//! The strangers' bucket: requests that no key vouches for — refused ones without a valid key,
+//! and the public routes anyone may call — are limited here and nowhere else. Two policies,
+//! kept in this process (a stranger is not worth a round trip to Redis): `anonymous`, per
+//! client address, and `anonymous-ceiling`, for all strangers together. Neither is a policy an
+//! authenticated request consumes, so no number of strangers can use up a user's quota.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,47 +10,62 @@ use std::time::Duration;
 use axum::extract::Request;
 use axum::response::Response;
 use http::StatusCode;
-use tollgate_ratelimit::{Algorithm, MemoryLimiter, Policy, RequestContext, Scope};
+use tollgate_ratelimit::{
+    Algorithm, DynRateLimiter, MemoryLimiter, Policy, PolicySet, RequestContext, Scope,
+};
 
 use crate::auth::unauthorized;
 use crate::layers::limits::client_address;
 use crate::state::AppState;
 
-/// The per-address limit on requests without a valid key, kept in this process (a stranger is
-/// not worth a round trip to Redis).
+/// The per-address policy's name.
+pub(crate) const PER_ADDRESS: &str = "anonymous";
+/// The ceiling's name.
+pub(crate) const CEILING: &str = "anonymous-ceiling";
+
+/// The strangers' limiter and its two policies.
 #[derive(Debug)]
 pub(crate) struct AnonymousLimit {
-    limiter: MemoryLimiter,
-    policy: Option<Arc<Policy>>,
+    limiter: Arc<MemoryLimiter>,
+    policies: PolicySet,
 }
 
 impl AnonymousLimit {
-    /// `per_minute` requests without a valid key a minute from one address.
-    pub(crate) fn new(per_minute: u64) -> Self {
-        let policy = Policy::new(
-            "anonymous",
-            Scope::Ip,
-            Algorithm::sliding_window(per_minute, Duration::from_secs(60)),
-        )
-        .ok()
-        .map(Arc::new);
-        AnonymousLimit {
-            limiter: MemoryLimiter::new(),
-            policy,
-        }
+    /// `per_minute` requests a minute from one address, `ceiling_per_minute` from all.
+    pub(crate) fn new(per_minute: u64, ceiling_per_minute: u64) -> Result<Self, String> {
+        let minute = Duration::from_secs(60);
+        let policy = |name: &str, scope, limit| {
+            Policy::new(name, scope, Algorithm::sliding_window(limit, minute))
+                .map_err(|e| format!("limits.anonymous_*: {e}"))
+        };
+        let policies = PolicySet::new(vec![
+            policy(PER_ADDRESS, Scope::Ip, per_minute)?,
+            policy(CEILING, Scope::Global, ceiling_per_minute)?,
+        ])
+        .map_err(|e| e.to_string())?;
+        Ok(AnonymousLimit {
+            limiter: Arc::new(MemoryLimiter::new()),
+            policies,
+        })
     }
 
-    /// The answer to a request without a valid key: `401`, or `429` past the address's limit.
+    /// The limiter, for the public routes' rate-limit layer.
+    pub(crate) fn limiter(&self) -> Arc<dyn DynRateLimiter> {
+        Arc::clone(&self.limiter) as Arc<dyn DynRateLimiter>
+    }
+
+    /// The two policies, for the public routes' rate-limit layer.
+    pub(crate) fn policies(&self) -> &PolicySet {
+        &self.policies
+    }
+
+    /// The answer to a request without a valid key: `401`, or `429` past the address's limit
+    /// or the strangers' ceiling.
     pub(crate) fn refuse(&self, state: &AppState, request: &Request) -> Response {
-        let ip = client_address(state, request.headers(), request.extensions());
-        let key = match (&self.policy, ip) {
-            (Some(policy), Some(ip)) => policy.key_for(&RequestContext::new().ip(ip)),
-            _ => None,
-        };
-        let Some(key) = key else {
+        let Some(ip) = client_address(state, request.headers(), request.extensions()) else {
             return unauthorized();
         };
-        let keys = [key];
+        let keys = self.policies.keys_for(&RequestContext::new().ip(ip));
         let denied = match self.limiter.check_now(&keys, 1) {
             Ok(decision) if !decision.is_allowed() => {
                 Some(decision.retry_after().unwrap_or(Duration::from_secs(1)))
@@ -58,11 +76,23 @@ impl AnonymousLimit {
             Some(wait) => crate::problem::with_retry_after(
                 crate::problem::simple(
                     StatusCode::TOO_MANY_REQUESTS,
-                    "too many requests without a valid key from this address",
+                    "too many requests without a valid key",
                 ),
                 wait,
             ),
             None => unauthorized(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_limits_name_the_setting() {
+        let error = AnonymousLimit::new(0, 10).expect_err("a zero limit");
+        assert!(error.contains("limits.anonymous_"), "{error}");
+        assert!(AnonymousLimit::new(120, 6_000).is_ok());
     }
 }

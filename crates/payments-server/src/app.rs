@@ -6,7 +6,7 @@
 //! ```text
 //! request id → span → measure → router
 //!   probes:          deadline (body 413/408, answer 503) → handler
-//!   retry-config:    deadline → limits (429) → handler
+//!   retry-config:    deadline → the strangers' limits (429) → handler
 //!   authenticated:   auth (401) →
 //!     POST payments: accounting → deadline → limits → body (413/408) → JSON (415)
 //!                    → idempotency (400/409/422, replay) → payment handler
@@ -20,23 +20,24 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::handler::Handler;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on_service};
 use http::Method;
 use tollgate_http::RequestHead;
 use tollgate_http::idempotency::{IdempotencyLayer, Identity};
 use tower::ServiceBuilder;
+use tower::util::MapResponseLayer;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::auth::{Caller, RequireKey};
+use crate::auth::{Caller, RequireKey, mark_authenticated};
 use crate::handlers::simulate;
 use crate::handlers::{self, audit, limits, payments, probes};
 use crate::layers::accounting::Accounting;
 use crate::layers::body::ReadBody;
 use crate::layers::deadline::{Body, Enforce, EnforceLayer};
 use crate::layers::json::RequireJson;
-use crate::layers::limits::for_route as limits_layer;
+use crate::layers::limits::{for_public_route as public_limits, for_route as limits_layer};
 use crate::layers::observe::{self, Measure};
 use crate::layers::request_id::{self, UuidV7, X_REQUEST_ID};
 use crate::layers::stage::{AroundLayer, CheckLayer, Next, StageLayer};
@@ -135,11 +136,18 @@ enum Access {
     /// Anyone, never rate limited: an overloaded server must still answer its orchestrator and
     /// its monitoring.
     Probe,
-    /// Anyone, within the limits.
+    /// Anyone, within the strangers' bucket (per address, and a ceiling of its own): never a
+    /// policy an authenticated request needs, so strangers cannot use up users' quotas.
     Public,
     /// A caller with a key, refused before the body is read and before any limit, so anonymous
     /// traffic cannot drain the quota authenticated users depend on.
     Authenticated,
+}
+
+/// Inside [`RequireKey`]: marks the answers of the requests it admitted, which alone get an
+/// access-log line each.
+fn authenticated_mark() -> MapResponseLayer<fn(Response) -> Response> {
+    MapResponseLayer::new(mark_authenticated)
 }
 
 fn filter(method: &Method) -> MethodFilter {
@@ -159,9 +167,15 @@ where
     H: Handler<T, Arc<AppState>>,
     T: 'static,
 {
-    let limits = (access != Access::Probe).then(|| limits_layer(state, method.clone(), template));
+    let limits = match access {
+        Access::Probe => None,
+        Access::Public => Some(public_limits(state)),
+        Access::Authenticated => Some(limits_layer(state, method.clone(), template)),
+    };
+    let authenticated = access == Access::Authenticated;
     let stack = ServiceBuilder::new()
-        .option_layer((access == Access::Authenticated).then(|| CheckLayer::new(state, RequireKey)))
+        .option_layer(authenticated.then(|| CheckLayer::new(state, RequireKey)))
+        .option_layer(authenticated.then(authenticated_mark))
         .layer(EnforceLayer::new(state, Enforce { body: Body::Unread }))
         .option_layer(limits)
         .service(handler.with_state(Arc::clone(state)));
@@ -175,6 +189,7 @@ fn payments_route(
 ) -> MethodRouter<Arc<AppState>> {
     let stack = ServiceBuilder::new()
         .layer(CheckLayer::new(state, RequireKey))
+        .layer(authenticated_mark())
         .service(payments);
     on_service(MethodFilter::POST, stack)
 }
@@ -192,6 +207,7 @@ fn simulate_route<P: Next + Sync>(
     let run = |State(payments): State<P>, request: Request| simulate::run(payments, request);
     let stack = ServiceBuilder::new()
         .layer(CheckLayer::new(state, RequireKey))
+        .layer(authenticated_mark())
         .layer(EnforceLayer::new(state, Enforce { body: Body::Read }))
         .layer(StageLayer::new(state, simulate::Check))
         .layer(limits_layer(state, Method::POST, paths::SIMULATE))

@@ -21,10 +21,16 @@ use crate::state::AppState;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Caller(pub(crate) Arc<str>);
 
-/// Put in the extensions of an answer to a request without a valid key: its log line is a
-/// debug one, so anonymous floods cannot fill the logs.
+/// Put in the extensions of every answer to a request a valid key admitted (by
+/// [`mark_authenticated`] inside [`RequireKey`]): only those get an access-log line each.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Anonymous;
+pub(crate) struct Authenticated;
+
+/// Marks `response` as the answer to an authenticated request.
+pub(crate) fn mark_authenticated(mut response: Response) -> Response {
+    response.extensions_mut().insert(Authenticated);
+    response
+}
 
 /// Admits requests that present a configured key — from the head, before any body is read —
 /// and puts the [`Caller`] in their extensions. Otherwise `400` for more than one
@@ -35,7 +41,7 @@ pub(crate) struct RequireKey;
 
 impl Check for RequireKey {
     fn check(&self, state: &AppState, request: &mut Request) -> Option<Response> {
-        let mut refusal = match state.keys.authenticate(request.headers()) {
+        let refusal = match state.keys.authenticate(request.headers()) {
             Ok(user) => {
                 tracing::Span::current().record("user", user.as_ref());
                 request.extensions_mut().insert(Caller(user));
@@ -46,7 +52,6 @@ impl Check for RequireKey {
             }
             Err(Presented::Missing | Presented::Unknown) => state.anonymous.refuse(state, request),
         };
-        refusal.extensions_mut().insert(Anonymous);
         Some(refusal)
     }
 }

@@ -147,6 +147,9 @@ impl Server {
                 for summary in state.refusals.due() {
                     state.audit(summary).await;
                 }
+                if let Some(summary) = state.stranger_log.due() {
+                    summary.log();
+                }
             }
         });
     }

@@ -30,6 +30,7 @@
 //! # });
 //! ```
 
+mod access_log;
 mod anonymous;
 mod app;
 mod auth;

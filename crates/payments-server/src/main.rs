@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use payments_server::config::{Command, Config};
-use payments_server::serve::{init_logging, serve, stop_accepting};
+use payments_server::serve::{init_logging, raise_open_files_limit, serve, stop_accepting};
 use payments_server::{Server, app};
 use tokio::net::TcpListener;
 
@@ -72,6 +72,10 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Before the connection cap is derived from it: past the limit, accept fails for everyone.
+    if let Some((before, after)) = raise_open_files_limit() {
+        tracing::info!(before, after, "open-files limit raised to the hard limit");
+    }
     let code = match run(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

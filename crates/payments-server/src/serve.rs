@@ -61,6 +61,26 @@ fn default_max_connections() -> usize {
     soft.saturating_sub(64).clamp(16, 10_000)
 }
 
+/// Raises this process's soft open-files limit to its hard limit (at most 1 048 576), so the
+/// connection cap derived from it is as high as the system allows; `(before, after)` when it
+/// was raised. Call it before [`Limits`] are made.
+pub fn raise_open_files_limit() -> Option<(u64, u64)> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    const CEILING: u64 = 1 << 20;
+    let limit = getrlimit(Resource::Nofile);
+    let before = limit.current?;
+    let target = limit.maximum.unwrap_or(CEILING).min(CEILING);
+    if target <= before {
+        return None;
+    }
+    let raised = Rlimit {
+        current: Some(target),
+        maximum: limit.maximum,
+    };
+    setrlimit(Resource::Nofile, raised).ok()?;
+    Some((before, target))
+}
+
 /// Serves `app` on `listener` until `shutdown` resolves, then stops accepting and waits up to
 /// `timeouts.shutdown_grace` for the requests in flight.
 pub async fn serve(
@@ -144,6 +164,9 @@ enum Refusal {
     TooManyFromAddress,
 }
 
+/// An address may hold at most 1 / `FREE_SHARE` of the places still free.
+const FREE_SHARE: usize = 8;
+
 /// Open connections, in all and per address (IPv6 by /64, like the rate limits).
 #[derive(Debug)]
 struct Admission {
@@ -206,8 +229,14 @@ impl Admission {
         }
         let address = (!self.limits.proxies.contains(ip)).then_some(address);
         if let Some(address) = address {
+            // An address's share shrinks as the server fills: it may hold at most an eighth of
+            // the places still free, so each address that takes all it can leaves eight ninths
+            // of the room it found (8 addresses leave 39 % of the places, 40 leave 1 %).
+            let free = self.limits.max_connections - open.0;
             let from_address = open.1.entry(address).or_insert(0);
-            if *from_address >= self.limits.max_connections_per_ip {
+            if *from_address >= self.limits.max_connections_per_ip
+                || *from_address * FREE_SHARE >= free
+            {
                 return Err(Refusal::TooManyFromAddress);
             }
             *from_address += 1;
@@ -372,7 +401,7 @@ mod tests {
 
     fn admission(proxies: &[&str]) -> Arc<Admission> {
         Arc::new(Admission::new(Limits {
-            max_connections: 4,
+            max_connections: 64,
             max_connections_per_ip: 2,
             max_header_bytes: 16 * 1024,
             proxies: TrustedProxies::new(proxies.iter().map(|p| p.parse().expect("an address"))),
@@ -394,17 +423,48 @@ mod tests {
             admission.admit(ip("198.51.100.1")).err(),
             Some(Refusal::TooManyFromAddress)
         );
-        let _other = admission
-            .admit(ip("198.51.100.2"))
-            .expect("another address");
         drop(first);
         let _third = admission
             .admit(ip("198.51.100.1"))
             .expect("a place was given back");
-        let _fourth = admission.admit(ip("198.51.100.3")).expect("the last place");
-        assert_eq!(
-            admission.admit(ip("198.51.100.4")).err(),
-            Some(Refusal::Full)
+        // Other addresses, one after another, until the server is full.
+        let mut held = Vec::new();
+        for n in 2..=255 {
+            match admission.admit(ip(&format!("198.51.100.{n}"))) {
+                Ok(ticket) => held.push(ticket),
+                Err(refusal) => {
+                    assert_eq!(refusal, Refusal::Full);
+                    assert_eq!(held.len(), 62, "every place taken");
+                    return;
+                }
+            }
+        }
+        panic!("never full");
+    }
+
+    #[test]
+    fn an_address_never_holds_more_than_the_places_still_free() {
+        let admission = Arc::new(Admission::new(Limits {
+            max_connections: 90,
+            max_connections_per_ip: 1_000,
+            max_header_bytes: 16 * 1024,
+            proxies: TrustedProxies::default(),
+        }));
+        let mut held = Vec::new();
+        let mut shares = Vec::new();
+        for n in 1..=8_u8 {
+            let address = ip(&format!("198.51.100.{n}"));
+            let before = held.len();
+            while let Ok(ticket) = admission.admit(address) {
+                held.push(ticket);
+            }
+            shares.push(held.len() - before);
+        }
+        // Each address got less than the last; room is left after all eight.
+        assert_eq!(shares, [10, 9, 8, 7, 7, 6, 5, 5], "{shares:?}");
+        assert!(
+            admission.admit(ip("198.51.100.9")).is_ok(),
+            "a new client still gets in"
         );
     }
 
@@ -426,7 +486,7 @@ mod tests {
     #[test]
     fn a_trusted_proxy_is_held_only_to_the_total() {
         let admission = admission(&["10.0.0.1"]);
-        let held: Vec<_> = (0..4)
+        let held: Vec<_> = (0..64)
             .map(|_| admission.admit(ip("10.0.0.1")).expect("the proxy"))
             .collect();
         assert_eq!(admission.admit(ip("10.0.0.1")).err(), Some(Refusal::Full));

@@ -12,6 +12,7 @@ use tollgate_idempotency::{Idempotency, IdempotencyConfig};
 use tollgate_ratelimit::{DynRateLimiter, PolicySet};
 use tollgate_retry::breaker::{BreakerConfig, CircuitBreaker, State, Window};
 
+use crate::access_log::StrangerLog;
 use crate::anonymous::AnonymousLimit;
 use crate::auth::Keys;
 use crate::config::{ApiKey, FileConfig, TestingTuning, Timeouts};
@@ -40,6 +41,7 @@ pub struct AppState {
     pub(crate) timeouts: Timeouts,
     pub(crate) testing: TestingTuning,
     pub(crate) anonymous: AnonymousLimit,
+    pub(crate) stranger_log: StrangerLog,
     pub(crate) health: HealthCache,
     pub(crate) refusals: RefusalDigest,
     /// Set at SIGTERM: `/ready` answers `503` from then on.
@@ -102,7 +104,11 @@ impl AppState {
                 .header(file.forwarded_header),
             timeouts: file.timeouts,
             testing: file.testing,
-            anonymous: AnonymousLimit::new(file.limits.anonymous_per_minute),
+            anonymous: AnonymousLimit::new(
+                file.limits.anonymous_per_minute,
+                file.limits.anonymous_ceiling_per_minute,
+            )?,
+            stranger_log: StrangerLog::new(file.limits.anonymous_log_interval),
             health: HealthCache::new(
                 file.health.cache,
                 metrics.health_probes.clone(),

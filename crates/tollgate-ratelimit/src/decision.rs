@@ -137,9 +137,28 @@ impl<'k> Decision<'k> {
 
     fn from_vec(now: Timestamp, policies: SmallVec<[PolicyDecision<'k>; 4]>) -> Self {
         let allowed = policies.iter().all(PolicyDecision::is_allowed);
-        let binding = if allowed {
+        let binding = Self::tightest(&policies, allowed, |_| true);
+        Decision {
+            allowed,
+            degraded: false,
+            now,
+            binding,
+            policies,
+        }
+    }
+
+    /// The index of the binding policy among those `eligible` admits: when `allowed`, the one
+    /// with the fewest remaining (on a tie the longer reset, then the first); otherwise the
+    /// denying one with the longest wait.
+    fn tightest(
+        policies: &[PolicyDecision<'k>],
+        allowed: bool,
+        eligible: impl Fn(&PolicyDecision<'k>) -> bool,
+    ) -> Option<usize> {
+        let candidates = (0..policies.len()).filter(|&i| eligible(&policies[i]));
+        if allowed {
             // Fewest remaining; on a tie the longer reset; on a tie the first.
-            (0..policies.len()).reduce(|best, i| {
+            candidates.reduce(|best, i| {
                 let (a, b) = (&policies[best], &policies[i]);
                 if (b.remaining, std::cmp::Reverse(b.reset_after))
                     < (a.remaining, std::cmp::Reverse(a.reset_after))
@@ -150,7 +169,7 @@ impl<'k> Decision<'k> {
                 }
             })
         } else {
-            (0..policies.len())
+            candidates
                 .filter(|&i| !policies[i].is_allowed())
                 .reduce(|best, i| {
                     if policies[i].retry_after > policies[best].retry_after {
@@ -159,13 +178,6 @@ impl<'k> Decision<'k> {
                         best
                     }
                 })
-        };
-        Decision {
-            allowed,
-            degraded: false,
-            now,
-            binding,
-            policies,
         }
     }
 
@@ -199,6 +211,19 @@ impl<'k> Decision<'k> {
     /// The policy that decided: see the type-level docs. `None` when no policy applied.
     pub fn binding(&self) -> Option<&PolicyDecision<'k>> {
         self.binding.map(|i| &self.policies[i])
+    }
+
+    /// The policy a response may describe to its caller: the binding one among the policies
+    /// counted for the caller alone, never one whose [scope is shared](crate::Scope::is_shared)
+    /// (its remaining count would tell anyone how much everyone else sent). `None` when only
+    /// shared policies applied, or when a shared one alone denied.
+    pub fn disclosed(&self) -> Option<&PolicyDecision<'k>> {
+        let binding = self.binding()?;
+        if !binding.policy().scope().is_shared() {
+            return Some(binding);
+        }
+        let own = |p: &PolicyDecision<'k>| !p.policy().scope().is_shared();
+        Self::tightest(&self.policies, self.allowed, own).map(|i| &self.policies[i])
     }
 
     /// How long to wait before retrying; `None` when the request was admitted.

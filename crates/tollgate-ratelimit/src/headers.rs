@@ -8,6 +8,12 @@
 //!
 //! A denied decision adds `Retry-After` in delta seconds, rounded up and never 0.
 //!
+//! The policy described is [`Decision::disclosed`]: the binding one among the policies counted
+//! for the caller alone. A policy every caller shares (global or endpoint scope) is never
+//! described, since its remaining count would let anyone watch everyone's traffic (the IETF
+//! draft's security considerations ask servers not to disclose such capacity); when one of them
+//! alone refuses, the answer carries `Retry-After` and nothing else.
+//!
 //! # Example
 //!
 //! ```
@@ -80,7 +86,13 @@ pub fn write(decision: &Decision<'_>, headers: &mut HeaderMap) {
 /// one allocation for all of them instead of one per value (this runs for every request a
 /// limit applies to, and a flood of 429s is made of nothing else).
 fn render(decision: &Decision<'_>, mut emit: impl FnMut(HeaderName, HeaderValue)) {
-    let Some(binding) = decision.binding() else {
+    let retry_after = decision.retry_after().map(|wait| ceil_secs(wait).max(1));
+    let Some(binding) = decision.disclosed() else {
+        // Only shared policies applied, or a shared one alone refused: the wait is all the
+        // caller learns.
+        if let Some(retry) = retry_after {
+            emit(RETRY_AFTER, HeaderValue::from(retry));
+        }
         return;
     };
     // Policy names are validated to [A-Za-z0-9_.-], so they need no escaping inside an sf-string
@@ -91,7 +103,6 @@ fn render(decision: &Decision<'_>, mut emit: impl FnMut(HeaderName, HeaderValue)
         .saturating_add(binding.reset_after())
         .as_secs_ceil();
     let window = ceil_secs(binding.policy().window());
-    let retry_after = decision.retry_after().map(|wait| ceil_secs(wait).max(1));
     let mut text = Writer {
         buffer: BytesMut::with_capacity(2 * name.len() + 112),
         digits: itoa::Buffer::new(),
@@ -168,6 +179,47 @@ mod tests {
         assert_eq!(ceil_secs(Duration::from_micros(1)), 1);
         assert_eq!(ceil_secs(Duration::from_secs(2)), 2);
         assert_eq!(ceil_secs(Duration::from_millis(2001)), 3);
+    }
+
+    #[test]
+    fn shared_policies_are_never_described() {
+        use crate::{Algorithm, Policy, PolicyDecision, PolicyKey, Scope};
+        use std::sync::Arc;
+        let key = |name: &str, scope: Scope| {
+            let algorithm = Algorithm::sliding_window(100, Duration::from_secs(60));
+            let policy = Policy::new(name, scope, algorithm).expect("valid");
+            PolicyKey::new(Arc::new(policy), "k")
+        };
+        let (global, user) = (key("global", Scope::Global), key("per-user", Scope::User));
+        let at = crate::Timestamp::from_secs(1_000);
+        let verdict = |key, remaining, wait: Option<u64>| {
+            PolicyDecision::new(
+                key,
+                remaining,
+                Duration::from_secs(30),
+                wait.map(Duration::from_secs),
+            )
+        };
+        // The global policy is tighter, but only the caller's own is shown.
+        let allowed = Decision::new(at, [verdict(&global, 3, None), verdict(&user, 40, None)]);
+        let map = to_pairs(&allowed);
+        let value = |name: &HeaderName| map.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+        assert_eq!(
+            value(&X_RATELIMIT_REMAINING).as_ref().map(|v| v.as_bytes()),
+            Some(&b"40"[..])
+        );
+        assert_eq!(
+            value(&RATELIMIT_POLICY).as_ref().map(|v| v.as_bytes()),
+            Some(&b"\"per-user\";q=100;w=60"[..])
+        );
+        // Refused by the global policy alone: the wait, nothing else.
+        let denied = Decision::new(at, [verdict(&global, 0, Some(7)), verdict(&user, 40, None)]);
+        let map = to_pairs(&denied);
+        assert_eq!(map.len(), 1, "{map:?}");
+        assert_eq!(map[0].0, RETRY_AFTER);
+        assert_eq!(map[0].1, "7");
+        // Only shared policies: nothing but a refusal's wait.
+        assert!(to_pairs(&Decision::new(at, [verdict(&global, 5, None)])).is_empty());
     }
 
     #[test]

@@ -67,6 +67,13 @@ impl Scope {
             Scope::Endpoint => "endpoint",
         }
     }
+
+    /// Whether every caller shares the scope's counter (`Global`, `Endpoint`). Its remaining
+    /// count is then a measure of everyone's traffic, which [`headers`](crate::headers) never
+    /// shows to a caller.
+    pub fn is_shared(self) -> bool {
+        matches!(self, Scope::Global | Scope::Endpoint)
+    }
 }
 
 /// How a policy counts.

@@ -222,6 +222,10 @@ impl FileConfig {
             ("processor.attempt_timeout", self.processor.attempt_timeout),
             ("breaker.wait_in_open", self.breaker.wait_in_open),
             ("audit.refusal_window", self.audit.refusal_window),
+            (
+                "limits.anonymous_log_interval",
+                self.limits.anonymous_log_interval,
+            ),
             ("database.pool_timeout", self.database.pool_timeout),
             ("redis.pool_timeout", self.redis.pool_timeout),
         ];
@@ -284,6 +288,10 @@ impl FileConfig {
             (
                 "limits.anonymous_per_minute",
                 usize::try_from(limits.anonymous_per_minute).unwrap_or(usize::MAX),
+            ),
+            (
+                "limits.anonymous_ceiling_per_minute",
+                usize::try_from(limits.anonymous_ceiling_per_minute).unwrap_or(usize::MAX),
             ),
             ("audit.memory_events", self.audit.memory_events),
             (

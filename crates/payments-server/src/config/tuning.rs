@@ -124,8 +124,16 @@ pub(crate) struct LimitsTuning {
     pub(crate) max_connections_per_ip: usize,
     /// The largest request head (request line and headers) read, in bytes.
     pub(crate) max_header_bytes: usize,
-    /// Requests a minute from one address that present no valid key; past it, `429`.
+    /// Requests a minute from one address that no key vouches for (refused ones without a
+    /// valid key, and the public routes); past it, `429`.
     pub(crate) anonymous_per_minute: u64,
+    /// The same requests from all addresses together, in this process; past it, `429` for
+    /// every stranger (never for a caller with a key).
+    pub(crate) anonymous_ceiling_per_minute: u64,
+    /// Requests without a valid key are logged as one line of counts per interval, not a line
+    /// each (those lines are at debug level).
+    #[serde(deserialize_with = "duration")]
+    pub(crate) anonymous_log_interval: Duration,
 }
 
 impl Default for LimitsTuning {
@@ -135,6 +143,8 @@ impl Default for LimitsTuning {
             max_connections_per_ip: 256,
             max_header_bytes: 16 * 1024,
             anonymous_per_minute: 120,
+            anonymous_ceiling_per_minute: 6_000,
+            anonymous_log_interval: Duration::from_secs(10),
         }
     }
 }

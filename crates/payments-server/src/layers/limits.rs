@@ -24,6 +24,21 @@ pub(crate) fn client_address(
     Some(client_ip(peer, headers, &state.trusted_proxies))
 }
 
+/// The limits of a public route: the strangers' bucket (per address, and the ceiling of all
+/// strangers), never a policy an authenticated request also consumes.
+pub(crate) fn for_public_route(state: &Arc<AppState>) -> RateLimitLayer {
+    let extractor_state = Arc::clone(state);
+    RateLimitLayer::new(
+        state.anonymous.limiter(),
+        state.anonymous.policies().clone(),
+        move |head: &RequestHead<'_>| Subject {
+            user: None,
+            ip: client_address(&extractor_state, head.headers(), head.extensions()),
+            endpoint: None,
+        },
+    )
+}
+
 /// The limits of `method template`: every policy that applies to the caller, its address and
 /// this endpoint, decided together.
 pub(crate) fn for_route(state: &Arc<AppState>, method: Method, template: &str) -> RateLimitLayer {

@@ -15,7 +15,7 @@ use tollgate_http::ratelimit::RateLimitDecision;
 use tracing::Span;
 
 use super::stage::{After, Around};
-use crate::auth::Anonymous;
+use crate::auth::Authenticated;
 use crate::state::AppState;
 
 /// A method as a label: the standard ones by name, any other as `other` (a client chooses the
@@ -115,7 +115,8 @@ pub(crate) fn child_traceparent(headers: &http::HeaderMap) -> Option<String> {
 }
 
 /// Times the request into `http_request_duration_seconds`, writes its log line (in its span;
-/// a debug line for a request without a valid key, so anonymous floods cannot fill the logs),
+/// for a request no key vouched for, a debug line and a count in the [strangers'
+/// log](crate::access_log), so strangers cannot grow the log),
 /// and logs what an idempotency store failure was (clients get a fixed message).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Measure;
@@ -147,7 +148,8 @@ impl Around for Measure {
                 .with_label_values(&[policy.name(), result])
                 .inc();
         }
-        let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+        let route_path = route;
+        let route = route_path.as_ref().map_or("unmatched", MatchedPath::as_str);
         let latency = started.elapsed();
         state
             .metrics
@@ -160,10 +162,16 @@ impl Around for Measure {
             Span::current().record("http.response.status_code", status);
         }
         let latency_ms = latency.as_secs_f64() * 1e3;
-        if response.extensions().get::<Anonymous>().is_some() {
-            tracing::debug!(status, latency_ms, "request");
-        } else {
+        if response.extensions().get::<Authenticated>().is_some() {
             tracing::info!(status, latency_ms, "request");
+        } else {
+            tracing::debug!(status, latency_ms, "request");
+            if let Some(summary) = state
+                .stranger_log
+                .count(method, route_path.as_ref(), status)
+            {
+                summary.log();
+            }
         }
         After::Now(response)
     }

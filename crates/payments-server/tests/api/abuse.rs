@@ -67,6 +67,54 @@ async fn strangers_get_a_bounded_number_of_401s_then_429s() {
         .expect(200);
 }
 
+/// The public route counts in the strangers' bucket, never in a policy users need, and its
+/// headers describe only the caller's own budget.
+#[tokio::test]
+async fn strangers_on_the_public_route_never_touch_users_quotas() {
+    let config = "[limits]\nanonymous_per_minute = 5\n\
+                  [[policy]]\nname = \"global\"\nscope = \"global\"\nalgorithm = \"sliding-window\"\n\
+                  limit = 3\nwindow = \"60s\"\n\
+                  [[policy]]\nname = \"per-user\"\nscope = \"user\"\nalgorithm = \"sliding-window\"\n\
+                  limit = 100\nwindow = \"60s\"\n";
+    let api = Api::memory(config);
+    let first = api.get("/api/v1/retry-config", None).await;
+    first.expect(200);
+    assert_eq!(
+        first.header("ratelimit-policy"),
+        Some("\"anonymous\";q=5;w=60"),
+        "{first:?}"
+    );
+    for _ in 0..4 {
+        api.get("/api/v1/retry-config", None).await.expect(200);
+    }
+    let limited = api.get("/api/v1/retry-config", None).await;
+    limited.expect(429);
+    assert_eq!(limited.json()["policy"], "anonymous");
+    // The users' global quota is untouched: all three of its requests are still there, and no
+    // header shows its count to anyone.
+    for _ in 0..3 {
+        let allowed = api.get("/api/v1/rate-limits", Some(ALICE)).await;
+        allowed.expect(200);
+        assert_eq!(
+            allowed.header("ratelimit-policy"),
+            Some("\"per-user\";q=100;w=60"),
+            "the tighter global policy is not shown"
+        );
+        assert!(
+            !allowed
+                .header("ratelimit")
+                .unwrap_or_default()
+                .contains("global"),
+            "{allowed:?}"
+        );
+    }
+    let refused = api.get("/api/v1/rate-limits", Some(ALICE)).await;
+    refused.expect(429);
+    assert_eq!(refused.json()["policy"], "global");
+    assert!(refused.header("retry-after").is_some());
+    assert_eq!(refused.header("x-ratelimit-remaining"), None, "{refused:?}");
+}
+
 #[tokio::test]
 async fn testing_features_are_off_unless_asked_for() {
     let api = Api::memory("[processor]\nlatency = \"1ms\"\n");
