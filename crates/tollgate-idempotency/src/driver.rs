@@ -90,18 +90,18 @@ impl Default for IdempotencyConfig {
 /// finishes, so same-process duplicates do not wait out a polling interval.
 #[derive(Debug)]
 pub struct Idempotency<S> {
-    store: S,
+    store: Arc<S>,
     config: IdempotencyConfig,
     clock: Arc<dyn Clock>,
     sleeper: Arc<dyn Sleeper>,
     waiters: parking_lot::Mutex<std::collections::HashMap<Scope, Arc<tokio::sync::Notify>>>,
 }
 
-impl<S: IdempotencyStore> Idempotency<S> {
+impl<S: IdempotencyStore + 'static> Idempotency<S> {
     /// A driver over `store`, on the system clock.
     pub fn new(store: S, config: IdempotencyConfig) -> Self {
         Idempotency {
-            store,
+            store: Arc::new(store),
             config,
             clock: Arc::new(SystemClock::new()),
             sleeper: Arc::new(TokioSleeper),
@@ -238,23 +238,105 @@ impl<S: IdempotencyStore> Idempotency<S> {
     ) -> Result<Outcome, Error> {
         match result {
             HandlerResult::Store(response) => {
-                self.store
-                    .complete(scope, lease.fence, &response, self.config.claim.ttl)
-                    .await?;
+                let ttl = self.config.claim.ttl;
+                let ending = Ending::Complete(response.clone(), ttl);
+                self.end(scope, lease, ending).await?;
                 Ok(Outcome::Executed(response))
             }
             HandlerResult::Forget(response) => {
-                self.store
-                    .release(scope, lease.fence, Release::NothingHappened)
-                    .await?;
+                let ending = Ending::Release(Release::NothingHappened);
+                self.end(scope, lease, ending).await?;
                 Ok(Outcome::Executed(response))
             }
             HandlerResult::Completed(response) => Ok(Outcome::Executed(response)),
             HandlerResult::Ambiguous(response) => {
-                self.store
-                    .release(scope, lease.fence, Release::Ambiguous)
-                    .await?;
+                let ending = Ending::Release(Release::Ambiguous);
+                self.end(scope, lease, ending).await?;
                 Ok(Outcome::Executed(response))
+            }
+        }
+    }
+
+    /// Completes or releases the record. When the store fails, the caller gets the error (503:
+    /// retry) and the same write is retried in the background until it lands, is fenced off, or
+    /// the lease would have ended anyway: without it, an outage of a few seconds would hold the
+    /// key for the whole lease, every retry answered `409` although nothing runs.
+    async fn end(&self, scope: &Scope, lease: Lease, ending: Ending) -> Result<(), Error> {
+        let error = match ending.write(self.store.as_ref(), scope, lease.fence).await {
+            Ok(()) => return Ok(()),
+            Err(error @ Error::Store { .. }) => error,
+            Err(other) => return Err(other),
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let retry = EndLater {
+                store: Arc::clone(&self.store),
+                clock: Arc::clone(&self.clock),
+                sleeper: Arc::clone(&self.sleeper),
+                scope: scope.clone(),
+                fence: lease.fence,
+                until: self.clock.now() + self.config.claim.lease,
+            };
+            runtime.spawn(retry.run(ending));
+        }
+        Err(error)
+    }
+}
+
+/// How an owner ends its record.
+#[derive(Debug)]
+enum Ending {
+    /// With a result to replay, kept for the TTL.
+    Complete(StoredResponse, Duration),
+    /// Without one.
+    Release(Release),
+}
+
+impl Ending {
+    async fn write<S: IdempotencyStore + ?Sized>(
+        &self,
+        store: &S,
+        scope: &Scope,
+        fence: u64,
+    ) -> Result<(), Error> {
+        match self {
+            Ending::Complete(response, ttl) => store.complete(scope, fence, response, *ttl).await,
+            Ending::Release(how) => store.release(scope, fence, *how).await,
+        }
+    }
+}
+
+/// An ending the store failed to take, retried in the background.
+struct EndLater<S> {
+    store: Arc<S>,
+    clock: Arc<dyn Clock>,
+    sleeper: Arc<dyn Sleeper>,
+    scope: Scope,
+    fence: u64,
+    /// When the lease has ended whatever happens: past it the next claim takes the key over,
+    /// and the write would be fenced off.
+    until: crate::clock::Timestamp,
+}
+
+/// The first pause before a retried ending, doubled after each failure up to
+/// [`END_RETRY_MAX`]: the key is free within about a second of the store's return.
+const END_RETRY_FIRST: Duration = Duration::from_millis(100);
+const END_RETRY_MAX: Duration = Duration::from_secs(1);
+
+impl<S: IdempotencyStore + 'static> EndLater<S> {
+    async fn run(self, ending: Ending) {
+        let mut pause = END_RETRY_FIRST;
+        loop {
+            self.sleeper.sleep(pause).await;
+            if self.clock.now() >= self.until {
+                return;
+            }
+            match ending
+                .write(self.store.as_ref(), &self.scope, self.fence)
+                .await
+            {
+                Err(Error::Store { .. }) => pause = (pause * 2).min(END_RETRY_MAX),
+                // Written, or fenced off: the record is no longer this owner's to end.
+                Ok(()) | Err(_) => return,
             }
         }
     }
@@ -267,6 +349,119 @@ mod tests {
     use crate::memory::MemoryStore;
     use bytes::Bytes;
     use http::Method;
+
+    /// A memory store whose every call fails while `down` is set: an outage.
+    #[derive(Debug)]
+    struct Flaky {
+        inner: MemoryStore,
+        down: std::sync::atomic::AtomicBool,
+    }
+
+    impl Flaky {
+        fn up(&self) -> Result<(), Error> {
+            if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(Error::store("the store is down", true));
+            }
+            Ok(())
+        }
+
+        fn set_down(&self, down: bool) {
+            self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl IdempotencyStore for Flaky {
+        async fn claim(
+            &self,
+            scope: &Scope,
+            fingerprint: &Fingerprint,
+            options: ClaimOptions,
+        ) -> Result<Claim, Error> {
+            self.up()?;
+            self.inner.claim(scope, fingerprint, options).await
+        }
+
+        async fn complete(
+            &self,
+            scope: &Scope,
+            fence: u64,
+            response: &StoredResponse,
+            ttl: Duration,
+        ) -> Result<(), Error> {
+            self.up()?;
+            self.inner.complete(scope, fence, response, ttl).await
+        }
+
+        async fn release(&self, scope: &Scope, fence: u64, how: Release) -> Result<(), Error> {
+            self.up()?;
+            self.inner.release(scope, fence, how).await
+        }
+
+        async fn cleanup(&self, max: usize) -> Result<usize, Error> {
+            self.inner.cleanup(max).await
+        }
+    }
+
+    /// The store goes down while the handler runs, so the owner cannot end its record: the
+    /// request is answered with the store's error, and the record is ended within about a
+    /// second of the store's return — not held for the rest of the lease.
+    #[tokio::test(start_paused = true)]
+    async fn an_ending_the_store_missed_lands_once_it_is_back() {
+        let response = StoredResponse {
+            status: 201,
+            headers: vec![],
+            body: Bytes::from_static(b"paid"),
+        };
+        let endings = [
+            HandlerResult::Ambiguous(response.clone()),
+            HandlerResult::Store(response.clone()),
+            HandlerResult::Forget(response.clone()),
+        ];
+        for (n, ending) in endings.into_iter().enumerate() {
+            let store = Flaky {
+                inner: MemoryStore::new(10),
+                down: std::sync::atomic::AtomicBool::new(false),
+            };
+            let driver = Idempotency::new(store, IdempotencyConfig::default());
+            let key = IdempotencyKey::parse(&format!("order-7c1f0e9a2b4d4e1{n}")).expect("a key");
+            let scope = Scope::new("alice", &Method::POST, "/pay", key);
+            let fingerprint = Fingerprint::of_bytes(&Method::POST, "/pay", b"{}");
+            let answered = driver
+                .run(&scope, &fingerprint, |_| async {
+                    driver.store().set_down(true);
+                    ending.clone()
+                })
+                .await;
+            assert!(matches!(answered, Err(Error::Store { .. })), "{answered:?}");
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            driver.store().set_down(false);
+            let options = driver.config().claim;
+            let held = driver
+                .store()
+                .inner
+                .claim(&scope, &fingerprint, options)
+                .await;
+            assert!(
+                matches!(held, Ok(Claim::InProgress { .. })),
+                "{ending:?}: held until the store is back: {held:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(1_100)).await;
+            let after = driver.store().claim(&scope, &fingerprint, options).await;
+            match (&ending, after) {
+                (HandlerResult::Ambiguous(_), Ok(Claim::Acquired(lease))) => {
+                    assert!(lease.resumed, "the next owner reconciles");
+                }
+                (HandlerResult::Store(_), Ok(Claim::Completed(stored))) => {
+                    assert_eq!(stored, response);
+                }
+                (HandlerResult::Forget(_), Ok(Claim::Acquired(lease))) => {
+                    assert!(!lease.resumed, "nothing happened: a fresh start");
+                }
+                (ending, after) => panic!("{ending:?} ended as {after:?}"),
+            }
+        }
+    }
 
     /// A duplicate in the same process is woken when the owner finishes, not at its next poll.
     #[tokio::test(start_paused = true)]

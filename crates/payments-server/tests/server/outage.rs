@@ -269,3 +269,81 @@ fn a_pooled_redis_connection_rides_out_an_outage() {
     paid.expect(201);
     assert_eq!(paid.header("x-ratelimit-remaining"), Some("8"), "{paid:?}");
 }
+
+/// PostgreSQL cut for 2.5 s while a payment is at the processor: its result cannot be written,
+/// so the request is answered 503, and the owner's release of the key — which failed with the
+/// database — is retried until it lands. A client retrying with the same key as the server's
+/// retry policy says completes the payment within seconds of the database's return (not after
+/// the 60 s lease), charged once.
+#[test]
+fn a_database_blip_mid_payment_frees_the_key_within_seconds_of_recovery() {
+    let Some(services) =
+        Isolated::new("a_database_blip_mid_payment_frees_the_key_within_seconds_of_recovery")
+    else {
+        return;
+    };
+    let processor = crate::processor::MockProcessor::start(
+        crate::support::free_port(),
+        &["--latency", "1200ms"],
+    );
+    let Proxied {
+        database, options, ..
+    } = proxied(&services, true);
+    let database = database.expect("proxied");
+    let server = Server::start(
+        &options
+            .env("PROCESSOR_URL", &processor.url())
+            .toml("[idempotency]\nlease = \"60s\"\n"),
+    );
+    let (key, body) = (unique("order"), payment("7.00", "card"));
+    let (port, k, b) = (server.port, key.clone(), body.clone());
+    let first = std::thread::spawn(move || crate::support::try_pay(port, ALICE, &k, &b));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while processor.stats().1 == 0 {
+        assert!(Instant::now() < deadline, "the processor was never called");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    database.cut();
+    let cut = Instant::now();
+    let first = first.join().expect("the client").expect("an answer");
+    first.expect(503);
+    let wait: u64 = first
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After");
+    assert!((1..=5).contains(&wait), "{first:?}");
+    std::thread::sleep(Duration::from_millis(2_500).saturating_sub(cut.elapsed()));
+    database.restore();
+    let restored = Instant::now();
+    // The client follows Retry-After, as the published retry policy says.
+    let mut answers = Vec::new();
+    let paid = loop {
+        let response = server.pay(ALICE, &key, &body);
+        answers.push(response.status);
+        if response.status == 201 || restored.elapsed() > Duration::from_secs(15) {
+            break response;
+        }
+        assert!(
+            [409, 503].contains(&response.status),
+            "only retryable answers: {response:?}"
+        );
+        let after = response
+            .header("retry-after")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        std::thread::sleep(Duration::from_secs(after));
+    };
+    let took = restored.elapsed();
+    eprintln!(
+        "outage: a 2.5 s database cut mid-payment: paid {took:?} after recovery, answers {answers:?}"
+    );
+    paid.expect(201);
+    assert!(took < Duration::from_secs(5), "{took:?}: {answers:?}");
+    assert_eq!(processor.stats().0, 1, "charged once");
+    assert_eq!(
+        services.count(&format!(
+            "SELECT count(*) FROM {{schema}}.payments WHERE idempotency_key = '{key}' AND status = 'succeeded'"
+        )),
+        1
+    );
+}

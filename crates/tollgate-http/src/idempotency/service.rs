@@ -99,7 +99,7 @@ async fn handle<S, St, B, R>(
 where
     S: Service<Request<RequestBody>, Response = Response<R>>,
     S::Error: fmt::Display,
-    St: IdempotencyStore,
+    St: IdempotencyStore + 'static,
     B: Body,
     B::Error: std::error::Error + Send + Sync + 'static,
     R: Body,
@@ -218,7 +218,7 @@ async fn run_once<S, St, R>(
 where
     S: Service<Request<RequestBody>, Response = Response<R>>,
     S::Error: fmt::Display,
-    St: IdempotencyStore,
+    St: IdempotencyStore + 'static,
     R: Body,
     R::Error: fmt::Display,
 {
