@@ -26,7 +26,7 @@ limit = 1
 window = "1h"
 endpoint = "POST /api/v1/payments"
 TOML
-BIND_ADDR=127.0.0.1:$SERVER_PORT LOG_LEVEL=warn API_KEYS=load-key-0:load-user-0 \
+BIND_ADDR=127.0.0.1:$SERVER_PORT LOG_LEVEL=warn API_KEYS=tollgate-load-key-0:load-user-0 \
   TOLLGATE_CONFIG=$config DATABASE_SCHEMA=$run REDIS_KEY_PREFIX=$run \
   "$SERVER" >/dev/null &
 server=$!
@@ -49,6 +49,6 @@ for _ in $(seq "$ROUNDS"); do
   peer=$(rate "http://127.0.0.1:$HELLO_PORT/api/v1/payments")
   echo "server $ours req/s, hello-world $peer req/s, ratio $(echo "scale=2; $ours / $peer" | bc)"
 done
-curl -s "http://127.0.0.1:$SERVER_PORT/api/v1/payments" -X POST -H 'Authorization: Bearer load-key-0' \
+curl -s "http://127.0.0.1:$SERVER_PORT/api/v1/payments" -X POST -H 'Authorization: Bearer tollgate-load-key-0' \
   -H 'Content-Type: application/json' -H 'Idempotency-Key: flood-key-0' \
   -d '{"amount": "10.00", "currency": "USD", "payment_method": "card", "description": "flood"}' -o /dev/null -w 'last answer: %{http_code}\n'

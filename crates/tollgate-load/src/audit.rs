@@ -84,7 +84,7 @@ async fn check_stored(
                     break;
                 };
                 let request = hyper::Request::get(format!("{base}/api/v1/payments/{txn}"))
-                    .header("authorization", format!("Bearer load-key-{user}"))
+                    .header("authorization", format!("Bearer tollgate-load-key-{user}"))
                     .body(Full::new(Bytes::new()));
                 let outcome = match request {
                     Ok(request) => match client.request(request).await {

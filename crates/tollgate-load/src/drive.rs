@@ -60,7 +60,7 @@ async fn pay(
     body: Bytes,
 ) -> Result<(Sample, Duration), BoxError> {
     let request = hyper::Request::post(format!("{base}/api/v1/payments"))
-        .header("authorization", format!("Bearer load-key-{user}"))
+        .header("authorization", format!("Bearer tollgate-load-key-{user}"))
         .header("content-type", "application/json")
         .header("idempotency-key", &**key)
         .body(Full::new(body))?;

@@ -61,7 +61,7 @@ pub(crate) struct Args {
     /// The spawned server's `redis.connection`: `pool` or `multiplexed`.
     #[arg(long, default_value = "multiplexed")]
     pub(crate) redis_connection: String,
-    /// Distinct users (API keys `load-key-N` for user `load-user-N`).
+    /// Distinct users (API keys `tollgate-load-key-N` for user `load-user-N`).
     #[arg(long, default_value_t = 100)]
     pub(crate) users: usize,
     /// Requests in flight.
@@ -249,7 +249,10 @@ mod tests {
 
     #[test]
     fn api_keys_and_bodies() {
-        assert_eq!(api_keys(2), "load-key-0:load-user-0,load-key-1:load-user-1");
+        assert_eq!(
+            api_keys(2),
+            "tollgate-load-key-0:load-user-0,tollgate-load-key-1:load-user-1"
+        );
         let body: serde_json::Value = serde_json::from_slice(&body_for(1205)).expect("JSON");
         assert_eq!(body["amount"], "12.05");
     }

@@ -34,7 +34,7 @@ fn server_config(args: &Args) -> String {
 
 pub(crate) fn api_keys(users: usize) -> String {
     (0..users)
-        .map(|i| format!("load-key-{i}:load-user-{i}"))
+        .map(|i| format!("tollgate-load-key-{i}:load-user-{i}"))
         .collect::<Vec<_>>()
         .join(",")
 }

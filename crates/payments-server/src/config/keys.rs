@@ -35,6 +35,11 @@ pub const DEV_KEY: &str = "test-api-key";
 /// The longest user id: it is written into log lines, audit entries and rate-limit keys.
 const MAX_USER: usize = 64;
 
+/// The shortest key accepted: a short key is a guessable one.
+const MIN_KEY: usize = 16;
+/// The longest key accepted: it travels in a header.
+const MAX_KEY: usize = 256;
+
 /// The key settings as given: `None` when a setting is absent, `Some("")` when it is set empty.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct KeySettings<'a> {
@@ -68,11 +73,24 @@ impl KeySettings<'_> {
             if key.is_empty() {
                 return Err("API_KEY is set but empty".to_owned());
             }
+            check_key(key).map_err(|e| format!("API_KEY: {e}"))?;
             keys.push(ApiKey::new(key, "default"));
         }
         refuse_duplicates(&keys)?;
         Ok((keys, false))
     }
+}
+
+/// An `API_KEYS_FILE`'s entries as one `API_KEYS` list: one entry per line (or several,
+/// comma-separated), blank lines and `#` comments skipped.
+pub(crate) fn read_file(path: &std::path::Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let entries: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .collect();
+    Ok(entries.join(","))
 }
 
 /// `key:user_id` entries, comma-separated. A key may contain `:`: the user id is after the
@@ -95,10 +113,23 @@ fn parse_list(list: &str) -> Result<Vec<ApiKey>, String> {
             if key.is_empty() {
                 return Err(format!("API_KEYS entry {n} has an empty key"));
             }
+            check_key(key).map_err(|e| format!("API_KEYS entry {n}: {e}"))?;
             check_user(user).map_err(|e| format!("API_KEYS entry {n}: {e}"))?;
             Ok(ApiKey::new(key, user))
         })
         .collect()
+}
+
+/// Keys are 16–256 visible ASCII characters: long enough not to be guessed, and sent as they are
+/// in an `Authorization` header.
+fn check_key(key: &str) -> Result<(), String> {
+    let visible = key.bytes().all(|b| b.is_ascii_graphic());
+    if !(MIN_KEY..=MAX_KEY).contains(&key.len()) || !visible {
+        return Err(format!(
+            "a key must be {MIN_KEY}–{MAX_KEY} visible ASCII characters (no spaces); make it long and random"
+        ));
+    }
+    Ok(())
 }
 
 /// User ids are 1–64 characters of `[A-Za-z0-9._@+-]`: they reach logs and the audit trail.
@@ -145,18 +176,21 @@ mod tests {
 
     #[test]
     fn keys_and_users() {
-        let (keys, dev) = settings(Some("k1:alice, k2:bob"), Some("k3"))
-            .resolve()
-            .expect("valid");
+        let (keys, dev) = settings(
+            Some("key-one-0123456789:alice, key-two-0123456789:bob"),
+            Some("key-three-0123456789"),
+        )
+        .resolve()
+        .expect("valid");
         assert_eq!(
             (users(&keys), dev),
             (vec!["alice", "bob", "default"], false)
         );
         // A key may contain colons: the user id follows the last one.
-        let (keys, _) = settings(Some("sk:live:abc123SECRET:alice"), None)
+        let (keys, _) = settings(Some("sk:live:abc123SECRET0000:alice"), None)
             .resolve()
             .expect("valid");
-        assert_eq!(keys[0].key, b"sk:live:abc123SECRET");
+        assert_eq!(keys[0].key, b"sk:live:abc123SECRET0000");
         assert_eq!(keys[0].user, "alice");
         assert!(
             !format!("{:?}", keys[0]).contains("SECRET"),
@@ -166,19 +200,31 @@ mod tests {
 
     #[test]
     fn mistakes_are_refused_never_the_public_key() {
-        let cases = [
+        const K: &str = "k1-0123456789abcdef";
+        let list = |text: &str| text.replace("k1", K);
+        let owned = [
+            (list("k1:alice,"), "API_KEYS entry 2 is empty"),
+            (list("k1:alice,oops"), "API_KEYS entry 2 is not"),
+            (list("k1:"), "entry 1: the user id"),
+            (list("k1:al ice"), "entry 1: the user id"),
+            (list("k1:alice,k1:bob"), "the same key is given twice"),
+            ("short:alice".to_owned(), "entry 1: a key must be 16–256"),
+            (format!("{}:alice", "k".repeat(257)), "a key must be"),
+            ("0123456789\u{e9}abcdef:alice".to_owned(), "visible ASCII"),
+        ];
+        let mut cases: Vec<(Option<&str>, Option<&str>, &str)> = vec![
             (Some(""), None, "API_KEYS is set but names no key"),
             (Some(" , ,"), None, "API_KEYS entry 1 is empty"),
-            (Some("k1:alice,"), None, "API_KEYS entry 2 is empty"),
-            (Some("k1:alice,oops"), None, "API_KEYS entry 2 is not"),
             (Some(":alice"), None, "entry 1 has an empty key"),
-            (Some("k1:"), None, "entry 1: the user id"),
-            (Some("k1:al ice"), None, "entry 1: the user id"),
-            (Some("k1:alice,k1:bob"), None, "the same key is given twice"),
-            (Some("k1:alice"), Some("k1"), "the same key is given twice"),
             (None, Some(""), "API_KEY is set but empty"),
             (None, Some("  "), "API_KEY is set but empty"),
+            (None, Some("x"), "API_KEY: a key must be"),
         ];
+        let one = format!("{K}:alice");
+        cases.push((Some(&one), Some(K), "the same key is given twice"));
+        for (api_keys, says) in &owned {
+            cases.push((Some(api_keys), None, says));
+        }
         for (api_keys, api_key, says) in cases {
             let error = settings(api_keys, api_key).resolve().expect_err(says);
             assert!(error.contains(says), "{api_keys:?} {api_key:?}: {error}");

@@ -45,9 +45,16 @@ pub struct Config {
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// Comma-separated `key:user_id` pairs (a key may contain `:`; the user id follows the
-    /// last one).
+    /// last one). Keys are 16–256 visible ASCII characters. Prefer the environment variable or
+    /// `API_KEYS_FILE` to the flag: a flag's value is in the process list, for every user of
+    /// the machine to read.
     #[arg(long, env = "API_KEYS", hide_env_values = true)]
     pub api_keys: Option<String>,
+    /// A file of `key:user_id` pairs, one per line (or comma-separated; blank lines and lines
+    /// starting with `#` are skipped): keys kept out of the environment and the process list.
+    /// Instead of `API_KEYS`.
+    #[arg(long, env = "API_KEYS_FILE")]
+    pub api_keys_file: Option<PathBuf>,
     /// One API key, for user `default`.
     #[arg(long, env = "API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
@@ -126,8 +133,24 @@ impl Config {
         // A variable set to nothing is still a setting: it must never fall back to the
         // public development key.
         let set = |name: &str| std::env::var_os(name).is_some().then_some("");
+        let api_keys = self.api_keys.as_deref().or_else(|| set("API_KEYS"));
+        if let Some(path) = &self.api_keys_file {
+            if api_keys.is_some() {
+                return Err("API_KEYS_FILE and API_KEYS are both set: use one".to_owned());
+            }
+            let listed = keys::read_file(path)
+                .map_err(|e| format!("API_KEYS_FILE {}: {e}", path.display()))?;
+            return KeySettings {
+                api_keys: Some(&listed),
+                api_key: self.api_key.as_deref().or_else(|| set("API_KEY")),
+                bind_addr: self.bind_addr,
+                dev: self.dev,
+            }
+            .resolve()
+            .map_err(|e| format!("API_KEYS_FILE {}: {e}", path.display()));
+        }
         KeySettings {
-            api_keys: self.api_keys.as_deref().or_else(|| set("API_KEYS")),
+            api_keys,
             api_key: self.api_key.as_deref().or_else(|| set("API_KEY")),
             bind_addr: self.bind_addr,
             dev: self.dev,
@@ -349,6 +372,47 @@ mod tests {
         assert!(on.testing.payment_methods && on.testing.simulate_concurrent);
         let off = parse(&[]).file().expect("defaults");
         assert!(!off.testing.payment_methods && !off.testing.simulate_concurrent);
+    }
+
+    #[test]
+    fn keys_from_a_file() {
+        let path = std::env::temp_dir().join(format!("tollgate-keys-{}", std::process::id()));
+        std::fs::write(
+            &path,
+            "# production keys\nsk_live_0123456789abcdef:alice\n\n  sk_live_fedcba9876543210:bob\n",
+        )
+        .expect("write");
+        let parse = |args: &[&std::ffi::OsStr]| {
+            Config::try_parse_from(
+                std::iter::once(std::ffi::OsStr::new("payments-server"))
+                    .chain(args.iter().copied()),
+            )
+            .expect("parses")
+        };
+        let flag = std::ffi::OsStr::new("--api-keys-file");
+        let (keys, dev) = parse(&[flag, path.as_os_str()]).keys().expect("valid");
+        assert!(!dev);
+        let users: Vec<_> = keys.iter().map(|k| k.user.as_str()).collect();
+        assert_eq!(users, ["alice", "bob"]);
+        std::fs::write(&path, "short:alice\n").expect("write");
+        let error = parse(&[flag, path.as_os_str()])
+            .keys()
+            .expect_err("a short key");
+        assert!(error.starts_with("API_KEYS_FILE "), "{error}");
+        assert!(error.contains("a key must be"), "{error}");
+        let both = [
+            flag,
+            path.as_os_str(),
+            std::ffi::OsStr::new("--api-keys"),
+            std::ffi::OsStr::new("sk_live_0123456789abcdef:alice"),
+        ];
+        let error = parse(&both).keys().expect_err("both");
+        assert!(error.contains("use one"), "{error}");
+        let _ = std::fs::remove_file(&path);
+        let error = parse(&[flag, path.as_os_str()])
+            .keys()
+            .expect_err("no file");
+        assert!(error.starts_with("API_KEYS_FILE "), "{error}");
     }
 
     proptest::proptest! {

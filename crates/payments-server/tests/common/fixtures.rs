@@ -4,9 +4,9 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Keys of the three users every test app and test server knows.
-pub(crate) const ALICE: &str = "alice-key-0001";
-pub(crate) const BOB: &str = "bob-key-0002";
-pub(crate) const CAROL: &str = "carol-key-0003";
+pub(crate) const ALICE: &str = "alice-test-key-0001";
+pub(crate) const BOB: &str = "bob-test-key-0002";
+pub(crate) const CAROL: &str = "carol-test-key-0003";
 
 /// A name no other test (or test run) uses: for Redis prefixes, schemas and keys.
 pub(crate) fn unique(tag: &str) -> String {

@@ -206,3 +206,56 @@ fn alerts_and_dashboard_name_only_exported_metrics() {
     );
     assert!(named.len() >= 25, "{named:?}");
 }
+
+/// The compose file publishes the API alone: monitoring on loopback only, Grafana behind a
+/// login, no password written in the file, and nginx keeps `/metrics` off the public port.
+#[test]
+fn the_compose_file_publishes_only_the_api_and_holds_no_secret() {
+    let text = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docker-compose.yml"),
+    )
+    .expect("docker-compose.yml");
+    let docs = yaml_rust2::YamlLoader::load_from_str(&text).expect("valid YAML");
+    let services = &docs[0]["services"];
+    let services = services.as_hash().expect("services");
+    for (name, service) in services {
+        let name = name.as_str().unwrap_or_default();
+        let Some(ports) = service["ports"].as_vec() else {
+            continue;
+        };
+        for port in ports {
+            let port = port.as_str().unwrap_or_default();
+            let public = !port.starts_with("127.0.0.1:");
+            assert!(
+                !public || (name == "nginx" && port == "8000:8000"),
+                "{name} publishes {port} beyond this host"
+            );
+        }
+        for (variable, value) in service["environment"].as_hash().into_iter().flatten() {
+            let (variable, value) = (
+                variable.as_str().unwrap_or_default(),
+                value.as_str().unwrap_or_default(),
+            );
+            let secret = ["PASSWORD", "API_KEYS", "DATABASE_URL"]
+                .iter()
+                .any(|s| variable.contains(s));
+            if secret && !value.contains("postgres://tollgate:${") {
+                assert!(
+                    value.starts_with("${") && value.contains(":?"),
+                    "{name}: {variable} must come from the operator and be required: {value}"
+                );
+            }
+            if variable == "DATABASE_URL" {
+                assert!(value.contains("${POSTGRES_PASSWORD:?"), "{name}: {value}");
+            }
+        }
+    }
+    let grafana = &docs[0]["services"]["grafana"]["environment"];
+    assert_eq!(grafana["GF_AUTH_ANONYMOUS_ENABLED"].as_str(), Some("false"));
+    let nginx = deploy("nginx/nginx.conf");
+    let metrics = nginx
+        .split("location = /metrics {")
+        .nth(1)
+        .expect("nginx has a /metrics location");
+    assert!(metrics.trim_start().starts_with("return 404;"), "{metrics}");
+}

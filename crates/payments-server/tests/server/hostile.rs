@@ -144,9 +144,9 @@ fn malformed_requests_get_4xx_never_5xx() {
     for auth in [
         "Bearer",
         "Bearer  ",
-        "bearer alice-key-0001",
+        "bearer alice-test-key-0001",
         "Basic YWxpY2U6eA==",
-        "Bearer alice-key-0001x",
+        "Bearer alice-test-key-0001x",
     ] {
         let headers = vec![
             format!("Authorization: {auth}"),

@@ -11,7 +11,7 @@ use crate::support::{ALICE, Options, Server, payment, unique};
 fn invalid_configuration_is_a_start_up_error_naming_the_field() {
     let cases = [
         (
-            vec![("API_KEYS", "k1:alice,oops")],
+            vec![("API_KEYS", "k1-0123456789abcdef:alice,oops")],
             None,
             "API_KEYS entry 2",
         ),
@@ -46,9 +46,18 @@ fn invalid_configuration_is_a_start_up_error_naming_the_field() {
         ),
         (vec![("API_KEY", "")], None, "API_KEY is set but empty"),
         (
-            vec![("API_KEYS", "k1:alice,k1:bob")],
+            vec![(
+                "API_KEYS",
+                "k1-0123456789abcdef:alice,k1-0123456789abcdef:bob",
+            )],
             None,
             "the same key is given twice",
+        ),
+        // A short key is a guessable one.
+        (
+            vec![("API_KEYS", "k:alice")],
+            None,
+            "API_KEYS entry 1: a key must be 16–256 visible ASCII characters",
         ),
         (
             vec![("BIND_ADDR", "0.0.0.0:0")],
@@ -94,10 +103,12 @@ fn invalid_configuration_is_a_start_up_error_naming_the_field() {
 
 #[test]
 fn a_key_may_contain_colons() {
-    let server =
-        Server::start(&Options::default().env("API_KEYS", "sk:live:abc123SECRET:alice,k2:bob"));
+    let server = Server::start(&Options::default().env(
+        "API_KEYS",
+        "sk:live:abc123SECRET0000:alice,k2-0123456789abcdef:bob",
+    ));
     server
-        .get("/api/v1/rate-limits", Some("sk:live:abc123SECRET"))
+        .get("/api/v1/rate-limits", Some("sk:live:abc123SECRET0000"))
         .expect(200);
     server.get("/api/v1/rate-limits", Some("sk")).expect(401);
 }
