@@ -99,10 +99,14 @@ async fn run(options: Options) -> Result<(), String> {
         (Some(cert), Some(key)) => Some(serve::tls_acceptor(cert, key)?),
         _ => None,
     };
+    let bounds = serve::Bounds {
+        header_timeout: options.header_timeout,
+        max_connections: options.max_connections as usize,
+    };
     serve::serve(
         listener,
         routes::router(processor, idempotency),
-        tls,
+        (tls, bounds),
         serve::signalled(),
     )
     .await;

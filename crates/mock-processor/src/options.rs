@@ -76,6 +76,15 @@ pub(crate) struct Options {
     #[arg(long, env = "MOCK_PROCESSOR_TLS_KEY", requires = "tls_cert")]
     pub(crate) tls_key: Option<std::path::PathBuf>,
 
+    /// A client must send its request head (and finish a TLS handshake) within this long, or
+    /// its connection is closed.
+    #[arg(long, env = "MOCK_PROCESSOR_HEADER_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub(crate) header_timeout: Duration,
+
+    /// Connections open at once; past it a new one is closed at once.
+    #[arg(long, env = "MOCK_PROCESSOR_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) max_connections: u32,
+
     /// Log filter (`info`, `mock_processor=debug`).
     #[arg(long, env = "LOG_LEVEL", default_value = "info")]
     pub(crate) log_level: String,

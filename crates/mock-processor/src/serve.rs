@@ -4,11 +4,13 @@
 use axum::Router;
 use axum::extract::Request;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
@@ -19,13 +21,24 @@ use crate::routes::LoseAnswer;
 #[error("answer lost on purpose (injected fault)")]
 struct Lost;
 
-/// Serves `router` on `listener` (over TLS with `tls`) until `stop` resolves.
+/// What a client may hold: a slow or idle client cannot keep connections open forever, nor
+/// open as many as it likes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Bounds {
+    /// The longest a client may take to finish a TLS handshake, or to send a request head.
+    pub(crate) header_timeout: Duration,
+    /// Connections open at once.
+    pub(crate) max_connections: usize,
+}
+
+/// Serves `router` on `listener` (over TLS with `tls`, within `bounds`) until `stop` resolves.
 pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
-    tls: Option<TlsAcceptor>,
+    (tls, bounds): (Option<TlsAcceptor>, Bounds),
     stop: impl Future<Output = ()>,
 ) {
+    let places = Arc::new(Semaphore::new(bounds.max_connections));
     tokio::pin!(stop);
     loop {
         let stream = tokio::select! {
@@ -34,29 +47,39 @@ pub(crate) async fn serve(
                 Err(error) => {
                     // Out of file descriptors, most likely: keep serving the open connections.
                     tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
             () = &mut stop => return,
+        };
+        let Ok(place) = Arc::clone(&places).try_acquire_owned() else {
+            // Full: closed at once, before anything is read.
+            tracing::debug!("connection refused: max_connections open");
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let router = router.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
             match tls {
-                Some(acceptor) => match acceptor.accept(stream).await {
-                    Ok(stream) => connection(stream, router).await,
-                    Err(error) => tracing::debug!(%error, "TLS handshake failed"),
-                },
-                None => connection(stream, router).await,
+                Some(acceptor) => {
+                    let handshake = acceptor.accept(stream);
+                    match tokio::time::timeout(bounds.header_timeout, handshake).await {
+                        Ok(Ok(stream)) => connection(stream, router, bounds).await,
+                        Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    }
+                }
+                None => connection(stream, router, bounds).await,
             }
+            drop(place);
         });
     }
 }
 
 /// One HTTP/1.1 connection.
-async fn connection<I>(io: I, router: Router)
+async fn connection<I>(io: I, router: Router, bounds: Bounds)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -74,8 +97,10 @@ where
             Ok::<_, Lost>(response)
         }
     });
-    let connection =
-        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), service);
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(bounds.header_timeout)
+        .serve_connection(TokioIo::new(io), service);
     if let Err(error) = connection.await {
         tracing::debug!(%error, "connection closed");
     }

@@ -4,7 +4,7 @@
 //! clones no boxed services on its way down. A request goes, one way:
 //!
 //! ```text
-//! request id → span → measure → router
+//! request id → no-store → span → measure → router
 //!   probes:          deadline (body 413/408, answer 503) → handler
 //!   retry-config:    deadline → the strangers' limits (429) → handler
 //!   authenticated:   auth (401) →
@@ -23,11 +23,13 @@ use axum::handler::Handler;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on_service};
 use http::Method;
+use http::header::{CACHE_CONTROL, HeaderValue};
 use tollgate_http::RequestHead;
 use tollgate_http::idempotency::{IdempotencyLayer, Identity};
 use tower::ServiceBuilder;
 use tower::util::MapResponseLayer;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::{Caller, RequireKey, mark_authenticated};
@@ -118,6 +120,12 @@ pub fn app(state: Arc<AppState>) -> Router {
                 .map_request(request_id::drop_unusable)
                 .layer(SetRequestIdLayer::new(X_REQUEST_ID, UuidV7))
                 .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
+                // Payments, audit trails and quotas are one caller's and change: no cache, shared
+                // or private, may keep them.
+                .layer(SetResponseHeaderLayer::overriding(
+                    CACHE_CONTROL,
+                    HeaderValue::from_static("no-store"),
+                ))
                 .layer(
                     TraceLayer::new_for_http()
                         .make_span_with(observe::span)

@@ -37,6 +37,18 @@ pub(crate) struct FieldError {
     pub(crate) message: String,
 }
 
+/// At most this many characters of a client's text are repeated in an error: the answer to a
+/// bad request must not be larger than the request.
+const ECHOED: usize = 40;
+
+/// `text` as an error repeats it: whole when short, else its first [`ECHOED`] characters and `…`.
+fn echoed(text: &str) -> Cow<'_, str> {
+    match text.char_indices().nth(ECHOED) {
+        None => Cow::Borrowed(text),
+        Some((end, _)) => Cow::Owned(format!("{}…", &text[..end])),
+    }
+}
+
 fn field_error(field: &str, message: impl Into<String>) -> FieldError {
     FieldError {
         field: field.to_owned(),
@@ -71,8 +83,14 @@ pub(crate) enum Invalid {
 impl PaymentRequest {
     /// Parses and validates a request body.
     pub(crate) fn parse(body: &[u8]) -> Result<Self, Invalid> {
-        let wire: Wire<'_> =
-            serde_json::from_slice(body).map_err(|e| Invalid::Malformed(e.to_string()))?;
+        // serde reads a struct from an array of its fields in order too; a payment is an object.
+        if body.trim_ascii_start().first() != Some(&b'{') {
+            return Err(Invalid::Malformed(
+                "the body must be a JSON object".to_owned(),
+            ));
+        }
+        let wire: Wire<'_> = serde_json::from_slice(body)
+            .map_err(|e| Invalid::Malformed(echoed_error(&e.to_string())))?;
         refuse_nul(&wire)?;
         let mut errors = Vec::new();
         let currency = match wire.currency.as_deref() {
@@ -86,7 +104,8 @@ impl PaymentRequest {
                     errors.push(field_error(
                         "currency",
                         format!(
-                            "{code:?} is not an active ISO 4217 code (upper case, e.g. \"USD\")"
+                            "{:?} is not an active ISO 4217 code (upper case, e.g. \"USD\")",
+                            echoed(code)
                         ),
                     ));
                     None
@@ -153,14 +172,16 @@ fn valid_metadata(
 ) -> BTreeMap<String, String> {
     let mut metadata = BTreeMap::new();
     if entries.len() > MAX_METADATA_ENTRIES {
+        // Refused whole: one error, not one per entry.
         errors.push(field_error(
             "metadata",
             format!("at most {MAX_METADATA_ENTRIES} entries"),
         ));
+        return metadata;
     }
     for (key, value) in entries {
         // The field's name is only written out for an error: a valid entry costs no `format!`.
-        let field = || format!("metadata.{key}");
+        let field = || format!("metadata.{}", echoed(&key));
         if key.is_empty() || key.chars().count() > MAX_METADATA_KEY {
             errors.push(field_error(
                 &field(),
@@ -180,6 +201,18 @@ fn valid_metadata(
     }
     metadata
 }
+
+/// serde's message, which may quote the client's text (an unknown field's name, a string of
+/// the wrong type), cut to [`MALFORMED_SHOWN`] characters.
+fn echoed_error(message: &str) -> String {
+    match message.char_indices().nth(MALFORMED_SHOWN) {
+        None => message.to_owned(),
+        Some((end, _)) => format!("{}…", &message[..end]),
+    }
+}
+
+/// The longest parse error shown.
+const MALFORMED_SHOWN: usize = 200;
 
 /// No text may hold NUL (`\u0000`): PostgreSQL cannot store it, so it would be a failure there
 /// and a success in memory. The same request must get the same answer on every backend.
@@ -290,6 +323,44 @@ mod tests {
     use super::super::currency::currency_exponent;
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn arrays_are_refused_and_errors_stay_smaller_than_the_request() {
+        let array = br#"["12.34","USD",null,"card"]"#;
+        assert_eq!(
+            PaymentRequest::parse(array),
+            Err(Invalid::Malformed(
+                "the body must be a JSON object".to_owned()
+            ))
+        );
+        let long = "X".repeat(60_000);
+        let bodies = [
+            format!(r#"{{"amount": 1, "currency": "{long}", "payment_method": "card"}}"#),
+            format!(r#"{{"amount": 1, "currency": "USD", "payment_method": "card", "{long}": 1}}"#),
+            format!(
+                r#"{{"amount": 1, "currency": "USD", "payment_method": "card", "metadata": {{"{long}": "v"}}}}"#
+            ),
+            format!(r#"{{"amount": 1, "currency": "USD", "payment_method": ["{long}"]}}"#),
+        ];
+        for body in bodies {
+            let answer = format!("{:?}", PaymentRequest::parse(body.as_bytes()));
+            assert!(
+                answer.len() < 600,
+                "{} bytes: {}",
+                answer.len(),
+                &answer[..600]
+            );
+        }
+        let many: Vec<String> = (0..1_000).map(|i| format!(r#""{i:0>41}": "v""#)).collect();
+        let body = format!(
+            r#"{{"amount": 1, "currency": "USD", "payment_method": "card", "metadata": {{{}}}}}"#,
+            many.join(",")
+        );
+        let Err(Invalid::Fields(errors)) = PaymentRequest::parse(body.as_bytes()) else {
+            panic!("refused");
+        };
+        assert_eq!(errors.len(), 1, "{errors:?}");
+    }
 
     fn format_amount(minor: i64, exponent: u32) -> String {
         Amount { minor, exponent }.to_string()

@@ -115,6 +115,26 @@ async fn strangers_on_the_public_route_never_touch_users_quotas() {
     assert_eq!(refused.header("x-ratelimit-remaining"), None, "{refused:?}");
 }
 
+/// No cache may keep a payment, its replay, a trail or a quota.
+#[tokio::test]
+async fn answers_are_never_cached() {
+    let api = Api::memory("");
+    let key = unique("order");
+    let paid = api.pay(ALICE, &key, &payment("1.00", "card")).await;
+    paid.expect(201);
+    let replayed = api.pay(ALICE, &key, &payment("1.00", "card")).await;
+    replayed.expect(201);
+    let trail = api.get("/api/v1/audit-logs", Some(ALICE)).await;
+    let refused = api.get("/api/v1/audit-logs", None).await;
+    for answer in [paid, replayed, trail, refused] {
+        assert_eq!(
+            answer.header("cache-control"),
+            Some("no-store"),
+            "{answer:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn testing_features_are_off_unless_asked_for() {
     let api = Api::memory("[processor]\nlatency = \"1ms\"\n");

@@ -294,3 +294,44 @@ fn the_clients_trace_continues_into_the_processor_call() {
     );
     assert_ne!(parts[2], "00f067aa0ba902b7", "the server's own parent id");
 }
+
+/// `mock-processor` is a server too: a client that never finishes its request head is closed
+/// after the header timeout, and past its connection cap a new connection is closed at once,
+/// so 2 000 half-sent requests cannot hold it.
+#[test]
+fn the_mock_processor_bounds_what_a_client_holds() {
+    use std::io::Write;
+    let processor = MockProcessor::start(
+        free_port(),
+        &["--header-timeout", "500ms", "--max-connections", "50"],
+    );
+    let started = Instant::now();
+    let mut held = Vec::new();
+    for _ in 0..60 {
+        let mut stream = TcpStream::connect(("127.0.0.1", processor.port)).expect("connect");
+        let _ = stream.write_all(b"POST /v1/charges HTTP/1.1\r\nHost: x\r\n");
+        held.push(stream);
+    }
+    // Each is closed by the server: the ten past the cap at once, the rest at the timeout.
+    let mut closed_at = Vec::new();
+    for stream in &mut held {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut byte = [0_u8; 64];
+        let still_open = matches!(
+            stream.read(&mut byte),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
+        );
+        assert!(!still_open, "still open after {:?}", started.elapsed());
+        closed_at.push(started.elapsed());
+    }
+    drop(held);
+    eprintln!(
+        "mock-processor: 60 half-sent requests, all closed within {:?}",
+        closed_at.last()
+    );
+    // Served as usual afterwards.
+    let (charges, _) = processor.stats();
+    assert_eq!(charges, 0);
+}
