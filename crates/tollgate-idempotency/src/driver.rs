@@ -88,6 +88,13 @@ impl Default for IdempotencyConfig {
 /// A duplicate that finds its scope in progress polls the store (capped, jittered), so it
 /// learns of an owner in another process; an owner in this process also wakes it the moment it
 /// finishes, so same-process duplicates do not wait out a polling interval.
+///
+/// When the store fails the owner's last write — the completion, or the release of a request
+/// that stored nothing — the request gets the store's error, and the same write is retried on
+/// a task of its own (inside a Tokio runtime), every 0.1 s doubling to 1 s, until it lands, is
+/// fenced off, or the lease would have ended anyway. A store that is back after a few seconds
+/// thus frees the key within about a second, instead of holding it, with every retry refused
+/// as in progress, for the rest of the lease.
 #[derive(Debug)]
 pub struct Idempotency<S> {
     store: Arc<S>,

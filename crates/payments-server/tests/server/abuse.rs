@@ -441,3 +441,205 @@ fn a_user_flooding_past_the_limit_costs_redis_one_decision_not_one_per_request()
         assert_eq!(redis_checks(&server), asked, "with {remembered:?}");
     }
 }
+
+/// Pipelined batches of 64 requests (`request(n)` makes the n-th) from the local address
+/// `local` until `until`: the count of answers by status.
+async fn flood_from(
+    local: &str,
+    port: u16,
+    request: impl Fn(u64) -> String,
+    until: Instant,
+) -> std::collections::BTreeMap<u16, u64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut answers = std::collections::BTreeMap::new();
+    let mut n = 0_u64;
+    while Instant::now() < until {
+        let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+        socket
+            .bind(format!("{local}:0").parse().expect("an address"))
+            .expect("bind");
+        let Ok(mut stream) = socket
+            .connect(format!("127.0.0.1:{port}").parse().expect("an address"))
+            .await
+        else {
+            continue;
+        };
+        let mut batch = String::new();
+        for last in (0..64).map(|i| i == 63) {
+            n += 1;
+            batch.push_str(&request(n));
+            batch.push_str(if last {
+                "Connection: close\r\n\r\n"
+            } else {
+                "\r\n"
+            });
+        }
+        if stream.write_all(batch.as_bytes()).await.is_err() {
+            continue;
+        }
+        let mut received = Vec::new();
+        let read = stream.read_to_end(&mut received);
+        let _ = tokio::time::timeout(Duration::from_secs(10), read).await;
+        let text = String::from_utf8_lossy(&received);
+        for answer in text.split("HTTP/1.1 ").skip(1) {
+            if let Some(status) = answer.get(..3).and_then(|s| s.parse().ok()) {
+                *answers.entry(status).or_insert(0) += 1;
+            }
+        }
+    }
+    answers
+}
+
+/// The documented bound on what strangers add to the log: one line of counts per
+/// `limits.anonymous_log_interval`, of at most this many bytes (24 kinds of at most 80 bytes,
+/// and the line's own fields).
+const STRANGER_LINE_BYTES: u64 = 2_500;
+
+/// Anonymous `retry-config` and 404 floods from several addresses for 20 s against two
+/// replicas on one Redis: every payment of an authenticated user on either replica is `201`
+/// throughout, the strangers are limited in their own bucket, and each replica's log grows by
+/// its users' request lines and at most one line of counts per interval.
+#[test]
+fn strangers_flooding_from_several_addresses_never_stop_a_users_payments() {
+    let Some(services) =
+        Isolated::new("strangers_flooding_from_several_addresses_never_stop_a_users_payments")
+    else {
+        return;
+    };
+    let logs: Vec<_> = (0..2)
+        .map(|i| std::env::temp_dir().join(format!("{}-{i}.log", unique("tollgate-flood"))))
+        .collect();
+    let servers: Vec<Server> = logs
+        .iter()
+        .map(|log| {
+            Server::start(&Options {
+                log: Some(log.clone()),
+                ..services.options().env("LOG_LEVEL", "info")
+            })
+        })
+        .collect();
+    let size = |log: &std::path::PathBuf| std::fs::metadata(log).map_or(0, |m| m.len());
+    let before: Vec<u64> = logs.iter().map(size).collect();
+    let seconds = 20;
+    let until = Instant::now() + Duration::from_secs(seconds);
+    let ports: Vec<u16> = servers.iter().map(|s| s.port).collect();
+    let floods = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async move {
+            let mut floods = tokio::task::JoinSet::new();
+            for address in 2..=5 {
+                let local = format!("127.0.0.{address}");
+                let port = ports[address % 2];
+                let config = |_| "GET /api/v1/retry-config HTTP/1.1\r\nHost: x\r\n".to_owned();
+                let missing =
+                    |n| format!("GET /nowhere/{n:020} HTTP/1.1\r\nHost: x\r\nX-Flood: {n}\r\n");
+                let local_too = local.clone();
+                floods.spawn(async move { flood_from(&local, port, config, until).await });
+                floods.spawn(async move { flood_from(&local_too, port, missing, until).await });
+            }
+            let mut answers = std::collections::BTreeMap::new();
+            while let Some(flood) = floods.join_next().await {
+                for (status, count) in flood.expect("a flood") {
+                    *answers.entry(status).or_insert(0_u64) += count;
+                }
+            }
+            answers
+        })
+    });
+    // The user pays on both replicas throughout: 4 rounds, within the payments policy.
+    let started = Instant::now();
+    let mut paid = Vec::new();
+    for round in 0..4_u64 {
+        let at = started + Duration::from_millis(2_000 + round * 5_000);
+        std::thread::sleep(at.saturating_duration_since(Instant::now()));
+        for server in &servers {
+            paid.push(
+                server
+                    .pay(ALICE, &unique("order"), &payment("1.00", "card"))
+                    .status,
+            );
+        }
+    }
+    let answers = floods.join().expect("the floods");
+    // A summary written at the end of the last interval is in the log.
+    std::thread::sleep(Duration::from_millis(1_500));
+    let grown: Vec<u64> = logs
+        .iter()
+        .zip(&before)
+        .map(|(log, before)| size(log) - before)
+        .collect();
+    let sent: u64 = answers.values().sum();
+    eprintln!(
+        "abuse: {sent} anonymous requests in {seconds} s from 4 addresses ({answers:?}); the user's payments {paid:?}; logs grew {grown:?} bytes"
+    );
+    for log in &logs {
+        let _ = std::fs::remove_file(log);
+    }
+    assert_eq!(paid, [201; 8], "every payment of the user is served");
+    assert!(sent > 20_000, "a flood: {sent} requests");
+    assert!(answers.get(&429).copied().unwrap_or(0) > 0, "{answers:?}");
+    // The user's 4 request lines per replica, and one line of counts per interval begun.
+    let user_lines = 4 * 1_024;
+    let intervals = seconds / 10 + 2;
+    for bytes in grown {
+        assert!(
+            bytes <= user_lines + intervals * STRANGER_LINE_BYTES,
+            "the log grew {bytes} bytes"
+        );
+    }
+}
+
+/// With the open-files limit at 1 024, eight addresses each holding all the connections they
+/// are given still leave room: a ninth client is served.
+#[test]
+fn eight_addresses_holding_connections_leave_room_for_a_ninth() {
+    let server = Server::start(&Options {
+        open_files: Some(1_024),
+        ..Options::default()
+    });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let (held, served) = runtime.block_on(async {
+        let mut held = Vec::new();
+        for address in 1..=8 {
+            for _ in 0..300 {
+                let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+                socket
+                    .bind(format!("127.0.0.{address}:0").parse().expect("an address"))
+                    .expect("bind");
+                if let Ok(stream) = socket
+                    .connect(
+                        format!("127.0.0.1:{}", server.port)
+                            .parse()
+                            .expect("an address"),
+                    )
+                    .await
+                {
+                    held.push(stream);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut served = 0;
+        for _ in 0..6 {
+            if health_from("127.0.0.9", server.port)
+                .await
+                .starts_with("HTTP/1.1 200")
+            {
+                served += 1;
+            }
+        }
+        (held, served)
+    });
+    eprintln!(
+        "abuse: 8 addresses asked for {} connections with 1 024 files; the ninth client served {served}/6",
+        held.len()
+    );
+    assert_eq!(served, 6, "a ninth client is served");
+}

@@ -46,6 +46,8 @@ pub(crate) struct Options {
     pub(crate) development: bool,
     /// The server's open-files limit (soft and hard), set with `prlimit`.
     pub(crate) open_files: Option<u64>,
+    /// Where the server's log (its standard output) goes; nowhere when unset.
+    pub(crate) log: Option<std::path::PathBuf>,
 }
 
 impl Options {
@@ -168,8 +170,11 @@ impl Server {
             .env_remove("OTEL_TRACES_EXPORTER")
             .env_remove("TOLLGATE_CONFIG")
             .env_remove("TOLLGATE_DEV")
-            .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        match &options.log {
+            Some(path) => command.stdout(std::fs::File::create(path).expect("the log file")),
+            None => command.stdout(Stdio::null()),
+        };
         if options.development {
             command.env_remove("API_KEYS");
         } else {
