@@ -4,10 +4,10 @@
 //! client address, and `anonymous-ceiling`, for all strangers together. Neither is a policy an
 //! authenticated request consumes, so no number of strangers can use up a user's quota.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::Request;
 use axum::response::Response;
 use http::StatusCode;
 use tollgate_ratelimit::{
@@ -15,8 +15,6 @@ use tollgate_ratelimit::{
 };
 
 use crate::auth::unauthorized;
-use crate::layers::limits::client_address;
-use crate::state::AppState;
 
 /// The per-address policy's name.
 pub(crate) const PER_ADDRESS: &str = "anonymous";
@@ -59,10 +57,10 @@ impl AnonymousLimit {
         &self.policies
     }
 
-    /// The answer to a request without a valid key: `401`, or `429` past the address's limit
-    /// or the strangers' ceiling.
-    pub(crate) fn refuse(&self, state: &AppState, request: &Request) -> Response {
-        let Some(ip) = client_address(state, request.headers(), request.extensions()) else {
+    /// The answer to a request without a valid key from `ip` (the client's address, behind
+    /// trusted proxies): `401`, or `429` past the address's limit or the strangers' ceiling.
+    pub(crate) fn refuse(&self, ip: Option<IpAddr>) -> Response {
+        let Some(ip) = ip else {
             return unauthorized();
         };
         let keys = self.policies.keys_for(&RequestContext::new().ip(ip));

@@ -32,10 +32,11 @@ use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::auth::{Caller, RequireKey, mark_authenticated};
+use crate::auth::Caller;
 use crate::handlers::simulate;
 use crate::handlers::{self, audit, limits, payments, probes};
 use crate::layers::accounting::Accounting;
+use crate::layers::auth::{RequireKey, mark_authenticated};
 use crate::layers::body::ReadBody;
 use crate::layers::deadline::{Body, Enforce, EnforceLayer};
 use crate::layers::json::RequireJson;

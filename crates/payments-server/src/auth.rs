@@ -8,53 +8,16 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::Request;
 use axum::response::Response;
 use http::header::{HeaderValue, WWW_AUTHENTICATE};
 use http::{HeaderMap, StatusCode};
 
 use crate::config::ApiKey;
-use crate::layers::stage::Check;
-use crate::state::AppState;
 
-/// The authenticated user, in the request's extensions once [`RequireKey`] admitted it.
+/// The authenticated user, in the request's extensions once the authentication layer admitted
+/// it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Caller(pub(crate) Arc<str>);
-
-/// Put in the extensions of every answer to a request a valid key admitted (by
-/// [`mark_authenticated`] inside [`RequireKey`]): only those get an access-log line each.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Authenticated;
-
-/// Marks `response` as the answer to an authenticated request.
-pub(crate) fn mark_authenticated(mut response: Response) -> Response {
-    response.extensions_mut().insert(Authenticated);
-    response
-}
-
-/// Admits requests that present a configured key — from the head, before any body is read —
-/// and puts the [`Caller`] in their extensions. Otherwise `400` for more than one
-/// `Authorization` header, `401`, or `429` once the address has sent too many requests without
-/// a valid key.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct RequireKey;
-
-impl Check for RequireKey {
-    fn check(&self, state: &AppState, request: &mut Request) -> Option<Response> {
-        let refusal = match state.keys.authenticate(request.headers()) {
-            Ok(user) => {
-                tracing::Span::current().record("user", user.as_ref());
-                request.extensions_mut().insert(Caller(user));
-                return None;
-            }
-            Err(Presented::Repeated) => {
-                crate::problem::simple(StatusCode::BAD_REQUEST, "send one Authorization header")
-            }
-            Err(Presented::Missing | Presented::Unknown) => state.anonymous.refuse(state, request),
-        };
-        Some(refusal)
-    }
-}
 
 /// What a request presented, when it is not a configured key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -14,37 +14,25 @@ use tollgate_ratelimit::denials::DenialCache;
 use tollgate_ratelimit::redis::{FailureMode, RedisLimiter};
 use tollgate_ratelimit::{DynRateLimiter, MemoryLimiter};
 
-use crate::config::{Config, FailureModeName, FileConfig, SimulatedCharges, Timeouts};
+use crate::config::{ApiKey, Config, FailureModeName, FileConfig, SimulatedCharges, Timeouts};
 use crate::health::{RememberedDenials, Services};
 use crate::ledger::{BoxError, Ledger, MemoryLedger, PostgresLedger};
 use crate::metrics::BackendLatency;
 use crate::payment::IntentStore;
 use crate::pools;
 use crate::processor::{ChargeBook, HttpProcessor, MemoryBook, PostgresBook, SimulatedProcessor};
+use crate::start_error::{StartError, backend};
 use crate::state::{AppState, Backends};
 use crate::timed::{TimedLimiter, TimedStore};
 
 /// Idempotency records kept in memory at most (the oldest expire first).
 const MEMORY_IDEMPOTENCY_RECORDS: usize = 1_000_000;
 
-/// Why the server could not start: one line naming the setting.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// A setting is invalid; the message names it.
-    #[error("{0}")]
-    Invalid(String),
-    /// The backend a setting names could not be reached or prepared.
-    #[error("{setting}: {}", crate::error_chain(cause.as_ref()))]
-    Backend {
-        /// The setting (`DATABASE_URL`, `REDIS_URL`, …).
-        setting: &'static str,
-        /// What failed, with what the backend said.
-        cause: BoxError,
-    },
-}
-
-pub(crate) fn backend(setting: &'static str) -> impl FnOnce(BoxError) -> StartError {
-    move |cause| StartError::Backend { setting, cause }
+impl AppState {
+    /// Everything in this process's memory: no services needed (development and tests).
+    pub fn in_memory(file: &FileConfig, keys: &[ApiKey]) -> Result<Arc<Self>, String> {
+        AppState::new(file, keys, in_memory(file))
+    }
 }
 
 /// The built server: its state, its timeouts, and what shutting down flushes.

@@ -41,6 +41,7 @@ mod health;
 pub mod healthcheck;
 mod layers;
 mod ledger;
+pub mod logging;
 mod metrics;
 mod migrate;
 pub mod paths;
@@ -50,6 +51,8 @@ mod problem;
 mod processor;
 mod refusals;
 pub mod serve;
+pub mod signals;
+mod start_error;
 mod state;
 #[cfg(feature = "otlp")]
 mod telemetry;
@@ -57,8 +60,9 @@ mod timed;
 mod tls;
 
 pub use app::app;
-pub use backends::{Server, StartError};
+pub use backends::Server;
 pub use migrate::sql as migration_sql;
+pub use start_error::StartError;
 pub use state::AppState;
 
 /// What the log says about an error: it and each of its sources.

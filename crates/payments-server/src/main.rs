@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use clap::Parser;
 use payments_server::config::{Command, Config};
-use payments_server::serve::{init_logging, raise_open_files_limit, serve, stop_accepting};
+use payments_server::logging::init_logging;
+use payments_server::serve::{raise_open_files_limit, serve};
+use payments_server::signals::stop_accepting;
 use payments_server::{Server, app};
 use tokio::net::TcpListener;
 

@@ -5,8 +5,8 @@
 use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod, Runtime};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::backends::{StartError, backend};
 use crate::config::{Config, DatabaseTuning, RedisConnectionKind, RedisTuning};
+use crate::start_error::{StartError, backend};
 use crate::tls::PgUrl;
 
 /// The Redis the server talks to: one server through one multiplexed connection or a pool, or

@@ -1,6 +1,7 @@
 //! Serving the app with hyper: the connection-level tuning axum's own `serve` does not expose —
 //! a deadline and a size bound for the request head, `TCP_NODELAY`, half-closed clients,
-//! connection caps in all and per client address — and a graceful drain.
+//! connection caps in all and per client address — and a graceful drain. When to stop is
+//! [`crate::signals`]' business, logging [`crate::logging`]'s.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -23,7 +24,6 @@ use tower::ServiceExt;
 use tollgate_http::client_ip::TrustedProxies;
 
 use crate::config::{LimitsTuning, Timeouts};
-use crate::state::AppState;
 
 /// What one client may hold of the server.
 #[derive(Clone, Debug)]
@@ -274,125 +274,6 @@ fn refuse(stream: &TcpStream, refusal: Refusal) {
         body.len()
     );
     let _ = stream.try_write(answer.as_bytes());
-}
-
-/// The signal that asked the server to stop.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stop {
-    /// SIGTERM: an orchestrator replacing the process.
-    Terminate,
-    /// SIGINT: someone at a terminal.
-    Interrupt,
-}
-
-/// Resolves on SIGINT or SIGTERM, saying which.
-pub async fn shutdown_signal() -> Stop {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => tokio::select! {
-                _ = tokio::signal::ctrl_c() => Stop::Interrupt,
-                _ = terminate.recv() => Stop::Terminate,
-            },
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                Stop::Interrupt
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-        Stop::Interrupt
-    }
-}
-
-/// Resolves when the listener should close. At SIGTERM, first `pre_drain` during which
-/// `/ready` answers `503` and requests are still served, so a load balancer stops sending
-/// new ones before any is refused; SIGINT, or a second signal, closes it at once.
-pub async fn stop_accepting(state: &AppState, pre_drain: Duration) {
-    if shutdown_signal().await == Stop::Interrupt || pre_drain.is_zero() {
-        return;
-    }
-    state.start_draining();
-    tracing::info!(
-        ?pre_drain,
-        "SIGTERM: /ready answers 503 while requests are still served, then the listener closes"
-    );
-    tokio::select! {
-        () = tokio::time::sleep(pre_drain) => {}
-        _ = shutdown_signal() => tracing::info!("second signal: closing the listener now"),
-    }
-}
-
-/// What [`init_logging`] started beside the log: the trace exporter (feature `otlp`), if the
-/// `OTEL_*` variables asked for one.
-#[derive(Debug, Default)]
-pub struct Telemetry {
-    #[cfg(feature = "otlp")]
-    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
-}
-
-impl Telemetry {
-    /// Exports the spans not yet sent; call it last, after the server has drained.
-    pub async fn shutdown(self) {
-        #[cfg(feature = "otlp")]
-        if let Some(provider) = self.provider {
-            crate::telemetry::shutdown(provider).await;
-        }
-    }
-}
-
-/// Installs the log subscriber: `LOG_LEVEL`'s filter, text or JSON lines; and, with the `otlp`
-/// feature and an OTLP endpoint in the environment, the span exporter (its spans filtered by
-/// level `info`, whatever `LOG_LEVEL` says). Call it inside the runtime.
-pub fn init_logging(config: &crate::config::Config) -> Result<Telemetry, String> {
-    use tracing_subscriber::Layer;
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
-        .map_err(|e| format!("LOG_LEVEL {:?}: {e}", config.log_level))?;
-    // Colour codes only for a person at a terminal: a file or a log collector would keep them
-    // as text. `NO_COLOR` turns them off there too.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout())
-        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let lines = tracing_subscriber::fmt::layer().with_ansi(ansi);
-    let lines = match config.log_format {
-        crate::config::LogFormat::Json => lines.json().flatten_event(true).boxed(),
-        crate::config::LogFormat::Text => lines.boxed(),
-    };
-    #[cfg(feature = "otlp")]
-    {
-        let provider = crate::telemetry::provider()?;
-        let spans = provider.as_ref().map(|provider| {
-            crate::telemetry::layer(provider)
-                .with_filter(tracing_subscriber::filter::LevelFilter::INFO)
-        });
-        tracing_subscriber::registry()
-            .with(lines.with_filter(filter))
-            .with(spans)
-            .try_init()
-            .map_err(|e| e.to_string())?;
-        Ok(Telemetry { provider })
-    }
-    #[cfg(not(feature = "otlp"))]
-    {
-        if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some()
-            || std::env::var_os("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some()
-        {
-            eprintln!(
-                "payments-server: OTEL_EXPORTER_OTLP_ENDPOINT is set, but this build has no \
-                 trace exporter (cargo feature `otlp`); spans are not exported"
-            );
-        }
-        tracing_subscriber::registry()
-            .with(lines.with_filter(filter))
-            .try_init()
-            .map_err(|e| e.to_string())?;
-        Ok(Telemetry::default())
-    }
 }
 
 #[cfg(test)]

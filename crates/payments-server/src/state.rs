@@ -64,12 +64,6 @@ pub(crate) struct Backends {
 }
 
 impl AppState {
-    /// Everything in this process's memory: no services needed (development and tests).
-    pub fn in_memory(file: &FileConfig, keys: &[ApiKey]) -> Result<Arc<Self>, String> {
-        let backends = crate::backends::in_memory(file);
-        AppState::new(file, keys, backends)
-    }
-
     /// The state over `backends`, configured by `file`.
     pub(crate) fn new(
         file: &FileConfig,

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::BoxError;
+use crate::args::BoxError;
 
 /// Two single-row autocommitted INSERTs per payment, `concurrency` at a time, for `duration`.
 pub(crate) async fn pg_commits(

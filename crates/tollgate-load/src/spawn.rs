@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 
-use crate::{Args, BoxError, Scenario};
+use crate::args::{Args, BoxError, Scenario};
 
 /// The spawned server's TOML: limits that never interfere with a payments run; for a flood, a
 /// payments limit of one an hour per user, so every later payment is refused.

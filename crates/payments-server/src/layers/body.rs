@@ -16,13 +16,18 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tokio::time::Instant;
 use tollgate_http::idempotency::DEFAULT_BODY_LIMIT;
 
-use super::deadline::Deadline;
 use super::stage::{Next, Step, call};
 use crate::problem;
 use crate::state::AppState;
 
 /// The largest body any route accepts.
 pub(crate) const LIMIT: usize = DEFAULT_BODY_LIMIT;
+
+/// The moment a request must be answered by, in its extensions when the deadline layer leaves
+/// the body to [`ReadBody`] further down: the body then has the same deadline as the answer, so
+/// a client too slow to send it still gets `408`, not `503`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Deadline(pub(crate) Instant);
 
 /// `413` if the body is known to be over the limit before it is read (hyper knows it from
 /// `Content-Length`): answered from the head, before anything of the body is read, and before a

@@ -17,14 +17,9 @@ use tokio::time::{Instant, Timeout};
 use tower::{Layer, Service, ServiceExt};
 
 use super::Refusal;
+use super::body::Deadline;
 use super::stage::Next;
 use crate::state::AppState;
-
-/// The moment a request must be answered by, in its extensions when [`Enforce`] leaves the
-/// body to [`ReadBody`](super::body::ReadBody) further down: the body then has the same
-/// deadline as the answer, so a client too slow to send it still gets `408`, not `503`.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Deadline(pub(crate) Instant);
 
 /// When [`Enforce`] reads the body.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -4,6 +4,7 @@
 //! [`AppState`]: crate::AppState
 
 pub(crate) mod accounting;
+pub(crate) mod auth;
 pub(crate) mod body;
 pub(crate) mod deadline;
 pub(crate) mod json;

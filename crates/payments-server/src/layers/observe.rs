@@ -14,8 +14,8 @@ use tollgate_http::idempotency::StoreFailure;
 use tollgate_http::ratelimit::RateLimitDecision;
 use tracing::Span;
 
+use super::auth::Authenticated;
 use super::stage::{After, Around};
-use crate::auth::Authenticated;
 use crate::state::AppState;
 
 /// A method as a label: the standard ones by name, any other as `other` (a client chooses the

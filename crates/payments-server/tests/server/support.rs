@@ -46,6 +46,8 @@ pub(crate) struct Options {
     pub(crate) development: bool,
     /// The server's open-files limit (soft and hard), set with `prlimit`.
     pub(crate) open_files: Option<u64>,
+    /// A hard open-files limit above `open_files`' soft one.
+    pub(crate) open_files_hard: Option<u64>,
     /// Where the server's log (its standard output) goes; nowhere when unset.
     pub(crate) log: Option<std::path::PathBuf>,
 }
@@ -153,7 +155,8 @@ impl Server {
             // prlimit sets the limit and execs the server: the same process.
             Some(files) => {
                 let mut command = Command::new("prlimit");
-                command.arg(format!("--nofile={files}:{files}")).arg(binary);
+                let hard = options.open_files_hard.unwrap_or(files);
+                command.arg(format!("--nofile={files}:{hard}")).arg(binary);
                 command
             }
             None => Command::new(binary),

@@ -7,11 +7,9 @@ use http::header::{CONTENT_TYPE, HeaderName, LOCATION};
 use tollgate_idempotency::Idempotency;
 use tollgate_idempotency::fingerprint::BodyFormat;
 use tollgate_idempotency::key::KeyPolicy;
-use tower::Layer;
 
 use super::claim_hook::{ClaimHook, SharedHook};
 use super::identity::IdentityExtractor;
-use super::service::IdempotencyService;
 
 /// The default request-body limit: 64 KiB.
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
@@ -98,16 +96,5 @@ impl<St> IdempotencyLayer<St> {
     pub fn claim_hook(mut self, hook: impl ClaimHook) -> Self {
         self.claim_hook = Some(SharedHook(Arc::new(hook)));
         self
-    }
-}
-
-impl<S, St> Layer<S> for IdempotencyLayer<St> {
-    type Service = IdempotencyService<S, St>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        IdempotencyService {
-            inner,
-            layer: self.clone(),
-        }
     }
 }

@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use tollgate_idempotency::fingerprint::Fingerprint;
 use tollgate_idempotency::store::{IdempotencyStore, Lease};
 use tollgate_idempotency::{Error, HandlerResult, Idempotency, IdempotencyKey, Outcome, Scope};
-use tower::{Service, ServiceExt};
+use tower::{Layer, Service, ServiceExt};
 
 use super::body::RequestBody;
 use super::claim_hook::{ClaimRequest, SharedHook};
@@ -313,4 +313,15 @@ where
         None => HandlerResult::Store(stored),
     };
     Ok((result, parts))
+}
+
+impl<S, St> Layer<S> for IdempotencyLayer<St> {
+    type Service = IdempotencyService<S, St>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        IdempotencyService {
+            inner,
+            layer: self.clone(),
+        }
+    }
 }

@@ -7,11 +7,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Response;
 use tollgate_ratelimit::{DynRateLimiter, PolicySet, RateLimiter};
-use tower::Layer;
 
 use crate::RequestHead;
 
-use super::service::RateLimitService;
 use super::subject::SubjectExtractor;
 
 /// What a request costs in quota (1 unless [`RateLimitLayer::cost`] says otherwise).
@@ -94,16 +92,5 @@ impl<L: RateLimiter + ?Sized> RateLimitLayer<L> {
     ) -> Self {
         self.on_limited = Some(Arc::new(respond));
         self
-    }
-}
-
-impl<S, L: ?Sized> Layer<S> for RateLimitLayer<L> {
-    type Service = RateLimitService<S, L>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        RateLimitService {
-            inner,
-            layer: self.clone(),
-        }
     }
 }

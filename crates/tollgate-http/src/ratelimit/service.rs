@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use http::{Request, Response, StatusCode};
 use tollgate_ratelimit::{DynRateLimiter, RateLimiter, RequestContext, headers};
-use tower::Service;
+use tower::{Layer, Service};
 
 use super::layer::{Denied, RateLimitLayer};
 use super::{RateLimitDecision, RateLimited};
@@ -177,6 +177,17 @@ where
             Ok(response)
         });
         ResponseFuture { inner }
+    }
+}
+
+impl<S, L: ?Sized> Layer<S> for RateLimitLayer<L> {
+    type Service = RateLimitService<S, L>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RateLimitService {
+            inner,
+            layer: self.clone(),
+        }
     }
 }
 

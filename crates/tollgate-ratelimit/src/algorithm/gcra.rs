@@ -4,7 +4,7 @@
 //! moves it to `max(tat, now) + n·T`, and is admitted if that is at most `τ = burst·T` ahead of
 //! `now`. T is the emission interval (µs per token).
 
-use super::{Status, floor_div};
+use super::status::{Status, floor_div};
 
 /// The theoretical arrival time, in µs since the epoch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -8,6 +8,9 @@
 pub(crate) mod gcra;
 pub(crate) mod sliding_log;
 pub(crate) mod sliding_window;
+mod status;
+
+pub(crate) use status::Status;
 
 use crate::policy::Quota;
 
@@ -18,15 +21,6 @@ pub(crate) enum State {
     /// Boxed: a log is rarer and larger than the others, and the state sits in every table slot.
     Log(Box<sliding_log::LogState>),
     Gcra(gcra::GcraState),
-}
-
-/// What a key's state allows at one instant.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Status {
-    /// Requests of cost 1 that would be admitted now.
-    pub(crate) remaining: u64,
-    /// µs until the full capacity is available again if nothing else is admitted.
-    pub(crate) reset_after: u64,
 }
 
 impl State {
@@ -188,10 +182,4 @@ impl State {
             _ => 0,
         }
     }
-}
-
-/// `⌊a / b⌋` for `b > 0`; kept as a function so the Lua twin (`floordiv`) is easy to compare.
-#[inline]
-pub(crate) fn floor_div(a: u64, b: u64) -> u64 {
-    a / b.max(1)
 }

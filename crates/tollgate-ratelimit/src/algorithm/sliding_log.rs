@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 
-use super::Status;
+use super::status::Status;
 
 /// Admitted `(timestamp, cost)` pairs, oldest first, and their total cost.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

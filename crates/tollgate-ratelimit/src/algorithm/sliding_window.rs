@@ -5,7 +5,7 @@
 //! window is `previous × (W − e) / W + current`. Comparisons are done multiplied through by `W`
 //! so everything stays an exact integer.
 
-use super::{Status, floor_div};
+use super::status::{Status, floor_div};
 
 /// Counts of the current and previous aligned windows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

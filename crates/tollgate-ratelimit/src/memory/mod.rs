@@ -37,6 +37,7 @@
 //! # Ok::<(), tollgate_ratelimit::Error>(())
 //! ```
 
+mod mode;
 mod shard;
 mod table;
 mod window_slot;
@@ -50,8 +51,9 @@ use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::decision::{Decision, PolicyDecision};
 use crate::policy::{PolicyKey, Quota};
 use crate::{Error, RateLimiter, validate};
+use mode::Mode;
 use parking_lot::RwLockWriteGuard;
-use shard::{Limits, Mode, Shard, ShardMap, gcra_quota};
+use shard::{Limits, Shard, ShardMap, gcra_quota};
 
 /// Default bound on tracked keys: 2^20, about 56 MiB of GCRA keys or 73 MiB of sliding-window
 /// keys (measured at one million keys; see `docs/performance.md`).

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::RwLock;
 
+use super::mode::Mode;
 use super::table::{GcraSlot, KeyHash, Slot, Table};
 use super::window_slot::{Packing, WindowSlot};
 use crate::algorithm::gcra::GcraState;
@@ -66,13 +67,6 @@ pub(super) struct Limits {
     /// µs a key must have been idle before a sweep forgets it (hot keys that touch "idle"
     /// between requests, such as a barely used token bucket, would otherwise churn).
     pub(super) idle_grace: u64,
-}
-
-/// Whether a decision consumes.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(super) enum Mode {
-    Check,
-    Peek,
 }
 
 /// A verdict (`Err` holds the µs to wait), the key's status, and the live keys evicted to make

@@ -16,7 +16,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::shard::Mode;
+use super::mode::Mode;
 use super::table::{KeyHash, Slot};
 use crate::algorithm::Status;
 use crate::algorithm::sliding_window::WindowState;
