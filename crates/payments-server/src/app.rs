@@ -38,6 +38,7 @@ use crate::handlers::{self, audit, limits, payments, probes};
 use crate::layers::accounting::Accounting;
 use crate::layers::auth::{RequireKey, mark_authenticated};
 use crate::layers::body::ReadBody;
+use crate::layers::claim::ClaimWithIntent;
 use crate::layers::deadline::{Body, Enforce, EnforceLayer};
 use crate::layers::json::RequireJson;
 use crate::layers::limits::{for_public_route as public_limits, for_route as limits_layer};
@@ -45,7 +46,6 @@ use crate::layers::observe::{self, Measure};
 use crate::layers::request_id::{self, UuidV7, X_REQUEST_ID};
 use crate::layers::stage::{AroundLayer, CheckLayer, Next, StageLayer};
 use crate::paths;
-use crate::payment::ClaimWithIntent;
 use crate::state::AppState;
 
 /// The server's router over `state`. Serve it with `ConnectInfo<SocketAddr>` in each request's

@@ -58,6 +58,7 @@ mod state;
 mod telemetry;
 mod timed;
 mod tls;
+mod trace;
 
 pub use app::app;
 pub use backends::Server;

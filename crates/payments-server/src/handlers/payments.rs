@@ -22,8 +22,10 @@ use tollgate_idempotency::store::{Lease, StoredResponse};
 use super::probes::json_response;
 use crate::auth::Caller;
 use crate::layers::accounting::PaymentAnswered;
-use crate::layers::{body, observe, request_id};
-use crate::payment::{Attempt, Payment, Recorded, Refused, Settled, Status};
+use crate::layers::claim::ClaimedPayment;
+use crate::layers::{body, request_id};
+use crate::metrics::PaymentOutcome;
+use crate::payment::{Attempt, Payment, Refused, Settled, Status};
 use crate::state::AppState;
 use crate::{paths, problem};
 
@@ -31,7 +33,7 @@ use crate::{paths, problem};
 struct Answer {
     response: Response,
     disposition: Disposition,
-    label: &'static str,
+    label: PaymentOutcome,
     /// An audit event the flow did not already write with the payment.
     audit: Option<AuditEvent>,
 }
@@ -44,7 +46,7 @@ pub(crate) async fn create_payment(
     // Taken out of the request, the claim's payment is this handler's alone: no copy of it.
     let recorded = parts
         .extensions
-        .remove::<Recorded>()
+        .remove::<ClaimedPayment>()
         .map(|recorded| Arc::unwrap_or_clone(recorded.0));
     let extensions = &parts.extensions;
     let (Some(&lease), Some(scope), Some(Caller(user))) = (
@@ -58,7 +60,7 @@ pub(crate) async fn create_payment(
     let body = axum::body::to_bytes(body, body::LIMIT)
         .await
         .unwrap_or_default();
-    let traceparent = observe::child_traceparent(&parts.headers);
+    let traceparent = crate::trace::child_traceparent(&parts.headers);
     let attempt = Attempt {
         user,
         request_id: request_id::of(extensions),
@@ -106,8 +108,8 @@ fn answer(outcome: Result<Settled, Refused>, attempt: &Attempt<'_>) -> Answer {
                 Disposition::Store
             };
             let label = match settled.payment.status {
-                Status::Succeeded => "succeeded",
-                _ => "declined",
+                Status::Succeeded => PaymentOutcome::Succeeded,
+                _ => PaymentOutcome::Declined,
             };
             (live(settled.receipt), disposition, label, None)
         }
@@ -117,7 +119,7 @@ fn answer(outcome: Result<Settled, Refused>, attempt: &Attempt<'_>) -> Answer {
                 format!("the body is not a payment request: {message}"),
             ),
             Disposition::Forget,
-            "rejected",
+            PaymentOutcome::Rejected,
             refused(
                 StatusCode::BAD_REQUEST,
                 Action::VALIDATION_FAILED,
@@ -131,7 +133,7 @@ fn answer(outcome: Result<Settled, Refused>, attempt: &Attempt<'_>) -> Answer {
                     .extension("errors", json!(errors)),
             ),
             Disposition::Forget,
-            "rejected",
+            PaymentOutcome::Rejected,
             refused(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 Action::VALIDATION_FAILED,
@@ -144,7 +146,7 @@ fn answer(outcome: Result<Settled, Refused>, attempt: &Attempt<'_>) -> Answer {
                 retry_after,
             ),
             Disposition::Forget,
-            "unavailable",
+            PaymentOutcome::Unavailable,
             None,
         ),
         Err(Refused::CircuitOpenPending {
@@ -161,12 +163,13 @@ fn answer(outcome: Result<Settled, Refused>, attempt: &Attempt<'_>) -> Answer {
                 // The write may have committed with its acknowledgement lost: keep the key so
                 // the retry looks the payment up rather than recording it twice.
                 Disposition::Ambiguous,
-                "unavailable",
+                PaymentOutcome::Unavailable,
                 None,
             )
         }
-        Err(Refused::ProcessorLost { payment, detail }) => {
-            still_pending(&payment, Pending::AnswerLost(detail), attempt)
+        Err(Refused::ProcessorLost { payment, cause }) => {
+            let reason = crate::error_chain(&cause);
+            still_pending(&payment, Pending::AnswerLost(reason), attempt)
         }
         // A newer owner holds the key and will reconcile this same payment. Giving the key back
         // with this stale fence is refused like any fenced-off write, so the idempotency layer
@@ -174,7 +177,7 @@ fn answer(outcome: Result<Settled, Refused>, attempt: &Attempt<'_>) -> Answer {
         Err(error @ Refused::TakenOver) => (
             problem::simple(StatusCode::CONFLICT, error.to_string()),
             Disposition::Ambiguous,
-            "conflicted",
+            PaymentOutcome::Conflicted,
             None,
         ),
     };
@@ -249,7 +252,7 @@ fn still_pending(
     payment: &Payment,
     why: Pending,
     attempt: &Attempt<'_>,
-) -> (Response, Disposition, &'static str, Option<AuditEvent>) {
+) -> (Response, Disposition, PaymentOutcome, Option<AuditEvent>) {
     let (reason, status, title, detail, retry_after, label) = match why {
         Pending::AnswerLost(reason) => (
             reason.clone(),
@@ -259,7 +262,7 @@ fn still_pending(
                 "{reason}; the payment is pending: retry with the same Idempotency-Key to learn its outcome (it is never charged twice)"
             ),
             None,
-            "failed",
+            PaymentOutcome::Failed,
         ),
         Pending::CircuitOpen(retry_after) => (
             "circuit open".to_owned(),
@@ -267,7 +270,7 @@ fn still_pending(
             "Service Unavailable",
             "the payment processor is unavailable (circuit open); the payment is pending and nothing was charged: retry with the same Idempotency-Key to complete it".to_owned(),
             Some(retry_after),
-            "unavailable",
+            PaymentOutcome::Unavailable,
         ),
     };
     let event = attempt

@@ -16,6 +16,7 @@ use tower_http::request_id::RequestId;
 use super::Refusal;
 use super::stage::{After, Around};
 use crate::auth::Caller;
+use crate::metrics::PaymentOutcome;
 use crate::refusals::Denial;
 use crate::state::AppState;
 
@@ -25,7 +26,7 @@ use crate::state::AppState;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct PaymentAnswered {
     /// The `outcome` label.
-    pub(crate) label: &'static str,
+    pub(crate) label: PaymentOutcome,
     /// `Some(succeeded)` when the processor settled the payment (for `payment_success_rate`).
     pub(crate) settled: Option<bool>,
 }
@@ -33,12 +34,12 @@ pub(crate) struct PaymentAnswered {
 /// How a payment request counts, and the audit entry to write for it, if any; a refusal's
 /// `detail` (the rate limit's policy) says what it is folded with.
 struct Verdict {
-    label: &'static str,
+    label: PaymentOutcome,
     audit: Option<(Action, AuditOutcome)>,
     detail: Option<String>,
 }
 
-fn verdict(label: &'static str, action: Action, outcome: AuditOutcome) -> Verdict {
+fn verdict(label: PaymentOutcome, action: Action, outcome: AuditOutcome) -> Verdict {
     Verdict {
         label,
         audit: Some((action, outcome)),
@@ -57,7 +58,11 @@ fn classify(state: &AppState, response: &Response) -> Option<Verdict> {
             .inc();
         return Some(Verdict {
             detail: Some(limited.policy.clone()),
-            ..verdict("rate_limited", Action::RATE_LIMITED, AuditOutcome::Denied)
+            ..verdict(
+                PaymentOutcome::RateLimited,
+                Action::RATE_LIMITED,
+                AuditOutcome::Denied,
+            )
         });
     }
     let denied = AuditOutcome::Denied;
@@ -84,22 +89,36 @@ fn classify(state: &AppState, response: &Response) -> Option<Verdict> {
         }
         Some(IdempotencyOutcome::Replayed) => {
             state.metrics.idempotent_replays.inc();
-            verdict("replayed", Action::PAYMENT_REPLAY, AuditOutcome::Success)
+            verdict(
+                PaymentOutcome::Replayed,
+                Action::PAYMENT_REPLAY,
+                AuditOutcome::Success,
+            )
         }
         Some(IdempotencyOutcome::Conflict | IdempotencyOutcome::Fenced) => {
             state.metrics.concurrent_conflicts.inc();
-            verdict("conflicted", Action::IDEMPOTENCY_CONFLICT, denied)
+            verdict(
+                PaymentOutcome::Conflicted,
+                Action::IDEMPOTENCY_CONFLICT,
+                denied,
+            )
         }
-        Some(IdempotencyOutcome::Mismatch) => {
-            verdict("rejected", Action::IDEMPOTENCY_MISMATCH, denied)
-        }
+        Some(IdempotencyOutcome::Mismatch) => verdict(
+            PaymentOutcome::Rejected,
+            Action::IDEMPOTENCY_MISMATCH,
+            denied,
+        ),
         Some(IdempotencyOutcome::StoreFailed) => {
-            verdict("unavailable", Action::PAYMENT_ATTEMPT, denied)
+            verdict(PaymentOutcome::Unavailable, Action::PAYMENT_ATTEMPT, denied)
         }
-        Some(_) => verdict("rejected", Action::VALIDATION_FAILED, denied),
+        Some(_) => verdict(PaymentOutcome::Rejected, Action::VALIDATION_FAILED, denied),
         None => match facts.get::<Refusal>()? {
-            Refusal::UnsupportedMediaType => verdict("rejected", Action::VALIDATION_FAILED, denied),
-            Refusal::DeadlineExceeded => verdict("unavailable", Action::PAYMENT_ATTEMPT, denied),
+            Refusal::UnsupportedMediaType => {
+                verdict(PaymentOutcome::Rejected, Action::VALIDATION_FAILED, denied)
+            }
+            Refusal::DeadlineExceeded => {
+                verdict(PaymentOutcome::Unavailable, Action::PAYMENT_ATTEMPT, denied)
+            }
         },
     })
 }
@@ -150,7 +169,7 @@ impl Around for Accounting {
         state
             .metrics
             .payment_requests
-            .with_label_values(&[verdict.label])
+            .with_label_values(&[verdict.label.label()])
             .inc();
         let Some((action, outcome)) = verdict.audit else {
             return After::Now(response);

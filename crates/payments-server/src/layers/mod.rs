@@ -6,6 +6,7 @@
 pub(crate) mod accounting;
 pub(crate) mod auth;
 pub(crate) mod body;
+pub(crate) mod claim;
 pub(crate) mod deadline;
 pub(crate) mod json;
 pub(crate) mod limits;

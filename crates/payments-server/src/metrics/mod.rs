@@ -206,3 +206,40 @@ impl Metrics {
         String::from_utf8(buffer).unwrap_or_default()
     }
 }
+
+/// How a payment request ended: the `outcome` label of `payment_requests_total`, named once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PaymentOutcome {
+    /// Charged.
+    Succeeded,
+    /// Declined by the processor.
+    Declined,
+    /// The processor's answer was lost: pending until a retry reconciles it.
+    Failed,
+    /// Refused for its content (validation, media type, a key reused for another request).
+    Rejected,
+    /// Refused by a rate limit.
+    RateLimited,
+    /// Answered from a stored result.
+    Replayed,
+    /// The key is in use by another request, or was taken over.
+    Conflicted,
+    /// A backend or the processor was unavailable, or the deadline passed.
+    Unavailable,
+}
+
+impl PaymentOutcome {
+    /// The label value.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            PaymentOutcome::Succeeded => "succeeded",
+            PaymentOutcome::Declined => "declined",
+            PaymentOutcome::Failed => "failed",
+            PaymentOutcome::Rejected => "rejected",
+            PaymentOutcome::RateLimited => "rate_limited",
+            PaymentOutcome::Replayed => "replayed",
+            PaymentOutcome::Conflicted => "conflicted",
+            PaymentOutcome::Unavailable => "unavailable",
+        }
+    }
+}

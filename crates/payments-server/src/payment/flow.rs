@@ -15,7 +15,7 @@ use tollgate_retry::breaker::{CircuitBreaker, Permit};
 
 use super::{FieldError, IntentStore, Invalid, Payment, PaymentRequest, Status};
 use crate::ledger::{Completion, Finished, Ledger, LedgerError};
-use crate::processor::{Charge, ChargeResult, PaymentProcessor};
+use crate::processor::{Charge, ChargeResult, PaymentProcessor, ProcessorError};
 
 /// What the flow needs: where payments are kept, who charges them, and the breaker in front.
 #[derive(Debug)]
@@ -91,14 +91,29 @@ pub(crate) enum Refused {
     #[error("payment storage failed")]
     Storage(#[source] LedgerError),
     /// The processor's answer is unknown: the payment stays pending for the retry to reconcile.
-    #[error("{detail}")]
+    #[error("the processor's answer is unknown")]
     ProcessorLost {
         payment: Box<Payment>,
-        detail: String,
+        #[source]
+        cause: AnswerLost,
     },
     /// A newer owner took the key over (this lease expired); nothing was written.
     #[error("this request's claim on the idempotency key was taken over")]
     TakenOver,
+}
+
+/// Why the processor's answer to a charge (or to a lookup of one) is not known.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AnswerLost {
+    /// The call failed, or its answer was lost.
+    #[error(transparent)]
+    Failed(ProcessorError),
+    /// The breaker refused the call of a resumed payment.
+    #[error(transparent)]
+    Refused(tollgate_retry::Error),
+    /// No answer within the processor timeout.
+    #[error("no answer from the processor within {0:?}")]
+    TimedOut(Duration),
 }
 
 impl From<Invalid> for Refused {
@@ -164,9 +179,9 @@ impl Payments {
             Some(result) => result,
             None => match self.charge(&payment, permit, attempt.traceparent).await {
                 Ok(result) => result,
-                Err(detail) => {
+                Err(cause) => {
                     let payment = Box::new(payment);
-                    return Err(Refused::ProcessorLost { payment, detail });
+                    return Err(Refused::ProcessorLost { payment, cause });
                 }
             },
         };
@@ -221,9 +236,9 @@ impl Payments {
                 Status::Pending => match self.processor.lookup(&payment.transaction_id).await {
                     Ok(known) => known,
                     Err(error) => {
-                        let detail = crate::error_chain(&error);
                         let payment = Box::new(payment);
-                        return Err(Refused::ProcessorLost { payment, detail });
+                        let cause = AnswerLost::Failed(error);
+                        return Err(Refused::ProcessorLost { payment, cause });
                     }
                 },
             };
@@ -240,9 +255,7 @@ impl Payments {
             Refused::CircuitOpen { retry_after }
         })?;
         let payment = Payment::pending(attempt.user, Some(key), request);
-        let started = attempt
-            .event(Action::PAYMENT_STARTED, AuditOutcome::Success, 202)
-            .transaction_id(payment.transaction_id.as_str());
+        let started = payment.started_event(key, attempt.request_id, attempt.started.elapsed());
         // On failure the insert may have committed with its acknowledgement lost: the claim is
         // kept (ambiguous) so the retry looks the payment up rather than inserting twice. The
         // processor is not called yet: whatever happens to the insert says nothing about it.
@@ -262,10 +275,10 @@ impl Payments {
         payment: &Payment,
         permit: Option<Permit>,
         traceparent: Option<&str>,
-    ) -> Result<ChargeResult, String> {
+    ) -> Result<ChargeResult, AnswerLost> {
         let permit = match permit {
             Some(permit) => permit,
-            None => self.breaker.try_acquire().map_err(|e| e.to_string())?,
+            None => self.breaker.try_acquire().map_err(AnswerLost::Refused)?,
         };
         let charge = Charge {
             reference: &payment.transaction_id,
@@ -288,11 +301,11 @@ impl Payments {
                 } else {
                     permit.failure();
                 }
-                Err(crate::error_chain(&error))
+                Err(AnswerLost::Failed(error))
             }
             Err(_) => {
                 permit.failure();
-                Err(format!("no answer from the processor within {timeout:?}"))
+                Err(AnswerLost::TimedOut(timeout))
             }
         }
     }

@@ -2,15 +2,15 @@
 //! payment at most once. Nothing here knows HTTP: the flow returns a typed outcome or a typed
 //! refusal, which `handlers::payments` maps to an answer.
 
-mod claim;
 mod currency;
 mod flow;
+mod intent;
 mod metadata;
 mod model;
 mod request;
 
-pub(crate) use claim::{ClaimWithIntent, IntentStore, Recorded};
 pub(crate) use flow::{Attempt, Payments, Refused, Settled};
+pub(crate) use intent::IntentStore;
 pub(crate) use metadata::Metadata;
 pub(crate) use model::{Payment, Status};
 pub(crate) use request::{FieldError, Invalid, PaymentRequest};

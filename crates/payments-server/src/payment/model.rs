@@ -1,8 +1,9 @@
 //! A payment as stored and as answered.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
+use tollgate_audit::{Action, AuditEvent, Outcome};
 
 use super::Metadata;
 use super::currency::currency_exponent;
@@ -55,6 +56,26 @@ pub(crate) struct Payment {
 }
 
 impl Payment {
+    /// The `payment_started` entry of this pending payment: written with it, before the
+    /// processor is called, for the request `request_id` with idempotency key `key`.
+    pub(crate) fn started_event(
+        &self,
+        key: &str,
+        request_id: &str,
+        latency: Duration,
+    ) -> AuditEvent {
+        AuditEvent::new(
+            self.user_id.as_str(),
+            Action::PAYMENT_STARTED,
+            Outcome::Success,
+        )
+        .status(202)
+        .idempotency_key(key)
+        .request_id(request_id)
+        .transaction_id(self.transaction_id.as_str())
+        .latency(latency)
+    }
+
     /// A new pending payment for `request`.
     pub(crate) fn pending(
         user_id: &str,

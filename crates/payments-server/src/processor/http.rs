@@ -218,7 +218,7 @@ impl HttpProcessor {
         {
             request
                 .headers_mut()
-                .insert(crate::layers::observe::TRACEPARENT, value);
+                .insert(crate::trace::TRACEPARENT, value);
         }
         let (status, body) = self.send(request).await?;
         if !status.is_success() {
