@@ -5,7 +5,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::response::Response;
 use http::StatusCode;
-use http::header::{HeaderValue, RETRY_AFTER};
+use http::header::RETRY_AFTER;
 use tollgate_http::problem::Problem;
 
 /// `problem` as a response.
@@ -18,12 +18,11 @@ pub(crate) fn simple(status: StatusCode, detail: impl Into<String>) -> Response 
     respond(Problem::new(status, status.canonical_reason().unwrap_or("Error")).detail(detail))
 }
 
-/// `response` with `Retry-After` in whole seconds, at least 1.
+/// `response` with `Retry-After`, rounded as every answer's is
+/// ([`tollgate_http::retry_after`]).
 pub(crate) fn with_retry_after(mut response: Response, wait: Duration) -> Response {
-    let secs = wait.as_millis().div_ceil(1000).max(1);
-    if let Ok(value) = HeaderValue::try_from(secs.to_string()) {
-        response.headers_mut().insert(RETRY_AFTER, value);
-    }
+    let value = tollgate_http::retry_after::header_value(wait);
+    response.headers_mut().insert(RETRY_AFTER, value);
     response
 }
 

@@ -3,6 +3,7 @@
 //! - [`problem`]: RFC 9457 `application/problem+json` responses.
 //! - [`client_ip`]: the client address behind trusted reverse proxies.
 //! - [`content_type`]: `415` for anything but JSON.
+//! - [`retry_after`]: the one rounding of every `Retry-After` (up, at least a second).
 //! - [`ratelimit`]: a tower layer that rate limits with any `tollgate_ratelimit::RateLimiter`,
 //!   sets the rate-limit headers on every response and answers `429` with `Retry-After`.
 //! - [`idempotency`]: a tower layer that runs a route through a `tollgate_idempotency` driver:
@@ -47,6 +48,7 @@ pub mod problem;
 #[cfg_attr(docsrs, doc(cfg(feature = "ratelimit")))]
 pub mod ratelimit;
 mod request_head;
+pub mod retry_after;
 
 pub use error::error_chain;
 pub use request_head::RequestHead;

@@ -8,8 +8,10 @@
 //!   trait as an object, for a backend chosen at run time (`Arc<dyn DynRateLimiter>`).
 //! - [`Policy`] names a rule: a [`Scope`] (global, user, IP, endpoint), an [`Algorithm`] and an
 //!   optional endpoint. A [`PolicySet`] picks the keys that apply to a [`RequestContext`].
-//! - [`Decision`] reports every policy and the binding one; [`headers`] renders it as
-//!   `X-RateLimit-*`, IETF `RateLimit`/`RateLimit-Policy` and `Retry-After`.
+//! - [`Decision`] reports every policy, the binding one and the one a caller may be shown
+//!   ([`Decision::disclosed`]); `tollgate-http`'s `ratelimit::headers` renders it as
+//!   `X-RateLimit-*`, IETF `RateLimit`/`RateLimit-Policy` and `Retry-After`. This crate knows
+//!   no HTTP.
 //! - Backends: [`MemoryLimiter`] (feature `memory`, default) and
 //!   [`RedisLimiter`](redis::RedisLimiter) (feature `redis`).
 //!   [`DenialCache`](denials::DenialCache) wraps any limiter and answers the denials it has seen
@@ -58,7 +60,7 @@
 
 pub mod _guide;
 // The arithmetic and the request checks serve the backends; a build with no backend feature
-// (only the trait, policies and headers) leaves them unused.
+// (only the trait and policies) leaves them unused.
 #[cfg_attr(not(feature = "memory"), allow(dead_code))]
 mod algorithm;
 pub mod clock;
@@ -66,7 +68,6 @@ pub mod config;
 mod decision;
 pub mod denials;
 mod error;
-pub mod headers;
 mod limiter;
 #[cfg(feature = "memory")]
 pub mod memory;

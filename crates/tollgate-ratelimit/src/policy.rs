@@ -69,8 +69,8 @@ impl Scope {
     }
 
     /// Whether every caller shares the scope's counter (`Global`, `Endpoint`). Its remaining
-    /// count is then a measure of everyone's traffic, which [`headers`](crate::headers) never
-    /// shows to a caller.
+    /// count is then a measure of everyone's traffic, which
+    /// [`Decision::disclosed`](crate::Decision::disclosed) never offers to a caller.
     pub fn is_shared(self) -> bool {
         matches!(self, Scope::Global | Scope::Endpoint)
     }

@@ -14,7 +14,7 @@ use super::identity::IdentityExtractor;
 /// The default request-body limit: 64 KiB.
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 
-/// Adds [`IdempotencyService`] around a service.
+/// Adds [`IdempotencyService`](super::IdempotencyService) around a service.
 pub struct IdempotencyLayer<St> {
     pub(super) driver: Arc<Idempotency<St>>,
     pub(super) identify: Arc<dyn IdentityExtractor>,

@@ -92,10 +92,9 @@ pub(super) fn error_response(error: &Error) -> Response<Full<Bytes>> {
         refusal(status, title, error.to_string(), outcome)
     };
     if let Some(wait) = error.retry_after() {
-        let secs = wait.as_millis().div_ceil(1000).max(1);
-        if let Ok(value) = HeaderValue::try_from(secs.to_string()) {
-            response.headers_mut().insert(RETRY_AFTER, value);
-        }
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, crate::retry_after::header_value(wait));
     } else if status == StatusCode::SERVICE_UNAVAILABLE {
         response
             .headers_mut()

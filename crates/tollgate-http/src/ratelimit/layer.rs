@@ -28,7 +28,7 @@ pub struct Denied<'a> {
     pub retry_after: Duration,
 }
 
-/// Adds [`RateLimitService`] around a service. Cloning is cheap; clones share the limiter.
+/// Adds [`RateLimitService`](super::RateLimitService) around a service. Cloning is cheap; clones share the limiter.
 ///
 /// `L` is the limiter's type: name it (`Arc<MemoryLimiter>` makes `L = MemoryLimiter`) and each
 /// decision is a direct call with no boxed future; an `Arc<dyn DynRateLimiter>` (the default

@@ -68,6 +68,7 @@
 //! # });
 //! ```
 
+pub mod headers;
 mod layer;
 mod service;
 mod subject;

@@ -8,9 +8,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use http::{Request, Response, StatusCode};
-use tollgate_ratelimit::{DynRateLimiter, RateLimiter, RequestContext, headers};
+use tollgate_ratelimit::{DynRateLimiter, RateLimiter, RequestContext};
 use tower::{Layer, Service};
 
+use super::headers;
 use super::layer::{Denied, RateLimitLayer};
 use super::{RateLimitDecision, RateLimited};
 use crate::RequestHead;
@@ -84,7 +85,7 @@ fn too_many_requests_body(policy: &str, wait: u64) -> Vec<u8> {
 /// The `429` for a request `policy` denied, to retry after `wait`, with room in its header map
 /// for the rate-limit headers and what the layers outside add (one allocation, no regrowth).
 fn too_many_requests<R: From<Bytes>>(policy: String, wait: Option<Duration>) -> Response<R> {
-    let wait = wait.map_or(1, |d| headers::ceil_secs(d).max(1));
+    let wait = wait.map_or(1, crate::retry_after::seconds);
     let body = Bytes::from(too_many_requests_body(&policy, wait));
     let mut response = Response::new(R::from(body));
     *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
@@ -158,7 +159,9 @@ where
             let mut response = match (denied_by, on_limited) {
                 (Some(policy), None) => too_many_requests(policy, decision.retry_after()),
                 (Some(policy), Some(respond)) => {
-                    let retry_after = decision.retry_after().map_or(1, headers::ceil_secs).max(1);
+                    let retry_after = decision
+                        .retry_after()
+                        .map_or(1, crate::retry_after::seconds);
                     let mut response = with_body(respond(&Denied {
                         policy: &policy,
                         retry_after: Duration::from_secs(retry_after),

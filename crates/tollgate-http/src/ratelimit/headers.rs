@@ -6,7 +6,8 @@
 //! - the IETF draft-ietf-httpapi-ratelimit-headers-10 structured fields
 //!   `RateLimit-Policy: "name";q=LIMIT;w=WINDOW` and `RateLimit: "name";r=REMAINING;t=SECONDS`.
 //!
-//! A denied decision adds `Retry-After` in delta seconds, rounded up and never 0.
+//! A denied decision adds `Retry-After` in delta seconds, rounded up and never 0
+//! ([`retry_after`](crate::retry_after)).
 //!
 //! The policy described is [`Decision::disclosed`]: the binding one among the policies counted
 //! for the caller alone. A policy every caller shares (global or endpoint scope) is never
@@ -19,8 +20,9 @@
 //! ```
 //! use std::sync::Arc;
 //! use std::time::Duration;
+//! use tollgate_http::ratelimit::headers;
 //! use tollgate_ratelimit::{
-//!     headers, Algorithm, Decision, Policy, PolicyDecision, PolicyKey, Scope, Timestamp,
+//!     Algorithm, Decision, Policy, PolicyDecision, PolicyKey, Scope, Timestamp,
 //! };
 //!
 //! let policy = Arc::new(Policy::new("per-user", Scope::User,
@@ -46,7 +48,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use http::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 
-use crate::Decision;
+use tollgate_ratelimit::Decision;
 
 /// `X-RateLimit-Limit`.
 pub const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
@@ -59,8 +61,9 @@ pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-poli
 /// `RateLimit` (IETF draft-10).
 pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
-/// Whole seconds, rounded up: a client told to come back early would only be denied again.
-pub fn ceil_secs(duration: Duration) -> u64 {
+/// Whole seconds, rounded up: the reset and window values (`Retry-After` is
+/// [`retry_after::seconds`](crate::retry_after::seconds), which is never below one).
+fn ceil_secs(duration: Duration) -> u64 {
     duration
         .as_micros()
         .div_ceil(1_000_000)
@@ -86,7 +89,7 @@ pub fn write(decision: &Decision<'_>, headers: &mut HeaderMap) {
 /// one allocation for all of them instead of one per value (this runs for every request a
 /// limit applies to, and a flood of 429s is made of nothing else).
 fn render(decision: &Decision<'_>, mut emit: impl FnMut(HeaderName, HeaderValue)) {
-    let retry_after = decision.retry_after().map(|wait| ceil_secs(wait).max(1));
+    let retry_after = decision.retry_after().map(crate::retry_after::seconds);
     let Some(binding) = decision.disclosed() else {
         // Only shared policies applied, or a shared one alone refused: the wait is all the
         // caller learns.
@@ -183,15 +186,15 @@ mod tests {
 
     #[test]
     fn shared_policies_are_never_described() {
-        use crate::{Algorithm, Policy, PolicyDecision, PolicyKey, Scope};
         use std::sync::Arc;
+        use tollgate_ratelimit::{Algorithm, Policy, PolicyDecision, PolicyKey, Scope};
         let key = |name: &str, scope: Scope| {
             let algorithm = Algorithm::sliding_window(100, Duration::from_secs(60));
             let policy = Policy::new(name, scope, algorithm).expect("valid");
             PolicyKey::new(Arc::new(policy), "k")
         };
         let (global, user) = (key("global", Scope::Global), key("per-user", Scope::User));
-        let at = crate::Timestamp::from_secs(1_000);
+        let at = tollgate_ratelimit::Timestamp::from_secs(1_000);
         let verdict = |key, remaining, wait: Option<u64>| {
             PolicyDecision::new(
                 key,
@@ -224,7 +227,7 @@ mod tests {
 
     #[test]
     fn no_policy_no_headers() {
-        let d = Decision::new(crate::Timestamp::EPOCH, []);
+        let d = Decision::new(tollgate_ratelimit::Timestamp::EPOCH, []);
         assert!(to_pairs(&d).is_empty());
     }
 }
