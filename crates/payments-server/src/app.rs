@@ -31,6 +31,7 @@ use tower::util::MapResponseLayer;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
+use tower_http::validate_request::ValidateRequestHeaderLayer;
 
 use crate::auth::Caller;
 use crate::handlers::simulate;
@@ -39,12 +40,12 @@ use crate::layers::accounting::Accounting;
 use crate::layers::auth::{RequireKey, mark_authenticated};
 use crate::layers::body::ReadBody;
 use crate::layers::claim::ClaimWithIntent;
-use crate::layers::deadline::{Body, Enforce, EnforceLayer};
+use crate::layers::deadline::{BodyRead, DeadlineLayer};
 use crate::layers::json::RequireJson;
 use crate::layers::limits::{for_public_route as public_limits, for_route as limits_layer};
 use crate::layers::observe::{self, Measure};
 use crate::layers::request_id::{self, UuidV7, X_REQUEST_ID};
-use crate::layers::stage::{AroundLayer, CheckLayer, Next, StageLayer};
+use crate::layers::stage::{AroundLayer, Next, StageLayer};
 use crate::paths;
 use crate::state::AppState;
 
@@ -134,7 +135,7 @@ pub fn app(state: Arc<AppState>) -> Router {
                         .on_response(())
                         .on_failure(()),
                 )
-                .layer(AroundLayer::new(&state, Measure)),
+                .layer(AroundLayer::new(Measure(Arc::clone(&state)))),
         )
         .with_state(state)
 }
@@ -151,6 +152,11 @@ enum Access {
     /// A caller with a key, refused before the body is read and before any limit, so anonymous
     /// traffic cannot drain the quota authenticated users depend on.
     Authenticated,
+}
+
+/// Authentication from the request head (401 or 429 for a stranger, before any body is read).
+fn require_key(state: &Arc<AppState>) -> ValidateRequestHeaderLayer<RequireKey> {
+    ValidateRequestHeaderLayer::custom(RequireKey(Arc::clone(state)))
 }
 
 /// Inside [`RequireKey`]: marks the answers of the requests it admitted, which alone get an
@@ -183,9 +189,9 @@ where
     };
     let authenticated = access == Access::Authenticated;
     let stack = ServiceBuilder::new()
-        .option_layer(authenticated.then(|| CheckLayer::new(state, RequireKey)))
+        .option_layer(authenticated.then(|| require_key(state)))
         .option_layer(authenticated.then(authenticated_mark))
-        .layer(EnforceLayer::new(state, Enforce { body: Body::Unread }))
+        .layer(DeadlineLayer::new(state.timeouts.request, BodyRead::Unread))
         .option_layer(limits)
         .service(handler.with_state(Arc::clone(state)));
     on_service(filter(&method), stack)
@@ -197,7 +203,7 @@ fn payments_route(
     payments: impl Next + Sync,
 ) -> MethodRouter<Arc<AppState>> {
     let stack = ServiceBuilder::new()
-        .layer(CheckLayer::new(state, RequireKey))
+        .layer(require_key(state))
         .layer(authenticated_mark())
         .service(payments);
     on_service(MethodFilter::POST, stack)
@@ -215,10 +221,10 @@ fn simulate_route<P: Next + Sync>(
     }
     let run = |State(payments): State<P>, request: Request| simulate::run(payments, request);
     let stack = ServiceBuilder::new()
-        .layer(CheckLayer::new(state, RequireKey))
+        .layer(require_key(state))
         .layer(authenticated_mark())
-        .layer(EnforceLayer::new(state, Enforce { body: Body::Read }))
-        .layer(StageLayer::new(state, simulate::Check))
+        .layer(DeadlineLayer::new(state.timeouts.request, BodyRead::Read))
+        .layer(StageLayer::new(simulate::PlanFirst))
         .layer(limits_layer(state, Method::POST, paths::SIMULATE))
         .service(run.with_state(payments));
     on_service(MethodFilter::POST, stack)
@@ -242,11 +248,13 @@ fn payment_pipeline(state: &Arc<AppState>) -> impl Next + Sync + use<> {
         idempotency = idempotency.claim_hook(ClaimWithIntent::new(intents.clone(), breaker));
     }
     ServiceBuilder::new()
-        .layer(AroundLayer::new(state, Accounting))
-        .layer(EnforceLayer::new(state, Enforce { body: Body::Later }))
+        .layer(AroundLayer::new(Accounting(Arc::clone(state))))
+        .layer(DeadlineLayer::new(state.timeouts.request, BodyRead::Later))
         .layer(limits_layer(state, Method::POST, paths::PAYMENTS))
-        .layer(StageLayer::new(state, ReadBody))
-        .layer(CheckLayer::new(state, RequireJson))
+        .layer(StageLayer::new(ReadBody {
+            timeout: state.timeouts.request,
+        }))
+        .layer(ValidateRequestHeaderLayer::custom(RequireJson))
         .map_response(IntoResponse::into_response)
         .layer(idempotency)
         .service(payments::create_payment.with_state(Arc::clone(state)))

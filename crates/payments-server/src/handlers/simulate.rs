@@ -11,7 +11,6 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use axum::body::Body;
 use std::future::Future;
-use std::sync::Arc;
 
 use axum::extract::{Query, Request};
 use axum::response::Response;
@@ -31,7 +30,6 @@ use super::probes::json_response;
 use crate::layers::request_id::{self, X_REQUEST_ID};
 use crate::layers::stage::{Next, Step, call};
 use crate::payment::{Invalid, PaymentRequest};
-use crate::state::AppState;
 use crate::{paths, problem};
 
 /// The most requests one simulation sends.
@@ -51,15 +49,14 @@ pub(crate) struct Plan {
     body: Bytes,
 }
 
-/// Checks the whole request once, before its rate limit: the count, the content type, the key
-/// and the payment itself.
+/// Checks the whole request once, before its rate limit — the count, the content type, the key
+/// and the payment itself — and puts its [`Plan`] in its extensions.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Check;
+pub(crate) struct PlanFirst;
 
-impl Step for Check {
+impl Step for PlanFirst {
     fn run<S: Next>(
         &self,
-        _state: Arc<AppState>,
         request: Request,
         next: S,
     ) -> impl Future<Output = Response> + Send + 'static {

@@ -140,8 +140,8 @@ fn outcome_label(outcome: IdempotencyOutcome) -> &'static str {
 }
 
 /// Counts and audits what the stack answered to an authenticated payment request.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Accounting;
+#[derive(Clone, Debug)]
+pub(crate) struct Accounting(pub(crate) Arc<AppState>);
 
 /// What [`Accounting`] keeps from the request: the caller, the request id and the raw
 /// `Idempotency-Key` (parsed only if an entry is written: most answers write none).
@@ -154,7 +154,7 @@ pub(crate) struct Noted {
 impl Around for Accounting {
     type Noted = Noted;
 
-    fn before(&self, _state: &AppState, request: &Request) -> Noted {
+    fn before(&self, request: &Request) -> Noted {
         Noted {
             user: request.extensions().get::<Caller>().cloned(),
             request_id: request.extensions().get::<RequestId>().cloned(),
@@ -162,7 +162,8 @@ impl Around for Accounting {
         }
     }
 
-    fn after(&self, state: &Arc<AppState>, noted: Noted, response: Response) -> After {
+    fn after(&self, noted: Noted, response: Response) -> After {
+        let state = &self.0;
         let (Some(Caller(user)), Some(verdict)) = (noted.user, classify(state, &response)) else {
             return After::Now(response);
         };

@@ -1,12 +1,15 @@
 //! Authentication as a layer: [`RequireKey`] admits a request that presents a configured key
 //! (see [`crate::auth`]) and marks its answer, so only callers get an access-log line each.
 
+use std::sync::Arc;
+
+use axum::body::Body;
 use axum::extract::Request;
 use axum::response::Response;
 use http::StatusCode;
+use tower_http::validate_request::ValidateRequest;
 
 use super::limits::client_address;
-use super::stage::Check;
 use crate::auth::{Caller, Presented};
 use crate::state::AppState;
 
@@ -25,16 +28,20 @@ pub(crate) fn mark_authenticated(mut response: Response) -> Response {
 /// and puts the [`Caller`] in their extensions. Otherwise `400` for more than one
 /// `Authorization` header, `401`, or `429` once the address has sent too many requests without
 /// a valid key.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct RequireKey;
+/// tower-http's `ValidateRequestHeaderLayer::custom` runs it.
+#[derive(Clone, Debug)]
+pub(crate) struct RequireKey(pub(crate) Arc<AppState>);
 
-impl Check for RequireKey {
-    fn check(&self, state: &AppState, request: &mut Request) -> Option<Response> {
+impl ValidateRequest<Body> for RequireKey {
+    type ResponseBody = Body;
+
+    fn validate(&mut self, request: &mut Request) -> Result<(), Response> {
+        let state = &self.0;
         let refusal = match state.keys.authenticate(request.headers()) {
             Ok(user) => {
                 tracing::Span::current().record("user", user.as_ref());
                 request.extensions_mut().insert(Caller(user));
-                return None;
+                return Ok(());
             }
             Err(Presented::Repeated) => {
                 crate::problem::simple(StatusCode::BAD_REQUEST, "send one Authorization header")
@@ -44,6 +51,6 @@ impl Check for RequireKey {
                 state.anonymous.refuse(ip)
             }
         };
-        Some(refusal)
+        Err(refusal)
     }
 }

@@ -4,7 +4,6 @@
 //! client's body is never read.
 
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -18,7 +17,6 @@ use tollgate_http::idempotency::DEFAULT_BODY_LIMIT;
 
 use super::stage::{Next, Step, call};
 use crate::problem;
-use crate::state::AppState;
 
 /// The largest body any route accepts.
 pub(crate) const LIMIT: usize = DEFAULT_BODY_LIMIT;
@@ -67,19 +65,21 @@ pub(crate) async fn read(
 }
 
 /// Reads the body by the request's [`Deadline`] (set by the deadline step with
-/// [`Body::Later`](super::deadline::Body::Later); without one, `timeouts.request` from now),
+/// [`BodyRead::Later`](super::deadline::BodyRead::Later); without one, `timeouts.request` from now),
 /// then calls the rest of the stack with the body in memory.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct ReadBody;
+pub(crate) struct ReadBody {
+    /// `timeouts.request`: the deadline when the request carries none.
+    pub(crate) timeout: Duration,
+}
 
 impl Step for ReadBody {
     fn run<S: Next>(
         &self,
-        state: Arc<AppState>,
         request: Request,
         next: S,
     ) -> impl Future<Output = Response> + Send + 'static {
-        let timeout = state.timeouts.request;
+        let timeout = self.timeout;
         let deadline = request
             .extensions()
             .get::<Deadline>()

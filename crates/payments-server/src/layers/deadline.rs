@@ -7,7 +7,6 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -19,11 +18,10 @@ use tower::{Layer, Service, ServiceExt};
 use super::Refusal;
 use super::body::Deadline;
 use super::stage::Next;
-use crate::state::AppState;
 
-/// When [`Enforce`] reads the body.
+/// When [`DeadlineLayer`] reads the body.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Body {
+pub(crate) enum BodyRead {
     /// Never: for routes that take no body. One declared too large is still refused, and any
     /// other is left unread, so a stranger cannot make the server hold one.
     Unread,
@@ -35,81 +33,73 @@ pub(crate) enum Body {
     Later,
 }
 
-/// Sets the request's deadline and answers `503` if the rest of the stack has not answered by
-/// then; reads the body by the same deadline (`408`; `413` past the limit) where [`Body`] says.
-/// A body declared too large is refused at once, from the head. Dropping a payment mid-way is
-/// safe: its claim expires after the lease and the retry reconciles with the processor.
+/// Sets the request's deadline, `timeouts.request` from its arrival, and answers `503` if the
+/// rest of the stack has not answered by then; reads the body by the same deadline (`408`;
+/// `413` past the limit) where [`BodyRead`] says. A body declared too large is refused at once,
+/// from the head. Dropping a payment mid-way is safe: its claim expires after the lease and the
+/// retry reconciles with the processor.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Enforce {
-    pub(crate) body: Body,
+pub(crate) struct DeadlineLayer {
+    timeout: Duration,
+    body: BodyRead,
 }
 
-/// [`Enforce`] as a tower layer over the state.
-#[derive(Clone, Debug)]
-pub(crate) struct EnforceLayer {
-    enforce: Enforce,
-    state: Arc<AppState>,
-}
-
-impl EnforceLayer {
-    pub(crate) fn new(state: &Arc<AppState>, enforce: Enforce) -> Self {
-        EnforceLayer {
-            enforce,
-            state: Arc::clone(state),
-        }
+impl DeadlineLayer {
+    pub(crate) fn new(timeout: Duration, body: BodyRead) -> Self {
+        DeadlineLayer { timeout, body }
     }
 }
 
-impl<S> Layer<S> for EnforceLayer {
-    type Service = Enforcing<S>;
+impl<S> Layer<S> for DeadlineLayer {
+    type Service = WithDeadline<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Enforcing {
-            body: self.enforce.body,
-            state: Arc::clone(&self.state),
+        WithDeadline {
+            timeout: self.timeout,
+            body: self.body,
             inner,
         }
     }
 }
 
-/// [`Enforce`] in front of a service. Unless it reads the body itself, the request goes to the
+/// A service under [`DeadlineLayer`]. Unless it reads the body itself, the request goes to the
 /// inner service's own future under a timer: nothing is boxed or cloned per request.
 #[derive(Clone, Debug)]
-pub(crate) struct Enforcing<S> {
-    body: Body,
-    state: Arc<AppState>,
+pub(crate) struct WithDeadline<S> {
+    timeout: Duration,
+    body: BodyRead,
     inner: S,
 }
 
-impl<S: Next> Service<Request> for Enforcing<S> {
+impl<S: Next> Service<Request> for WithDeadline<S> {
     type Response = Response;
     type Error = Infallible;
-    type Future = EnforceFuture<S::Future>;
+    type Future = DeadlineFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut request: Request) -> Self::Future {
-        let timeout = self.state.timeouts.request;
+        let timeout = self.timeout;
         let deadline = Instant::now() + timeout;
         if let Some(refused) = super::body::too_large(&request) {
-            return EnforceFuture::Answered {
+            return DeadlineFuture::Answered {
                 response: Some(refused),
             };
         }
         match self.body {
-            Body::Read => {
+            BodyRead::Read => {
                 // Only `simulate-concurrent` reads its body here: the boxed path is its own.
                 let next = self.inner.clone();
-                EnforceFuture::Reading {
+                DeadlineFuture::Reading {
                     future: Box::pin(async move {
                         let request = match super::body::read(request, deadline, timeout).await {
                             Ok(request) => request,
                             Err(refused) => return refused,
                         };
                         // The same timer and the same 503 as a request that needs no read.
-                        let running = EnforceFuture::Running {
+                        let running = DeadlineFuture::Running {
                             future: tokio::time::timeout_at(deadline, next.oneshot(request)),
                             timeout,
                         };
@@ -120,11 +110,11 @@ impl<S: Next> Service<Request> for Enforcing<S> {
                     }),
                 }
             }
-            Body::Later | Body::Unread => {
-                if self.body == Body::Later {
+            BodyRead::Later | BodyRead::Unread => {
+                if self.body == BodyRead::Later {
                     request.extensions_mut().insert(Deadline(deadline));
                 }
-                EnforceFuture::Running {
+                DeadlineFuture::Running {
                     future: tokio::time::timeout_at(deadline, self.inner.call(request)),
                     timeout,
                 }
@@ -144,7 +134,7 @@ fn too_late(timeout: Duration) -> Response {
 pin_project_lite::pin_project! {
     /// [`Enforcing`]'s future.
     #[project = Projected]
-    pub(crate) enum EnforceFuture<F> {
+    pub(crate) enum DeadlineFuture<F> {
         /// Refused from the head.
         Answered { response: Option<Response> },
         /// Reading the body, then the rest of the stack.
@@ -158,14 +148,14 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl<F: Future<Output = Result<Response, Infallible>>> Future for EnforceFuture<F> {
+impl<F: Future<Output = Result<Response, Infallible>>> Future for DeadlineFuture<F> {
     type Output = Result<Response, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
             Projected::Answered { response } => Poll::Ready(Ok(response
                 .take()
-                .expect("EnforceFuture polled after it completed"))),
+                .expect("DeadlineFuture polled after it completed"))),
             Projected::Reading { future } => future.as_mut().poll(cx).map(Ok),
             Projected::Running { future, timeout } => match std::task::ready!(future.poll(cx)) {
                 Ok(answer) => Poll::Ready(answer),
@@ -179,22 +169,18 @@ impl<F: Future<Output = Result<Response, Infallible>>> Future for EnforceFuture<
 mod tests {
     use std::time::Duration;
 
-    use axum::body::Body as HttpBody;
+    use axum::body::Body;
     use http::StatusCode;
     use tower::ServiceExt;
 
     use super::*;
     use crate::config::FileConfig;
 
-    fn state() -> Arc<AppState> {
-        AppState::in_memory(&FileConfig::default(), &[]).expect("a state in memory")
-    }
-
     /// Answers `200` after `delay`, `204` if the request carries its [`Deadline`].
     fn slow(delay: Duration) -> impl super::super::stage::Next {
         tower::service_fn(move |request: Request| async move {
             tokio::time::sleep(delay).await;
-            let mut response = Response::new(HttpBody::empty());
+            let mut response = Response::new(Body::empty());
             if request.extensions().get::<Deadline>().is_some() {
                 *response.status_mut() = StatusCode::NO_CONTENT;
             }
@@ -202,16 +188,20 @@ mod tests {
         })
     }
 
-    fn enforce(body: Body, delay: Duration) -> Enforcing<impl super::super::stage::Next> {
-        EnforceLayer::new(&state(), Enforce { body }).layer(slow(delay))
+    fn with_deadline(
+        body: BodyRead,
+        delay: Duration,
+    ) -> WithDeadline<impl super::super::stage::Next> {
+        let timeout = FileConfig::default().timeouts.request;
+        DeadlineLayer::new(timeout, body).layer(slow(delay))
     }
 
     // Paused time: the runtime jumps to the next timer instead of waiting for it.
     #[tokio::test(start_paused = true)]
     async fn an_answer_past_the_deadline_is_a_503_and_one_within_it_passes() {
         let timeout = FileConfig::default().timeouts.request;
-        let late = enforce(Body::Unread, timeout * 2)
-            .oneshot(Request::new(HttpBody::empty()))
+        let late = with_deadline(BodyRead::Unread, timeout * 2)
+            .oneshot(Request::new(Body::empty()))
             .await
             .expect("infallible");
         assert_eq!(late.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -219,8 +209,8 @@ mod tests {
             late.extensions().get::<Refusal>(),
             Some(Refusal::DeadlineExceeded)
         ));
-        let on_time = enforce(Body::Unread, timeout / 2)
-            .oneshot(Request::new(HttpBody::empty()))
+        let on_time = with_deadline(BodyRead::Unread, timeout / 2)
+            .oneshot(Request::new(Body::empty()))
             .await
             .expect("infallible");
         assert_eq!(
@@ -228,8 +218,8 @@ mod tests {
             StatusCode::OK,
             "no deadline handed on for an unread body"
         );
-        let later = enforce(Body::Later, Duration::ZERO)
-            .oneshot(Request::new(HttpBody::empty()))
+        let later = with_deadline(BodyRead::Later, Duration::ZERO)
+            .oneshot(Request::new(Body::empty()))
             .await
             .expect("infallible");
         assert_eq!(
@@ -247,14 +237,15 @@ mod tests {
                 Some(2) => StatusCode::OK,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             };
-            let mut response = Response::new(HttpBody::empty());
+            let mut response = Response::new(Body::empty());
             *response.status_mut() = status;
             Ok::<_, Infallible>(response)
         });
-        let streamed = HttpBody::from_stream(futures_util::stream::iter([Ok::<_, Infallible>(
+        let streamed = Body::from_stream(futures_util::stream::iter([Ok::<_, Infallible>(
             bytes::Bytes::from_static(b"{}"),
         )]));
-        let answer = EnforceLayer::new(&state(), Enforce { body: Body::Read })
+        let timeout = FileConfig::default().timeouts.request;
+        let answer = DeadlineLayer::new(timeout, BodyRead::Read)
             .layer(whole)
             .oneshot(Request::new(streamed))
             .await

@@ -1,23 +1,28 @@
 //! `415` for a body that does not say it is JSON.
 
+use axum::body::Body;
 use axum::extract::Request;
 use axum::response::Response;
+use tower_http::validate_request::ValidateRequest;
 
 use super::Refusal;
-use super::stage::Check;
-use crate::state::AppState;
 
-/// Refuses anything but `application/json` (or `application/*+json`).
+/// Refuses anything but `application/json` (or `application/*+json`); tower-http's
+/// `ValidateRequestHeaderLayer::custom` runs it.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct RequireJson;
 
-impl Check for RequireJson {
-    fn check(&self, _state: &AppState, request: &mut Request) -> Option<Response> {
-        let problem = tollgate_http::content_type::require_json(request.headers()).err()?;
+impl ValidateRequest<Body> for RequireJson {
+    type ResponseBody = Body;
+
+    fn validate(&mut self, request: &mut Request) -> Result<(), Response> {
+        let Err(problem) = tollgate_http::content_type::require_json(request.headers()) else {
+            return Ok(());
+        };
         let mut response = crate::problem::respond(problem);
         response
             .extensions_mut()
             .insert(Refusal::UnsupportedMediaType);
-        Some(response)
+        Err(response)
     }
 }

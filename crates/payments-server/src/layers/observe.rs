@@ -71,19 +71,20 @@ pub(crate) fn span(request: &http::Request<Body>) -> Span {
 /// for a request no key vouched for, a debug line and a count in the [strangers'
 /// log](crate::access_log), so strangers cannot grow the log),
 /// and logs what an idempotency store failure was (clients get a fixed message).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Measure;
+#[derive(Clone, Debug)]
+pub(crate) struct Measure(pub(crate) Arc<AppState>);
 
 impl Around for Measure {
     /// When the request arrived, its route template and its method label.
     type Noted = (Instant, Option<MatchedPath>, &'static str);
 
-    fn before(&self, _state: &AppState, request: &Request) -> Self::Noted {
+    fn before(&self, request: &Request) -> Self::Noted {
         let route = request.extensions().get::<MatchedPath>().cloned();
         (Instant::now(), route, method_label(request.method()))
     }
 
-    fn after(&self, state: &Arc<AppState>, noted: Self::Noted, response: Response) -> After {
+    fn after(&self, noted: Self::Noted, response: Response) -> After {
+        let state = &self.0;
         let (started, route, method) = noted;
         if let Some(failure) = response.extensions().get::<StoreFailure>() {
             tracing::warn!(error = %failure.0, "idempotency store failed");

@@ -1,8 +1,9 @@
-//! How the server's own middlewares are written: a [`Step`] is an async function of the state,
-//! the request and the next service; [`StageLayer`] makes it a tower layer. Two narrower kinds
-//! run without boxing a future or cloning the rest of the stack per request: a [`Check`]
-//! decides from the request alone, before anything is awaited ([`CheckLayer`]), and an
-//! [`Around`] notes something from the request and acts on the answer ([`AroundLayer`]).
+//! How the server's own middlewares are written, holding no application state (each middleware
+//! carries what it needs): a [`Step`] is an async function of the request and the next
+//! service; [`StageLayer`] makes it a tower layer. An [`Around`] notes something from the
+//! request and acts on the answer ([`AroundLayer`]) without boxing a future or cloning the rest
+//! of the stack per request. A middleware that only decides from the request is tower-http's
+//! `ValidateRequestHeaderLayer::custom` (authentication, the JSON check).
 //!
 //! Like axum's `from_fn_with_state`, but the next service is passed as itself — a concrete
 //! clone — instead of boxed behind `Next`: the server stacks several steps on every request,
@@ -10,9 +11,8 @@
 //! callgrind: a quarter more instructions per payment than without).
 
 use std::convert::Infallible;
-use std::future::{Future, Ready};
+use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::extract::Request;
@@ -21,8 +21,6 @@ use futures_util::FutureExt as _;
 use futures_util::future::Map;
 use tower::util::Oneshot;
 use tower::{Layer, Service};
-
-use crate::state::AppState;
 
 /// What a step calls next: the rest of the stack.
 pub(crate) trait Next:
@@ -48,7 +46,6 @@ pub(crate) trait Step: Clone + Send + Sync + 'static {
     /// Answers `request`, calling `next` or not.
     fn run<S: Next>(
         &self,
-        state: Arc<AppState>,
         request: Request,
         next: S,
     ) -> impl Future<Output = Response> + Send + 'static;
@@ -73,19 +70,15 @@ fn answered(result: Result<Response, Infallible>) -> Response {
     }
 }
 
-/// `step` as a tower layer over the state.
+/// `step` as a tower layer.
 #[derive(Clone, Debug)]
 pub(crate) struct StageLayer<St> {
     step: St,
-    state: Arc<AppState>,
 }
 
 impl<St> StageLayer<St> {
-    pub(crate) fn new(state: &Arc<AppState>, step: St) -> Self {
-        StageLayer {
-            step,
-            state: Arc::clone(state),
-        }
+    pub(crate) fn new(step: St) -> Self {
+        StageLayer { step }
     }
 }
 
@@ -95,7 +88,6 @@ impl<St: Clone, S> Layer<S> for StageLayer<St> {
     fn layer(&self, inner: S) -> Self::Service {
         Stage {
             step: self.step.clone(),
-            state: Arc::clone(&self.state),
             inner,
         }
     }
@@ -105,7 +97,6 @@ impl<St: Clone, S> Layer<S> for StageLayer<St> {
 #[derive(Clone, Debug)]
 pub(crate) struct Stage<St, S> {
     step: St,
-    state: Arc<AppState>,
     inner: S,
 }
 
@@ -119,72 +110,8 @@ impl<St: Step, S: Next> Service<Request> for Stage<St, S> {
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        let answer = self
-            .step
-            .run(Arc::clone(&self.state), request, self.inner.clone());
+        let answer = self.step.run(request, self.inner.clone());
         Box::pin(answer.map(Ok))
-    }
-}
-
-/// A middleware that decides from the request alone, at once: it admits the request (and may add
-/// to its extensions) or answers it.
-pub(crate) trait Check: Clone + Send + Sync + 'static {
-    /// The answer that refuses `request`, or `None` to pass it on.
-    fn check(&self, state: &AppState, request: &mut Request) -> Option<Response>;
-}
-
-/// `check` as a tower layer over the state.
-#[derive(Clone, Debug)]
-pub(crate) struct CheckLayer<C> {
-    check: C,
-    state: Arc<AppState>,
-}
-
-impl<C> CheckLayer<C> {
-    pub(crate) fn new(state: &Arc<AppState>, check: C) -> Self {
-        CheckLayer {
-            check,
-            state: Arc::clone(state),
-        }
-    }
-}
-
-impl<C: Clone, S> Layer<S> for CheckLayer<C> {
-    type Service = Checked<C, S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Checked {
-            check: self.check.clone(),
-            state: Arc::clone(&self.state),
-            inner,
-        }
-    }
-}
-
-/// A [`Check`] in front of a service. Readiness is the inner service's, and an admitted request
-/// goes to the inner service's own future: nothing is boxed or cloned per request (a [`Stage`]
-/// boxes its step's future and clones the rest of the stack into it).
-#[derive(Clone, Debug)]
-pub(crate) struct Checked<C, S> {
-    check: C,
-    state: Arc<AppState>,
-    inner: S,
-}
-
-impl<C: Check, S: Next> Service<Request> for Checked<C, S> {
-    type Response = Response;
-    type Error = Infallible;
-    type Future = futures_util::future::Either<S::Future, Ready<Result<Response, Infallible>>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: Request) -> Self::Future {
-        match self.check.check(&self.state, &mut request) {
-            None => futures_util::future::Either::Left(self.inner.call(request)),
-            Some(refusal) => futures_util::future::Either::Right(std::future::ready(Ok(refusal))),
-        }
     }
 }
 
@@ -195,10 +122,10 @@ pub(crate) trait Around: Clone + Send + Sync + 'static {
     type Noted: Send + 'static;
 
     /// Notes what [`after`](Around::after) needs, before the request goes on.
-    fn before(&self, state: &AppState, request: &Request) -> Self::Noted;
+    fn before(&self, request: &Request) -> Self::Noted;
 
     /// Acts on the answer.
-    fn after(&self, state: &Arc<AppState>, noted: Self::Noted, response: Response) -> After;
+    fn after(&self, noted: Self::Noted, response: Response) -> After;
 }
 
 /// What an [`Around`] makes of the answer.
@@ -210,19 +137,15 @@ pub(crate) enum After {
     Later(Pin<Box<dyn Future<Output = Response> + Send>>),
 }
 
-/// `around` as a tower layer over the state.
+/// `around` as a tower layer.
 #[derive(Clone, Debug)]
 pub(crate) struct AroundLayer<A> {
     around: A,
-    state: Arc<AppState>,
 }
 
 impl<A> AroundLayer<A> {
-    pub(crate) fn new(state: &Arc<AppState>, around: A) -> Self {
-        AroundLayer {
-            around,
-            state: Arc::clone(state),
-        }
+    pub(crate) fn new(around: A) -> Self {
+        AroundLayer { around }
     }
 }
 
@@ -232,7 +155,6 @@ impl<A: Clone, S> Layer<S> for AroundLayer<A> {
     fn layer(&self, inner: S) -> Self::Service {
         Arounded {
             around: self.around.clone(),
-            state: Arc::clone(&self.state),
             inner,
         }
     }
@@ -242,7 +164,6 @@ impl<A: Clone, S> Layer<S> for AroundLayer<A> {
 #[derive(Clone, Debug)]
 pub(crate) struct Arounded<A, S> {
     around: A,
-    state: Arc<AppState>,
     inner: S,
 }
 
@@ -256,10 +177,10 @@ impl<A: Around, S: Next> Service<Request> for Arounded<A, S> {
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        let noted = self.around.before(&self.state, &request);
+        let noted = self.around.before(&request);
         AroundFuture {
             inner: self.inner.call(request),
-            pending: Some((self.around.clone(), Arc::clone(&self.state), noted)),
+            pending: Some((self.around.clone(), noted)),
             tail: None,
         }
     }
@@ -270,7 +191,7 @@ pin_project_lite::pin_project! {
     pub(crate) struct AroundFuture<A: Around, F> {
         #[pin]
         inner: F,
-        pending: Option<(A, Arc<AppState>, A::Noted)>,
+        pending: Option<(A, A::Noted)>,
         tail: Option<Pin<Box<dyn Future<Output = Response> + Send>>>,
     }
 }
@@ -291,11 +212,11 @@ where
             Ok(response) => response,
             Err(never) => match never {},
         };
-        let (around, state, noted) = this
+        let (around, noted) = this
             .pending
             .take()
             .expect("AroundFuture polled after it completed");
-        match around.after(&state, noted, response) {
+        match around.after(noted, response) {
             After::Now(response) => Poll::Ready(Ok(response)),
             After::Later(mut tail) => {
                 let polled = tail.as_mut().poll(cx).map(Ok);
@@ -311,69 +232,22 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use axum::body::Body;
-    use http::{HeaderValue, StatusCode};
+    use http::HeaderValue;
     use tower::ServiceExt;
 
+    use std::sync::Arc;
+
     use super::*;
-    use crate::config::FileConfig;
 
-    fn state() -> Arc<AppState> {
-        AppState::in_memory(&FileConfig::default(), &[]).expect("a state in memory")
-    }
-
-    /// Answers `200`, or the status a `Mark` extension names; counts its calls.
+    /// Answers `200`; counts its calls.
     fn inner(calls: &Arc<AtomicUsize>) -> impl Next {
         let calls = Arc::clone(calls);
         tower::service_fn(move |request: Request| {
             calls.fetch_add(1, Ordering::SeqCst);
-            let status = request.extensions().get::<Mark>().map_or(200, |m| m.0);
-            let mut response = Response::new(Body::empty());
-            *response.status_mut() = StatusCode::from_u16(status).expect("a status");
+            let _ = request;
+            let response = Response::new(Body::empty());
             std::future::ready(Ok::<_, Infallible>(response))
         })
-    }
-
-    #[derive(Clone, Copy)]
-    struct Mark(u16);
-
-    /// Passes requests with an `x-pass` header (marking them), refuses the rest with `403`.
-    #[derive(Clone)]
-    struct NeedsHeader;
-
-    impl Check for NeedsHeader {
-        fn check(&self, _state: &AppState, request: &mut Request) -> Option<Response> {
-            if request.headers().contains_key("x-pass") {
-                request.extensions_mut().insert(Mark(201));
-                return None;
-            }
-            let mut refusal = Response::new(Body::empty());
-            *refusal.status_mut() = StatusCode::FORBIDDEN;
-            Some(refusal)
-        }
-    }
-
-    #[tokio::test]
-    async fn a_check_refuses_without_calling_on_and_passes_what_it_marked() {
-        let (state, calls) = (state(), Arc::new(AtomicUsize::new(0)));
-        let service = CheckLayer::new(&state, NeedsHeader).layer(inner(&calls));
-        let refused = service.clone().oneshot(Request::new(Body::empty())).await;
-        assert_eq!(refused.expect("infallible").status(), StatusCode::FORBIDDEN);
-        assert_eq!(
-            calls.load(Ordering::SeqCst),
-            0,
-            "a refused request goes no further"
-        );
-        let mut request = Request::new(Body::empty());
-        request
-            .headers_mut()
-            .insert("x-pass", HeaderValue::from_static("1"));
-        let passed = service.oneshot(request).await.expect("infallible");
-        assert_eq!(
-            passed.status(),
-            StatusCode::CREATED,
-            "the mark reached the next service"
-        );
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 
     /// Notes the request's method; answers after a tail that is not ready at its first poll.
@@ -383,7 +257,7 @@ mod tests {
     impl Around for TailAfter {
         type Noted = &'static str;
 
-        fn before(&self, _state: &AppState, request: &Request) -> &'static str {
+        fn before(&self, request: &Request) -> &'static str {
             if request.method() == http::Method::POST {
                 "post"
             } else {
@@ -391,7 +265,7 @@ mod tests {
             }
         }
 
-        fn after(&self, _state: &Arc<AppState>, noted: &'static str, response: Response) -> After {
+        fn after(&self, noted: &'static str, response: Response) -> After {
             self.0.fetch_add(1, Ordering::SeqCst);
             let mut response = response;
             After::Later(Box::pin(async move {
@@ -405,12 +279,8 @@ mod tests {
 
     #[tokio::test]
     async fn an_around_acts_once_on_the_answer_and_waits_for_its_tail() {
-        let (state, calls, afters) = (
-            state(),
-            Arc::new(AtomicUsize::new(0)),
-            Arc::new(AtomicUsize::new(0)),
-        );
-        let service = AroundLayer::new(&state, TailAfter(Arc::clone(&afters))).layer(inner(&calls));
+        let (calls, afters) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let service = AroundLayer::new(TailAfter(Arc::clone(&afters))).layer(inner(&calls));
         let request = http::Request::post("/")
             .body(Body::empty())
             .expect("a request");
