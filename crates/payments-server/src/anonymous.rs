@@ -71,8 +71,8 @@ impl AnonymousLimit {
             _ => None,
         };
         match denied {
-            Some(wait) => crate::problem::with_retry_after(
-                crate::problem::simple(
+            Some(wait) => crate::responses::with_retry_after(
+                crate::responses::simple(
                     StatusCode::TOO_MANY_REQUESTS,
                     "too many requests without a valid key",
                 ),

@@ -31,7 +31,7 @@ pub(crate) enum Presented {
 }
 
 pub(crate) fn unauthorized() -> Response {
-    let mut response = crate::problem::simple(
+    let mut response = crate::responses::simple(
         StatusCode::UNAUTHORIZED,
         "send `Authorization: Bearer <API key>` with a valid key",
     );

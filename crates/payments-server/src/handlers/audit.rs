@@ -10,9 +10,8 @@ use http::StatusCode;
 use serde::Deserialize;
 use tollgate_audit::PageRequest;
 
-use super::probes::json_response;
 use crate::auth::Caller;
-use crate::problem;
+use crate::responses;
 use crate::state::AppState;
 
 /// `?limit=&cursor=`.
@@ -29,17 +28,17 @@ pub(crate) async fn audit_logs(
 ) -> Response {
     let Query(query) = match query {
         Ok(query) => query,
-        Err(rejection) => return problem::simple(StatusCode::BAD_REQUEST, rejection.body_text()),
+        Err(rejection) => return responses::simple(StatusCode::BAD_REQUEST, rejection.body_text()),
     };
     let page = match PageRequest::new(query.limit, query.cursor.as_deref()) {
         Ok(page) => page,
-        Err(error) => return problem::simple(StatusCode::BAD_REQUEST, error.to_string()),
+        Err(error) => return responses::simple(StatusCode::BAD_REQUEST, error.to_string()),
     };
     match state.audit.page(&user, page).await {
-        Ok(page) => json_response(StatusCode::OK, &page),
+        Ok(page) => responses::json(StatusCode::OK, &page),
         Err(error) => {
             tracing::warn!(error = %crate::error_chain(&error), "audit trail unavailable");
-            problem::unavailable("the audit trail is unavailable")
+            responses::unavailable("the audit trail is unavailable")
         }
     }
 }

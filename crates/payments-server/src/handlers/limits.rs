@@ -8,15 +8,14 @@ use http::StatusCode;
 use serde_json::{Value, json};
 use tollgate_ratelimit::{Decision, RateLimiter, RequestContext, Scope};
 
-use super::probes::json_response;
 use crate::auth::Caller;
 use crate::layers::limits::client_address;
 use crate::state::AppState;
-use crate::{paths, problem};
+use crate::{paths, responses};
 
 pub(crate) async fn rate_limits(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let Some(Caller(user)) = request.extensions().get::<Caller>().cloned() else {
-        return problem::unavailable("the caller is unknown");
+        return responses::unavailable("the caller is unknown");
     };
     let ip = client_address(&state, request.headers(), request.extensions());
     let this_endpoint = paths::endpoint(&http::Method::GET, paths::RATE_LIMITS);
@@ -39,8 +38,8 @@ pub(crate) async fn rate_limits(State(state): State<Arc<AppState>>, request: Req
         .collect();
 
     match state.limiter.peek(&keys, 1).await {
-        Ok(decision) => json_response(StatusCode::OK, &json!({ "policies": report(&decision) })),
-        Err(error) => problem::unavailable(format!("the rate limiter is unavailable: {error}")),
+        Ok(decision) => responses::json(StatusCode::OK, &json!({ "policies": report(&decision) })),
+        Err(error) => responses::unavailable(format!("the rate limiter is unavailable: {error}")),
     }
 }
 

@@ -10,11 +10,11 @@ pub(crate) mod simulate;
 use axum::response::Response;
 use http::{Method, StatusCode, Uri};
 
-use crate::problem;
+use crate::responses;
 
 /// `404` for a path no route has.
 pub(crate) async fn not_found(uri: Uri) -> Response {
-    problem::simple(
+    responses::simple(
         StatusCode::NOT_FOUND,
         format!("no route for {}", uri.path()),
     )
@@ -23,7 +23,7 @@ pub(crate) async fn not_found(uri: Uri) -> Response {
 /// `405` for a known path and another method; the router adds `Allow`.
 pub(crate) async fn method_not_allowed(method: Method, uri: Uri) -> Response {
     let method = crate::layers::observe::method_label(&method);
-    problem::simple(
+    responses::simple(
         StatusCode::METHOD_NOT_ALLOWED,
         format!("{} does not accept {method}; see `Allow`", uri.path()),
     )

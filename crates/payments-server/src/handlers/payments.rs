@@ -12,14 +12,12 @@ use axum::response::Response;
 use bytes::Bytes;
 use http::StatusCode;
 use http::header::{HeaderValue, LOCATION};
-use serde_json::json;
 use tollgate_audit::{Action, AuditEvent, Outcome as AuditOutcome};
 use tollgate_http::idempotency::{Disposition, kept_headers};
 use tollgate_http::problem::Problem;
 use tollgate_idempotency::Scope;
 use tollgate_idempotency::store::{Lease, StoredResponse};
 
-use super::probes::json_response;
 use crate::auth::Caller;
 use crate::layers::accounting::PaymentAnswered;
 use crate::layers::claim::ClaimedPayment;
@@ -27,7 +25,7 @@ use crate::layers::{body, request_id};
 use crate::metrics::PaymentOutcome;
 use crate::payment::{Attempt, Payment, Refused, Settled, Status};
 use crate::state::AppState;
-use crate::{paths, problem};
+use crate::{paths, responses};
 
 /// What the adapter makes of the flow's result.
 struct Answer {
@@ -54,7 +52,7 @@ pub(crate) async fn create_payment(
         extensions.get::<Scope>(),
         extensions.get::<Caller>(),
     ) else {
-        return problem::simple(StatusCode::INTERNAL_SERVER_ERROR, "payment without a lease");
+        return responses::simple(StatusCode::INTERNAL_SERVER_ERROR, "payment without a lease");
     };
     // In memory already: the body layer and the idempotency layer read it.
     let body = axum::body::to_bytes(body, body::LIMIT)
@@ -114,7 +112,7 @@ fn answer(outcome: Result<Settled, Refused>, attempt: &Attempt<'_>) -> Answer {
             (live(settled.receipt), disposition, label, None)
         }
         Err(Refused::Malformed(message)) => (
-            problem::simple(
+            responses::simple(
                 StatusCode::BAD_REQUEST,
                 format!("the body is not a payment request: {message}"),
             ),
@@ -127,11 +125,7 @@ fn answer(outcome: Result<Settled, Refused>, attempt: &Attempt<'_>) -> Answer {
             ),
         ),
         Err(Refused::Invalid(errors)) => (
-            problem::respond(
-                Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid payment")
-                    .detail("one or more fields are invalid; see `errors`")
-                    .extension("errors", json!(errors)),
-            ),
+            responses::invalid_payment(&errors),
             Disposition::Forget,
             PaymentOutcome::Rejected,
             refused(
@@ -141,8 +135,8 @@ fn answer(outcome: Result<Settled, Refused>, attempt: &Attempt<'_>) -> Answer {
             ),
         ),
         Err(error @ Refused::CircuitOpen { retry_after }) => (
-            problem::with_retry_after(
-                problem::simple(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
+            responses::with_retry_after(
+                responses::simple(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
                 retry_after,
             ),
             Disposition::Forget,
@@ -157,7 +151,7 @@ fn answer(outcome: Result<Settled, Refused>, attempt: &Attempt<'_>) -> Answer {
             // The database's own message stays in the log: it can name hosts and schemas.
             tracing::warn!(error = %crate::error_chain(&error), "payment storage failed");
             (
-                problem::unavailable(
+                responses::unavailable(
                     "payment storage is unavailable; retry with the same Idempotency-Key",
                 ),
                 // The write may have committed with its acknowledgement lost: keep the key so
@@ -175,7 +169,7 @@ fn answer(outcome: Result<Settled, Refused>, attempt: &Attempt<'_>) -> Answer {
         // with this stale fence is refused like any fenced-off write, so the idempotency layer
         // answers 409 with Retry-After and says so (`IdempotencyOutcome::Fenced`).
         Err(error @ Refused::TakenOver) => (
-            problem::simple(StatusCode::CONFLICT, error.to_string()),
+            responses::simple(StatusCode::CONFLICT, error.to_string()),
             Disposition::Ambiguous,
             PaymentOutcome::Conflicted,
             None,
@@ -281,13 +275,13 @@ fn still_pending(
         )
         .transaction_id(payment.transaction_id.as_str())
         .field("error", reason);
-    let mut response = problem::respond(
+    let mut response = responses::respond(
         Problem::new(status, title)
             .detail(detail)
             .extension("transaction_id", payment.transaction_id.as_str()),
     );
     if let Some(after) = retry_after {
-        response = problem::with_retry_after(response, after);
+        response = responses::with_retry_after(response, after);
     }
     (response, Disposition::Ambiguous, label, Some(event))
 }
@@ -299,19 +293,19 @@ pub(crate) async fn get_payment(
 ) -> Response {
     let Path(id) = match id {
         Ok(id) => id,
-        Err(rejection) => return problem::simple(StatusCode::BAD_REQUEST, rejection.body_text()),
+        Err(rejection) => return responses::simple(StatusCode::BAD_REQUEST, rejection.body_text()),
     };
     match state.payments.ledger.find(&user, &id).await {
-        Ok(Some(payment)) => json_response(StatusCode::OK, &payment.view()),
+        Ok(Some(payment)) => responses::json(StatusCode::OK, &payment.view()),
         // Someone else's payment is indistinguishable from no payment.
-        Ok(None) => problem::simple(
+        Ok(None) => responses::simple(
             StatusCode::NOT_FOUND,
             format!("no payment {id:?} for this user"),
         ),
         Err(error) => {
             tracing::warn!(error = %crate::error_chain(&error), "payment storage failed");
-            problem::with_retry_after(
-                problem::simple(
+            responses::with_retry_after(
+                responses::simple(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "payment storage is unavailable",
                 ),

@@ -13,15 +13,8 @@ use tollgate_http::problem::Problem;
 use tollgate_retry::config::RetryConfig;
 
 use crate::health::Report;
-use crate::problem;
+use crate::responses;
 use crate::state::AppState;
-
-/// A JSON answer.
-pub(crate) fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Response {
-    // Straight to bytes: `Value`'s `Display` goes through `fmt::Write` and costs twice as much.
-    let bytes = serde_json::to_vec(body).unwrap_or_default();
-    (status, [(CONTENT_TYPE, "application/json")], bytes).into_response()
-}
 
 /// The backends' state, probed at most once per `health.cache`. Boxed: the probes' futures
 /// are large (~14 KB), and every request's future would otherwise carry that size through each
@@ -31,7 +24,7 @@ fn check(state: &AppState) -> Pin<Box<dyn Future<Output = Report> + Send + '_>> 
 }
 
 pub(crate) async fn health(State(state): State<Arc<AppState>>) -> Response {
-    json_response(StatusCode::OK, &check(&state).await.to_json())
+    responses::json(StatusCode::OK, &check(&state).await.to_json())
 }
 
 pub(crate) async fn ready(State(state): State<Arc<AppState>>) -> Response {
@@ -40,15 +33,15 @@ pub(crate) async fn ready(State(state): State<Arc<AppState>>) -> Response {
             .detail("the server is shutting down; requests still in flight are served")
             .extension("ready", false)
             .extension("draining", true);
-        return problem::with_retry_after(
-            problem::respond(draining),
+        return responses::with_retry_after(
+            responses::respond(draining),
             std::time::Duration::from_secs(1),
         );
     }
     let report = check(&state).await;
     let services = report.services_json();
     if report.ready() {
-        return json_response(
+        return responses::json(
             StatusCode::OK,
             &json!({ "ready": true, "services": services }),
         );
@@ -58,8 +51,8 @@ pub(crate) async fn ready(State(state): State<Arc<AppState>>) -> Response {
         .detail("a configured backend is down; see `services`")
         .extension("ready", false)
         .extension("services", services);
-    problem::with_retry_after(
-        problem::respond(not_ready),
+    responses::with_retry_after(
+        responses::respond(not_ready),
         std::time::Duration::from_secs(1),
     )
 }
@@ -74,5 +67,5 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 }
 
 pub(crate) async fn retry_config() -> Response {
-    json_response(StatusCode::OK, &RetryConfig::default())
+    responses::json(StatusCode::OK, &RetryConfig::default())
 }

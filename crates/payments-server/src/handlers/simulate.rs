@@ -20,17 +20,15 @@ use http::{HeaderValue, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 use tollgate_http::idempotency::IdempotencyOutcome;
-use tollgate_http::problem::Problem;
 use tollgate_http::ratelimit::RateLimited;
 use tollgate_idempotency::IdempotencyKey;
 use tower::ServiceExt;
 use tower_http::request_id::RequestId;
 
-use super::probes::json_response;
 use crate::layers::request_id::{self, X_REQUEST_ID};
 use crate::layers::stage::{Next, Step, call};
 use crate::payment::{Invalid, PaymentRequest};
-use crate::{paths, problem};
+use crate::{paths, responses};
 
 /// The most requests one simulation sends.
 const MAX_COUNT: u32 = 100;
@@ -80,16 +78,21 @@ async fn plan(request: Request) -> Result<Request, Response> {
     if !(1..=MAX_COUNT).contains(&count) {
         let found = request.uri().query().unwrap_or_default().to_owned();
         let detail = format!("concurrent_count must be 1–{MAX_COUNT} (query: {found:?})");
-        return Err(problem::simple(StatusCode::BAD_REQUEST, detail));
+        return Err(responses::simple(StatusCode::BAD_REQUEST, detail));
     }
     if let Err(refused) = tollgate_http::content_type::require_json(request.headers()) {
-        return Err(problem::respond(refused));
+        return Err(responses::respond(refused));
     }
     let key = match request.headers().get("idempotency-key") {
         None => format!("simulate-{}", uuid::Uuid::now_v7().simple()),
         Some(_) => match IdempotencyKey::from_headers(request.headers()) {
             Ok(key) => key.as_str().to_owned(),
-            Err(error) => return Err(problem::simple(StatusCode::BAD_REQUEST, error.to_string())),
+            Err(error) => {
+                return Err(responses::simple(
+                    StatusCode::BAD_REQUEST,
+                    error.to_string(),
+                ));
+            }
         },
     };
     let (parts, body) = request.into_parts();
@@ -106,7 +109,7 @@ async fn plan(request: Request) -> Result<Request, Response> {
 
 /// The answer while the endpoint is off.
 pub(crate) async fn off() -> Response {
-    problem::simple(
+    responses::simple(
         StatusCode::NOT_FOUND,
         "simulate-concurrent is a testing endpoint and is off; start the server with --testing \
          (or testing.simulate_concurrent = true) to use it",
@@ -125,13 +128,9 @@ fn not_a_payment(invalid: Invalid, body: &[u8]) -> Response {
                 ""
             };
             let detail = format!("the body is not a payment request: {message}{hint}");
-            problem::simple(StatusCode::BAD_REQUEST, detail)
+            responses::simple(StatusCode::BAD_REQUEST, detail)
         }
-        Invalid::Fields(errors) => problem::respond(
-            Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid payment")
-                .detail("one or more fields are invalid; see `errors`")
-                .extension("errors", json!(errors)),
-        ),
+        Invalid::Fields(errors) => responses::invalid_payment(&errors),
     }
 }
 
@@ -201,7 +200,7 @@ fn copy(plan: &Plan, parent: &http::request::Parts, i: u32) -> Request {
 pub(crate) async fn run<P: Next>(payments: P, request: Request) -> Response {
     let (parts, _) = request.into_parts();
     let Some(plan) = parts.extensions.get::<Plan>().cloned() else {
-        return problem::unavailable("the simulation was not planned");
+        return responses::unavailable("the simulation was not planned");
     };
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..plan.count {
@@ -217,7 +216,7 @@ pub(crate) async fn run<P: Next>(payments: P, request: Request) -> Response {
             Err(_) => tally.other += 1,
         }
     }
-    json_response(
+    responses::json(
         StatusCode::OK,
         &json!({
             "concurrent_count": plan.count,

@@ -44,7 +44,7 @@ impl ValidateRequest<Body> for RequireKey {
                 return Ok(());
             }
             Err(Presented::Repeated) => {
-                crate::problem::simple(StatusCode::BAD_REQUEST, "send one Authorization header")
+                crate::responses::simple(StatusCode::BAD_REQUEST, "send one Authorization header")
             }
             Err(Presented::Missing | Presented::Unknown) => {
                 let ip = client_address(state, request.headers(), request.extensions());

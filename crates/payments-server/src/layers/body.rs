@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tollgate_http::idempotency::DEFAULT_BODY_LIMIT;
 
 use super::stage::{Next, Step, call};
-use crate::problem;
+use crate::responses;
 
 /// The largest body any route accepts.
 pub(crate) const LIMIT: usize = DEFAULT_BODY_LIMIT;
@@ -34,7 +34,7 @@ pub(crate) fn too_large(request: &Request) -> Option<Response> {
     let declared = request.body().size_hint().lower();
     (declared > LIMIT as u64).then(|| {
         let detail = format!("the request body is larger than {LIMIT} bytes");
-        problem::simple(StatusCode::PAYLOAD_TOO_LARGE, detail)
+        responses::simple(StatusCode::PAYLOAD_TOO_LARGE, detail)
     })
 }
 
@@ -50,15 +50,15 @@ pub(crate) async fn read(
         Ok(Ok(collected)) => collected.to_bytes(),
         Ok(Err(error)) if error.is::<LengthLimitError>() => {
             let detail = format!("the request body is larger than {LIMIT} bytes");
-            return Err(problem::simple(StatusCode::PAYLOAD_TOO_LARGE, detail));
+            return Err(responses::simple(StatusCode::PAYLOAD_TOO_LARGE, detail));
         }
         Ok(Err(error)) => {
             let detail = format!("the request body could not be read: {error}");
-            return Err(problem::simple(StatusCode::BAD_REQUEST, detail));
+            return Err(responses::simple(StatusCode::BAD_REQUEST, detail));
         }
         Err(_) => {
             let detail = format!("the request body did not arrive within {timeout:?}");
-            return Err(problem::simple(StatusCode::REQUEST_TIMEOUT, detail));
+            return Err(responses::simple(StatusCode::REQUEST_TIMEOUT, detail));
         }
     };
     Ok(Request::from_parts(parts, Body::from(bytes)))

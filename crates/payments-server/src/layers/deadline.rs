@@ -126,7 +126,7 @@ impl<S: Next> Service<Request> for WithDeadline<S> {
 /// The `503` for a request not answered within `timeout`.
 fn too_late(timeout: Duration) -> Response {
     let detail = format!("the request did not finish within {timeout:?}");
-    let mut response = crate::problem::unavailable(detail);
+    let mut response = crate::responses::unavailable(detail);
     response.extensions_mut().insert(Refusal::DeadlineExceeded);
     response
 }

@@ -19,7 +19,7 @@ impl ValidateRequest<Body> for RequireJson {
         let Err(problem) = tollgate_http::content_type::require_json(request.headers()) else {
             return Ok(());
         };
-        let mut response = crate::problem::respond(problem);
+        let mut response = crate::responses::respond(problem);
         response
             .extensions_mut()
             .insert(Refusal::UnsupportedMediaType);
