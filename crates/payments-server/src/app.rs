@@ -35,15 +35,15 @@ use tower_http::validate_request::ValidateRequestHeaderLayer;
 
 use crate::auth::Caller;
 use crate::handlers::simulate;
-use crate::handlers::{self, audit, limits, payments, probes};
+use crate::handlers::{self, audit, payments, probes, rate_limits};
 use crate::layers::accounting::Accounting;
 use crate::layers::auth::{RequireKey, mark_authenticated};
 use crate::layers::body::ReadBody;
 use crate::layers::claim::ClaimWithIntent;
 use crate::layers::deadline::{BodyRead, DeadlineLayer};
 use crate::layers::json::RequireJson;
-use crate::layers::limits::{for_public_route as public_limits, for_route as limits_layer};
 use crate::layers::observe::{self, Measure};
+use crate::layers::rate_limits::{for_public_route as public_limits, for_route as limits_layer};
 use crate::layers::request_id::{self, UuidV7, X_REQUEST_ID};
 use crate::layers::stage::{AroundLayer, Next, StageLayer};
 use crate::paths;
@@ -101,7 +101,7 @@ pub fn app(state: Arc<AppState>) -> Router {
                 Method::GET,
                 paths::RATE_LIMITS,
                 Access::Authenticated,
-                limits::rate_limits,
+                rate_limits::rate_limits,
             ),
         )
         .route(

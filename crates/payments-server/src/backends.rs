@@ -43,7 +43,7 @@ pub struct Server {
     /// The connection and request deadlines.
     pub timeouts: Timeouts,
     /// What one client may hold of the server.
-    pub limits: crate::serve::Limits,
+    pub limits: crate::serve::ConnectionLimits,
     store: Arc<dyn IdempotencyStore>,
     cleanup_interval: Duration,
     audit: Option<Arc<PostgresAuditLog>>,
@@ -112,7 +112,10 @@ impl Server {
         }
         let store = Arc::clone(&backends.store);
         let state = AppState::new(&file, &keys, backends).map_err(StartError::Invalid)?;
-        let limits = crate::serve::Limits::from_config(&file.limits, state.trusted_proxies.clone());
+        let limits = crate::serve::ConnectionLimits::from_config(
+            &file.limits,
+            state.trusted_proxies.clone(),
+        );
         Ok(Server {
             state,
             timeouts: file.timeouts,
@@ -201,7 +204,7 @@ async fn cleanup(store: &dyn IdempotencyStore) -> usize {
 
 /// The limiter every request goes through, the Redis limiter behind it (for health and
 /// metrics), and the denials remembered in front of that (unless turned off).
-type Limits = (
+type RateLimiters = (
     Arc<dyn DynRateLimiter>,
     Option<RedisLimiter>,
     Option<Arc<RememberedDenials>>,
@@ -213,7 +216,7 @@ async fn limiter(
     file: &FileConfig,
     redis: Option<&pools::Redis>,
     latency: &BackendLatency,
-) -> Result<Limits, StartError> {
+) -> Result<RateLimiters, StartError> {
     let Some(redis) = redis else {
         return Ok((Arc::new(MemoryLimiter::new()), None, None));
     };

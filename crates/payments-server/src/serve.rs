@@ -27,7 +27,7 @@ use crate::config::{LimitsTuning, Timeouts};
 
 /// What one client may hold of the server.
 #[derive(Clone, Debug)]
-pub struct Limits {
+pub struct ConnectionLimits {
     max_connections: usize,
     max_connections_per_ip: usize,
     max_header_bytes: usize,
@@ -35,9 +35,9 @@ pub struct Limits {
     proxies: TrustedProxies,
 }
 
-impl Limits {
+impl ConnectionLimits {
     pub(crate) fn from_config(tuning: &LimitsTuning, proxies: TrustedProxies) -> Self {
-        Limits {
+        ConnectionLimits {
             max_connections: tuning
                 .max_connections
                 .unwrap_or_else(default_max_connections),
@@ -63,7 +63,7 @@ fn default_max_connections() -> usize {
 
 /// Raises this process's soft open-files limit to its hard limit (at most 1 048 576), so the
 /// connection cap derived from it is as high as the system allows; `(before, after)` when it
-/// was raised. Call it before [`Limits`] are made.
+/// was raised. Call it before [`ConnectionLimits`] are made.
 pub fn raise_open_files_limit() -> Option<(u64, u64)> {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     const CEILING: u64 = 1 << 20;
@@ -87,7 +87,7 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     timeouts: &Timeouts,
-    limits: Limits,
+    limits: ConnectionLimits,
     shutdown: impl Future<Output = ()>,
 ) {
     let graceful = GracefulShutdown::new();
@@ -155,9 +155,9 @@ fn connection(
     });
 }
 
-/// Why a connection was not admitted.
+/// Why a connection was turned away.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Refusal {
+enum Turned {
     /// The server holds `max_connections`.
     Full,
     /// This address holds `max_connections_per_ip`.
@@ -170,7 +170,7 @@ const FREE_SHARE: usize = 8;
 /// Open connections, in all and per address (IPv6 by /64, like the rate limits).
 #[derive(Debug)]
 struct Admission {
-    limits: Limits,
+    limits: ConnectionLimits,
     open: Mutex<(usize, HashMap<IpAddr, usize>)>,
 }
 
@@ -214,18 +214,18 @@ fn address_group(ip: IpAddr) -> IpAddr {
 }
 
 impl Admission {
-    fn new(limits: Limits) -> Self {
+    fn new(limits: ConnectionLimits) -> Self {
         Admission {
             limits,
             open: Mutex::new((0, HashMap::new())),
         }
     }
 
-    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Ticket, Refusal> {
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Ticket, Turned> {
         let address = address_group(ip);
         let mut open = self.open.lock();
         if open.0 >= self.limits.max_connections {
-            return Err(Refusal::Full);
+            return Err(Turned::Full);
         }
         let address = (!self.limits.proxies.contains(ip)).then_some(address);
         if let Some(address) = address {
@@ -237,7 +237,7 @@ impl Admission {
             if *from_address >= self.limits.max_connections_per_ip
                 || *from_address * FREE_SHARE >= free
             {
-                return Err(Refusal::TooManyFromAddress);
+                return Err(Turned::TooManyFromAddress);
             }
             *from_address += 1;
         }
@@ -252,13 +252,13 @@ impl Admission {
 
 /// Tells a refused client why in one write that never waits, then closes: a client that does
 /// not read cannot hold the server.
-fn refuse(stream: &TcpStream, refusal: Refusal) {
+fn refuse(stream: &TcpStream, refusal: Turned) {
     let (status, detail) = match refusal {
-        Refusal::Full => (
+        Turned::Full => (
             "503 Service Unavailable",
             "the server holds as many connections as it serves",
         ),
-        Refusal::TooManyFromAddress => (
+        Turned::TooManyFromAddress => (
             "429 Too Many Requests",
             "too many connections from this address",
         ),
@@ -281,7 +281,7 @@ mod tests {
     use super::*;
 
     fn admission(proxies: &[&str]) -> Arc<Admission> {
-        Arc::new(Admission::new(Limits {
+        Arc::new(Admission::new(ConnectionLimits {
             max_connections: 64,
             max_connections_per_ip: 2,
             max_header_bytes: 16 * 1024,
@@ -302,7 +302,7 @@ mod tests {
             .expect("second, mapped");
         assert_eq!(
             admission.admit(ip("198.51.100.1")).err(),
-            Some(Refusal::TooManyFromAddress)
+            Some(Turned::TooManyFromAddress)
         );
         drop(first);
         let _third = admission
@@ -314,7 +314,7 @@ mod tests {
             match admission.admit(ip(&format!("198.51.100.{n}"))) {
                 Ok(ticket) => held.push(ticket),
                 Err(refusal) => {
-                    assert_eq!(refusal, Refusal::Full);
+                    assert_eq!(refusal, Turned::Full);
                     assert_eq!(held.len(), 62, "every place taken");
                     return;
                 }
@@ -325,7 +325,7 @@ mod tests {
 
     #[test]
     fn an_address_never_holds_more_than_the_places_still_free() {
-        let admission = Arc::new(Admission::new(Limits {
+        let admission = Arc::new(Admission::new(ConnectionLimits {
             max_connections: 90,
             max_connections_per_ip: 1_000,
             max_header_bytes: 16 * 1024,
@@ -356,7 +356,7 @@ mod tests {
         let _b = admission.admit(ip("2001:db8::ffff:2")).expect("second");
         assert_eq!(
             admission.admit(ip("2001:db8::3")).err(),
-            Some(Refusal::TooManyFromAddress)
+            Some(Turned::TooManyFromAddress)
         );
         assert!(
             admission.admit(ip("2001:db8:0:1::1")).is_ok(),
@@ -370,7 +370,7 @@ mod tests {
         let held: Vec<_> = (0..64)
             .map(|_| admission.admit(ip("10.0.0.1")).expect("the proxy"))
             .collect();
-        assert_eq!(admission.admit(ip("10.0.0.1")).err(), Some(Refusal::Full));
+        assert_eq!(admission.admit(ip("10.0.0.1")).err(), Some(Turned::Full));
         drop(held);
         assert!(
             admission.open.lock().1.is_empty(),

@@ -2,9 +2,9 @@
 //! an answer in one `match`.
 
 pub(crate) mod audit;
-pub(crate) mod limits;
 pub(crate) mod payments;
 pub(crate) mod probes;
+pub(crate) mod rate_limits;
 pub(crate) mod simulate;
 
 use axum::response::Response;

@@ -9,7 +9,7 @@ use axum::response::Response;
 use http::StatusCode;
 use tower_http::validate_request::ValidateRequest;
 
-use super::limits::client_address;
+use super::rate_limits::client_address;
 use crate::auth::{Caller, Presented};
 use crate::state::AppState;
 

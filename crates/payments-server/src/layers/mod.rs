@@ -9,8 +9,8 @@ pub(crate) mod body;
 pub(crate) mod claim;
 pub(crate) mod deadline;
 pub(crate) mod json;
-pub(crate) mod limits;
 pub(crate) mod observe;
+pub(crate) mod rate_limits;
 pub(crate) mod request_id;
 pub(crate) mod stage;
 

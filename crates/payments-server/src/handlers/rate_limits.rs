@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use tollgate_ratelimit::{Decision, RateLimiter, RequestContext, Scope};
 
 use crate::auth::Caller;
-use crate::layers::limits::client_address;
+use crate::layers::rate_limits::client_address;
 use crate::state::AppState;
 use crate::{paths, responses};
 
