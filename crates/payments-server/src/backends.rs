@@ -76,7 +76,7 @@ impl Server {
                     )),
             redis: redis_limiter,
             denials,
-            redis_pool: redis.as_ref().and_then(pools::Redis::pool).cloned(),
+            redis_pool: redis.as_ref().and_then(pools::redis_pool).cloned(),
             ..Services::default()
         };
         let (backends, audit) = match database {
@@ -87,12 +87,7 @@ impl Server {
             }
         };
         tracing::info!(
-            rate_limits = match &redis {
-                Some(pools::Redis::Cluster(_)) => "redis cluster",
-                Some(pools::Redis::Pool(_)) => "redis",
-                Some(pools::Redis::Multiplexed(_)) => "redis (multiplexed)",
-                None => "memory",
-            },
+            rate_limits = redis.as_ref().map_or("memory", pools::describe),
             storage = if audit.is_some() {
                 "postgresql"
             } else if redis.is_some() {
@@ -228,7 +223,7 @@ async fn limiter(
         FailureModeName::LocalFallback => FailureMode::LocalFallback,
         FailureModeName::Error => FailureMode::ReturnError,
     };
-    let limiter = RedisLimiter::builder(redis.for_limiter())
+    let limiter = RedisLimiter::builder(redis.clone())
         .key_prefix(format!("{}:rl:", config.redis_key_prefix))
         .failure_mode(mode)
         .timeout(file.rate_limit.redis_timeout)
@@ -236,7 +231,7 @@ async fn limiter(
     limiter
         .ping()
         .await
-        .map_err(|e| backend(redis.setting())(e.into()))?;
+        .map_err(|e| backend(pools::setting(redis))(e.into()))?;
     let timed = TimedLimiter::new(limiter.clone(), "redis", latency);
     let remembered = file.rate_limit.remembered_denials;
     if remembered == 0 {
@@ -328,7 +323,7 @@ enum Records {
 fn redis_or_memory_store(config: &Config, redis: Option<&pools::Redis>) -> Records {
     match redis {
         Some(redis) => Records::Redis(Arc::new(RedisStore::new(
-            redis.for_store(),
+            redis.clone(),
             format!("{}:idem:", config.redis_key_prefix),
         ))),
         None => Records::Memory(Arc::new(MemoryStore::new(MEMORY_IDEMPOTENCY_RECORDS))),

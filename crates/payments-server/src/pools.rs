@@ -9,71 +9,34 @@ use crate::config::{Config, DatabaseTuning, RedisConnectionKind, RedisTuning};
 use crate::start_error::{StartError, backend};
 use crate::tls::PgUrl;
 
-/// The Redis the server talks to: one server through one multiplexed connection or a pool, or
-/// a Redis Cluster through one multiplexed connection per node.
-#[derive(Clone, Debug)]
-pub(crate) enum Redis {
-    /// `REDIS_URL` with `redis.connection = "pool"`.
-    Pool(deadpool_redis::Pool),
-    /// `REDIS_URL` (`redis.connection = "multiplexed"`, the default).
-    Multiplexed(Multiplexed),
-    /// `REDIS_CLUSTER_URLS`.
-    Cluster(Cluster),
-}
+/// The Redis the server talks to — one server through one multiplexed connection or a pool,
+/// or a Redis Cluster through one multiplexed connection per node — as the limiter and the
+/// idempotency store both take it (clones share the connections).
+pub(crate) use tollgate_ratelimit::redis::RedisConnection as Redis;
 
-/// A multiplexed connection (which has no `Debug` of its own).
-#[derive(Clone)]
-pub(crate) struct Multiplexed(redis::aio::ConnectionManager);
-
-impl std::fmt::Debug for Multiplexed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Multiplexed")
+/// The setting that named `redis`, for start-up errors.
+pub(crate) fn setting(redis: &Redis) -> &'static str {
+    if redis.is_cluster() {
+        "REDIS_CLUSTER_URLS"
+    } else {
+        "REDIS_URL"
     }
 }
 
-/// A cluster connection (which has no `Debug` of its own).
-#[derive(Clone)]
-pub(crate) struct Cluster(redis::cluster_async::ClusterConnection);
-
-impl std::fmt::Debug for Cluster {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Cluster")
+/// The pool, whose use `/metrics` shows (the other connections have none).
+pub(crate) fn redis_pool(redis: &Redis) -> Option<&deadpool_redis::Pool> {
+    match redis {
+        Redis::Pool(pool) => Some(pool),
+        _ => None,
     }
 }
 
-impl Redis {
-    /// The setting that named it, for start-up errors.
-    pub(crate) fn setting(&self) -> &'static str {
-        match self {
-            Redis::Pool(_) | Redis::Multiplexed(_) => "REDIS_URL",
-            Redis::Cluster(_) => "REDIS_CLUSTER_URLS",
-        }
-    }
-
-    /// The pool, whose use `/metrics` shows (the other connections have none).
-    pub(crate) fn pool(&self) -> Option<&deadpool_redis::Pool> {
-        match self {
-            Redis::Pool(pool) => Some(pool),
-            Redis::Multiplexed(_) | Redis::Cluster(_) => None,
-        }
-    }
-
-    /// The limiter's connection.
-    pub(crate) fn for_limiter(&self) -> tollgate_ratelimit::redis::RedisConnection {
-        match self {
-            Redis::Pool(pool) => pool.clone().into(),
-            Redis::Multiplexed(connection) => connection.0.clone().into(),
-            Redis::Cluster(cluster) => cluster.0.clone().into(),
-        }
-    }
-
-    /// The idempotency store's connection.
-    pub(crate) fn for_store(&self) -> tollgate_idempotency::redis::RedisConnection {
-        match self {
-            Redis::Pool(pool) => pool.clone().into(),
-            Redis::Multiplexed(connection) => connection.0.clone().into(),
-            Redis::Cluster(cluster) => cluster.0.clone().into(),
-        }
+/// What the log says the limits are kept in.
+pub(crate) fn describe(redis: &Redis) -> &'static str {
+    match redis {
+        Redis::Pool(_) => "redis",
+        Redis::Multiplexed(_) => "redis (multiplexed)",
+        _ => "redis cluster",
     }
 }
 
@@ -90,14 +53,12 @@ pub(crate) async fn redis(
                 .to_owned(),
         )),
         (Some(url), None) => match tuning.connection {
-            RedisConnectionKind::Pool => pool(url, config, tuning).map(|p| Some(Redis::Pool(p))),
+            RedisConnectionKind::Pool => pool(url, config, tuning).map(|p| Some(p.into())),
             RedisConnectionKind::Multiplexed => multiplexed(url, config, tuning)
                 .await
-                .map(|c| Some(Redis::Multiplexed(Multiplexed(c)))),
+                .map(|c| Some(c.into())),
         },
-        (None, Some(urls)) => cluster(urls, config, tuning)
-            .await
-            .map(|c| Some(Redis::Cluster(Cluster(c)))),
+        (None, Some(urls)) => cluster(urls, config, tuning).await.map(|c| Some(c.into())),
     }
 }
 

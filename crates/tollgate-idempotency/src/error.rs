@@ -85,4 +85,12 @@ impl Error {
             transient,
         }
     }
+
+    /// A store error from the shared backend plumbing, keeping the backend's own error as the
+    /// source.
+    #[cfg(any(feature = "redis", feature = "postgres"))]
+    pub(crate) fn from_backend(failed: tollgate_backend::Error) -> Self {
+        let transient = failed.is_transient();
+        Error::store(failed.into_source(), transient)
+    }
 }

@@ -36,8 +36,7 @@ pub(crate) enum ChargeResult {
     Declined { code: String },
 }
 
-/// A boxed error kept as a processor failure's source.
-pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) use crate::ledger::BoxError;
 
 /// The processor could not give an answer: the charge may or may not have happened.
 #[derive(Debug, thiserror::Error)]

@@ -162,30 +162,26 @@ fn db_error(error: impl Into<crate::BoxError>, transient: bool) -> Error {
 }
 
 fn pg_error(error: tokio_postgres::Error) -> Error {
-    // A closed connection or an I/O failure may pass; a SQL or encoding error will not.
-    let transient = error.is_closed()
-        || std::error::Error::source(&error).is_some_and(|s| s.is::<std::io::Error>());
-    db_error(error, transient)
+    backend_error(tollgate_backend::postgres::backend_error(error))
+}
+
+/// An error of the shared backend plumbing, keeping the backend's own error as the source (an
+/// invalid schema name is the sink's: a setting, not the database).
+fn backend_error(failed: tollgate_backend::Error) -> Error {
+    match failed {
+        tollgate_backend::Error::InvalidSchema(_) => Error::Sink(failed.into_source()),
+        failed => {
+            let transient = failed.is_transient();
+            db_error(failed.into_source(), transient)
+        }
+    }
 }
 
 /// Schema names are spliced into SQL: only plain lower-case identifiers are accepted.
 fn check_schema(schema: &str) -> Result<(), Error> {
-    let valid = !schema.is_empty()
-        && schema.len() <= 63
-        && schema
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
-        && schema
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-    if valid {
-        Ok(())
-    } else {
-        Err(Error::Sink(
-            format!("invalid schema name {schema:?}").into(),
-        ))
-    }
+    tollgate_backend::check_schema(schema)
+        .map(drop)
+        .map_err(backend_error)
 }
 
 fn pool_error(error: deadpool_postgres::PoolError) -> Error {
@@ -261,18 +257,9 @@ impl PostgresAuditLog {
     ) -> Result<Self, Error> {
         let schema = &config.schema;
         let ddl = Self::migration(schema)?;
-        let mut client = pool.get().await.map_err(pool_error)?;
-        // Dropped on failure, the transaction rolls back: the pooled connection is not
-        // returned inside an aborted transaction.
-        let transaction = client.transaction().await.map_err(pg_error)?;
-        let lock = format!("tollgate-migrate:{schema}");
-        transaction
-            .execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&lock])
+        tollgate_backend::postgres::migrate(&pool, schema, &ddl)
             .await
-            .map_err(pg_error)?;
-        transaction.batch_execute(&ddl).await.map_err(pg_error)?;
-        transaction.commit().await.map_err(pg_error)?;
-        drop(client);
+            .map_err(backend_error)?;
         Self::open(pool, config)
     }
 

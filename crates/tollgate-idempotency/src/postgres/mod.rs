@@ -142,34 +142,13 @@ fn millis(duration: Duration) -> i64 {
 }
 
 fn pg_error(error: tokio_postgres::Error) -> Error {
-    let transient = is_transient(&error);
-    Error::store(error, transient)
+    Error::from_backend(tollgate_backend::postgres::backend_error(error))
 }
 
-/// A closed connection or an I/O failure may pass; a SQL or encoding error will not.
-fn is_transient(error: &tokio_postgres::Error) -> bool {
-    error.is_closed() || std::error::Error::source(error).is_some_and(|s| s.is::<std::io::Error>())
-}
-
-/// Schema names are spliced into SQL: only plain lower-case identifiers are accepted.
 fn check_schema(schema: &str) -> Result<(), Error> {
-    let valid = !schema.is_empty()
-        && schema.len() <= 63
-        && schema
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
-        && schema
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-    if valid {
-        Ok(())
-    } else {
-        Err(Error::store(
-            format!("invalid schema name {schema:?}"),
-            false,
-        ))
-    }
+    tollgate_backend::check_schema(schema)
+        .map(drop)
+        .map_err(Error::from_backend)
 }
 
 fn pool_error(error: deadpool_postgres::PoolError) -> Error {
@@ -194,18 +173,9 @@ impl PostgresStore {
     /// `CREATE … IF NOT EXISTS`.
     pub async fn start(pool: deadpool_postgres::Pool, schema: &str) -> Result<Self, Error> {
         let ddl = Self::migration(schema)?;
-        let mut client = pool.get().await.map_err(pool_error)?;
-        // Dropped on failure, the transaction rolls back: the pooled connection is not
-        // returned inside an aborted transaction.
-        let transaction = client.transaction().await.map_err(pg_error)?;
-        let lock = format!("tollgate-migrate:{schema}");
-        transaction
-            .execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&lock])
+        tollgate_backend::postgres::migrate(&pool, schema, &ddl)
             .await
-            .map_err(pg_error)?;
-        transaction.batch_execute(&ddl).await.map_err(pg_error)?;
-        transaction.commit().await.map_err(pg_error)?;
-        drop(client);
+            .map_err(Error::from_backend)?;
         Self::open(pool, schema)
     }
 

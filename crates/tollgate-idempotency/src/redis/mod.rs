@@ -40,7 +40,6 @@
 //! milliseconds may be gone, and a retry of that key then runs again. Where that matters, keep
 //! the records in PostgreSQL.
 
-mod connection;
 mod scripts;
 
 use std::fmt;
@@ -51,11 +50,11 @@ use crate::clock::{Clock, Timestamp};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-pub use connection::RedisConnection;
 /// The pool crate this store takes, re-exported so callers build pools of the same version.
 pub use deadpool_redis;
 /// The Redis client crate, re-exported so callers build cluster connections of the same version.
 pub use redis;
+pub use tollgate_backend::redis::RedisConnection;
 
 use crate::fingerprint::Fingerprint;
 use crate::store::{Claim, ClaimOptions, IdempotencyStore, Lease, Release, StoredResponse};
@@ -170,7 +169,11 @@ impl IdempotencyStore for RedisStore {
             .arg(millis(options.lease))
             .arg(millis(options.ttl))
             .arg(self.now_arg());
-        let reply: Vec<redis::Value> = self.connection.invoke(&claim).await?;
+        let reply: Vec<redis::Value> = self
+            .connection
+            .invoke(&claim)
+            .await
+            .map_err(Error::from_backend)?;
         let outcome = String::from_utf8(as_bytes(reply.first())).unwrap_or_default();
         Ok(match outcome.as_str() {
             "acquired" => Claim::Acquired(Lease {
@@ -222,7 +225,11 @@ impl IdempotencyStore for RedisStore {
             .arg(response.body.as_ref())
             .arg(millis(ttl))
             .arg(self.now_arg());
-        let done: i64 = self.connection.invoke(&complete).await?;
+        let done: i64 = self
+            .connection
+            .invoke(&complete)
+            .await
+            .map_err(Error::from_backend)?;
         if done == 1 {
             Ok(())
         } else {
@@ -241,7 +248,11 @@ impl IdempotencyStore for RedisStore {
             .arg(fence)
             .arg(mode)
             .arg(self.now_arg());
-        let done: i64 = self.connection.invoke(&release).await?;
+        let done: i64 = self
+            .connection
+            .invoke(&release)
+            .await
+            .map_err(Error::from_backend)?;
         if done == 1 {
             Ok(())
         } else {

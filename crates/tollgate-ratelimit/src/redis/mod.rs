@@ -51,7 +51,6 @@
 //! # }
 //! ```
 
-mod connection;
 mod scripts;
 #[cfg(feature = "cluster")]
 mod slots;
@@ -67,11 +66,11 @@ use crate::memory::MemoryLimiter;
 use crate::policy::{PolicyKey, Quota};
 use crate::{Error, RateLimiter, validate};
 
-pub use connection::RedisConnection;
 /// The pool crate this backend takes, re-exported so callers build pools of the same version.
 pub use deadpool_redis;
 /// The Redis client crate, re-exported so callers build cluster connections of the same version.
 pub use redis;
+pub use tollgate_backend::redis::RedisConnection;
 
 /// What to do when Redis cannot be reached (or times out).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -280,10 +279,13 @@ impl RedisLimiter {
 
     async fn with_timeout<T>(
         &self,
-        work: impl std::future::Future<Output = Result<T, Error>>,
+        work: impl std::future::Future<Output = Result<T, tollgate_backend::Error>>,
     ) -> Result<T, Error> {
         match tokio::time::timeout(self.inner.timeout, work).await {
-            Ok(result) => result,
+            Ok(result) => result.map_err(|failed| {
+                let transient = failed.is_transient();
+                Error::backend(failed.into_source(), transient)
+            }),
             Err(_) => Err(Error::backend(
                 format!("redis did not answer within {:?}", self.inner.timeout),
                 true,

@@ -1,4 +1,4 @@
-//! Where the Redis store's commands go: a pool of connections to one Redis, or a Redis Cluster.
+//! [`RedisConnection`]: where a Tollgate crate's Redis commands go.
 
 use std::fmt;
 
@@ -6,9 +6,10 @@ use redis::FromRedisValue;
 
 use crate::Error;
 
-/// The Redis a [`RedisStore`](super::RedisStore) keeps its records in. Built with `.into()`
-/// from a [`deadpool_redis::Pool`], a [`redis::aio::ConnectionManager`], or (feature
-/// `cluster`) a Redis Cluster connection.
+/// One Redis for the Tollgate crates that keep state there. Built with `.into()` from a
+/// [`deadpool_redis::Pool`], a [`redis::aio::ConnectionManager`], or (feature `cluster`) a
+/// Redis Cluster connection; clones share the same connections, so one value can serve a rate
+/// limiter and an idempotency store together.
 #[derive(Clone)]
 #[non_exhaustive]
 pub enum RedisConnection {
@@ -19,8 +20,8 @@ pub enum RedisConnection {
     /// pipelined on it) and re-established by itself after a failure: one round trip per
     /// call, no pool to size.
     Multiplexed(redis::aio::ConnectionManager),
-    /// One multiplexed connection to a Redis Cluster. Every script touches one record, so it
-    /// goes whole to the primary serving that record's slot.
+    /// One multiplexed connection to a Redis Cluster: each script goes to the primary serving
+    /// its keys' slot, and the connection follows redirections and failovers by itself.
     #[cfg(feature = "cluster")]
     #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
     Cluster(redis::cluster_async::ClusterConnection),
@@ -57,14 +58,23 @@ impl From<redis::cluster_async::ClusterConnection> for RedisConnection {
 }
 
 impl RedisConnection {
+    /// Whether keys of different hash slots must go in different scripts.
+    pub fn is_cluster(&self) -> bool {
+        match self {
+            #[cfg(feature = "cluster")]
+            RedisConnection::Cluster(_) => true,
+            _ => false,
+        }
+    }
+
     /// Runs `script` (`EVALSHA`, loading it on `NOSCRIPT`).
-    pub(crate) async fn invoke<T: FromRedisValue>(
+    pub async fn invoke<T: FromRedisValue>(
         &self,
         script: &redis::ScriptInvocation<'_>,
     ) -> Result<T, Error> {
         match self {
             RedisConnection::Pool(pool) => {
-                let mut conn = pool.get().await.map_err(|e| Error::store(e, true))?;
+                let mut conn = pool.get().await.map_err(pool_error)?;
                 script.invoke_async(&mut *conn).await.map_err(redis_error)
             }
             RedisConnection::Multiplexed(connection) => {
@@ -80,13 +90,46 @@ impl RedisConnection {
             }
         }
     }
+
+    /// `PING`: one connection of the pool, or every node of the cluster.
+    pub async fn ping(&self) -> Result<(), Error> {
+        let ping = redis::cmd("PING");
+        match self {
+            RedisConnection::Pool(pool) => {
+                let mut conn = pool.get().await.map_err(pool_error)?;
+                ping.query_async::<String>(&mut *conn)
+                    .await
+                    .map_err(redis_error)?;
+            }
+            RedisConnection::Multiplexed(connection) => {
+                let mut conn = connection.clone();
+                ping.query_async::<String>(&mut conn)
+                    .await
+                    .map_err(redis_error)?;
+            }
+            #[cfg(feature = "cluster")]
+            RedisConnection::Cluster(connection) => {
+                let mut conn = connection.clone();
+                ping.query_async::<String>(&mut conn)
+                    .await
+                    .map_err(redis_error)?;
+            }
+        }
+        Ok(())
+    }
 }
 
+/// No connection could be had from the pool: it may pass.
+fn pool_error(error: deadpool_redis::PoolError) -> Error {
+    Error::backend(error, true)
+}
+
+/// A connection that failed, timed out or was refused may pass; a script error will not.
 fn redis_error(error: redis::RedisError) -> Error {
     let transient = error.is_io_error()
         || error.is_timeout()
         || error.is_connection_dropped()
         || error.is_connection_refusal()
         || error.is_cluster_error();
-    Error::store(error, transient)
+    Error::backend(error, transient)
 }
