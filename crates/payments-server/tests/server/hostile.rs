@@ -57,13 +57,27 @@ fn good_headers(key: &str) -> Vec<String> {
     ]
 }
 
+/// A case: its name and the bytes sent.
+type Case = (String, Vec<u8>);
+
 #[test]
 fn malformed_requests_get_4xx_never_5xx() {
     let server = Server::start(&Options::default().toml(LIMITS));
-    let port = server.port;
-    let mut cases: Vec<(String, Vec<u8>)> = Vec::new();
+    let body = payment("1.00", "card").into_bytes();
+    let mut cases = body_cases();
+    cases.extend(header_cases(&body));
+    cases.extend(framing_and_path_cases());
+    cases.extend(mutations(&body));
+    answer_each_without_a_5xx(&server, cases);
+    // And still useful.
+    server
+        .pay(ALICE, &unique("after"), &payment("1.00", "card"))
+        .expect(201);
+}
 
-    // Bodies.
+/// Bodies under the 64 KiB limit, so they reach the JSON parsers.
+fn body_cases() -> Vec<Case> {
+    let mut cases = Vec::new();
     // Under the 64 KiB limit, so they reach the JSON parsers.
     let deep_array = "[".repeat(60_000);
     let deep_object = "{\"a\":".repeat(12_000);
@@ -98,8 +112,12 @@ fn malformed_requests_get_4xx_never_5xx() {
         ));
     }
 
-    // Headers.
-    let body = payment("1.00", "card").into_bytes();
+    cases
+}
+
+/// Idempotency keys, content types, authorizations and header bytes around a valid `body`.
+fn header_cases(body: &[u8]) -> Vec<Case> {
+    let mut cases = Vec::new();
     let key_values = [
         String::new(),
         "short".to_owned(),
@@ -116,13 +134,13 @@ fn malformed_requests_get_4xx_never_5xx() {
             "Content-Type: application/json".to_owned(),
             format!("Idempotency-Key: {value}"),
         ];
-        cases.push((format!("key {value:?}"), request(&headers, &body)));
+        cases.push((format!("key {value:?}"), request(&headers, body)));
     }
     let mut duplicated = good_headers(&unique("hostile"));
     duplicated.push(format!("Idempotency-Key: {}", unique("other")));
     cases.push((
         "duplicate Idempotency-Key".into(),
-        request(&duplicated, &body),
+        request(&duplicated, body),
     ));
     for content_type in [
         "text/plain",
@@ -138,7 +156,7 @@ fn malformed_requests_get_4xx_never_5xx() {
         ];
         cases.push((
             format!("content type {content_type:?}"),
-            request(&headers, &body),
+            request(&headers, body),
         ));
     }
     for auth in [
@@ -153,15 +171,20 @@ fn malformed_requests_get_4xx_never_5xx() {
             "Content-Type: application/json".to_owned(),
             format!("Idempotency-Key: {}", unique("hostile")),
         ];
-        cases.push((format!("authorization {auth:?}"), request(&headers, &body)));
+        cases.push((format!("authorization {auth:?}"), request(&headers, body)));
     }
     // Non-UTF-8 header bytes.
     let mut bytes = b"POST /api/v1/payments HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer \xff\xfe\r\nIdempotency-Key: \xc3\x28-0123456789abcdef\r\nContent-Type: application/json\r\n".to_vec();
     bytes.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
-    bytes.extend_from_slice(&body);
+    bytes.extend_from_slice(body);
     cases.push(("binary header values".into(), bytes));
 
-    // Framing and paths.
+    cases
+}
+
+/// Framing the server must refuse, and hostile paths and queries.
+fn framing_and_path_cases() -> Vec<Case> {
+    let mut cases = Vec::new();
     cases.push((
         "two content lengths".into(),
         b"POST /api/v1/payments HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!".to_vec(),
@@ -216,8 +239,13 @@ fn malformed_requests_get_4xx_never_5xx() {
         ));
     }
 
-    // Mutations of a valid request: truncations and byte flips, reproducible from the seed.
-    let valid = request(&good_headers("mutation-key-0123456789"), &body);
+    cases
+}
+
+/// A valid request truncated, with bytes flipped or junk spliced in, reproducible from the seed.
+fn mutations(body: &[u8]) -> Vec<Case> {
+    let mut cases = Vec::new();
+    let valid = request(&good_headers("mutation-key-0123456789"), body);
     let mut rng = fastrand::Rng::with_seed(0x7011_6a7e);
     for i in 0..300 {
         let mut mutated = valid.clone();
@@ -238,11 +266,17 @@ fn malformed_requests_get_4xx_never_5xx() {
         cases.push((format!("mutation {i}"), mutated));
     }
 
+    cases
+}
+
+/// Sends each case: an answer is never a 5xx, and a problem+json when it is ours; the server
+/// stays up after every one, and answers most.
+fn answer_each_without_a_5xx(server: &Server, cases: Vec<Case>) {
     let total = cases.len();
     let mut answered = 0;
     let mut statuses = std::collections::BTreeMap::<Option<u16>, u32>::new();
     for (name, bytes) in cases {
-        let (status, text) = raw(port, &bytes);
+        let (status, text) = raw(server.port, &bytes);
         *statuses.entry(status).or_default() += 1;
         if !name.starts_with("mutation") {
             eprintln!("CASE {name} -> {status:?}");
@@ -272,8 +306,4 @@ fn malformed_requests_get_4xx_never_5xx() {
         answered * 2 > total,
         "most malformed requests get an answer: {answered}/{total}"
     );
-    // And still useful.
-    server
-        .pay(ALICE, &unique("after"), &payment("1.00", "card"))
-        .expect(201);
 }

@@ -28,6 +28,15 @@ fn request(key: Option<&str>, body: &'static [u8]) -> Req {
         .expect("request")
 }
 
+/// `request` through a clone of `svc`, which must answer.
+async fn send<S, R>(svc: &S, request: R) -> S::Response
+where
+    S: tower::Service<R> + Clone,
+    S::Error: std::fmt::Debug,
+{
+    svc.clone().oneshot(request).await.expect("response")
+}
+
 async fn body_json(response: Response<Full<Bytes>>) -> serde_json::Value {
     use http_body_util::BodyExt;
     let bytes = response
@@ -90,22 +99,14 @@ fn service(
 #[tokio::test]
 async fn replays_and_refusals() {
     let (svc, calls, _) = service(StatusCode::CREATED, Duration::ZERO, Duration::from_secs(1));
-    let first = svc
-        .clone()
-        .oneshot(request(Some(KEY), br#"{"amount":"1.00"}"#))
-        .await
-        .expect("response");
+    let first = send(&svc, request(Some(KEY), br#"{"amount":"1.00"}"#)).await;
     assert_eq!(first.status(), StatusCode::CREATED);
     assert_eq!(first.headers()["idempotent-replayed"], "false");
     assert_eq!(
         first.extensions().get(),
         Some(&IdempotencyOutcome::Executed)
     );
-    let replay = svc
-        .clone()
-        .oneshot(request(Some(KEY), br#"{ "amount" : "1.00" }"#))
-        .await
-        .expect("response");
+    let replay = send(&svc, request(Some(KEY), br#"{ "amount" : "1.00" }"#)).await;
     assert_eq!(replay.headers()["idempotent-replayed"], "true");
     assert_eq!(
         replay.extensions().get(),
@@ -138,11 +139,7 @@ async fn replays_and_refusals() {
         ),
     ];
     for (key, body, status, outcome) in cases {
-        let response = svc
-            .clone()
-            .oneshot(request(key, body))
-            .await
-            .expect("response");
+        let response = send(&svc, request(key, body)).await;
         assert_eq!(response.status(), status, "{key:?}");
         assert_eq!(response.extensions().get(), Some(&outcome), "{key:?}");
         assert_eq!(
@@ -185,11 +182,7 @@ async fn a_duplicate_in_flight_gets_409_with_retry_after() {
     );
     let first = tokio::spawn(svc.clone().oneshot(request(Some(KEY), b"{}")));
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let duplicate = svc
-        .clone()
-        .oneshot(request(Some(KEY), b"{}"))
-        .await
-        .expect("response");
+    let duplicate = send(&svc, request(Some(KEY), b"{}")).await;
     assert_eq!(duplicate.status(), StatusCode::CONFLICT);
     assert_eq!(
         duplicate.extensions().get(),
@@ -210,17 +203,9 @@ async fn a_server_error_is_resumed_not_replayed() {
         Duration::ZERO,
         Duration::from_secs(1),
     );
-    let first = svc
-        .clone()
-        .oneshot(request(Some(KEY), b"{}"))
-        .await
-        .expect("response");
+    let first = send(&svc, request(Some(KEY), b"{}")).await;
     assert_eq!(first.status(), StatusCode::BAD_GATEWAY);
-    let retry = svc
-        .clone()
-        .oneshot(request(Some(KEY), b"{}"))
-        .await
-        .expect("response");
+    let retry = send(&svc, request(Some(KEY), b"{}")).await;
     assert_eq!(retry.headers()["idempotent-replayed"], "false", "ran again");
     assert_eq!(
         (calls.load(Ordering::SeqCst), resumed.load(Ordering::SeqCst)),
@@ -282,27 +267,15 @@ async fn the_handler_can_choose_the_disposition() {
     })
     .layer(app);
 
-    let refused = svc
-        .clone()
-        .oneshot(request(Some(KEY), b"{}"))
-        .await
-        .expect("response");
+    let refused = send(&svc, request(Some(KEY), b"{}")).await;
     assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(refused.headers()["x-trace"], "live");
     // Forgotten: the same key runs the handler again, which completes the record itself.
-    let done = svc
-        .clone()
-        .oneshot(request(Some(KEY), b"{}"))
-        .await
-        .expect("response");
+    let done = send(&svc, request(Some(KEY), b"{}")).await;
     assert_eq!(done.status(), StatusCode::CREATED);
     assert_eq!(done.headers()["idempotent-replayed"], "false");
     assert_eq!(done.headers()["x-trace"], "live");
-    let replay = svc
-        .clone()
-        .oneshot(request(Some(KEY), b"{}"))
-        .await
-        .expect("response");
+    let replay = send(&svc, request(Some(KEY), b"{}")).await;
     assert_eq!(replay.status(), StatusCode::CREATED);
     assert_eq!(replay.headers()["idempotent-replayed"], "true");
     assert_eq!(
@@ -357,11 +330,7 @@ async fn a_stale_owner_cannot_store_its_result() {
     let stale = tokio::spawn(svc.clone().oneshot(request(Some(KEY), b"{}")));
     tokio::task::yield_now().await;
     clock.advance(Duration::from_secs(2));
-    let takeover = svc
-        .clone()
-        .oneshot(request(Some(KEY), b"{}"))
-        .await
-        .expect("response");
+    let takeover = send(&svc, request(Some(KEY), b"{}")).await;
     assert_eq!(takeover.status(), StatusCode::CREATED);
     release.send(true).expect("the stale owner listens");
     let stale = stale.await.expect("task").expect("response");
@@ -428,18 +397,18 @@ async fn stripe_style_keys_form_bodies_and_replayed_headers() {
             .expect("request")
     };
     let key = "order #42, retry";
-    let first = service
-        .clone()
-        .oneshot(charge(key, b"amount=2000&currency=usd&description=a+b"))
-        .await
-        .expect("response");
+    let first = send(
+        &service,
+        charge(key, b"amount=2000&currency=usd&description=a+b"),
+    )
+    .await;
     assert_eq!(first.status(), StatusCode::CREATED);
     assert_eq!(first.headers()["x-not-kept"], "live only");
-    let replay = service
-        .clone()
-        .oneshot(charge(key, b"description=a%20b&currency=usd&amount=2000"))
-        .await
-        .expect("response");
+    let replay = send(
+        &service,
+        charge(key, b"description=a%20b&currency=usd&amount=2000"),
+    )
+    .await;
     assert_eq!(replay.headers()["idempotent-replayed"], "true");
     assert_eq!(
         replay.headers()["x-charge-attempt"],
@@ -447,11 +416,11 @@ async fn stripe_style_keys_form_bodies_and_replayed_headers() {
         "a kept header replays"
     );
     assert!(!replay.headers().contains_key("x-not-kept"));
-    let changed = service
-        .clone()
-        .oneshot(charge(key, b"amount=2001&currency=usd&description=a+b"))
-        .await
-        .expect("response");
+    let changed = send(
+        &service,
+        charge(key, b"amount=2001&currency=usd&description=a+b"),
+    )
+    .await;
     assert_eq!(changed.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
