@@ -6,11 +6,11 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry};
 use tollgate_audit::postgres::WriterStats;
 use tollgate_ratelimit::redis::RedisStats;
 
-use super::must;
+use super::{counter, counters, gauge, gauges, must};
 
 /// The backends as read at one scrape.
 #[derive(Debug, Default)]
@@ -47,8 +47,7 @@ struct Mirror {
 
 impl Mirror {
     fn new(registry: &Registry, name: &str, help: &str) -> Self {
-        let counter = must(IntCounter::new(name, help));
-        must(registry.register(Box::new(counter.clone())));
+        let counter = counter(registry, name, help);
         Mirror {
             counter,
             seen: AtomicU64::new(0),
@@ -59,18 +58,6 @@ impl Mirror {
         let before = self.seen.swap(total, Ordering::Relaxed);
         self.counter.inc_by(total.saturating_sub(before));
     }
-}
-
-fn gauges(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let gauges = must(IntGaugeVec::new(Opts::new(name, help), labels));
-    must(registry.register(Box::new(gauges.clone())));
-    gauges
-}
-
-fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
-    let gauge = must(IntGauge::new(name, help));
-    must(registry.register(Box::new(gauge.clone())));
-    gauge
 }
 
 /// The metrics of this module.
@@ -106,27 +93,21 @@ impl BackendMetrics {
         must(registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         )));
-        let idempotency_requests = must(IntCounterVec::new(
-            Opts::new(
+        BackendMetrics {
+            idempotency_requests: counters(
+                registry,
                 "idempotency_requests_total",
                 "Payment requests by what the idempotency layer did (executed, replayed, conflict, \
                  mismatch, fenced, invalid_key, invalid_body, body_too_large, store_failed)",
+                &["outcome"],
             ),
-            &["outcome"],
-        ));
-        must(registry.register(Box::new(idempotency_requests.clone())));
-        let rate_limit_decisions = must(IntCounterVec::new(
-            Opts::new(
+            rate_limit_decisions: counters(
+                registry,
                 "rate_limit_decisions_total",
                 "Rate-limit decisions by binding policy (the one closest to its limit, or the one \
                  that denied) and result (allowed, denied)",
+                &["policy", "result"],
             ),
-            &["policy", "result"],
-        ));
-        must(registry.register(Box::new(rate_limit_decisions.clone())));
-        BackendMetrics {
-            idempotency_requests,
-            rate_limit_decisions,
             pool_connections: gauges(
                 registry,
                 "connection_pool_connections",

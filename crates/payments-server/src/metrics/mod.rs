@@ -59,103 +59,122 @@ pub(super) fn must<T>(result: prometheus::Result<T>) -> T {
     result.expect("metric definitions are valid and registered once")
 }
 
+/// `metric`, made and registered in one step.
+pub(super) fn registered<C>(registry: &Registry, metric: prometheus::Result<C>) -> C
+where
+    C: prometheus::core::Collector + Clone + 'static,
+{
+    let metric = must(metric);
+    must(registry.register(Box::new(metric.clone())));
+    metric
+}
+
+/// A registered counter.
+pub(super) fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    registered(registry, IntCounter::new(name, help))
+}
+
+/// A registered counter per `labels`.
+pub(super) fn counters(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> IntCounterVec {
+    registered(registry, IntCounterVec::new(Opts::new(name, help), labels))
+}
+
+/// A registered gauge.
+pub(super) fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    registered(registry, IntGauge::new(name, help))
+}
+
+/// A registered gauge per `labels`.
+pub(super) fn gauges(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    registered(registry, IntGaugeVec::new(Opts::new(name, help), labels))
+}
+
 impl Metrics {
     pub(crate) fn new(latency: &BackendLatency) -> Self {
         let registry = Registry::new();
-        let payment_requests = must(IntCounterVec::new(
-            Opts::new(
-                "payment_requests_total",
-                "Payment requests answered, by outcome (succeeded, declined, failed, replayed, conflicted, rejected, rate_limited)",
+        let r = &registry;
+        let duration_buckets = vec![
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ];
+        let request_duration = registered(
+            r,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "http_request_duration_seconds",
+                    "Request duration, by route template, method and status",
+                )
+                .buckets(duration_buckets),
+                &["route", "method", "status"],
             ),
-            &["outcome"],
-        ));
-        let payment_success_rate = must(Gauge::new(
-            "payment_success_rate",
-            "Percentage (0-100) of processed payments that succeeded, since start",
-        ));
-        let rate_limit_exceeded = must(IntCounterVec::new(
-            Opts::new(
-                "rate_limit_exceeded_total",
-                "Requests refused by a rate limit, by the policy that denied",
-            ),
-            &["policy"],
-        ));
-        let idempotent_replays = must(IntCounter::new(
-            "idempotent_replays_total",
-            "Stored responses replayed for a repeated Idempotency-Key",
-        ));
-        let concurrent_conflicts = must(IntCounter::new(
-            "concurrent_conflicts_total",
-            "Requests answered 409 because the same key was still in progress",
-        ));
-        let request_duration = must(HistogramVec::new(
-            HistogramOpts::new(
-                "http_request_duration_seconds",
-                "Request duration, by route template, method and status",
-            )
-            .buckets(vec![
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-            ]),
-            &["route", "method", "status"],
-        ));
-        let limiter_degraded = must(IntCounterVec::new(
-            Opts::new(
-                "rate_limiter_degraded_decisions_total",
-                "Rate-limit decisions made while Redis was unreachable, by failure mode",
-            ),
-            &["mode"],
-        ));
-        let health_probes = must(IntCounter::new(
-            "health_probes_total",
-            "Backend probes run for /health and /ready (one answers every caller for health.cache)",
-        ));
-        let backend_up = must(IntGaugeVec::new(
-            Opts::new(
-                "backend_up",
-                "Whether a backend answered its last /health or /ready probe (1) or not (0)",
-            ),
-            &["backend"],
-        ));
-        let audit_refusals_folded = must(IntCounter::new(
-            "audit_refusals_folded_total",
-            "Refusals counted into a per-window audit entry instead of written one by one",
-        ));
-        let breaker_state = must(IntGauge::new(
-            "payment_processor_circuit_state",
-            "The processor's circuit breaker: 0 closed, 1 open, 2 half-open",
-        ));
-        for collector in [
-            Box::new(payment_requests.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(payment_success_rate.clone()),
-            Box::new(rate_limit_exceeded.clone()),
-            Box::new(idempotent_replays.clone()),
-            Box::new(concurrent_conflicts.clone()),
-            Box::new(request_duration.clone()),
-            Box::new(limiter_degraded.clone()),
-            Box::new(breaker_state.clone()),
-            Box::new(health_probes.clone()),
-            Box::new(backend_up.clone()),
-            Box::new(audit_refusals_folded.clone()),
-        ] {
-            must(registry.register(collector));
-        }
+        );
         must(registry.register(latency.collector()));
         Metrics {
-            payment_requests,
-            payment_success_rate,
+            payment_requests: counters(
+                r,
+                "payment_requests_total",
+                "Payment requests answered, by outcome (succeeded, declined, failed, replayed, conflicted, rejected, rate_limited)",
+                &["outcome"],
+            ),
+            payment_success_rate: registered(
+                r,
+                Gauge::new(
+                    "payment_success_rate",
+                    "Percentage (0-100) of processed payments that succeeded, since start",
+                ),
+            ),
             attempted: AtomicU64::new(0),
             succeeded: AtomicU64::new(0),
-            rate_limit_exceeded,
-            idempotent_replays,
-            concurrent_conflicts,
+            rate_limit_exceeded: counters(
+                r,
+                "rate_limit_exceeded_total",
+                "Requests refused by a rate limit, by the policy that denied",
+                &["policy"],
+            ),
+            idempotent_replays: counter(
+                r,
+                "idempotent_replays_total",
+                "Stored responses replayed for a repeated Idempotency-Key",
+            ),
+            concurrent_conflicts: counter(
+                r,
+                "concurrent_conflicts_total",
+                "Requests answered 409 because the same key was still in progress",
+            ),
             request_duration,
-            limiter_degraded,
+            limiter_degraded: counters(
+                r,
+                "rate_limiter_degraded_decisions_total",
+                "Rate-limit decisions made while Redis was unreachable, by failure mode",
+                &["mode"],
+            ),
             limiter_seen: Default::default(),
-            breaker_state,
-            health_probes,
-            backend_up,
-            audit_refusals_folded,
-            backends: BackendMetrics::new(&registry),
+            breaker_state: gauge(
+                r,
+                "payment_processor_circuit_state",
+                "The processor's circuit breaker: 0 closed, 1 open, 2 half-open",
+            ),
+            health_probes: counter(
+                r,
+                "health_probes_total",
+                "Backend probes run for /health and /ready (one answers every caller for health.cache)",
+            ),
+            backend_up: gauges(
+                r,
+                "backend_up",
+                "Whether a backend answered its last /health or /ready probe (1) or not (0)",
+                &["backend"],
+            ),
+            audit_refusals_folded: counter(
+                r,
+                "audit_refusals_folded_total",
+                "Refusals counted into a per-window audit entry instead of written one by one",
+            ),
+            backends: BackendMetrics::new(r),
             registry,
         }
     }
