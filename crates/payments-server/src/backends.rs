@@ -14,13 +14,13 @@ use tollgate_ratelimit::denials::DenialCache;
 use tollgate_ratelimit::redis::{FailureMode, RedisLimiter};
 use tollgate_ratelimit::{DynRateLimiter, MemoryLimiter};
 
-use crate::config::{ApiKey, Config, FailureModeName, FileConfig, SimulatedCharges, Timeouts};
+use crate::config::{ApiKey, Config, FailureModeName, FileConfig, Timeouts};
 use crate::health::{RememberedDenials, Services};
 use crate::ledger::{BoxError, Ledger, MemoryLedger, PostgresLedger};
 use crate::metrics::BackendLatency;
 use crate::payment::IntentStore;
 use crate::pools;
-use crate::processor::{ChargeBook, HttpProcessor, MemoryBook, PostgresBook, SimulatedProcessor};
+use crate::processor::{HttpProcessor, SimulatedProcessor};
 use crate::start_error::{StartError, backend};
 use crate::state::{AppState, Backends};
 use crate::timed::{TimedLimiter, TimedStore};
@@ -277,10 +277,6 @@ async fn postgres(
     services.database = Some(Arc::clone(&ledger));
     services.database_pool = Some(pool.clone());
     services.audit_writer = Some(Arc::clone(&audit));
-    let book: Arc<dyn ChargeBook> = match file.processor.simulated_charges {
-        SimulatedCharges::Database => Arc::new(PostgresBook::new(pool, schema)),
-        SimulatedCharges::Memory => Arc::new(MemoryBook::default()),
-    };
     let backends = Backends {
         limiter,
         store: Arc::new(TimedStore::new(store, "postgres", latency)),
@@ -288,7 +284,6 @@ async fn postgres(
         audit: audit.clone(),
         processor: Arc::new(SimulatedProcessor::new(
             file.processor,
-            book,
             file.testing.payment_methods,
         )),
         intents: Some(IntentStore::Postgres(postgres_ledger)),
@@ -361,7 +356,6 @@ fn memory(
         audit: audit as Arc<dyn AuditLog>,
         processor: Arc::new(SimulatedProcessor::new(
             file.processor,
-            Arc::new(MemoryBook::default()),
             file.testing.payment_methods,
         )),
         intents,

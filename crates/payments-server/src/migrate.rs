@@ -23,7 +23,6 @@ pub(crate) fn statements(schema: &str) -> Result<Vec<String>, BoxError> {
         PostgresStore::migration(schema)?,
         PostgresAuditLog::migration(schema)?,
         crate::ledger::MIGRATE.replace("{schema}", schema),
-        crate::processor::MIGRATE.replace("{schema}", schema),
         format!(
             "CREATE TABLE IF NOT EXISTS {schema}.tollgate_migrations (\n    \
              digest text PRIMARY KEY,\n    applied_at timestamptz NOT NULL DEFAULT now()\n);"
@@ -44,12 +43,7 @@ fn record(schema: &str, digest: &str) -> String {
 }
 
 /// The tables [`statements`] creates, which a server that does not migrate checks for.
-const TABLES: [&str; 4] = [
-    "idempotency_records",
-    "audit_events",
-    "payments",
-    "simulated_charges",
-];
+const TABLES: [&str; 3] = ["idempotency_records", "audit_events", "payments"];
 
 /// The whole migration for `schema` as one SQL text, for a migration tool of your own
 /// (`payments-server migrations`): idempotent, and to be run in one transaction.

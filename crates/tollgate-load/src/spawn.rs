@@ -26,7 +26,7 @@ fn server_config(args: &Args) -> String {
         Scenario::Flood => format!("{global}{flood}"),
     };
     format!(
-        "[processor]\nlatency = \"{latency}\"\nsimulated_charges = \"memory\"\n\
+        "[processor]\nlatency = \"{latency}\"\n\
          [redis]\nconnection = \"{}\"\n{policies}",
         args.redis_connection
     )

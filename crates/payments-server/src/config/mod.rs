@@ -22,7 +22,7 @@ pub use tuning::Timeouts;
 pub(crate) use tuning::{
     AuditTuning, BreakerTuning, DatabaseTuning, FailureModeName, HealthTuning, IdempotencyTuning,
     LimitsTuning, ProcessorTuning, RateLimitTuning, RedisConnectionKind, RedisTuning,
-    SimulatedCharges, TestingTuning,
+    TestingTuning,
 };
 
 use keys::KeySettings;

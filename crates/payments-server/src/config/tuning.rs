@@ -253,18 +253,6 @@ impl Default for HealthTuning {
     }
 }
 
-/// Where the in-process simulation keeps its charges.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub(crate) enum SimulatedCharges {
-    /// In PostgreSQL when there is one: every process sees every charge, so a payment resumed
-    /// on another process is never charged twice (one more commit per payment).
-    #[default]
-    Database,
-    /// In this process: the simulation costs nothing, for measuring the server alone.
-    Memory,
-}
-
 #[derive(Clone, Copy, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct ProcessorTuning {
@@ -285,8 +273,6 @@ pub(crate) struct ProcessorTuning {
     /// With `PROCESSOR_URL`: attempts per call, the first included (retries stop earlier when
     /// `timeout` would pass or the retry budget is spent).
     pub(crate) max_attempts: u32,
-    /// Where the simulation keeps its charges.
-    pub(crate) simulated_charges: SimulatedCharges,
 }
 
 impl Default for ProcessorTuning {
@@ -298,7 +284,6 @@ impl Default for ProcessorTuning {
             failure_rate: 0.0,
             attempt_timeout: Duration::from_secs(2),
             max_attempts: 4,
-            simulated_charges: SimulatedCharges::Database,
         }
     }
 }

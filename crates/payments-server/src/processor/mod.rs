@@ -5,7 +5,6 @@
 //! real processors do with their own idempotency keys: a charge resumed after an ambiguous
 //! failure asks [`PaymentProcessor::lookup`] first and never charges twice.
 
-mod book;
 mod http;
 mod simulated;
 
@@ -13,7 +12,6 @@ use std::fmt;
 
 use async_trait::async_trait;
 
-pub(crate) use book::{ChargeBook, MIGRATE, MemoryBook, PostgresBook};
 pub(crate) use http::HttpProcessor;
 pub(crate) use simulated::SimulatedProcessor;
 

@@ -1,34 +1,67 @@
-//! A processor simulation: configurable latency, decline and failure rates, and test payment
-//! methods, over any [`ChargeBook`].
+//! A processor simulation in this process, for tests and demos: configurable latency, decline
+//! and failure rates, and test payment methods. Its charges are kept in its memory, so a payment
+//! is reconciled only by the process that charged it; several processes share a real processor
+//! (`PROCESSOR_URL`, `mock-processor` in development).
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use parking_lot::Mutex;
 
-use super::book::ChargeBook;
 use super::{Charge, ChargeResult, PaymentProcessor, ProcessorError, test_methods};
 use crate::config::ProcessorTuning;
 
-/// A simulated processor keeping its charges in `book`.
+/// A simulated processor keeping its charges in its memory.
 #[derive(Debug)]
 pub(crate) struct SimulatedProcessor {
     tuning: ProcessorTuning,
-    book: Arc<dyn ChargeBook>,
+    /// The charges made, by reference: the result, the amount and the currency.
+    charges: Mutex<HashMap<String, (ChargeResult, i64, String)>>,
     /// Whether the test payment methods force their outcome.
     test_methods: bool,
 }
 
+/// A charge as the simulation holds it.
+#[derive(Debug)]
+struct Booked {
+    result: ChargeResult,
+    amount_minor: i64,
+    currency: String,
+    /// Whether this call made it (a first charge), or found it (a repeat).
+    new: bool,
+}
+
 impl SimulatedProcessor {
-    pub(crate) fn new(
-        tuning: ProcessorTuning,
-        book: Arc<dyn ChargeBook>,
-        test_methods: bool,
-    ) -> Self {
+    pub(crate) fn new(tuning: ProcessorTuning, test_methods: bool) -> Self {
         SimulatedProcessor {
             tuning,
-            book,
+            charges: Mutex::default(),
             test_methods,
+        }
+    }
+
+    /// Records `decided` for the charge's reference unless one is recorded; the recorded one.
+    fn book(&self, charge: &Charge<'_>, decided: ChargeResult) -> Booked {
+        let mut charges = self.charges.lock();
+        if let Some((result, amount_minor, currency)) = charges.get(charge.reference) {
+            return Booked {
+                result: result.clone(),
+                amount_minor: *amount_minor,
+                currency: currency.clone(),
+                new: false,
+            };
+        }
+        let currency = charge.currency.to_owned();
+        charges.insert(
+            charge.reference.to_owned(),
+            (decided.clone(), charge.amount_minor, currency.clone()),
+        );
+        Booked {
+            result: decided,
+            amount_minor: charge.amount_minor,
+            currency,
+            new: true,
         }
     }
 
@@ -63,7 +96,7 @@ impl SimulatedProcessor {
 #[async_trait]
 impl PaymentProcessor for SimulatedProcessor {
     async fn charge(&self, charge: &Charge<'_>) -> Result<ChargeResult, ProcessorError> {
-        let recorded = self.book.record(charge, self.decide(charge)).await?;
+        let recorded = self.book(charge, self.decide(charge));
         // Like a real processor's idempotency check: a reference names one charge.
         if (recorded.amount_minor, recorded.currency.as_str())
             != (charge.amount_minor, charge.currency)
@@ -90,14 +123,14 @@ impl PaymentProcessor for SimulatedProcessor {
     }
 
     async fn lookup(&self, reference: &str) -> Result<Option<ChargeResult>, ProcessorError> {
-        self.book.lookup(reference).await
+        let charges = self.charges.lock();
+        Ok(charges.get(reference).map(|(result, _, _)| result.clone()))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::processor::MemoryBook;
 
     fn charge<'a>(reference: &'a str, method: &'a str) -> Charge<'a> {
         Charge {
@@ -115,7 +148,7 @@ mod tests {
             latency: Duration::ZERO,
             ..ProcessorTuning::default()
         };
-        let processor = SimulatedProcessor::new(tuning, Arc::new(MemoryBook::default()), true);
+        let processor = SimulatedProcessor::new(tuning, true);
         let approved =
             |r: Result<ChargeResult, ProcessorError>| matches!(r, Ok(ChargeResult::Approved));
         assert!(approved(processor.charge(&charge("t1", "card")).await));
@@ -151,7 +184,7 @@ mod tests {
             latency: Duration::ZERO,
             ..ProcessorTuning::default()
         };
-        let processor = SimulatedProcessor::new(tuning, Arc::new(MemoryBook::default()), false);
+        let processor = SimulatedProcessor::new(tuning, false);
         for (reference, method) in [
             ("t1", test_methods::DECLINE),
             ("t2", test_methods::TIMEOUT_AFTER_CHARGE),
@@ -161,7 +194,7 @@ mod tests {
                 Ok(ChargeResult::Approved)
             ));
         }
-        let on = SimulatedProcessor::new(tuning, Arc::new(MemoryBook::default()), true);
+        let on = SimulatedProcessor::new(tuning, true);
         let lost = on
             .charge(&charge("t3", test_methods::TIMEOUT_AFTER_CHARGE))
             .await
