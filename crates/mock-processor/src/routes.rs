@@ -105,6 +105,8 @@ fn with(mut response: Response, disposition: Disposition) -> Response {
     response
 }
 
+/// `POST /v1/charges`: the charge request read, the faults before charging, the charge
+/// recorded once per reference, then the faults after (a delay, a lost answer).
 async fn create(State(processor): State<Arc<Processor>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let Some(reference) = parts
@@ -129,65 +131,17 @@ async fn create(State(processor): State<Arc<Processor>>, request: Request) -> Re
             return with(refused, Disposition::Forget);
         }
     };
-    match processor.faults.before() {
-        Before::Proceed => {}
-        Before::Throttle => {
-            let mut refused = problem(
-                StatusCode::TOO_MANY_REQUESTS,
-                "Too many requests",
-                "nothing was charged; retry after the delay",
-            );
-            let after = HeaderValue::from(processor.faults.retry_after());
-            refused.headers_mut().insert(RETRY_AFTER, after);
-            return with(refused, Disposition::Forget);
-        }
-        Before::Fail { unavailable } => {
-            let status = if unavailable {
-                StatusCode::SERVICE_UNAVAILABLE
-            } else {
-                StatusCode::INTERNAL_SERVER_ERROR
-            };
-            let failed = problem(
-                status,
-                "Processor error",
-                "nothing was charged (injected fault)",
-            );
-            return with(failed, Disposition::Forget);
-        }
+    if let Some(refused) = fault_before_charging(&processor) {
+        return with(refused, Disposition::Forget);
     }
-    let declined = charge.payment_method == TEST_DECLINE || processor.faults.declines();
-    let mut new = Charge::new(
-        &reference,
-        charge.amount,
-        &charge.currency,
-        &charge.payment_method,
-        declined,
-    );
-    new.traceparent = parts
+    let traceparent = parts
         .headers
         .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let recorded = match processor.book.record(new).await {
-        Ok(recorded) => recorded,
-        Err(error) => {
-            tracing::warn!(error = %error_chain(error.as_ref()), "charge storage failed");
-            // May have committed: the record is kept, and the retry finds the charge.
-            return problem(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Storage failed",
-                "retry with the same key",
-            );
-        }
+        .and_then(|v| v.to_str().ok());
+    let kept = match record(&processor, &reference, &charge, traceparent).await {
+        Ok(kept) => kept,
+        Err(refused) => return refused,
     };
-    let kept = &recorded.charge;
-    if (kept.amount, kept.currency.as_str()) != (charge.amount, charge.currency.as_str()) {
-        return problem(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "Reference reused",
-            "this reference was charged for another amount",
-        );
-    }
     let after = processor.faults.after();
     if !after.delay.is_zero() {
         tokio::time::sleep(after.delay).await;
@@ -198,6 +152,75 @@ async fn create(State(processor): State<Arc<Processor>>, request: Request) -> Re
         response.extensions_mut().insert(LoseAnswer);
     }
     response
+}
+
+/// The injected refusal before anything is charged (a `429` or a `5xx`), if the dice say so.
+fn fault_before_charging(processor: &Processor) -> Option<Response> {
+    match processor.faults.before() {
+        Before::Proceed => None,
+        Before::Throttle => {
+            let mut refused = problem(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many requests",
+                "nothing was charged; retry after the delay",
+            );
+            let after = HeaderValue::from(processor.faults.retry_after());
+            refused.headers_mut().insert(RETRY_AFTER, after);
+            Some(refused)
+        }
+        Before::Fail { unavailable } => {
+            let status = if unavailable {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::INTERNAL_SERVER_ERROR
+            };
+            Some(problem(
+                status,
+                "Processor error",
+                "nothing was charged (injected fault)",
+            ))
+        }
+    }
+}
+
+/// Records the charge for `reference` unless one is recorded; the recorded charge, or the
+/// answer that refuses (storage failed, or the reference was charged for another amount).
+async fn record(
+    processor: &Processor,
+    reference: &str,
+    charge: &ChargeRequest,
+    traceparent: Option<&str>,
+) -> Result<Charge, Response> {
+    let declined = charge.payment_method == TEST_DECLINE || processor.faults.declines();
+    let mut new = Charge::new(
+        reference,
+        charge.amount,
+        &charge.currency,
+        &charge.payment_method,
+        declined,
+    );
+    new.traceparent = traceparent.map(str::to_owned);
+    let recorded = match processor.book.record(new).await {
+        Ok(recorded) => recorded,
+        Err(error) => {
+            tracing::warn!(error = %error_chain(error.as_ref()), "charge storage failed");
+            // May have committed: the record is kept, and the retry finds the charge.
+            return Err(problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Storage failed",
+                "retry with the same key",
+            ));
+        }
+    };
+    let kept = recorded.charge;
+    if (kept.amount, kept.currency.as_str()) != (charge.amount, charge.currency.as_str()) {
+        return Err(problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Reference reused",
+            "this reference was charged for another amount",
+        ));
+    }
+    Ok(kept)
 }
 
 async fn find(State(processor): State<Arc<Processor>>, Path(reference): Path<String>) -> Response {
