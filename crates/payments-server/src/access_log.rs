@@ -1,7 +1,8 @@
 //! The access log of requests no key vouches for — refused ones without a valid key, probes,
-//! the public routes, unknown paths and methods — folded into one line per interval with their
-//! counts, as the audit trail folds refusals. A stranger controls how many such requests come
-//! and from how many addresses, never how many lines they write: at most one line per interval,
+//! the public routes, unknown paths and methods — and of every refusal (a 4xx, a caller's
+//! too: a rate-limited client repeats its request at will), folded into one line per interval
+//! with their counts, as the audit trail folds refusals. A client controls how many such
+//! requests come and from how many addresses, never how many lines they write: at most one line per interval,
 //! of at most [`MAX_KINDS`] counts (a kind is a method label, a route template and a status, all
 //! bounded), however fast or from wherever they come. Each request still has its own line at
 //! debug level.
@@ -60,7 +61,7 @@ impl Summary {
             interval_s = self.seconds,
             requests = self.total,
             kinds = %self.kinds,
-            "requests without a valid key (counted per interval)"
+            "requests without a valid key or refused (counted per interval)"
         );
     }
 }

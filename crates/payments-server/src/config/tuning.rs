@@ -130,8 +130,8 @@ pub(crate) struct LimitsTuning {
     /// The same requests from all addresses together, in this process; past it, `429` for
     /// every stranger (never for a caller with a key).
     pub(crate) anonymous_ceiling_per_minute: u64,
-    /// Requests without a valid key are logged as one line of counts per interval, not a line
-    /// each (those lines are at debug level).
+    /// Requests without a valid key, and refusals (4xx), are logged as one line of counts per
+    /// interval, not a line each (those lines are at debug level).
     #[serde(deserialize_with = "duration")]
     pub(crate) anonymous_log_interval: Duration,
 }

@@ -68,8 +68,9 @@ pub(crate) fn span(request: &http::Request<Body>) -> Span {
 }
 
 /// Times the request into `http_request_duration_seconds`, writes its log line (in its span;
-/// for a request no key vouched for, a debug line and a count in the [strangers'
-/// log](crate::access_log), so strangers cannot grow the log),
+/// for a request no key vouched for or a refusal (4xx), a debug line and a count in the
+/// [counted log](crate::access_log), so neither strangers nor a refused caller can grow the
+/// log),
 /// and logs what an idempotency store failure was (clients get a fixed message).
 #[derive(Clone, Debug)]
 pub(crate) struct Measure(pub(crate) Arc<AppState>);
@@ -116,7 +117,10 @@ impl Around for Measure {
             Span::current().record("http.response.status_code", status);
         }
         let latency_ms = latency.as_secs_f64() * 1e3;
-        if response.extensions().get::<Authenticated>().is_some() {
+        // A line each for a caller's answered request and for any server error; a count for
+        // everything a stranger or a refusal can repeat at will.
+        let a_callers = response.extensions().get::<Authenticated>().is_some() && status < 400;
+        if a_callers || status >= 500 {
             tracing::info!(status, latency_ms, "request");
         } else {
             tracing::debug!(status, latency_ms, "request");
