@@ -9,7 +9,7 @@ use clap::Parser;
 use payments_server::config::{Command, Config};
 use payments_server::logging::init_logging;
 use payments_server::serve::{raise_open_files_limit, serve};
-use payments_server::signals::stop_accepting;
+use payments_server::signals::{reload_on_hangup, stop_accepting};
 use payments_server::{Server, app};
 use tokio::net::TcpListener;
 
@@ -21,6 +21,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn run(config: Config) -> Result<(), String> {
     let server = Server::build(&config).await.map_err(|e| e.to_string())?;
     server.spawn_tasks();
+    tokio::spawn(reload_on_hangup(Arc::clone(&server.state), config.clone()));
     let listener = TcpListener::bind(config.bind_addr)
         .await
         .map_err(|e| format!("BIND_ADDR {}: {e}", config.bind_addr))?;

@@ -1,5 +1,5 @@
-//! When to stop: SIGTERM drains (readiness fails first, for the load balancer), SIGINT stops at
-//! once.
+//! Signals: SIGTERM drains (readiness fails first, for the load balancer), SIGINT stops at
+//! once, SIGHUP reloads the policy table.
 
 use std::time::Duration;
 
@@ -52,5 +52,46 @@ pub async fn stop_accepting(state: &AppState, pre_drain: Duration) {
     tokio::select! {
         () = tokio::time::sleep(pre_drain) => {}
         _ = shutdown_signal() => tracing::info!("second signal: closing the listener now"),
+    }
+}
+
+/// Reloads the policy table from `TOLLGATE_CONFIG` at every SIGHUP, for as long as the process
+/// runs: the new table is in force for the next request on, and every key's state under a
+/// policy that stays is kept. A file that does not parse or validate changes nothing: the
+/// error is logged naming the setting, and the table in force stays. Only the policy table
+/// reloads; other settings take effect at the next start.
+pub async fn reload_on_hangup(state: std::sync::Arc<AppState>, config: crate::config::Config) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            tracing::warn!("SIGHUP cannot be watched: the policy table reloads only at a restart");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            reload(&state, &config);
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (state, config);
+    }
+}
+
+/// One reload, logged.
+fn reload(state: &AppState, config: &crate::config::Config) {
+    if config.config_file.is_none() {
+        tracing::warn!("SIGHUP: no TOLLGATE_CONFIG, so there is no policy table to reload");
+        return;
+    }
+    match config.file().and_then(|file| state.reload_policies(&file)) {
+        Ok(count) => tracing::info!(
+            policies = count,
+            "SIGHUP: the policy table of TOLLGATE_CONFIG is in force (other settings take effect at the next start)"
+        ),
+        Err(error) => tracing::error!(
+            %error,
+            "SIGHUP: TOLLGATE_CONFIG not reloaded, the policy table in force stays"
+        ),
     }
 }

@@ -9,7 +9,7 @@ use tollgate_clock::SystemClock;
 use tollgate_http::client_ip::TrustedProxies;
 use tollgate_idempotency::store::{ClaimOptions, IdempotencyStore};
 use tollgate_idempotency::{Idempotency, IdempotencyConfig};
-use tollgate_ratelimit::{DynRateLimiter, PolicySet};
+use tollgate_ratelimit::{DynRateLimiter, LivePolicies};
 use tollgate_retry::breaker::{BreakerConfig, CircuitBreaker, State, Window};
 
 use crate::access_log::StrangerLog;
@@ -31,7 +31,8 @@ use crate::refusals::{Denial, RefusalDigest};
 pub struct AppState {
     pub(crate) keys: Keys,
     pub(crate) limiter: Arc<dyn DynRateLimiter>,
-    pub(crate) policies: PolicySet,
+    /// The policy table of requests with a key: replaced whole by a reload (SIGHUP).
+    pub(crate) policies: LivePolicies,
     pub(crate) idempotency: Arc<Idempotency<Arc<dyn IdempotencyStore>>>,
     pub(crate) payments: Payments,
     pub(crate) audit: Arc<dyn AuditLog>,
@@ -89,7 +90,7 @@ impl AppState {
         Ok(Arc::new(AppState {
             keys: Keys::new(keys),
             limiter: backends.limiter,
-            policies: file.policy_set()?,
+            policies: LivePolicies::new(file.policy_set()?),
             idempotency: Arc::new(idempotency),
             payments,
             audit: backends.audit,
@@ -112,6 +113,15 @@ impl AppState {
             metrics,
             draining: AtomicBool::new(false),
         }))
+    }
+
+    /// Puts `file`'s policy table in force for every request from now on (the table is
+    /// validated first; on an error nothing changes). The number of policies now in force.
+    pub fn reload_policies(&self, file: &FileConfig) -> Result<usize, String> {
+        let policies = file.policy_set()?;
+        let count = policies.policies().len();
+        self.policies.replace(policies);
+        Ok(count)
     }
 
     /// From now on `/ready` answers `503`, so load balancers stop sending requests here; the

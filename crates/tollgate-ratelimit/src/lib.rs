@@ -69,6 +69,7 @@ mod decision;
 pub mod denials;
 mod error;
 mod limiter;
+mod live;
 #[cfg(feature = "memory")]
 pub mod memory;
 mod policy;
@@ -82,6 +83,7 @@ pub use decision::{Decision, PolicyDecision};
 pub use error::{BoxError, Error};
 pub(crate) use limiter::validate;
 pub use limiter::{BoxFuture, DynRateLimiter, RateLimiter};
+pub use live::LivePolicies;
 #[cfg(feature = "memory")]
 pub use memory::MemoryLimiter;
 pub use policy::{Algorithm, MAX_LIMIT_WINDOW_PRODUCT, Policy, PolicyKey, Scope};

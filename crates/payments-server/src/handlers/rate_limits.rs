@@ -6,7 +6,7 @@ use axum::extract::{Request, State};
 use axum::response::Response;
 use http::StatusCode;
 use serde_json::{Value, json};
-use tollgate_ratelimit::{Decision, RateLimiter, RequestContext, Scope};
+use tollgate_ratelimit::{Decision, RateLimiter, RequestContext};
 
 use crate::auth::Caller;
 use crate::layers::rate_limits::client_address;
@@ -19,13 +19,13 @@ pub(crate) async fn rate_limits(State(state): State<Arc<AppState>>, request: Req
     };
     let ip = client_address(&state, request.headers(), request.extensions());
     let this_endpoint = paths::endpoint(&http::Method::GET, paths::RATE_LIMITS);
-    let keys: Vec<_> = state
-        .policies
+    let table = state.policies.current();
+    let keys: Vec<_> = table
         .policies()
         .iter()
-        // A global policy counts everyone's requests: its remaining quota would let one user
+        // A shared policy counts everyone's requests: its remaining quota would let one user
         // watch everyone's traffic.
-        .filter(|policy| policy.scope() != Scope::Global)
+        .filter(|policy| !policy.scope().is_shared())
         .filter_map(|policy| {
             // Endpoint-bound policies are reported for their endpoint.
             let endpoint = policy.endpoint().unwrap_or(&this_endpoint);

@@ -377,3 +377,51 @@ fn log_lines_carry_the_request_and_the_callers_trace() {
     assert_eq!(span["user"], "alice", "{line}");
     assert_eq!(span["route"], "/api/v1/rate-limits", "{line}");
 }
+
+/// SIGHUP puts the configuration file's policy table in force without a restart, keeping what
+/// each caller has used; a file that does not validate changes nothing, and the server serves on.
+#[test]
+fn sighup_reloads_the_policy_table_and_a_bad_file_changes_nothing() {
+    let payments = |limit: u32| {
+        format!(
+            "[[policy]]\nname = \"payments\"\nscope = \"user\"\nalgorithm = \"sliding-window\"\n\
+             limit = {limit}\nwindow = \"1h\"\nendpoint = \"POST /api/v1/payments\"\n"
+        )
+    };
+    let mut server = Server::start(&Options::default().toml(&payments(1)));
+    let pay = |server: &Server| server.pay(ALICE, &unique("order"), &payment("1.00", "card"));
+    pay(&server).expect(201);
+    pay(&server).expect(429);
+
+    server.rewrite_config(&payments(3));
+    server.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let paid = pay(&server);
+        if paid.status == 201 {
+            break;
+        }
+        paid.expect(429);
+        assert!(
+            Instant::now() < deadline,
+            "the new table was never in force"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // A limit of zero does not validate: the table of three stays, with two used.
+    server.rewrite_config(&payments(0));
+    server.signal("HUP");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        server.child.try_wait().expect("a status").is_none(),
+        "still running"
+    );
+    pay(&server).expect(201);
+    let refused = pay(&server);
+    refused.expect(429);
+    assert_eq!(
+        refused.header("ratelimit-policy"),
+        Some("\"payments\";q=3;w=3600")
+    );
+}

@@ -115,6 +115,11 @@ impl Server {
         }
     }
 
+    /// Replaces the server's configuration file with `toml` (what a reload then reads).
+    pub(crate) fn rewrite_config(&self, toml: &str) {
+        std::fs::write(&self._config.0, quick_stop(Some(toml))).expect("rewrite the config");
+    }
+
     /// Sends SIGTERM and waits (10 s at most) for a clean exit: requests drained, audit
     /// flushed.
     pub(crate) fn terminate(&mut self) {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::Response;
-use tollgate_ratelimit::{DynRateLimiter, PolicySet, RateLimiter};
+use tollgate_ratelimit::{DynRateLimiter, LivePolicies, RateLimiter};
 
 use crate::RequestHead;
 
@@ -35,7 +35,7 @@ pub struct Denied<'a> {
 /// type) chooses the backend at run time for one allocation per request.
 pub struct RateLimitLayer<L: ?Sized = dyn DynRateLimiter> {
     pub(super) limiter: Arc<L>,
-    pub(super) policies: Arc<PolicySet>,
+    pub(super) policies: LivePolicies,
     pub(super) extractor: Arc<dyn SubjectExtractor>,
     pub(super) cost: Option<Cost>,
     pub(super) on_limited: Option<OnLimited>,
@@ -45,7 +45,7 @@ impl<L: ?Sized> Clone for RateLimitLayer<L> {
     fn clone(&self) -> Self {
         RateLimitLayer {
             limiter: Arc::clone(&self.limiter),
-            policies: Arc::clone(&self.policies),
+            policies: self.policies.clone(),
             extractor: Arc::clone(&self.extractor),
             cost: self.cost.clone(),
             on_limited: self.on_limited.clone(),
@@ -64,10 +64,16 @@ impl<L: RateLimiter + ?Sized> fmt::Debug for RateLimitLayer<L> {
 
 impl<L: RateLimiter + ?Sized> RateLimitLayer<L> {
     /// Limits requests by `policies` on `limiter`, keyed by what `extractor` says of each.
-    pub fn new(limiter: Arc<L>, policies: PolicySet, extractor: impl SubjectExtractor) -> Self {
+    /// `policies` is a `PolicySet`, fixed, or a [`LivePolicies`] whose table you may replace
+    /// while the layer serves (each request is decided on one whole table).
+    pub fn new(
+        limiter: Arc<L>,
+        policies: impl Into<LivePolicies>,
+        extractor: impl SubjectExtractor,
+    ) -> Self {
         RateLimitLayer {
             limiter,
-            policies: Arc::new(policies),
+            policies: policies.into(),
             extractor: Arc::new(extractor),
             cost: None,
             on_limited: None,

@@ -270,6 +270,47 @@ pub(crate) async fn clock_stepping_back_gives_no_extra_quota(
     assert_eq!(denied.retry_after(), Some(Duration::from_secs(6)));
 }
 
+/// A replaced policy table: a policy that stays keeps each key's state under its new limits
+/// (re-limited, or moved to another algorithm, which starts it afresh), and a removed policy
+/// no longer applies.
+pub(crate) async fn a_replaced_table_keeps_the_state_of_the_policies_that_stay(
+    limiter: &dyn DynRateLimiter,
+    _clock: &ManualClock,
+) {
+    use tollgate_ratelimit::{LivePolicies, PolicySet, RequestContext};
+    let window = |limit| Algorithm::sliding_window(limit, Duration::from_secs(60));
+    let policy = |name: &str, algorithm| Policy::new(name, Scope::User, algorithm).expect("valid");
+    let live = LivePolicies::new(
+        PolicySet::new([policy("stays", window(2)), policy("goes", window(1))]).expect("set"),
+    );
+    let ctx = RequestContext::new().user("carol");
+    let decide = |live: &LivePolicies| {
+        let keys = live.keys_for(&ctx);
+        async move {
+            let decision = limiter.check(&keys, 1).await.expect("backend answers");
+            (decision.is_allowed(), keys.len())
+        }
+    };
+    assert_eq!(decide(&live).await, (true, 2));
+    assert_eq!(decide(&live).await, (false, 2), "`goes` allows one");
+    live.replace(PolicySet::new([policy("stays", window(3))]).expect("set"));
+    assert_eq!(decide(&live).await, (true, 1));
+    assert_eq!(decide(&live).await, (true, 1));
+    assert_eq!(
+        decide(&live).await,
+        (false, 1),
+        "the first request still counts: three in all"
+    );
+    let bucket = Algorithm::token_bucket(1, Duration::from_secs(60), 1);
+    live.replace(PolicySet::new([policy("stays", bucket)]).expect("set"));
+    assert_eq!(
+        decide(&live).await,
+        (true, 1),
+        "another algorithm starts afresh"
+    );
+    assert_eq!(decide(&live).await, (false, 1));
+}
+
 macro_rules! conformance {
     ($($scenario:ident),* $(,)?) => {
         mod memory {
@@ -339,4 +380,5 @@ conformance!(
     zero_cost_checks_consume_nothing,
     impossible_costs_are_errors,
     clock_stepping_back_gives_no_extra_quota,
+    a_replaced_table_keeps_the_state_of_the_policies_that_stay,
 );
