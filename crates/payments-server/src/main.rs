@@ -44,7 +44,7 @@ async fn run(config: Config) -> Result<(), String> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();
-    match config.command {
+    match &config.command {
         Some(Command::Healthcheck) => {
             return match payments_server::healthcheck::check(config.bind_addr) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -63,6 +63,18 @@ async fn main() -> ExitCode {
                 Err(error) => {
                     eprintln!("payments-server migrations: {error}");
                     ExitCode::from(2)
+                }
+            };
+        }
+        Some(Command::CheckConfig { file }) => {
+            return match config.check_file(file.as_deref()) {
+                Ok(valid) => {
+                    println!("{valid}");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("payments-server: invalid configuration: {error}");
+                    ExitCode::FAILURE
                 }
             };
         }

@@ -84,14 +84,22 @@ fn reload(state: &AppState, config: &crate::config::Config) {
         tracing::warn!("SIGHUP: no TOLLGATE_CONFIG, so there is no policy table to reload");
         return;
     }
+    let reloads = &state.metrics.config_reloads;
     match config.file().and_then(|file| state.reload_policies(&file)) {
-        Ok(count) => tracing::info!(
-            policies = count,
-            "SIGHUP: the policy table of TOLLGATE_CONFIG is in force (other settings take effect at the next start)"
-        ),
-        Err(error) => tracing::error!(
-            %error,
-            "SIGHUP: TOLLGATE_CONFIG not reloaded, the policy table in force stays"
-        ),
+        Ok(count) => {
+            reloads.with_label_values(&["success"]).inc();
+            state.metrics.config_loaded();
+            tracing::info!(
+                policies = count,
+                "SIGHUP: the policy table of TOLLGATE_CONFIG is in force (other settings take effect at the next start)"
+            );
+        }
+        Err(error) => {
+            reloads.with_label_values(&["failure"]).inc();
+            tracing::error!(
+                %error,
+                "SIGHUP: TOLLGATE_CONFIG not reloaded, the policy table in force stays"
+            );
+        }
     }
 }

@@ -9,7 +9,8 @@ use std::time::Duration;
 mod keys;
 mod tuning;
 
-use clap::{Parser, ValueEnum};
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, Parser, ValueEnum};
 use serde::Deserialize;
 use tollgate_http::client_ip::{ForwardedHeader, IpRange};
 use tollgate_ratelimit::config::{PolicyConfig, RateLimitConfig};
@@ -95,11 +96,15 @@ pub struct Config {
     pub config_file: Option<PathBuf>,
     /// Accept the public development key `test-api-key` even on a non-loopback address, when
     /// no key is set.
-    #[arg(long, env = "TOLLGATE_DEV")]
+    #[arg(long, env = "TOLLGATE_DEV", value_parser = BoolishValueParser::new(),
+          action = ArgAction::Set, num_args = 0..=1, default_value = "false",
+          default_missing_value = "true")]
     pub dev: bool,
     /// Turn on what only tests and demos need: the test payment methods (`test_decline`,
     /// `test_timeout_after_charge`) and `POST /api/v1/simulate-concurrent`.
-    #[arg(long, env = "TOLLGATE_TESTING")]
+    #[arg(long, env = "TOLLGATE_TESTING", value_parser = BoolishValueParser::new(),
+          action = ArgAction::Set, num_args = 0..=1, default_value = "false",
+          default_missing_value = "true")]
     pub testing: bool,
     /// What to do instead of serving.
     #[command(subcommand)]
@@ -116,6 +121,13 @@ pub enum Command {
     /// Prints the PostgreSQL migration for `DATABASE_SCHEMA` (idempotent; run it in one
     /// transaction), for a migration tool of your own with `database.migrate = false`.
     Migrations,
+    /// Validates a configuration file as start-up would, without starting anything: exit 0
+    /// when it is valid, 1 with the error naming the setting otherwise.
+    CheckConfig {
+        /// The file (default: `--config` / `TOLLGATE_CONFIG`).
+        #[arg(long = "config", value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
 }
 
 /// How log lines are written.
@@ -156,6 +168,24 @@ impl Config {
             dev: self.dev,
         }
         .resolve()
+    }
+
+    /// Checks the TOML file at `file` (or this configuration's own): one line saying what is
+    /// in force, or the error naming the setting.
+    pub fn check_file(&self, file: Option<&std::path::Path>) -> Result<String, String> {
+        let mut config = self.clone();
+        if let Some(file) = file {
+            config.config_file = Some(file.to_owned());
+        }
+        let Some(path) = config.config_file.clone() else {
+            return Err("no file to check: pass --config FILE or set TOLLGATE_CONFIG".to_owned());
+        };
+        let file = config.file()?;
+        let policies = file.policy_set()?.policies().len();
+        Ok(format!(
+            "TOLLGATE_CONFIG {}: valid ({policies} rate-limit policies)",
+            path.display()
+        ))
     }
 
     /// The TOML file's settings, or the defaults when there is no file.
@@ -361,6 +391,29 @@ pub(crate) fn default_policies() -> RateLimitConfig {
 mod tests {
     use super::*;
     use tollgate_http::client_ip::TrustedProxies;
+
+    /// What operators type for a boolean: `true/false`, `1/0`, `yes/no`, `on/off`, any case; the
+    /// bare flag means on.
+    #[test]
+    fn booleans_read_as_operators_write_them() {
+        let parse = |args: &[&str]| {
+            Config::try_parse_from(std::iter::once("payments-server").chain(args.iter().copied()))
+        };
+        for on in ["true", "1", "yes", "on", "TRUE", "Yes", "ON"] {
+            let config = parse(&["--testing", on, "--dev", on]).expect(on);
+            assert!(config.testing && config.dev, "{on}");
+        }
+        for off in ["false", "0", "no", "off", "False", "NO"] {
+            let config = parse(&["--testing", off]).expect(off);
+            assert!(!config.testing, "{off}");
+        }
+        assert!(parse(&["--testing"]).expect("bare").testing);
+        assert!(!parse(&[]).expect("absent").testing);
+        let error = parse(&["--testing", "maybe"])
+            .expect_err("maybe")
+            .to_string();
+        assert!(error.contains("--testing"), "{error}");
+    }
 
     #[test]
     fn flags_turn_the_testing_features_on() {

@@ -25,6 +25,10 @@ pub(crate) struct Metrics {
     succeeded: AtomicU64,
     /// Requests refused by a rate limit, by policy.
     pub(crate) rate_limit_exceeded: IntCounterVec,
+    /// Reloads of the configuration file (SIGHUP), by result (`success`, `failure`).
+    pub(crate) config_reloads: IntCounterVec,
+    /// When the last reload succeeded, in Unix seconds (the start-up's load counts as one).
+    pub(crate) config_last_reload_success: IntGauge,
     /// Stored responses replayed.
     pub(crate) idempotent_replays: IntCounter,
     /// `409`: a duplicate arrived while the first was in flight and did not finish in time.
@@ -113,7 +117,7 @@ impl Metrics {
             ),
         );
         must(registry.register(latency.collector()));
-        Metrics {
+        let metrics = Metrics {
             payment_requests: counters(
                 r,
                 "payment_requests_total",
@@ -134,6 +138,17 @@ impl Metrics {
                 "rate_limit_exceeded_total",
                 "Requests refused by a rate limit, by the policy that denied",
                 &["policy"],
+            ),
+            config_reloads: counters(
+                r,
+                "config_reloads_total",
+                "Reloads of TOLLGATE_CONFIG at SIGHUP, by result (success, failure)",
+                &["result"],
+            ),
+            config_last_reload_success: gauge(
+                r,
+                "config_last_reload_success_timestamp_seconds",
+                "When the configuration was last loaded successfully (start-up or SIGHUP), in Unix seconds",
             ),
             idempotent_replays: counter(
                 r,
@@ -176,7 +191,21 @@ impl Metrics {
             ),
             backends: BackendMetrics::new(r),
             registry,
+        };
+        // Both results exist from the start, so `rate()` and alerts see the first reload.
+        for result in ["success", "failure"] {
+            metrics.config_reloads.with_label_values(&[result]);
         }
+        metrics.config_loaded();
+        metrics
+    }
+
+    /// The configuration was loaded (at start-up, or by a reload).
+    pub(crate) fn config_loaded(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        self.config_last_reload_success.set(now);
     }
 
     /// A payment reached the processor and ended (approved or declined).

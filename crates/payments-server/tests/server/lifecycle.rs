@@ -424,4 +424,40 @@ fn sighup_reloads_the_policy_table_and_a_bad_file_changes_nothing() {
         refused.header("ratelimit-policy"),
         Some("\"payments\";q=3;w=3600")
     );
+    let metrics = server.get("/metrics", None).body;
+    for line in [
+        "config_reloads_total{result=\"success\"} 1",
+        "config_reloads_total{result=\"failure\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
+    assert!(metrics.contains("config_last_reload_success_timestamp_seconds "));
+}
+
+/// `payments-server check-config` validates a file as start-up would, without starting
+/// anything: exit 0 and what is in force, or exit 1 and the error naming the setting.
+#[test]
+fn check_config_validates_a_file_without_starting() {
+    let dir = std::env::temp_dir();
+    let good = dir.join(format!("{}.toml", unique("check-good")));
+    let bad = dir.join(format!("{}.toml", unique("check-bad")));
+    std::fs::write(&good, "[timeouts]\nrequest = \"5s\"\n").expect("write");
+    std::fs::write(&bad, "[processor]\ndecline_rate = 2.0\n").expect("write");
+    let check = |file: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_payments-server"))
+            .args(["check-config", "--config"])
+            .arg(file)
+            .env_remove("TOLLGATE_CONFIG")
+            .output()
+            .expect("runs")
+    };
+    let valid = check(&good);
+    assert!(valid.status.success(), "{valid:?}");
+    assert!(String::from_utf8_lossy(&valid.stdout).contains("valid"));
+    let invalid = check(&bad);
+    assert_eq!(invalid.status.code(), Some(1), "{invalid:?}");
+    let said = String::from_utf8_lossy(&invalid.stderr);
+    assert!(said.contains("processor.decline_rate"), "{said}");
+    let _ = std::fs::remove_file(good);
+    let _ = std::fs::remove_file(bad);
 }
