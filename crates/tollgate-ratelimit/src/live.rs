@@ -123,6 +123,78 @@ mod tests {
         swapper.join().expect("the swapper");
     }
 
+    /// One step of a run: a decision, a replacement with the other table, or time passing.
+    #[derive(Clone, Debug)]
+    enum Step {
+        Check,
+        Swap,
+        Wait(u64),
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        prop_oneof![
+            6 => Just(Step::Check),
+            2 => Just(Step::Swap),
+            1 => (1_u64..30_000).prop_map(Step::Wait),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+        /// Two tables of one sliding-log policy (exact: never more than its limit in any
+        /// window) swapped back and forth while deciding: within any one window the requests
+        /// admitted never exceed the larger of the two limits, and a request is admitted only
+        /// if the window then holds no more than the limit in force.
+        #[test]
+        fn swapping_tables_never_admits_more_than_either_allows(
+            a in 1_u64..8,
+            b in 1_u64..8,
+            steps in proptest::collection::vec(step(), 1..120),
+        ) {
+            use crate::clock::{Clock, ManualClock, Timestamp};
+            let window = Duration::from_secs(60);
+            let log = |limit| {
+                let algorithm = Algorithm::sliding_log(limit, window);
+                PolicySet::new([Policy::new("p", Scope::User, algorithm).expect("valid")])
+                    .expect("set")
+            };
+            let clock = ManualClock::starting_at(Timestamp::from_secs(1_000));
+            let limiter = MemoryLimiter::builder().clock(clock.clone()).build();
+            let live = LivePolicies::new(log(a));
+            let (mut limit, mut other) = (a, b);
+            let ctx = RequestContext::new().user("dave");
+            let mut admitted: Vec<Timestamp> = Vec::new();
+            for step in steps {
+                match step {
+                    Step::Check => {
+                        let now = clock.now();
+                        let allowed =
+                            limiter.check_now(&live.keys_for(&ctx), 1).expect("decided").is_allowed();
+                        if allowed {
+                            admitted.push(now);
+                        }
+                        let since = now.saturating_sub(window);
+                        let in_window = admitted.iter().filter(|t| **t > since).count() as u64;
+                        proptest::prop_assert!(in_window <= a.max(b), "{in_window} > max({a}, {b})");
+                        if allowed {
+                            proptest::prop_assert!(
+                                in_window <= limit,
+                                "admitted with {in_window} in the window, the limit in force {limit}"
+                            );
+                        }
+                    }
+                    Step::Swap => {
+                        live.replace(log(other));
+                        std::mem::swap(&mut limit, &mut other);
+                    }
+                    Step::Wait(ms) => clock.advance(Duration::from_millis(ms)),
+                }
+            }
+        }
+    }
+
     #[test]
     fn a_removed_policy_no_longer_applies_and_a_kept_one_keeps_its_state() {
         let limiter = MemoryLimiter::new();
