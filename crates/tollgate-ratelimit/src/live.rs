@@ -202,32 +202,15 @@ mod tests {
             PolicySet::new([policy("kept", 2), policy("removed", 1)]).expect("set"),
         );
         let ctx = RequestContext::new().user("bob");
-        assert!(
-            limiter
-                .check_now(&live.keys_for(&ctx), 1)
-                .expect("decided")
-                .is_allowed()
-        );
-        assert!(
-            !limiter
-                .check_now(&live.keys_for(&ctx), 1)
-                .expect("decided")
-                .is_allowed()
-        );
+        let allowed = |live: &LivePolicies| {
+            let keys = live.keys_for(&ctx);
+            limiter.check_now(&keys, 1).expect("decided").is_allowed()
+        };
+        assert!(allowed(&live));
+        assert!(!allowed(&live), "`removed` allows one");
         let previous = live.replace(PolicySet::new([policy("kept", 2)]).expect("set"));
         assert_eq!(previous.policies().len(), 2);
-        assert!(
-            limiter
-                .check_now(&live.keys_for(&ctx), 1)
-                .expect("decided")
-                .is_allowed()
-        );
-        assert!(
-            !limiter
-                .check_now(&live.keys_for(&ctx), 1)
-                .expect("decided")
-                .is_allowed(),
-            "kept's two requests are both counted"
-        );
+        assert!(allowed(&live));
+        assert!(!allowed(&live), "kept's two requests are both counted");
     }
 }

@@ -205,17 +205,23 @@ fn one_client_cannot_lock_out_another() {
     assert!(refused >= 1_100 - 256, "{refused} refused");
 }
 
-/// `GET /health` from `local`, its status line and headers.
-async fn health_from(local: &str, port: u16) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// A connection to the server on `port` from the local address `local` (any of 127.0.0.0/8),
+/// or `None` if it was refused.
+async fn connect_from(local: &str, port: u16) -> Option<tokio::net::TcpStream> {
     let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
     socket
         .bind(format!("{local}:0").parse().expect("an address"))
         .expect("bind");
-    let Ok(mut stream) = socket
+    socket
         .connect(format!("127.0.0.1:{port}").parse().expect("an address"))
         .await
-    else {
+        .ok()
+}
+
+/// `GET /health` from `local`, its status line and headers.
+async fn health_from(local: &str, port: u16) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some(mut stream) = connect_from(local, port).await else {
         return String::new();
     };
     let request = b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
@@ -454,14 +460,7 @@ async fn flood_from(
     let mut answers = std::collections::BTreeMap::new();
     let mut n = 0_u64;
     while Instant::now() < until {
-        let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
-        socket
-            .bind(format!("{local}:0").parse().expect("an address"))
-            .expect("bind");
-        let Ok(mut stream) = socket
-            .connect(format!("127.0.0.1:{port}").parse().expect("an address"))
-            .await
-        else {
+        let Some(mut stream) = connect_from(local, port).await else {
             continue;
         };
         let mut batch = String::new();
@@ -612,14 +611,8 @@ fn eight_addresses_holding_connections_leave_room_for_a_ninth() {
         for address in 1..=8 {
             let mut streams = Vec::new();
             for _ in 0..300 {
-                let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
-                socket
-                    .bind(format!("127.0.0.{address}:0").parse().expect("an address"))
-                    .expect("bind");
-                if let Ok(stream) = socket
-                    .connect(format!("127.0.0.1:{}", server.port).parse().expect("an address"))
-                    .await
-                {
+                let local = format!("127.0.0.{address}");
+                if let Some(stream) = connect_from(&local, server.port).await {
                     streams.push(stream);
                 }
             }
