@@ -246,34 +246,48 @@ impl<S: IdempotencyStore + 'static> Idempotency<S> {
         match result {
             HandlerResult::Store(response) => {
                 let ttl = self.config.claim.ttl;
-                let ending = Ending::Complete(response.clone(), ttl);
-                self.end(scope, lease, ending).await?;
+                let written = (self.store)
+                    .complete(scope, lease.fence, &response, ttl)
+                    .await;
+                // The response is copied only for a retry, never on the way that succeeds.
+                self.retry_if_the_store_failed(written, scope, lease, || {
+                    Ending::Complete(response.clone(), ttl)
+                })?;
                 Ok(Outcome::Executed(response))
             }
             HandlerResult::Forget(response) => {
-                let ending = Ending::Release(Release::NothingHappened);
-                self.end(scope, lease, ending).await?;
+                let how = Release::NothingHappened;
+                let written = self.store.release(scope, lease.fence, how).await;
+                self.retry_if_the_store_failed(written, scope, lease, || Ending::Release(how))?;
                 Ok(Outcome::Executed(response))
             }
             HandlerResult::Completed(response) => Ok(Outcome::Executed(response)),
             HandlerResult::Ambiguous(response) => {
-                let ending = Ending::Release(Release::Ambiguous);
-                self.end(scope, lease, ending).await?;
+                let how = Release::Ambiguous;
+                let written = self.store.release(scope, lease.fence, how).await;
+                self.retry_if_the_store_failed(written, scope, lease, || Ending::Release(how))?;
                 Ok(Outcome::Executed(response))
             }
         }
     }
 
-    /// Completes or releases the record. When the store fails, the caller gets the error (503:
-    /// retry) and the same write is retried in the background until it lands, is fenced off, or
-    /// the lease would have ended anyway: without it, an outage of a few seconds would hold the
-    /// key for the whole lease, every retry answered `409` although nothing runs.
-    async fn end(&self, scope: &Scope, lease: Lease, ending: Ending) -> Result<(), Error> {
-        let error = match ending.write(self.store.as_ref(), scope, lease.fence).await {
+    /// What completing or releasing the record gave. When the store failed, the caller gets the
+    /// error (503: retry) and the same write is retried in the background until it lands, is
+    /// fenced off, or the lease would have ended anyway: without it, an outage of a few seconds
+    /// would hold the key for the whole lease, every retry answered `409` although nothing runs.
+    fn retry_if_the_store_failed(
+        &self,
+        written: Result<(), Error>,
+        scope: &Scope,
+        lease: Lease,
+        ending: impl FnOnce() -> Ending,
+    ) -> Result<(), Error> {
+        let error = match written {
             Ok(()) => return Ok(()),
             Err(error @ Error::Store { .. }) => error,
             Err(other) => return Err(other),
         };
+        let ending = ending();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let retry = EndLater {
                 store: Arc::clone(&self.store),
