@@ -53,6 +53,10 @@ impl<L: RateLimiter> RateLimiter for TimedLimiter<L> {
     async fn refund(&self, keys: &[PolicyKey], cost: u64) -> Result<(), LimitError> {
         self.refund.time(self.inner.refund(keys, cost)).await
     }
+
+    async fn reset(&self, keys: &[PolicyKey]) -> Result<(), LimitError> {
+        self.inner.reset(keys).await
+    }
 }
 
 /// An idempotency store whose calls are timed.

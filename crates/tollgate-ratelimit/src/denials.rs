@@ -297,6 +297,11 @@ impl<L: RateLimiter, C: Clock> RateLimiter for DenialCache<L, C> {
         self.forget(keys);
         self.inner.refund(keys, cost).await
     }
+
+    async fn reset(&self, keys: &[PolicyKey]) -> Result<(), Error> {
+        self.forget(keys);
+        self.inner.reset(keys).await
+    }
 }
 
 #[cfg(feature = "memory")]
@@ -344,6 +349,10 @@ mod tests {
 
         async fn refund(&self, keys: &[PolicyKey], cost: u64) -> Result<(), Error> {
             self.inner.refund(keys, cost).await
+        }
+
+        async fn reset(&self, keys: &[PolicyKey]) -> Result<(), Error> {
+            self.inner.reset(keys).await
         }
     }
 
@@ -428,6 +437,23 @@ mod tests {
     }
 
     #[test]
+    fn a_reset_forgets_the_remembered_denial_and_the_use() {
+        let clock = clock();
+        let limiter = cached(&clock, 100);
+        let window = Algorithm::sliding_window(1, Duration::from_secs(60));
+        let keys = [PolicyKey::new(policy("r", window), "gina")];
+        assert!(run(limiter.check(&keys, 1)).expect("valid").is_allowed());
+        assert!(!run(limiter.check(&keys, 1)).expect("valid").is_allowed());
+        assert_eq!(limiter.remembered(), 1);
+        run(limiter.reset(&keys)).expect("reset");
+        assert_eq!(limiter.remembered(), 0, "the denial is forgotten");
+        assert!(
+            run(limiter.check(&keys, 1)).expect("valid").is_allowed(),
+            "the whole quota is back"
+        );
+    }
+
+    #[test]
     fn requests_the_backend_would_refuse_are_refused_alike() {
         let clock = clock();
         let limiter = cached(&clock, 100);
@@ -465,6 +491,10 @@ mod tests {
 
         async fn refund(&self, keys: &[PolicyKey], cost: u64) -> Result<(), Error> {
             self.inner.refund(keys, cost).await
+        }
+
+        async fn reset(&self, keys: &[PolicyKey]) -> Result<(), Error> {
+            self.inner.reset(keys).await
         }
     }
 

@@ -46,6 +46,10 @@ use crate::{Decision, Error, PolicyKey};
 ///     async fn refund(&self, keys: &[PolicyKey], cost: u64) -> Result<(), Error> {
 ///         self.inner.refund(keys, cost).await
 ///     }
+///
+///     async fn reset(&self, keys: &[PolicyKey]) -> Result<(), Error> {
+///         self.inner.reset(keys).await
+///     }
 /// }
 /// ```
 pub trait RateLimiter: Send + Sync + std::fmt::Debug {
@@ -74,6 +78,11 @@ pub trait RateLimiter: Send + Sync + std::fmt::Debug {
         keys: &[PolicyKey],
         cost: u64,
     ) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Forgets what `keys` have used: each starts again as a key never seen, with its whole
+    /// quota (a support desk giving a customer their quota back). A key not tracked is left
+    /// as it is.
+    fn reset(&self, keys: &[PolicyKey]) -> impl Future<Output = Result<(), Error>> + Send;
 }
 
 /// A boxed future, as [`DynRateLimiter`] returns.
@@ -114,6 +123,9 @@ pub trait DynRateLimiter: Send + Sync + std::fmt::Debug {
         keys: &'a [PolicyKey],
         cost: u64,
     ) -> BoxFuture<'a, Result<(), Error>>;
+
+    /// [`RateLimiter::reset`], boxed.
+    fn reset_boxed<'a>(&'a self, keys: &'a [PolicyKey]) -> BoxFuture<'a, Result<(), Error>>;
 }
 
 impl<L: RateLimiter> DynRateLimiter for L {
@@ -140,6 +152,10 @@ impl<L: RateLimiter> DynRateLimiter for L {
     ) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(self.refund(keys, cost))
     }
+
+    fn reset_boxed<'a>(&'a self, keys: &'a [PolicyKey]) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(self.reset(keys))
+    }
 }
 
 // `async fn` rather than returning the box: the box lives for the shorter of `self` and the
@@ -155,6 +171,10 @@ impl RateLimiter for dyn DynRateLimiter + '_ {
 
     async fn refund(&self, keys: &[PolicyKey], cost: u64) -> Result<(), Error> {
         self.refund_boxed(keys, cost).await
+    }
+
+    async fn reset(&self, keys: &[PolicyKey]) -> Result<(), Error> {
+        self.reset_boxed(keys).await
     }
 }
 
@@ -181,6 +201,10 @@ impl<L: RateLimiter + ?Sized> RateLimiter for Arc<L> {
         cost: u64,
     ) -> impl Future<Output = Result<(), Error>> + Send {
         (**self).refund(keys, cost)
+    }
+
+    fn reset(&self, keys: &[PolicyKey]) -> impl Future<Output = Result<(), Error>> + Send {
+        (**self).reset(keys)
     }
 }
 

@@ -118,6 +118,9 @@ impl RateLimiter for Unavailable {
     async fn refund(&self, _: &[PolicyKey], _: u64) -> Result<(), Error> {
         Ok(())
     }
+    async fn reset(&self, _: &[PolicyKey]) -> Result<(), Error> {
+        Ok(())
+    }
 }
 
 #[tokio::test]

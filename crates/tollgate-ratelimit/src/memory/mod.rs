@@ -210,6 +210,13 @@ impl<C: Clock> MemoryLimiter<C> {
         Ok(())
     }
 
+    /// [`RateLimiter::reset`] without the async wrapper.
+    pub fn reset_now(&self, keys: &[PolicyKey]) {
+        for key in keys {
+            self.shard(key).write().forget(key.hash128());
+        }
+    }
+
     /// Keys currently tracked (locks every shard in turn; for metrics, not the hot path).
     pub fn len(&self) -> usize {
         self.inner.shards.iter().map(|s| s.0.read().len()).sum()
@@ -356,6 +363,11 @@ impl<C: Clock> RateLimiter for MemoryLimiter<C> {
 
     async fn refund(&self, keys: &[PolicyKey], cost: u64) -> Result<(), Error> {
         self.refund_now(keys, cost)
+    }
+
+    async fn reset(&self, keys: &[PolicyKey]) -> Result<(), Error> {
+        self.reset_now(keys);
+        Ok(())
     }
 }
 

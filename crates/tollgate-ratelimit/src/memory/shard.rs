@@ -348,6 +348,14 @@ impl ShardMap {
     }
 
     /// Gives back `cost` to a sliding-window or sliding-log key.
+    /// Drops `key` from whichever table holds it: it starts again as a key never seen.
+    pub(super) fn forget(&mut self, key: u128) {
+        let hash = KeyHash::of(key);
+        let _ = self.gcra.remove(hash);
+        let _ = self.windows.remove(hash);
+        let _ = self.entries.remove(&hash);
+    }
+
     pub(super) fn refund(&mut self, key: u128, quota: Quota, now: u64, cost: u64) {
         let hash = KeyHash::of(key);
         if let Some(slot) = window_quota(quota).and_then(|_| self.windows.get(hash)) {

@@ -515,4 +515,19 @@ impl RateLimiter for RedisLimiter {
             Err(_) => self.inner.fallback.refund_now(keys, cost),
         }
     }
+
+    /// Deletes each key's state on Redis (one key per script, so each goes to its own slot on a
+    /// cluster) and in the local fallback. A Redis failure is reported whatever the failure
+    /// mode: a reset that did not happen must not look done.
+    async fn reset(&self, keys: &[PolicyKey]) -> Result<(), Error> {
+        self.inner.fallback.reset_now(keys);
+        let delete = redis::Script::new("redis.call('DEL', KEYS[1]) return 1");
+        for key in keys {
+            let mut invocation = delete.prepare_invoke();
+            invocation.key(self.redis_key(key));
+            self.with_timeout(self.inner.connection.invoke::<i64>(&invocation))
+                .await?;
+        }
+        Ok(())
+    }
 }

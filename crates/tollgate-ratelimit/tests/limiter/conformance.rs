@@ -311,6 +311,39 @@ pub(crate) async fn a_replaced_table_keeps_the_state_of_the_policies_that_stay(
     assert_eq!(decide(&live).await, (false, 1));
 }
 
+/// A reset gives a subject its whole quota back at once, under every algorithm, and leaves
+/// other subjects as they were.
+pub(crate) async fn a_reset_gives_the_whole_quota_back(
+    limiter: &dyn DynRateLimiter,
+    _clock: &ManualClock,
+) {
+    let minute = Duration::from_secs(60);
+    for algorithm in [
+        Algorithm::sliding_window(2, minute),
+        Algorithm::sliding_log(2, minute),
+        Algorithm::token_bucket(2, minute, 2),
+    ] {
+        let erin = [key("reset", algorithm, "erin")];
+        let frank = [key("reset", algorithm, "frank")];
+        for keys in [&erin, &frank] {
+            for _ in 0..2 {
+                assert!(limiter.check(keys, 1).await.expect("answers").is_allowed());
+            }
+            assert!(!limiter.check(keys, 1).await.expect("answers").is_allowed());
+        }
+        limiter.reset(&erin).await.expect("reset");
+        assert_eq!(remaining(limiter, &erin[0]).await, 2, "{algorithm:?}");
+        assert_eq!(
+            remaining(limiter, &frank[0]).await,
+            0,
+            "frank keeps his use"
+        );
+        // Empty again for the next algorithm.
+        limiter.reset(&erin).await.expect("reset");
+        limiter.reset(&frank).await.expect("reset");
+    }
+}
+
 macro_rules! conformance {
     ($($scenario:ident),* $(,)?) => {
         mod memory {
@@ -381,4 +414,5 @@ conformance!(
     impossible_costs_are_errors,
     clock_stepping_back_gives_no_extra_quota,
     a_replaced_table_keeps_the_state_of_the_policies_that_stay,
+    a_reset_gives_the_whole_quota_back,
 );
