@@ -115,6 +115,35 @@ async fn strangers_on_the_public_route_never_touch_users_quotas() {
     assert_eq!(refused.header("x-ratelimit-remaining"), None, "{refused:?}");
 }
 
+/// A failure the request caused (a test payment method) never counts against the processor:
+/// one user's twenty never open the breaker for another.
+#[tokio::test]
+async fn one_users_failures_never_open_the_breaker_for_another() {
+    let api = Api::memory(
+        "[processor]\nlatency = \"1ms\"\n[breaker]\nwindow_calls = 10\nminimum_calls = 5\n\
+         failure_rate_threshold = 50\nwait_in_open = \"60s\"\n[testing]\npayment_methods = true\n\
+         [[policy]]\nname = \"per-user\"\nscope = \"user\"\nalgorithm = \"sliding-window\"\n\
+         limit = 1000\nwindow = \"60s\"\n",
+    );
+    for _ in 0..20 {
+        api.pay(
+            CAROL,
+            &unique("order"),
+            &payment("1.00", "test_timeout_after_charge"),
+        )
+        .await
+        .expect(502);
+    }
+    api.pay(ALICE, &unique("order"), &payment("1.00", "card"))
+        .await
+        .expect(201);
+    let metrics = api.get("/metrics", None).await.body;
+    assert!(
+        metrics.contains("payment_processor_circuit_state 0"),
+        "{metrics}"
+    );
+}
+
 /// No cache may keep a payment, its replay, a trail or a quota.
 #[tokio::test]
 async fn answers_are_never_cached() {

@@ -253,33 +253,6 @@ fn a_body_declared_too_large_is_refused_before_it_is_sent() {
     assert_eq!(&answer, b"HTTP/1.1 413", "not 100 Continue");
 }
 
-#[test]
-fn one_users_failures_never_open_the_breaker_for_another() {
-    let server = Server::start(&Options::default().toml(
-        "[processor]\nlatency = \"1ms\"\n[breaker]\nwindow_calls = 10\nminimum_calls = 5\n\
-         failure_rate_threshold = 50\nwait_in_open = \"60s\"\n\
-         [[policy]]\nname = \"per-user\"\nscope = \"user\"\nalgorithm = \"sliding-window\"\n\
-         limit = 1000\nwindow = \"60s\"\n",
-    ));
-    for _ in 0..20 {
-        server
-            .pay(
-                CAROL,
-                &unique("order"),
-                &payment("1.00", "test_timeout_after_charge"),
-            )
-            .expect(502);
-    }
-    server
-        .pay(ALICE, &unique("order"), &payment("1.00", "card"))
-        .expect(201);
-    let metrics = server.get("/metrics", None).body;
-    assert!(
-        metrics.contains("payment_processor_circuit_state 0"),
-        "{metrics}"
-    );
-}
-
 /// A user over the payments limit for ten seconds: every refusal counted, a bounded number of
 /// audit rows, nothing lost at shutdown.
 #[test]
