@@ -64,6 +64,7 @@ fn default_max_connections() -> usize {
 /// Raises this process's soft open-files limit to its hard limit (at most 1 048 576), so the
 /// connection cap derived from it is as high as the system allows; `(before, after)` when it
 /// was raised. Call it before [`ConnectionLimits`] are made.
+#[cfg(unix)]
 pub fn raise_open_files_limit() -> Option<(u64, u64)> {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     const CEILING: u64 = 1 << 20;
@@ -79,6 +80,12 @@ pub fn raise_open_files_limit() -> Option<(u64, u64)> {
     };
     setrlimit(Resource::Nofile, raised).ok()?;
     Some((before, target))
+}
+
+/// Elsewhere there is no open-files limit to raise.
+#[cfg(not(unix))]
+pub fn raise_open_files_limit() -> Option<(u64, u64)> {
+    None
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then stops accepting and waits up to
