@@ -146,28 +146,27 @@ impl Config {
         // public development key.
         let set = |name: &str| std::env::var_os(name).is_some().then_some("");
         let api_keys = self.api_keys.as_deref().or_else(|| set("API_KEYS"));
-        if let Some(path) = &self.api_keys_file {
-            if api_keys.is_some() {
+        let listed = match &self.api_keys_file {
+            Some(_) if api_keys.is_some() => {
                 return Err("API_KEYS_FILE and API_KEYS are both set: use one".to_owned());
             }
-            let listed = keys::read_file(path)
-                .map_err(|e| format!("API_KEYS_FILE {}: {e}", path.display()))?;
-            return KeySettings {
-                api_keys: Some(&listed),
-                api_key: self.api_key.as_deref().or_else(|| set("API_KEY")),
-                bind_addr: self.bind_addr,
-                dev: self.dev,
-            }
-            .resolve()
-            .map_err(|e| format!("API_KEYS_FILE {}: {e}", path.display()));
-        }
-        KeySettings {
-            api_keys,
+            Some(path) => Some(
+                keys::read_file(path)
+                    .map_err(|e| format!("API_KEYS_FILE {}: {e}", path.display()))?,
+            ),
+            None => None,
+        };
+        let resolved = KeySettings {
+            api_keys: listed.as_deref().or(api_keys),
             api_key: self.api_key.as_deref().or_else(|| set("API_KEY")),
             bind_addr: self.bind_addr,
             dev: self.dev,
         }
-        .resolve()
+        .resolve();
+        match &self.api_keys_file {
+            Some(path) => resolved.map_err(|e| format!("API_KEYS_FILE {}: {e}", path.display())),
+            None => resolved,
+        }
     }
 
     /// Checks the TOML file at `file` (or this configuration's own): one line saying what is
