@@ -51,14 +51,22 @@ impl ConnectionLimits {
 /// The open-files limit less room for pools, the listener and files, between 16 and 10 000:
 /// past the limit `accept` fails for everyone, so the cap must come first.
 fn default_max_connections() -> usize {
-    let soft = std::fs::read_to_string("/proc/self/limits")
-        .ok()
-        .and_then(|limits| {
-            let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-            line.split_whitespace().nth(3)?.parse::<usize>().ok()
-        })
-        .unwrap_or(1024);
-    soft.saturating_sub(64).clamp(16, 10_000)
+    soft_open_files_limit()
+        .unwrap_or(1024)
+        .saturating_sub(64)
+        .clamp(16, 10_000)
+}
+
+/// The soft open-files limit, when the system has one to tell.
+#[cfg(unix)]
+fn soft_open_files_limit() -> Option<usize> {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    usize::try_from(limit.current?).ok()
+}
+
+#[cfg(not(unix))]
+fn soft_open_files_limit() -> Option<usize> {
+    None
 }
 
 /// Raises this process's soft open-files limit to its hard limit (at most 1 048 576), so the
