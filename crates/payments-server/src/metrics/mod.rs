@@ -73,6 +73,22 @@ where
     metric
 }
 
+/// `http_request_duration_seconds`, registered: buckets from 1 ms to 10 s.
+fn request_durations(registry: &Registry) -> HistogramVec {
+    let buckets = vec![
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ];
+    let options = HistogramOpts::new(
+        "http_request_duration_seconds",
+        "Request duration, by route template, method and status",
+    )
+    .buckets(buckets);
+    registered(
+        registry,
+        HistogramVec::new(options, &["route", "method", "status"]),
+    )
+}
+
 /// A registered counter.
 pub(super) fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
     registered(registry, IntCounter::new(name, help))
@@ -102,20 +118,7 @@ impl Metrics {
     pub(crate) fn new(latency: &BackendLatency) -> Self {
         let registry = Registry::new();
         let r = &registry;
-        let duration_buckets = vec![
-            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-        ];
-        let request_duration = registered(
-            r,
-            HistogramVec::new(
-                HistogramOpts::new(
-                    "http_request_duration_seconds",
-                    "Request duration, by route template, method and status",
-                )
-                .buckets(duration_buckets),
-                &["route", "method", "status"],
-            ),
-        );
+        let request_duration = request_durations(r);
         must(registry.register(latency.collector()));
         let metrics = Metrics {
             payment_requests: counters(

@@ -169,6 +169,18 @@ fn the_limiter_follows_its_failure_mode_and_recovers() {
     }
 }
 
+/// How many answers of each status and `Idempotent-Replayed` value (`-` when absent).
+fn by_status_and_replay(answers: &[crate::support::Response]) -> BTreeMap<(u16, String), u64> {
+    let mut statuses = BTreeMap::new();
+    for answer in answers {
+        let replayed = answer.header("idempotent-replayed").unwrap_or("-");
+        *statuses
+            .entry((answer.status, replayed.to_owned()))
+            .or_default() += 1;
+    }
+    statuses
+}
+
 /// SIGTERM while 40 clients pay and replay (300 ms per payment, so some are in flight): every payment answered 201 is stored and final,
 /// every accepted audit event is written, nothing is left pending.
 #[test]
@@ -222,22 +234,14 @@ fn graceful_shutdown_under_load_loses_nothing() {
     let status = server.child.wait().expect("exits");
     assert!(status.success(), "{status}");
 
-    let mut statuses = BTreeMap::<(u16, String), u64>::new();
-    for answer in &answers {
-        let replayed = answer
-            .header("idempotent-replayed")
-            .unwrap_or("-")
-            .to_owned();
-        *statuses.entry((answer.status, replayed)).or_default() += 1;
-    }
-    let executed = statuses
-        .get(&(201, "false".to_owned()))
-        .copied()
-        .unwrap_or(0);
-    let replayed = statuses
-        .get(&(201, "true".to_owned()))
-        .copied()
-        .unwrap_or(0);
+    let statuses = by_status_and_replay(&answers);
+    let count_of = |replayed: &str| {
+        statuses
+            .get(&(201, replayed.to_owned()))
+            .copied()
+            .unwrap_or(0)
+    };
+    let (executed, replayed) = (count_of("false"), count_of("true"));
     assert!(executed >= 1 && replayed >= 1, "{statuses:?}");
     assert_eq!(
         statuses.keys().filter(|(s, _)| *s != 201).count(),
