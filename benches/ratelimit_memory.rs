@@ -15,6 +15,8 @@
 //!
 //! A second set of groups, `memory/algorithms/…`, puts the sliding-window counter beside GCRA
 //! in the same limiter (both admit every decision), so the window's cost is read as a ratio.
+//! And `memory/tiers/…` decides 1 M subjects spread over four tiers beside the same subjects
+//! with no tiers: the keys picked from the policy set, then decided.
 
 mod support;
 
@@ -221,5 +223,29 @@ fn bench_algorithms(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench, bench_algorithms);
+/// Deciding with tiers beside deciding without, 1 M subjects: the keys picked from the set
+/// (under the subject's tier for `tiered`) and decided, one thread.
+fn bench_tiers(c: &mut Criterion) {
+    let n = 1_000_000;
+    let tiers = support::Tiers::new(n);
+    let flat = tiers.warmed(&tiers.flat, false);
+    let tiered = tiers.warmed(&tiers.tiered, true);
+    let visit = order(n);
+    let mut group = support::per_element_group(c, format!("memory/tiers/{n}_subjects"));
+    for (name, limiter, set, with_tier) in [
+        ("no_tiers", &flat, &tiers.flat, false),
+        ("four_tiers", &tiered, &tiers.tiered, true),
+    ] {
+        group.bench_function(BenchmarkId::new("tollgate", name), |b| {
+            let mut next = 0;
+            b.iter(|| {
+                next = (next + 1) % n;
+                black_box(tiers.decide(limiter, set, visit[next], with_tier))
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, bench_algorithms, bench_tiers);
 criterion_main!(benches);

@@ -129,3 +129,72 @@ pub(crate) fn bench_limiter(
         .timeout(Duration::from_secs(5))
         .build()
 }
+
+/// The tiers bench's subjects: `n` users, a quarter on the defaults and a quarter on each of
+/// three tiers that re-limit the per-user policy, every decision admitting.
+pub(crate) struct Tiers {
+    /// The defaults alone: what deciding costs without tiers.
+    pub(crate) flat: tollgate_ratelimit::PolicySet,
+    /// The same defaults with the three tiers.
+    pub(crate) tiered: tollgate_ratelimit::PolicySet,
+    pub(crate) names: Vec<String>,
+    /// Each subject's tier, as its record (an API key's, say) carries it.
+    pub(crate) tier_of: Vec<Option<&'static str>>,
+}
+
+impl Tiers {
+    pub(crate) fn new(n: usize) -> Self {
+        let per_user = |rate: u64| {
+            let bucket = Algorithm::token_bucket(rate, Duration::from_secs(1), rate);
+            Policy::new("per-user", Scope::User, bucket).expect("valid policy")
+        };
+        let flat = tollgate_ratelimit::PolicySet::new([per_user(100_000)]).expect("a set");
+        let mut tiered = flat.clone();
+        for (tier, rate) in [
+            ("silver", 200_000),
+            ("gold", 300_000),
+            ("platinum", 400_000),
+        ] {
+            tiered = tiered.with_tier(tier, [per_user(rate)]).expect("a tier");
+        }
+        let tiers = [None, Some("silver"), Some("gold"), Some("platinum")];
+        Tiers {
+            flat,
+            tiered,
+            names: (0..n).map(|i| format!("user-{i}")).collect(),
+            tier_of: (0..n).map(|i| tiers[i % 4]).collect(),
+        }
+    }
+
+    /// One decision for subject `i` under `set`, its tier given when `with_tier`: the keys
+    /// picked from the set, then decided.
+    pub(crate) fn decide(
+        &self,
+        limiter: &tollgate_ratelimit::MemoryLimiter,
+        set: &tollgate_ratelimit::PolicySet,
+        i: usize,
+        with_tier: bool,
+    ) -> bool {
+        let mut ctx = tollgate_ratelimit::RequestContext::new().user(&self.names[i]);
+        if let (true, Some(tier)) = (with_tier, self.tier_of[i]) {
+            ctx = ctx.tier(tier);
+        }
+        let keys = set.keys_for(&ctx);
+        limiter.check_now(&keys, 1).expect("valid").is_allowed()
+    }
+
+    /// A limiter holding every subject's key under `set`.
+    pub(crate) fn warmed(
+        &self,
+        set: &tollgate_ratelimit::PolicySet,
+        with_tier: bool,
+    ) -> tollgate_ratelimit::MemoryLimiter {
+        let limiter = tollgate_ratelimit::MemoryLimiter::builder()
+            .max_keys(2 * self.names.len())
+            .build();
+        for i in 0..self.names.len() {
+            self.decide(&limiter, set, i, with_tier);
+        }
+        limiter
+    }
+}

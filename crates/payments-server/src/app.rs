@@ -239,7 +239,7 @@ fn simulate_route<P: Next + Sync>(
 fn payment_pipeline(state: &Arc<AppState>) -> impl Next + Sync + use<> {
     let scoped = |head: &RequestHead<'_>| {
         let caller = head.extensions().get::<Caller>()?;
-        Some(Identity::new(caller.0.as_ref(), paths::PAYMENTS))
+        Some(Identity::new(caller.user.as_ref(), paths::PAYMENTS))
     };
     let mut idempotency = IdempotencyLayer::new(Arc::clone(&state.idempotency), scoped);
     if let Some(intents) = &state.payments.intents {

@@ -17,7 +17,11 @@ use crate::config::ApiKey;
 /// The authenticated user, in the request's extensions once the authentication layer admitted
 /// it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Caller(pub(crate) Arc<str>);
+pub(crate) struct Caller {
+    pub(crate) user: Arc<str>,
+    /// The tier its key carries, if any (a user's tier otherwise comes from the configuration).
+    pub(crate) tier: Option<Arc<str>>,
+}
 
 /// What a request presented, when it is not a configured key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -109,7 +109,7 @@ impl Server {
         let state = AppState::new(&file, &keys, backends).map_err(StartError::Invalid)?;
         let limits = crate::serve::ConnectionLimits::from_config(
             &file.limits,
-            state.trusted_proxies.clone(),
+            Arc::clone(&state.trusted_proxies),
         );
         Ok(Server {
             state,

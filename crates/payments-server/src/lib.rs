@@ -54,6 +54,7 @@ pub mod serve;
 pub mod signals;
 mod start_error;
 mod state;
+mod subjects;
 #[cfg(feature = "otlp")]
 mod telemetry;
 mod timed;

@@ -9,6 +9,7 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
@@ -32,11 +33,14 @@ pub struct ConnectionLimits {
     max_connections_per_ip: usize,
     max_header_bytes: usize,
     /// Their connections carry many clients' requests: only `max_connections` applies to them.
-    proxies: TrustedProxies,
+    proxies: Arc<ArcSwap<TrustedProxies>>,
 }
 
 impl ConnectionLimits {
-    pub(crate) fn from_config(tuning: &LimitsTuning, proxies: TrustedProxies) -> Self {
+    pub(crate) fn from_config(
+        tuning: &LimitsTuning,
+        proxies: Arc<ArcSwap<TrustedProxies>>,
+    ) -> Self {
         ConnectionLimits {
             max_connections: tuning
                 .max_connections
@@ -242,7 +246,7 @@ impl Admission {
         if open.0 >= self.limits.max_connections {
             return Err(Turned::Full);
         }
-        let address = (!self.limits.proxies.contains(ip)).then_some(address);
+        let address = (!self.limits.proxies.load().contains(ip)).then_some(address);
         if let Some(address) = address {
             // An address's share shrinks as the server fills: it may hold at most an eighth of
             // the places still free, so each address that takes all it can leaves eight ninths
@@ -300,7 +304,9 @@ mod tests {
             max_connections: 64,
             max_connections_per_ip: 2,
             max_header_bytes: 16 * 1024,
-            proxies: TrustedProxies::new(proxies.iter().map(|p| p.parse().expect("an address"))),
+            proxies: Arc::new(ArcSwap::from_pointee(TrustedProxies::new(
+                proxies.iter().map(|p| p.parse().expect("an address")),
+            ))),
         }))
     }
 
@@ -344,7 +350,7 @@ mod tests {
             max_connections: 90,
             max_connections_per_ip: 1_000,
             max_header_bytes: 16 * 1024,
-            proxies: TrustedProxies::default(),
+            proxies: Arc::default(),
         }));
         let mut held = Vec::new();
         let mut shares = Vec::new();

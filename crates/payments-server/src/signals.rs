@@ -55,11 +55,11 @@ pub async fn stop_accepting(state: &AppState, pre_drain: Duration) {
     }
 }
 
-/// Reloads the policy table from `TOLLGATE_CONFIG` at every SIGHUP, for as long as the process
-/// runs: the new table is in force for the next request on, and every key's state under a
-/// policy that stays is kept. A file that does not parse or validate changes nothing: the
-/// error is logged naming the setting, and the table in force stays. Only the policy table
-/// reloads; other settings take effect at the next start.
+/// Reloads `TOLLGATE_CONFIG` at every SIGHUP, for as long as the process runs: the policy
+/// table with its tiers, the users' tiers, the dimensions and the trusted proxies are in force
+/// for the next request on (see [`AppState::reload`]), and every key's state under a policy
+/// that stays is kept. A file that does not parse or validate changes nothing: the error is
+/// logged naming the setting, and what is in force stays.
 pub async fn reload_on_hangup(state: std::sync::Arc<AppState>, config: crate::config::Config) {
     #[cfg(unix)]
     {
@@ -85,7 +85,7 @@ fn reload(state: &AppState, config: &crate::config::Config) {
         return;
     }
     let reloads = &state.metrics.config_reloads;
-    match config.file().and_then(|file| state.reload_policies(&file)) {
+    match config.file().and_then(|file| state.reload(&file)) {
         Ok(count) => {
             reloads.with_label_values(&["success"]).inc();
             state.metrics.config_loaded();

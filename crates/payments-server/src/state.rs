@@ -2,6 +2,8 @@
 //! back into the app.
 
 use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tollgate_audit::{AuditEvent, AuditLog};
@@ -25,6 +27,7 @@ use crate::payment::IntentStore;
 use crate::payment::Payments;
 use crate::processor::PaymentProcessor;
 use crate::refusals::{Denial, RefusalDigest};
+use crate::subjects::Subjects;
 
 /// The state every handler and layer shares: a leaf, behind an `Arc`.
 #[derive(Debug)]
@@ -38,7 +41,10 @@ pub struct AppState {
     pub(crate) audit: Arc<dyn AuditLog>,
     pub(crate) services: Services,
     pub(crate) metrics: Metrics,
-    pub(crate) trusted_proxies: TrustedProxies,
+    /// Replaced whole by a reload; shared with the connection limits.
+    pub(crate) trusted_proxies: Arc<ArcSwap<TrustedProxies>>,
+    /// Users' tiers and the dimensions' headers: replaced whole by a reload.
+    pub(crate) subjects: ArcSwap<Subjects>,
     pub(crate) timeouts: Timeouts,
     pub(crate) testing: TestingTuning,
     pub(crate) anonymous: AnonymousLimit,
@@ -95,8 +101,8 @@ impl AppState {
             payments,
             audit: backends.audit,
             services: backends.services,
-            trusted_proxies: TrustedProxies::ranges(file.trusted_proxies.iter().copied())
-                .header(file.forwarded_header),
+            trusted_proxies: Arc::new(ArcSwap::from_pointee(trusted_proxies(file))),
+            subjects: ArcSwap::from_pointee(Subjects::new(file)?),
             timeouts: file.timeouts,
             testing: file.testing,
             anonymous: AnonymousLimit::new(
@@ -115,12 +121,20 @@ impl AppState {
         }))
     }
 
-    /// Puts `file`'s policy table in force for every request from now on (the table is
-    /// validated first; on an error nothing changes). The number of policies now in force.
-    pub fn reload_policies(&self, file: &FileConfig) -> Result<usize, String> {
+    /// Puts in force, for every request from now on, what of `file` can change while the
+    /// server runs: the policy table with its tiers, the users' tiers, the dimensions' headers
+    /// and the trusted proxies. Everything is validated first; on an error nothing changes.
+    /// The number of policies now in force.
+    pub fn reload(&self, file: &FileConfig) -> Result<usize, String> {
         let policies = file.policy_set()?;
+        let subjects = Subjects::new(file)?;
         let count = policies.policies().len();
+        // A request reads each of these once. One that falls between two stores is decided
+        // on the old settings or the new ones, per setting; a tier the table does not know
+        // is decided on the defaults, so no mix fails.
+        self.trusted_proxies.store(Arc::new(trusted_proxies(file)));
         self.policies.replace(policies);
+        self.subjects.store(Arc::new(subjects));
         Ok(count)
     }
 
@@ -167,6 +181,10 @@ impl AppState {
             self.audit(event).await;
         }
     }
+}
+
+fn trusted_proxies(file: &FileConfig) -> TrustedProxies {
+    TrustedProxies::ranges(file.trusted_proxies.iter().copied()).header(file.forwarded_header)
 }
 
 /// The processor's circuit breaker, reporting its state to `metrics` and the log.

@@ -26,13 +26,22 @@
 //! limit = 10
 //! window = "60s"
 //! endpoint = "POST /api/v1/payments"
+//!
+//! # Tiers: each entry replaces the default policy of its name (only the fields given change)
+//! # or, under a new name, adds a policy.
+//! [tier.premium.policy.payments]
+//! limit = 100
+//!
+//! [tier.trial.policy.burst]
+//! mode = "shadow"
 //! ```
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::{Algorithm, Error, Policy, PolicySet, Scope};
+use crate::{Algorithm, Error, Mode, Policy, PolicySet, Scope};
 
 /// A list of policies; `Default` is a route-agnostic table (global, per user, burst) to which
 /// an application adds limits for its own sensitive endpoints.
@@ -42,6 +51,93 @@ pub struct RateLimitConfig {
     /// The policies, in the order they are reported.
     #[serde(rename = "policy", default)]
     pub policies: Vec<PolicyConfig>,
+    /// The tiers, by name.
+    #[serde(rename = "tier", default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tiers: BTreeMap<String, TierConfig>,
+}
+
+/// One tier: policies that replace the defaults of the same name or add to them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierConfig {
+    /// By policy name: the fields that differ from the default of that name, or a whole new
+    /// policy.
+    #[serde(default)]
+    pub policy: BTreeMap<String, PolicyOverride>,
+}
+
+/// A tier's entry for one policy: every field optional. Over a default policy of the same name
+/// the given fields replace its own; under a new name, `scope`, `algorithm`, `limit` and `window`
+/// are required.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyOverride {
+    /// As [`PolicyConfig::scope`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<Scope>,
+    /// As [`PolicyConfig::algorithm`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<AlgorithmKind>,
+    /// As [`PolicyConfig::limit`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+    /// As [`PolicyConfig::window`].
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "write_optional_duration",
+        deserialize_with = "read_optional_duration"
+    )]
+    pub window: Option<Duration>,
+    /// As [`PolicyConfig::burst`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u64>,
+    /// As [`PolicyConfig::endpoint`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// As [`PolicyConfig::dimension`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dimension: Option<String>,
+    /// As [`PolicyConfig::mode`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
+}
+
+impl PolicyOverride {
+    /// The policy named `name` this entry makes, over `base` (the default of that name, if any).
+    pub fn apply(&self, name: &str, base: Option<&PolicyConfig>) -> Result<PolicyConfig, Error> {
+        let missing = |field: &str| {
+            Error::invalid_policy(
+                name,
+                format!("`{field}` is required for a policy the defaults do not have"),
+            )
+        };
+        let base = match base {
+            Some(base) => base.clone(),
+            None => PolicyConfig {
+                name: name.to_owned(),
+                scope: self.scope.ok_or_else(|| missing("scope"))?,
+                algorithm: self.algorithm.ok_or_else(|| missing("algorithm"))?,
+                limit: self.limit.ok_or_else(|| missing("limit"))?,
+                window: self.window.ok_or_else(|| missing("window"))?,
+                burst: None,
+                endpoint: None,
+                dimension: None,
+                mode: Mode::Enforce,
+            },
+        };
+        Ok(PolicyConfig {
+            name: base.name,
+            scope: self.scope.unwrap_or(base.scope),
+            algorithm: self.algorithm.unwrap_or(base.algorithm),
+            limit: self.limit.unwrap_or(base.limit),
+            window: self.window.unwrap_or(base.window),
+            burst: self.burst.or(base.burst),
+            endpoint: self.endpoint.clone().or(base.endpoint),
+            dimension: self.dimension.clone().or(base.dimension),
+            mode: self.mode.unwrap_or(base.mode),
+        })
+    }
 }
 
 /// One policy as written in configuration.
@@ -50,7 +146,7 @@ pub struct RateLimitConfig {
 pub struct PolicyConfig {
     /// Unique name, 1–64 characters of `[A-Za-z0-9_.-]`.
     pub name: String,
-    /// `global`, `user`, `ip` or `endpoint`.
+    /// `global`, `user`, `ip`, `endpoint` or `dimension` (with `dimension` naming it).
     pub scope: Scope,
     /// `sliding-window`, `sliding-log` or `token-bucket`.
     pub algorithm: AlgorithmKind,
@@ -65,6 +161,16 @@ pub struct PolicyConfig {
     /// Restricts the policy to one endpoint, `METHOD /route/template`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// For `scope = "dimension"`: the dimension counted per (e.g. `merchant`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dimension: Option<String>,
+    /// `enforce` (the default) or `shadow`: counted and reported, never refusing.
+    #[serde(default, skip_serializing_if = "is_enforce")]
+    pub mode: Mode,
+}
+
+fn is_enforce(mode: &Mode) -> bool {
+    *mode == Mode::Enforce
 }
 
 /// The algorithm names accepted in configuration.
@@ -90,6 +196,8 @@ impl PolicyConfig {
             window,
             burst: None,
             endpoint: None,
+            dimension: None,
+            mode: Mode::Enforce,
         }
     }
 
@@ -131,7 +239,19 @@ impl PolicyConfig {
             }
             (AlgorithmKind::SlidingLog, None) => Algorithm::sliding_log(self.limit, self.window),
         };
-        let policy = Policy::new(&self.name, self.scope, algorithm)?;
+        let policy = match (self.scope, &self.dimension) {
+            (Scope::Dimension, Some(dimension)) => {
+                Policy::per_dimension(&self.name, dimension, algorithm)?
+            }
+            (_, Some(_)) => {
+                return Err(Error::invalid_policy(
+                    &self.name,
+                    "`dimension` is only valid for scope = \"dimension\"",
+                ));
+            }
+            (scope, None) => Policy::new(&self.name, scope, algorithm)?,
+        };
+        let policy = policy.with_mode(self.mode);
         Ok(match &self.endpoint {
             Some(endpoint) => policy.for_endpoint(endpoint),
             None => policy,
@@ -140,14 +260,27 @@ impl PolicyConfig {
 }
 
 impl RateLimitConfig {
-    /// Validates every entry into a [`PolicySet`].
+    /// Validates every entry, and every tier's, into a [`PolicySet`].
     pub fn into_policy_set(self) -> Result<PolicySet, Error> {
         let policies = self
             .policies
             .iter()
             .map(PolicyConfig::to_policy)
             .collect::<Result<Vec<_>, _>>()?;
-        PolicySet::new(policies)
+        let mut set = PolicySet::new(policies)?;
+        for (tier, config) in &self.tiers {
+            let policies = config
+                .policy
+                .iter()
+                .map(|(name, entry)| {
+                    let base = self.policies.iter().find(|p| p.name == *name);
+                    entry.apply(name, base)?.to_policy()
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|error| error.in_tier(tier))?;
+            set = set.with_tier(tier, policies)?;
+        }
+        Ok(set)
     }
 }
 
@@ -162,6 +295,7 @@ impl Default for RateLimitConfig {
                 PolicyConfig::sliding_window("per-user", Scope::User, 100, minute),
                 PolicyConfig::token_bucket("burst", Scope::User, 20, Duration::from_secs(1), 50),
             ],
+            tiers: BTreeMap::new(),
         }
     }
 }
@@ -173,6 +307,22 @@ fn read_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration,
             "invalid duration {text:?} ({e}); try \"60s\" or \"500ms\""
         ))
     })
+}
+
+fn read_optional_duration<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Duration>, D::Error> {
+    read_duration(deserializer).map(Some)
+}
+
+fn write_optional_duration<S: Serializer>(
+    duration: &Option<Duration>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match duration {
+        Some(duration) => write_duration(duration, serializer),
+        None => serializer.serialize_none(),
+    }
 }
 
 fn write_duration<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
@@ -206,5 +356,62 @@ mod tests {
         let config: RateLimitConfig = toml::from_str(burst).expect("parses");
         let err = config.into_policy_set().expect_err("burst on a window");
         assert!(err.to_string().contains("`burst`"), "{err}");
+    }
+
+    #[test]
+    fn tiers_override_fields_and_add_policies() {
+        let text = r#"
+[[policy]]
+name = "per-user"
+scope = "user"
+algorithm = "sliding-window"
+limit = 100
+window = "60s"
+
+[tier.premium.policy.per-user]
+limit = 1000
+
+[tier.premium.policy.per-merchant]
+scope = "dimension"
+dimension = "merchant"
+algorithm = "token-bucket"
+limit = 5
+window = "1s"
+
+[tier.trial.policy.per-user]
+mode = "shadow"
+"#;
+        let config: RateLimitConfig = toml::from_str(text).expect("parses");
+        let set = config.clone().into_policy_set().expect("valid");
+        let premium = set.policies_for(Some("premium"));
+        assert_eq!(premium[0].capacity(), 1000);
+        assert_eq!(
+            premium[0].window(),
+            Duration::from_secs(60),
+            "kept from the default"
+        );
+        assert_eq!(premium[1].dimension(), Some("merchant"));
+        assert_eq!(set.policies_for(Some("trial"))[0].mode(), Mode::Shadow);
+        assert_eq!(set.policies()[0].capacity(), 100);
+        let back: RateLimitConfig =
+            toml::from_str(&toml::to_string(&config).expect("serialize")).expect("parse");
+        assert_eq!(back, config);
+    }
+
+    #[test]
+    fn a_tiers_errors_name_the_tier_and_the_field() {
+        let new_policy = "[tier.gold.policy.extra]\nlimit = 5\n";
+        let config: RateLimitConfig = toml::from_str(new_policy).expect("parses");
+        let err = config.into_policy_set().expect_err("no scope").to_string();
+        assert!(
+            err.contains("`scope`") && err.contains("tier `gold`"),
+            "{err}"
+        );
+        let stray = "[[policy]]\nname = \"x\"\nscope = \"user\"\nalgorithm = \"sliding-window\"\nlimit = 5\nwindow = \"1s\"\ndimension = \"merchant\"\n";
+        let config: RateLimitConfig = toml::from_str(stray).expect("parses");
+        let err = config
+            .into_policy_set()
+            .expect_err("a dimension on a user policy");
+        assert!(err.to_string().contains("`dimension`"), "{err}");
     }
 }

@@ -10,6 +10,8 @@
 //! long the answer took to come back. The one exception is a [`refund`](RateLimiter::refund): this
 //! cache forgets the keys it refunds, but a refund made through another process is not seen
 //! here, and a key it freed stays denied here until the remembered wait ends (never longer).
+//! A denial holds for the terms it was decided on: once a key's policy has other limits (a
+//! replaced table, another tier), the backend decides again.
 //!
 //! # Example
 //!
@@ -47,6 +49,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use crate::clock::{Clock, SystemClock};
+use crate::policy::Quota;
 use crate::{Decision, Error, PolicyDecision, PolicyKey, RateLimiter};
 
 /// How many denials a cache remembers by default, over all its shards.
@@ -57,6 +60,9 @@ const SHARDS: usize = 16;
 /// A denial, as remembered: until when (µs, by the cache's clock) it holds, and for which cost.
 #[derive(Clone, Copy, Debug)]
 struct Denied {
+    /// The terms it was decided on: a key whose policy has changed since (a reload, another
+    /// tier) may have more room, so the backend is asked again.
+    quota: Quota,
     until: u64,
     cost: u64,
     remaining: u64,
@@ -195,7 +201,8 @@ impl<L, C: Clock> DenialCache<L, C> {
             .iter()
             .filter_map(|key| {
                 let hit = self.shard(key).denied.get(&key.hash128()).copied()?;
-                (hit.until > at && hit.cost <= cost).then(|| {
+                let holds = hit.until > at && hit.cost <= cost && hit.quota == key.policy().quota();
+                holds.then(|| {
                     let after = |end: u64| Duration::from_micros(end.saturating_sub(at));
                     PolicyDecision::new(
                         key,
@@ -224,13 +231,14 @@ impl<L, C: Clock> DenialCache<L, C> {
             let Some(wait) = policy.retry_after() else {
                 continue;
             };
+            let key = policy.key();
             let denied = Denied {
+                quota: key.policy().quota(),
                 until: asked_at.saturating_add(micros(wait)),
                 cost,
                 remaining: policy.remaining(),
                 reset_at: asked_at.saturating_add(micros(policy.reset_after())),
             };
-            let key = policy.key();
             self.shard(key)
                 .insert(key.hash128(), denied, asked_at, self.max_per_shard);
         }
@@ -354,6 +362,30 @@ mod tests {
         async fn reset(&self, keys: &[PolicyKey]) -> Result<(), Error> {
             self.inner.reset(keys).await
         }
+    }
+
+    /// A denial remembered under one policy's terms is not an answer under new ones: a higher
+    /// limit for the same key (a reloaded table, another tier) is decided by the backend.
+    #[test]
+    fn a_re_limited_policy_is_decided_again() {
+        let clock = clock();
+        let limiter = cached(&clock, 100);
+        let per_user = |limit| {
+            let window = Algorithm::sliding_window(limit, Duration::from_secs(60));
+            Arc::new(Policy::new("per-user", Scope::User, window).expect("valid"))
+        };
+        let one = [PolicyKey::new(per_user(1), "alice")];
+        assert!(run(limiter.check(&one, 1)).expect("decided").is_allowed());
+        assert!(!run(limiter.check(&one, 1)).expect("decided").is_allowed());
+        assert!(
+            !run(limiter.check(&one, 1))
+                .expect("remembered")
+                .is_allowed()
+        );
+        assert_eq!(limiter.answered(), 1);
+        let two = [PolicyKey::new(per_user(2), "alice")];
+        assert!(run(limiter.check(&two, 1)).expect("decided").is_allowed());
+        assert_eq!(limiter.answered(), 1, "the backend decided");
     }
 
     fn clock() -> ManualClock {

@@ -83,4 +83,15 @@ impl Error {
             reason: reason.into(),
         }
     }
+
+    /// This error, if a policy's, as found in tier `tier`.
+    pub(crate) fn in_tier(self, tier: &str) -> Self {
+        match self {
+            Error::InvalidPolicy { policy, reason } => Error::InvalidPolicy {
+                policy,
+                reason: format!("{reason} (in tier `{tier}`)"),
+            },
+            other => other,
+        }
+    }
 }

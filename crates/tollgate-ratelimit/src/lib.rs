@@ -76,6 +76,7 @@ mod policy;
 mod policy_set;
 #[cfg(feature = "redis")]
 pub mod redis;
+pub mod shadow;
 pub mod wait;
 
 pub use clock::Timestamp;
@@ -86,7 +87,7 @@ pub use limiter::{BoxFuture, DynRateLimiter, RateLimiter};
 pub use live::LivePolicies;
 #[cfg(feature = "memory")]
 pub use memory::MemoryLimiter;
-pub use policy::{Algorithm, MAX_LIMIT_WINDOW_PRODUCT, Policy, PolicyKey, Scope};
+pub use policy::{Algorithm, MAX_LIMIT_WINDOW_PRODUCT, Mode, Policy, PolicyKey, Scope};
 pub use policy_set::{PolicySet, RequestContext};
 
 /// The README's example, compiled and run as a doctest.

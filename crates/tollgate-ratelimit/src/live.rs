@@ -60,6 +60,12 @@ impl LivePolicies {
         self.current.load().keys_for(ctx)
     }
 
+    /// `read` applied to the table in force now: one read, so what it computes (the enforced
+    /// and the shadow keys of a request, say) comes from one table.
+    pub fn with_current<R>(&self, read: impl FnOnce(&PolicySet) -> R) -> R {
+        read(&self.current.load())
+    }
+
     /// Puts `policies` in force for every clone; the table it replaces.
     pub fn replace(&self, policies: PolicySet) -> Arc<PolicySet> {
         self.current.swap(Arc::new(policies))

@@ -55,6 +55,10 @@ pub enum Scope {
     Ip,
     /// One counter per endpoint (method and route template), shared by all callers.
     Endpoint,
+    /// One counter per value of a dimension the application names (a merchant, a tenant),
+    /// given with [`RequestContext::dimensions`](crate::RequestContext::dimensions); requests
+    /// without a value are not counted. Made with [`Policy::per_dimension`].
+    Dimension,
 }
 
 impl Scope {
@@ -65,6 +69,7 @@ impl Scope {
             Scope::User => "user",
             Scope::Ip => "ip",
             Scope::Endpoint => "endpoint",
+            Scope::Dimension => "dimension",
         }
     }
 
@@ -259,18 +264,77 @@ pub struct Policy {
     /// `quota.capacity()`, cached: it divides, and it is read on every decision.
     capacity: u64,
     endpoint: Option<Arc<str>>,
+    /// The dimension a [`Scope::Dimension`] policy counts per.
+    dimension: Option<Arc<str>>,
+    mode: Mode,
+}
+
+/// Whether a policy refuses what it would deny.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Decided with the request's other policies; a denial refuses the request.
+    #[default]
+    Enforce,
+    /// Decided on its own counter after the enforced policies admitted the request, and only
+    /// reported ([`would_deny`](crate::shadow::would_deny)): it never refuses a request and
+    /// never consumes an enforced policy's quota. For trying a limit on real traffic first.
+    Shadow,
+}
+
+impl Mode {
+    /// The mode's name as it appears in configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Shadow => "shadow",
+        }
+    }
+}
+
+/// Whether `name` is 1–64 characters of `[A-Za-z0-9_.-]` (policy, tier and dimension names:
+/// they appear in storage keys and HTTP headers).
+pub(crate) fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 impl Policy {
     /// A policy named `name` (1–64 characters of `[A-Za-z0-9_.-]`: it appears in storage keys
     /// and in HTTP headers), counting per `scope` with `algorithm`.
+    ///
+    /// A [`Scope::Dimension`] policy is made with [`per_dimension`](Self::per_dimension).
     pub fn new(name: &str, scope: Scope, algorithm: Algorithm) -> Result<Self, Error> {
-        let valid_name = !name.is_empty()
-            && name.len() <= 64
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-        if !valid_name {
+        if scope == Scope::Dimension {
+            return Err(Error::invalid_policy(
+                name,
+                "`scope = \"dimension\"` needs a `dimension` to count per",
+            ));
+        }
+        Policy::build(name, scope, algorithm)
+    }
+
+    /// A policy counting per value of `dimension` (1–64 characters of `[A-Za-z0-9_.-]`, e.g.
+    /// `merchant`): one counter per value that [`RequestContext::dimensions`] gives it.
+    ///
+    /// [`RequestContext::dimensions`]: crate::RequestContext::dimensions
+    pub fn per_dimension(name: &str, dimension: &str, algorithm: Algorithm) -> Result<Self, Error> {
+        if !is_valid_name(dimension) {
+            return Err(Error::invalid_policy(
+                name,
+                "`dimension` must be 1-64 characters of [A-Za-z0-9_.-]",
+            ));
+        }
+        let mut policy = Policy::build(name, Scope::Dimension, algorithm)?;
+        policy.dimension = Some(dimension.into());
+        Ok(policy)
+    }
+
+    fn build(name: &str, scope: Scope, algorithm: Algorithm) -> Result<Self, Error> {
+        if !is_valid_name(name) {
             return Err(Error::invalid_policy(
                 name,
                 "`name` must be 1-64 characters of [A-Za-z0-9_.-]",
@@ -284,7 +348,25 @@ impl Policy {
             scope,
             algorithm,
             endpoint: None,
+            dimension: None,
+            mode: Mode::Enforce,
         })
+    }
+
+    /// This policy in `mode`: [`Mode::Shadow`] to count what it would deny without refusing.
+    pub fn with_mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Whether the policy refuses ([`Mode::Enforce`]) or only reports ([`Mode::Shadow`]).
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// The dimension a [`Scope::Dimension`] policy counts per.
+    pub fn dimension(&self) -> Option<&str> {
+        self.dimension.as_deref()
     }
 
     /// Restricts the policy to one endpoint, written as `METHOD /route/template` (the same string
@@ -331,7 +413,6 @@ impl Policy {
         Duration::from_micros(self.quota.window_micros())
     }
 
-    #[cfg_attr(not(feature = "memory"), allow(dead_code))]
     #[inline]
     pub(crate) fn quota(&self) -> Quota {
         self.quota
@@ -350,6 +431,7 @@ impl Policy {
             Scope::Global => "",
             Scope::User => ctx.user?,
             Scope::Endpoint => ctx.endpoint?,
+            Scope::Dimension => ctx.dimension_value(self.dimension.as_deref()?)?,
             Scope::Ip => {
                 ip_text = ip_subject(ctx.ip?);
                 &ip_text
@@ -425,9 +507,15 @@ impl std::hash::Hash for PolicyKey {
 impl PolicyKey {
     /// The key of `policy` for `subject` (a user id, an IP group, an endpoint; empty for global).
     /// Characters that would break a Redis hash tag (`{`, `}`) are percent-encoded.
+    ///
+    /// A shadow policy's key is `"{policy}~shadow:{subject}"` (`~` is never in a name): its
+    /// counter is its own, never an enforced policy's of the same name.
     pub fn new(policy: Arc<Policy>, subject: &str) -> Self {
-        let mut storage_key = String::with_capacity(policy.name.len() + 1 + subject.len());
+        let mut storage_key = String::with_capacity(policy.name.len() + 8 + subject.len());
         storage_key.push_str(&policy.name);
+        if policy.mode == Mode::Shadow {
+            storage_key.push_str("~shadow");
+        }
         storage_key.push(':');
         push_escaped(&mut storage_key, subject);
         PolicyKey {

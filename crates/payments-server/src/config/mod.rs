@@ -2,11 +2,13 @@
 //! optional TOML file (`TOLLGATE_CONFIG`) for the policy table, timeouts and tuning. Every
 //! mistake is a start-up error naming the setting.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 mod keys;
+mod tiers;
 mod tuning;
 
 use clap::builder::BoolishValueParser;
@@ -27,6 +29,7 @@ pub(crate) use tuning::{
 };
 
 use keys::KeySettings;
+pub(crate) use tiers::{DimensionSection, TierSection, dimension_headers, tier_of_users};
 
 /// The server's settings, from the environment and flags.
 #[derive(Clone, Debug, Parser)]
@@ -238,6 +241,10 @@ pub struct FileConfig {
     /// The forwarding header those proxies write: `x-forwarded-for` (the default) or
     /// `forwarded` (RFC 7239). Only that one is read.
     pub(crate) forwarded_header: ForwardedHeader,
+    /// Tiers: the users who carry each, and the policies it changes or adds.
+    pub(crate) tier: BTreeMap<String, TierSection>,
+    /// Custom dimensions: the header each is read from.
+    pub(crate) dimension: BTreeMap<String, DimensionSection>,
 }
 
 impl FileConfig {
@@ -300,7 +307,23 @@ impl FileConfig {
         }
         self.validate_invariants()?;
         self.validate_limits()?;
-        self.policy_set().map(drop)
+        tier_of_users(&self.tier)?;
+        dimension_headers(&self.dimension)?;
+        let policies = self.policy_set()?;
+        for tier in policies.tiers().map(Some).chain([None]) {
+            for policy in policies.policies_for(tier) {
+                if let Some(dimension) = policy.dimension()
+                    && !self.dimension.contains_key(dimension)
+                {
+                    return Err(format!(
+                        "policy `{}`: dimension `{dimension}` has no [dimension.{dimension}] \
+                         section saying where its value is read",
+                        policy.name()
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// A charge takes at most `processor.timeout`; its key must stay claimed longer (or a
@@ -365,12 +388,16 @@ impl FileConfig {
 
     /// The rate-limit policies, validated.
     pub(crate) fn policy_set(&self) -> Result<PolicySet, String> {
-        let config = match &self.policies {
+        let mut config = match &self.policies {
             Some(policies) => RateLimitConfig {
                 policies: policies.clone(),
+                tiers: BTreeMap::new(),
             },
             None => default_policies(),
         };
+        config.tiers = (self.tier.iter())
+            .map(|(name, section)| (name.clone(), section.policies()))
+            .collect();
         config.into_policy_set().map_err(|e| e.to_string())
     }
 }

@@ -23,7 +23,7 @@ pub(crate) struct PageQuery {
 
 pub(crate) async fn audit_logs(
     State(state): State<Arc<AppState>>,
-    Extension(Caller(user)): Extension<Caller>,
+    Extension(Caller { user, .. }): Extension<Caller>,
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Response {
     let Query(query) = match query {

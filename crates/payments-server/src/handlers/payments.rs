@@ -47,7 +47,7 @@ pub(crate) async fn create_payment(
         .remove::<ClaimedPayment>()
         .map(|recorded| Arc::unwrap_or_clone(recorded.0));
     let extensions = &parts.extensions;
-    let (Some(&lease), Some(scope), Some(Caller(user))) = (
+    let (Some(&lease), Some(scope), Some(Caller { user, .. })) = (
         extensions.get::<Lease>(),
         extensions.get::<Scope>(),
         extensions.get::<Caller>(),
@@ -288,7 +288,7 @@ fn still_pending(
 
 pub(crate) async fn get_payment(
     State(state): State<Arc<AppState>>,
-    Extension(Caller(user)): Extension<Caller>,
+    Extension(Caller { user, .. }): Extension<Caller>,
     id: Result<Path<String>, PathRejection>,
 ) -> Response {
     let Path(id) = match id {

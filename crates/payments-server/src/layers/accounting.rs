@@ -164,7 +164,8 @@ impl Around for Accounting {
 
     fn after(&self, noted: Noted, response: Response) -> After {
         let state = &self.0;
-        let (Some(Caller(user)), Some(verdict)) = (noted.user, classify(state, &response)) else {
+        let (Some(Caller { user, .. }), Some(verdict)) = (noted.user, classify(state, &response))
+        else {
             return After::Now(response);
         };
         state

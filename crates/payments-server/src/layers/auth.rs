@@ -40,7 +40,7 @@ impl ValidateRequest<Body> for RequireKey {
         let refusal = match state.keys.authenticate(request.headers()) {
             Ok(user) => {
                 tracing::Span::current().record("user", user.as_ref());
-                request.extensions_mut().insert(Caller(user));
+                request.extensions_mut().insert(Caller { user, tier: None });
                 return Ok(());
             }
             Err(Presented::Repeated) => {

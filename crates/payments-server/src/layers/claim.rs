@@ -41,7 +41,7 @@ impl ClaimHook for ClaimWithIntent {
     /// anything is recorded).
     fn claim(&self, request: ClaimRequest<'_>) -> ClaimFuture {
         let extensions = request.head.extensions();
-        let Some(Caller(user)) = extensions.get::<Caller>() else {
+        let Some(Caller { user, .. }) = extensions.get::<Caller>() else {
             return declined();
         };
         if self.breaker.state() == State::Open {

@@ -90,18 +90,8 @@ impl Around for Measure {
         if let Some(failure) = response.extensions().get::<StoreFailure>() {
             tracing::warn!(error = %failure.0, "idempotency store failed");
         }
-        if let Some(RateLimitDecision {
-            policy: Some(policy),
-            allowed,
-        }) = response.extensions().get::<RateLimitDecision>()
-        {
-            let result = if *allowed { "allowed" } else { "denied" };
-            state
-                .metrics
-                .backends
-                .rate_limit_decisions
-                .with_label_values(&[policy.name(), result])
-                .inc();
+        if let Some(decision) = response.extensions().get::<RateLimitDecision>() {
+            count_rate_limit_decision(state, decision);
         }
         let route_path = route;
         let route = route_path.as_ref().map_or("unmatched", MatchedPath::as_str);
@@ -132,5 +122,24 @@ impl Around for Measure {
             }
         }
         After::Now(response)
+    }
+}
+
+/// Counts `decision` under its binding policy (`allowed`, `denied`) and each shadow policy that
+/// would have refused (`would-deny`).
+fn count_rate_limit_decision(state: &AppState, decision: &RateLimitDecision) {
+    let decisions = &state.metrics.backends.rate_limit_decisions;
+    if let Some(policy) = &decision.policy {
+        let result = if decision.allowed {
+            "allowed"
+        } else {
+            "denied"
+        };
+        decisions.with_label_values(&[policy.name(), result]).inc();
+    }
+    for policy in &decision.would_deny {
+        decisions
+            .with_label_values(&[policy.name(), "would-deny"])
+            .inc();
     }
 }

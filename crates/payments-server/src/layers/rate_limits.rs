@@ -21,7 +21,7 @@ pub(crate) fn client_address(
     extensions: &Extensions,
 ) -> Option<IpAddr> {
     let peer = extensions.get::<ConnectInfo<SocketAddr>>()?.0.ip();
-    Some(client_ip(peer, headers, &state.trusted_proxies))
+    Some(client_ip(peer, headers, &state.trusted_proxies.load()))
 }
 
 /// The limits of a public route: the strangers' bucket (per address, and the ceiling of all
@@ -34,7 +34,7 @@ pub(crate) fn for_public_route(state: &Arc<AppState>) -> RateLimitLayer {
         move |head: &RequestHead<'_>| Subject {
             user: None,
             ip: client_address(&extractor_state, head.headers(), head.extensions()),
-            endpoint: None,
+            ..Subject::default()
         },
     )
 }
@@ -47,13 +47,19 @@ pub(crate) fn for_route(state: &Arc<AppState>, method: Method, template: &str) -
     RateLimitLayer::new(
         Arc::clone(&state.limiter),
         state.policies.clone(),
-        move |head: &RequestHead<'_>| Subject {
-            user: head
-                .extensions()
-                .get::<Caller>()
-                .map(|caller| caller.0.as_ref().to_owned()),
-            ip: client_address(&extractor_state, head.headers(), head.extensions()),
-            endpoint: Some(endpoint.clone()),
+        move |head: &RequestHead<'_>| {
+            let state = &extractor_state;
+            let caller = head.extensions().get::<Caller>();
+            let subjects = state.subjects.load();
+            Subject {
+                user: caller.map(|caller| caller.user.as_ref().to_owned()),
+                ip: client_address(state, head.headers(), head.extensions()),
+                endpoint: Some(endpoint.clone()),
+                tier: caller
+                    .and_then(|caller| subjects.tier_of(caller))
+                    .map(|tier| tier.as_ref().to_owned()),
+                dimensions: subjects.dimensions(head.headers()),
+            }
         },
     )
 }

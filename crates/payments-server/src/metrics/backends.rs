@@ -105,7 +105,8 @@ impl BackendMetrics {
                 registry,
                 "rate_limit_decisions_total",
                 "Rate-limit decisions by binding policy (the one closest to its limit, or the one \
-                 that denied) and result (allowed, denied)",
+                 that denied) and result (allowed, denied; would-deny for a shadow policy that \
+                 would have refused an admitted request)",
                 &["policy", "result"],
             ),
             pool_connections: gauges(

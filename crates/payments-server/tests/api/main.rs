@@ -19,6 +19,7 @@ mod routing;
 mod services;
 mod simulate;
 mod support;
+mod tiers;
 
 /// Fast payments, limits high enough for any one test, and the testing features (the test
 /// payment methods, simulate-concurrent).

@@ -24,6 +24,8 @@ pub(crate) struct Services {
     redis_url: String,
     pub(crate) schema: String,
     server: Option<Server>,
+    /// Whether dropping these removes the schema and the keys (a second replica's do not).
+    owns_data: bool,
 }
 
 impl Drop for Services {
@@ -35,13 +37,16 @@ impl Drop for Services {
             self.schema.clone(),
         );
         let server = self.server.take();
+        let owns_data = self.owns_data;
         let cleanup = std::thread::spawn(move || {
             runtime().block_on(async move {
                 if let Some(server) = server {
                     server.shutdown().await;
                 }
-                services::drop_schema(&database, &schema).await;
-                services::delete_keys(&redis, &schema).await;
+                if owns_data {
+                    services::drop_schema(&database, &schema).await;
+                    services::delete_keys(&redis, &schema).await;
+                }
             })
         });
         let _ = cleanup.join();
@@ -58,6 +63,7 @@ fn runtime() -> tokio::runtime::Runtime {
 /// The app under test.
 pub(crate) struct Api {
     router: Router,
+    state: Arc<AppState>,
     pub(crate) services: Option<Services>,
 }
 
@@ -76,7 +82,8 @@ impl Api {
         ];
         let state = AppState::in_memory(&file, &keys).expect("a state");
         Api {
-            router: app(state),
+            router: app(Arc::clone(&state)),
+            state,
             services: None,
         }
     }
@@ -93,7 +100,25 @@ impl Api {
             return None;
         };
         let schema = unique("tg_api");
-        let path = std::env::temp_dir().join(format!("{schema}.toml"));
+        Some(Api::on_services(config, redis_url, database_url, schema, true).await)
+    }
+
+    /// Another replica of this app, on the same Redis keys and PostgreSQL schema (`None` on
+    /// memory backends).
+    pub(crate) async fn replica(&self, config: &str) -> Option<Api> {
+        let services = self.services.as_ref()?;
+        let (redis, database) = (services.redis_url.clone(), services.database_url.clone());
+        Some(Api::on_services(config, redis, database, services.schema.clone(), false).await)
+    }
+
+    async fn on_services(
+        config: &str,
+        redis_url: String,
+        database_url: String,
+        schema: String,
+        owns_data: bool,
+    ) -> Api {
+        let path = std::env::temp_dir().join(format!("{}.toml", unique(&schema)));
         std::fs::write(&path, config).expect("write the configuration");
         let path = path.to_string_lossy().into_owned();
         let args = [
@@ -114,15 +139,23 @@ impl Api {
         let server = Server::build(&Config::parse_from(args)).await;
         let _ = std::fs::remove_file(&path);
         let server = server.unwrap_or_else(|e| panic!("the services are reachable: {e}"));
-        Some(Api {
+        Api {
             router: app(Arc::clone(&server.state)),
+            state: Arc::clone(&server.state),
             services: Some(Services {
                 database_url,
                 redis_url,
                 schema,
                 server: Some(server),
+                owns_data,
             }),
-        })
+        }
+    }
+
+    /// Puts `config` in force as a SIGHUP would.
+    pub(crate) fn reload(&self, config: &str) {
+        let file = FileConfig::parse(config).expect("a valid configuration");
+        self.state.reload(&file).expect("reloaded");
     }
 
     /// Sends `request` as if from 127.0.0.1.

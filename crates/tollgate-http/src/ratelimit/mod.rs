@@ -87,6 +87,10 @@ pub struct RateLimitDecision {
     pub policy: Option<std::sync::Arc<tollgate_ratelimit::Policy>>,
     /// Whether the request was admitted.
     pub allowed: bool,
+    /// The shadow policies that would have refused the request (decided only for admitted
+    /// requests; see `tollgate_ratelimit::shadow`). Empty when the subject's tier has none, or
+    /// when deciding them failed: a shadow never changes an answer.
+    pub would_deny: Vec<std::sync::Arc<tollgate_ratelimit::Policy>>,
 }
 
 /// Put in the extensions of a `429` the layer answered: which policy denied. Lets outer layers

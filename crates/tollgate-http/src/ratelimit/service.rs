@@ -8,12 +8,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use http::{Request, Response, StatusCode};
+use tollgate_ratelimit::shadow::would_deny;
 use tollgate_ratelimit::{DynRateLimiter, RateLimiter, RequestContext};
 use tower::{Layer, Service};
 
 use super::headers;
 use super::layer::{Denied, RateLimitLayer};
-use super::{RateLimitDecision, RateLimited};
+use super::{RateLimitDecision, RateLimited, Subject};
 use crate::RequestHead;
 use crate::future::ResponseFuture;
 use crate::problem::{CONTENT_TYPE_PROBLEM, Problem};
@@ -129,17 +130,16 @@ where
         let subject = self.layer.extractor.subject(&head);
         let cost = self.layer.cost.as_ref().map_or(1, |cost| cost(&head));
         let on_limited = self.layer.on_limited.clone();
-        let mut ctx = RequestContext::new();
-        if let Some(user) = &subject.user {
-            ctx = ctx.user(user);
-        }
-        if let Some(ip) = subject.ip {
-            ctx = ctx.ip(ip);
-        }
-        if let Some(endpoint) = &subject.endpoint {
-            ctx = ctx.endpoint(endpoint);
-        }
-        let keys = self.layer.policies.keys_for(&ctx);
+        let dimensions: Vec<(&str, &str)> = subject
+            .dimensions
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .collect();
+        let ctx = context(&subject, &dimensions);
+        let (keys, shadow_keys) = self
+            .layer
+            .policies
+            .with_current(|set| (set.keys_for(&ctx), set.shadow_keys_for(&ctx)));
         let limiter = Arc::clone(&self.layer.limiter);
         // The service polled ready is the one that must be called.
         let clone = self.inner.clone();
@@ -149,9 +149,17 @@ where
                 Ok(decision) => decision,
                 Err(error) => return Ok(limiter_unavailable(&error)),
             };
+            let would_deny = if decision.is_allowed() && !shadow_keys.is_empty() {
+                would_deny(&*limiter, &shadow_keys, cost)
+                    .await
+                    .unwrap_or_default()
+            } else {
+                Vec::new()
+            };
             let decided = RateLimitDecision {
                 policy: decision.binding().map(|b| Arc::clone(b.policy())),
                 allowed: decision.is_allowed(),
+                would_deny,
             };
             let denied_by = (!decision.is_allowed())
                 .then(|| decision.binding().map(|b| b.policy().name().to_owned()))
@@ -181,6 +189,24 @@ where
         });
         ResponseFuture { inner }
     }
+}
+
+/// The limiter's view of `subject`, borrowing its `dimensions` as pairs of `&str`.
+fn context<'a>(subject: &'a Subject, dimensions: &'a [(&'a str, &'a str)]) -> RequestContext<'a> {
+    let mut ctx = RequestContext::new().dimensions(dimensions);
+    if let Some(user) = &subject.user {
+        ctx = ctx.user(user);
+    }
+    if let Some(ip) = subject.ip {
+        ctx = ctx.ip(ip);
+    }
+    if let Some(endpoint) = &subject.endpoint {
+        ctx = ctx.endpoint(endpoint);
+    }
+    if let Some(tier) = &subject.tier {
+        ctx = ctx.tier(tier);
+    }
+    ctx
 }
 
 impl<S, L: ?Sized> Layer<S> for RateLimitLayer<L> {

@@ -14,6 +14,11 @@ pub struct Subject {
     /// `METHOD /route/template` (the template, not the path: every distinct path would
     /// otherwise be its own counter).
     pub endpoint: Option<String>,
+    /// The subject's tier (from its API key's record, say): its policies are the tier's.
+    pub tier: Option<String>,
+    /// Values of the application's own dimensions, `(dimension, value)`, for
+    /// `Scope::Dimension` policies: a merchant id from a header or from the key's record.
+    pub dimensions: Vec<(String, String)>,
 }
 
 /// Tells what a request is limited as. Any `Fn(&RequestHead<'_>) -> Subject` is one.
