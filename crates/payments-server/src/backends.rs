@@ -16,6 +16,7 @@ use tollgate_ratelimit::{DynRateLimiter, MemoryLimiter};
 
 use crate::config::{ApiKey, Config, FailureModeName, FileConfig, Timeouts};
 use crate::health::{RememberedDenials, Services};
+use crate::keys::KeyStore;
 use crate::ledger::{BoxError, Ledger, MemoryLedger, PostgresLedger};
 use crate::metrics::BackendLatency;
 use crate::payment::IntentStore;
@@ -47,6 +48,8 @@ pub struct Server {
     store: Arc<dyn IdempotencyStore>,
     cleanup_interval: Duration,
     audit: Option<Arc<PostgresAuditLog>>,
+    /// Where managed keys are kept, and the version of them in force.
+    keys: Option<(Arc<KeyStore>, String)>,
 }
 
 impl Server {
@@ -111,7 +114,9 @@ impl Server {
             &file.limits,
             Arc::clone(&state.trusted_proxies),
         );
+        let keys = managed_keys(config, &state).await?;
         Ok(Server {
+            keys,
             state,
             timeouts: file.timeouts,
             limits,
@@ -125,6 +130,10 @@ impl Server {
     /// refusal window's count to the audit trail when the window ends.
     pub fn spawn_tasks(&self) {
         self.spawn_cleanup();
+        if let Some((store, version)) = &self.keys {
+            let (state, store) = (Arc::clone(&self.state), Arc::clone(store));
+            tokio::spawn(crate::keys::watch::watch(state, store, version.clone()));
+        }
         let state = Arc::clone(&self.state);
         tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_secs(1));
@@ -173,6 +182,26 @@ impl Server {
             }
         }
     }
+}
+
+/// The key store (PostgreSQL when there is a database, else `KEYS_FILE`), its keys put in
+/// force in `state`.
+async fn managed_keys(
+    config: &Config,
+    state: &AppState,
+) -> Result<Option<(Arc<KeyStore>, String)>, StartError> {
+    let (store, setting) = match (&state.services.database_pool, &config.keys_file) {
+        (Some(pool), _) => (
+            KeyStore::postgres(pool.clone(), &config.database_schema),
+            "DATABASE_URL",
+        ),
+        (None, Some(path)) => (KeyStore::file(path.clone()), "KEYS_FILE"),
+        (None, None) => return Ok(None),
+    };
+    let version = crate::keys::watch::load(state, &store)
+        .await
+        .map_err(|e| backend(setting)(e.into()))?;
+    Ok(Some((Arc::new(store), version)))
 }
 
 /// Records deleted per statement: a batch short enough not to hold locks for long.

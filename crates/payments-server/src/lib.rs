@@ -39,6 +39,7 @@ pub mod config;
 mod handlers;
 mod health;
 pub mod healthcheck;
+mod keys;
 mod layers;
 mod ledger;
 pub mod logging;
@@ -63,6 +64,7 @@ mod trace;
 
 pub use app::app;
 pub use backends::Server;
+pub use keys::cli::run as keys_command;
 pub use migrate::sql as migration_sql;
 pub use start_error::StartError;
 pub use state::AppState;

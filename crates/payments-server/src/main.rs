@@ -78,6 +78,20 @@ async fn main() -> ExitCode {
                 }
             };
         }
+        Some(Command::Keys(command)) => {
+            return match payments_server::keys_command(&config, command).await {
+                Ok(lines) => {
+                    for line in lines {
+                        println!("{line}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("payments-server keys: {error}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         None => {}
     }
     let telemetry = match init_logging(&config) {

@@ -1,5 +1,5 @@
 //! One migration for every PostgreSQL table the server uses — idempotency records, the audit
-//! trail, payments and the simulated processor's charges — in one transaction under one
+//! trail, payments and managed API keys — in one transaction under one
 //! advisory lock: processes starting together on a new database (a rollout of several
 //! replicas) run it one after the other instead of racing on `CREATE … IF NOT EXISTS`.
 //!
@@ -23,6 +23,7 @@ pub(crate) fn statements(schema: &str) -> Result<Vec<String>, BoxError> {
         PostgresStore::migration(schema)?,
         PostgresAuditLog::migration(schema)?,
         crate::ledger::MIGRATE.replace("{schema}", schema),
+        crate::keys::MIGRATION.replace("{schema}", schema),
         format!(
             "CREATE TABLE IF NOT EXISTS {schema}.tollgate_migrations (\n    \
              digest text PRIMARY KEY,\n    applied_at timestamptz NOT NULL DEFAULT now()\n);"
@@ -43,7 +44,12 @@ fn record(schema: &str, digest: &str) -> String {
 }
 
 /// The tables [`statements`] creates, which a server that does not migrate checks for.
-const TABLES: [&str; 3] = ["idempotency_records", "audit_events", "payments"];
+const TABLES: [&str; 4] = [
+    "idempotency_records",
+    "audit_events",
+    "payments",
+    "api_keys",
+];
 
 /// The whole migration for `schema` as one SQL text, for a migration tool of your own
 /// (`payments-server migrations`): idempotent, and to be run in one transaction.

@@ -16,7 +16,7 @@ use tollgate_retry::breaker::{BreakerConfig, CircuitBreaker, State, Window};
 
 use crate::access_log::StrangerLog;
 use crate::anonymous::AnonymousLimit;
-use crate::auth::Keys;
+use crate::auth::KeyDirectory;
 use crate::config::{ApiKey, FileConfig, TestingTuning, Timeouts};
 use crate::health::HealthCache;
 use crate::health::Services;
@@ -32,7 +32,7 @@ use crate::subjects::Subjects;
 /// The state every handler and layer shares: a leaf, behind an `Arc`.
 #[derive(Debug)]
 pub struct AppState {
-    pub(crate) keys: Keys,
+    pub(crate) keys: KeyDirectory,
     pub(crate) limiter: Arc<dyn DynRateLimiter>,
     /// The policy table of requests with a key: replaced whole by a reload (SIGHUP).
     pub(crate) policies: LivePolicies,
@@ -94,7 +94,7 @@ impl AppState {
             intents: backends.intents,
         };
         Ok(Arc::new(AppState {
-            keys: Keys::new(keys),
+            keys: KeyDirectory::new(keys),
             limiter: backends.limiter,
             policies: LivePolicies::new(file.policy_set()?),
             idempotency: Arc::new(idempotency),

@@ -47,6 +47,8 @@ pub(crate) struct KeySettings<'a> {
     pub(crate) api_key: Option<&'a str>,
     pub(crate) bind_addr: SocketAddr,
     pub(crate) dev: bool,
+    /// Whether a key store (PostgreSQL or `KEYS_FILE`) can hold managed keys.
+    pub(crate) managed: bool,
 }
 
 impl KeySettings<'_> {
@@ -57,6 +59,9 @@ impl KeySettings<'_> {
         if self.api_keys.is_none() && self.api_key.is_none() {
             if self.dev || self.bind_addr.ip().is_loopback() {
                 return Ok((vec![ApiKey::new(DEV_KEY, "test")], true));
+            }
+            if self.managed {
+                return Ok((Vec::new(), false));
             }
             return Err(format!(
                 "API_KEYS: no API_KEYS or API_KEY set, and BIND_ADDR {} is not a loopback address: \
@@ -133,7 +138,7 @@ fn check_key(key: &str) -> Result<(), String> {
 }
 
 /// User ids are 1–64 characters of `[A-Za-z0-9._@+-]`: they reach logs and the audit trail.
-fn check_user(user: &str) -> Result<(), String> {
+pub(crate) fn check_user(user: &str) -> Result<(), String> {
     let allowed = |c: char| c.is_ascii_alphanumeric() || "._@+-".contains(c);
     if user.is_empty() || user.len() > MAX_USER || !user.chars().all(allowed) {
         return Err(format!(
@@ -167,6 +172,7 @@ mod tests {
             api_key,
             bind_addr: "127.0.0.1:8000".parse().expect("an address"),
             dev: false,
+            managed: false,
         }
     }
 
@@ -247,5 +253,11 @@ mod tests {
             ..public
         };
         assert!(asked.resolve().expect("asked for").1);
+        // With a key store, managed keys alone may serve a public address.
+        let managed = KeySettings {
+            managed: true,
+            ..public
+        };
+        assert_eq!(managed.resolve().expect("managed keys").0.len(), 0);
     }
 }

@@ -20,6 +20,8 @@ use tollgate_ratelimit::{PolicySet, Scope};
 
 use crate::paths;
 
+pub use crate::keys::cli::KeysCommand;
+pub(crate) use keys::check_user;
 pub use keys::{ApiKey, DEV_KEY};
 pub use tuning::Timeouts;
 pub(crate) use tuning::{
@@ -62,6 +64,11 @@ pub struct Config {
     /// One API key, for user `default`.
     #[arg(long, env = "API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// Where managed keys (`payments-server keys`) are kept, as digests, when there is no
+    /// `DATABASE_URL` (with one, they are kept in PostgreSQL). Every replica reading the same
+    /// file sees a change within two seconds.
+    #[arg(long, env = "KEYS_FILE")]
+    pub keys_file: Option<PathBuf>,
     /// PostgreSQL URL: payments, idempotency records and the audit trail live there. TLS as
     /// libpq: `sslmode` (disable, prefer, require, verify-ca, verify-full) and `sslrootcert`.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
@@ -131,6 +138,11 @@ pub enum Command {
         #[arg(long = "config", value_name = "FILE")]
         file: Option<PathBuf>,
     },
+    /// Creates, lists, rolls, re-tiers and revokes managed API keys, in the store the server
+    /// reads (`DATABASE_URL` and `DATABASE_SCHEMA`, or `KEYS_FILE`); every replica sees a
+    /// change within two seconds.
+    #[command(subcommand)]
+    Keys(KeysCommand),
 }
 
 /// How log lines are written.
@@ -149,6 +161,13 @@ impl Config {
         // public development key.
         let set = |name: &str| std::env::var_os(name).is_some().then_some("");
         let api_keys = self.api_keys.as_deref().or_else(|| set("API_KEYS"));
+        if self.database_url.is_some() && self.keys_file.is_some() {
+            return Err(
+                "KEYS_FILE and DATABASE_URL are both set: with a database, managed keys are kept \
+                 there; unset KEYS_FILE"
+                    .to_owned(),
+            );
+        }
         let listed = match &self.api_keys_file {
             Some(_) if api_keys.is_some() => {
                 return Err("API_KEYS_FILE and API_KEYS are both set: use one".to_owned());
@@ -164,6 +183,7 @@ impl Config {
             api_key: self.api_key.as_deref().or_else(|| set("API_KEY")),
             bind_addr: self.bind_addr,
             dev: self.dev,
+            managed: self.database_url.is_some() || self.keys_file.is_some(),
         }
         .resolve();
         match &self.api_keys_file {

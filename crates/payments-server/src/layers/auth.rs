@@ -10,7 +10,7 @@ use http::StatusCode;
 use tower_http::validate_request::ValidateRequest;
 
 use super::rate_limits::client_address;
-use crate::auth::{Caller, Presented};
+use crate::auth::Presented;
 use crate::state::AppState;
 
 /// Put in the extensions of every answer to a request a valid key admitted (by
@@ -25,7 +25,7 @@ pub(crate) fn mark_authenticated(mut response: Response) -> Response {
 }
 
 /// Admits requests that present a configured key — from the head, before any body is read —
-/// and puts the [`Caller`] in their extensions. Otherwise `400` for more than one
+/// and puts the [`Caller`](crate::auth::Caller) in their extensions. Otherwise `400` for more than one
 /// `Authorization` header, `401`, or `429` once the address has sent too many requests without
 /// a valid key.
 /// tower-http's `ValidateRequestHeaderLayer::custom` runs it.
@@ -38,9 +38,9 @@ impl ValidateRequest<Body> for RequireKey {
     fn validate(&mut self, request: &mut Request) -> Result<(), Response> {
         let state = &self.0;
         let refusal = match state.keys.authenticate(request.headers()) {
-            Ok(user) => {
-                tracing::Span::current().record("user", user.as_ref());
-                request.extensions_mut().insert(Caller { user, tier: None });
+            Ok(caller) => {
+                tracing::Span::current().record("user", caller.user.as_ref());
+                request.extensions_mut().insert(caller);
                 return Ok(());
             }
             Err(Presented::Repeated) => {

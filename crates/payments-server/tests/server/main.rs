@@ -14,6 +14,7 @@ mod faults;
 mod fixtures;
 mod history;
 mod hostile;
+mod keys;
 mod lifecycle;
 mod outage;
 mod processor;

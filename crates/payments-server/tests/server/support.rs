@@ -14,7 +14,7 @@ pub(crate) use crate::fixtures::{ALICE, BOB, CAROL, payment, unique};
 pub(crate) struct Server {
     pub(crate) child: Child,
     pub(crate) port: u16,
-    _config: tempfile_path::TempFile,
+    _config: TempFile,
 }
 
 impl Drop for Server {
@@ -24,14 +24,12 @@ impl Drop for Server {
     }
 }
 
-mod tempfile_path {
-    /// A file removed when dropped.
-    pub(crate) struct TempFile(pub(crate) std::path::PathBuf);
+/// A file removed when dropped.
+pub(crate) struct TempFile(pub(crate) std::path::PathBuf);
 
-    impl Drop for TempFile {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 
@@ -191,7 +189,7 @@ impl Server {
         let path = std::env::temp_dir().join(format!("{}.toml", unique("tollgate")));
         std::fs::write(&path, quick_stop(options.toml.as_deref())).expect("write the config");
         command.env("TOLLGATE_CONFIG", &path);
-        let config = tempfile_path::TempFile(path);
+        let config = TempFile(path);
         // The tests use the testing features (test payment methods, simulate-concurrent)
         // unless they say otherwise.
         command.env("TOLLGATE_TESTING", "true");
