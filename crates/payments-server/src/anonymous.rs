@@ -11,7 +11,8 @@ use std::time::Duration;
 use axum::response::Response;
 use http::StatusCode;
 use tollgate_ratelimit::{
-    Algorithm, DynRateLimiter, MemoryLimiter, Policy, PolicySet, RequestContext, Scope,
+    Algorithm, DynRateLimiter, LivePolicies, MemoryLimiter, Policy, PolicySet, RequestContext,
+    Scope,
 };
 
 use crate::auth::unauthorized;
@@ -25,26 +26,22 @@ pub(crate) const CEILING: &str = "anonymous-ceiling";
 #[derive(Debug)]
 pub(crate) struct AnonymousLimit {
     limiter: Arc<MemoryLimiter>,
-    policies: PolicySet,
+    /// Replaced by a reload (`limits.anonymous_*`).
+    policies: LivePolicies,
 }
 
 impl AnonymousLimit {
     /// `per_minute` requests a minute from one address, `ceiling_per_minute` from all.
     pub(crate) fn new(per_minute: u64, ceiling_per_minute: u64) -> Result<Self, String> {
-        let minute = Duration::from_secs(60);
-        let policy = |name: &str, scope, limit| {
-            Policy::new(name, scope, Algorithm::sliding_window(limit, minute))
-                .map_err(|e| format!("limits.anonymous_*: {e}"))
-        };
-        let policies = PolicySet::new(vec![
-            policy(PER_ADDRESS, Scope::Ip, per_minute)?,
-            policy(CEILING, Scope::Global, ceiling_per_minute)?,
-        ])
-        .map_err(|e| e.to_string())?;
         Ok(AnonymousLimit {
             limiter: Arc::new(MemoryLimiter::new()),
-            policies,
+            policies: LivePolicies::new(policies(per_minute, ceiling_per_minute)?),
         })
+    }
+
+    /// Puts new limits (from [`policies`]) in force; what each address used so far is kept.
+    pub(crate) fn replace(&self, policies: PolicySet) {
+        self.policies.replace(policies);
     }
 
     /// The limiter, for the public routes' rate-limit layer.
@@ -53,7 +50,7 @@ impl AnonymousLimit {
     }
 
     /// The two policies, for the public routes' rate-limit layer.
-    pub(crate) fn policies(&self) -> &PolicySet {
+    pub(crate) fn policies(&self) -> &LivePolicies {
         &self.policies
     }
 
@@ -81,6 +78,20 @@ impl AnonymousLimit {
             None => unauthorized(),
         }
     }
+}
+
+/// The address's policy and the ceiling.
+pub(crate) fn policies(per_minute: u64, ceiling_per_minute: u64) -> Result<PolicySet, String> {
+    let minute = Duration::from_secs(60);
+    let policy = |name: &str, scope, limit| {
+        Policy::new(name, scope, Algorithm::sliding_window(limit, minute))
+            .map_err(|e| format!("limits.anonymous_*: {e}"))
+    };
+    PolicySet::new(vec![
+        policy(PER_ADDRESS, Scope::Ip, per_minute)?,
+        policy(CEILING, Scope::Global, ceiling_per_minute)?,
+    ])
+    .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use tollgate_ratelimit::denials::DenialCache;
 use tollgate_ratelimit::redis::RedisLimiter;
 
 use crate::ledger::Ledger;
+use crate::live::LiveDuration;
 use crate::metrics::BackendSnapshot;
 use crate::timed::TimedLimiter;
 
@@ -213,7 +214,8 @@ impl Services {
 /// their own.
 #[derive(Debug)]
 pub(crate) struct HealthCache {
-    ttl: Duration,
+    /// `health.cache`, replaced by a reload.
+    pub(crate) ttl: LiveDuration,
     last: parking_lot::Mutex<Option<(Instant, Report)>>,
     probing: tokio::sync::Mutex<()>,
     /// Probes actually run (for `/metrics`).
@@ -225,7 +227,7 @@ pub(crate) struct HealthCache {
 impl HealthCache {
     pub(crate) fn new(ttl: Duration, probes: prometheus::IntCounter, up: IntGaugeVec) -> Self {
         HealthCache {
-            ttl,
+            ttl: LiveDuration::new(ttl),
             last: parking_lot::Mutex::new(None),
             probing: tokio::sync::Mutex::new(()),
             probes,
@@ -236,7 +238,7 @@ impl HealthCache {
     fn fresh(&self) -> Option<Report> {
         let last = self.last.lock();
         let (at, report) = last.as_ref()?;
-        (at.elapsed() < self.ttl).then(|| report.clone())
+        (at.elapsed() < self.ttl.get()).then(|| report.clone())
     }
 
     /// A report at most `ttl` old.

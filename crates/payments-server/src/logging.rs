@@ -19,7 +19,26 @@ impl Telemetry {
     }
 }
 
-/// Installs the log subscriber: `LOG_LEVEL`'s filter, text or JSON lines; and, with the `otlp`
+/// The installed log filter, replaced by a reload that names `log.level`.
+static LOG_FILTER: std::sync::OnceLock<
+    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>,
+> = std::sync::OnceLock::new();
+
+/// The filter `log.level` names.
+pub(crate) fn log_filter(level: &str) -> Result<tracing_subscriber::EnvFilter, String> {
+    tracing_subscriber::EnvFilter::try_new(level).map_err(|e| format!("log.level {level:?}: {e}"))
+}
+
+/// Puts `filter` in force for the log lines from now on (nothing happens before
+/// [`init_logging`], as in tests).
+pub(crate) fn set_log_filter(filter: tracing_subscriber::EnvFilter) {
+    if let Some(handle) = LOG_FILTER.get() {
+        let _ = handle.reload(filter);
+    }
+}
+
+/// Installs the log subscriber: `LOG_LEVEL`'s filter (or the file's `log.level`, which a
+/// reload replaces), text or JSON lines; and, with the `otlp`
 /// feature and an OTLP endpoint in the environment, the span exporter (its spans filtered by
 /// level `info`, whatever `LOG_LEVEL` says). Call it inside the runtime.
 pub fn init_logging(config: &crate::config::Config) -> Result<Telemetry, String> {
@@ -27,8 +46,13 @@ pub fn init_logging(config: &crate::config::Config) -> Result<Telemetry, String>
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
 
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
-        .map_err(|e| format!("LOG_LEVEL {:?}: {e}", config.log_level))?;
+    let filter = match config.file()?.log.level {
+        Some(level) => log_filter(&level)?,
+        None => tracing_subscriber::EnvFilter::try_new(&config.log_level)
+            .map_err(|e| format!("LOG_LEVEL {:?}: {e}", config.log_level))?,
+    };
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let _ = LOG_FILTER.set(handle);
     // Colour codes only for a person at a terminal: a file or a log collector would keep them
     // as text. `NO_COLOR` turns them off there too.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout())

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use clap::Parser;
 use payments_server::config::{Command, Config};
 use payments_server::logging::init_logging;
+use payments_server::reload::reload_on_hangup;
 use payments_server::serve::{raise_open_files_limit, serve};
-use payments_server::signals::{reload_on_hangup, stop_accepting};
+use payments_server::signals::stop_accepting;
 use payments_server::{Server, app};
 use tokio::net::TcpListener;
 

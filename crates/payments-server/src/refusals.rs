@@ -12,6 +12,8 @@ use parking_lot::Mutex;
 use tollgate_audit::{Action, AuditEvent, Outcome};
 use tollgate_clock::{Clock, Timestamp};
 
+use crate::live::LiveDuration;
+
 /// One refusal: what it is folded with (the same user, action and detail — a rate limit's
 /// policy) and what its entry carries, borrowed from the request, so a refusal that is only
 /// counted builds nothing.
@@ -101,7 +103,8 @@ fn overwrite(slot: &mut Option<String>, value: Option<&str>) {
 /// (policy names) come from the configuration, and a window is dropped when it ends.
 #[derive(Debug)]
 pub(crate) struct RefusalDigest {
-    window: Duration,
+    /// `audit.refusal_window`, replaced by a reload: windows opened from then on are as long.
+    pub(crate) window: LiveDuration,
     clock: Arc<dyn Clock>,
     /// foldhash: looked up on every refusal, by a configured user's name.
     open: Mutex<HashMap<Arc<str>, Vec<Window>, foldhash::fast::RandomState>>,
@@ -111,7 +114,7 @@ impl RefusalDigest {
     /// Windows `window` long, on `clock`.
     pub(crate) fn new(window: Duration, clock: Arc<dyn Clock>) -> Self {
         RefusalDigest {
-            window,
+            window: LiveDuration::new(window),
             clock,
             open: Mutex::new(HashMap::default()),
         }
@@ -134,7 +137,7 @@ impl RefusalDigest {
             windows.push(Window {
                 action: denial.action.clone(),
                 detail: denial.detail.map(Box::from),
-                ends: now + self.window,
+                ends: now + self.window.get(),
                 folded: 0,
                 last: Last::default(),
             });
@@ -146,7 +149,7 @@ impl RefusalDigest {
             return Admitted::FOLDED;
         }
         let summary = self.summary(denial.user, window);
-        window.ends = now + self.window;
+        window.ends = now + self.window.get();
         window.folded = 0;
         Admitted {
             summary,
@@ -189,7 +192,7 @@ impl RefusalDigest {
         let last = &window.last;
         let mut summary = AuditEvent::new(user, window.action.clone(), Outcome::Denied)
             .field("repeated", window.folded)
-            .field("window_seconds", self.window.as_secs_f64());
+            .field("window_seconds", self.window.get().as_secs_f64());
         if let Some(detail) = &window.detail {
             summary = summary.field("policy", detail.as_ref());
         }

@@ -122,13 +122,29 @@ impl AppState {
     }
 
     /// Puts in force, for every request from now on, what of `file` can change while the
-    /// server runs: the policy table with its tiers, the users' tiers, the dimensions' headers
-    /// and the trusted proxies. Everything is validated first; on an error nothing changes.
+    /// server runs: the policy table with its tiers, the users' tiers, the dimensions' headers,
+    /// the trusted proxies, the strangers' limits, the audit's refusal window, the health
+    /// cache and the log level. Everything is validated before anything changes: on an error
+    /// nothing does.
     /// The number of policies now in force.
     pub fn reload(&self, file: &FileConfig) -> Result<usize, String> {
+        // Everything that can fail first: a file is put in force whole or not at all.
         let policies = file.policy_set()?;
         let subjects = Subjects::new(file)?;
+        let limits = &file.limits;
+        let strangers = crate::anonymous::policies(
+            limits.anonymous_per_minute,
+            limits.anonymous_ceiling_per_minute,
+        )?;
+        let log_filter = file.log.level.as_deref().map(crate::logging::log_filter);
+        let log_filter = log_filter.transpose()?;
         let count = policies.policies().len();
+        if let Some(filter) = log_filter {
+            crate::logging::set_log_filter(filter);
+        }
+        self.anonymous.replace(strangers);
+        self.refusals.window.set(file.audit.refusal_window);
+        self.health.ttl.set(file.health.cache);
         // A request reads each of these once. One that falls between two stores is decided
         // on the old settings or the new ones, per setting; a tier the table does not know
         // is decided on the defaults, so no mix fails.

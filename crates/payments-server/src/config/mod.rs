@@ -26,7 +26,7 @@ pub use keys::{ApiKey, DEV_KEY};
 pub use tuning::Timeouts;
 pub(crate) use tuning::{
     AuditTuning, BreakerTuning, DatabaseTuning, FailureModeName, HealthTuning, IdempotencyTuning,
-    LimitsTuning, ProcessorTuning, RateLimitTuning, RedisConnectionKind, RedisTuning,
+    LimitsTuning, LogTuning, ProcessorTuning, RateLimitTuning, RedisConnectionKind, RedisTuning,
     TestingTuning,
 };
 
@@ -265,6 +265,7 @@ pub struct FileConfig {
     pub(crate) tier: BTreeMap<String, TierSection>,
     /// Custom dimensions: the header each is read from.
     pub(crate) dimension: BTreeMap<String, DimensionSection>,
+    pub(crate) log: LogTuning,
 }
 
 impl FileConfig {
@@ -327,6 +328,9 @@ impl FileConfig {
         }
         self.validate_invariants()?;
         self.validate_limits()?;
+        if let Some(level) = &self.log.level {
+            crate::logging::log_filter(level)?;
+        }
         tier_of_users(&self.tier)?;
         dimension_headers(&self.dimension)?;
         let policies = self.policy_set()?;

@@ -102,6 +102,15 @@ impl Default for IdempotencyTuning {
     }
 }
 
+/// `[log]`: what a reload may change in the log.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct LogTuning {
+    /// A `tracing` filter (`info`, `warn,payments_server=debug`); instead of `LOG_LEVEL`, and
+    /// replaced by a reload.
+    pub(crate) level: Option<String>,
+}
+
 /// What only tests and demos should turn on.
 #[derive(Clone, Copy, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]

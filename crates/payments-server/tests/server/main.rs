@@ -19,6 +19,7 @@ mod lifecycle;
 mod outage;
 mod processor;
 mod readme;
+mod reload;
 #[path = "../common/reply.rs"]
 mod reply;
 #[path = "../common/services.rs"]
