@@ -253,7 +253,7 @@ async fn limiter(
         FailureModeName::Error => FailureMode::ReturnError,
     };
     let limiter = RedisLimiter::builder(redis.clone())
-        .key_prefix(format!("{}:rl:", config.redis_key_prefix))
+        .key_prefix(crate::reset::key_prefix(config))
         .failure_mode(mode)
         .timeout(file.rate_limit.redis_timeout)
         .build();
@@ -267,7 +267,10 @@ async fn limiter(
         return Ok((Arc::new(timed), Some(limiter), None));
     }
     // Outside the timer: a denial answered from memory is not a Redis call.
-    let cached = Arc::new(DenialCache::builder(timed).max_entries(remembered).build());
+    let cached = DenialCache::builder(timed)
+        .max_entries(remembered)
+        .max_memory(crate::reset::REMEMBER_DENIALS_AT_MOST);
+    let cached = Arc::new(cached.build());
     Ok((Arc::clone(&cached) as _, Some(limiter), Some(cached)))
 }
 

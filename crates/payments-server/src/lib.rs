@@ -52,6 +52,7 @@ mod pools;
 mod processor;
 mod refusals;
 pub mod reload;
+mod reset;
 mod responses;
 pub mod serve;
 pub mod signals;
@@ -68,6 +69,7 @@ pub use app::app;
 pub use backends::Server;
 pub use keys::cli::run as keys_command;
 pub use migrate::sql as migration_sql;
+pub use reset::run as limits_command;
 pub use start_error::StartError;
 pub use state::AppState;
 

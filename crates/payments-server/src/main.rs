@@ -42,6 +42,22 @@ async fn run(config: Config) -> Result<(), String> {
     Ok(())
 }
 
+/// A command's lines on standard output, or its error on standard error: the exit code.
+fn print(result: Result<Vec<String>, String>, command: &str) -> ExitCode {
+    match result {
+        Ok(lines) => {
+            for line in lines {
+                println!("{line}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("payments-server {command}: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();
@@ -80,18 +96,16 @@ async fn main() -> ExitCode {
             };
         }
         Some(Command::Keys(command)) => {
-            return match payments_server::keys_command(&config, command).await {
-                Ok(lines) => {
-                    for line in lines {
-                        println!("{line}");
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(error) => {
-                    eprintln!("payments-server keys: {error}");
-                    ExitCode::FAILURE
-                }
-            };
+            return print(
+                payments_server::keys_command(&config, command).await,
+                "keys",
+            );
+        }
+        Some(Command::Limits(command)) => {
+            return print(
+                payments_server::limits_command(&config, command).await,
+                "limits",
+            );
         }
         None => {}
     }

@@ -63,6 +63,8 @@ struct Denied {
     /// The terms it was decided on: a key whose policy has changed since (a reload, another
     /// tier) may have more room, so the backend is asked again.
     quota: Quota,
+    /// Until when it is answered from memory: `until`, or sooner under `max_memory`.
+    forget_at: u64,
     until: u64,
     cost: u64,
     remaining: u64,
@@ -97,6 +99,8 @@ pub struct DenialCache<L, C = SystemClock> {
     clock: C,
     shards: Box<[Mutex<Shard>]>,
     max_per_shard: usize,
+    /// The longest a denial is answered from memory (µs), whatever its wait.
+    max_memory: u64,
     answered: AtomicU64,
 }
 
@@ -115,6 +119,7 @@ pub struct DenialCacheBuilder<L, C = SystemClock> {
     inner: L,
     clock: C,
     max_entries: usize,
+    max_memory: Duration,
 }
 
 impl<L> DenialCache<L> {
@@ -124,6 +129,7 @@ impl<L> DenialCache<L> {
             inner,
             clock: SystemClock::new(),
             max_entries: DEFAULT_MAX_ENTRIES,
+            max_memory: Duration::MAX,
         }
     }
 }
@@ -136,12 +142,22 @@ impl<L, C> DenialCacheBuilder<L, C> {
             inner: self.inner,
             clock,
             max_entries: self.max_entries,
+            max_memory: self.max_memory,
         }
     }
 
     /// The most denials remembered at once (at least one per shard).
     pub fn max_entries(mut self, max_entries: usize) -> Self {
         self.max_entries = max_entries;
+        self
+    }
+
+    /// The longest a denial is answered from memory, however long its wait (unbounded by
+    /// default): after that the wrapped limiter is asked again, so a reset or a refund made
+    /// through another process is seen here within this time. The answers from memory still
+    /// report the real wait.
+    pub fn max_memory(mut self, max_memory: Duration) -> Self {
+        self.max_memory = max_memory;
         self
     }
 
@@ -152,6 +168,7 @@ impl<L, C> DenialCacheBuilder<L, C> {
             clock: self.clock,
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             max_per_shard: self.max_entries.div_ceil(SHARDS).max(1),
+            max_memory: micros(self.max_memory),
             answered: AtomicU64::new(0),
         }
     }
@@ -201,7 +218,8 @@ impl<L, C: Clock> DenialCache<L, C> {
             .iter()
             .filter_map(|key| {
                 let hit = self.shard(key).denied.get(&key.hash128()).copied()?;
-                let holds = hit.until > at && hit.cost <= cost && hit.quota == key.policy().quota();
+                let holds =
+                    hit.forget_at > at && hit.cost <= cost && hit.quota == key.policy().quota();
                 holds.then(|| {
                     let after = |end: u64| Duration::from_micros(end.saturating_sub(at));
                     PolicyDecision::new(
@@ -232,9 +250,11 @@ impl<L, C: Clock> DenialCache<L, C> {
                 continue;
             };
             let key = policy.key();
+            let until = asked_at.saturating_add(micros(wait));
             let denied = Denied {
                 quota: key.policy().quota(),
-                until: asked_at.saturating_add(micros(wait)),
+                forget_at: until.min(asked_at.saturating_add(self.max_memory)),
+                until,
                 cost,
                 remaining: policy.remaining(),
                 reset_at: asked_at.saturating_add(micros(policy.reset_after())),
@@ -258,11 +278,11 @@ impl Shard {
             if now < self.soonest {
                 return;
             }
-            self.denied.retain(|_, d| d.until > now);
+            self.denied.retain(|_, d| d.forget_at > now);
             self.soonest = self
                 .denied
                 .values()
-                .map(|d| d.until)
+                .map(|d| d.forget_at)
                 .min()
                 .unwrap_or(u64::MAX);
             if self.denied.len() >= max {
@@ -272,7 +292,7 @@ impl Shard {
         if self.denied.is_empty() {
             self.soonest = u64::MAX;
         }
-        self.soonest = self.soonest.min(denied.until);
+        self.soonest = self.soonest.min(denied.forget_at);
         self.denied.insert(key, denied);
     }
 }
@@ -386,6 +406,35 @@ mod tests {
         let two = [PolicyKey::new(per_user(2), "alice")];
         assert!(run(limiter.check(&two, 1)).expect("decided").is_allowed());
         assert_eq!(limiter.answered(), 1, "the backend decided");
+    }
+
+    /// Under `max_memory` a long denial is answered from memory only that long, reporting
+    /// its real wait, then the backend decides again: a reset made elsewhere is seen by then.
+    #[test]
+    fn max_memory_bounds_how_long_a_denial_is_answered_from_memory() {
+        let clock = clock();
+        let inner = MemoryLimiter::builder().clock(clock.clone()).build();
+        let counted = Counted {
+            inner,
+            checks: AtomicU64::new(0),
+        };
+        let limiter = DenialCache::builder(counted)
+            .clock(clock.clone())
+            .max_memory(Duration::from_secs(1))
+            .build();
+        let hourly = Algorithm::sliding_window(1, Duration::from_secs(3_600));
+        let keys = [PolicyKey::new(policy("p", hourly), "alice")];
+        assert!(run(limiter.check(&keys, 1)).expect("decided").is_allowed());
+        assert!(!run(limiter.check(&keys, 1)).expect("decided").is_allowed());
+        let remembered = run(limiter.check(&keys, 1)).expect("remembered");
+        let wait = remembered.retry_after().expect("a wait");
+        assert!(wait > Duration::from_secs(3_000), "the real wait: {wait:?}");
+        assert_eq!((limiter.answered(), checks(&limiter)), (1, 2));
+        // A reset through another process, then a second later this one asks again.
+        run(limiter.inner().inner.reset(&keys)).expect("reset");
+        clock.advance(Duration::from_secs(1));
+        assert!(run(limiter.check(&keys, 1)).expect("decided").is_allowed());
+        assert_eq!(checks(&limiter), 3);
     }
 
     fn clock() -> ManualClock {

@@ -21,6 +21,7 @@ use tollgate_ratelimit::{PolicySet, Scope};
 use crate::paths;
 
 pub use crate::keys::cli::KeysCommand;
+pub use crate::reset::LimitsCommand;
 pub(crate) use keys::check_user;
 pub use keys::{ApiKey, DEV_KEY};
 pub use tuning::Timeouts;
@@ -143,6 +144,9 @@ pub enum Command {
     /// change within two seconds.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Resets a subject's rate-limit counters in the shared Redis (`limits reset --user …`).
+    #[command(subcommand)]
+    Limits(LimitsCommand),
 }
 
 /// How log lines are written.

@@ -22,6 +22,7 @@ mod readme;
 mod reload;
 #[path = "../common/reply.rs"]
 mod reply;
+mod reset;
 #[path = "../common/services.rs"]
 mod services;
 mod spec_examples;
