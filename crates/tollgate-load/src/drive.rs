@@ -108,76 +108,23 @@ pub(crate) async fn load(args: &Args, base: &str, run: &str, progress: &Progress
     let deadline = Instant::now() + args.duration;
     let started = Instant::now();
     let errors = Arc::new(AtomicU64::new(0));
-    let per_worker_interval = (args.rate > 0)
-        .then(|| Duration::from_secs_f64(args.concurrency as f64 / args.rate as f64));
     let mut workers = tokio::task::JoinSet::new();
-    for worker in 0..args.concurrency {
-        let (client, base, run) = (client.clone(), base.to_owned(), run.to_owned());
-        let (args, progress, errors) = (args.clone(), progress.clone(), Arc::clone(&errors));
-        workers.spawn(async move {
-            let mut rng = fastrand::Rng::with_seed(worker as u64 * 7919 + 1);
-            let mut latency = new_histogram();
-            let mut samples = Vec::new();
-            let mut history: Vec<(usize, Arc<str>, Bytes)> = Vec::new();
-            let mut next_at = Instant::now();
-            let mut n = 0_u64;
-            while Instant::now() < deadline {
-                // At a fixed rate, a request's latency counts from when it was due, not from
-                // when a worker that fell behind got round to sending it: otherwise a slow
-                // answer hides the queueing it caused (coordinated omission).
-                let mut due = None;
-                if let Some(interval) = per_worker_interval {
-                    tokio::time::sleep_until(next_at.into()).await;
-                    due = Some(next_at);
-                    next_at += interval;
-                }
-                // A flood sends only new payments.
-                let roll = match args.scenario {
-                    Scenario::Payments => rng.f64(),
-                    Scenario::Flood => 1.0,
-                };
-                let mut record = |result: Result<(Sample, Duration), BoxError>| match result {
-                    Ok((sample, took)) => {
-                        let took = latency_from(due, took, Instant::now());
-                        let _ = latency.record(took.as_micros().max(1) as u64);
-                        samples.push(sample);
-                        progress.inc(1);
-                    }
-                    Err(_) => {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                    }
-                };
-                if roll < args.retry_share && !history.is_empty() {
-                    let (user, key, body) = history[rng.usize(..history.len())].clone();
-                    record(pay(&client, &base, user, &key, body).await);
-                    continue;
-                }
-                n += 1;
-                let user = match args.scenario {
-                    Scenario::Payments => rng.usize(..args.users.max(1)),
-                    Scenario::Flood => 0,
-                };
-                let key: Arc<str> = Arc::from(format!("{run}-{worker}-{n}"));
-                let body = body_for(rng.u64(100..100_000));
-                if roll < args.retry_share + args.duplicate_share {
-                    let (a, b) = tokio::join!(
-                        pay(&client, &base, user, &key, body.clone()),
-                        pay(&client, &base, user, &key, body.clone())
-                    );
-                    record(a);
-                    record(b);
-                } else {
-                    record(pay(&client, &base, user, &key, body.clone()).await);
-                }
-                if history.len() < 1_000 {
-                    history.push((user, key, body));
-                } else {
-                    let slot = rng.usize(..history.len());
-                    history[slot] = (user, key, body);
-                }
-            }
-            (latency, samples)
-        });
+    for id in 0..args.concurrency {
+        let worker = Worker {
+            id,
+            rng: fastrand::Rng::with_seed(id as u64 * 7919 + 1),
+            client: client.clone(),
+            base: base.into(),
+            run: run.into(),
+            args: args.clone(),
+            progress: progress.clone(),
+            errors: Arc::clone(&errors),
+            latency: new_histogram(),
+            samples: Vec::new(),
+            history: Vec::new(),
+            sent: 0,
+        };
+        workers.spawn(worker.run(deadline));
     }
     let mut latency = new_histogram();
     let mut samples = Vec::new();
@@ -192,6 +139,105 @@ pub(crate) async fn load(args: &Args, base: &str, run: &str, progress: &Progress
         latency,
         samples,
         errors: errors.load(Ordering::Relaxed),
+    }
+}
+
+/// One of `--concurrency` request loops: its random stream, what it measured, and the
+/// payments it may send again.
+struct Worker {
+    id: usize,
+    rng: fastrand::Rng,
+    client: HttpClient,
+    base: Arc<str>,
+    run: Arc<str>,
+    args: Args,
+    progress: ProgressBar,
+    errors: Arc<AtomicU64>,
+    latency: Histogram<u64>,
+    samples: Vec<Sample>,
+    /// Up to 1 000 earlier payments (user, key, body), for retries.
+    history: Vec<(usize, Arc<str>, Bytes)>,
+    sent: u64,
+}
+
+impl Worker {
+    /// Sends until `deadline`: at the worker's share of `--rate`, or as fast as answered.
+    async fn run(mut self, deadline: Instant) -> (Histogram<u64>, Vec<Sample>) {
+        let interval = (self.args.rate > 0)
+            .then(|| Duration::from_secs_f64(self.args.concurrency as f64 / self.args.rate as f64));
+        let mut next_at = Instant::now();
+        while Instant::now() < deadline {
+            // At a fixed rate, a request's latency counts from when it was due, not from when
+            // a worker that fell behind got round to sending it: otherwise a slow answer hides
+            // the queueing it caused (coordinated omission).
+            let mut due = None;
+            if let Some(interval) = interval {
+                tokio::time::sleep_until(next_at.into()).await;
+                due = Some(next_at);
+                next_at += interval;
+            }
+            self.operation(due).await;
+        }
+        (self.latency, self.samples)
+    }
+
+    /// One operation of the mix: a retry of an earlier payment, a new payment sent twice at
+    /// once, or a new payment (a flood sends only new ones).
+    async fn operation(&mut self, due: Option<Instant>) {
+        let roll = match self.args.scenario {
+            Scenario::Payments => self.rng.f64(),
+            Scenario::Flood => 1.0,
+        };
+        if roll < self.args.retry_share && !self.history.is_empty() {
+            let (user, key, body) = self.history[self.rng.usize(..self.history.len())].clone();
+            let answer = pay(&self.client, &self.base, user, &key, body).await;
+            self.record(due, answer);
+            return;
+        }
+        self.sent += 1;
+        let user = match self.args.scenario {
+            Scenario::Payments => self.rng.usize(..self.args.users.max(1)),
+            Scenario::Flood => 0,
+        };
+        let key: Arc<str> = Arc::from(format!("{}-{}-{}", self.run, self.id, self.sent));
+        let body = body_for(self.rng.u64(100..100_000));
+        if roll < self.args.retry_share + self.args.duplicate_share {
+            let (client, base) = (&self.client, &self.base);
+            let (a, b) = tokio::join!(
+                pay(client, base, user, &key, body.clone()),
+                pay(client, base, user, &key, body.clone())
+            );
+            self.record(due, a);
+            self.record(due, b);
+        } else {
+            let answer = pay(&self.client, &self.base, user, &key, body.clone()).await;
+            self.record(due, answer);
+        }
+        self.remember(user, key, body);
+    }
+
+    fn record(&mut self, due: Option<Instant>, answer: Result<(Sample, Duration), BoxError>) {
+        match answer {
+            Ok((sample, took)) => {
+                let took = latency_from(due, took, Instant::now());
+                let _ = self.latency.record(took.as_micros().max(1) as u64);
+                self.samples.push(sample);
+                self.progress.inc(1);
+            }
+            Err(_) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Keeps a payment for retries: the first 1 000, then each replacing one at random.
+    fn remember(&mut self, user: usize, key: Arc<str>, body: Bytes) {
+        if self.history.len() < 1_000 {
+            self.history.push((user, key, body));
+        } else {
+            let slot = self.rng.usize(..self.history.len());
+            self.history[slot] = (user, key, body);
+        }
     }
 }
 

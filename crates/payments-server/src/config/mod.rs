@@ -207,9 +207,10 @@ impl Config {
             return Err("no file to check: pass --config FILE or set TOLLGATE_CONFIG".to_owned());
         };
         let file = config.file()?;
-        let policies = file.policy_set()?.policies().len();
+        let set = file.policy_set()?;
+        let (policies, tiers) = (set.policies().len(), set.tiers().count());
         Ok(format!(
-            "TOLLGATE_CONFIG {}: valid ({policies} rate-limit policies)",
+            "TOLLGATE_CONFIG {}: valid ({policies} rate-limit policies, {tiers} tiers)",
             path.display()
         ))
     }

@@ -467,21 +467,12 @@ async fn flood_from(
 /// and the line's own fields).
 const STRANGER_LINE_BYTES: u64 = 2_500;
 
-/// Anonymous `retry-config` and 404 floods from several addresses for 20 s against two
-/// replicas on one Redis: every payment of an authenticated user on either replica is `201`
-/// throughout, the strangers are limited in their own bucket, and each replica's log grows by
-/// its users' request lines and at most one line of counts per interval.
-#[test]
-fn strangers_flooding_from_several_addresses_never_stop_a_users_payments() {
-    let Some(services) =
-        Isolated::new("strangers_flooding_from_several_addresses_never_stop_a_users_payments")
-    else {
-        return;
-    };
+/// Two replicas on `services`, each logging at `info` to a file of its own.
+fn replicas_logging_to_files(services: &Isolated) -> (Vec<Server>, Vec<std::path::PathBuf>) {
     let logs: Vec<_> = (0..2)
         .map(|i| std::env::temp_dir().join(format!("{}-{i}.log", unique("tollgate-flood"))))
         .collect();
-    let servers: Vec<Server> = logs
+    let servers = logs
         .iter()
         .map(|log| {
             Server::start(&Options {
@@ -490,12 +481,16 @@ fn strangers_flooding_from_several_addresses_never_stop_a_users_payments() {
             })
         })
         .collect();
-    let size = |log: &std::path::PathBuf| std::fs::metadata(log).map_or(0, |m| m.len());
-    let before: Vec<u64> = logs.iter().map(size).collect();
-    let seconds = 20;
-    let until = Instant::now() + Duration::from_secs(seconds);
-    let ports: Vec<u16> = servers.iter().map(|s| s.port).collect();
-    let floods = std::thread::spawn(move || {
+    (servers, logs)
+}
+
+/// Strangers on 127.0.0.2–5 flooding `ports` until `until`, each address with `retry-config`
+/// and with paths that match no route: the answers, counted by status.
+fn flood_from_four_addresses(
+    ports: Vec<u16>,
+    until: Instant,
+) -> std::thread::JoinHandle<std::collections::BTreeMap<u16, u64>> {
+    std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -521,7 +516,26 @@ fn strangers_flooding_from_several_addresses_never_stop_a_users_payments() {
             }
             answers
         })
-    });
+    })
+}
+
+/// Anonymous `retry-config` and 404 floods from several addresses for 20 s against two
+/// replicas on one Redis: every payment of an authenticated user on either replica is `201`
+/// throughout, the strangers are limited in their own bucket, and each replica's log grows by
+/// its users' request lines and at most one line of counts per interval.
+#[test]
+fn strangers_flooding_from_several_addresses_never_stop_a_users_payments() {
+    let Some(services) =
+        Isolated::new("strangers_flooding_from_several_addresses_never_stop_a_users_payments")
+    else {
+        return;
+    };
+    let (servers, logs) = replicas_logging_to_files(&services);
+    let size = |log: &std::path::PathBuf| std::fs::metadata(log).map_or(0, |m| m.len());
+    let before: Vec<u64> = logs.iter().map(size).collect();
+    let seconds = 20;
+    let until = Instant::now() + Duration::from_secs(seconds);
+    let floods = flood_from_four_addresses(servers.iter().map(|s| s.port).collect(), until);
     // The user pays on both replicas throughout: 4 rounds, within the payments policy.
     let started = Instant::now();
     let mut paid = Vec::new();

@@ -9,96 +9,129 @@ use crate::support::{ALICE, Options, Server, payment, unique};
 
 #[test]
 fn invalid_configuration_is_a_start_up_error_naming_the_field() {
-    let cases = [
-        (
-            vec![("API_KEYS", "k1-0123456789abcdef:alice,oops")],
-            None,
-            "API_KEYS entry 2",
-        ),
-        (vec![("LOG_LEVEL", "loud=[")], None, "LOG_LEVEL"),
-        (vec![], Some("[timeouts]\nrequest = \"soon\""), "soon"),
-        (
-            vec![],
-            Some("[processor]\ndecline_rate = 3.0"),
-            "processor.decline_rate",
-        ),
-        (vec![("REDIS_URL", "not a url")], None, "REDIS_URL"),
-        (
-            vec![],
-            Some("[database]\npool_size = 0"),
-            "database.pool_size must be at least 1",
-        ),
-        (
-            vec![],
-            Some("[redis]\npool_timeout = \"0s\""),
-            "redis.pool_timeout must be more than zero",
-        ),
-        // A key setting that names no key never falls back to the public development key.
-        (
-            vec![("API_KEYS", "")],
-            None,
-            "API_KEYS is set but names no key",
-        ),
-        (
-            vec![("API_KEYS", " , ,")],
-            None,
-            "API_KEYS entry 1 is empty",
-        ),
-        (vec![("API_KEY", "")], None, "API_KEY is set but empty"),
-        (
-            vec![(
-                "API_KEYS",
-                "k1-0123456789abcdef:alice,k1-0123456789abcdef:bob",
-            )],
-            None,
-            "the same key is given twice",
-        ),
-        // A short key is a guessable one.
-        (
-            vec![("API_KEYS", "k:alice")],
-            None,
-            "API_KEYS entry 1: a key must be 16–256 visible ASCII characters",
-        ),
-        (
-            vec![("BIND_ADDR", "0.0.0.0:0")],
-            None,
-            "only accepted on loopback or with --dev",
-        ),
-        (
-            vec![],
-            Some("[idempotency]\nttl = \"30s\""),
-            "idempotency.ttl (30s) must be longer than idempotency.lease",
-        ),
-        (
-            vec![("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")],
-            None,
-            "DATABASE_URL",
-        ),
-    ];
-    for (env, toml, named) in cases {
-        let dir = std::env::temp_dir().join(format!("{}.toml", unique("bad")));
-        let mut command = Command::new(env!("CARGO_BIN_EXE_payments-server"));
-        command
-            .env("BIND_ADDR", "127.0.0.1:0")
-            .env_remove("TOLLGATE_CONFIG")
-            .env_remove("REDIS_URL")
-            .env_remove("DATABASE_URL")
-            .env_remove("API_KEYS")
-            .env_remove("API_KEY")
-            .env_remove("TOLLGATE_DEV")
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        if let Some(text) = toml {
-            std::fs::write(&dir, text).expect("write");
-            command.env("TOLLGATE_CONFIG", &dir);
-        }
-        let output = command.output().expect("runs");
-        let _ = std::fs::remove_file(&dir);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "{named}: started anyway");
+    for (env, toml, named) in INVALID_CONFIGURATIONS {
+        let stderr = refused_start(env, toml);
         assert!(stderr.contains(named), "{named} not in {stderr}");
     }
+}
+
+/// Settings start-up refuses: the environment, the TOML file, and what the error must name.
+type Invalid = (
+    &'static [(&'static str, &'static str)],
+    Option<&'static str>,
+    &'static str,
+);
+
+const INVALID_CONFIGURATIONS: [Invalid; 19] = [
+    (
+        &[("API_KEYS", "k1-0123456789abcdef:alice,oops")],
+        None,
+        "API_KEYS entry 2",
+    ),
+    (&[("LOG_LEVEL", "loud=[")], None, "LOG_LEVEL"),
+    (&[], Some("[timeouts]\nrequest = \"soon\""), "soon"),
+    (
+        &[],
+        Some("[processor]\ndecline_rate = 3.0"),
+        "processor.decline_rate",
+    ),
+    (&[("REDIS_URL", "not a url")], None, "REDIS_URL"),
+    (
+        &[],
+        Some("[database]\npool_size = 0"),
+        "database.pool_size must be at least 1",
+    ),
+    (
+        &[],
+        Some("[redis]\npool_timeout = \"0s\""),
+        "redis.pool_timeout must be more than zero",
+    ),
+    // A key setting that names no key never falls back to the public development key.
+    (
+        &[("API_KEYS", "")],
+        None,
+        "API_KEYS is set but names no key",
+    ),
+    (&[("API_KEYS", " , ,")], None, "API_KEYS entry 1 is empty"),
+    (&[("API_KEY", "")], None, "API_KEY is set but empty"),
+    (
+        &[(
+            "API_KEYS",
+            "k1-0123456789abcdef:alice,k1-0123456789abcdef:bob",
+        )],
+        None,
+        "the same key is given twice",
+    ),
+    // A short key is a guessable one.
+    (
+        &[("API_KEYS", "k:alice")],
+        None,
+        "API_KEYS entry 1: a key must be 16–256 visible ASCII characters",
+    ),
+    (
+        &[("BIND_ADDR", "0.0.0.0:0")],
+        None,
+        "only accepted on loopback or with --dev",
+    ),
+    (
+        &[],
+        Some("[idempotency]\nttl = \"30s\""),
+        "idempotency.ttl (30s) must be longer than idempotency.lease",
+    ),
+    (
+        &[("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")],
+        None,
+        "DATABASE_URL",
+    ),
+    (
+        &[
+            ("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none"),
+            ("KEYS_FILE", "/tmp/k.json"),
+        ],
+        None,
+        "KEYS_FILE and DATABASE_URL are both set",
+    ),
+    (
+        &[],
+        Some("[tier.a]\nusers = [\"alice\"]\n[tier.b]\nusers = [\"alice\"]"),
+        "tier.b.users: user `alice` is also in tier `a`",
+    ),
+    (
+        &[],
+        Some(
+            "[[policy]]\nname = \"m\"\nscope = \"dimension\"\ndimension = \"merchant\"\nalgorithm = \"sliding-window\"\nlimit = 1\nwindow = \"1s\"",
+        ),
+        "[dimension.merchant]",
+    ),
+    (&[], Some("[log]\nlevel = \"loud=[\""), "log.level"),
+];
+
+/// Starts the server with `env` and the TOML text `toml`, which must refuse to start: its
+/// standard error.
+fn refused_start(env: &[(&str, &str)], toml: Option<&str>) -> String {
+    let file = std::env::temp_dir().join(format!("{}.toml", unique("bad")));
+    let mut command = Command::new(env!("CARGO_BIN_EXE_payments-server"));
+    command
+        .env("BIND_ADDR", "127.0.0.1:0")
+        .env_remove("TOLLGATE_CONFIG")
+        .env_remove("REDIS_URL")
+        .env_remove("DATABASE_URL")
+        .env_remove("KEYS_FILE")
+        .env_remove("API_KEYS")
+        .env_remove("API_KEY")
+        .env_remove("TOLLGATE_DEV")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if let Some(text) = toml {
+        std::fs::write(&file, text).expect("write");
+        command.env("TOLLGATE_CONFIG", &file);
+    }
+    let output = command.output().expect("runs");
+    let _ = std::fs::remove_file(&file);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!output.status.success(), "started anyway: {env:?} {toml:?}");
+    stderr
 }
 
 #[test]

@@ -31,8 +31,8 @@ fn six_processes_started_together_on_a_fresh_schema_all_come_up() {
         services.count(
             "SELECT count(*) FROM information_schema.tables WHERE table_schema = '{schema}'"
         ),
-        4,
-        "idempotency records, audit events, payments, applied migrations"
+        6,
+        "idempotency records, audit events, payments, API keys and their version, applied migrations"
     );
 }
 
