@@ -191,10 +191,15 @@ async fn managed_keys(
     state: &AppState,
 ) -> Result<Option<(Arc<KeyStore>, String)>, StartError> {
     let (store, setting) = match (&state.services.database_pool, &config.keys_file) {
-        (Some(pool), _) => (
-            KeyStore::postgres(pool.clone(), &config.database_schema),
-            "DATABASE_URL",
-        ),
+        (Some(pool), _) => {
+            let mode = config
+                .file()
+                .map_err(StartError::Invalid)?
+                .database
+                .statement_mode();
+            let store = KeyStore::postgres(pool.clone(), &config.database_schema, mode);
+            (store, "DATABASE_URL")
+        }
         (None, Some(path)) => (KeyStore::file(path.clone()), "KEYS_FILE"),
         (None, None) => return Ok(None),
     };
@@ -291,11 +296,14 @@ async fn postgres(
             .await
             .map_err(database)?;
     }
+    let mode = file.database.statement_mode();
     let opened = (|| -> Result<_, BoxError> {
-        let store = Arc::new(PostgresStore::open(pool.clone(), schema)?);
-        let audit_config = AuditLogConfig::default().schema(schema);
+        let store = PostgresStore::open(pool.clone(), schema)?.statement_mode(mode);
+        let audit_config = AuditLogConfig::default()
+            .schema(schema)
+            .statement_mode(mode);
         let audit = Arc::new(PostgresAuditLog::open(pool.clone(), audit_config)?);
-        Ok((store, audit))
+        Ok((Arc::new(store), audit))
     })();
     let (store, audit) = opened.map_err(backend("DATABASE_URL"))?;
     let postgres_ledger = Arc::new(PostgresLedger::new(
@@ -304,6 +312,7 @@ async fn postgres(
         Arc::clone(&store),
         &audit,
         latency,
+        mode,
     ));
     let ledger: Arc<dyn Ledger> = postgres_ledger.clone();
     services.database = Some(Arc::clone(&ledger));

@@ -24,11 +24,6 @@ static LOG_FILTER: std::sync::OnceLock<
     tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>,
 > = std::sync::OnceLock::new();
 
-/// The filter `log.level` names.
-pub(crate) fn log_filter(level: &str) -> Result<tracing_subscriber::EnvFilter, String> {
-    tracing_subscriber::EnvFilter::try_new(level).map_err(|e| format!("log.level {level:?}: {e}"))
-}
-
 /// Puts `filter` in force for the log lines from now on (nothing happens before
 /// [`init_logging`], as in tests).
 pub(crate) fn set_log_filter(filter: tracing_subscriber::EnvFilter) {
@@ -47,7 +42,7 @@ pub fn init_logging(config: &crate::config::Config) -> Result<Telemetry, String>
     use tracing_subscriber::util::SubscriberInitExt;
 
     let filter = match config.file()?.log.level {
-        Some(level) => log_filter(&level)?,
+        Some(level) => crate::config::log_filter(&level)?,
         None => tracing_subscriber::EnvFilter::try_new(&config.log_level)
             .map_err(|e| format!("LOG_LEVEL {:?}: {e}", config.log_level))?,
     };

@@ -12,6 +12,7 @@
 //! the payments of the other processes — a restart under load failed to start.) A new digest
 //! runs the DDL under the lock, retried if PostgreSQL picks it as a deadlock's victim.
 
+use tokio_postgres::types::Type;
 use tollgate_audit::postgres::PostgresAuditLog;
 use tollgate_idempotency::postgres::PostgresStore;
 
@@ -73,11 +74,11 @@ pub fn sql(schema: &str) -> Result<String, String> {
 pub(crate) async fn check(pool: &deadpool_postgres::Pool, schema: &str) -> Result<(), BoxError> {
     let client = pool.get().await?;
     for table in TABLES {
+        // Sent unnamed (as every statement here): these run before any setting is known to the
+        // statements, and work through any pooler.
+        let name = format!("{schema}.{table}");
         let found: Option<String> = client
-            .query_one(
-                "SELECT to_regclass($1)::text",
-                &[&format!("{schema}.{table}")],
-            )
+            .query_typed_one("SELECT to_regclass($1)::text", &[(&name, Type::TEXT)])
             .await?
             .get(0);
         if found.is_none() {
@@ -99,14 +100,18 @@ async fn applied(
 ) -> Result<bool, tokio_postgres::Error> {
     let table = format!("{schema}.tollgate_migrations");
     let exists: Option<String> = client
-        .query_one("SELECT to_regclass($1)::text", &[&table])
+        .query_typed_one("SELECT to_regclass($1)::text", &[(&table, Type::TEXT)])
         .await?
         .get(0);
     if exists.is_none() {
         return Ok(false);
     }
     let sql = format!("SELECT 1 FROM {table} WHERE digest = $1");
-    Ok(client.query_opt(&sql, &[&digest]).await?.is_some())
+    let digest = (
+        &digest as &(dyn tokio_postgres::types::ToSql + Sync),
+        Type::TEXT,
+    );
+    Ok(client.query_typed_opt(&sql, &[digest]).await?.is_some())
 }
 
 /// Brings `schema` to this migration: nothing if it is there, else [`statements`] in one
@@ -140,10 +145,11 @@ async fn migrate_once(
     // A failure rolls the transaction back when it is dropped: the pooled connection is not
     // returned inside an aborted transaction.
     let transaction = client.transaction().await?;
+    let lock = format!("tollgate-migrate:{schema}");
     transaction
-        .execute(
+        .execute_typed(
             "SELECT pg_advisory_xact_lock(hashtext($1))",
-            &[&format!("tollgate-migrate:{schema}")],
+            &[(&lock, Type::TEXT)],
         )
         .await?;
     // Another process may have migrated while this one waited for the lock.

@@ -67,7 +67,7 @@ fn reload(state: &AppState, config: &Config, started_with: &toml::Table) {
         let count = state.reload(&file)?;
         if file.log.level.is_none() {
             // Back to LOG_LEVEL, valid since start-up.
-            if let Ok(filter) = crate::logging::log_filter(&config.log_level) {
+            if let Ok(filter) = crate::config::log_filter(&config.log_level) {
                 crate::logging::set_log_filter(filter);
             }
         }

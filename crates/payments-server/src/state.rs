@@ -136,7 +136,7 @@ impl AppState {
             limits.anonymous_per_minute,
             limits.anonymous_ceiling_per_minute,
         )?;
-        let log_filter = file.log.level.as_deref().map(crate::logging::log_filter);
+        let log_filter = file.log.level.as_deref().map(crate::config::log_filter);
         let log_filter = log_filter.transpose()?;
         let count = policies.policies().len();
         if let Some(filter) = log_filter {

@@ -1,6 +1,148 @@
-//! PostgreSQL: which failures may pass, and the migration every Tollgate schema takes.
+//! PostgreSQL: which failures may pass, the migration every Tollgate schema takes, and
+//! [`Query`]: a statement sent prepared or unnamed, as the connection between the process and
+//! PostgreSQL allows.
+
+use tokio_postgres::Row;
+use tokio_postgres::types::{ToSql, Type};
 
 use crate::{Error, check_schema};
+
+/// How statements are sent to PostgreSQL.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StatementMode {
+    /// Prepared once per connection and cached, then one round trip per execution: for direct
+    /// connections and a pooler in session mode.
+    #[default]
+    Prepared,
+    /// Parsed with each execution, in the same round trip, as an unnamed statement that ends
+    /// with it: for a pooler in transaction mode (PgBouncer's `pool_mode = transaction`), which
+    /// gives each transaction whichever server connection is free, where a statement prepared
+    /// on another does not exist.
+    Unnamed,
+}
+
+/// Where a [`Query`] runs: a pooled connection, or a transaction on one.
+#[derive(Clone, Copy, Debug)]
+pub enum On<'a> {
+    /// A pooled connection (autocommit).
+    Client(&'a deadpool_postgres::ClientWrapper),
+    /// A transaction.
+    Transaction(&'a deadpool_postgres::Transaction<'a>),
+}
+
+impl<'a> From<&'a deadpool_postgres::ClientWrapper> for On<'a> {
+    fn from(client: &'a deadpool_postgres::ClientWrapper) -> Self {
+        On::Client(client)
+    }
+}
+
+impl<'a> From<&'a deadpool_postgres::Transaction<'a>> for On<'a> {
+    fn from(transaction: &'a deadpool_postgres::Transaction<'a>) -> Self {
+        On::Transaction(transaction)
+    }
+}
+
+/// A statement with the types of its parameters: all that either [`StatementMode`] needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Query {
+    text: String,
+    types: Vec<Type>,
+}
+
+impl Query {
+    /// `text` whose parameters `$1…` have `types`.
+    pub fn new(text: impl Into<String>, types: &[Type]) -> Self {
+        Query {
+            text: text.into(),
+            types: types.to_vec(),
+        }
+    }
+
+    /// The statement's text.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// Its rows, for `params`.
+    pub async fn rows(
+        &self,
+        mode: StatementMode,
+        on: On<'_>,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, tokio_postgres::Error> {
+        match (mode, on) {
+            (StatementMode::Prepared, On::Client(client)) => {
+                let statement = client.prepare_typed_cached(&self.text, &self.types).await?;
+                client.query(&statement, params).await
+            }
+            (StatementMode::Prepared, On::Transaction(transaction)) => {
+                let statement = (transaction.prepare_typed_cached(&self.text, &self.types)).await?;
+                transaction.query(&statement, params).await
+            }
+            (StatementMode::Unnamed, On::Client(client)) => {
+                client.query_typed(&self.text, &self.typed(params)).await
+            }
+            (StatementMode::Unnamed, On::Transaction(transaction)) => {
+                transaction
+                    .query_typed(&self.text, &self.typed(params))
+                    .await
+            }
+        }
+    }
+
+    /// Its one row, or none, for `params` (more than one row is the caller's bug, read as the
+    /// first).
+    pub async fn opt(
+        &self,
+        mode: StatementMode,
+        on: On<'_>,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, tokio_postgres::Error> {
+        Ok(self.rows(mode, on, params).await?.into_iter().next())
+    }
+
+    /// The number of rows it changed, for `params`.
+    pub async fn execute(
+        &self,
+        mode: StatementMode,
+        on: On<'_>,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, tokio_postgres::Error> {
+        match (mode, on) {
+            (StatementMode::Prepared, On::Client(client)) => {
+                let statement = client.prepare_typed_cached(&self.text, &self.types).await?;
+                client.execute(&statement, params).await
+            }
+            (StatementMode::Prepared, On::Transaction(transaction)) => {
+                let statement = (transaction.prepare_typed_cached(&self.text, &self.types)).await?;
+                transaction.execute(&statement, params).await
+            }
+            (StatementMode::Unnamed, On::Client(client)) => {
+                client.execute_typed(&self.text, &self.typed(params)).await
+            }
+            (StatementMode::Unnamed, On::Transaction(transaction)) => {
+                transaction
+                    .execute_typed(&self.text, &self.typed(params))
+                    .await
+            }
+        }
+    }
+
+    fn typed<'p>(&self, params: &[&'p (dyn ToSql + Sync)]) -> Vec<(&'p (dyn ToSql + Sync), Type)> {
+        params
+            .iter()
+            .copied()
+            .zip(self.types.iter().cloned())
+            .collect()
+    }
+}
+
+/// Whether `error` says a prepared statement does not exist on the connection that ran it:
+/// what a pooler in transaction mode does to [`StatementMode::Prepared`].
+pub fn is_missing_prepared_statement(error: &tokio_postgres::Error) -> bool {
+    error.code() == Some(&tokio_postgres::error::SqlState::INVALID_SQL_STATEMENT_NAME)
+}
 
 /// A closed connection or an I/O failure may pass; a SQL or encoding error will not.
 pub fn is_transient(error: &tokio_postgres::Error) -> bool {
@@ -26,7 +168,10 @@ pub async fn migrate(pool: &deadpool_postgres::Pool, schema: &str, ddl: &str) ->
     let transaction = client.transaction().await.map_err(backend_error)?;
     let lock = format!("tollgate-migrate:{schema}");
     transaction
-        .execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&lock])
+        .execute_typed(
+            "SELECT pg_advisory_xact_lock(hashtext($1))",
+            &[(&lock, Type::TEXT)],
+        )
         .await
         .map_err(backend_error)?;
     transaction

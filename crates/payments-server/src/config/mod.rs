@@ -334,7 +334,7 @@ impl FileConfig {
         self.validate_invariants()?;
         self.validate_limits()?;
         if let Some(level) = &self.log.level {
-            crate::logging::log_filter(level)?;
+            log_filter(level)?;
         }
         tier_of_users(&self.tier)?;
         dimension_headers(&self.dimension)?;
@@ -429,6 +429,11 @@ impl FileConfig {
             .collect();
         config.into_policy_set().map_err(|e| e.to_string())
     }
+}
+
+/// The log filter `log.level` names.
+pub(crate) fn log_filter(level: &str) -> Result<tracing_subscriber::EnvFilter, String> {
+    tracing_subscriber::EnvFilter::try_new(level).map_err(|e| format!("log.level {level:?}: {e}"))
 }
 
 /// The server's default table: the library's route-agnostic defaults (global 1000/60 s, per user

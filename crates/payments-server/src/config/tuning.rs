@@ -196,6 +196,10 @@ pub(crate) struct DatabaseTuning {
     /// for a database user without `CREATE` rights: apply `payments-server migrations` with
     /// your own tool, and the server only checks the tables are there.
     pub(crate) migrate: bool,
+    /// `false` behind a pooler in transaction mode (PgBouncer's `pool_mode = transaction`):
+    /// each statement is then sent unnamed with its execution, since a statement prepared on
+    /// one server connection does not exist on the next one the pooler hands out.
+    pub(crate) prepared_statements: bool,
 }
 
 impl Default for DatabaseTuning {
@@ -204,6 +208,18 @@ impl Default for DatabaseTuning {
             pool_size: 20,
             pool_timeout: Duration::from_secs(5),
             migrate: true,
+            prepared_statements: true,
+        }
+    }
+}
+
+impl DatabaseTuning {
+    /// How every store sends its statements.
+    pub(crate) fn statement_mode(&self) -> tollgate_backend::postgres::StatementMode {
+        if self.prepared_statements {
+            tollgate_backend::postgres::StatementMode::Prepared
+        } else {
+            tollgate_backend::postgres::StatementMode::Unnamed
         }
     }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::json;
 
-use super::{Change, KeyRecord, KeyStore, secret};
+use super::{Change, KeyRecord, KeyStore, no_such_key, secret};
 use crate::auth::unix_now;
 use crate::config::{Config, check_user};
 
@@ -126,7 +126,7 @@ async fn roll(
     now: i64,
 ) -> Result<Vec<String>, String> {
     let records = store.records().await?;
-    let old = (records.iter().find(|r| r.id == id)).ok_or_else(|| super::no_such_key(id))?;
+    let old = (records.iter().find(|r| r.id == id)).ok_or_else(|| no_such_key(id))?;
     if old.revoked_at.is_some() {
         return Err(format!("{id} is revoked: create a new key instead"));
     }

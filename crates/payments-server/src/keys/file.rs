@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Change, KeyRecord, no_such_key};
+use super::record::{Change, KeyRecord, no_such_key};
 
 /// A lock file older than this was left by a command that died: it is taken over.
 const STALE_LOCK: Duration = Duration::from_secs(30);

@@ -2,9 +2,10 @@
 //! version that every change moves on in the same transaction, which each replica polls.
 
 use tokio_postgres::Row;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{ToSql, Type};
+use tollgate_backend::postgres::{On, Query, StatementMode};
 
-use super::{Change, KeyRecord, no_such_key};
+use super::record::{Change, KeyRecord, no_such_key};
 use crate::error_chain;
 
 /// The tables, made by the server's migration.
@@ -34,6 +35,7 @@ type Params = Vec<Box<dyn ToSql + Sync + Send>>;
 pub(crate) struct PostgresKeys {
     pool: deadpool_postgres::Pool,
     schema: String,
+    mode: StatementMode,
 }
 
 /// A time column as Unix seconds.
@@ -46,17 +48,23 @@ fn failed(error: impl std::error::Error) -> String {
 }
 
 impl PostgresKeys {
-    pub(crate) fn new(pool: deadpool_postgres::Pool, schema: &str) -> Self {
+    pub(crate) fn new(pool: deadpool_postgres::Pool, schema: &str, mode: StatementMode) -> Self {
         PostgresKeys {
             pool,
             schema: schema.to_owned(),
+            mode,
         }
     }
 
     pub(crate) async fn version(&self) -> Result<String, String> {
         let client = self.pool.get().await.map_err(failed)?;
         let sql = format!("SELECT version FROM {}.api_keys_version", self.schema);
-        let row = client.query_one(&sql, &[]).await.map_err(failed)?;
+        let row = Query::new(sql, &[])
+            .opt(self.mode, On::Client(&client), &[])
+            .await;
+        let row = row
+            .map_err(failed)?
+            .ok_or("the API key version row is missing")?;
         Ok(row.get::<_, i64>(0).to_string())
     }
 
@@ -71,17 +79,23 @@ impl PostgresKeys {
             epoch("last_used_at"),
             self.schema
         );
-        let rows = client.query(&sql, &[]).await.map_err(failed)?;
-        rows.iter().map(record).collect()
+        let rows = Query::new(sql, &[])
+            .rows(self.mode, On::Client(&client), &[])
+            .await;
+        rows.map_err(failed)?.iter().map(record).collect()
     }
 
     pub(crate) async fn apply(&self, changes: &[Change]) -> Result<(), String> {
         let mut client = self.pool.get().await.map_err(failed)?;
         let transaction = client.transaction().await.map_err(failed)?;
         for change in changes {
-            let (sql, params, id) = self.statement(change);
+            let (query, params, id) = self.statement(change);
             let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| &**p as _).collect();
-            let rows = transaction.execute(&sql, &params).await.map_err(failed)?;
+            let on = On::Transaction(&transaction);
+            let rows = query
+                .execute(self.mode, on, &params)
+                .await
+                .map_err(failed)?;
             if let (0, Some(id)) = (rows, id) {
                 return Err(no_such_key(id));
             }
@@ -90,12 +104,22 @@ impl PostgresKeys {
             "UPDATE {}.api_keys_version SET version = version + 1",
             self.schema
         );
-        transaction.execute(&bump, &[]).await.map_err(failed)?;
+        let on = On::Transaction(&transaction);
+        let bumped = Query::new(bump, &[]).execute(self.mode, on, &[]).await;
+        bumped.map_err(failed)?;
         transaction.commit().await.map_err(failed)
     }
 
     /// The statement of `change`, and the id it must find (none for an insert).
-    fn statement<'c>(&self, change: &'c Change) -> (String, Params, Option<&'c str>) {
+    fn statement<'c>(&self, change: &'c Change) -> (Query, Params, Option<&'c str>) {
+        let (text, types, params, id) = self.parts(change);
+        (Query::new(text, types), params, id)
+    }
+
+    /// The text, parameter types and parameters of `change`'s statement, and the id it must
+    /// find.
+    fn parts<'c>(&self, change: &'c Change) -> (String, &'static [Type], Params, Option<&'c str>) {
+        const TEXT_TIME: &[Type] = &[Type::TEXT, Type::INT8];
         let schema = &self.schema;
         match change {
             Change::Insert(r) => (
@@ -104,6 +128,15 @@ impl PostgresKeys {
                      (id, user_id, tier, label, digest, created_at, expires_at) VALUES \
                      ($1, $2, $3, $4, $5, to_timestamp($6::bigint), to_timestamp($7::bigint))"
                 ),
+                &[
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::BYTEA,
+                    Type::INT8,
+                    Type::INT8,
+                ],
                 vec![
                     Box::new(r.id.clone()),
                     Box::new(r.user.clone()),
@@ -120,6 +153,7 @@ impl PostgresKeys {
                     "UPDATE {schema}.api_keys SET revoked_at = \
                      coalesce(revoked_at, to_timestamp($2::bigint)) WHERE id = $1"
                 ),
+                TEXT_TIME,
                 vec![Box::new(id.clone()), Box::new(*at)],
                 Some(id),
             ),
@@ -129,11 +163,13 @@ impl PostgresKeys {
                      least(coalesce(expires_at, to_timestamp($2::bigint)), to_timestamp($2::bigint)) \
                      WHERE id = $1"
                 ),
+                TEXT_TIME,
                 vec![Box::new(id.clone()), Box::new(*at)],
                 Some(id),
             ),
             Change::SetTier { id, tier } => (
                 format!("UPDATE {schema}.api_keys SET tier = $2 WHERE id = $1"),
+                &[Type::TEXT, Type::TEXT],
                 vec![Box::new(id.clone()), Box::new(tier.clone())],
                 Some(id),
             ),
@@ -146,7 +182,11 @@ impl PostgresKeys {
             "UPDATE {}.api_keys SET last_used_at = to_timestamp($2::bigint) WHERE id = ANY($1)",
             self.schema
         );
-        client.execute(&sql, &[&ids, &at]).await.map_err(failed)?;
+        let query = Query::new(sql, &[Type::TEXT_ARRAY, Type::INT8]);
+        let touched = query
+            .execute(self.mode, On::Client(&client), &[&ids, &at])
+            .await;
+        touched.map_err(failed)?;
         Ok(())
     }
 }

@@ -26,7 +26,8 @@ pub(crate) async fn open(config: &Config) -> Result<Option<KeyStore>, String> {
             crate::migrate::check(&pool, schema).await
         };
         migrated.map_err(|e| format!("DATABASE_URL: {}", crate::error_chain(e.as_ref())))?;
-        return Ok(Some(KeyStore::postgres(pool, schema)));
+        let mode = file.database.statement_mode();
+        return Ok(Some(KeyStore::postgres(pool, schema, mode)));
     }
     Ok(config.keys_file.clone().map(KeyStore::file))
 }

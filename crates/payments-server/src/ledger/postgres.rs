@@ -5,10 +5,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{ToSql, Type};
 use tollgate_audit::AuditEvent;
 use tollgate_audit::postgres::{EventParams, PostgresAuditLog};
-use tollgate_idempotency::postgres::{ClaimParams, PostgresStore};
+use tollgate_backend::postgres::{On, Query, StatementMode};
+use tollgate_idempotency::postgres::{ClaimParams, CompletionParams, PostgresStore};
 
 use super::{Completion, Finished, Ledger, LedgerError, sql};
 use crate::metrics::{BackendLatency, Timer};
@@ -17,14 +18,16 @@ use crate::payment::{Metadata, Payment, Status};
 /// Payments in PostgreSQL, in a schema already migrated (see [`sql::MIGRATE`]).
 pub(crate) struct PostgresLedger {
     pool: deadpool_postgres::Pool,
-    schema: String,
     /// The pending row and its `payment_started` event: one statement.
-    insert_pending_sql: String,
+    insert_pending: Query,
     /// The claim of a fresh key, the pending row and its event: one statement.
-    claim_pending_sql: String,
+    claim_pending: Query,
     /// The idempotency completion, the final status and the audit event: one statement, whose
     /// writes all happen only if the lease's fence still owns the key.
-    finish_sql: String,
+    finish: Query,
+    find: Query,
+    find_by_key: Query,
+    mode: StatementMode,
     idempotency: Arc<PostgresStore>,
     timers: Timers,
 }
@@ -54,7 +57,7 @@ impl Timers {
 impl fmt::Debug for PostgresLedger {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PostgresLedger")
-            .field("schema", &self.schema)
+            .field("mode", &self.mode)
             .finish_non_exhaustive()
     }
 }
@@ -68,21 +71,45 @@ impl PostgresLedger {
         idempotency: Arc<PostgresStore>,
         audit: &PostgresAuditLog,
         latency: &BackendLatency,
+        mode: StatementMode,
     ) -> Self {
         // Each write is one statement (atomic on its own): the database does a third of the
         // work of BEGIN, separate statements and COMMIT, which the load test showed to be the
         // bottleneck (PostgreSQL's backends held most of the CPU).
         let audit_insert = |first| audit.insert_select_statement(first);
+        let types = |parts: &[&[Type]]| parts.concat();
+        let (claim, event, row) = (
+            &ClaimParams::TYPES[..],
+            &EventParams::TYPES[..],
+            &sql::PAYMENT_PARAM_TYPES[..],
+        );
+        let claimed = sql::claim_pending(schema, &idempotency.claim_statement(), audit_insert);
+        let completed = sql::finish(schema, &idempotency.completion_statement(), audit_insert);
+        let status = [Type::TEXT, Type::TEXT, Type::TEXT];
         PostgresLedger {
-            insert_pending_sql: sql::insert_pending(schema, audit_insert),
-            claim_pending_sql: sql::claim_pending(
-                schema,
-                &idempotency.claim_statement(),
-                audit_insert,
+            insert_pending: Query::new(
+                sql::insert_pending(schema, audit_insert),
+                &types(&[event, row]),
             ),
-            finish_sql: sql::finish(schema, &idempotency.completion_statement(), audit_insert),
+            claim_pending: Query::new(claimed, &types(&[claim, event, row])),
+            finish: Query::new(
+                completed,
+                &types(&[&CompletionParams::TYPES, &status, event]),
+            ),
+            find: Query::new(
+                sql::select(schema, "transaction_id = $1 AND user_id = $2"),
+                &[Type::TEXT, Type::TEXT],
+            ),
+            find_by_key: Query::new(
+                sql::select(
+                    schema,
+                    "user_id = $1 AND idempotency_key = $2 AND created_at > $3 \
+                     ORDER BY created_at DESC LIMIT 1",
+                ),
+                &[Type::TEXT, Type::TEXT, Type::TIMESTAMPTZ],
+            ),
+            mode,
             pool,
-            schema: schema.to_owned(),
             idempotency,
             timers: Timers::new(latency),
         }
@@ -120,32 +147,24 @@ impl PostgresLedger {
 
     async fn select_one(
         &self,
-        condition: &str,
+        query: &Query,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Payment>, LedgerError> {
         let client = self.pool.get().await.map_err(LedgerError::storage)?;
-        let statement = client
-            .prepare_cached(&sql::select(&self.schema, condition))
-            .await
-            .map_err(LedgerError::storage)?;
-        let row = client
-            .query_opt(&statement, params)
-            .await
-            .map_err(LedgerError::storage)?;
+        let row = query.opt(self.mode, On::Client(&client), params).await;
+        let row = row.map_err(LedgerError::storage)?;
         row.as_ref().map(Self::row).transpose()
     }
 
-    /// Runs a cached statement; the number of rows it wrote.
-    async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, LedgerError> {
+    /// Runs `query`; the number of rows it wrote.
+    async fn execute(
+        &self,
+        query: &Query,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, LedgerError> {
         let client = self.pool.get().await.map_err(LedgerError::storage)?;
-        let statement = client
-            .prepare_cached(sql)
-            .await
-            .map_err(LedgerError::storage)?;
-        client
-            .execute(&statement, params)
-            .await
-            .map_err(LedgerError::storage)
+        let written = query.execute(self.mode, On::Client(&client), params).await;
+        written.map_err(LedgerError::storage)
     }
 }
 
@@ -205,14 +224,10 @@ impl PostgresLedger {
             .claim_with_pending
             .time(async {
                 let client = self.pool.get().await.map_err(LedgerError::storage)?;
-                let statement = client
-                    .prepare_cached(&self.claim_pending_sql)
-                    .await
-                    .map_err(LedgerError::storage)?;
-                client
-                    .query_opt(&statement, &params)
-                    .await
-                    .map_err(LedgerError::storage)
+                let claimed = self
+                    .claim_pending
+                    .opt(self.mode, On::Client(&client), &params);
+                claimed.await.map_err(LedgerError::storage)
             })
             .await?;
         Ok(row.map(|row| u64::try_from(row.get::<_, i64>(0)).unwrap_or(0)))
@@ -238,14 +253,14 @@ impl Ledger for PostgresLedger {
             .into_iter()
             .chain(row.as_params())
             .collect();
-        let insert = self.execute(&self.insert_pending_sql, &params);
+        let insert = self.execute(&self.insert_pending, &params);
         self.timers.insert_pending.time(insert).await?;
         Ok(())
     }
 
     async fn find(&self, user: &str, transaction_id: &str) -> Result<Option<Payment>, LedgerError> {
         let params: [&(dyn ToSql + Sync); 2] = [&transaction_id, &user];
-        let select = self.select_one("transaction_id = $1 AND user_id = $2", &params);
+        let select = self.select_one(&self.find, &params);
         self.timers.find.time(select).await
     }
 
@@ -259,11 +274,7 @@ impl Ledger for PostgresLedger {
             .checked_sub(within)
             .unwrap_or(SystemTime::UNIX_EPOCH);
         let params: [&(dyn ToSql + Sync); 3] = [&user, &key, &since];
-        let select = self.select_one(
-            "user_id = $1 AND idempotency_key = $2 AND created_at > $3 \
-             ORDER BY created_at DESC LIMIT 1",
-            &params,
-        );
+        let select = self.select_one(&self.find_by_key, &params);
         self.timers.find_by_key.time(select).await
     }
 
@@ -290,7 +301,7 @@ impl Ledger for PostgresLedger {
             .chain(event.as_params())
             .collect();
         // The statement's last part inserts the audit row only if the fence matched.
-        let finish = self.execute(&self.finish_sql, &params);
+        let finish = self.execute(&self.finish, &params);
         match self.timers.finish.time(finish).await? {
             1 => Ok(Finished::RecordCompleted),
             // Taken over: nothing was written; the newer owner decides.

@@ -3,6 +3,7 @@
 //! each fragment says how many parameters it takes, and a test checks every statement's
 //! placeholders against the parameters bound to it.
 
+use tokio_postgres::types::Type;
 use tollgate_audit::postgres::EventParams;
 use tollgate_idempotency::postgres::{ClaimParams, CompletionParams};
 
@@ -47,6 +48,21 @@ const PAYMENT_TYPES: [&str; PAYMENT_PARAMS] = [
     "jsonb",
     "text",
     "timestamptz",
+];
+
+/// The same types as the driver names them, for statements sent unnamed.
+pub(crate) const PAYMENT_PARAM_TYPES: [Type; PAYMENT_PARAMS] = [
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::INT8,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::JSONB,
+    Type::TEXT,
+    Type::TIMESTAMPTZ,
 ];
 
 /// How many values the status update binds: status, decline code, transaction id.

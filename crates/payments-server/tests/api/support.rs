@@ -20,7 +20,10 @@ pub(crate) use crate::fixtures::{ALICE, BOB, CAROL, payment, unique};
 
 /// The services a test runs on, removed afterwards.
 pub(crate) struct Services {
+    /// PostgreSQL itself: what the test reads and cleans up through.
     pub(crate) database_url: String,
+    /// What the server connects to, when not `database_url` (a pooler).
+    server_database_url: Option<String>,
     redis_url: String,
     pub(crate) schema: String,
     server: Option<Server>,
@@ -100,24 +103,62 @@ impl Api {
             return None;
         };
         let schema = unique("tg_api");
-        Some(Api::on_services(config, redis_url, database_url, schema, true).await)
+        let services = Target {
+            redis_url,
+            database_url,
+            server_database_url: None,
+        };
+        Some(Api::on_services(config, services, schema, true).await)
+    }
+
+    /// Like [`services`](Self::services), but the server reaches PostgreSQL through the
+    /// PgBouncer in transaction mode at `TEST_PGBOUNCER_URL` (statements sent unnamed), or
+    /// `None` after printing why `test` is skipped.
+    pub(crate) async fn through_pgbouncer(test: &str, config: &str) -> Option<Api> {
+        let (Some(redis_url), Some(database_url), Some(pooler)) = (
+            env("TEST_REDIS_URL"),
+            env("TEST_DATABASE_URL"),
+            env("TEST_PGBOUNCER_URL"),
+        ) else {
+            eprintln!(
+                "SKIPPED {test}: needs Redis, PostgreSQL and PgBouncer in transaction mode; run `eval \"$(.ci/pgbouncer)\"` and set TEST_REDIS_URL and TEST_DATABASE_URL to run it"
+            );
+            return None;
+        };
+        let services = Target {
+            redis_url,
+            database_url,
+            server_database_url: Some(pooler),
+        };
+        let config = without_prepared_statements(config);
+        Some(Api::on_services(&config, services, unique("tg_api"), true).await)
     }
 
     /// Another replica of this app, on the same Redis keys and PostgreSQL schema (`None` on
     /// memory backends).
     pub(crate) async fn replica(&self, config: &str) -> Option<Api> {
         let services = self.services.as_ref()?;
-        let (redis, database) = (services.redis_url.clone(), services.database_url.clone());
-        Some(Api::on_services(config, redis, database, services.schema.clone(), false).await)
+        let target = Target {
+            redis_url: services.redis_url.clone(),
+            database_url: services.database_url.clone(),
+            server_database_url: services.server_database_url.clone(),
+        };
+        let config = match target.server_database_url {
+            Some(_) => without_prepared_statements(config),
+            None => config.to_owned(),
+        };
+        Some(Api::on_services(&config, target, services.schema.clone(), false).await)
     }
 
-    async fn on_services(
-        config: &str,
-        redis_url: String,
-        database_url: String,
-        schema: String,
-        owns_data: bool,
-    ) -> Api {
+    async fn on_services(config: &str, target: Target, schema: String, owns_data: bool) -> Api {
+        let Target {
+            redis_url,
+            database_url,
+            server_database_url,
+        } = target;
+        let server_url = server_database_url
+            .clone()
+            .unwrap_or_else(|| database_url.clone());
         let path = std::env::temp_dir().join(format!("{}.toml", unique(&schema)));
         std::fs::write(&path, config).expect("write the configuration");
         let path = path.to_string_lossy().into_owned();
@@ -128,7 +169,7 @@ impl Api {
             "--redis-url",
             &redis_url,
             "--database-url",
-            &database_url,
+            &server_url,
             "--database-schema",
             &schema,
             "--redis-key-prefix",
@@ -144,6 +185,7 @@ impl Api {
             state: Arc::clone(&server.state),
             services: Some(Services {
                 database_url,
+                server_database_url,
                 redis_url,
                 schema,
                 server: Some(server),
@@ -224,12 +266,33 @@ impl Api {
     }
 }
 
+/// Where a test's services are.
+struct Target {
+    redis_url: String,
+    database_url: String,
+    server_database_url: Option<String>,
+}
+
+/// `config` with `database.prepared_statements = false`, as a pooler in transaction mode
+/// needs.
+fn without_prepared_statements(config: &str) -> String {
+    let setting = "prepared_statements = false\n";
+    match config.find("[database]\n") {
+        Some(at) => {
+            let (head, rest) = config.split_at(at + "[database]\n".len());
+            format!("{head}{setting}{rest}")
+        }
+        None => format!("{config}\n[database]\n{setting}"),
+    }
+}
+
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
-/// Runs each named scenario `async fn name(api: &Api)` on memory backends, and again on Redis
-/// and PostgreSQL when their test URLs are set: one test per scenario and backend.
+/// Runs each named scenario `async fn name(api: &Api)` on memory backends, again on Redis and
+/// PostgreSQL when their test URLs are set, and again with PostgreSQL behind PgBouncer in
+/// transaction mode when `TEST_PGBOUNCER_URL` is set: one test per scenario and backend.
 macro_rules! on_every_backend {
     ($config:expr; $($name:ident),+ $(,)?) => {
         mod memory {
@@ -247,6 +310,17 @@ macro_rules! on_every_backend {
                 async fn $name() {
                     let test = concat!(module_path!(), "::", stringify!($name));
                     if let Some(api) = crate::support::Api::services(test, $config).await {
+                        super::$name(&api).await;
+                    }
+                }
+            )+
+        }
+        mod through_pgbouncer {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let test = concat!(module_path!(), "::", stringify!($name));
+                    if let Some(api) = crate::support::Api::through_pgbouncer(test, $config).await {
                         super::$name(&api).await;
                     }
                 }

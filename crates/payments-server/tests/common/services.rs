@@ -8,7 +8,7 @@ pub(crate) async fn count(database_url: &str, schema: &str, sql: &str) -> i64 {
         .await
         .expect("PostgreSQL is reachable");
     tokio::spawn(connection);
-    let row = client.query_one(&sql, &[]).await.expect("a query");
+    let row = client.query_typed_one(&sql, &[]).await.expect("a query");
     row.get::<_, i64>(0)
 }
 

@@ -17,6 +17,7 @@ mod hostile;
 mod keys;
 mod lifecycle;
 mod outage;
+mod pooler;
 mod processor;
 mod readme;
 mod reload;

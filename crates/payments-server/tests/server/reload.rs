@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::support::{ALICE, Isolated, Server, sample};
 
 /// A sibling binary of the workspace (`tollgate-load`), built by `cargo test --workspace`.
-fn sibling(name: &str) -> PathBuf {
+pub(crate) fn sibling(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test's path");
     let path = (exe.parent().and_then(|deps| deps.parent()))
         .map(|profile| profile.join(name))

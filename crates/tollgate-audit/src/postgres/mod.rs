@@ -40,11 +40,13 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_postgres::Row;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{ToSql, Type};
+use tollgate_backend::postgres::{On, Query};
 use uuid::Uuid;
 
 pub use deadpool_postgres;
 pub use tokio_postgres;
+pub use tollgate_backend::postgres::StatementMode;
 
 use crate::{Action, AuditEvent, AuditLog, AuditSink, Error, Outcome, Page, PageRequest};
 
@@ -61,6 +63,9 @@ pub struct AuditLogConfig {
     pub batch_size: usize,
     /// How long shutdown keeps retrying an unreachable database before giving up.
     pub shutdown_timeout: Duration,
+    /// How statements are sent: [`StatementMode::Unnamed`] behind a pooler in transaction
+    /// mode.
+    pub statement_mode: StatementMode,
 }
 
 impl AuditLogConfig {
@@ -87,6 +92,13 @@ impl AuditLogConfig {
         self.shutdown_timeout = timeout;
         self
     }
+
+    /// How statements are sent: [`StatementMode::Unnamed`] behind a pooler in transaction
+    /// mode (PgBouncer's `pool_mode = transaction`).
+    pub fn statement_mode(mut self, mode: StatementMode) -> Self {
+        self.statement_mode = mode;
+        self
+    }
 }
 
 impl Default for AuditLogConfig {
@@ -96,6 +108,7 @@ impl Default for AuditLogConfig {
             queue_capacity: 10_000,
             batch_size: 500,
             shutdown_timeout: Duration::from_secs(30),
+            statement_mode: StatementMode::Prepared,
         }
     }
 }
@@ -105,12 +118,28 @@ enum Command {
     Flush(oneshot::Sender<Result<(), Error>>),
 }
 
+/// The batch insert's parameters: one array per column.
+const BATCH_TYPES: [Type; 11] = [
+    Type::UUID_ARRAY,
+    Type::TIMESTAMPTZ_ARRAY,
+    Type::TEXT_ARRAY,
+    Type::TEXT_ARRAY,
+    Type::TEXT_ARRAY,
+    Type::INT4_ARRAY,
+    Type::TEXT_ARRAY,
+    Type::TEXT_ARRAY,
+    Type::TEXT_ARRAY,
+    Type::INT8_ARRAY,
+    Type::JSONB_ARRAY,
+];
+
 /// Statements with the schema filled in.
 #[derive(Debug)]
 struct Statements {
-    insert_batch: String,
-    insert_one: String,
-    page: String,
+    insert_batch: Query,
+    insert_one: Query,
+    page: Query,
+    mode: StatementMode,
 }
 
 /// What the queue holds and what the writer did since start, for metrics.
@@ -149,7 +178,7 @@ pub struct PostgresAuditLog {
 impl fmt::Debug for PostgresAuditLog {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PostgresAuditLog")
-            .field("statements", &self.statements.page)
+            .field("statements", &self.statements.page.text())
             .finish_non_exhaustive()
     }
 }
@@ -218,6 +247,22 @@ impl<'e> EventParams<'e> {
     /// How many parameters [`PostgresAuditLog::insert_select_statement`] takes.
     pub const COUNT: usize = 11;
 
+    /// Their types, in order: for a statement sent unnamed
+    /// ([`StatementMode::Unnamed`]), whose parameter types are given, not inferred.
+    pub const TYPES: [Type; 11] = [
+        Type::UUID,
+        Type::TIMESTAMPTZ,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::INT4,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::INT8,
+        Type::JSONB,
+    ];
+
     /// To bind, in order.
     pub fn as_params(&self) -> [&(dyn ToSql + Sync); 11] {
         [
@@ -268,11 +313,12 @@ impl PostgresAuditLog {
     pub fn open(pool: deadpool_postgres::Pool, config: AuditLogConfig) -> Result<Self, Error> {
         let schema = &config.schema;
         check_schema(schema)?;
-        let fill = |sql: &str| sql.replace("{schema}", schema);
+        let fill = |sql: &str, types: &[Type]| Query::new(sql.replace("{schema}", schema), types);
         let statements = std::sync::Arc::new(Statements {
-            insert_batch: fill(sql::INSERT_BATCH),
-            insert_one: fill(sql::INSERT_ONE),
-            page: fill(sql::PAGE),
+            insert_batch: fill(sql::INSERT_BATCH, &BATCH_TYPES),
+            insert_one: fill(sql::INSERT_ONE, &EventParams::TYPES),
+            page: fill(sql::PAGE, &[Type::TEXT, Type::UUID, Type::INT8]),
+            mode: config.statement_mode,
         });
         let (sender, receiver) = mpsc::channel(config.queue_capacity.max(1));
         let counters = std::sync::Arc::new(WriterCounters::default());
@@ -322,13 +368,14 @@ impl PostgresAuditLog {
         transaction: &deadpool_postgres::Transaction<'_>,
         event: &AuditEvent,
     ) -> Result<(), Error> {
-        let statement = transaction
-            .prepare_cached(&self.statements.insert_one)
-            .await
-            .map_err(pg_error)?;
         let params = EventParams::new(event);
-        transaction
-            .execute(&statement, &params.as_params())
+        let statements = &self.statements;
+        (statements.insert_one)
+            .execute(
+                statements.mode,
+                On::Transaction(transaction),
+                &params.as_params(),
+            )
             .await
             .map(|_| ())
             .map_err(pg_error)
@@ -417,11 +464,10 @@ impl AuditLog for PostgresAuditLog {
     async fn page(&self, user_id: &str, request: PageRequest) -> Result<Page, Error> {
         let client = self.pool.get().await.map_err(pool_error)?;
         let fetch = i64::try_from(request.limit() + 1).unwrap_or(i64::MAX);
-        let rows = client
-            .query(
-                &self.statements.page,
-                &[&user_id, &request.before(), &fetch],
-            )
+        let statements = &self.statements;
+        let params: [&(dyn ToSql + Sync); 3] = [&user_id, &request.before(), &fetch];
+        let rows = (statements.page)
+            .rows(statements.mode, On::Client(&client), &params)
             .await
             .map_err(pg_error)?;
         let entries = rows
@@ -495,7 +541,7 @@ async fn write_loop(writer: Writer, mut receiver: mpsc::Receiver<Command>) -> u6
         let mut delay = Duration::from_millis(50);
         let mut deadline: Option<Instant> = None;
         let result = loop {
-            match insert_batch(&pool, &statements.insert_batch, &batch).await {
+            match insert_batch(&pool, &statements, &batch).await {
                 Ok(()) => {
                     if !batch.is_empty() {
                         counters.batches_written.fetch_add(1, Ordering::Relaxed);
@@ -540,7 +586,7 @@ async fn write_loop(writer: Writer, mut receiver: mpsc::Receiver<Command>) -> u6
 
 async fn insert_batch(
     pool: &deadpool_postgres::Pool,
-    sql: &str,
+    statements: &Statements,
     batch: &[AuditEvent],
 ) -> Result<(), Error> {
     if batch.is_empty() {
@@ -565,9 +611,10 @@ async fn insert_batch(
         .map(|e| serde_json::Value::Object(e.fields.clone()))
         .collect();
     let client = pool.get().await.map_err(pool_error)?;
-    client
+    (statements.insert_batch)
         .execute(
-            sql,
+            statements.mode,
+            On::Client(&client),
             &[
                 &ids,
                 &times,

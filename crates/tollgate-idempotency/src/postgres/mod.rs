@@ -34,6 +34,9 @@ use bytes::Bytes;
 
 pub use deadpool_postgres;
 pub use tokio_postgres;
+use tokio_postgres::types::Type;
+pub use tollgate_backend::postgres::StatementMode;
+use tollgate_backend::postgres::{On, Query};
 
 use crate::fingerprint::Fingerprint;
 use crate::store::{Claim, ClaimOptions, IdempotencyStore, Lease, Release, StoredResponse};
@@ -41,13 +44,22 @@ use crate::{Error, Scope};
 
 #[derive(Debug)]
 struct Statements {
-    claim_fresh: String,
-    claim: String,
-    complete: String,
-    release_nothing: String,
-    release_ambiguous: String,
-    cleanup: String,
+    claim_fresh: Query,
+    claim: Query,
+    complete: Query,
+    release_nothing: Query,
+    release_ambiguous: Query,
+    cleanup: Query,
 }
+
+/// The parameters of a release: user, operation, key, fence, now.
+const RELEASE_TYPES: [Type; 5] = [
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::INT8,
+    Type::TIMESTAMPTZ,
+];
 
 /// The 9 parameters of [`PostgresStore::completion_statement`], in order.
 #[derive(Debug)]
@@ -66,6 +78,20 @@ pub struct CompletionParams<'a> {
 impl CompletionParams<'_> {
     /// How many parameters [`PostgresStore::completion_statement`] takes.
     pub const COUNT: usize = 9;
+
+    /// Their types, in order: for a statement sent unnamed
+    /// ([`StatementMode::Unnamed`]), whose parameter types are given, not inferred.
+    pub const TYPES: [Type; 9] = [
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::INT8,
+        Type::INT4,
+        Type::JSONB,
+        Type::BYTEA,
+        Type::INT8,
+        Type::TIMESTAMPTZ,
+    ];
 
     /// To bind, in order.
     pub fn as_params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 9] {
@@ -99,6 +125,17 @@ impl ClaimParams<'_> {
     /// How many parameters [`PostgresStore::claim_statement`] takes.
     pub const COUNT: usize = 7;
 
+    /// Their types, in order (see [`CompletionParams::TYPES`]).
+    pub const TYPES: [Type; 7] = [
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::BYTEA,
+        Type::INT8,
+        Type::INT8,
+        Type::TIMESTAMPTZ,
+    ];
+
     /// To bind, in order.
     pub fn as_params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 7] {
         [
@@ -125,13 +162,15 @@ struct InjectedTime {
 pub struct PostgresStore {
     pool: deadpool_postgres::Pool,
     statements: Statements,
+    mode: StatementMode,
     time: Option<InjectedTime>,
 }
 
 impl fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PostgresStore")
-            .field("claim", &self.statements.claim)
+            .field("claim", &self.statements.claim.text())
+            .field("mode", &self.mode)
             .field("injected_time", &self.time.is_some())
             .finish_non_exhaustive()
     }
@@ -182,19 +221,28 @@ impl PostgresStore {
     /// The store on a schema already migrated (see [`migration`](Self::migration)).
     pub fn open(pool: deadpool_postgres::Pool, schema: &str) -> Result<Self, Error> {
         check_schema(schema)?;
-        let fill = |sql: &str| sql.replace("{schema}", schema);
+        let fill = |sql: &str, types: &[Type]| Query::new(sql.replace("{schema}", schema), types);
         Ok(PostgresStore {
             pool,
             statements: Statements {
-                claim_fresh: fill(sql::CLAIM_FRESH),
-                claim: fill(sql::CLAIM),
-                complete: fill(sql::COMPLETE),
-                release_nothing: fill(sql::RELEASE_NOTHING_HAPPENED),
-                release_ambiguous: fill(sql::RELEASE_AMBIGUOUS),
-                cleanup: fill(sql::CLEANUP),
+                claim_fresh: fill(sql::CLAIM_FRESH, &ClaimParams::TYPES),
+                claim: fill(sql::CLAIM, &ClaimParams::TYPES),
+                complete: fill(sql::COMPLETE, &CompletionParams::TYPES),
+                release_nothing: fill(sql::RELEASE_NOTHING_HAPPENED, &RELEASE_TYPES),
+                release_ambiguous: fill(sql::RELEASE_AMBIGUOUS, &RELEASE_TYPES),
+                cleanup: fill(sql::CLEANUP, &[Type::INT8, Type::TIMESTAMPTZ]),
             },
+            mode: StatementMode::Prepared,
             time: None,
         })
+    }
+
+    /// Sends statements as `mode` says: [`StatementMode::Unnamed`] behind a pooler in
+    /// transaction mode (PgBouncer's `pool_mode = transaction`), where a statement prepared on
+    /// one server connection is gone on the next.
+    pub fn statement_mode(mut self, mode: StatementMode) -> Self {
+        self.mode = mode;
+        self
     }
 
     /// Decide on `clock` instead of the database's `now()`. For deterministic tests only: in
@@ -225,12 +273,7 @@ impl PostgresStore {
         response: &StoredResponse,
         ttl: Duration,
     ) -> Result<(), Error> {
-        // Prepared once per pooled connection, like every other statement here.
-        let statement = transaction
-            .prepare_cached(&self.statements.complete)
-            .await
-            .map_err(pg_error)?;
-        self.complete_with(&**transaction, &statement, scope, fence, response, ttl)
+        self.complete_with(On::Transaction(transaction), scope, fence, response, ttl)
             .await
     }
 
@@ -241,7 +284,7 @@ impl PostgresStore {
     /// none if it was taken over. One round trip, where [`complete_in`](Self::complete_in)
     /// needs a transaction.
     pub fn completion_statement(&self) -> String {
-        format!("{} RETURNING 1", self.statements.complete)
+        format!("{} RETURNING 1", self.statements.complete.text())
     }
 
     /// The claim of a key never seen, as a data-modifying statement, `INSERT … ON CONFLICT DO
@@ -255,7 +298,7 @@ impl PostgresStore {
     /// `Lease { fence, resumed: false }`; run the request with
     /// [`Idempotency::run_claimed`](crate::Idempotency::run_claimed).
     pub fn claim_statement(&self) -> String {
-        self.statements.claim_fresh.clone()
+        self.statements.claim_fresh.text().to_owned()
     }
 
     /// The parameters of [`claim_statement`](Self::claim_statement).
@@ -299,16 +342,15 @@ impl PostgresStore {
 
     async fn complete_with(
         &self,
-        client: &impl tokio_postgres::GenericClient,
-        statement: &tokio_postgres::Statement,
+        on: On<'_>,
         scope: &Scope,
         fence: u64,
         response: &StoredResponse,
         ttl: Duration,
     ) -> Result<(), Error> {
         let params = self.completion_params(scope, fence, response, ttl);
-        let rows = client
-            .execute(statement, &params.as_params())
+        let rows = (self.statements.complete)
+            .execute(self.mode, on, &params.as_params())
             .await
             .map_err(pg_error)?;
         if rows == 1 {
@@ -318,13 +360,13 @@ impl PostgresStore {
         }
     }
 
-    async fn owner_update(&self, sql: &str, scope: &Scope, fence: u64) -> Result<(), Error> {
+    async fn owner_update(&self, query: &Query, scope: &Scope, fence: u64) -> Result<(), Error> {
         let client = self.pool.get().await.map_err(pool_error)?;
-        let statement = client.prepare_cached(sql).await.map_err(pg_error)?;
         let fence = i64::try_from(fence).unwrap_or(i64::MAX);
-        let rows = client
+        let rows = query
             .execute(
-                &statement,
+                self.mode,
+                On::Client(&client),
                 &[
                     &scope.user(),
                     &scope.operation(),
@@ -380,26 +422,20 @@ impl IdempotencyStore for PostgresStore {
         let client = self.pool.get().await.map_err(pool_error)?;
         let params = self.claim_params(scope, fingerprint, options);
         let params = params.as_params();
-        // Statements are cached per connection, so each is one round trip. A key never seen
-        // is claimed by a plain INSERT; only an existing row needs the locking function.
-        let fresh = client
-            .prepare_cached(&self.statements.claim_fresh)
-            .await
-            .map_err(pg_error)?;
-        if let Some(row) = client.query_opt(&fresh, &params).await.map_err(pg_error)? {
+        // Each statement is one round trip (cached per connection, or sent unnamed with its
+        // execution). A key never seen is claimed by a plain INSERT; only an existing row
+        // needs the locking function.
+        let on = On::Client(&client);
+        let fresh = self.statements.claim_fresh.opt(self.mode, on, &params);
+        if let Some(row) = fresh.await.map_err(pg_error)? {
             return Ok(Claim::Acquired(Lease {
                 fence: u64::try_from(row.get::<_, i64>(0)).unwrap_or(0),
                 resumed: false,
             }));
         }
-        let statement = client
-            .prepare_cached(&self.statements.claim)
-            .await
-            .map_err(pg_error)?;
-        let row = client
-            .query_one(&statement, &params)
-            .await
-            .map_err(pg_error)?;
+        let claimed = self.statements.claim.opt(self.mode, on, &params).await;
+        let row = (claimed.map_err(pg_error)?)
+            .ok_or_else(|| Error::store("the claim function returned no row", false))?;
         let outcome: String = row.get(0);
         let fence = || u64::try_from(row.get::<_, Option<i64>>(1).unwrap_or(0)).unwrap_or(0);
         Ok(match outcome.as_str() {
@@ -440,11 +476,7 @@ impl IdempotencyStore for PostgresStore {
     ) -> Result<(), Error> {
         // One statement, one round trip: the UPDATE is atomic on its own.
         let client = self.pool.get().await.map_err(pool_error)?;
-        let statement = client
-            .prepare_cached(&self.statements.complete)
-            .await
-            .map_err(pg_error)?;
-        self.complete_with(&**client, &statement, scope, fence, response, ttl)
+        self.complete_with(On::Client(&client), scope, fence, response, ttl)
             .await
     }
 
@@ -459,8 +491,8 @@ impl IdempotencyStore for PostgresStore {
     async fn cleanup(&self, max: usize) -> Result<usize, Error> {
         let client = self.pool.get().await.map_err(pool_error)?;
         let limit = i64::try_from(max).unwrap_or(i64::MAX);
-        let deleted = client
-            .execute(&self.statements.cleanup, &[&limit, &self.now()])
+        let deleted = (self.statements.cleanup)
+            .execute(self.mode, On::Client(&client), &[&limit, &self.now()])
             .await
             .map_err(pg_error)?;
         Ok(usize::try_from(deleted).unwrap_or(usize::MAX))
