@@ -2,7 +2,8 @@
 # Payments per second with PostgreSQL reached three ways, same run, alternating (`ROUNDS`
 # times): directly with prepared statements (the default), directly with statements sent
 # unnamed, and through PgBouncer in transaction mode (unnamed, as it needs). tollgate-load at
-# CONCURRENCY for DURATION each; rate limits out of the way; no Redis. Prints each round and
+# CONCURRENCY for DURATION each; rate limits out of the way, the simulated processor instant,
+# no Redis: the database path alone. Prints each round and
 # the ratios to the direct, prepared run.
 #
 #   cargo build --release -p payments-server -p tollgate-load
@@ -28,7 +29,8 @@ configs=()
 start() { # port, database URL, prepared statements
   local config
   config=$(mktemp --suffix=.toml)
-  printf '%s\n[database]\nprepared_statements = %s\n' "$policies" "$3" >"$config"
+  printf '%s\n[processor]\nlatency = "0s"\n[database]\nprepared_statements = %s\n' \
+    "$policies" "$3" >"$config"
   configs+=("$config")
   BIND_ADDR=127.0.0.1:$1 LOG_LEVEL=warn API_KEYS=$keys TOLLGATE_CONFIG=$config \
     DATABASE_URL=$2 DATABASE_SCHEMA=$run target/release/payments-server >/dev/null &

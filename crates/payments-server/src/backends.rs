@@ -306,14 +306,15 @@ async fn postgres(
         Ok((Arc::new(store), audit))
     })();
     let (store, audit) = opened.map_err(backend("DATABASE_URL"))?;
-    let postgres_ledger = Arc::new(PostgresLedger::new(
+    let postgres_ledger = PostgresLedger::new(
         pool.clone(),
         schema,
         Arc::clone(&store),
         &audit,
         latency,
         mode,
-    ));
+    );
+    let postgres_ledger = Arc::new(postgres_ledger.map_err(backend("DATABASE_URL"))?);
     let ledger: Arc<dyn Ledger> = postgres_ledger.clone();
     services.database = Some(Arc::clone(&ledger));
     services.database_pool = Some(pool.clone());

@@ -25,6 +25,12 @@ pub(crate) fn statements(schema: &str) -> Result<Vec<String>, BoxError> {
         PostgresAuditLog::migration(schema)?,
         crate::ledger::MIGRATE.replace("{schema}", schema),
         crate::keys::MIGRATION.replace("{schema}", schema),
+        // The payment path's writes as functions, for statements sent unnamed (behind a pooler
+        // in transaction mode): planned once per connection rather than at every call.
+        crate::ledger::Writes::new(schema)?
+            .as_functions(schema)
+            .0
+            .join("\n"),
         format!(
             "CREATE TABLE IF NOT EXISTS {schema}.tollgate_migrations (\n    \
              digest text PRIMARY KEY,\n    applied_at timestamptz NOT NULL DEFAULT now()\n);"

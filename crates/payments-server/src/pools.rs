@@ -167,6 +167,20 @@ async fn cluster(
     }
 }
 
+/// `error` (a failure's rendered chain) with what to change when it is one configuration
+/// fixes: PostgreSQL refusing a prepared statement is a pooler in transaction mode handing
+/// the statement's execution to another server connection.
+pub(crate) fn explained(error: String) -> String {
+    if error.contains("prepared statement") && error.contains("does not exist") {
+        format!(
+            "{error} (PostgreSQL is reached through a pooler in transaction mode: set \
+             database.prepared_statements = false)"
+        )
+    } else {
+        error
+    }
+}
+
 /// The PostgreSQL pool, if `DATABASE_URL` is set.
 pub(crate) fn postgres(
     config: &Config,
@@ -226,6 +240,13 @@ fn without_driver(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lost_prepared_statement_names_the_setting() {
+        let lost = r#"db error: ERROR: prepared statement "s9" does not exist"#.to_owned();
+        assert!(explained(lost).contains("database.prepared_statements = false"));
+        assert_eq!(explained("timeout".to_owned()), "timeout");
+    }
 
     #[test]
     fn driver_style_urls_lose_the_driver() {

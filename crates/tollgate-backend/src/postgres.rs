@@ -129,12 +129,39 @@ impl Query {
         }
     }
 
+    /// This statement as a PL/pgSQL function `schema.name`, for [`StatementMode::Unnamed`]:
+    /// the function's body is planned once per server connection and its plan kept, where an
+    /// unnamed statement is parsed and planned at every execution. The statement must return
+    /// rows of one column of type `column`. The function's DDL (`CREATE OR REPLACE`, for a
+    /// migration), and the [`Query`] that calls it with the same parameters and yields the same
+    /// rows.
+    pub fn as_function(&self, schema: &str, name: &str, column: &str) -> (String, Query) {
+        let parameters: Vec<String> = self.types.iter().map(sql_type).collect();
+        let arguments: Vec<String> = (1..=self.types.len()).map(|n| format!("${n}")).collect();
+        let ddl = format!(
+            "CREATE OR REPLACE FUNCTION {schema}.{name}({}) RETURNS SETOF {column} \
+             LANGUAGE plpgsql AS $tollgate$ BEGIN RETURN QUERY {}; END $tollgate$;",
+            parameters.join(", "),
+            self.text
+        );
+        let call = format!("SELECT * FROM {schema}.{name}({})", arguments.join(", "));
+        (ddl, Query::new(call, &self.types))
+    }
+
     fn typed<'p>(&self, params: &[&'p (dyn ToSql + Sync)]) -> Vec<(&'p (dyn ToSql + Sync), Type)> {
         params
             .iter()
             .copied()
             .zip(self.types.iter().cloned())
             .collect()
+    }
+}
+
+/// `ty` as SQL writes it (`text`, `int8[]`).
+fn sql_type(ty: &Type) -> String {
+    match ty.kind() {
+        tokio_postgres::types::Kind::Array(element) => format!("{}[]", element.name()),
+        _ => ty.name().to_owned(),
     }
 }
 

@@ -149,7 +149,8 @@ fn answer(outcome: Result<Settled, Refused>, attempt: &Attempt<'_>) -> Answer {
         }) => still_pending(&payment, Pending::CircuitOpen(retry_after), attempt),
         Err(Refused::Storage(error)) => {
             // The database's own message stays in the log: it can name hosts and schemas.
-            tracing::warn!(error = %crate::error_chain(&error), "payment storage failed");
+            let error = crate::pools::explained(crate::error_chain(&error));
+            tracing::warn!(%error, "payment storage failed");
             (
                 responses::unavailable(
                     "payment storage is unavailable; retry with the same Idempotency-Key",
@@ -303,7 +304,8 @@ pub(crate) async fn get_payment(
             format!("no payment {id:?} for this user"),
         ),
         Err(error) => {
-            tracing::warn!(error = %crate::error_chain(&error), "payment storage failed");
+            let error = crate::pools::explained(crate::error_chain(&error));
+            tracing::warn!(%error, "payment storage failed");
             responses::with_retry_after(
                 responses::simple(
                     StatusCode::SERVICE_UNAVAILABLE,

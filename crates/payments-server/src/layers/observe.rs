@@ -88,7 +88,8 @@ impl Around for Measure {
         let state = &self.0;
         let (started, route, method) = noted;
         if let Some(failure) = response.extensions().get::<StoreFailure>() {
-            tracing::warn!(error = %failure.0, "idempotency store failed");
+            let error = crate::pools::explained(failure.0.clone());
+            tracing::warn!(%error, "idempotency store failed");
         }
         if let Some(decision) = response.extensions().get::<RateLimitDecision>() {
             count_rate_limit_decision(state, decision);

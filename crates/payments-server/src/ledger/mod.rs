@@ -18,7 +18,7 @@ use crate::payment::Payment;
 
 pub(crate) use memory::MemoryLedger;
 pub(crate) use postgres::PostgresLedger;
-pub(crate) use sql::MIGRATE;
+pub(crate) use sql::{MIGRATE, Writes};
 
 /// A boxed error kept as a failure's source.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -9,9 +9,9 @@ use tokio_postgres::types::{ToSql, Type};
 use tollgate_audit::AuditEvent;
 use tollgate_audit::postgres::{EventParams, PostgresAuditLog};
 use tollgate_backend::postgres::{On, Query, StatementMode};
-use tollgate_idempotency::postgres::{ClaimParams, CompletionParams, PostgresStore};
+use tollgate_idempotency::postgres::{ClaimParams, PostgresStore};
 
-use super::{Completion, Finished, Ledger, LedgerError, sql};
+use super::{BoxError, Completion, Finished, Ledger, LedgerError, sql};
 use crate::metrics::{BackendLatency, Timer};
 use crate::payment::{Metadata, Payment, Status};
 
@@ -72,30 +72,24 @@ impl PostgresLedger {
         audit: &PostgresAuditLog,
         latency: &BackendLatency,
         mode: StatementMode,
-    ) -> Self {
+    ) -> Result<Self, BoxError> {
         // Each write is one statement (atomic on its own): the database does a third of the
         // work of BEGIN, separate statements and COMMIT, which the load test showed to be the
-        // bottleneck (PostgreSQL's backends held most of the CPU).
+        // bottleneck (PostgreSQL's backends held most of the CPU). Sent unnamed, each would be
+        // planned at every call: the migration's functions plan them once per connection.
+        let composed = sql::Writes::new(schema)?;
+        let writes = match mode {
+            StatementMode::Unnamed => composed.as_functions(schema).1,
+            _ => composed,
+        };
         let audit_insert = |first| audit.insert_select_statement(first);
-        let types = |parts: &[&[Type]]| parts.concat();
-        let (claim, event, row) = (
-            &ClaimParams::TYPES[..],
-            &EventParams::TYPES[..],
-            &sql::PAYMENT_PARAM_TYPES[..],
-        );
-        let claimed = sql::claim_pending(schema, &idempotency.claim_statement(), audit_insert);
-        let completed = sql::finish(schema, &idempotency.completion_statement(), audit_insert);
-        let status = [Type::TEXT, Type::TEXT, Type::TEXT];
-        PostgresLedger {
+        Ok(PostgresLedger {
             insert_pending: Query::new(
                 sql::insert_pending(schema, audit_insert),
-                &types(&[event, row]),
+                &[&EventParams::TYPES[..], &sql::PAYMENT_PARAM_TYPES[..]].concat(),
             ),
-            claim_pending: Query::new(claimed, &types(&[claim, event, row])),
-            finish: Query::new(
-                completed,
-                &types(&[&CompletionParams::TYPES, &status, event]),
-            ),
+            claim_pending: writes.claim_pending,
+            finish: writes.finish,
             find: Query::new(
                 sql::select(schema, "transaction_id = $1 AND user_id = $2"),
                 &[Type::TEXT, Type::TEXT],
@@ -112,7 +106,7 @@ impl PostgresLedger {
             pool,
             idempotency,
             timers: Timers::new(latency),
-        }
+        })
     }
 
     fn row(row: &tokio_postgres::Row) -> Result<Payment, LedgerError> {
@@ -300,8 +294,16 @@ impl Ledger for PostgresLedger {
             .chain(update)
             .chain(event.as_params())
             .collect();
-        // The statement's last part inserts the audit row only if the fence matched.
-        let finish = self.execute(&self.finish, &params);
+        // The statement's last part inserts the audit row (one row back) only if the fence
+        // matched.
+        let finish = async {
+            let client = self.pool.get().await.map_err(LedgerError::storage)?;
+            let rows = self
+                .finish
+                .rows(self.mode, On::Client(&client), &params)
+                .await;
+            rows.map(|rows| rows.len()).map_err(LedgerError::storage)
+        };
         match self.timers.finish.time(finish).await? {
             1 => Ok(Finished::RecordCompleted),
             // Taken over: nothing was written; the newer owner decides.

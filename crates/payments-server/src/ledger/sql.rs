@@ -5,7 +5,10 @@
 
 use tokio_postgres::types::Type;
 use tollgate_audit::postgres::EventParams;
-use tollgate_idempotency::postgres::{ClaimParams, CompletionParams};
+use tollgate_backend::postgres::Query;
+use tollgate_idempotency::postgres::{ClaimParams, CompletionParams, PostgresStore};
+
+use super::BoxError;
 
 /// The `payments` table in `{schema}`.
 pub(crate) const MIGRATE: &str = "
@@ -112,7 +115,8 @@ pub(crate) fn claim_pending(
 
 /// The fenced idempotency completion, the final status and the audit event, one statement
 /// whose writes all happen only if the lease's fence still owns the key: the completion's
-/// parameters, then the status update's, then the event's.
+/// parameters, then the status update's, then the event's. Returns one row when it wrote,
+/// none when the fence was taken over.
 pub(crate) fn finish(
     schema: &str,
     completion: &str,
@@ -125,9 +129,57 @@ pub(crate) fn finish(
          u AS (UPDATE {schema}.payments SET status = ${status}, decline_code = ${decline}, \
                updated_at = now() \
                WHERE transaction_id = ${id} AND EXISTS (SELECT 1 FROM c)) \
-         {} WHERE EXISTS (SELECT 1 FROM c)",
+         {} WHERE EXISTS (SELECT 1 FROM c) RETURNING 1",
         audit_insert(status + STATUS_PARAMS)
     )
+}
+
+/// The ledger's two writes on the payment path, each one statement.
+pub(crate) struct Writes {
+    pub(crate) claim_pending: Query,
+    pub(crate) finish: Query,
+}
+
+impl Writes {
+    /// The statements for `schema`, composed from the idempotency and audit crates' parts.
+    pub(crate) fn new(schema: &str) -> Result<Self, BoxError> {
+        let audit_insert = |first| {
+            tollgate_audit::postgres::PostgresAuditLog::insert_select_statement_in(schema, first)
+                .unwrap_or_default()
+        };
+        let claim = PostgresStore::claim_statement_in(schema)?;
+        let completion = PostgresStore::completion_statement_in(schema)?;
+        let types = |parts: &[&[Type]]| parts.concat();
+        let (event, row) = (&EventParams::TYPES[..], &PAYMENT_PARAM_TYPES[..]);
+        let status = [Type::TEXT, Type::TEXT, Type::TEXT];
+        Ok(Writes {
+            claim_pending: Query::new(
+                claim_pending(schema, &claim, audit_insert),
+                &types(&[&ClaimParams::TYPES, event, row]),
+            ),
+            finish: Query::new(
+                finish(schema, &completion, audit_insert),
+                &types(&[&CompletionParams::TYPES, &status, event]),
+            ),
+        })
+    }
+
+    /// The same writes as PL/pgSQL functions (planned once per server connection, not at
+    /// every call as unnamed statements are): their DDL, and the writes that call them.
+    pub(crate) fn as_functions(&self, schema: &str) -> (Vec<String>, Writes) {
+        let (claim_ddl, claim_pending) =
+            (self.claim_pending).as_function(schema, "tollgate_claim_pending", "bigint");
+        let (finish_ddl, finish) =
+            self.finish
+                .as_function(schema, "tollgate_finish_payment", "integer");
+        (
+            vec![claim_ddl, finish_ddl],
+            Writes {
+                claim_pending,
+                finish,
+            },
+        )
+    }
 }
 
 /// One payment by a condition over `$1…`.

@@ -207,6 +207,34 @@ fn backend_error(failed: tollgate_backend::Error) -> Error {
 }
 
 /// Schema names are spliced into SQL: only plain lower-case identifiers are accepted.
+/// The `INSERT … SELECT` of one event into `schema`, its parameters from `$first` on.
+fn insert_select(schema: &str, first: usize) -> String {
+    let types = [
+        "uuid",
+        "timestamptz",
+        "text",
+        "text",
+        "text",
+        "int4",
+        "text",
+        "text",
+        "text",
+        "int8",
+        "jsonb",
+    ];
+    let values: Vec<String> = types
+        .iter()
+        .enumerate()
+        .map(|(i, ty)| format!("${}::{ty}", first + i))
+        .collect();
+    format!(
+        "INSERT INTO {schema}.audit_events (id, occurred_at, user_id, action, outcome, \
+         status_code, idempotency_key, transaction_id, request_id, latency_us, fields) \
+         SELECT {}",
+        values.join(", ")
+    )
+}
+
 fn check_schema(schema: &str) -> Result<(), Error> {
     tollgate_backend::check_schema(schema)
         .map(drop)
@@ -397,30 +425,14 @@ impl PostgresAuditLog {
     /// # let _ = sql; }
     /// ```
     pub fn insert_select_statement(&self, first: usize) -> String {
-        let types = [
-            "uuid",
-            "timestamptz",
-            "text",
-            "text",
-            "text",
-            "int4",
-            "text",
-            "text",
-            "text",
-            "int8",
-            "jsonb",
-        ];
-        let values: Vec<String> = types
-            .iter()
-            .enumerate()
-            .map(|(i, ty)| format!("${}::{ty}", first + i))
-            .collect();
-        format!(
-            "INSERT INTO {}.audit_events (id, occurred_at, user_id, action, outcome, status_code, \
-             idempotency_key, transaction_id, request_id, latency_us, fields) SELECT {}",
-            self.schema,
-            values.join(", ")
-        )
+        insert_select(&self.schema, first)
+    }
+
+    /// [`insert_select_statement`](Self::insert_select_statement) for `schema`, without a log:
+    /// for a migration that composes it (into a function, say).
+    pub fn insert_select_statement_in(schema: &str, first: usize) -> Result<String, Error> {
+        check_schema(schema)?;
+        Ok(insert_select(schema, first))
     }
 
     /// Stops accepting events, writes everything already accepted, and stops the writer.

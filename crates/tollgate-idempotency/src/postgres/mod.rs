@@ -287,6 +287,23 @@ impl PostgresStore {
         format!("{} RETURNING 1", self.statements.complete.text())
     }
 
+    /// [`completion_statement`](Self::completion_statement) for `schema`, without a store: for
+    /// a migration that composes it (into a function, say).
+    pub fn completion_statement_in(schema: &str) -> Result<String, Error> {
+        check_schema(schema)?;
+        Ok(format!(
+            "{} RETURNING 1",
+            sql::COMPLETE.replace("{schema}", schema)
+        ))
+    }
+
+    /// [`claim_statement`](Self::claim_statement) for `schema`, without a store (see
+    /// [`completion_statement_in`](Self::completion_statement_in)).
+    pub fn claim_statement_in(schema: &str) -> Result<String, Error> {
+        check_schema(schema)?;
+        Ok(sql::CLAIM_FRESH.replace("{schema}", schema))
+    }
+
     /// The claim of a key never seen, as a data-modifying statement, `INSERT … ON CONFLICT DO
     /// NOTHING RETURNING fence`, with parameters `$1`–`$7` bound from
     /// [`claim_params`](Self::claim_params): for writing the claim in the *same statement* as
