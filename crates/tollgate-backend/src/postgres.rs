@@ -157,8 +157,8 @@ impl Query {
     }
 }
 
-/// `ty` as SQL writes it (`text`, `int8[]`).
-fn sql_type(ty: &Type) -> String {
+/// `ty` as SQL writes it (`text`, `int8[]`): for casts and function signatures.
+pub fn sql_type(ty: &Type) -> String {
     match ty.kind() {
         tokio_postgres::types::Kind::Array(element) => format!("{}[]", element.name()),
         _ => ty.name().to_owned(),

@@ -24,6 +24,8 @@ pub(crate) struct Services {
     pub(crate) database_url: String,
     /// What the server connects to, when not `database_url` (a pooler).
     server_database_url: Option<String>,
+    /// Whether the server sends its statements unnamed (a pooler in transaction mode).
+    unnamed_statements: bool,
     redis_url: String,
     pub(crate) schema: String,
     server: Option<Server>,
@@ -107,21 +109,28 @@ impl Api {
             redis_url,
             database_url,
             server_database_url: None,
+            unnamed_statements: false,
         };
         Some(Api::on_services(config, services, schema, true).await)
     }
 
-    /// Like [`services`](Self::services), but the server reaches PostgreSQL through the
-    /// PgBouncer in transaction mode at `TEST_PGBOUNCER_URL` (statements sent unnamed), or
-    /// `None` after printing why `test` is skipped.
-    pub(crate) async fn through_pgbouncer(test: &str, config: &str) -> Option<Api> {
+    /// Like [`services`](Self::services), but the server reaches PostgreSQL through PgBouncer:
+    /// in transaction mode (`TEST_PGBOUNCER_URL`, statements sent unnamed) or, with `session`,
+    /// in session mode (`TEST_PGBOUNCER_SESSION_URL`, the defaults); `None` after printing why
+    /// `test` is skipped.
+    pub(crate) async fn through_pgbouncer(test: &str, config: &str, session: bool) -> Option<Api> {
+        let variable = if session {
+            "TEST_PGBOUNCER_SESSION_URL"
+        } else {
+            "TEST_PGBOUNCER_URL"
+        };
         let (Some(redis_url), Some(database_url), Some(pooler)) = (
             env("TEST_REDIS_URL"),
             env("TEST_DATABASE_URL"),
-            env("TEST_PGBOUNCER_URL"),
+            env(variable),
         ) else {
             eprintln!(
-                "SKIPPED {test}: needs Redis, PostgreSQL and PgBouncer in transaction mode; run `eval \"$(.ci/pgbouncer)\"` and set TEST_REDIS_URL and TEST_DATABASE_URL to run it"
+                "SKIPPED {test}: needs Redis, PostgreSQL and PgBouncer; run `eval \"$(.ci/pgbouncer)\"` (it sets {variable}) and set TEST_REDIS_URL and TEST_DATABASE_URL to run it"
             );
             return None;
         };
@@ -129,9 +138,9 @@ impl Api {
             redis_url,
             database_url,
             server_database_url: Some(pooler),
+            unnamed_statements: !session,
         };
-        let config = without_prepared_statements(config);
-        Some(Api::on_services(&config, services, unique("tg_api"), true).await)
+        Some(Api::on_services(config, services, unique("tg_api"), true).await)
     }
 
     /// Another replica of this app, on the same Redis keys and PostgreSQL schema (`None` on
@@ -142,12 +151,9 @@ impl Api {
             redis_url: services.redis_url.clone(),
             database_url: services.database_url.clone(),
             server_database_url: services.server_database_url.clone(),
+            unnamed_statements: services.unnamed_statements,
         };
-        let config = match target.server_database_url {
-            Some(_) => without_prepared_statements(config),
-            None => config.to_owned(),
-        };
-        Some(Api::on_services(&config, target, services.schema.clone(), false).await)
+        Some(Api::on_services(config, target, services.schema.clone(), false).await)
     }
 
     async fn on_services(config: &str, target: Target, schema: String, owns_data: bool) -> Api {
@@ -155,12 +161,18 @@ impl Api {
             redis_url,
             database_url,
             server_database_url,
+            unnamed_statements,
         } = target;
+        let config = if unnamed_statements {
+            without_prepared_statements(config)
+        } else {
+            config.to_owned()
+        };
         let server_url = server_database_url
             .clone()
             .unwrap_or_else(|| database_url.clone());
         let path = std::env::temp_dir().join(format!("{}.toml", unique(&schema)));
-        std::fs::write(&path, config).expect("write the configuration");
+        std::fs::write(&path, &config).expect("write the configuration");
         let path = path.to_string_lossy().into_owned();
         let args = [
             "payments-server",
@@ -186,6 +198,7 @@ impl Api {
             services: Some(Services {
                 database_url,
                 server_database_url,
+                unnamed_statements,
                 redis_url,
                 schema,
                 server: Some(server),
@@ -271,6 +284,7 @@ struct Target {
     redis_url: String,
     database_url: String,
     server_database_url: Option<String>,
+    unnamed_statements: bool,
 }
 
 /// `config` with `database.prepared_statements = false`, as a pooler in transaction mode
@@ -292,7 +306,8 @@ fn env(name: &str) -> Option<String> {
 
 /// Runs each named scenario `async fn name(api: &Api)` on memory backends, again on Redis and
 /// PostgreSQL when their test URLs are set, and again with PostgreSQL behind PgBouncer in
-/// transaction mode when `TEST_PGBOUNCER_URL` is set: one test per scenario and backend.
+/// transaction mode and in session mode when `.ci/pgbouncer`'s URLs are set: one test per
+/// scenario and backend.
 macro_rules! on_every_backend {
     ($config:expr; $($name:ident),+ $(,)?) => {
         mod memory {
@@ -320,7 +335,18 @@ macro_rules! on_every_backend {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     let test = concat!(module_path!(), "::", stringify!($name));
-                    if let Some(api) = crate::support::Api::through_pgbouncer(test, $config).await {
+                    if let Some(api) = crate::support::Api::through_pgbouncer(test, $config, false).await {
+                        super::$name(&api).await;
+                    }
+                }
+            )+
+        }
+        mod through_pgbouncer_in_session_mode {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let test = concat!(module_path!(), "::", stringify!($name));
+                    if let Some(api) = crate::support::Api::through_pgbouncer(test, $config, true).await {
                         super::$name(&api).await;
                     }
                 }
