@@ -16,6 +16,7 @@ mod history;
 mod hostile;
 mod keys;
 mod lifecycle;
+mod load;
 mod outage;
 mod pooler;
 mod processor;

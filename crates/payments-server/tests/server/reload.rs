@@ -1,25 +1,10 @@
 //! SIGHUP under load: `tollgate-load` at concurrency 16 for 20 s while the configuration is
 //! reloaded every second, alternating two limits, with one broken file among them.
 
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::load;
 use crate::support::{ALICE, Isolated, Server, sample};
-
-/// A sibling binary of the workspace (`tollgate-load`), built by `cargo test --workspace`.
-pub(crate) fn sibling(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("the test's path");
-    let path = (exe.parent().and_then(|deps| deps.parent()))
-        .map(|profile| profile.join(name))
-        .expect("a target directory");
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build -p {name}` (or `cargo test --workspace`, which builds it)",
-        path.display()
-    );
-    path
-}
 
 /// The default policies with the payments limit at `limit` a minute.
 fn config(limit: u64) -> String {
@@ -60,31 +45,10 @@ fn reloading_every_second_under_load_loses_no_request() {
     let Some(services) = Isolated::new("reloading_every_second_under_load") else {
         return;
     };
-    let load = sibling("tollgate-load");
-    let keys = Command::new(&load)
-        .args(["--print-api-keys", "--users", "16"])
-        .output();
-    let keys = String::from_utf8(keys.expect("tollgate-load runs").stdout).expect("text");
-    let keys = format!("{},{ALICE}:alice", keys.trim());
+    let keys = format!("{},{ALICE}:alice", load::api_keys(16));
     let (low, high) = (100_000, 200_000);
     let server = Server::start(&services.options().env("API_KEYS", &keys).toml(&config(low)));
-    let url = format!("http://127.0.0.1:{}", server.port);
-    let args = [
-        "--url",
-        &url,
-        "--users",
-        "16",
-        "--concurrency",
-        "16",
-        "--duration",
-        "20s",
-    ];
-    let running = Command::new(&load)
-        .args(args)
-        .arg("--quiet")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("tollgate-load starts");
+    let running = load::start(server.port, 16, "20s");
 
     let started = Instant::now();
     let (mut successes, mut failures, mut in_force) = (0, 0, low);
@@ -109,14 +73,5 @@ fn reloading_every_second_under_load_loses_no_request() {
         assert_eq!(payments_limit(&server), in_force, "after reload {second}");
     }
 
-    let output = running.wait_with_output().expect("tollgate-load ends");
-    let report = String::from_utf8_lossy(&output.stdout);
-    eprintln!("{report}");
-    assert!(report.contains(" 0 transport errors)"), "{report}");
-    let statuses = report
-        .lines()
-        .find(|l| l.trim_start().starts_with("statuses:"));
-    let statuses = statuses.expect("the statuses line");
-    assert!(!statuses.contains("\"5"), "a 5xx under reloads: {statuses}");
-    assert!(statuses.contains("\"201\""), "{statuses}");
+    load::finish_clean(running);
 }
