@@ -241,53 +241,96 @@ fn refuse_nul(wire: &Wire<'_>) -> Result<(), Invalid> {
 }
 
 /// Parses the amount's JSON text (a number, or a string holding one) into minor units of a
-/// currency with `exponent` minor digits. At most `min(2, exponent)` fraction digits; no
-/// exponent notation, sign or leading `+`; more than zero; at most a billion major units.
+/// currency with `exponent` minor digits, by its exact decimal value, not its spelling: `123`,
+/// `123.0`, `1.23e2` and `"123.00"` are one amount. Refused: a value with more than
+/// `min(2, exponent)` digits after the decimal point once trailing zeros are dropped (`99.999`
+/// for USD, `0.5` for JPY), a sign, zero, more than a billion major units, and exponents
+/// beyond ±30 (no amount needs them; they would only make the arithmetic large).
 pub(crate) fn parse_amount(json_text: &str, exponent: u32) -> Result<i64, String> {
     let text = json_text
         .strip_prefix('"')
         .and_then(|t| t.strip_suffix('"'))
         .unwrap_or(json_text);
-    let shape = "a decimal number such as 99.99 (a JSON number or string)";
-    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    if !digits(whole) || (text.contains('.') && !digits(fraction)) {
+    let Some(decimal) = Decimal::parse(text) else {
         if text.starts_with('-') {
             return Err("must be more than zero".into());
         }
-        return Err(format!("must be {shape}"));
-    }
+        return Err("must be a decimal number such as 99.99 (a JSON number or string)".into());
+    };
     let allowed = exponent.min(2);
-    if fraction.len() > allowed as usize {
-        return Err(format!("at most {allowed} digits after the decimal point"));
-    }
-    let whole: i64 = whole
-        .trim_start_matches('0')
-        .parse()
-        .or_else(|_| {
-            if whole.bytes().all(|b| b == b'0') {
-                Ok(0)
-            } else {
-                Err(())
-            }
-        })
-        .ok()
-        .filter(|w| *w <= MAX_MAJOR_UNITS)
-        .ok_or_else(|| format!("at most {MAX_MAJOR_UNITS}"))?;
-    let scale = 10_i64.pow(exponent);
-    let mut fraction_minor: i64 = 0;
-    for (i, b) in fraction.bytes().enumerate() {
-        let place = 10_i64.pow(exponent - 1 - i as u32);
-        fraction_minor += i64::from(b - b'0') * place;
-    }
-    let minor = whole * scale + fraction_minor;
-    if minor == 0 {
+    if decimal.is_zero() {
         return Err("must be more than zero".into());
     }
-    if whole == MAX_MAJOR_UNITS && fraction_minor > 0 {
-        return Err(format!("at most {MAX_MAJOR_UNITS}"));
+    if decimal.fraction_digits() > allowed {
+        return Err(format!("at most {allowed} digits after the decimal point"));
     }
-    Ok(minor)
+    decimal
+        .minor_units(exponent)
+        .filter(|minor| *minor <= MAX_MAJOR_UNITS * 10_i64.pow(exponent))
+        .ok_or_else(|| format!("at most {MAX_MAJOR_UNITS}"))
+}
+
+/// A decimal as `digits × 10^scale`, with no zero at either end of `digits` (empty for zero).
+#[derive(Debug)]
+struct Decimal {
+    digits: String,
+    scale: i32,
+}
+
+impl Decimal {
+    /// `digits[.digits][(e|E)[+|-]digits]`, as JSON writes a non-negative number, with at most
+    /// 64 digits and an exponent within ±30.
+    fn parse(text: &str) -> Option<Self> {
+        let (mantissa, power) = match text.split_once(['e', 'E']) {
+            Some((mantissa, power)) => (mantissa, power_of_ten(power)?),
+            None => (text, 0),
+        };
+        let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+        let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        if !all_digits(whole) || (mantissa.contains('.') && !all_digits(fraction)) {
+            return None;
+        }
+        if whole.len() + fraction.len() > 64 {
+            return None;
+        }
+        // The point sits before the fraction's digits; zeros at either end carry no value.
+        let mut digits: String = (whole.chars().chain(fraction.chars()))
+            .skip_while(|c| *c == '0')
+            .collect();
+        let mut scale = power - i32::try_from(fraction.len()).ok()?;
+        while digits.ends_with('0') {
+            digits.pop();
+            scale += 1;
+        }
+        Some(Decimal { digits, scale })
+    }
+
+    fn is_zero(&self) -> bool {
+        self.digits.is_empty()
+    }
+
+    /// Digits after the point the value needs.
+    fn fraction_digits(&self) -> u32 {
+        self.scale.min(0).unsigned_abs()
+    }
+
+    /// The value in units of `10^-exponent`, if it is a whole number of them that fits an
+    /// `i64`.
+    fn minor_units(&self, exponent: u32) -> Option<i64> {
+        let shift = u32::try_from(self.scale.checked_add(i32::try_from(exponent).ok()?)?).ok()?;
+        let digits: i64 = self.digits.parse().ok()?;
+        digits.checked_mul(10_i64.checked_pow(shift)?)
+    }
+}
+
+/// An exponent's text (`2`, `+2`, `-2`) within ±30.
+fn power_of_ten(text: &str) -> Option<i32> {
+    let unsigned = text.strip_prefix(['+', '-']).unwrap_or(text);
+    if unsigned.is_empty() || unsigned.len() > 2 || !unsigned.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let value: i32 = unsigned.parse().ok().filter(|v| *v <= 30)?;
+    Some(if text.starts_with('-') { -value } else { value })
 }
 
 /// `minor` units of a currency with `exponent` minor digits, shown as a decimal with
@@ -366,6 +409,29 @@ mod tests {
         Amount { minor, exponent }.to_string()
     }
 
+    /// `plain` (`123.45`) with `leading` zeros before it, `trailing` zeros after its last
+    /// fraction digit, and its point moved `shift` places left into an exponent (`1.2345e2`).
+    fn respell(plain: &str, leading: usize, trailing: usize, shift: i32) -> String {
+        let (whole, fraction) = plain.split_once('.').unwrap_or((plain, ""));
+        let fraction = format!("{fraction}{}", "0".repeat(trailing));
+        let shift = shift
+            .min(i32::try_from(whole.len()).unwrap_or(0) - 1)
+            .max(0);
+        let cut = whole.len() - shift as usize;
+        let (head, moved) = whole.split_at(cut);
+        let mantissa = if moved.is_empty() && fraction.is_empty() {
+            head.to_owned()
+        } else {
+            format!("{head}.{moved}{fraction}")
+        };
+        let power = if shift > 0 {
+            format!("e{shift}")
+        } else {
+            String::new()
+        };
+        format!("{}{mantissa}{power}", "0".repeat(leading))
+    }
+
     #[test]
     fn amounts() {
         assert_eq!(parse_amount("99.99", 2), Ok(9999));
@@ -376,14 +442,27 @@ mod tests {
         assert_eq!(parse_amount("1000000000", 2), Ok(100_000_000_000));
         assert_eq!(parse_amount("1000", 0), Ok(1000));
         assert_eq!(parse_amount("1.5", 3), Ok(1500));
+        // By value, not spelling: what Python's json.dumps writes for a float, trailing zeros,
+        // exponent forms, in a number or a string.
+        assert_eq!(parse_amount("123.0", 0), Ok(123));
+        assert_eq!(parse_amount("99.990", 2), Ok(9999));
+        assert_eq!(parse_amount("1e2", 2), Ok(10_000));
+        assert_eq!(parse_amount("1.2345E+2", 2), Ok(12_345));
+        assert_eq!(parse_amount("\"12345e-2\"", 2), Ok(12_345));
+        assert_eq!(parse_amount("1000000000.000", 2), Ok(100_000_000_000));
         for (bad, says) in [
             ("0", "more than zero"),
             ("0.00", "more than zero"),
             ("-1", "more than zero"),
             ("99.999", "at most 2 digits"),
             ("100.5", "at most 0 digits"),
-            ("1e2", "decimal"),
             ("1.", "decimal"),
+            ("1e", "decimal"),
+            ("1e99", "decimal"),
+            ("1e+-2", "decimal"),
+            ("123.5", "at most 0 digits"),
+            ("99.9990", "at most 2 digits"),
+            ("1e-3", "at most 2 digits"),
             (".5", "decimal"),
             ("\"abc\"", "decimal"),
             ("true", "decimal"),
@@ -391,7 +470,11 @@ mod tests {
             ("1000000000.01", "at most 1000000000"),
             ("99999999999999999999999", "at most"),
         ] {
-            let exponent = if bad == "100.5" { 0 } else { 2 };
+            let exponent = if bad == "100.5" || bad == "123.5" {
+                0
+            } else {
+                2
+            };
             let error = parse_amount(bad, exponent).expect_err(bad);
             assert!(error.contains(says), "{bad}: {error}");
         }
@@ -466,6 +549,40 @@ mod tests {
                 prop_assert!(currency_exponent(request.currency).is_some());
                 prop_assert!(!request.payment_method.is_empty());
             }
+        }
+
+        /// Any decimal spelling of an accepted amount (zeros after, the point moved into an
+        /// exponent; zeros before too in a string) gives the same minor units, and as a JSON
+        /// number the same body fingerprint; one digit of precision more than the currency has is refused with the
+        /// same message, however it is spelled.
+        #[test]
+        fn amounts_by_value_not_spelling(
+            seed in 1_i64..=100_000_000_000,
+            exponent in prop::sample::select(vec![0_u32, 2]),
+            leading in 0_usize..3,
+            trailing in 0_usize..4,
+            shift in 0_i32..4,
+        ) {
+            let minor = seed % (MAX_MAJOR_UNITS * 10_i64.pow(exponent)) + 1;
+            let plain = format_amount(minor, exponent);
+            // JSON numbers have no leading zeros; strings may.
+            let spelled = respell(&plain, 0, trailing, shift);
+            prop_assert_eq!(parse_amount(&spelled, exponent), Ok(minor), "{}", spelled);
+            let quoted = format!("\"{}\"", respell(&plain, leading, trailing, shift));
+            prop_assert_eq!(parse_amount(&quoted, exponent), Ok(minor), "{}", quoted);
+            let body = |amount: &str| format!(r#"{{"amount": {amount}, "currency": "USD"}}"#);
+            let route = "/api/v1/payments";
+            let fingerprint = |amount: &str| {
+                tollgate_idempotency::fingerprint::Fingerprint::of_json(
+                    &http::Method::POST, route, body(amount).as_bytes(),
+                ).expect("JSON")
+            };
+            prop_assert_eq!(fingerprint(&spelled), fingerprint(&plain));
+            // One more significant digit after the currency's last one.
+            let finer = if exponent == 0 { format!("{plain}.1") } else { format!("{plain}1") };
+            let refused = parse_amount(&respell(&finer, 0, trailing, shift), exponent);
+            let expected = format!("at most {} digits after the decimal point", exponent.min(2));
+            prop_assert_eq!(refused, Err(expected));
         }
 
         /// Every amount in range survives formatting and parsing unchanged, as a JSON number and
