@@ -52,15 +52,17 @@ async fn storage(
         .build()
         .map_err(|e| setting(&e))?;
     let schema = &options.schema;
-    let client = pool.get().await.map_err(|e| setting(&e))?;
-    client
-        .batch_execute(&charges::MIGRATE.replace("{schema}", schema))
+    let failed = |e: &dyn std::fmt::Display| format!("MOCK_PROCESSOR_SCHEMA {schema:?}: {e}");
+    // One versioned migration, recorded: a restart on a migrated schema runs no DDL.
+    let ddl = format!(
+        "{}\n{}",
+        charges::MIGRATE.replace("{schema}", schema),
+        PostgresStore::migration(schema).map_err(|e| failed(&e))?
+    );
+    tollgate_backend::postgres::migrate(&pool, schema, &ddl)
         .await
-        .map_err(|e| format!("MOCK_PROCESSOR_SCHEMA {schema:?}: {e}"))?;
-    drop(client);
-    let store = PostgresStore::start(pool.clone(), schema)
-        .await
-        .map_err(|e| format!("MOCK_PROCESSOR_SCHEMA {schema:?}: {e}"))?;
+        .map_err(|e| failed(&e))?;
+    let store = PostgresStore::open(pool.clone(), schema).map_err(|e| failed(&e))?;
     Ok((
         Arc::new(PostgresCharges::new(pool, schema)),
         Arc::new(store),

@@ -182,28 +182,105 @@ pub fn backend_error(error: tokio_postgres::Error) -> Error {
     Error::backend(error, transient)
 }
 
-/// Runs `ddl` (idempotent statements) in one transaction under the advisory lock
+/// Brings `schema` to the migration `ddl` (idempotent statements), once: its blake3 digest is
+/// recorded in `{schema}.tollgate_migrations`, and a schema that has it runs no DDL at all
+/// (even `CREATE … IF NOT EXISTS` takes locks that deadlock with live traffic). Otherwise the
+/// DDL runs in one transaction under the advisory lock
 /// `pg_advisory_xact_lock(hashtext('tollgate-migrate:<schema>'))`, the lock every Tollgate
-/// migration of a schema takes: processes starting together on a new database (a rollout of
-/// several replicas) run them one after the other instead of racing on
-/// `CREATE … IF NOT EXISTS`.
+/// migration of a schema takes, so processes starting together on a new database (a rollout
+/// of several replicas) run it one after the other; chosen as a deadlock's victim by live
+/// traffic, it is tried again (three times in all). Its statements are sent unnamed, so this
+/// works through any connection pooler.
 pub async fn migrate(pool: &deadpool_postgres::Pool, schema: &str, ddl: &str) -> Result<(), Error> {
     check_schema(schema)?;
+    let digest = blake3::hash(ddl.as_bytes()).to_hex().to_string();
     let mut client = pool.get().await.map_err(|e| Error::backend(e, true))?;
-    // Dropped on failure, the transaction rolls back: the pooled connection is not returned
-    // inside an aborted transaction.
-    let transaction = client.transaction().await.map_err(backend_error)?;
+    if applied(&**client, schema, &digest)
+        .await
+        .map_err(backend_error)?
+    {
+        return Ok(());
+    }
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match migrate_once(&mut client, schema, ddl, &digest).await {
+            Err(error) if tries < 3 && is_deadlock(&error) => {}
+            result => return result.map_err(backend_error),
+        }
+    }
+}
+
+/// `ddl` with what records it as applied: the whole text [`migrate`] would run, for a
+/// migration tool of your own (one transaction).
+pub fn recorded(schema: &str, ddl: &str) -> Result<String, Error> {
+    check_schema(schema)?;
+    let digest = blake3::hash(ddl.as_bytes()).to_hex().to_string();
+    Ok(format!(
+        "{ddl}\n{}\n{}",
+        record_table(schema),
+        record(schema, &digest)
+    ))
+}
+
+fn record_table(schema: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {schema}.tollgate_migrations (\n    \
+         digest text PRIMARY KEY,\n    applied_at timestamptz NOT NULL DEFAULT now()\n);"
+    )
+}
+
+fn record(schema: &str, digest: &str) -> String {
+    format!(
+        "INSERT INTO {schema}.tollgate_migrations (digest) VALUES ('{digest}') \
+         ON CONFLICT DO NOTHING;"
+    )
+}
+
+/// Whether the migration with `digest` was applied to `schema` (no lock taken).
+async fn applied(
+    client: &impl tokio_postgres::GenericClient,
+    schema: &str,
+    digest: &str,
+) -> Result<bool, tokio_postgres::Error> {
+    let table = format!("{schema}.tollgate_migrations");
+    let exists: Option<String> = client
+        .query_typed_one("SELECT to_regclass($1)::text", &[(&table, Type::TEXT)])
+        .await?
+        .get(0);
+    if exists.is_none() {
+        return Ok(false);
+    }
+    let sql = format!("SELECT 1 FROM {table} WHERE digest = $1");
+    let digest = (&digest as &(dyn ToSql + Sync), Type::TEXT);
+    Ok(client.query_typed_opt(&sql, &[digest]).await?.is_some())
+}
+
+async fn migrate_once(
+    client: &mut deadpool_postgres::Client,
+    schema: &str,
+    ddl: &str,
+    digest: &str,
+) -> Result<(), tokio_postgres::Error> {
+    // A failure rolls the transaction back when it is dropped: the pooled connection is not
+    // returned inside an aborted transaction.
+    let transaction = client.transaction().await?;
     let lock = format!("tollgate-migrate:{schema}");
     transaction
         .execute_typed(
             "SELECT pg_advisory_xact_lock(hashtext($1))",
             &[(&lock, Type::TEXT)],
         )
-        .await
-        .map_err(backend_error)?;
-    transaction
-        .batch_execute(ddl)
-        .await
-        .map_err(backend_error)?;
-    transaction.commit().await.map_err(backend_error)
+        .await?;
+    // Another process may have migrated while this one waited for the lock.
+    if !applied(&*transaction, schema, digest).await? {
+        transaction.batch_execute(ddl).await?;
+        transaction.batch_execute(&record_table(schema)).await?;
+        transaction.batch_execute(&record(schema, digest)).await?;
+    }
+    transaction.commit().await
+}
+
+fn is_deadlock(error: &tokio_postgres::Error) -> bool {
+    error.code() == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED)
 }
