@@ -13,7 +13,7 @@ use super::BoxError;
 /// The `payments` table in `{schema}`.
 pub(crate) const MIGRATE: &str = "
 CREATE TABLE IF NOT EXISTS {schema}.payments (
-    transaction_id  text PRIMARY KEY,
+    transaction_id  text NOT NULL,
     user_id         text NOT NULL,
     idempotency_key text,
     status          text NOT NULL CHECK (status IN ('pending', 'succeeded', 'failed')),
@@ -24,8 +24,18 @@ CREATE TABLE IF NOT EXISTS {schema}.payments (
     metadata        jsonb NOT NULL,
     decline_code    text,
     created_at      timestamptz NOT NULL,
-    updated_at      timestamptz NOT NULL DEFAULT now()
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    -- The user first: the table can be distributed by user (Citus).
+    PRIMARY KEY (user_id, transaction_id)
 );
+-- A table made before the key held the user: the key becomes (user_id, transaction_id), once.
+DO $tollgate$ BEGIN
+    IF (SELECT indnkeyatts FROM pg_index
+        WHERE indrelid = '{schema}.payments'::regclass AND indisprimary) = 1 THEN
+        ALTER TABLE {schema}.payments DROP CONSTRAINT payments_pkey,
+            ADD PRIMARY KEY (user_id, transaction_id);
+    END IF;
+END $tollgate$;
 -- Not unique: a key may be used again once its idempotency record expired.
 CREATE INDEX IF NOT EXISTS payments_user_key
     ON {schema}.payments (user_id, idempotency_key, created_at);
@@ -115,7 +125,8 @@ pub(crate) fn claim_pending(
 
 /// The fenced idempotency completion, the final status and the audit event, one statement
 /// whose writes all happen only if the lease's fence still owns the key: the completion's
-/// parameters, then the status update's, then the event's. Returns one row when it wrote,
+/// parameters (`$1` the user, which the payment's update filters by too), then the status
+/// update's, then the event's. Returns one row when it wrote,
 /// none when the fence was taken over.
 pub(crate) fn finish(
     schema: &str,
@@ -128,7 +139,7 @@ pub(crate) fn finish(
         "WITH c AS ({completion}), \
          u AS (UPDATE {schema}.payments SET status = ${status}, decline_code = ${decline}, \
                updated_at = now() \
-               WHERE transaction_id = ${id} AND EXISTS (SELECT 1 FROM c)) \
+               WHERE user_id = $1 AND transaction_id = ${id} AND EXISTS (SELECT 1 FROM c)) \
          {} WHERE EXISTS (SELECT 1 FROM c) RETURNING 1",
         audit_insert(status + STATUS_PARAMS)
     )
@@ -238,5 +249,43 @@ mod tests {
         let claim = claim_pending("s", &store.claim_statement(), audit_insert);
         let bound = ClaimParams::COUNT + EventParams::COUNT + PAYMENT_PARAMS;
         assert_eq!(numbers(&claim), (1..=bound).collect(), "{claim}");
+    }
+
+    /// Ready to distribute by user: the payments table's key starts with the user, and every
+    /// statement of the payment path names one user (each `UPDATE` and `SELECT` filters by it,
+    /// each `INSERT` writes it), with the idempotency and audit crates' parts composed in.
+    #[test]
+    fn every_payment_statement_names_the_user() {
+        assert!(MIGRATE.contains("PRIMARY KEY (user_id, transaction_id)"));
+        let writes = Writes::new("s").expect("statements");
+        let audit_insert = |first| {
+            tollgate_audit::postgres::PostgresAuditLog::insert_select_statement_in("s", first)
+                .expect("a schema")
+        };
+        let pending = insert_pending("s", audit_insert);
+        let find = select("s", "transaction_id = $1 AND user_id = $2");
+        let statements = [
+            writes.claim_pending.text(),
+            writes.finish.text(),
+            &pending,
+            &find,
+        ];
+        for statement in statements {
+            for update in statement
+                .match_indices("UPDATE")
+                .map(|(at, _)| &statement[at..])
+            {
+                let filter = &update[update.find("WHERE").unwrap_or(0)..];
+                assert!(filter.starts_with("WHERE user_id = $1"), "{update}");
+            }
+            for insert in statement
+                .match_indices("INSERT INTO")
+                .map(|(at, _)| &statement[at..])
+            {
+                let columns = &insert[..insert.find(')').unwrap_or(insert.len())];
+                assert!(columns.contains("user_id"), "{columns}");
+            }
+        }
+        assert!(find.contains("user_id = $2"));
     }
 }

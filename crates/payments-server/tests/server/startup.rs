@@ -92,3 +92,52 @@ fn a_user_without_create_rights_runs_on_migrations_applied_for_it() {
         "DROP SCHEMA {{schema}} CASCADE; DROP SCHEMA IF EXISTS {{schema}}_empty; DROP ROLE {role};"
     ));
 }
+
+/// Tables keyed without their user: the count of a schema's primary keys that do not start
+/// with `user_id`, reference tables (keys, versions, migrations) aside.
+const KEYED_WITHOUT_USER: &str = "SELECT count(*) FROM pg_index i \
+    JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+    JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = i.indkey[0] \
+    WHERE i.indisprimary AND n.nspname = '{schema}' AND a.attname <> 'user_id' \
+    AND c.relname NOT IN ('api_keys', 'api_keys_version', 'tollgate_migrations')";
+
+/// Ready to distribute by user: every table the payment path writes has `user_id` first in its
+/// primary key, also on a schema made before it had (the migration moves the key, keeping
+/// the rows).
+#[test]
+fn every_table_is_keyed_by_user_first_even_after_an_upgrade() {
+    let Some(services) = Isolated::new("every_table_is_keyed_by_user_first") else {
+        return;
+    };
+    services.execute(
+        "CREATE SCHEMA {schema}; \
+         CREATE TABLE {schema}.payments (transaction_id text PRIMARY KEY, user_id text NOT NULL, \
+             idempotency_key text, status text NOT NULL, amount_minor bigint NOT NULL, \
+             currency text NOT NULL, description text, payment_method text NOT NULL, \
+             metadata jsonb NOT NULL, decline_code text, created_at timestamptz NOT NULL, \
+             updated_at timestamptz NOT NULL DEFAULT now()); \
+         INSERT INTO {schema}.payments VALUES ('txn_old', 'alice', 'k', 'succeeded', 100, 'USD', \
+             NULL, 'card', '{}', NULL, now(), now()); \
+         CREATE TABLE {schema}.audit_events (id uuid PRIMARY KEY, occurred_at timestamptz NOT NULL, \
+             user_id text NOT NULL, action text NOT NULL, outcome text NOT NULL, status_code integer, \
+             idempotency_key text, transaction_id text, request_id text, latency_us bigint, \
+             fields jsonb NOT NULL DEFAULT '{}');",
+    );
+    assert_eq!(services.count(KEYED_WITHOUT_USER), 2, "the old keys");
+    let server = Server::start(&services.options());
+    assert_eq!(
+        services.count(KEYED_WITHOUT_USER),
+        0,
+        "every key starts with the user"
+    );
+    assert_eq!(
+        services.count("SELECT count(*) FROM {schema}.payments"),
+        1,
+        "rows kept"
+    );
+    let old = server.get("/api/v1/payments/txn_old", Some(ALICE));
+    old.expect(200);
+    server
+        .pay(ALICE, &unique("order"), &payment("1.00", "card"))
+        .expect(201);
+}

@@ -1,10 +1,10 @@
 //! The SQL the PostgreSQL sink runs. `{schema}` is replaced by the validated schema name.
 
-/// Creates the schema, the table and the index used by [`PAGE`]. Idempotent; run at start-up.
+/// Creates the schema and the table, whose primary key serves [`PAGE`]. Idempotent.
 pub(crate) const MIGRATE: &str = "
 CREATE SCHEMA IF NOT EXISTS {schema};
 CREATE TABLE IF NOT EXISTS {schema}.audit_events (
-    id              uuid PRIMARY KEY,
+    id              uuid NOT NULL,
     occurred_at     timestamptz NOT NULL,
     user_id         text NOT NULL,
     action          text NOT NULL,
@@ -14,9 +14,20 @@ CREATE TABLE IF NOT EXISTS {schema}.audit_events (
     transaction_id  text,
     request_id      text,
     latency_us      bigint,
-    fields          jsonb NOT NULL DEFAULT '{}'
+    fields          jsonb NOT NULL DEFAULT '{}',
+    -- The user first: the table can be distributed by user (Citus), and a user's page is a
+    -- range of this index.
+    PRIMARY KEY (user_id, id)
 );
-CREATE INDEX IF NOT EXISTS audit_events_user_newest ON {schema}.audit_events (user_id, id DESC);
+-- A table made before the key held the user: the key becomes (user_id, id), once.
+DO $tollgate$ BEGIN
+    IF (SELECT indnkeyatts FROM pg_index
+        WHERE indrelid = '{schema}.audit_events'::regclass AND indisprimary) = 1 THEN
+        ALTER TABLE {schema}.audit_events DROP CONSTRAINT audit_events_pkey,
+            ADD PRIMARY KEY (user_id, id);
+    END IF;
+END $tollgate$;
+DROP INDEX IF EXISTS {schema}.audit_events_user_newest;
 ";
 
 /// Inserts a batch as parallel arrays ($1 ids … $11 fields), one statement per batch.
@@ -27,7 +38,7 @@ INSERT INTO {schema}.audit_events
      request_id, latency_us, fields)
 SELECT * FROM UNNEST($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::text[],
                      $6::int4[], $7::text[], $8::text[], $9::text[], $10::int8[], $11::jsonb[])
-ON CONFLICT (id) DO NOTHING
+ON CONFLICT (user_id, id) DO NOTHING
 ";
 
 /// Inserts one event ($1 … $11 as in [`INSERT_BATCH`]), inside the caller's transaction.
@@ -47,3 +58,20 @@ WHERE user_id = $1 AND ($2::uuid IS NULL OR id < $2)
 ORDER BY id DESC
 LIMIT $3
 ";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ready to distribute by user: the key starts with the user, every insert writes it, and
+    /// the one read names it.
+    #[test]
+    fn every_statement_names_the_user() {
+        assert!(MIGRATE.contains("PRIMARY KEY (user_id, id)"));
+        for insert in [INSERT_BATCH, INSERT_ONE] {
+            assert!(insert.contains("(id, occurred_at, user_id,"), "{insert}");
+        }
+        assert!(INSERT_BATCH.contains("ON CONFLICT (user_id, id)"));
+        assert!(PAGE.contains("WHERE user_id = $1"));
+    }
+}

@@ -130,3 +130,30 @@ pub(crate) const CLEANUP: &str = "
 DELETE FROM {schema}.idempotency_records
 WHERE ctid IN (SELECT ctid FROM {schema}.idempotency_records
                WHERE expires_at <= coalesce($2, now()) LIMIT $1)";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ready to distribute by user (Citus, `user_id` the distribution column): the table's key
+    /// starts with the user, and every statement of the request path names one user — the
+    /// claim function's lookups and writes, and each statement's `WHERE`. The cleanup is the
+    /// exception: a background sweep over every user, which runs on each shard.
+    #[test]
+    fn every_request_statement_names_the_user() {
+        assert!(MIGRATE.contains("PRIMARY KEY (user_id, operation, key)"));
+        assert!(MIGRATE.contains("WHERE t.user_id = p_user AND t.operation = p_operation"));
+        assert!(CLAIM_FRESH.contains("(user_id, operation, key,"));
+        assert!(
+            CLAIM.contains("idempotency_claim($1,"),
+            "the user is the first argument"
+        );
+        for statement in [COMPLETE, RELEASE_NOTHING_HAPPENED, RELEASE_AMBIGUOUS] {
+            assert!(statement.contains("WHERE user_id = $1 AND"), "{statement}");
+        }
+        assert!(
+            !CLEANUP.contains("user_id"),
+            "the sweep is the one statement over all users"
+        );
+    }
+}
