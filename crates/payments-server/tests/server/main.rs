@@ -9,6 +9,7 @@
 mod abuse;
 mod cluster;
 mod deploy;
+mod failover;
 mod faults;
 #[path = "../common/fixtures.rs"]
 mod fixtures;
