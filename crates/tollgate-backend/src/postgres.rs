@@ -71,6 +71,19 @@ impl Query {
         on: On<'_>,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, tokio_postgres::Error> {
+        let rows = self.rows_once(mode, on, params).await;
+        if let Err(error) = &rows {
+            close_if_read_only(on, error).await;
+        }
+        rows
+    }
+
+    async fn rows_once(
+        &self,
+        mode: StatementMode,
+        on: On<'_>,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, tokio_postgres::Error> {
         match (mode, on) {
             (StatementMode::Prepared, On::Client(client)) => {
                 let statement = client.prepare_typed_cached(&self.text, &self.types).await?;
@@ -104,6 +117,19 @@ impl Query {
 
     /// The number of rows it changed, for `params`.
     pub async fn execute(
+        &self,
+        mode: StatementMode,
+        on: On<'_>,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, tokio_postgres::Error> {
+        let changed = self.execute_once(mode, on, params).await;
+        if let Err(error) = &changed {
+            close_if_read_only(on, error).await;
+        }
+        changed
+    }
+
+    async fn execute_once(
         &self,
         mode: StatementMode,
         on: On<'_>,
@@ -155,6 +181,22 @@ impl Query {
             .zip(self.types.iter().cloned())
             .collect()
     }
+}
+
+/// After `error`: if the server refused a write because it is read-only now (a demoted primary,
+/// a standby a failover left behind), ends the connection's session, so that the pool drops it
+/// at its next checkout and opens another on a server that takes writes
+/// (`target_session_attrs=read-write`), instead of failing request after request on it. (In an
+/// aborted transaction this cannot run: the connection's next statement outside it will.)
+async fn close_if_read_only(on: On<'_>, error: &tokio_postgres::Error) {
+    if error.code() != Some(&tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION) {
+        return;
+    }
+    let end = "SELECT pg_terminate_backend(pg_backend_pid())";
+    let _ = match on {
+        On::Client(client) => client.simple_query(end).await,
+        On::Transaction(transaction) => transaction.simple_query(end).await,
+    };
 }
 
 /// `ty` as SQL writes it (`text`, `int8[]`): for casts and function signatures.

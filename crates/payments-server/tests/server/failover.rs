@@ -27,12 +27,15 @@ struct Pair {
     standby_url: String,
 }
 
+/// One pair on this machine at a time: the tests here take turns.
+static ONE_PAIR: Mutex<()> = Mutex::new(());
+
 impl Pair {
     /// A fresh primary and standby, or `None` after saying why the test is skipped.
     fn start() -> Option<Pair> {
         if std::env::var("TEST_FAILOVER").ok().as_deref() != Some("1") {
             eprintln!(
-                "SKIPPED a_failover_under_load_loses_no_acknowledged_payment_and_charges_once: set TEST_FAILOVER=1 on a machine where .ci/pg-standby can run initdb (PostgreSQL's server binaries, root or the postgres user)"
+                "SKIPPED failover tests: set TEST_FAILOVER=1 on a machine where .ci/pg-standby can run initdb (PostgreSQL's server binaries, root or the postgres user)"
             );
             return None;
         }
@@ -115,6 +118,9 @@ fn pay_until_created(port: u16, key: &str, paid: &Paid) {
 
 #[test]
 fn a_failover_under_load_loses_no_acknowledged_payment_and_charges_once() {
+    let _turn = ONE_PAIR
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let Some(pair) = Pair::start() else {
         return;
     };
@@ -181,6 +187,69 @@ fn a_failover_under_load_loses_no_acknowledged_payment_and_charges_once() {
     );
     let (charges, _) = processor.stats();
     assert_eq!(charges, ids.len() as i64, "one charge per key");
+}
+
+/// A primary that stays up but turns read-only (as a demoted one does) while the standby is
+/// promoted: the server's pooled connections to it are dropped at their first refused write,
+/// and payments go to the new primary, instead of failing on the old one request after request.
+#[test]
+fn a_primary_turned_read_only_is_left_for_the_one_that_takes_writes() {
+    let _turn = ONE_PAIR
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let Some(pair) = Pair::start() else {
+        return;
+    };
+    let options = Options::default()
+        .env("DATABASE_URL", &pair.url)
+        .env("DATABASE_SCHEMA", &unique("tg_readonly"))
+        .toml(CONFIG);
+    let server = Server::start(&options);
+    let pay = || {
+        try_pay(
+            server.port,
+            ALICE,
+            &unique("order"),
+            &payment("1.00", "card"),
+        )
+    };
+    for _ in 0..20 {
+        pay().expect("an answer").expect(201);
+    }
+    let primary = pair
+        .url
+        .replace(",127.0.0.1:5451", "")
+        .replace("?target_session_attrs=read-write", "");
+    runtime().block_on(async {
+        let (client, connection) = tokio_postgres::connect(&primary, tokio_postgres::NoTls)
+            .await
+            .expect("the primary");
+        tokio::spawn(connection);
+        for statement in [
+            "ALTER SYSTEM SET default_transaction_read_only = on",
+            "SELECT pg_reload_conf()",
+        ] {
+            client.simple_query(statement).await.expect("read-only");
+        }
+    });
+    pair.pg_ctl("standby", &["promote", "-w"]);
+    let promoted = Instant::now();
+    let mut refused = 0;
+    while pay().map(|answer| answer.status) != Some(201) {
+        refused += 1;
+        assert!(
+            promoted.elapsed() < Duration::from_secs(10),
+            "{refused} refused, never served"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!(
+        "read-only primary: served again after {refused} refusals, {:?}",
+        promoted.elapsed()
+    );
+    for _ in 0..20 {
+        pay().expect("an answer").expect(201);
+    }
 }
 
 fn runtime() -> tokio::runtime::Runtime {
