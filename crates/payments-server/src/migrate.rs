@@ -25,6 +25,12 @@ pub(crate) fn statements(schema: &str) -> Result<Vec<String>, BoxError> {
         PostgresStore::migration(schema)?,
         PostgresAuditLog::migration(schema)?,
         crate::ledger::MIGRATE.replace("{schema}", schema),
+        // A payments table made before its key held the user gets (user_id, transaction_id).
+        tollgate_backend::postgres::widen_primary_key(
+            schema,
+            "payments",
+            "user_id, transaction_id",
+        ),
         crate::keys::MIGRATION.replace("{schema}", schema),
         // The payment path's writes as functions, for statements sent unnamed (behind a pooler
         // in transaction mode): planned once per connection rather than at every call.

@@ -253,6 +253,20 @@ pub async fn migrate(pool: &deadpool_postgres::Pool, schema: &str, ddl: &str) ->
     }
 }
 
+/// DDL that gives `schema.table`, made with a one-column primary key, the key `key` instead
+/// (e.g. `user_id, id`), once: a migration step for tables that gain their user in the key,
+/// so they can be distributed by user. Idempotent; run inside the migration's transaction.
+pub fn widen_primary_key(schema: &str, table: &str, key: &str) -> String {
+    format!(
+        "DO $tollgate$ BEGIN\n\
+         IF (SELECT indnkeyatts FROM pg_index\n    \
+             WHERE indrelid = '{schema}.{table}'::regclass AND indisprimary) = 1 THEN\n    \
+             ALTER TABLE {schema}.{table} DROP CONSTRAINT {table}_pkey, ADD PRIMARY KEY ({key});\n\
+         END IF;\n\
+         END $tollgate$;"
+    )
+}
+
 /// `ddl` with what records it as applied: the whole text [`migrate`] would run, for a
 /// migration tool of your own (one transaction).
 pub fn recorded(schema: &str, ddl: &str) -> Result<String, Error> {

@@ -28,14 +28,6 @@ CREATE TABLE IF NOT EXISTS {schema}.payments (
     -- The user first: the table can be distributed by user (Citus).
     PRIMARY KEY (user_id, transaction_id)
 );
--- A table made before the key held the user: the key becomes (user_id, transaction_id), once.
-DO $tollgate$ BEGIN
-    IF (SELECT indnkeyatts FROM pg_index
-        WHERE indrelid = '{schema}.payments'::regclass AND indisprimary) = 1 THEN
-        ALTER TABLE {schema}.payments DROP CONSTRAINT payments_pkey,
-            ADD PRIMARY KEY (user_id, transaction_id);
-    END IF;
-END $tollgate$;
 -- Not unique: a key may be used again once its idempotency record expired.
 CREATE INDEX IF NOT EXISTS payments_user_key
     ON {schema}.payments (user_id, idempotency_key, created_at);

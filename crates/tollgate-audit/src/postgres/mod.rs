@@ -211,7 +211,13 @@ impl PostgresAuditLog {
     /// then [`open`](Self::open).
     pub fn migration(schema: &str) -> Result<String, Error> {
         check_schema(schema)?;
-        Ok(sql::MIGRATE.replace("{schema}", schema))
+        // A table made before its key held the user gets (user_id, id), once.
+        let widen =
+            tollgate_backend::postgres::widen_primary_key(schema, "audit_events", "user_id, id");
+        Ok(format!(
+            "{}\n{widen}",
+            sql::MIGRATE.replace("{schema}", schema)
+        ))
     }
 
     /// Runs the [`migration`](Self::migration) and starts the writer task.

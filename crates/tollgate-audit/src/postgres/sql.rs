@@ -19,14 +19,6 @@ CREATE TABLE IF NOT EXISTS {schema}.audit_events (
     -- range of this index.
     PRIMARY KEY (user_id, id)
 );
--- A table made before the key held the user: the key becomes (user_id, id), once.
-DO $tollgate$ BEGIN
-    IF (SELECT indnkeyatts FROM pg_index
-        WHERE indrelid = '{schema}.audit_events'::regclass AND indisprimary) = 1 THEN
-        ALTER TABLE {schema}.audit_events DROP CONSTRAINT audit_events_pkey,
-            ADD PRIMARY KEY (user_id, id);
-    END IF;
-END $tollgate$;
 DROP INDEX IF EXISTS {schema}.audit_events_user_newest;
 ";
 
