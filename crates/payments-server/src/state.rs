@@ -93,10 +93,17 @@ impl AppState {
             processor_timeout: file.processor.timeout,
             intents: backends.intents,
         };
+        let policies = file.policy_set()?;
+        metrics.zero_policies(&policies);
+        let anonymous = AnonymousLimit::new(
+            file.limits.anonymous_per_minute,
+            file.limits.anonymous_ceiling_per_minute,
+        )?;
+        metrics.zero_policies(&anonymous.policies().current());
         Ok(Arc::new(AppState {
             keys: KeyDirectory::new(keys),
             limiter: backends.limiter,
-            policies: LivePolicies::new(file.policy_set()?),
+            policies: LivePolicies::new(policies),
             idempotency: Arc::new(idempotency),
             payments,
             audit: backends.audit,
@@ -105,10 +112,7 @@ impl AppState {
             subjects: ArcSwap::from_pointee(Subjects::new(file)?),
             timeouts: file.timeouts,
             testing: file.testing,
-            anonymous: AnonymousLimit::new(
-                file.limits.anonymous_per_minute,
-                file.limits.anonymous_ceiling_per_minute,
-            )?,
+            anonymous,
             stranger_log: StrangerLog::new(file.limits.anonymous_log_interval),
             health: HealthCache::new(
                 file.health.cache,
@@ -142,6 +146,7 @@ impl AppState {
         if let Some(filter) = log_filter {
             crate::logging::set_log_filter(filter);
         }
+        self.metrics.zero_policies(&policies);
         self.anonymous.replace(strangers);
         self.refusals.window.set(file.audit.refusal_window);
         self.health.ttl.set(file.health.cache);

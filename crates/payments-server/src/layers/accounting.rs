@@ -123,7 +123,8 @@ fn classify(state: &AppState, response: &Response) -> Option<Verdict> {
     })
 }
 
-/// `idempotency_requests_total`'s label for `outcome`.
+/// `idempotency_requests_total`'s label for `outcome`, one of
+/// [`IDEMPOTENCY_OUTCOMES`](crate::metrics::IDEMPOTENCY_OUTCOMES).
 fn outcome_label(outcome: IdempotencyOutcome) -> &'static str {
     match outcome {
         IdempotencyOutcome::Executed => "executed",
@@ -222,4 +223,32 @@ fn single_key(headers: &http::HeaderMap) -> Option<http::HeaderValue> {
     let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();
     let first = values.next()?;
     values.next().is_none().then(|| first.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every label the layer writes is one of those that exist from the first scrape.
+    #[test]
+    fn idempotency_outcome_labels_are_the_ones_made_at_start() {
+        let outcomes = [
+            IdempotencyOutcome::Executed,
+            IdempotencyOutcome::Replayed,
+            IdempotencyOutcome::Conflict,
+            IdempotencyOutcome::Mismatch,
+            IdempotencyOutcome::Fenced,
+            IdempotencyOutcome::InvalidKey,
+            IdempotencyOutcome::InvalidBody,
+            IdempotencyOutcome::BodyTooLarge,
+            IdempotencyOutcome::StoreFailed,
+        ];
+        for outcome in outcomes {
+            let label = outcome_label(outcome);
+            assert!(
+                crate::metrics::IDEMPOTENCY_OUTCOMES.contains(&label),
+                "{label}"
+            );
+        }
+    }
 }

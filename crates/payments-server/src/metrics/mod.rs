@@ -195,12 +195,44 @@ impl Metrics {
             backends: BackendMetrics::new(r),
             registry,
         };
-        // Both results exist from the start, so `rate()` and alerts see the first reload.
+        // Every series whose labels are known now exists from the first scrape, at zero, so
+        // dashboards show 0 rather than "no data" and `rate()` alerts see the first increase.
         for result in ["success", "failure"] {
             metrics.config_reloads.with_label_values(&[result]);
         }
+        for outcome in PaymentOutcome::ALL {
+            metrics
+                .payment_requests
+                .with_label_values(&[outcome.label()]);
+        }
+        for outcome in IDEMPOTENCY_OUTCOMES {
+            metrics
+                .backends
+                .idempotency_requests
+                .with_label_values(&[outcome]);
+        }
         metrics.config_loaded();
         metrics
+    }
+
+    /// Makes the series of every policy of `policies` (every tier's too) exist at zero:
+    /// `rate_limit_exceeded_total` and `rate_limit_decisions_total` by result. Called at
+    /// start-up and at each reload (a removed policy's series stay, as counters do).
+    pub(crate) fn zero_policies(&self, policies: &tollgate_ratelimit::PolicySet) {
+        let tiers = policies.tiers().map(Some).chain([None]);
+        for policy in tiers.flat_map(|tier| policies.policies_for(tier)) {
+            let name = policy.name();
+            let results: &[&str] = match policy.mode() {
+                tollgate_ratelimit::Mode::Shadow => &["would-deny"],
+                _ => &["allowed", "denied"],
+            };
+            if policy.mode() != tollgate_ratelimit::Mode::Shadow {
+                self.rate_limit_exceeded.with_label_values(&[name]);
+            }
+            for result in results {
+                (self.backends.rate_limit_decisions).with_label_values(&[name, result]);
+            }
+        }
     }
 
     /// The configuration was loaded (at start-up, or by a reload).
@@ -279,7 +311,33 @@ pub(crate) enum PaymentOutcome {
     Unavailable,
 }
 
+/// The `outcome` labels of `idempotency_requests_total`: what the idempotency layer did.
+pub(crate) const IDEMPOTENCY_OUTCOMES: [&str; 10] = [
+    "executed",
+    "replayed",
+    "conflict",
+    "mismatch",
+    "fenced",
+    "invalid_key",
+    "invalid_body",
+    "body_too_large",
+    "store_failed",
+    "other",
+];
+
 impl PaymentOutcome {
+    /// Every outcome.
+    pub(crate) const ALL: [PaymentOutcome; 8] = [
+        PaymentOutcome::Succeeded,
+        PaymentOutcome::Declined,
+        PaymentOutcome::Failed,
+        PaymentOutcome::Rejected,
+        PaymentOutcome::RateLimited,
+        PaymentOutcome::Replayed,
+        PaymentOutcome::Conflicted,
+        PaymentOutcome::Unavailable,
+    ];
+
     /// The label value.
     pub(crate) fn label(self) -> &'static str {
         match self {

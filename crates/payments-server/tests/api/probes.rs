@@ -62,3 +62,23 @@ async fn metrics_are_prometheus_text(api: &Api) {
         assert!(metrics.body.contains(line), "{line} in\n{}", metrics.body);
     }
 }
+
+/// A fresh server's first scrape already holds every series whose labels are known at start —
+/// each policy's refusals and decisions, each payment and idempotency outcome — at zero, so
+/// dashboards read 0 and `rate()` alerts see the first increase.
+#[tokio::test]
+async fn the_first_scrape_has_every_known_series_at_zero() {
+    let api = crate::support::Api::memory(crate::CONFIG);
+    let metrics = api.get("/metrics", None).await.body;
+    for series in [
+        "rate_limit_exceeded_total{policy=\"payments\"} 0",
+        "rate_limit_exceeded_total{policy=\"anonymous\"} 0",
+        "rate_limit_decisions_total{policy=\"burst\",result=\"denied\"} 0",
+        "payment_requests_total{outcome=\"succeeded\"} 0",
+        "payment_requests_total{outcome=\"rate_limited\"} 0",
+        "idempotency_requests_total{outcome=\"replayed\"} 0",
+        "config_reloads_total{result=\"failure\"} 0",
+    ] {
+        assert!(metrics.contains(series), "{series} in\n{metrics}");
+    }
+}
