@@ -195,24 +195,24 @@ impl Metrics {
             backends: BackendMetrics::new(r),
             registry,
         };
-        // Every series whose labels are known now exists from the first scrape, at zero, so
-        // dashboards show 0 rather than "no data" and `rate()` alerts see the first increase.
-        for result in ["success", "failure"] {
-            metrics.config_reloads.with_label_values(&[result]);
-        }
-        for outcome in PaymentOutcome::ALL {
-            metrics
-                .payment_requests
-                .with_label_values(&[outcome.label()]);
-        }
-        for outcome in IDEMPOTENCY_OUTCOMES {
-            metrics
-                .backends
-                .idempotency_requests
-                .with_label_values(&[outcome]);
-        }
+        metrics.zero_outcomes();
         metrics.config_loaded();
         metrics
+    }
+
+    /// Every series whose labels are known before any request exists from the first scrape, at
+    /// zero, so dashboards show 0 rather than "no data" and `rate()` alerts see the first
+    /// increase: the reloads' results, the payments' and the idempotency layer's outcomes.
+    fn zero_outcomes(&self) {
+        for result in ["success", "failure"] {
+            self.config_reloads.with_label_values(&[result]);
+        }
+        for outcome in PaymentOutcome::ALL {
+            self.payment_requests.with_label_values(&[outcome.label()]);
+        }
+        for outcome in IDEMPOTENCY_OUTCOMES {
+            (self.backends.idempotency_requests).with_label_values(&[outcome]);
+        }
     }
 
     /// Makes the series of every policy of `policies` (every tier's too) exist at zero:
