@@ -114,7 +114,7 @@ impl Server {
             &file.limits,
             Arc::clone(&state.trusted_proxies),
         );
-        let keys = managed_keys(config, &state).await?;
+        let keys = managed_keys(config, &file, &state).await?;
         Ok(Server {
             keys,
             state,
@@ -188,15 +188,12 @@ impl Server {
 /// force in `state`.
 async fn managed_keys(
     config: &Config,
+    file: &FileConfig,
     state: &AppState,
 ) -> Result<Option<(Arc<KeyStore>, String)>, StartError> {
     let (store, setting) = match (&state.services.database_pool, &config.keys_file) {
         (Some(pool), _) => {
-            let mode = config
-                .file()
-                .map_err(StartError::Invalid)?
-                .database
-                .statement_mode();
+            let mode = file.database.statement_mode();
             let store = KeyStore::postgres(pool.clone(), &config.database_schema, mode);
             (store, "DATABASE_URL")
         }
@@ -289,13 +286,7 @@ async fn postgres(
 ) -> Result<(Backends, Option<Arc<PostgresAuditLog>>), StartError> {
     let schema = config.database_schema.as_str();
     let database = backend("DATABASE_URL");
-    if file.database.migrate {
-        crate::migrate::run(&pool, schema).await.map_err(database)?;
-    } else {
-        crate::migrate::check(&pool, schema)
-            .await
-            .map_err(database)?;
-    }
+    (crate::migrate::prepare(&pool, schema, file.database.migrate).await).map_err(database)?;
     let mode = file.database.statement_mode();
     let opened = (|| -> Result<_, BoxError> {
         let store = PostgresStore::open(pool.clone(), schema)?.statement_mode(mode);

@@ -62,6 +62,20 @@ pub fn sql(schema: &str) -> Result<String, String> {
         })
 }
 
+/// Readies `schema` as `database.migrate` says: [`run`] the migration, or only [`check`] that
+/// its tables are there (a database user without `CREATE` rights).
+pub(crate) async fn prepare(
+    pool: &deadpool_postgres::Pool,
+    schema: &str,
+    migrate: bool,
+) -> Result<(), BoxError> {
+    if migrate {
+        run(pool, schema).await
+    } else {
+        check(pool, schema).await
+    }
+}
+
 /// With `database.migrate = false`: the tables must be there already. The error names the
 /// first that is missing.
 pub(crate) async fn check(pool: &deadpool_postgres::Pool, schema: &str) -> Result<(), BoxError> {

@@ -20,11 +20,7 @@ pub(crate) async fn open(config: &Config) -> Result<Option<KeyStore>, String> {
     let file = config.file()?;
     if let Some(pool) = crate::pools::postgres(config, &file.database).map_err(|e| e.to_string())? {
         let schema = &config.database_schema;
-        let migrated = if file.database.migrate {
-            crate::migrate::run(&pool, schema).await
-        } else {
-            crate::migrate::check(&pool, schema).await
-        };
+        let migrated = crate::migrate::prepare(&pool, schema, file.database.migrate).await;
         migrated.map_err(|e| format!("DATABASE_URL: {}", crate::error_chain(e.as_ref())))?;
         let mode = file.database.statement_mode();
         return Ok(Some(KeyStore::postgres(pool, schema, mode)));

@@ -10,7 +10,7 @@ use std::io::Write;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::support::{ALICE, BOB, CAROL, Options, Server, payment, services, unique};
+use crate::support::{ALICE, BOB, CAROL, Options, Server, payment, runtime, services, unique};
 
 /// `TEST_REDIS_CLUSTER_URLS`, or `None` after saying the test is skipped.
 fn cluster_urls(test: &str) -> Option<String> {
@@ -24,13 +24,6 @@ fn cluster_urls(test: &str) -> Option<String> {
             None
         }
     }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime")
 }
 
 /// A plain connection to one node.

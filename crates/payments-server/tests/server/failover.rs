@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::processor::MockProcessor;
-use crate::support::{ALICE, BOB, CAROL, Options, Server, free_port, payment, try_pay, unique};
+use crate::support::{
+    ALICE, BOB, CAROL, Options, Server, free_port, payment, runtime, try_pay, unique,
+};
 
 /// A claim left by the primary's last moments is taken over after this: short, so that the
 /// retries of the payments in flight end within the test.
@@ -250,11 +252,4 @@ fn a_primary_turned_read_only_is_left_for_the_one_that_takes_writes() {
     for _ in 0..20 {
         pay().expect("an answer").expect(201);
     }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime")
 }

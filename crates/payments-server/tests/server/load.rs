@@ -1,26 +1,13 @@
 //! Driving a test server with `tollgate-load`, the workspace's own load generator, built
 //! beside this test by `cargo test --workspace`.
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
-/// The `tollgate-load` binary.
-fn binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test's path");
-    let path = (exe.parent().and_then(|deps| deps.parent()))
-        .map(|profile| profile.join("tollgate-load"))
-        .expect("a target directory");
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build -p tollgate-load` (or `cargo test --workspace`, which builds it)",
-        path.display()
-    );
-    path
-}
+use crate::support::workspace_binary;
 
 /// The `API_KEYS` value that gives `tollgate-load --users users` its keys.
 pub(crate) fn api_keys(users: usize) -> String {
-    let output = Command::new(binary())
+    let output = Command::new(workspace_binary("tollgate-load"))
         .args(["--print-api-keys", "--users", &users.to_string()])
         .output()
         .expect("tollgate-load runs");
@@ -35,7 +22,7 @@ pub(crate) fn api_keys(users: usize) -> String {
 pub(crate) fn start(port: u16, users: usize, duration: &str) -> Child {
     let url = format!("http://127.0.0.1:{port}");
     let users = users.to_string();
-    Command::new(binary())
+    Command::new(workspace_binary("tollgate-load"))
         .args([
             "--url",
             &url,

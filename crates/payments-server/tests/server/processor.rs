@@ -5,12 +5,12 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::{
     ALICE, Isolated, Options, Server, free_port, payment, send, try_pay, try_pay_with, unique,
+    workspace_binary,
 };
 
 /// A `mock-processor` process, killed when dropped.
@@ -26,26 +26,9 @@ impl Drop for MockProcessor {
     }
 }
 
-/// The `mock-processor` binary, built beside this test by `cargo test --workspace`.
-fn binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test's path");
-    // target/<profile>/deps/server-<hash> → target/<profile>/mock-processor
-    let path = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|profile| profile.join("mock-processor"))
-        .expect("a target directory");
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build -p mock-processor` (or `cargo test --workspace`, which builds it)",
-        path.display()
-    );
-    path
-}
-
 impl MockProcessor {
     pub(crate) fn start(port: u16, args: &[&str]) -> MockProcessor {
-        let mut child = Command::new(binary())
+        let mut child = Command::new(workspace_binary("mock-processor"))
             .args(args)
             .env("BIND_ADDR", format!("127.0.0.1:{port}"))
             .env_remove("DATABASE_URL")

@@ -79,6 +79,22 @@ fn quick_stop(toml: Option<&str>) -> String {
     }
 }
 
+/// The workspace binary `name` (`mock-processor`, `tollgate-load`), built beside this test by
+/// `cargo test --workspace`.
+pub(crate) fn workspace_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test's path");
+    // target/<profile>/deps/server-<hash> → target/<profile>/<name>
+    let path = (exe.parent().and_then(|deps| deps.parent()))
+        .map(|profile| profile.join(name))
+        .expect("a target directory");
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build -p {name}` (or `cargo test --workspace`, which builds it)",
+        path.display()
+    );
+    path
+}
+
 pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -359,7 +375,8 @@ impl Isolated {
     }
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+/// A runtime for one blocking call into an async client (a test is synchronous).
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
