@@ -37,6 +37,9 @@ use std::time::{Duration, SystemTime};
 use http::header::RETRY_AFTER;
 use http::{HeaderMap, Method, StatusCode};
 
+use crate::budget::Cause;
+use crate::retry::Attempt;
+
 /// The statuses retried by default.
 pub const RETRYABLE_STATUSES: [u16; 6] = [408, 429, 500, 502, 503, 504];
 
@@ -69,6 +72,22 @@ pub fn classify_response(status: StatusCode, headers: &HeaderMap, now: SystemTim
         Verdict::Retry { after }
     } else {
         Verdict::Final
+    }
+}
+
+/// The [`Attempt`] an HTTP call's result asks for: a response by [`classify_response`], any
+/// transport error retried.
+pub fn http_attempt<R, E>(result: &Result<http::Response<R>, E>, now: SystemTime) -> Attempt {
+    let response = match result {
+        Ok(response) => response,
+        Err(_) => return Attempt::retry(),
+    };
+    match classify_response(response.status(), response.headers(), now) {
+        Verdict::Retry { after } => Attempt::Retry {
+            after,
+            cause: Cause::Error,
+        },
+        Verdict::Final => Attempt::Done,
     }
 }
 

@@ -64,7 +64,7 @@ use std::time::SystemTime;
 
 use tower::{Layer, Service, ServiceExt};
 
-use crate::classify::{Verdict, classify_response, may_retry};
+use crate::classify::{http_attempt, may_retry};
 use crate::retry::{Attempt, Retrier};
 
 /// Classifies an attempt's result.
@@ -122,23 +122,9 @@ impl<B, R, Err> RetryLayer<http::Request<B>, http::Response<R>, Err> {
     /// retry transport errors, and repeat only idempotent requests or those with an
     /// `Idempotency-Key`.
     pub fn http(retrier: Retrier) -> Self {
-        RetryLayer::new(
-            retrier,
-            |result: &Result<http::Response<R>, Err>| match result {
-                Ok(response) => match classify_response(
-                    response.status(),
-                    response.headers(),
-                    SystemTime::now(),
-                ) {
-                    Verdict::Retry { after } => Attempt::Retry {
-                        after,
-                        cause: crate::budget::Cause::Error,
-                    },
-                    Verdict::Final => Attempt::Done,
-                },
-                Err(_) => Attempt::retry(),
-            },
-        )
+        RetryLayer::new(retrier, |result: &Result<http::Response<R>, Err>| {
+            http_attempt(result, SystemTime::now())
+        })
         .retry_if(|request: &http::Request<B>| may_retry(request.method(), request.headers()))
     }
 }

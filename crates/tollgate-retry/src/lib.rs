@@ -13,6 +13,7 @@
 //! | [`config`] | `RetryConfig`, what `GET /api/v1/retry-config` publishes |
 //! | [`retry`] | the driver |
 //! | `layer` | a tower `Layer` for clients (feature `tower`) |
+//! | `policy` | the same rules as a `tower::retry::Policy` (feature `tower`) |
 //! | `breaker_layer` | a tower `Layer` that calls a dependency through a breaker (feature `tower`) |
 //! | [`clock`] | clocks and sleepers |
 //!
@@ -81,6 +82,8 @@ pub mod config;
 mod error;
 #[cfg(feature = "tower")]
 pub mod layer;
+#[cfg(feature = "tower")]
+pub mod policy;
 pub mod retry;
 pub mod retry_after;
 

@@ -37,9 +37,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::backoff::Backoff;
-use crate::budget::{Cause, RetryBudget};
-use crate::clock::{Clock, Sleeper};
+use crate::backoff::{Backoff, Delays};
+use crate::budget::{Cause, RetryBudget, RetryPermit};
+use crate::clock::{Clock, Sleeper, Timestamp};
 use crate::retry_after::RetryAfterBounds;
 
 /// What to do with an attempt's result.
@@ -217,8 +217,9 @@ impl Retrier {
         self
     }
 
-    /// Calls `hook` before each wait for another attempt: to log retries or count them in
-    /// metrics (the operation's error is the classifier's to see).
+    /// Calls `hook` before each wait for another attempt, on every call of this retrier: to
+    /// count retries in metrics. To see each failure's error or status as well, use
+    /// [`run_observed`](Self::run_observed).
     pub fn notify(mut self, hook: impl Fn(&Retrying) + Send + Sync + 'static) -> Self {
         self.notify = Some(Arc::new(hook));
         self
@@ -232,62 +233,161 @@ impl Retrier {
 
     /// Runs `operation` (given the 1-based attempt number) until `classify` says
     /// [`Attempt::Done`] or retrying must stop; returns the last attempt's result.
-    pub async fn run<T, E, Op, Fut, C>(&self, mut operation: Op, classify: C) -> Result<T, E>
+    pub async fn run<T, E, Op, Fut, C>(&self, operation: Op, classify: C) -> Result<T, E>
     where
         Op: FnMut(u32) -> Fut,
         Fut: Future<Output = Result<T, E>>,
         C: Fn(&Result<T, E>) -> Attempt,
     {
-        let policy = &self.policy;
-        let started = self.clock.now();
-        let mut delays = policy
-            .backoff
-            .delays(self.seed.unwrap_or_else(|| fastrand::u64(..)));
-        let mut permit = None;
-        let mut attempt = 1;
+        self.run_observed(operation, classify, |_, _| {})
+            .await
+            .result
+    }
+
+    /// [`run`](Self::run), also calling `on_retry` with each failed attempt's result before
+    /// waiting for the next one (to log the error or the status that caused the retry), and
+    /// returning how many attempts were made.
+    pub async fn run_observed<T, E, Op, Fut, C, O>(
+        &self,
+        mut operation: Op,
+        classify: C,
+        mut on_retry: O,
+    ) -> Finished<T, E>
+    where
+        Op: FnMut(u32) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        C: Fn(&Result<T, E>) -> Attempt,
+        O: FnMut(&Retrying, &Result<T, E>),
+    {
+        let mut schedule = self.schedule();
         loop {
+            let attempt = schedule.attempt();
             let result = operation(attempt).await;
-            let (after, cause) = match classify(&result) {
-                Attempt::Done => {
-                    if let (Ok(_), Some(budget)) = (&result, &policy.budget) {
-                        budget.record_success(permit.take());
-                    }
-                    return result;
+            let retrying = match schedule.next(classify(&result), result.is_ok()) {
+                Some(retrying) => retrying,
+                None => {
+                    return Finished {
+                        result,
+                        attempts: attempt,
+                    };
                 }
-                Attempt::Retry { after, cause } => (after, cause),
             };
-            if let Some(budget) = &policy.budget {
-                budget.record_failure();
-            }
-            if attempt >= policy.max_attempts {
-                return result;
-            }
-            let computed = delays.next().unwrap_or(Duration::ZERO);
-            let delay = match (after, policy.retry_after) {
-                (Some(after), Some(bounds)) => bounds.clamp(after),
-                _ => computed,
-            };
-            if let Some(limit) = policy.max_elapsed {
-                let elapsed = self.clock.now().saturating_duration_since(started);
-                if elapsed + delay > limit {
-                    return result;
-                }
-            }
-            if let Some(budget) = &policy.budget {
-                match budget.try_acquire(cause) {
-                    Ok(granted) => permit = Some(granted),
-                    Err(_) => return result,
-                }
-            }
-            if let Some(notify) = &self.notify {
-                notify(&Retrying {
-                    attempt,
-                    cause,
-                    delay,
-                });
-            }
-            self.sleeper.sleep(delay).await;
-            attempt += 1;
+            on_retry(&retrying, &result);
+            self.sleeper.sleep(retrying.delay).await;
         }
+    }
+
+    /// The bookkeeping of one call's retries, for drivers of their own (such as a tower
+    /// `Policy`): ask [`Schedule::next`] after each attempt, and wait what it says.
+    pub fn schedule(&self) -> Schedule {
+        self.schedule_since(self.clock.now())
+    }
+
+    /// A [`schedule`](Self::schedule) whose elapsed-time limit counts from `started` (when the
+    /// first attempt was sent).
+    pub fn schedule_since(&self, started: Timestamp) -> Schedule {
+        Schedule {
+            retrier: self.clone(),
+            started,
+            delays: self
+                .policy
+                .backoff
+                .delays(self.seed.unwrap_or_else(|| fastrand::u64(..))),
+            permit: None,
+            attempt: 1,
+        }
+    }
+
+    /// The time on this retrier's clock.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// Sleeps on this retrier's sleeper.
+    pub fn sleep(&self, delay: Duration) -> crate::clock::BoxFuture {
+        self.sleeper.sleep(delay)
+    }
+}
+
+/// A finished run: the last attempt's result and how many attempts were made.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Finished<T, E> {
+    /// The last attempt's result.
+    pub result: Result<T, E>,
+    /// Attempts made, the first included.
+    pub attempts: u32,
+}
+
+/// How many attempts a call took, the first included: what retrying middleware leaves in a
+/// response's extensions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Attempts(pub u32);
+
+/// One call's retry state: which attempt it is on, its delays, its budget permit. Made by
+/// [`Retrier::schedule`].
+#[derive(Debug)]
+pub struct Schedule {
+    retrier: Retrier,
+    started: Timestamp,
+    delays: Delays,
+    permit: Option<RetryPermit>,
+    attempt: u32,
+}
+
+impl Schedule {
+    /// The attempt being made (1-based).
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// Decides after an attempt: `None` to stop (done, out of attempts, out of time or out of
+    /// budget), or the wait before the next attempt (the retrier's `notify` hook has heard it).
+    /// `succeeded` says whether the attempt succeeded, so that a budget refunds its permit.
+    pub fn next(&mut self, verdict: Attempt, succeeded: bool) -> Option<Retrying> {
+        let policy = &self.retrier.policy;
+        let (after, cause) = match verdict {
+            Attempt::Done => {
+                if let (true, Some(budget)) = (succeeded, &policy.budget) {
+                    budget.record_success(self.permit.take());
+                }
+                return None;
+            }
+            Attempt::Retry { after, cause } => (after, cause),
+        };
+        if let Some(budget) = &policy.budget {
+            budget.record_failure();
+        }
+        if self.attempt >= policy.max_attempts {
+            return None;
+        }
+        let computed = self.delays.next().unwrap_or(Duration::ZERO);
+        let delay = match (after, policy.retry_after) {
+            (Some(after), Some(bounds)) => bounds.clamp(after),
+            _ => computed,
+        };
+        if let Some(limit) = policy.max_elapsed {
+            let elapsed = self
+                .retrier
+                .clock
+                .now()
+                .saturating_duration_since(self.started);
+            if elapsed + delay > limit {
+                return None;
+            }
+        }
+        if let Some(budget) = &policy.budget {
+            self.permit = Some(budget.try_acquire(cause).ok()?);
+        }
+        let retrying = Retrying {
+            attempt: self.attempt,
+            cause,
+            delay,
+        };
+        if let Some(notify) = &self.retrier.notify {
+            notify(&retrying);
+        }
+        self.attempt += 1;
+        Some(retrying)
     }
 }

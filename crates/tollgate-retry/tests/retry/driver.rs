@@ -184,3 +184,45 @@ async fn notify_hears_each_retry_before_its_wait() {
         [(1, Cause::Error, ms(100)), (2, Cause::Error, ms(200))]
     );
 }
+
+#[tokio::test]
+async fn run_observed_hands_over_each_failure_and_counts_attempts() {
+    let clock = ManualClock::new();
+    let r = retrier(fixed(100, 10_000).max_attempts(5), &clock);
+    let mut failures = Vec::new();
+    let finished = r
+        .run_observed(
+            |attempt| async move {
+                if attempt < 3 {
+                    Err(format!("503 on attempt {attempt}"))
+                } else {
+                    Ok(attempt)
+                }
+            },
+            |result| match result {
+                Err(_) => Attempt::retry(),
+                Ok(_) => Attempt::Done,
+            },
+            |retrying, result| failures.push((retrying.attempt, retrying.delay, result.clone())),
+        )
+        .await;
+    assert_eq!(finished.result, Ok(3));
+    assert_eq!(finished.attempts, 3);
+    assert_eq!(
+        failures,
+        [
+            (1, ms(100), Err("503 on attempt 1".to_owned())),
+            (2, ms(200), Err("503 on attempt 2".to_owned())),
+        ]
+    );
+
+    // A final failure is returned with the attempts it took, and not "observed" as a retry.
+    let finished = r
+        .run_observed(
+            |_| async { Err::<(), _>("401") },
+            |_| Attempt::Done,
+            |_, _| panic!("nothing is retried"),
+        )
+        .await;
+    assert_eq!((finished.result, finished.attempts), (Err("401"), 1));
+}
