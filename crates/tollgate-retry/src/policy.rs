@@ -182,7 +182,10 @@ mod tests {
             let status = statuses[n.min(statuses.len() - 1)];
             async move {
                 Ok::<_, std::convert::Infallible>(
-                    Response::builder().status(status).body(()).unwrap(),
+                    Response::builder()
+                        .status(status)
+                        .body(())
+                        .expect("a response"),
                 )
             }
         });
@@ -203,14 +206,14 @@ mod tests {
         if let Some(key) = key {
             builder = builder.header("idempotency-key", key);
         }
-        builder.body(String::new()).unwrap()
+        builder.body(String::new()).expect("a request")
     }
 
     #[tokio::test]
     async fn a_post_without_a_key_is_sent_once() {
         let clock = ManualClock::new();
         let (client, calls) = retrying_client(&[503, 201], &clock, fixed(100));
-        let response = client.oneshot(post(None)).await.unwrap();
+        let response = client.oneshot(post(None)).await.expect("infallible");
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
