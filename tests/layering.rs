@@ -338,4 +338,20 @@ fn libraries_depend_only_on_leaf_crates() {
         !http.contains("payments-server"),
         "tollgate-http depends on the server"
     );
+    // `tollgate-reqwest` is the client-side adapter: the retry library and nothing else of ours.
+    let reqwest = std::fs::read_to_string(crates_dir().join("tollgate-reqwest/Cargo.toml"))
+        .expect("a manifest");
+    let ours: Vec<&str> = reqwest
+        .split("\n[dev-dependencies]\n")
+        .next()
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.split([' ', '=']).next())
+        .filter(|name| name.starts_with("tollgate-") || *name == "payments-server")
+        .collect();
+    assert_eq!(
+        ours,
+        ["tollgate-retry"],
+        "tollgate-reqwest's own dependencies"
+    );
 }
