@@ -25,6 +25,7 @@ mod readme;
 mod reload;
 #[path = "../common/reply.rs"]
 mod reply;
+mod reqwest_client;
 mod reset;
 #[path = "../common/services.rs"]
 mod services;
