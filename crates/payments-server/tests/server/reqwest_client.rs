@@ -15,9 +15,12 @@ use tollgate_retry::retry::RetryPolicy;
 use crate::processor::MockProcessor;
 use crate::support::{ALICE, Isolated, Server, free_port, payment, unique};
 
-/// Each request as it left the client (after the retry middleware): method and key.
+/// A request's method and idempotency key.
+type MethodAndKey = (String, Option<String>);
+
+/// Each request as it left the client (after the retry middleware).
 #[derive(Clone, Default)]
-struct Sent(Arc<Mutex<Vec<(String, Option<String>)>>>);
+struct Sent(Arc<Mutex<Vec<MethodAndKey>>>);
 
 #[async_trait::async_trait]
 impl Middleware for Sent {
