@@ -12,6 +12,7 @@
 //! | `retry` | `retry` | backoff and jitter, Retry-After, budgets, circuit breaker, driver |
 //! | `audit` | `audit` | audit events; memory, JSON lines sinks |
 //! | `postgres` | `audit::postgres` | the PostgreSQL audit log and idempotency store |
+//! | `reqwest` | `reqwest` | reqwest middleware: an `Idempotency-Key` on every payment, safe retries, budget, breaker per host |
 //! | `http` | `http` | problem+json, client IP; with `ratelimit` its rate-limit tower layer, with `idempotency` its idempotency layer |
 //!
 //! # Example
@@ -37,5 +38,7 @@ pub use tollgate_http as http;
 pub use tollgate_idempotency as idempotency;
 #[cfg(feature = "ratelimit")]
 pub use tollgate_ratelimit as ratelimit;
+#[cfg(feature = "reqwest")]
+pub use tollgate_reqwest as reqwest;
 #[cfg(feature = "retry")]
 pub use tollgate_retry as retry;

@@ -76,6 +76,12 @@ pub use middleware::{Failure, IdempotencyKey, RetryEvent, RetryMiddleware};
 pub use rules::Rules;
 pub use tollgate_retry::retry::Attempts;
 
+/// The crates this one is built on, at the versions it uses: a caller needs nothing else to
+/// build a client, a policy or a test clock.
+pub use reqwest;
+pub use reqwest_middleware;
+pub use tollgate_retry as retry;
+
 /// The README's example, compiled as a doctest.
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]
