@@ -21,6 +21,7 @@ mod load;
 mod outage;
 mod pooler;
 mod processor;
+mod python_examples;
 mod readme;
 mod reload;
 #[path = "../common/reply.rs"]
