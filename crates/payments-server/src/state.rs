@@ -217,7 +217,8 @@ fn breaker(file: &FileConfig, metrics: &Metrics) -> CircuitBreaker {
             .failure_rate_threshold(tuning.failure_rate_threshold)
             .minimum_calls(tuning.minimum_calls.max(1))
             .wait_in_open(tuning.wait_in_open),
-    );
+    )
+    .named("processor");
     let gauge = metrics.breaker_state.clone();
     breaker.on_transition(move |transition| {
         gauge.set(match transition.to {

@@ -40,9 +40,9 @@ impl<W: Write + Send> AuditSink for JsonLinesSink<W> {
         let mut line = serde_json::to_vec(&event).map_err(|e| Error::Sink(Box::new(e)))?;
         line.push(b'\n');
         // One write_all per event under the lock, so lines never interleave.
-        self.writer
-            .lock()
-            .write_all(&line)
+        let write = async { self.writer.lock().write_all(&line) };
+        crate::telemetry::write("json_lines", 1, write)
+            .await
             .map_err(|e| Error::Sink(Box::new(e)))
     }
 

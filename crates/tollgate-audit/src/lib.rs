@@ -48,6 +48,7 @@ mod page;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 mod sink;
+pub mod telemetry;
 
 pub use error::{BoxError, Error};
 pub use event::{Action, AuditEvent, Outcome};

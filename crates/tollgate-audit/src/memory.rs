@@ -155,6 +155,7 @@ impl AuditSink for MemoryAuditLog {
         }
         if dropped > 0 {
             self.dropped.fetch_add(dropped, Ordering::Relaxed);
+            crate::telemetry::dropped("memory", dropped);
         }
         Ok(())
     }

@@ -10,6 +10,7 @@ use crate::clock::{Clock, Sleeper, SystemClock, TokioSleeper};
 use crate::fingerprint::Fingerprint;
 use crate::poll::PollSchedule;
 use crate::store::{Claim, ClaimOptions, IdempotencyStore, Lease, Release, StoredResponse};
+use crate::telemetry::{self, Operation};
 use crate::{Error, Scope};
 
 /// What the handler decided to keep.
@@ -167,14 +168,12 @@ impl<S: IdempotencyStore + 'static> Idempotency<S> {
         let mut polls = self.config.poll.delays(fastrand::u64(..));
         let mut waiting: Option<Arc<tokio::sync::Notify>> = None;
         let outcome = loop {
-            let claim = match self
-                .store
-                .claim(scope, fingerprint, self.config.claim)
-                .await
-            {
-                Ok(claim) => claim,
-                Err(error) => break Err(error),
-            };
+            let claim = self.store.claim(scope, fingerprint, self.config.claim);
+            let claim =
+                match telemetry::observe(self.store.backend(), Operation::Claim, claim).await {
+                    Ok(claim) => claim,
+                    Err(error) => break Err(error),
+                };
             match claim {
                 Claim::Acquired(lease) => {
                     if let Some(notify) = waiting.take() {
@@ -246,9 +245,9 @@ impl<S: IdempotencyStore + 'static> Idempotency<S> {
         match result {
             HandlerResult::Store(response) => {
                 let ttl = self.config.claim.ttl;
-                let written = (self.store)
-                    .complete(scope, lease.fence, &response, ttl)
-                    .await;
+                let complete = self.store.complete(scope, lease.fence, &response, ttl);
+                let written =
+                    telemetry::observe(self.store.backend(), Operation::Complete, complete).await;
                 // The response is copied only for a retry, never on the way that succeeds.
                 self.retry_if_the_store_failed(written, scope, lease, || {
                     Ending::Complete(response.clone(), ttl)
@@ -257,18 +256,23 @@ impl<S: IdempotencyStore + 'static> Idempotency<S> {
             }
             HandlerResult::Forget(response) => {
                 let how = Release::NothingHappened;
-                let written = self.store.release(scope, lease.fence, how).await;
+                let written = self.release(scope, lease, how).await;
                 self.retry_if_the_store_failed(written, scope, lease, || Ending::Release(how))?;
                 Ok(Outcome::Executed(response))
             }
             HandlerResult::Completed(response) => Ok(Outcome::Executed(response)),
             HandlerResult::Ambiguous(response) => {
                 let how = Release::Ambiguous;
-                let written = self.store.release(scope, lease.fence, how).await;
+                let written = self.release(scope, lease, how).await;
                 self.retry_if_the_store_failed(written, scope, lease, || Ending::Release(how))?;
                 Ok(Outcome::Executed(response))
             }
         }
+    }
+
+    async fn release(&self, scope: &Scope, lease: Lease, how: Release) -> Result<(), Error> {
+        let release = self.store.release(scope, lease.fence, how);
+        telemetry::observe(self.store.backend(), Operation::Release, release).await
     }
 
     /// What completing or releasing the record gave. When the store failed, the caller gets the

@@ -84,6 +84,7 @@ pub mod postgres;
 pub mod redis;
 mod scope;
 pub mod store;
+pub mod telemetry;
 
 pub use driver::{HandlerResult, Idempotency, IdempotencyConfig, Outcome};
 pub use error::{BoxError, Error};

@@ -248,6 +248,10 @@ impl IdempotencyStore for MemoryStore {
         }
         Ok(expired.len())
     }
+
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
 }
 
 /// Whether `fence` is the current owner's: the record is in progress under that fence and has

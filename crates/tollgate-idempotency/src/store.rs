@@ -111,6 +111,12 @@ pub trait IdempotencyStore: Send + Sync + std::fmt::Debug {
 
     /// Deletes up to `max` expired records; returns how many.
     async fn cleanup(&self, max: usize) -> Result<usize, Error>;
+
+    /// The store's name in telemetry (features `tracing` and `metrics`): `memory`, `redis`,
+    /// `postgresql`, or `custom` unless a store of your own names itself.
+    fn backend(&self) -> &'static str {
+        "custom"
+    }
 }
 
 /// An `Arc` of a store is a store: a server can choose its backend at start-up and hold
@@ -142,5 +148,9 @@ impl<T: IdempotencyStore + ?Sized> IdempotencyStore for std::sync::Arc<T> {
 
     async fn cleanup(&self, max: usize) -> Result<usize, Error> {
         (**self).cleanup(max).await
+    }
+
+    fn backend(&self) -> &'static str {
+        (**self).backend()
     }
 }

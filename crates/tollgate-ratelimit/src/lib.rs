@@ -77,6 +77,9 @@ mod policy_set;
 #[cfg(feature = "redis")]
 pub mod redis;
 pub mod shadow;
+// Observes the backends' decisions; every backend feature includes `memory`.
+#[cfg(feature = "memory")]
+pub mod telemetry;
 pub mod wait;
 
 pub use clock::Timestamp;

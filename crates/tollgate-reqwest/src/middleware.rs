@@ -233,11 +233,13 @@ impl RetryMiddleware {
         key: Option<&str>,
     ) -> impl FnMut(&tollgate_retry::retry::Retrying, &reqwest_middleware::Result<Response>) {
         move |retrying, result| {
-            let Some(notify) = &self.notify else { return };
             let failure = match result {
                 Ok(response) => Failure::Status(response.status()),
                 Err(error) => Failure::Error(error),
             };
+            #[cfg(feature = "tracing")]
+            trace_retry(retrying, &failure);
+            let Some(notify) = &self.notify else { return };
             notify(&RetryEvent {
                 attempt: retrying.attempt,
                 delay: retrying.delay,
@@ -245,6 +247,36 @@ impl RetryMiddleware {
                 key,
             });
         }
+    }
+}
+
+/// A DEBUG event per retry, with OpenTelemetry's names: `http.request.resend_count` (the retry
+/// about to be sent), `error.type` (the status, or `timeout`, `connect`, `request`, `body`),
+/// `tollgate.retry.delay_ms` and the error's message.
+#[cfg(feature = "tracing")]
+fn trace_retry(retrying: &tollgate_retry::retry::Retrying, failure: &Failure<'_>) {
+    let delay_ms = u64::try_from(retrying.delay.as_millis()).unwrap_or(u64::MAX);
+    let (error_type, message) = match failure {
+        Failure::Status(status) => (status.as_str().to_owned(), String::new()),
+        Failure::Error(error) => (error_kind(error).to_owned(), error.to_string()),
+    };
+    tracing::debug!(
+        http.request.resend_count = retrying.attempt,
+        error.type = error_type,
+        error.message = message,
+        tollgate.retry.delay_ms = delay_ms,
+        "retrying request"
+    );
+}
+
+#[cfg(feature = "tracing")]
+fn error_kind(error: &reqwest_middleware::Error) -> &'static str {
+    match error {
+        reqwest_middleware::Error::Reqwest(error) if error.is_timeout() => "timeout",
+        reqwest_middleware::Error::Reqwest(error) if error.is_connect() => "connect",
+        reqwest_middleware::Error::Reqwest(error) if error.is_body() => "body",
+        reqwest_middleware::Error::Reqwest(_) => "request",
+        reqwest_middleware::Error::Middleware(_) => "middleware",
     }
 }
 
@@ -311,7 +343,7 @@ impl Breakers {
         if let Some(breaker) = by_host.get(host) {
             return breaker.clone();
         }
-        let breaker = CircuitBreaker::with_clock(self.config, Arc::clone(clock));
+        let breaker = CircuitBreaker::with_clock(self.config, Arc::clone(clock)).named(host);
         by_host.insert(host.to_owned(), breaker.clone());
         breaker
     }

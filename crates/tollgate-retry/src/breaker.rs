@@ -153,6 +153,17 @@ pub enum State {
     HalfOpen,
 }
 
+impl State {
+    /// `closed`, `open` or `half_open`, as telemetry names the state.
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Closed => "closed",
+            State::Open => "open",
+            State::HalfOpen => "half_open",
+        }
+    }
+}
+
 /// A state change, as given to listeners.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Transition {
@@ -302,11 +313,13 @@ pub struct CircuitBreaker {
     config: BreakerConfig,
     clock: Arc<dyn Clock>,
     listeners: Arc<Mutex<Vec<Listener>>>,
+    name: Arc<str>,
 }
 
 impl fmt::Debug for CircuitBreaker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CircuitBreaker")
+            .field("name", &self.name)
             .field("state", &self.state())
             .field("config", &self.config)
             .finish_non_exhaustive()
@@ -383,7 +396,21 @@ impl CircuitBreaker {
             config,
             clock,
             listeners: Arc::new(Mutex::new(Vec::new())),
+            name: Arc::from("default"),
         }
+    }
+
+    /// Names the breaker in telemetry (features `tracing` and `metrics`; `default` unless
+    /// named): the dependency it guards, such as `processor` or a host.
+    pub fn named(mut self, name: &str) -> Self {
+        self.name = Arc::from(name);
+        crate::telemetry::breaker_created(name);
+        self
+    }
+
+    /// The breaker's name.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// Calls `listener` on every state change.
@@ -519,6 +546,8 @@ impl CircuitBreaker {
 
     fn notify(&self, transition: Option<Transition>) {
         if let Some(transition) = transition {
+            let (from, to) = (transition.from.name(), transition.to.name());
+            crate::telemetry::breaker_transition(&self.name, from, to);
             for listener in self.listeners.lock().iter() {
                 listener(&transition);
             }

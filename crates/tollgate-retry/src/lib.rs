@@ -86,6 +86,7 @@ pub mod layer;
 pub mod policy;
 pub mod retry;
 pub mod retry_after;
+pub mod telemetry;
 
 pub use error::Error;
 

@@ -377,13 +377,20 @@ impl Schedule {
             }
         }
         if let Some(budget) = &policy.budget {
-            self.permit = Some(budget.try_acquire(cause).ok()?);
+            match budget.try_acquire(cause) {
+                Ok(permit) => self.permit = Some(permit),
+                Err(_) => {
+                    crate::telemetry::budget_exhausted(self.attempt, cause);
+                    return None;
+                }
+            }
         }
         let retrying = Retrying {
             attempt: self.attempt,
             cause,
             delay,
         };
+        crate::telemetry::retrying(self.attempt, delay, cause);
         if let Some(notify) = &self.retrier.notify {
             notify(&retrying);
         }

@@ -455,7 +455,8 @@ async fn write_loop(writer: Writer, mut receiver: mpsc::Receiver<Command>) -> u6
         let mut delay = Duration::from_millis(50);
         let mut deadline: Option<Instant> = None;
         let result = loop {
-            match insert_batch(&pool, &statements, &batch).await {
+            let insert = insert_batch(&pool, &statements, &batch);
+            match crate::telemetry::write("postgresql", batch.len(), insert).await {
                 Ok(()) => {
                     if !batch.is_empty() {
                         counters.batches_written.fetch_add(1, Ordering::Relaxed);
@@ -472,6 +473,7 @@ async fn write_loop(writer: Writer, mut receiver: mpsc::Receiver<Command>) -> u6
                             *deadline.get_or_insert_with(|| Instant::now() + shutdown_timeout);
                         if Instant::now() >= limit {
                             unwritten += batch.len() as u64;
+                            crate::telemetry::dropped("postgresql", batch.len() as u64);
                             break Err(error);
                         }
                     }
@@ -486,6 +488,7 @@ async fn write_loop(writer: Writer, mut receiver: mpsc::Receiver<Command>) -> u6
             }
         };
         batch.clear();
+        crate::telemetry::queue_depth(receiver.len());
         for done in waiting.drain(..) {
             let _ = done.send(
                 result

@@ -514,4 +514,8 @@ impl IdempotencyStore for PostgresStore {
             .map_err(pg_error)?;
         Ok(usize::try_from(deleted).unwrap_or(usize::MAX))
     }
+
+    fn backend(&self) -> &'static str {
+        "postgresql"
+    }
 }

@@ -264,4 +264,8 @@ impl IdempotencyStore for RedisStore {
     async fn cleanup(&self, _max: usize) -> Result<usize, Error> {
         Ok(0)
     }
+
+    fn backend(&self) -> &'static str {
+        "redis"
+    }
 }

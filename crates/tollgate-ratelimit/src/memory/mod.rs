@@ -343,6 +343,8 @@ impl<C: Clock> MemoryLimiter<C> {
     }
 }
 
+use crate::telemetry::{self, Operation};
+
 #[inline]
 fn policy_decision(
     key: &PolicyKey,
@@ -354,11 +356,13 @@ fn policy_decision(
 
 impl<C: Clock> RateLimiter for MemoryLimiter<C> {
     async fn check<'k>(&self, keys: &'k [PolicyKey], cost: u64) -> Result<Decision<'k>, Error> {
-        self.check_now(keys, cost)
+        let decide = async { self.check_now(keys, cost) };
+        telemetry::observe("memory", Operation::Check, keys, cost, decide).await
     }
 
     async fn peek<'k>(&self, keys: &'k [PolicyKey], cost: u64) -> Result<Decision<'k>, Error> {
-        self.peek_now(keys, cost)
+        let decide = async { self.peek_now(keys, cost) };
+        telemetry::observe("memory", Operation::Peek, keys, cost, decide).await
     }
 
     async fn refund(&self, keys: &[PolicyKey], cost: u64) -> Result<(), Error> {

@@ -293,6 +293,15 @@ impl RedisLimiter {
         }
     }
 
+    /// The backend's name in telemetry: `redis` or `redis-cluster`.
+    fn backend(&self) -> &'static str {
+        #[cfg(feature = "cluster")]
+        if self.inner.connection.is_cluster() {
+            return "redis-cluster";
+        }
+        "redis"
+    }
+
     /// Decides, consumes or refunds `keys` on Redis; the reply is
     /// `{now, (allowed, remaining, reset, retry)…}` in the order of `keys`.
     async fn run(&self, keys: &[PolicyKey], cost: u64, mode: Mode) -> Result<Vec<i64>, Error> {
@@ -493,13 +502,17 @@ impl Inner {
     }
 }
 
+use crate::telemetry::{self, Operation};
+
 impl RateLimiter for RedisLimiter {
     async fn check<'k>(&self, keys: &'k [PolicyKey], cost: u64) -> Result<Decision<'k>, Error> {
-        self.decide(keys, cost, Mode::Check).await
+        let decide = self.decide(keys, cost, Mode::Check);
+        telemetry::observe(self.backend(), Operation::Check, keys, cost, decide).await
     }
 
     async fn peek<'k>(&self, keys: &'k [PolicyKey], cost: u64) -> Result<Decision<'k>, Error> {
-        self.decide(keys, cost, Mode::Peek).await
+        let decide = self.decide(keys, cost, Mode::Peek);
+        telemetry::observe(self.backend(), Operation::Peek, keys, cost, decide).await
     }
 
     /// Refunds on Redis; if Redis is unreachable, refunds the local fallback (which is where a
