@@ -60,6 +60,20 @@ impl Outcome for () {
     }
 }
 
+/// A store call's span: its name must be a literal, so one macro for the three.
+#[cfg(feature = "tracing")]
+macro_rules! store_span {
+    ($name:literal, $store:expr) => {
+        tracing::debug_span!(
+            $name,
+            tollgate.idempotency.store = $store,
+            db.system.name = tracing::field::Empty,
+            tollgate.idempotency.outcome = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+        )
+    };
+}
+
 /// Runs a store call under observation.
 pub(crate) async fn observe<T: Outcome, F>(
     store: &'static str,
@@ -75,15 +89,9 @@ where
     let result = {
         use tracing::Instrument;
         let span = match operation {
-            Operation::Claim => {
-                tracing::debug_span!("tollgate.idempotency.claim", tollgate.idempotency.store = store, db.system.name = tracing::field::Empty, tollgate.idempotency.outcome = tracing::field::Empty, error.type = tracing::field::Empty)
-            }
-            Operation::Complete => {
-                tracing::debug_span!("tollgate.idempotency.complete", tollgate.idempotency.store = store, db.system.name = tracing::field::Empty, tollgate.idempotency.outcome = tracing::field::Empty, error.type = tracing::field::Empty)
-            }
-            Operation::Release => {
-                tracing::debug_span!("tollgate.idempotency.release", tollgate.idempotency.store = store, db.system.name = tracing::field::Empty, tollgate.idempotency.outcome = tracing::field::Empty, error.type = tracing::field::Empty)
-            }
+            Operation::Claim => store_span!("tollgate.idempotency.claim", store),
+            Operation::Complete => store_span!("tollgate.idempotency.complete", store),
+            Operation::Release => store_span!("tollgate.idempotency.release", store),
         };
         if matches!(store, "redis" | "postgresql") {
             span.record("db.system.name", store);
