@@ -95,15 +95,34 @@ impl Capture {
     }
 }
 
-/// Runs `work` on this thread with a subscriber that captures every span and event down to
-/// DEBUG; returns what it captured and what `work` returned.
+thread_local! {
+    /// Where this thread's spans and events go while [`capture`] runs.
+    static CURRENT: std::cell::RefCell<Option<Capture>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `work` on this thread capturing every span and event down to DEBUG; returns what it
+/// captured and what `work` returned.
+///
+/// One global subscriber serves every test and hands each thread's spans and events to that
+/// thread's capture: a subscriber per test (`with_default`) races with tests on other threads
+/// over tracing's cached interest in each call site, and loses spans now and then.
 pub fn capture<T>(work: impl FnOnce() -> T) -> (Capture, T) {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let subscriber = tracing_subscriber::registry()
+            .with(CaptureLayer)
+            .with(tracing_subscriber::filter::LevelFilter::DEBUG);
+        tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber");
+    });
     let capture = Capture::default();
-    let subscriber = tracing_subscriber::registry()
-        .with(CaptureLayer(capture.clone()))
-        .with(tracing_subscriber::filter::LevelFilter::DEBUG);
-    let result = tracing::subscriber::with_default(subscriber, work);
+    CURRENT.with(|current| *current.borrow_mut() = Some(capture.clone()));
+    let result = work();
+    CURRENT.with(|current| *current.borrow_mut() = None);
     (capture, result)
+}
+
+fn current() -> Option<Capture> {
+    CURRENT.with(|current| current.borrow().clone())
 }
 
 /// Runs `work` on this thread with the `metrics` debugging recorder installed; returns every
@@ -163,45 +182,52 @@ pub fn find<'a>(series: &'a [Series], name: &str, labels: &[&str]) -> Option<&'a
     })
 }
 
-struct CaptureLayer(Capture);
+struct CaptureLayer;
 
-/// The index of a span's record in [`Capture::spans`], kept in the span's extensions.
-struct Index(usize);
+/// Where a span's record is: its capture and its index in [`Capture::spans`], kept in the
+/// span's extensions.
+struct Index(Capture, usize);
 
 impl<S: Subscriber + for<'a> LookupSpan<'a>> tracing_subscriber::Layer<S> for CaptureLayer {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let Some(capture) = current() else { return };
         let mut fields = Fields::default();
         attrs.record(&mut fields);
-        let mut spans = self.0.spans.lock();
-        spans.push(Captured {
-            name: attrs.metadata().name().to_owned(),
-            level: *attrs.metadata().level(),
-            fields: fields.0,
-            span: None,
-        });
+        let index = {
+            let mut spans = capture.spans.lock();
+            spans.push(Captured {
+                name: attrs.metadata().name().to_owned(),
+                level: *attrs.metadata().level(),
+                fields: fields.0,
+                span: None,
+            });
+            spans.len() - 1
+        };
         if let Some(span) = ctx.span(id) {
-            span.extensions_mut().insert(Index(spans.len() - 1));
+            span.extensions_mut().insert(Index(capture, index));
         }
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
-        let Some(index) = span.extensions().get::<Index>().map(|i| i.0) else {
+        let extensions = span.extensions();
+        let Some(Index(capture, index)) = extensions.get::<Index>() else {
             return;
         };
         let mut fields = Fields::default();
         values.record(&mut fields);
-        if let Some(captured) = self.0.spans.lock().get_mut(index) {
+        if let Some(captured) = capture.spans.lock().get_mut(*index) {
             captured.fields.extend(fields.0);
         }
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        let Some(capture) = current() else { return };
         let mut fields = Fields::default();
         event.record(&mut fields);
         let name = fields.0.remove("message").unwrap_or_default();
         let span = ctx.event_span(event).map(|span| span.name().to_owned());
-        self.0.events.lock().push(Captured {
+        capture.events.lock().push(Captured {
             name,
             level: *event.metadata().level(),
             fields: fields.0,
