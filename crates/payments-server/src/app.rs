@@ -53,6 +53,7 @@ use crate::state::AppState;
 /// extensions (per-IP limits and trusted proxies need the peer address).
 pub fn app(state: Arc<AppState>) -> Router {
     let payments = payment_pipeline(&state);
+    let span_state = Arc::clone(&state);
     let s = &state;
     Router::new()
         .route(
@@ -130,7 +131,9 @@ pub fn app(state: Arc<AppState>) -> Router {
                 ))
                 .layer(
                     TraceLayer::new_for_http()
-                        .make_span_with(observe::span)
+                        .make_span_with(move |request: &Request| {
+                            observe::span(&span_state, request)
+                        })
                         .on_request(())
                         .on_response(())
                         .on_failure(()),

@@ -39,7 +39,7 @@ impl ValidateRequest<Body> for RequireKey {
         let state = &self.0;
         let refusal = match state.keys.authenticate(request.headers()) {
             Ok(caller) => {
-                tracing::Span::current().record("user", caller.user.as_ref());
+                tracing::Span::current().record("user.id", caller.user.as_ref());
                 request.extensions_mut().insert(caller);
                 return Ok(());
             }

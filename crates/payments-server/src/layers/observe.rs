@@ -35,25 +35,39 @@ pub(crate) fn method_label(method: &Method) -> &'static str {
     }
 }
 
-/// The request's span (tower-http's `TraceLayer` enters it around the whole request).
-pub(crate) fn span(request: &http::Request<Body>) -> Span {
+/// OpenTelemetry's `http.request.method`: the standard methods by name, any other as
+/// `_OTHER`, as the HTTP semantic conventions ask.
+fn semconv_method(method: &Method) -> &'static str {
+    match method_label(method) {
+        "other" => "_OTHER",
+        known => known,
+    }
+}
+
+/// The request's span (tower-http's `TraceLayer` enters it around the whole request), with
+/// OpenTelemetry's HTTP server attributes; JSON log lines carry the same names.
+pub(crate) fn span(state: &AppState, request: &http::Request<Body>) -> Span {
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or("unmatched", MatchedPath::as_str);
-    let method = method_label(request.method());
+    let method = semconv_method(request.method());
+    let client = super::rate_limits::client_address(state, request.headers(), request.extensions());
     let span = tracing::info_span!(
         "request",
         request_id = super::request_id::of(request.extensions()),
-        method,
-        route,
-        user = tracing::field::Empty,
+        http.request.method = method,
+        http.route = route,
+        url.path = request.uri().path(),
+        client.address = client.map(tracing::field::display),
+        user.id = tracing::field::Empty,
         trace_id = tracing::field::Empty,
-        // Only filled in when the spans are exported (feature `otlp`): OpenTelemetry's name,
-        // kind and HTTP attributes for a server span.
+        http.response.status_code = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+        // Only filled in when the spans are exported (feature `otlp`): OpenTelemetry's name
+        // and kind for a server span.
         otel.name = tracing::field::Empty,
         otel.kind = tracing::field::Empty,
-        http.response.status_code = tracing::field::Empty,
     );
     if let Some(trace_id) = crate::trace::trace_id(request.headers()) {
         span.record("trace_id", trace_id);
@@ -103,9 +117,11 @@ impl Around for Measure {
             .with_label_values(&[route, method, response.status().as_str()])
             .observe(latency.as_secs_f64());
         let status = response.status().as_u16();
-        #[cfg(feature = "otlp")]
-        if crate::telemetry::exporting() {
-            Span::current().record("http.response.status_code", status);
+        let span = Span::current();
+        span.record("http.response.status_code", status);
+        if status >= 500 {
+            // OpenTelemetry's error.type for a server error without an exception: the status.
+            span.record("error.type", response.status().as_str());
         }
         // Microseconds are all a log reader uses: 17.942 ms, not 17.942442999999997.
         let latency_ms = (latency.as_secs_f64() * 1e6).round() / 1e3;
@@ -113,9 +129,9 @@ impl Around for Measure {
         // everything a stranger or a refusal can repeat at will.
         let a_callers = response.extensions().get::<Authenticated>().is_some() && status < 400;
         if a_callers || status >= 500 {
-            tracing::info!(status, latency_ms, "request");
+            tracing::info!(http.response.status_code = status, latency_ms, "request");
         } else {
-            tracing::debug!(status, latency_ms, "request");
+            tracing::debug!(http.response.status_code = status, latency_ms, "request");
             if let Some(summary) = state
                 .stranger_log
                 .count(method, route_path.as_ref(), status)

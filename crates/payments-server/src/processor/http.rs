@@ -22,6 +22,7 @@ use tollgate_retry::backoff::Backoff;
 use tollgate_retry::budget::{Cause, RetryBudget};
 use tollgate_retry::classify::{Verdict, classify_response};
 use tollgate_retry::retry::{Attempt, Retrier, RetryPolicy};
+use tracing::{Instrument, Span};
 
 use super::{Charge, ChargeResult, PaymentProcessor, ProcessorError};
 use crate::config::ProcessorTuning;
@@ -36,6 +37,8 @@ const ANSWER_LIMIT: usize = 64 * 1024;
 pub(crate) struct HttpProcessor {
     /// `scheme://authority` and any path prefix, without a trailing `/`.
     base: String,
+    /// The processor's host and port, for the client spans.
+    server: (String, u16),
     client: Client<Connector, Full<Bytes>>,
     retrier: Retrier,
     attempt_timeout: Duration,
@@ -142,8 +145,11 @@ impl HttpProcessor {
                 "retrying the processor call"
             );
         });
+        let https = uri.scheme_str() == Some("https");
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
         Ok(HttpProcessor {
             base: url.trim_end_matches('/').to_owned(),
+            server: (uri.host().unwrap_or_default().to_owned(), port),
             client,
             retrier,
             attempt_timeout: tuning.attempt_timeout,
@@ -174,10 +180,39 @@ impl HttpProcessor {
             }
             Ok((parts.status, body))
         };
-        match tokio::time::timeout(self.attempt_timeout, exchange).await {
+        let result = match tokio::time::timeout(self.attempt_timeout, exchange).await {
             Ok(result) => result,
             Err(_) => Err(CallError::TimedOut(self.attempt_timeout)),
+        };
+        record_answer(&result);
+        result
+    }
+
+    /// One attempt's client span, with OpenTelemetry's HTTP client attributes; its
+    /// `http.request.resend_count` counts the attempts before it.
+    fn attempt_span(&self, method: &Method, template: &'static str, attempt: u32) -> Span {
+        let (host, port) = (&self.server.0, self.server.1);
+        let span = tracing::info_span!(
+            "processor call",
+            http.request.method = method.as_str(),
+            url.template = template,
+            server.address = host.as_str(),
+            server.port = port,
+            http.request.resend_count = tracing::field::Empty,
+            http.response.status_code = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+            otel.name = tracing::field::Empty,
+            otel.kind = tracing::field::Empty,
+        );
+        if attempt > 1 {
+            span.record("http.request.resend_count", attempt - 1);
         }
+        #[cfg(feature = "otlp")]
+        if crate::telemetry::exporting() {
+            span.record("otel.name", format!("{method} {template}"));
+            span.record("otel.kind", "client");
+        }
+        span
     }
 
     fn request(
@@ -212,10 +247,14 @@ impl HttpProcessor {
                 detail: e.to_string(),
             })?;
         request.headers_mut().insert("idempotency-key", key);
-        if let Some(value) = charge
-            .traceparent
-            .and_then(|v| http::HeaderValue::from_str(v).ok())
-        {
+        // Exported, the processor's side joins the trace under this attempt's client span;
+        // otherwise under the id the payment chose for its call.
+        #[cfg(feature = "otlp")]
+        let attempt_traceparent = crate::telemetry::current_traceparent();
+        #[cfg(not(feature = "otlp"))]
+        let attempt_traceparent: Option<String> = None;
+        let traceparent = attempt_traceparent.as_deref().or(charge.traceparent);
+        if let Some(value) = traceparent.and_then(|v| http::HeaderValue::from_str(v).ok()) {
             request
                 .headers_mut()
                 .insert(crate::trace::TRACEPARENT, value);
@@ -276,6 +315,27 @@ fn refused(status: StatusCode, body: &[u8]) -> CallError {
     CallError::Refused { status, detail }
 }
 
+/// Records an attempt's answer on its span: the status, and `error.type` when it failed (the
+/// status of a `5xx` or a `429`, or `timeout` or `transport` without an answer).
+fn record_answer(result: &Result<(StatusCode, Bytes), CallError>) {
+    let span = Span::current();
+    match result {
+        Ok((status, _)) => {
+            span.record("http.response.status_code", status.as_u16());
+        }
+        Err(CallError::Retryable { status, .. }) => {
+            span.record("http.response.status_code", status.as_u16());
+            span.record("error.type", status.as_str());
+        }
+        Err(CallError::TimedOut(_)) => {
+            span.record("error.type", "timeout");
+        }
+        Err(_) => {
+            span.record("error.type", "transport");
+        }
+    }
+}
+
 fn verdict<T>(result: &Result<T, CallError>) -> Attempt {
     match result {
         Ok(_) => Attempt::Done,
@@ -292,15 +352,23 @@ impl PaymentProcessor for HttpProcessor {
             "payment_method": charge.payment_method,
         });
         let body = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
+        let attempt = |attempt| {
+            let span = self.attempt_span(&Method::POST, "/v1/charges", attempt);
+            self.charge_once(charge, body.clone()).instrument(span)
+        };
         self.retrier
-            .run(|_| self.charge_once(charge, body.clone()), verdict)
+            .run(attempt, verdict)
             .await
             .map_err(CallError::into_processor_error)
     }
 
     async fn lookup(&self, reference: &str) -> Result<Option<ChargeResult>, ProcessorError> {
+        let attempt = |attempt| {
+            let span = self.attempt_span(&Method::GET, "/v1/charges/{reference}", attempt);
+            self.lookup_once(reference).instrument(span)
+        };
         self.retrier
-            .run(|_| self.lookup_once(reference), verdict)
+            .run(attempt, verdict)
             .await
             .map_err(CallError::into_processor_error)
     }

@@ -407,8 +407,10 @@ fn log_lines_carry_the_request_and_the_callers_trace() {
     let json: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
     let span = &json["span"];
     assert_eq!(span["trace_id"], trace, "{line}");
-    assert_eq!(span["user"], "alice", "{line}");
-    assert_eq!(span["route"], "/api/v1/rate-limits", "{line}");
+    assert_eq!(span["user.id"], "alice", "{line}");
+    assert_eq!(span["http.route"], "/api/v1/rate-limits", "{line}");
+    assert_eq!(span["http.request.method"], "GET", "{line}");
+    assert_eq!(json["http.response.status_code"], 200, "{line}");
 }
 
 /// SIGHUP puts the configuration file's policy table in force without a restart, keeping what

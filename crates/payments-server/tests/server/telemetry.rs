@@ -173,17 +173,42 @@ fn request_spans_reach_an_otlp_receiver_in_the_callers_trace() {
         "the caller's span as parent"
     );
     assert_eq!(span.kind, 2, "SPAN_KIND_SERVER");
-    assert_eq!(
-        attribute(&span, "route").as_deref(),
-        Some("/api/v1/payments")
-    );
-    assert_eq!(attribute(&span, "user").as_deref(), Some("alice"));
-    assert_eq!(
-        attribute(&span, "http.response.status_code").as_deref(),
-        Some("201")
-    );
+    // OpenTelemetry's HTTP server attributes.
+    let server_attributes = [
+        ("http.request.method", "POST"),
+        ("http.route", "/api/v1/payments"),
+        ("url.path", "/api/v1/payments"),
+        ("client.address", "127.0.0.1"),
+        ("http.response.status_code", "201"),
+        ("user.id", "alice"),
+    ];
+    for (key, value) in server_attributes {
+        assert_eq!(attribute(&span, key).as_deref(), Some(value), "{key}");
+    }
 
-    // The processor was called under this span.
+    // The processor call: a client span per attempt, a child of the request's span, whose id
+    // the processor received as the parent in its traceparent.
+    let client = spans(&received)
+        .into_iter()
+        .map(|(_, s)| s)
+        .find(|s| s.name == "POST /v1/charges" && s.parent_span_id == span.span_id)
+        .expect("the processor call's client span");
+    assert_eq!(client.kind, 3, "SPAN_KIND_CLIENT");
+    assert_eq!(hex(&client.trace_id), trace);
+    let client_attributes = [
+        ("http.request.method", "POST"),
+        ("url.template", "/v1/charges"),
+        ("server.address", "127.0.0.1"),
+        ("http.response.status_code", "201"),
+    ];
+    for (key, value) in client_attributes {
+        assert_eq!(attribute(&client, key).as_deref(), Some(value), "{key}");
+    }
+    assert_eq!(
+        attribute(&client, "http.request.resend_count"),
+        None,
+        "a first attempt"
+    );
     let txn = reply.json()["transaction_id"]
         .as_str()
         .expect("a transaction id")
@@ -191,7 +216,7 @@ fn request_spans_reach_an_otlp_receiver_in_the_callers_trace() {
     let charge = processor.charge(&txn);
     assert_eq!(
         charge["traceparent"].as_str(),
-        Some(format!("00-{trace}-{}-01", hex(&span.span_id)).as_str()),
+        Some(format!("00-{trace}-{}-01", hex(&client.span_id)).as_str()),
         "{charge}"
     );
 
