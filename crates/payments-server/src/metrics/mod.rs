@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 mod backends;
 mod latency;
+mod success_window;
 
 pub(crate) use backends::{BackendMetrics, BackendSnapshot};
 pub(crate) use latency::{BackendLatency, Timer};
@@ -13,6 +14,7 @@ use prometheus::{
     Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
     Opts, Registry, TextEncoder,
 };
+use success_window::SuccessWindow;
 
 /// Every metric the server exports.
 #[derive(Debug)]
@@ -21,8 +23,7 @@ pub(crate) struct Metrics {
     /// Payment requests answered, by outcome.
     pub(crate) payment_requests: IntCounterVec,
     payment_success_rate: Gauge,
-    attempted: AtomicU64,
-    succeeded: AtomicU64,
+    success_window: SuccessWindow,
     /// Requests refused by a rate limit, by policy.
     pub(crate) rate_limit_exceeded: IntCounterVec,
     /// Reloads of the configuration file (SIGHUP), by result (`success`, `failure`).
@@ -131,11 +132,10 @@ impl Metrics {
                 r,
                 Gauge::new(
                     "payment_success_rate",
-                    "Percentage (0-100) of processed payments that succeeded, since start",
+                    "Percentage (0-100) of the payments processed in the last 5 minutes that succeeded (100 when none was)",
                 ),
             ),
-            attempted: AtomicU64::new(0),
-            succeeded: AtomicU64::new(0),
+            success_window: SuccessWindow::new(),
             rate_limit_exceeded: counters(
                 r,
                 "rate_limit_exceeded_total",
@@ -245,14 +245,8 @@ impl Metrics {
 
     /// A payment reached the processor and ended (approved or declined).
     pub(crate) fn processed(&self, succeeded: bool) {
-        let attempted = self.attempted.fetch_add(1, Ordering::Relaxed) + 1;
-        let ok = if succeeded {
-            self.succeeded.fetch_add(1, Ordering::Relaxed) + 1
-        } else {
-            self.succeeded.load(Ordering::Relaxed)
-        };
-        self.payment_success_rate
-            .set(100.0 * ok as f64 / attempted as f64);
+        let rate = self.success_window.record(succeeded);
+        self.payment_success_rate.set(rate);
     }
 
     /// Brings the degradation counters up to the limiter's own totals.
@@ -282,6 +276,8 @@ impl Metrics {
 
     /// The text exposition.
     pub(crate) fn render(&self) -> String {
+        // The window moves when no payment comes: bring the rate up to now.
+        self.payment_success_rate.set(self.success_window.rate());
         let mut buffer = Vec::new();
         if let Err(error) = TextEncoder::new().encode(&self.registry.gather(), &mut buffer) {
             tracing::warn!(%error, "metrics encoding failed");
