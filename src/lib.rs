@@ -13,6 +13,7 @@
 //! | `audit` | `audit` | audit events; memory, JSON lines sinks |
 //! | `postgres` | `audit::postgres` | the PostgreSQL audit log and idempotency store |
 //! | `reqwest` | `reqwest` | reqwest middleware: an `Idempotency-Key` on every payment, safe retries, budget, breaker per host |
+//! | `telemetry` | — | `tracing` spans and events and `metrics` series from every library enabled beside it |
 //! | `http` | `http` | problem+json, client IP; with `ratelimit` its rate-limit tower layer, with `idempotency` its idempotency layer |
 //!
 //! # Example
