@@ -113,7 +113,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("\n/metrics (the libraries' series):");
     for line in text
         .lines()
-        .filter(|l| l.starts_with("tollgate_") && !l.contains("_bucket"))
+        .filter(|l| l.starts_with("tollgate_") && !l.contains("quantile"))
     {
         println!("  {line}");
     }
