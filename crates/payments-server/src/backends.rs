@@ -115,6 +115,9 @@ impl Server {
             Arc::clone(&state.trusted_proxies),
         );
         let keys = managed_keys(config, &file, &state).await?;
+        // One probe before serving: `backend_up` is in the first scrape, not only after the
+        // first health check.
+        state.health.report(&state.services).await;
         Ok(Server {
             keys,
             state,

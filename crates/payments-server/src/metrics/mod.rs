@@ -202,8 +202,18 @@ impl Metrics {
 
     /// Every series whose labels are known before any request exists from the first scrape, at
     /// zero, so dashboards show 0 rather than "no data" and `rate()` alerts see the first
-    /// increase: the reloads' results, the payments' and the idempotency layer's outcomes.
+    /// increase: the reloads' results, the payments' and the idempotency layer's outcomes, and
+    /// each route's server errors (the error-rate alert's numerator; the statuses a route
+    /// answers normally appear with its first request).
     fn zero_outcomes(&self) {
+        for (method, route) in crate::paths::ROUTES {
+            for status in ["500", "503"] {
+                (self.request_duration).with_label_values(&[route, method.as_str(), status]);
+            }
+        }
+        // A payment whose processor call failed is answered 502.
+        let payments = [crate::paths::PAYMENTS, "POST", "502"];
+        self.request_duration.with_label_values(&payments);
         for result in ["success", "failure"] {
             self.config_reloads.with_label_values(&[result]);
         }

@@ -184,27 +184,68 @@ fn alerts_and_dashboard_name_only_exported_metrics() {
         );
     }
 
-    let mut expressions = rule_expressions(&deploy("prometheus/alerts.yml"));
-    let dashboard: serde_json::Value =
-        serde_json::from_str(&deploy("grafana/tollgate.json")).expect("the dashboard is JSON");
-    dashboard_expressions(&dashboard, &mut expressions);
-    assert!(expressions.len() > 20, "{expressions:?}");
-    let named: BTreeSet<String> = expressions.iter().flat_map(|e| metric_names(e)).collect();
-    // `up` is Prometheus's own, per scrape target.
-    let missing: Vec<&String> = named
-        .iter()
-        .filter(|name| name.as_str() != "up")
-        .filter(|name| {
-            !exported.lines().any(|line| {
-                line.starts_with(&format!("{name}{{")) || line.starts_with(&format!("{name} "))
-            })
-        })
-        .collect();
+    let named = deployed_metric_names();
+    let missing = unexported(&named, &exported);
     assert!(
         missing.is_empty(),
         "named but not exported: {missing:?}\n{exported}"
     );
     assert!(named.len() >= 25, "{named:?}");
+}
+
+/// Every metric the alert rules and the dashboard query (but `up`, Prometheus's own).
+fn deployed_metric_names() -> BTreeSet<String> {
+    let mut expressions = rule_expressions(&deploy("prometheus/alerts.yml"));
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&deploy("grafana/tollgate.json")).expect("the dashboard is JSON");
+    dashboard_expressions(&dashboard, &mut expressions);
+    assert!(expressions.len() > 20, "{expressions:?}");
+    expressions
+        .iter()
+        .flat_map(|e| metric_names(e))
+        .filter(|name| name != "up")
+        .collect()
+}
+
+/// The names in `named` that no line of the exposition `exported` has.
+fn unexported<'a>(named: &'a BTreeSet<String>, exported: &str) -> Vec<&'a String> {
+    named
+        .iter()
+        .filter(|name| {
+            !exported.lines().any(|line| {
+                line.starts_with(&format!("{name}{{")) || line.starts_with(&format!("{name} "))
+            })
+        })
+        .collect()
+}
+
+/// A dashboard shows data and a `rate()` alert can fire from the first scrape: a server that
+/// has served nothing yet exports every series the rules and the dashboard query, and the five
+/// metrics the API's contract names.
+#[test]
+fn a_fresh_servers_first_scrape_has_every_queried_series() {
+    let Some(services) = Isolated::new("a_fresh_servers_first_scrape_has_every_queried_series")
+    else {
+        return;
+    };
+    let server = Server::start(&services.options());
+    let exported = server.get("/metrics", None).body;
+    let mut named = deployed_metric_names();
+    named.extend(
+        [
+            "payment_requests_total",
+            "payment_success_rate",
+            "rate_limit_exceeded_total",
+            "idempotent_replays_total",
+            "concurrent_conflicts_total",
+        ]
+        .map(str::to_owned),
+    );
+    let missing = unexported(&named, &exported);
+    assert!(
+        missing.is_empty(),
+        "not in a fresh server's first scrape: {missing:?}\n{exported}"
+    );
 }
 
 /// The compose file publishes the API alone: monitoring on loopback only, Grafana behind a
