@@ -64,7 +64,7 @@ impl Server {
         }
         let file = config.file().map_err(StartError::Invalid)?;
         let redis = pools::redis(config, &file.redis).await?;
-        let latency = BackendLatency::default();
+        let latency = BackendLatency::new(file.telemetry.backend_spans);
         let (limiter, redis_limiter, denials) =
             limiter(config, &file, redis.as_ref(), &latency).await?;
         let database = pools::postgres(config, &file.database)?;

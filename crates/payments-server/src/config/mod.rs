@@ -28,7 +28,7 @@ pub use tuning::Timeouts;
 pub(crate) use tuning::{
     AuditTuning, BreakerTuning, DatabaseTuning, FailureModeName, HealthTuning, IdempotencyTuning,
     LimitsTuning, LogTuning, ProcessorTuning, RateLimitTuning, RedisConnectionKind, RedisTuning,
-    TestingTuning,
+    TelemetryTuning, TestingTuning,
 };
 
 use keys::KeySettings;
@@ -271,6 +271,7 @@ pub struct FileConfig {
     /// Custom dimensions: the header each is read from.
     pub(crate) dimension: BTreeMap<String, DimensionSection>,
     pub(crate) log: LogTuning,
+    pub(crate) telemetry: TelemetryTuning,
 }
 
 impl FileConfig {

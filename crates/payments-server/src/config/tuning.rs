@@ -111,6 +111,15 @@ pub(crate) struct LogTuning {
     pub(crate) level: Option<String>,
 }
 
+/// What the server traces beyond its requests.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct TelemetryTuning {
+    /// A client span (`db.system.name`, `db.operation.name`) around each call to Redis and
+    /// PostgreSQL: off by default (a span per statement is volume a trace backend pays for).
+    pub(crate) backend_spans: bool,
+}
+
 /// What only tests and demos should turn on.
 #[derive(Clone, Copy, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -1,19 +1,33 @@
 //! `backend_call_duration_seconds{backend, call}`: how long each call to Redis and PostgreSQL
-//! took, measured around the call as the request sees it (pool wait included).
+//! took, measured around the call as the request sees it (pool wait included); and, with
+//! `[telemetry] backend_spans`, a client span around each call.
 
 use std::time::Instant;
 
 use prometheus::{Histogram, HistogramOpts, HistogramVec};
+use tracing::Instrument;
 
 use super::must;
 
 /// The histogram, shared by every timed backend; labels are fixed names, so bounded.
 #[derive(Clone, Debug)]
-pub(crate) struct BackendLatency(HistogramVec);
+pub(crate) struct BackendLatency {
+    histogram: HistogramVec,
+    /// Whether each call also gets a span.
+    spans: bool,
+}
 
 impl Default for BackendLatency {
+    /// Without spans.
     fn default() -> Self {
-        BackendLatency(must(HistogramVec::new(
+        BackendLatency::new(false)
+    }
+}
+
+impl BackendLatency {
+    /// The histogram; `spans` gives each call a span of its own too.
+    pub(crate) fn new(spans: bool) -> Self {
+        let histogram = must(HistogramVec::new(
             HistogramOpts::new(
                 "backend_call_duration_seconds",
                 "Duration of each call to Redis or PostgreSQL, by backend and call, pool wait included",
@@ -22,37 +36,73 @@ impl Default for BackendLatency {
                 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
             ]),
             &["backend", "call"],
-        )))
+        ));
+        BackendLatency { histogram, spans }
     }
-}
 
-impl BackendLatency {
     /// The series of one call, resolved once (a label lookup per call would cost a hash).
     pub(crate) fn call(&self, backend: &'static str, call: &'static str) -> Timer {
-        Timer(self.0.with_label_values(&[backend, call]))
+        Timer {
+            histogram: self.histogram.with_label_values(&[backend, call]),
+            span: self.spans.then_some(CallSpan {
+                // OpenTelemetry's names for the database systems.
+                system: if backend == "postgres" {
+                    "postgresql"
+                } else {
+                    backend
+                },
+                operation: call,
+            }),
+        }
     }
 
     /// For registering in the server's registry.
     pub(crate) fn collector(&self) -> Box<dyn prometheus::core::Collector> {
-        Box::new(self.0.clone())
+        Box::new(self.histogram.clone())
     }
 }
 
-/// One call's series.
+/// One call's series, and its span's names when calls have spans.
 #[derive(Clone, Debug)]
-pub(crate) struct Timer(Histogram);
+pub(crate) struct Timer {
+    histogram: Histogram,
+    span: Option<CallSpan>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct CallSpan {
+    system: &'static str,
+    operation: &'static str,
+}
 
 impl Timer {
-    /// Records the time since `started`.
-    pub(crate) fn since(&self, started: Instant) {
-        self.0.observe(started.elapsed().as_secs_f64());
-    }
-
-    /// Awaits `call` and records how long it took, whatever it returned.
+    /// Awaits `call` and records how long it took, whatever it returned; in a client span
+    /// (`db.system.name`, `db.operation.name`) when calls have spans.
     pub(crate) async fn time<T>(&self, call: impl Future<Output = T>) -> T {
         let started = Instant::now();
-        let result = call.await;
-        self.since(started);
+        let result = match self.span {
+            Some(names) => call.instrument(names.span()).await,
+            None => call.await,
+        };
+        self.histogram.observe(started.elapsed().as_secs_f64());
         result
+    }
+}
+
+impl CallSpan {
+    fn span(self) -> tracing::Span {
+        let span = tracing::info_span!(
+            "backend call",
+            db.system.name = self.system,
+            db.operation.name = self.operation,
+            otel.name = tracing::field::Empty,
+            otel.kind = tracing::field::Empty,
+        );
+        #[cfg(feature = "otlp")]
+        if crate::telemetry::exporting() {
+            span.record("otel.name", format!("{} {}", self.operation, self.system));
+            span.record("otel.kind", "client");
+        }
+        span
     }
 }

@@ -252,3 +252,69 @@ fn an_unsupported_exporter_setting_is_a_start_up_error() {
         "{stderr}"
     );
 }
+
+/// With `[telemetry] backend_spans`, each call to Redis and PostgreSQL is a client span under
+/// the request's, named `{operation} {system}` with `db.system.name` and `db.operation.name`.
+#[test]
+fn backend_calls_are_client_spans_when_asked_for() {
+    let Some(services) =
+        crate::support::Isolated::new("backend_calls_are_client_spans_when_asked_for")
+    else {
+        return;
+    };
+    let (collector, received) = receiver();
+    let options = services
+        .options()
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            &format!("http://127.0.0.1:{collector}"),
+        )
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .toml("[telemetry]\nbackend_spans = true\n");
+    let server = Server::start(&options);
+    let reply = server.pay(ALICE, &unique("order"), &payment("5.00", "card"));
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let request_id = reply
+        .header("x-request-id")
+        .expect("a request id")
+        .to_owned();
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let all: Vec<Span> = spans(&received).into_iter().map(|(_, s)| s).collect();
+        let request = all
+            .iter()
+            .find(|s| attribute(s, "request_id").as_deref() == Some(request_id.as_str()));
+        let children: Vec<&Span> = request
+            .map(|r| {
+                all.iter()
+                    .filter(|s| s.parent_span_id == r.span_id)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let named = |name: &str| children.iter().copied().find(|s| s.name == name);
+        let (redis, claim) = (
+            named("rate_limit_check redis"),
+            named("payment_claim_with_pending postgresql"),
+        );
+        if let (Some(redis), Some(claim)) = (redis, claim) {
+            assert_eq!(redis.kind, 3, "SPAN_KIND_CLIENT");
+            assert_eq!(attribute(redis, "db.system.name").as_deref(), Some("redis"));
+            assert_eq!(
+                attribute(claim, "db.operation.name").as_deref(),
+                Some("payment_claim_with_pending")
+            );
+            assert_eq!(
+                attribute(claim, "db.system.name").as_deref(),
+                Some("postgresql")
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no backend spans under the request: {:?}",
+            children.iter().map(|s| &s.name).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
