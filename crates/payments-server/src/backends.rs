@@ -306,7 +306,7 @@ async fn postgres(
         Arc::clone(&store),
         &audit,
         latency,
-        mode,
+        (mode, file.database.group_commit()),
     );
     let postgres_ledger = Arc::new(postgres_ledger.map_err(backend("DATABASE_URL"))?);
     let ledger: Arc<dyn Ledger> = postgres_ledger.clone();

@@ -8,7 +8,8 @@
 //!   connection, that runs a script or a `PING` and says whether a failure may pass.
 //! - `postgres` (feature `postgres`): [`postgres::migrate`], a migration in one transaction
 //!   under the advisory lock every Tollgate migration of a schema takes, and
-//!   [`postgres::is_transient`].
+//!   [`postgres::is_transient`]; [`group_commit::GroupCommit`], concurrent callers' statements
+//!   written in shared transactions.
 //!
 //! Failures are one [`Error`]: a backend's own error kept as the source, with whether retrying
 //! may help.
@@ -30,6 +31,9 @@
 #![deny(missing_docs)]
 
 mod error;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub mod group_commit;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub mod postgres;

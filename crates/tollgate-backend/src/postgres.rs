@@ -64,6 +64,11 @@ impl Query {
         &self.text
     }
 
+    /// The types of its parameters.
+    pub fn types(&self) -> &[Type] {
+        &self.types
+    }
+
     /// Its rows, for `params`.
     pub async fn rows(
         &self,

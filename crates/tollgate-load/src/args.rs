@@ -62,6 +62,10 @@ pub(crate) struct Args {
     /// What to send.
     #[arg(long, value_enum, default_value_t = Scenario::Payments)]
     pub(crate) scenario: Scenario,
+    /// With `--spawn`: the server's `[database] group_commit` (the most payment writes in one
+    /// transaction; 1 writes each alone); the server's default when unset.
+    #[arg(long)]
+    pub(crate) group_commit: Option<usize>,
     /// A reference to measure in the same run.
     #[arg(long, value_enum, default_value_t = Reference::None)]
     pub(crate) reference: Reference,

@@ -25,9 +25,13 @@ fn server_config(args: &Args) -> String {
         Scenario::Payments => global.to_owned(),
         Scenario::Flood => format!("{global}{flood}"),
     };
+    let database = match args.group_commit {
+        Some(group) => format!("[database]\ngroup_commit = {group}\n"),
+        None => String::new(),
+    };
     format!(
         "[processor]\nlatency = \"{latency}\"\n\
-         [redis]\nconnection = \"{}\"\n{policies}",
+         [redis]\nconnection = \"{}\"\n{database}{policies}",
         args.redis_connection
     )
 }

@@ -209,6 +209,11 @@ pub(crate) struct DatabaseTuning {
     /// each statement is then sent unnamed with its execution, since a statement prepared on
     /// one server connection does not exist on the next one the pooler hands out.
     pub(crate) prepared_statements: bool,
+    /// The most payment writes of concurrent requests sent in one transaction (one commit);
+    /// `1` sends each alone. A write arriving while no transaction is in flight goes at once.
+    pub(crate) group_commit: usize,
+    /// Group-commit transactions in flight at once, each on a connection of the pool.
+    pub(crate) group_commit_writers: usize,
 }
 
 impl Default for DatabaseTuning {
@@ -218,11 +223,22 @@ impl Default for DatabaseTuning {
             pool_timeout: Duration::from_secs(5),
             migrate: true,
             prepared_statements: true,
+            group_commit: 32,
+            group_commit_writers: 4,
         }
     }
 }
 
 impl DatabaseTuning {
+    /// The group commit of the payment writes, or `None` when each is sent alone.
+    pub(crate) fn group_commit(&self) -> Option<tollgate_backend::group_commit::GroupCommitConfig> {
+        (self.group_commit > 1).then(|| {
+            tollgate_backend::group_commit::GroupCommitConfig::default()
+                .max_batch(self.group_commit)
+                .writers(self.group_commit_writers)
+        })
+    }
+
     /// How every store sends its statements.
     pub(crate) fn statement_mode(&self) -> tollgate_backend::postgres::StatementMode {
         if self.prepared_statements {

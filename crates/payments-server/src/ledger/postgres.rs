@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use tokio_postgres::types::{ToSql, Type};
 use tollgate_audit::AuditEvent;
 use tollgate_audit::postgres::{EventParams, PostgresAuditLog};
+use tollgate_backend::group_commit::{GroupCommit, GroupCommitConfig};
 use tollgate_backend::postgres::{On, Query, StatementMode};
 use tollgate_idempotency::postgres::{ClaimParams, PostgresStore};
 
@@ -21,10 +22,13 @@ pub(crate) struct PostgresLedger {
     /// The pending row and its `payment_started` event: one statement.
     insert_pending: Query,
     /// The claim of a fresh key, the pending row and its event: one statement.
-    claim_pending: Query,
+    claim_pending: Arc<Query>,
     /// The idempotency completion, the final status and the audit event: one statement, whose
     /// writes all happen only if the lease's fence still owns the key.
-    finish: Query,
+    finish: Arc<Query>,
+    /// The two writes above of concurrent requests, in shared transactions; `None`: each
+    /// alone.
+    group: Option<GroupCommit>,
     find: Query,
     find_by_key: Query,
     mode: StatementMode,
@@ -64,14 +68,14 @@ impl fmt::Debug for PostgresLedger {
 
 impl PostgresLedger {
     /// The ledger on `schema`, writing each payment's two statements with `idempotency`'s
-    /// completion and `audit`'s insert composed into them.
+    /// completion and `audit`'s insert composed into them, grouped as `group` says.
     pub(crate) fn new(
         pool: deadpool_postgres::Pool,
         schema: &str,
         idempotency: Arc<PostgresStore>,
         audit: &PostgresAuditLog,
         latency: &BackendLatency,
-        mode: StatementMode,
+        (mode, group): (StatementMode, Option<GroupCommitConfig>),
     ) -> Result<Self, BoxError> {
         // Each write is one statement (atomic on its own): the database does a third of the
         // work of BEGIN, separate statements and COMMIT, which the load test showed to be the
@@ -88,8 +92,13 @@ impl PostgresLedger {
                 sql::insert_pending(schema, audit_insert),
                 &[&EventParams::TYPES[..], &sql::PAYMENT_PARAM_TYPES[..]].concat(),
             ),
-            claim_pending: writes.claim_pending,
-            finish: writes.finish,
+            claim_pending: Arc::new(writes.claim_pending),
+            finish: Arc::new(writes.finish),
+            group: group.map(|config| {
+                let latency = latency.clone();
+                let observe = Arc::new(move |size| latency.batch(size));
+                GroupCommit::observed(pool.clone(), mode, config, observe)
+            }),
             find: Query::new(
                 sql::select(schema, "transaction_id = $1 AND user_id = $2"),
                 &[Type::TEXT, Type::TEXT],
@@ -148,6 +157,22 @@ impl PostgresLedger {
         let row = query.opt(self.mode, On::Client(&client), params).await;
         let row = row.map_err(LedgerError::storage)?;
         row.as_ref().map(Self::row).transpose()
+    }
+
+    /// One of the payment path's writes: with the writes of concurrent requests when they are
+    /// grouped, alone otherwise.
+    async fn write(
+        &self,
+        query: &Arc<Query>,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, LedgerError> {
+        if let Some(group) = &self.group {
+            let rows = group.rows(query, params).await;
+            return rows.map_err(|e| LedgerError::storage(e.into_source()));
+        }
+        let client = self.pool.get().await.map_err(LedgerError::storage)?;
+        let rows = query.rows(self.mode, On::Client(&client), params).await;
+        rows.map_err(LedgerError::storage)
     }
 
     /// Runs `query`; the number of rows it wrote.
@@ -213,18 +238,10 @@ impl PostgresLedger {
             .chain(event.as_params())
             .chain(row.as_params())
             .collect();
-        let row = self
-            .timers
-            .claim_with_pending
-            .time(async {
-                let client = self.pool.get().await.map_err(LedgerError::storage)?;
-                let claimed = self
-                    .claim_pending
-                    .opt(self.mode, On::Client(&client), &params);
-                claimed.await.map_err(LedgerError::storage)
-            })
-            .await?;
-        Ok(row.map(|row| u64::try_from(row.get::<_, i64>(0)).unwrap_or(0)))
+        let claim = self.write(&self.claim_pending, &params);
+        let rows = self.timers.claim_with_pending.time(claim).await?;
+        let fence = rows.first().map(|row| row.get::<_, i64>(0));
+        Ok(fence.map(|fence| u64::try_from(fence).unwrap_or(0)))
     }
 
     /// The idempotency store whose records this ledger's statements write.
@@ -296,15 +313,8 @@ impl Ledger for PostgresLedger {
             .collect();
         // The statement's last part inserts the audit row (one row back) only if the fence
         // matched.
-        let finish = async {
-            let client = self.pool.get().await.map_err(LedgerError::storage)?;
-            let rows = self
-                .finish
-                .rows(self.mode, On::Client(&client), &params)
-                .await;
-            rows.map(|rows| rows.len()).map_err(LedgerError::storage)
-        };
-        match self.timers.finish.time(finish).await? {
+        let finish = self.write(&self.finish, &params);
+        match self.timers.finish.time(finish).await?.len() {
             1 => Ok(Finished::RecordCompleted),
             // Taken over: nothing was written; the newer owner decides.
             _ => Err(LedgerError::Fenced),

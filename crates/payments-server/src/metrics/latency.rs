@@ -13,6 +13,8 @@ use super::must;
 #[derive(Clone, Debug)]
 pub(crate) struct BackendLatency {
     histogram: HistogramVec,
+    /// `database_group_commit_size`: the payment writes of each transaction.
+    batch_sizes: Histogram,
     /// Whether each call also gets a span.
     spans: bool,
 }
@@ -37,7 +39,23 @@ impl BackendLatency {
             ]),
             &["backend", "call"],
         ));
-        BackendLatency { histogram, spans }
+        let batch_sizes = must(Histogram::with_opts(
+            HistogramOpts::new(
+                "database_group_commit_size",
+                "Payment writes per PostgreSQL transaction (1: written alone)",
+            )
+            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]),
+        ));
+        BackendLatency {
+            histogram,
+            batch_sizes,
+            spans,
+        }
+    }
+
+    /// Records a group-commit transaction of `size` writes.
+    pub(crate) fn batch(&self, size: usize) {
+        self.batch_sizes.observe(size as f64);
     }
 
     /// The series of one call, resolved once (a label lookup per call would cost a hash).
@@ -57,8 +75,11 @@ impl BackendLatency {
     }
 
     /// For registering in the server's registry.
-    pub(crate) fn collector(&self) -> Box<dyn prometheus::core::Collector> {
-        Box::new(self.histogram.clone())
+    pub(crate) fn collectors(&self) -> [Box<dyn prometheus::core::Collector>; 2] {
+        [
+            Box::new(self.histogram.clone()),
+            Box::new(self.batch_sizes.clone()),
+        ]
     }
 }
 

@@ -120,7 +120,9 @@ impl Metrics {
         let registry = Registry::new();
         let r = &registry;
         let request_duration = request_durations(r);
-        must(registry.register(latency.collector()));
+        for collector in latency.collectors() {
+            must(registry.register(collector));
+        }
         let metrics = Metrics {
             payment_requests: counters(
                 r,

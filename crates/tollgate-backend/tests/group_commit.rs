@@ -1,0 +1,167 @@
+//! Group commit against a real PostgreSQL (`TEST_DATABASE_URL`): each caller of a shared
+//! transaction gets what its statement would have given alone.
+
+#![cfg(feature = "postgres")]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio_postgres::types::Type;
+use tollgate_backend::group_commit::{GroupCommit, GroupCommitConfig};
+use tollgate_backend::postgres::{Query, StatementMode};
+
+/// A pool on a schema of this test's own, or `None` after saying why the test is skipped.
+async fn database(test: &str) -> Option<(deadpool_postgres::Pool, String)> {
+    let Some(url) = std::env::var("TEST_DATABASE_URL").ok().filter(|u| !u.is_empty()) else {
+        eprintln!(
+            "SKIPPED {test}: needs PostgreSQL; set TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres to run it"
+        );
+        return None;
+    };
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let schema = format!(
+        "tg_group_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    let config: tokio_postgres::Config = url.parse().expect("TEST_DATABASE_URL");
+    let manager = deadpool_postgres::Manager::new(config, tokio_postgres::NoTls);
+    let pool = deadpool_postgres::Pool::builder(manager)
+        .max_size(8)
+        .build()
+        .expect("a pool");
+    let client = pool.get().await.expect("PostgreSQL at TEST_DATABASE_URL");
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA {schema}; \
+             CREATE TABLE {schema}.t (k text PRIMARY KEY, n int NOT NULL CHECK (n > 0));"
+        ))
+        .await
+        .expect("the table");
+    Some((pool, schema))
+}
+
+async fn drop_schema(pool: &deadpool_postgres::Pool, schema: &str) {
+    let client = pool.get().await.expect("a connection");
+    let _ = client
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await;
+}
+
+fn insert(schema: &str) -> Arc<Query> {
+    Arc::new(Query::new(
+        format!("INSERT INTO {schema}.t VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING k"),
+        &[Type::TEXT, Type::INT4],
+    ))
+}
+
+/// One writer, kept busy by a slow statement while the others queue: they become one batch.
+fn one_writer(pool: &deadpool_postgres::Pool) -> (GroupCommit, Arc<Mutex<Vec<usize>>>) {
+    let sizes = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&sizes);
+    let config = GroupCommitConfig::default().writers(1).max_batch(16);
+    let writes = GroupCommit::observed(
+        pool.clone(),
+        StatementMode::Prepared,
+        config,
+        Arc::new(move |size| seen.lock().push(size)),
+    );
+    (writes, sizes)
+}
+
+async fn occupy(writes: &GroupCommit) -> tokio::task::JoinHandle<()> {
+    let writes = writes.clone();
+    let sleep = Arc::new(Query::new("SELECT pg_sleep(0.3)::text", &[]));
+    let busy = tokio::spawn(async move {
+        writes.rows(&sleep, &[]).await.expect("slept");
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    busy
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_answers_each_caller_as_alone() {
+    let Some((pool, schema)) = database("a_batch_answers_each_caller_as_alone").await else {
+        return;
+    };
+    let insert = insert(&schema);
+    let (writes, sizes) = one_writer(&pool);
+    let written = writes.rows(&insert, &[&"taken", &1]).await.expect("a lone insert");
+    assert_eq!(written.len(), 1);
+
+    let busy = occupy(&writes).await;
+    let call = |key: &'static str| {
+        let (writes, insert) = (writes.clone(), Arc::clone(&insert));
+        tokio::spawn(async move { writes.rows(&insert, &[&key, &1]).await.map(|r| r.len()) })
+    };
+    let taken = call("taken");
+    let (first, second) = (call("twice"), call("twice"));
+    let fresh = call("fresh");
+    let cancelled = call("cancelled");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    cancelled.abort();
+    busy.await.expect("the slow statement");
+
+    assert_eq!(taken.await.expect("a task").expect("rows"), 0, "a conflict");
+    let twice = [first, second];
+    let mut inserted = Vec::new();
+    for call in twice {
+        inserted.push(call.await.expect("a task").expect("rows"));
+    }
+    inserted.sort_unstable();
+    assert_eq!(inserted, [0, 1], "the second of a pair sees the first");
+    assert_eq!(fresh.await.expect("a task").expect("rows"), 1);
+    assert_eq!(*sizes.lock(), [1, 1, 4], "the lone insert, the sleep, then one batch of four");
+
+    let client = pool.get().await.expect("a connection");
+    let keys: Vec<String> = client
+        .query(&format!("SELECT k FROM {schema}.t ORDER BY k"), &[])
+        .await
+        .expect("the rows")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(keys, ["fresh", "taken", "twice"], "the cancelled caller wrote nothing");
+    drop(client);
+    drop_schema(&pool, &schema).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_statement_fails_alone() {
+    let Some((pool, schema)) = database("a_failing_statement_fails_alone").await else {
+        return;
+    };
+    let insert = insert(&schema);
+    let (writes, sizes) = one_writer(&pool);
+    let busy = occupy(&writes).await;
+    let call = |key: &'static str, n: i32| {
+        let (writes, insert) = (writes.clone(), Arc::clone(&insert));
+        tokio::spawn(async move { writes.rows(&insert, &[&key, &n]).await.map(|r| r.len()) })
+    };
+    let (before, refused, after) = (call("before", 1), call("refused", -1), call("after", 1));
+    busy.await.expect("the slow statement");
+
+    assert_eq!(before.await.expect("a task").expect("rows"), 1);
+    let error = refused.await.expect("a task").expect_err("the CHECK refuses it");
+    assert!(!error.is_transient(), "{error}");
+    assert_eq!(after.await.expect("a task").expect("rows"), 1);
+    assert_eq!(*sizes.lock(), [1, 3], "one batch, rolled back and sent again alone");
+    drop_schema(&pool, &schema).await;
+}
+
+#[tokio::test]
+async fn a_value_of_the_wrong_type_is_refused_before_sending() {
+    let Some((pool, schema)) = database("a_value_of_the_wrong_type_is_refused_before_sending").await
+    else {
+        return;
+    };
+    let (writes, _) = one_writer(&pool);
+    let error = writes
+        .rows(&insert(&schema), &[&"k", &"not a number"])
+        .await
+        .expect_err("text for an int4");
+    assert!(!error.is_transient());
+    drop_schema(&pool, &schema).await;
+}
