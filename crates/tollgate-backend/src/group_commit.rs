@@ -111,7 +111,11 @@ type Queue = Arc<Mutex<mpsc::UnboundedReceiver<Job>>>;
 
 impl GroupCommit {
     /// Starts `config.writers` writers on `pool` (on the current tokio runtime).
-    pub fn new(pool: deadpool_postgres::Pool, mode: StatementMode, config: GroupCommitConfig) -> Self {
+    pub fn new(
+        pool: deadpool_postgres::Pool,
+        mode: StatementMode,
+        config: GroupCommitConfig,
+    ) -> Self {
         GroupCommit::observed(pool, mode, config, Arc::new(|_| {}))
     }
 
@@ -187,12 +191,14 @@ impl ToSql for Encoded {
     to_sql_checked!();
 }
 
-fn encode(
-    types: &[Type],
-    params: &[&(dyn ToSql + Sync)],
-) -> Result<Vec<Encoded>, crate::BoxError> {
+fn encode(types: &[Type], params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Encoded>, crate::BoxError> {
     if types.len() != params.len() {
-        return Err(format!("{} parameters for {} placeholders", params.len(), types.len()).into());
+        return Err(format!(
+            "{} parameters for {} placeholders",
+            params.len(),
+            types.len()
+        )
+        .into());
     }
     let mut encoded = Vec::with_capacity(params.len());
     for (param, ty) in params.iter().zip(types) {
@@ -253,7 +259,10 @@ impl Writer {
         };
         for job in batch {
             let params = as_params(&job.params);
-            let rows = job.query.rows(self.mode, On::Client(&client), &params).await;
+            let rows = job
+                .query
+                .rows(self.mode, On::Client(&client), &params)
+                .await;
             let _ = job.reply.send(rows.map_err(backend_error));
         }
     }
@@ -314,7 +323,9 @@ fn fail_all<E: std::error::Error + Send + Sync + 'static>(
     transient: bool,
 ) {
     for job in batch {
-        let _ = job.reply.send(Err(Error::backend(error.clone(), transient)));
+        let _ = job
+            .reply
+            .send(Err(Error::backend(error.clone(), transient)));
     }
 }
 

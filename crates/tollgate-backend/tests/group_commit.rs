@@ -14,7 +14,10 @@ use tollgate_backend::postgres::{Query, StatementMode};
 
 /// A pool on a schema of this test's own, or `None` after saying why the test is skipped.
 async fn database(test: &str) -> Option<(deadpool_postgres::Pool, String)> {
-    let Some(url) = std::env::var("TEST_DATABASE_URL").ok().filter(|u| !u.is_empty()) else {
+    let Some(url) = std::env::var("TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
         eprintln!(
             "SKIPPED {test}: needs PostgreSQL; set TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres to run it"
         );
@@ -88,7 +91,10 @@ async fn a_batch_answers_each_caller_as_alone() {
     };
     let insert = insert(&schema);
     let (writes, sizes) = one_writer(&pool);
-    let written = writes.rows(&insert, &[&"taken", &1]).await.expect("a lone insert");
+    let written = writes
+        .rows(&insert, &[&"taken", &1])
+        .await
+        .expect("a lone insert");
     assert_eq!(written.len(), 1);
 
     let busy = occupy(&writes).await;
@@ -113,7 +119,11 @@ async fn a_batch_answers_each_caller_as_alone() {
     inserted.sort_unstable();
     assert_eq!(inserted, [0, 1], "the second of a pair sees the first");
     assert_eq!(fresh.await.expect("a task").expect("rows"), 1);
-    assert_eq!(*sizes.lock(), [1, 1, 4], "the lone insert, the sleep, then one batch of four");
+    assert_eq!(
+        *sizes.lock(),
+        [1, 1, 4],
+        "the lone insert, the sleep, then one batch of four"
+    );
 
     let client = pool.get().await.expect("a connection");
     let keys: Vec<String> = client
@@ -123,7 +133,11 @@ async fn a_batch_answers_each_caller_as_alone() {
         .iter()
         .map(|row| row.get(0))
         .collect();
-    assert_eq!(keys, ["fresh", "taken", "twice"], "the cancelled caller wrote nothing");
+    assert_eq!(
+        keys,
+        ["fresh", "taken", "twice"],
+        "the cancelled caller wrote nothing"
+    );
     drop(client);
     drop_schema(&pool, &schema).await;
 }
@@ -144,16 +158,24 @@ async fn a_failing_statement_fails_alone() {
     busy.await.expect("the slow statement");
 
     assert_eq!(before.await.expect("a task").expect("rows"), 1);
-    let error = refused.await.expect("a task").expect_err("the CHECK refuses it");
+    let error = refused
+        .await
+        .expect("a task")
+        .expect_err("the CHECK refuses it");
     assert!(!error.is_transient(), "{error}");
     assert_eq!(after.await.expect("a task").expect("rows"), 1);
-    assert_eq!(*sizes.lock(), [1, 3], "one batch, rolled back and sent again alone");
+    assert_eq!(
+        *sizes.lock(),
+        [1, 3],
+        "one batch, rolled back and sent again alone"
+    );
     drop_schema(&pool, &schema).await;
 }
 
 #[tokio::test]
 async fn a_value_of_the_wrong_type_is_refused_before_sending() {
-    let Some((pool, schema)) = database("a_value_of_the_wrong_type_is_refused_before_sending").await
+    let Some((pool, schema)) =
+        database("a_value_of_the_wrong_type_is_refused_before_sending").await
     else {
         return;
     };
