@@ -52,9 +52,36 @@ use crate::state::AppState;
 /// The server's router over `state`. Serve it with `ConnectInfo<SocketAddr>` in each request's
 /// extensions (per-IP limits and trusted proxies need the peer address).
 pub fn app(state: Arc<AppState>) -> Router {
-    let payments = payment_pipeline(&state);
     let span_state = Arc::clone(&state);
-    let s = &state;
+    routes(&state)
+        .layer(
+            ServiceBuilder::new()
+                .map_request(request_id::drop_unusable)
+                .layer(SetRequestIdLayer::new(X_REQUEST_ID, UuidV7))
+                .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
+                // Payments, audit trails and quotas are one caller's and change: no cache, shared
+                // or private, may keep them.
+                .layer(SetResponseHeaderLayer::overriding(
+                    CACHE_CONTROL,
+                    HeaderValue::from_static("no-store"),
+                ))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(move |request: &Request| {
+                            observe::span(&span_state, request)
+                        })
+                        .on_request(())
+                        .on_response(())
+                        .on_failure(()),
+                )
+                .layer(AroundLayer::new(Measure(Arc::clone(&state)))),
+        )
+        .with_state(state)
+}
+
+/// Every route, each with the layers its access needs.
+fn routes(s: &Arc<AppState>) -> Router<Arc<AppState>> {
+    let payments = payment_pipeline(s);
     Router::new()
         .route(
             paths::HEALTH,
@@ -118,29 +145,6 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route(paths::SIMULATE, simulate_route(s, payments))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
-        .layer(
-            ServiceBuilder::new()
-                .map_request(request_id::drop_unusable)
-                .layer(SetRequestIdLayer::new(X_REQUEST_ID, UuidV7))
-                .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
-                // Payments, audit trails and quotas are one caller's and change: no cache, shared
-                // or private, may keep them.
-                .layer(SetResponseHeaderLayer::overriding(
-                    CACHE_CONTROL,
-                    HeaderValue::from_static("no-store"),
-                ))
-                .layer(
-                    TraceLayer::new_for_http()
-                        .make_span_with(move |request: &Request| {
-                            observe::span(&span_state, request)
-                        })
-                        .on_request(())
-                        .on_response(())
-                        .on_failure(()),
-                )
-                .layer(AroundLayer::new(Measure(Arc::clone(&state)))),
-        )
-        .with_state(state)
 }
 
 /// Who may call a route.

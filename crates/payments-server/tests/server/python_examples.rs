@@ -42,6 +42,41 @@ fn run(python: &str, args: &[&str], env: &[(&str, &str)]) -> String {
     text
 }
 
+/// 20 s of locust, 40 users, against `url`: the keys of the payments it created (one per line)
+/// and its summary. Fails on any failure locust counted.
+fn run_locust(python: &str, url: &str) -> (String, String) {
+    let keys_file = std::env::temp_dir().join(format!("{}.keys", unique("locust")));
+    let keys_path = keys_file.to_string_lossy().into_owned();
+    let locust = run(
+        python,
+        &[
+            "-m",
+            "locust",
+            "-f",
+            "locustfile.py",
+            "--host",
+            url,
+            "--headless",
+            "-u",
+            "40",
+            "-r",
+            "40",
+            "-t",
+            "20s",
+            "--stop-timeout",
+            "15",
+            "--only-summary",
+        ],
+        &[
+            ("TOLLGATE_API_KEY", ALICE),
+            ("TOLLGATE_LOCUST_KEYS", &keys_path),
+        ],
+    );
+    let keys = std::fs::read_to_string(&keys_file).expect("the created keys");
+    let _ = std::fs::remove_file(&keys_file);
+    (keys, locust)
+}
+
 #[test]
 fn the_python_examples_pay_once_per_key() {
     let test = "the_python_examples_pay_once_per_key";
@@ -81,35 +116,7 @@ fn the_python_examples_pay_once_per_key() {
         "{concurrent}"
     );
 
-    let keys_file = std::env::temp_dir().join(format!("{}.keys", unique("locust")));
-    let keys_path = keys_file.to_string_lossy().into_owned();
-    let locust = run(
-        &python,
-        &[
-            "-m",
-            "locust",
-            "-f",
-            "locustfile.py",
-            "--host",
-            &url,
-            "--headless",
-            "-u",
-            "40",
-            "-r",
-            "40",
-            "-t",
-            "20s",
-            "--stop-timeout",
-            "15",
-            "--only-summary",
-        ],
-        &[
-            ("TOLLGATE_API_KEY", ALICE),
-            ("TOLLGATE_LOCUST_KEYS", &keys_path),
-        ],
-    );
-    let keys = std::fs::read_to_string(&keys_file).expect("the created keys");
-    let _ = std::fs::remove_file(&keys_file);
+    let (keys, locust) = run_locust(&python, &url);
     let keys: Vec<&str> = keys.lines().collect();
     assert!(
         keys.len() > 100,

@@ -121,6 +121,42 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The processor call: a client span per attempt, a child of the request's `span`, whose id the
+/// processor received as the parent in its traceparent (`charge`).
+fn check_the_processor_call(
+    received: &Received,
+    span: &Span,
+    charge: &serde_json::Value,
+    trace: &str,
+) {
+    let client = spans(received)
+        .into_iter()
+        .map(|(_, s)| s)
+        .find(|s| s.name == "POST /v1/charges" && s.parent_span_id == span.span_id)
+        .expect("the processor call's client span");
+    assert_eq!(client.kind, 3, "SPAN_KIND_CLIENT");
+    assert_eq!(hex(&client.trace_id), trace);
+    let client_attributes = [
+        ("http.request.method", "POST"),
+        ("url.template", "/v1/charges"),
+        ("server.address", "127.0.0.1"),
+        ("http.response.status_code", "201"),
+    ];
+    for (key, value) in client_attributes {
+        assert_eq!(attribute(&client, key).as_deref(), Some(value), "{key}");
+    }
+    assert_eq!(
+        attribute(&client, "http.request.resend_count"),
+        None,
+        "a first attempt"
+    );
+    assert_eq!(
+        charge["traceparent"].as_str(),
+        Some(format!("00-{trace}-{}-01", hex(&client.span_id)).as_str()),
+        "{charge}"
+    );
+}
+
 #[test]
 fn request_spans_reach_an_otlp_receiver_in_the_callers_trace() {
     let (collector, received) = receiver();
@@ -186,39 +222,11 @@ fn request_spans_reach_an_otlp_receiver_in_the_callers_trace() {
         assert_eq!(attribute(&span, key).as_deref(), Some(value), "{key}");
     }
 
-    // The processor call: a client span per attempt, a child of the request's span, whose id
-    // the processor received as the parent in its traceparent.
-    let client = spans(&received)
-        .into_iter()
-        .map(|(_, s)| s)
-        .find(|s| s.name == "POST /v1/charges" && s.parent_span_id == span.span_id)
-        .expect("the processor call's client span");
-    assert_eq!(client.kind, 3, "SPAN_KIND_CLIENT");
-    assert_eq!(hex(&client.trace_id), trace);
-    let client_attributes = [
-        ("http.request.method", "POST"),
-        ("url.template", "/v1/charges"),
-        ("server.address", "127.0.0.1"),
-        ("http.response.status_code", "201"),
-    ];
-    for (key, value) in client_attributes {
-        assert_eq!(attribute(&client, key).as_deref(), Some(value), "{key}");
-    }
-    assert_eq!(
-        attribute(&client, "http.request.resend_count"),
-        None,
-        "a first attempt"
-    );
     let txn = reply.json()["transaction_id"]
         .as_str()
         .expect("a transaction id")
         .to_owned();
-    let charge = processor.charge(&txn);
-    assert_eq!(
-        charge["traceparent"].as_str(),
-        Some(format!("00-{trace}-{}-01", hex(&client.span_id)).as_str()),
-        "{charge}"
-    );
+    check_the_processor_call(&received, &span, &processor.charge(&txn), trace);
 
     // Spans still queued at SIGTERM are flushed before the process exits.
     let before = spans(&received).len();
