@@ -117,6 +117,13 @@ fn attribute(span: &Span, key: &str) -> Option<String> {
         .and_then(|a| string(a.value.as_ref()?.value.as_ref()?))
 }
 
+/// `span` has each attribute with its value.
+fn assert_attributes(span: &Span, expected: &[(&str, &str)]) {
+    for (key, value) in expected {
+        assert_eq!(attribute(span, key).as_deref(), Some(*value), "{key}");
+    }
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -142,9 +149,7 @@ fn check_the_processor_call(
         ("server.address", "127.0.0.1"),
         ("http.response.status_code", "201"),
     ];
-    for (key, value) in client_attributes {
-        assert_eq!(attribute(&client, key).as_deref(), Some(value), "{key}");
-    }
+    assert_attributes(&client, &client_attributes);
     assert_eq!(
         attribute(&client, "http.request.resend_count"),
         None,
@@ -218,9 +223,7 @@ fn request_spans_reach_an_otlp_receiver_in_the_callers_trace() {
         ("http.response.status_code", "201"),
         ("user.id", "alice"),
     ];
-    for (key, value) in server_attributes {
-        assert_eq!(attribute(&span, key).as_deref(), Some(value), "{key}");
-    }
+    assert_attributes(&span, &server_attributes);
 
     let txn = reply.json()["transaction_id"]
         .as_str()
