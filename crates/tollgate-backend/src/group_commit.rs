@@ -251,8 +251,13 @@ impl Writer {
         }
     }
 
-    /// Each job as a statement of its own (autocommit), one after the other.
-    async fn alone(&self, batch: Vec<Job>) {
+    /// Each job as a statement of its own (autocommit), one after the other; a caller that
+    /// stopped waiting meanwhile (its batch failed) is left out.
+    async fn alone(&self, mut batch: Vec<Job>) {
+        batch.retain(|job| !job.reply.is_closed());
+        if batch.is_empty() {
+            return;
+        }
         let client = match self.pool.get().await {
             Ok(client) => client,
             Err(error) => return fail_all(batch, Shared::new(error), true),
