@@ -316,16 +316,16 @@ fn refused(status: StatusCode, body: &[u8]) -> CallError {
 }
 
 /// Records an attempt's answer on its span: the status, and `error.type` when it failed (the
-/// status of a `5xx` or a `429`, or `timeout` or `transport` without an answer).
+/// status of any `4xx` or `5xx`, as OpenTelemetry has it for a client, or `timeout` or
+/// `transport` without an answer).
 fn record_answer(result: &Result<(StatusCode, Bytes), CallError>) {
     let span = Span::current();
     match result {
-        Ok((status, _)) => {
+        Ok((status, _)) | Err(CallError::Retryable { status, .. }) => {
             span.record("http.response.status_code", status.as_u16());
-        }
-        Err(CallError::Retryable { status, .. }) => {
-            span.record("http.response.status_code", status.as_u16());
-            span.record("error.type", status.as_str());
+            if status.is_client_error() || status.is_server_error() {
+                span.record("error.type", status.as_str());
+            }
         }
         Err(CallError::TimedOut(_)) => {
             span.record("error.type", "timeout");
