@@ -60,7 +60,7 @@ fn insert(schema: &str) -> Arc<Query> {
     ))
 }
 
-/// One writer, kept busy by a slow statement while the others queue: they become one batch.
+/// One writer, and the size of each transaction it wrote.
 fn one_writer(pool: &deadpool_postgres::Pool) -> (GroupCommit, Arc<Mutex<Vec<usize>>>) {
     let sizes = Arc::new(Mutex::new(Vec::new()));
     let seen = Arc::clone(&sizes);
@@ -74,13 +74,26 @@ fn one_writer(pool: &deadpool_postgres::Pool) -> (GroupCommit, Arc<Mutex<Vec<usi
     (writes, sizes)
 }
 
-async fn occupy(writes: &GroupCommit) -> tokio::task::JoinHandle<()> {
+/// Sends a one-second statement and returns once the writer has taken it (the batch sizes it
+/// reported grew): statements sent now wait for the next batch.
+async fn occupy(
+    writes: &GroupCommit,
+    sizes: &Arc<Mutex<Vec<usize>>>,
+) -> tokio::task::JoinHandle<()> {
+    let before = sizes.lock().len();
     let writes = writes.clone();
-    let sleep = Arc::new(Query::new("SELECT pg_sleep(0.3)::text", &[]));
+    let sleep = Arc::new(Query::new("SELECT pg_sleep(1)::text", &[]));
     let busy = tokio::spawn(async move {
         writes.rows(&sleep, &[]).await.expect("slept");
     });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while sizes.lock().len() == before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the writer took nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     busy
 }
 
@@ -97,7 +110,7 @@ async fn a_batch_answers_each_caller_as_alone() {
         .expect("a lone insert");
     assert_eq!(written.len(), 1);
 
-    let busy = occupy(&writes).await;
+    let busy = occupy(&writes, &sizes).await;
     let call = |key: &'static str| {
         let (writes, insert) = (writes.clone(), Arc::clone(&insert));
         tokio::spawn(async move { writes.rows(&insert, &[&key, &1]).await.map(|r| r.len()) })
@@ -106,7 +119,8 @@ async fn a_batch_answers_each_caller_as_alone() {
     let (first, second) = (call("twice"), call("twice"));
     let fresh = call("fresh");
     let cancelled = call("cancelled");
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // Queued behind the slow statement (or not yet sent): either way, never written.
+    tokio::time::sleep(Duration::from_millis(50)).await;
     cancelled.abort();
     busy.await.expect("the slow statement");
 
@@ -149,7 +163,7 @@ async fn a_failing_statement_fails_alone() {
     };
     let insert = insert(&schema);
     let (writes, sizes) = one_writer(&pool);
-    let busy = occupy(&writes).await;
+    let busy = occupy(&writes, &sizes).await;
     let call = |key: &'static str, n: i32| {
         let (writes, insert) = (writes.clone(), Arc::clone(&insert));
         tokio::spawn(async move { writes.rows(&insert, &[&key, &n]).await.map(|r| r.len()) })
