@@ -72,14 +72,8 @@ impl fmt::Debug for RetryMiddleware {
 impl Default for RetryMiddleware {
     /// [`RetryConfig::default`]'s policy and rules, with an AWS-standard retry budget.
     fn default() -> Self {
-        // The default configuration is valid; the fallback is the same schedule spelled out.
-        let policy = RetryConfig::default().to_policy().unwrap_or_else(|_| {
-            RetryPolicy::new(tollgate_retry::backoff::Backoff::exponential(
-                Duration::from_secs(1),
-                Duration::from_secs(20),
-            ))
-        });
-        RetryMiddleware::new(policy.budget(RetryBudget::aws_standard()))
+        RetryMiddleware::from_config(&RetryConfig::default())
+            .expect("the default retry configuration is valid")
     }
 }
 

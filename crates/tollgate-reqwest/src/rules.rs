@@ -4,7 +4,6 @@ use std::time::SystemTime;
 
 use http::{HeaderName, Method, StatusCode};
 use tollgate_retry::budget::Cause;
-use tollgate_retry::classify::RETRYABLE_STATUSES;
 use tollgate_retry::config::RetryConfig;
 use tollgate_retry::retry::Attempt;
 
@@ -21,18 +20,12 @@ pub struct Rules {
 }
 
 impl Default for Rules {
-    /// 408, 429, 500, 502, 503 and 504 retried, and a 409 with `Retry-After` (the same key
-    /// still in progress); `POST` and `PATCH` given an `Idempotency-Key`.
+    /// [`RetryConfig::default`]'s rules: 408, 429, 500, 502, 503 and 504 retried, and a 409
+    /// with `Retry-After` (the same key still in progress); `POST` and `PATCH` given an
+    /// `Idempotency-Key`.
     fn default() -> Self {
-        let statuses = RETRYABLE_STATUSES.iter();
-        Rules {
-            statuses: statuses
-                .filter_map(|&status| StatusCode::from_u16(status).ok())
-                .collect(),
-            in_progress_conflicts: true,
-            key_header: HeaderName::from_static("idempotency-key"),
-            key_methods: vec![Method::POST, Method::PATCH],
-        }
+        Rules::from_config(&RetryConfig::default())
+            .expect("the default retry configuration is valid")
     }
 }
 
@@ -128,6 +121,14 @@ impl Rules {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_defaults_are_the_default_configurations() {
+        let rules = Rules::default();
+        assert_eq!(rules.key_header().as_str(), "idempotency-key");
+        assert!(rules.needs_key(&Method::POST) && rules.needs_key(&Method::PATCH));
+        assert_eq!(rules.statuses.len(), 6);
+    }
 
     #[test]
     fn posts_need_a_key_and_gets_do_not() {
