@@ -7,9 +7,9 @@
 //! added latency when the system is quiet. A batch holds at most `max_batch` statements.
 //!
 //! Each caller gets its own statement's rows, as if it had run alone:
-//! - statements of one batch run in order in one transaction, so a later one sees an earlier
-//!   one's writes (two inserts of the same key: the second conflicts, as it would after the
-//!   first's commit);
+//! - statements of one batch run one after the other in one transaction, each seeing the
+//!   writes of those before it (two inserts of the same key: whichever runs second conflicts,
+//!   as it would after the other's commit), in an order as arbitrary as concurrent callers';
 //! - when a statement of a batch fails, the transaction is rolled back (nothing of it was
 //!   written) and every statement of the batch is sent again alone: the failing one gets its
 //!   own error, the others their rows;
@@ -19,6 +19,17 @@
 //!
 //! Parameters are encoded to PostgreSQL's binary format when a statement is submitted, so the
 //! caller's values need not outlive the call.
+//!
+//! # One statement for many callers
+//!
+//! A statement pipelined in a shared transaction still costs the database a statement each:
+//! its parse, bind and executor start-up. A [`Batched`] statement also has a *many* form that
+//! writes the rows of every caller of a batch at once, its parameters arrays with one element
+//! per caller ([`callers`] turns them into rows). The callers submitted with
+//! [`GroupCommit::batch_rows`] share one execution of it; each still gets its own rows, as
+//! the *one* form would have given them. Two callers that would touch the same rows (equal
+//! leading parameters, the statement's key) never share an execution: each runs in a
+//! statement of its own, one after the other, as two concurrent callers' statements would.
 //!
 //! # Example
 //!
@@ -42,7 +53,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_postgres::Row;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
@@ -101,9 +112,109 @@ impl fmt::Debug for GroupCommit {
 
 /// One caller's statement, its parameters already encoded, and where its answer goes.
 struct Job {
-    query: Arc<Query>,
+    statement: Statement,
     params: Vec<Encoded>,
     reply: oneshot::Sender<Result<Vec<Row>, Error>>,
+}
+
+/// What a caller submitted: a statement of its own, or one a batch may run for many.
+enum Statement {
+    One(Arc<Query>),
+    Batched(Arc<Batched>),
+}
+
+impl Statement {
+    /// The statement for this caller alone.
+    fn one(&self) -> &Query {
+        match self {
+            Statement::One(query) => query,
+            Statement::Batched(batched) => &batched.one,
+        }
+    }
+}
+
+/// A statement with a second form that does the same for many callers in one execution. See
+/// [One statement for many callers](self#one-statement-for-many-callers).
+#[derive(Debug)]
+pub struct Batched {
+    one: Query,
+    many: Query,
+    key: usize,
+}
+
+impl Batched {
+    /// `one`, and `many`: the same writes for every caller of a batch at once.
+    ///
+    /// `many`'s parameter `$k` is an array of `one`'s `$k`, one element per caller in the
+    /// batch's order ([`callers`] makes them rows). It returns the rows `one` would have
+    /// returned to each caller, with one more column last: the caller's position in the
+    /// batch (`int8`, from 1). The first `key` parameters identify the rows a caller's `one`
+    /// touches: callers whose are equal never share an execution of `many`.
+    ///
+    /// Fails if a parameter type has no array type known here (the built-in scalars have).
+    pub fn new(one: Query, many: impl Into<String>, key: usize) -> Result<Self, Error> {
+        let types = one
+            .types()
+            .iter()
+            .map(|ty| {
+                array_of(ty).ok_or_else(|| {
+                    let what = format!("no array type for parameters of type {ty}");
+                    Error::backend(what, false)
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let many = Query::new(many, &types);
+        Ok(Batched { one, many, key })
+    }
+
+    /// The form for one caller.
+    pub fn one(&self) -> &Query {
+        &self.one
+    }
+
+    /// The form for many.
+    pub fn many(&self) -> &Query {
+        &self.many
+    }
+}
+
+/// The callers of a batch as rows, for a [`Batched`] statement's `many` form:
+/// `unnest($1::text[], …) WITH ORDINALITY AS {alias}(p1, …, pN, n)`, where column `pK` holds
+/// a caller's `$K` (of `types`, the `one` form's parameter types) and `n` its position.
+pub fn callers(types: &[Type], alias: &str) -> String {
+    let arrays: Vec<String> = (types.iter().enumerate())
+        .map(|(i, ty)| format!("${}::{}[]", i + 1, crate::postgres::sql_type(ty)))
+        .collect();
+    let columns: Vec<String> = (1..=types.len()).map(|k| format!("p{k}")).collect();
+    format!(
+        "unnest({}) WITH ORDINALITY AS {alias}({}, n)",
+        arrays.join(", "),
+        columns.join(", ")
+    )
+}
+
+/// The array type whose elements are `ty`, for the scalar types PostgreSQL has built in.
+fn array_of(ty: &Type) -> Option<Type> {
+    let array = match *ty {
+        Type::BOOL => Type::BOOL_ARRAY,
+        Type::INT2 => Type::INT2_ARRAY,
+        Type::INT4 => Type::INT4_ARRAY,
+        Type::INT8 => Type::INT8_ARRAY,
+        Type::FLOAT4 => Type::FLOAT4_ARRAY,
+        Type::FLOAT8 => Type::FLOAT8_ARRAY,
+        Type::NUMERIC => Type::NUMERIC_ARRAY,
+        Type::TEXT => Type::TEXT_ARRAY,
+        Type::VARCHAR => Type::VARCHAR_ARRAY,
+        Type::BYTEA => Type::BYTEA_ARRAY,
+        Type::JSON => Type::JSON_ARRAY,
+        Type::JSONB => Type::JSONB_ARRAY,
+        Type::UUID => Type::UUID_ARRAY,
+        Type::DATE => Type::DATE_ARRAY,
+        Type::TIMESTAMP => Type::TIMESTAMP_ARRAY,
+        Type::TIMESTAMPTZ => Type::TIMESTAMPTZ_ARRAY,
+        _ => return None,
+    };
+    Some(array)
 }
 
 /// The queue the writers share: one at a time takes what is waiting.
@@ -147,11 +258,32 @@ impl GroupCommit {
         query: &Arc<Query>,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, Error> {
+        self.submit(Statement::One(Arc::clone(query)), params).await
+    }
+
+    /// `statement`'s rows for `params`, written with whatever other statements are waiting:
+    /// in one execution of its `many` form with the other callers of the same statement when
+    /// there are some (each row then has the position column last), alone otherwise.
+    pub async fn batch_rows(
+        &self,
+        statement: &Arc<Batched>,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, Error> {
+        self.submit(Statement::Batched(Arc::clone(statement)), params)
+            .await
+    }
+
+    async fn submit(
+        &self,
+        statement: Statement,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, Error> {
         // A value that does not fit its placeholder's type is the caller's bug, never transient.
-        let params = encode(query.types(), params).map_err(|e| Error::backend(e, false))?;
+        let params = encode(statement.one().types(), params);
+        let params = params.map_err(|e| Error::backend(e, false))?;
         let (reply, answer) = oneshot::channel();
         let job = Job {
-            query: Arc::clone(query),
+            statement,
             params,
             reply,
         };
@@ -165,7 +297,7 @@ fn stopped() -> Error {
 }
 
 /// A parameter in PostgreSQL's binary format (or NULL), bound as it is.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct Encoded(Option<Bytes>);
 
 impl ToSql for Encoded {
@@ -184,6 +316,56 @@ impl ToSql for Encoded {
     }
 
     /// Checked when it was encoded, against the statement's own type.
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    to_sql_checked!();
+}
+
+/// One parameter of a batch's callers, as a one-dimensional array of their encoded values.
+struct EncodedArray<'a> {
+    element: &'a Type,
+    values: Vec<&'a Encoded>,
+}
+
+impl fmt::Debug for EncodedArray<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EncodedArray")
+            .field("element", self.element)
+            .field("len", &self.values.len())
+            .finish()
+    }
+}
+
+impl ToSql for EncodedArray<'_> {
+    /// PostgreSQL's binary array: dimensions, whether any element is NULL, the element type,
+    /// the length and lower bound, then each element as its length (-1: NULL) and its bytes.
+    fn to_sql(
+        &self,
+        _: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        let len = i32::try_from(self.values.len())?;
+        let has_null = self.values.iter().any(|value| value.0.is_none());
+        out.put_i32(1);
+        out.put_i32(i32::from(has_null));
+        out.put_u32(self.element.oid());
+        out.put_i32(len);
+        out.put_i32(1);
+        for value in &self.values {
+            match &value.0 {
+                Some(bytes) => {
+                    out.put_i32(i32::try_from(bytes.len())?);
+                    out.extend_from_slice(bytes);
+                }
+                None => out.put_i32(-1),
+            }
+        }
+        Ok(IsNull::No)
+    }
+
+    /// Its elements were checked against the `one` form's types when they were encoded.
     fn accepts(_: &Type) -> bool {
         true
     }
@@ -264,56 +446,139 @@ impl Writer {
         };
         for job in batch {
             let params = as_params(&job.params);
-            let rows = job
-                .query
+            let rows = (job.statement.one())
                 .rows(self.mode, On::Client(&client), &params)
                 .await;
             let _ = job.reply.send(rows.map_err(backend_error));
         }
     }
 
-    /// The jobs in one transaction, pipelined; alone, if a statement of it fails.
+    /// The jobs in one transaction, their statements pipelined (callers of one [`Batched`]
+    /// statement sharing an execution); alone, if a statement of it fails.
     async fn together(&self, batch: Vec<Job>) {
         let mut client = match self.pool.get().await {
             Ok(client) => client,
             Err(error) => return fail_all(batch, Shared::new(error), true),
         };
+        let plan = plan(&batch);
         let outcome = {
             let Ok(transaction) = client.transaction().await else {
                 drop(client);
                 return self.alone(batch).await;
             };
-            let statements = batch.iter().map(|job| {
-                let params = as_params(&job.params);
-                let query = Arc::clone(&job.query);
-                let on = On::Transaction(&transaction);
-                async move { query.rows(self.mode, on, &params).await }
-            });
+            let on = On::Transaction(&transaction);
+            let statements = plan.iter().map(|step| step.run(&batch, self.mode, on));
             // Polled together, tokio-postgres sends them back to back on the connection.
             let results = futures_util::future::join_all(statements).await;
-            if results.iter().any(Result::is_err) {
-                Err(())
-            } else {
-                let rows: Vec<Vec<Row>> = results.into_iter().filter_map(Result::ok).collect();
-                Ok((transaction.commit().await, rows))
+            match answers(&batch, &plan, results) {
+                Some(answers) => Some((transaction.commit().await, answers)),
+                None => None,
             }
         };
         drop(client);
         match outcome {
             // Rolled back: nothing of the batch was written; each statement goes again alone.
-            Err(_) => self.alone(batch).await,
-            Ok((Ok(()), rows)) => {
-                for (job, rows) in batch.into_iter().zip(rows) {
+            None => self.alone(batch).await,
+            Some((Ok(()), answers)) => {
+                for (job, rows) in batch.into_iter().zip(answers) {
                     let _ = job.reply.send(Ok(rows));
                 }
             }
             // Whether the commit happened is unknown: every caller hears so.
-            Ok((Err(error), _)) => {
+            Some((Err(error), _)) => {
                 let transient = is_transient(&error);
                 fail_all(batch, Shared::new(error), transient);
             }
         }
     }
+}
+
+/// One statement of a shared transaction: a job's own, or a [`Batched`] statement's `many`
+/// form for several jobs (indices into the batch) whose keys differ.
+struct Step {
+    many: Option<Arc<Batched>>,
+    jobs: Vec<usize>,
+}
+
+impl Step {
+    async fn run(
+        &self,
+        batch: &[Job],
+        mode: StatementMode,
+        on: On<'_>,
+    ) -> Result<Vec<Row>, tokio_postgres::Error> {
+        match (&self.many, self.jobs.as_slice()) {
+            (Some(batched), jobs) if jobs.len() > 1 => {
+                let arrays: Vec<EncodedArray<'_>> = (batched.one.types().iter().enumerate())
+                    .map(|(k, element)| EncodedArray {
+                        element,
+                        values: jobs.iter().map(|&job| &batch[job].params[k]).collect(),
+                    })
+                    .collect();
+                let params: Vec<&(dyn ToSql + Sync)> =
+                    arrays.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
+                batched.many.rows(mode, on, &params).await
+            }
+            _ => {
+                let job = &batch[self.jobs[0]];
+                let params = as_params(&job.params);
+                job.statement.one().rows(mode, on, &params).await
+            }
+        }
+    }
+}
+
+/// The batch's statements, in its order: each job of a [`Batched`] statement joins the first
+/// execution of it that holds no job with the same key, or starts one.
+fn plan(batch: &[Job]) -> Vec<Step> {
+    let mut plan: Vec<Step> = Vec::new();
+    for (index, job) in batch.iter().enumerate() {
+        let batched = match &job.statement {
+            Statement::Batched(batched) => Some(batched),
+            Statement::One(_) => None,
+        };
+        let joins = |step: &Step| match (batched, &step.many) {
+            (Some(batched), Some(many)) => {
+                let key = &job.params[..batched.key.min(job.params.len())];
+                Arc::ptr_eq(batched, many)
+                    && !(step.jobs.iter()).any(|&other| batch[other].params.starts_with(key))
+            }
+            _ => false,
+        };
+        match plan.iter().position(joins) {
+            Some(at) => plan[at].jobs.push(index),
+            None => plan.push(Step {
+                many: batched.cloned(),
+                jobs: vec![index],
+            }),
+        }
+    }
+    plan
+}
+
+/// Each job's rows, from its step's result: a shared execution's rows go to the job at the
+/// position in their last column. `None` if a statement failed, or a shared execution
+/// returned a row with no valid position (then nobody's answer could be trusted: the batch is
+/// rolled back).
+fn answers(
+    batch: &[Job],
+    plan: &[Step],
+    results: Vec<Result<Vec<Row>, tokio_postgres::Error>>,
+) -> Option<Vec<Vec<Row>>> {
+    let mut answers: Vec<Vec<Row>> = batch.iter().map(|_| Vec::new()).collect();
+    for (step, rows) in plan.iter().zip(results) {
+        let rows = rows.ok()?;
+        if step.jobs.len() == 1 {
+            answers[step.jobs[0]] = rows;
+            continue;
+        }
+        for row in rows {
+            let position: i64 = row.try_get(row.len().checked_sub(1)?).ok()?;
+            let at = usize::try_from(position).ok()?.checked_sub(1)?;
+            answers[*step.jobs.get(at)?].push(row);
+        }
+    }
+    Some(answers)
 }
 
 fn as_params(params: &[Encoded]) -> Vec<&(dyn ToSql + Sync)> {

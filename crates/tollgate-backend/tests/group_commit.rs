@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio_postgres::types::Type;
-use tollgate_backend::group_commit::{GroupCommit, GroupCommitConfig};
+use tollgate_backend::group_commit::{Batched, GroupCommit, GroupCommitConfig, callers};
 use tollgate_backend::postgres::{Query, StatementMode};
 
 /// A pool on a schema of this test's own, or `None` after saying why the test is skipped.
@@ -58,6 +58,19 @@ fn insert(schema: &str) -> Arc<Query> {
         format!("INSERT INTO {schema}.t VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING k"),
         &[Type::TEXT, Type::INT4],
     ))
+}
+
+/// [`insert`] with a form for many callers: one `INSERT … SELECT` from the callers' arrays,
+/// each inserted key's caller told by its position.
+fn insert_many(schema: &str) -> Arc<Batched> {
+    let one = Arc::unwrap_or_clone(insert(schema));
+    let many = format!(
+        "WITH i AS (SELECT * FROM {}), \
+         c AS (INSERT INTO {schema}.t SELECT p1, p2 FROM i ON CONFLICT DO NOTHING RETURNING k) \
+         SELECT c.k, i.n FROM c JOIN i ON i.p1 = c.k",
+        callers(one.types(), "i")
+    );
+    Arc::new(Batched::new(one, many, 1).expect("text and int4 have arrays"))
 }
 
 /// One writer, and the size of each transaction it wrote.
@@ -200,4 +213,108 @@ async fn a_value_of_the_wrong_type_is_refused_before_sending() {
         .expect_err("text for an int4");
     assert!(!error.is_transient());
     drop_schema(&pool, &schema).await;
+}
+
+/// Callers of one batched statement share an execution; a key already taken, a key sent twice
+/// and a caller that left are each answered as alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batched_statement_answers_each_caller_as_alone() {
+    let Some((pool, schema)) = database("a_batched_statement_answers_each_caller_as_alone").await
+    else {
+        return;
+    };
+    let insert = insert_many(&schema);
+    let (writes, sizes) = one_writer(&pool);
+    let written = (writes.batch_rows(&insert, &[&"taken", &1]).await).expect("a lone insert");
+    assert_eq!(written.len(), 1);
+    assert_eq!(written[0].len(), 1, "alone: the one form's columns");
+
+    let busy = occupy(&writes, &sizes).await;
+    // Each caller's rows, and their columns (two from the shared execution).
+    let call = |key: &'static str| {
+        let (writes, insert) = (writes.clone(), Arc::clone(&insert));
+        tokio::spawn(async move {
+            let rows = writes.batch_rows(&insert, &[&key, &1]).await;
+            rows.map(|rows| rows.iter().map(|row| row.len()).collect::<Vec<_>>())
+        })
+    };
+    let taken = call("taken");
+    let (first, second) = (call("twice"), call("twice"));
+    let fresh = [call("fresh-1"), call("fresh-2")];
+    let cancelled = call("cancelled");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    cancelled.abort();
+    busy.await.expect("the slow statement");
+
+    assert_eq!(
+        taken.await.expect("a task").expect("rows"),
+        Vec::<usize>::new()
+    );
+    let mut twice = Vec::new();
+    for call in [first, second] {
+        twice.push(call.await.expect("a task").expect("rows"));
+    }
+    twice.sort_unstable();
+    // Whichever ran first (shared or alone) inserted; the other saw its row.
+    assert!(twice[0].is_empty() && twice[1].len() == 1, "{twice:?}");
+    for call in fresh {
+        assert_eq!(call.await.expect("a task").expect("rows"), [2], "shared");
+    }
+    assert_eq!(
+        *sizes.lock(),
+        [1, 1, 5],
+        "the lone insert, the sleep, one batch"
+    );
+    let client = pool.get().await.expect("a connection");
+    let keys: Vec<String> = (client.query(&format!("SELECT k FROM {schema}.t ORDER BY k"), &[]))
+        .await
+        .expect("the rows")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(
+        keys,
+        ["fresh-1", "fresh-2", "taken", "twice"],
+        "nothing of the cancelled"
+    );
+    drop(client);
+    drop_schema(&pool, &schema).await;
+}
+
+/// A row the database refuses fails its caller's statement alone: the batch is rolled back
+/// and each caller's statement sent again by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_row_of_a_batched_statement_fails_alone() {
+    let Some((pool, schema)) = database("a_refused_row_of_a_batched_statement_fails_alone").await
+    else {
+        return;
+    };
+    let insert = insert_many(&schema);
+    let (writes, sizes) = one_writer(&pool);
+    let busy = occupy(&writes, &sizes).await;
+    let call = |key: &'static str, n: i32| {
+        let (writes, insert) = (writes.clone(), Arc::clone(&insert));
+        tokio::spawn(async move {
+            writes
+                .batch_rows(&insert, &[&key, &n])
+                .await
+                .map(|r| r.len())
+        })
+    };
+    let (before, refused, after) = (call("before", 1), call("refused", -1), call("after", 1));
+    busy.await.expect("the slow statement");
+
+    assert_eq!(before.await.expect("a task").expect("rows"), 1);
+    let error = (refused.await.expect("a task")).expect_err("the CHECK refuses it");
+    assert!(!error.is_transient(), "{error}");
+    assert_eq!(after.await.expect("a task").expect("rows"), 1);
+    assert_eq!(*sizes.lock(), [1, 3]);
+    drop_schema(&pool, &schema).await;
+}
+
+#[test]
+fn a_type_without_an_array_type_is_refused() {
+    let one = Query::new("SELECT $1", &[Type::POINT]);
+    let error = Batched::new(one, "SELECT 1", 1).expect_err("no point[] here");
+    assert!(error.to_string().contains("failed"), "{error}");
 }

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use tokio_postgres::types::{ToSql, Type};
 use tollgate_audit::AuditEvent;
 use tollgate_audit::postgres::{EventParams, PostgresAuditLog};
-use tollgate_backend::group_commit::{GroupCommit, GroupCommitConfig};
+use tollgate_backend::group_commit::{Batched, GroupCommit, GroupCommitConfig};
 use tollgate_backend::postgres::{On, Query, StatementMode};
 use tollgate_idempotency::postgres::{ClaimParams, PostgresStore};
 
@@ -21,13 +21,14 @@ pub(crate) struct PostgresLedger {
     pool: deadpool_postgres::Pool,
     /// The pending row and its `payment_started` event: one statement.
     insert_pending: Query,
-    /// The claim of a fresh key, the pending row and its event: one statement.
-    claim_pending: Arc<Query>,
+    /// The claim of a fresh key, the pending row and its event: one statement (and one for a
+    /// whole batch).
+    claim_pending: Arc<Batched>,
     /// The idempotency completion, the final status and the audit event: one statement, whose
-    /// writes all happen only if the lease's fence still owns the key.
-    finish: Arc<Query>,
-    /// The two writes above of concurrent requests, in shared transactions; `None`: each
-    /// alone.
+    /// writes all happen only if the lease's fence still owns the key (and one for a batch).
+    finish: Arc<Batched>,
+    /// The two writes above of concurrent requests, in shared transactions, one statement for
+    /// each write's callers; `None`: each alone.
     group: Option<GroupCommit>,
     find: Query,
     find_by_key: Query,
@@ -87,13 +88,18 @@ impl PostgresLedger {
             _ => composed,
         };
         let audit_insert = |first| audit.insert_select_statement(first);
+        type Many = fn(&str, &[Type]) -> Result<String, BoxError>;
+        let batched = |one: Query, many: Many| -> Result<Arc<Batched>, BoxError> {
+            let many = many(schema, one.types())?;
+            Ok(Arc::new(Batched::new(one, many, sql::KEY_PARAMS)?))
+        };
         Ok(PostgresLedger {
             insert_pending: Query::new(
                 sql::insert_pending(schema, audit_insert),
                 &[&EventParams::TYPES[..], &sql::PAYMENT_PARAM_TYPES[..]].concat(),
             ),
-            claim_pending: Arc::new(writes.claim_pending),
-            finish: Arc::new(writes.finish),
+            claim_pending: batched(writes.claim_pending, sql::claim_pending_many)?,
+            finish: batched(writes.finish, sql::finish_many)?,
             group: group.map(|config| {
                 let latency = latency.clone();
                 let observe = Arc::new(move |size| latency.batch(size));
@@ -163,15 +169,16 @@ impl PostgresLedger {
     /// grouped, alone otherwise.
     async fn write(
         &self,
-        query: &Arc<Query>,
+        statement: &Arc<Batched>,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<tokio_postgres::Row>, LedgerError> {
         if let Some(group) = &self.group {
-            let rows = group.rows(query, params).await;
+            let rows = group.batch_rows(statement, params).await;
             return rows.map_err(|e| LedgerError::storage(e.into_source()));
         }
         let client = self.pool.get().await.map_err(LedgerError::storage)?;
-        let rows = query.rows(self.mode, On::Client(&client), params).await;
+        let one = statement.one();
+        let rows = one.rows(self.mode, On::Client(&client), params).await;
         rows.map_err(LedgerError::storage)
     }
 
@@ -328,5 +335,229 @@ impl Ledger for PostgresLedger {
             .await
             .map_err(LedgerError::storage)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The ledger's batch statements against a real PostgreSQL (`TEST_DATABASE_URL`): a
+    //! batch's callers are each answered as their statement alone would answer them.
+
+    use std::time::Duration;
+
+    use tollgate_audit::postgres::AuditLogConfig;
+    use tollgate_idempotency::fingerprint::Fingerprint;
+    use tollgate_idempotency::store::{ClaimOptions, StoredResponse};
+    use tollgate_idempotency::{IdempotencyKey, Scope};
+
+    use super::*;
+
+    const OPTIONS: ClaimOptions =
+        ClaimOptions::new(Duration::from_secs(60), Duration::from_secs(3600));
+
+    /// A ledger whose writes go through one writer, on a schema of its own.
+    async fn ledger(test: &str) -> Option<(Arc<PostgresLedger>, deadpool_postgres::Pool, String)> {
+        let Some(url) = std::env::var("TEST_DATABASE_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+        else {
+            eprintln!(
+                "SKIPPED {test}: needs PostgreSQL; set TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres to run it"
+            );
+            return None;
+        };
+        let schema = format!("tg_ledger_batch_{}", std::process::id());
+        let config: tokio_postgres::Config = url.parse().expect("TEST_DATABASE_URL");
+        let manager = deadpool_postgres::Manager::new(config, tokio_postgres::NoTls);
+        let pool = (deadpool_postgres::Pool::builder(manager)
+            .max_size(4)
+            .build())
+        .expect("pool");
+        crate::migrate::run(&pool, &schema).await.expect("migrated");
+        let store = Arc::new(PostgresStore::open(pool.clone(), &schema).expect("store"));
+        let audit = PostgresAuditLog::open(pool.clone(), AuditLogConfig::default().schema(&schema))
+            .expect("audit log");
+        let group = GroupCommitConfig::default().writers(1).max_batch(16);
+        let writes = (StatementMode::Prepared, Some(group));
+        let latency = BackendLatency::default();
+        let ledger = PostgresLedger::new(pool.clone(), &schema, store, &audit, &latency, writes);
+        Some((Arc::new(ledger.expect("ledger")), pool, schema))
+    }
+
+    /// Holds the ledger's one writer in a statement until the returned task ends: writes sent
+    /// meanwhile form one batch.
+    async fn occupy(
+        ledger: &PostgresLedger,
+        pool: &deadpool_postgres::Pool,
+        schema: &str,
+    ) -> tokio::task::JoinHandle<()> {
+        let group = ledger.group.clone().expect("grouped");
+        let sleep = Arc::new(Query::new(
+            format!("SELECT pg_sleep(1)::text AS {schema}"),
+            &[],
+        ));
+        let busy = tokio::spawn(async move {
+            group.rows(&sleep, &[]).await.expect("slept");
+        });
+        let client = pool.get().await.expect("a connection");
+        let running = format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' \
+             AND query LIKE '%pg_sleep(1)::text AS {schema}'"
+        );
+        while client
+            .query_one(&running, &[])
+            .await
+            .expect("activity")
+            .get::<_, i64>(0)
+            == 0
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        busy
+    }
+
+    /// The idempotency key a test's `key` stands for.
+    fn full(key: &str) -> String {
+        format!("key-{key}-0123456789")
+    }
+
+    fn scope(key: &str) -> Scope {
+        let key = IdempotencyKey::parse(&full(key)).expect("a key");
+        Scope::new("alice", &http::Method::POST, "/api/v1/payments", key)
+    }
+
+    fn pending(key: &str) -> Payment {
+        Payment {
+            transaction_id: format!("txn_{key}"),
+            user_id: "alice".into(),
+            idempotency_key: Some(full(key)),
+            status: Status::Pending,
+            amount_minor: 100,
+            currency: "USD".into(),
+            description: None,
+            payment_method: "credit_card".into(),
+            metadata: Metadata::default(),
+            decline_code: None,
+            created_at: SystemTime::now(),
+        }
+    }
+
+    /// Claims `key` with its pending payment: the fence, or `None`.
+    async fn claim(ledger: Arc<PostgresLedger>, key: &'static str) -> Option<u64> {
+        let (scope, payment) = (scope(key), pending(key));
+        let fingerprint = Fingerprint::of_bytes(&http::Method::POST, "/api/v1/payments", b"{}");
+        let params = ledger
+            .idempotency()
+            .claim_params(&scope, &fingerprint, OPTIONS);
+        let event = payment.started_event(key, "req", Duration::ZERO);
+        ledger
+            .claim_with_pending(&params, &payment, &event)
+            .await
+            .expect("claimed or not")
+    }
+
+    /// Completes `key`'s lease `fence` with its payment succeeded.
+    async fn finish(
+        ledger: Arc<PostgresLedger>,
+        key: &'static str,
+        fence: u64,
+    ) -> Result<Finished, LedgerError> {
+        let (scope, mut payment) = (scope(key), pending(key));
+        payment.status = Status::Succeeded;
+        let response = StoredResponse {
+            status: 201,
+            headers: Vec::new(),
+            body: "{}".into(),
+        };
+        let completion = Completion {
+            scope: &scope,
+            fence,
+            response: &response,
+            ttl: OPTIONS.ttl,
+        };
+        let event = AuditEvent::new(
+            "alice",
+            tollgate_audit::Action::PAYMENT_ATTEMPT,
+            tollgate_audit::Outcome::Success,
+        );
+        ledger.finish(&payment, completion, event).await
+    }
+
+    /// `SELECT count(*)` of `what` in the test's schema.
+    async fn count(pool: &deadpool_postgres::Pool, schema: &str, what: &str) -> i64 {
+        let client = pool.get().await.expect("a connection");
+        let sql = what.replace("{schema}", schema);
+        client.query_one(&sql, &[]).await.expect("a count").get(0)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_answers_each_payment_as_alone() {
+        let Some((ledger, pool, schema)) = ledger("a_batch_answers_each_payment_as_alone").await
+        else {
+            return;
+        };
+        let taken = claim(Arc::clone(&ledger), "taken")
+            .await
+            .expect("a fresh key");
+
+        let busy = occupy(&ledger, &pool, &schema).await;
+        let call = |key| tokio::spawn(claim(Arc::clone(&ledger), key));
+        let again = call("taken");
+        let twice = [call("twice"), call("twice")];
+        let fresh = [call("fresh-1"), call("fresh-2")];
+        let cancelled = call("cancelled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        cancelled.abort();
+        busy.await.expect("the slow statement");
+
+        assert_eq!(again.await.expect("a task"), None, "a key with a record");
+        let mut claimed = Vec::new();
+        for call in twice {
+            claimed.extend(call.await.expect("a task"));
+        }
+        assert_eq!(claimed.len(), 1, "one of a pair claims");
+        let mut fences = Vec::new();
+        for call in fresh {
+            fences.push(call.await.expect("a task").expect("a fresh key"));
+        }
+        let written = "SELECT count(*) FROM {schema}.payments p JOIN {schema}.audit_events a \
+                       ON a.transaction_id = p.transaction_id JOIN {schema}.idempotency_records r \
+                       ON r.key = p.idempotency_key";
+        assert_eq!(
+            count(&pool, &schema, written).await,
+            4,
+            "taken, twice, fresh-1, fresh-2"
+        );
+
+        let busy = occupy(&ledger, &pool, &schema).await;
+        let finishing = [
+            tokio::spawn(finish(Arc::clone(&ledger), "fresh-1", fences[0])),
+            tokio::spawn(finish(Arc::clone(&ledger), "fresh-2", fences[1] + 1000)),
+            tokio::spawn(finish(Arc::clone(&ledger), "taken", taken)),
+        ];
+        busy.await.expect("the slow statement");
+        let mut answers = Vec::new();
+        for call in finishing {
+            answers.push(call.await.expect("a task"));
+        }
+        assert!(matches!(answers[0], Ok(Finished::RecordCompleted)));
+        assert!(
+            matches!(answers[1], Err(LedgerError::Fenced)),
+            "a fence taken over: {:?}",
+            answers[1]
+        );
+        assert!(matches!(answers[2], Ok(Finished::RecordCompleted)));
+        let succeeded = "SELECT count(*) FROM {schema}.payments WHERE status = 'succeeded'";
+        assert_eq!(count(&pool, &schema, succeeded).await, 2);
+        let completed =
+            "SELECT count(*) FROM {schema}.idempotency_records WHERE state = 'completed'";
+        assert_eq!(count(&pool, &schema, completed).await, 2);
+        let events = "SELECT count(*) FROM {schema}.audit_events WHERE action = 'payment_attempt'";
+        assert_eq!(count(&pool, &schema, events).await, 2);
+        let client = pool.get().await.expect("a connection");
+        (client
+            .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+            .await)
+            .expect("dropped");
     }
 }

@@ -4,7 +4,8 @@
 //! placeholders against the parameters bound to it.
 
 use tokio_postgres::types::Type;
-use tollgate_audit::postgres::EventParams;
+use tollgate_audit::postgres::{EventParams, PostgresAuditLog};
+use tollgate_backend::group_commit::callers;
 use tollgate_backend::postgres::Query;
 use tollgate_idempotency::postgres::{ClaimParams, CompletionParams, PostgresStore};
 
@@ -135,6 +136,74 @@ pub(crate) fn finish(
          {} WHERE EXISTS (SELECT 1 FROM c) RETURNING 1",
         audit_insert(status + STATUS_PARAMS)
     )
+}
+
+/// How many leading parameters of both writes name the idempotency record they touch: user,
+/// operation, key. Two callers with the same never share a batch statement.
+pub(crate) const KEY_PARAMS: usize = 3;
+
+/// `{alias}.p{first}`, `{alias}.p{first + 1}`, …: `N` columns of the callers of a batch.
+fn callers_columns<const N: usize>(alias: &str, first: usize) -> [String; N] {
+    std::array::from_fn(|i| format!("{alias}.p{}", first + i))
+}
+
+/// The callers of a batch (`i`, [`callers`](tollgate_backend::group_commit::callers)) joined to
+/// the keys a statement `c` returned: the callers whose claim or completion was written.
+const JOINED: &str = "w AS (SELECT i.*{extra} FROM i JOIN c \
+    ON c.user_id = i.p1 AND c.operation = i.p2 AND c.key = i.p3)";
+
+/// [`claim_pending`] for every caller of a batch, one statement: its parameters are
+/// `claim_pending`'s, each an array of the callers' values. Returns the fence and position of
+/// each caller whose key it claimed.
+pub(crate) fn claim_pending_many(schema: &str, types: &[Type]) -> Result<String, BoxError> {
+    let claim = callers_columns::<{ ClaimParams::COUNT }>("i", 1);
+    let claim =
+        PostgresStore::claim_many_statement_in(schema, "i", &claim.each_ref().map(String::as_str))?;
+    let event = callers_columns::<{ EventParams::COUNT }>("w", ClaimParams::COUNT + 1);
+    let audit = PostgresAuditLog::insert_many_statement_in(
+        schema,
+        "w",
+        &event.each_ref().map(String::as_str),
+    )?;
+    let row = callers_columns::<PAYMENT_PARAMS>("w", ClaimParams::COUNT + EventParams::COUNT + 1);
+    Ok(format!(
+        "WITH i AS (SELECT * FROM {}), c AS ({claim}), {}, \
+         p AS (INSERT INTO {schema}.payments ({COLUMNS}) SELECT {} FROM w), \
+         a AS ({audit}) \
+         SELECT w.fence, w.n FROM w",
+        callers(types, "i"),
+        JOINED.replace("{extra}", ", c.fence"),
+        row.join(", "),
+    ))
+}
+
+/// [`finish`] for every caller of a batch, one statement: its parameters are `finish`'s, each
+/// an array of the callers' values. Returns a row (`1`, position) for each caller whose lease
+/// still owned its key, as `finish` does.
+pub(crate) fn finish_many(schema: &str, types: &[Type]) -> Result<String, BoxError> {
+    let completion = callers_columns::<{ CompletionParams::COUNT }>("i", 1);
+    let completion = PostgresStore::completion_many_statement_in(
+        schema,
+        "i",
+        &completion.each_ref().map(String::as_str),
+    )?;
+    let first_status = CompletionParams::COUNT + 1;
+    let [status, decline, id] = callers_columns::<STATUS_PARAMS>("w", first_status);
+    let event = callers_columns::<{ EventParams::COUNT }>("w", first_status + STATUS_PARAMS);
+    let audit = PostgresAuditLog::insert_many_statement_in(
+        schema,
+        "w",
+        &event.each_ref().map(String::as_str),
+    )?;
+    Ok(format!(
+        "WITH i AS (SELECT * FROM {}), c AS ({completion}), {}, \
+         u AS (UPDATE {schema}.payments AS t SET status = {status}, decline_code = {decline}, \
+               updated_at = now() FROM w WHERE t.user_id = w.p1 AND t.transaction_id = {id}), \
+         a AS ({audit}) \
+         SELECT 1, w.n FROM w",
+        callers(types, "i"),
+        JOINED.replace("{extra}", ""),
+    ))
 }
 
 /// The ledger's two writes on the payment path, each one statement.

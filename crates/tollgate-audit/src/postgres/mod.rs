@@ -337,6 +337,34 @@ impl PostgresAuditLog {
         Ok(insert_select(schema, first))
     }
 
+    /// The `INSERT … SELECT` of one event for each row of the relation `from` (a table, a
+    /// `WITH` clause, `unnest(…) AS i(…)` of arrays you bind): what
+    /// [`insert_select_statement`](Self::insert_select_statement) does for one event, in one
+    /// statement for many. `values` are the event's 11 values in [`EventParams`] order (id,
+    /// occurred at, user, action, outcome, status code, idempotency key, transaction id,
+    /// request id, latency µs, fields), as SQL expressions over `from`'s columns.
+    ///
+    /// ```
+    /// use tollgate_audit::postgres::PostgresAuditLog;
+    ///
+    /// // The events of the orders a statement's `WITH o AS (INSERT … RETURNING …)` wrote.
+    /// let values = [
+    ///     "o.event_id", "now()", "o.user_id", "'order.created'", "'success'", "NULL",
+    ///     "NULL", "o.id", "NULL", "NULL", "'{}'::jsonb",
+    /// ];
+    /// let sql = PostgresAuditLog::insert_many_statement_in("shop", "o", &values)?;
+    /// assert!(sql.ends_with("FROM o"));
+    /// # Ok::<(), tollgate_audit::Error>(())
+    /// ```
+    pub fn insert_many_statement_in(
+        schema: &str,
+        from: &str,
+        values: &[&str; EventParams::COUNT],
+    ) -> Result<String, Error> {
+        check_schema(schema)?;
+        Ok(params::insert_rows(schema, from, values))
+    }
+
     /// Stops accepting events, writes everything already accepted, and stops the writer.
     /// Fails with [`Error::Unwritten`] if the database stayed unreachable past the configured
     /// shutdown timeout.

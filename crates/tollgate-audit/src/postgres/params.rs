@@ -90,10 +90,18 @@ pub(super) fn insert_select(schema: &str, first: usize) -> String {
     let values: Vec<String> = (EventParams::TYPES.iter().enumerate())
         .map(|(i, ty)| format!("${}::{}", first + i, sql_type(ty)))
         .collect();
+    insert_values(schema, &values.join(", "))
+}
+
+/// The `INSERT … SELECT` of an event for each row of `from`, its values expressions over it.
+pub(super) fn insert_rows(schema: &str, from: &str, values: &[&str]) -> String {
+    format!("{} FROM {from}", insert_values(schema, &values.join(", ")))
+}
+
+fn insert_values(schema: &str, values: &str) -> String {
     format!(
         "INSERT INTO {schema}.audit_events (id, occurred_at, user_id, action, outcome, \
          status_code, idempotency_key, transaction_id, request_id, latency_us, fields) \
-         SELECT {}",
-        values.join(", ")
+         SELECT {values}"
     )
 }

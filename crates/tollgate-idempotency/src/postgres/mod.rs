@@ -318,6 +318,56 @@ impl PostgresStore {
         self.statements.claim_fresh.text().to_owned()
     }
 
+    /// The claim of many keys never seen, in one statement: what
+    /// [`claim_statement`](Self::claim_statement) does for one key, done for each row of the
+    /// relation `from` (a table, or `unnest(…) AS i(…)` of arrays you bind). `values` are the
+    /// seven claim values in [`ClaimParams`] order — user, operation, key, fingerprint, lease
+    /// ms, ttl ms, now (NULL: the database's) — as SQL expressions over `from`'s columns.
+    ///
+    /// It returns `user_id, operation, key, fence` for each key it claimed. A key with a record
+    /// returns nothing, and so does the second row of a key that `from` holds twice: join your
+    /// own writes to the returned keys (`WITH c AS (…)`), so they happen exactly for the claims.
+    ///
+    /// ```
+    /// use tollgate_idempotency::postgres::PostgresStore;
+    ///
+    /// let values = ["i.u", "i.o", "i.k", "i.f", "i.lease", "i.ttl", "NULL"];
+    /// let sql = PostgresStore::claim_many_statement_in(
+    ///     "shop",
+    ///     "unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::int8[], $6::int8[]) \
+    ///      AS i(u, o, k, f, lease, ttl)",
+    ///     &values,
+    /// )?;
+    /// assert!(sql.contains("RETURNING user_id, operation, key, fence"));
+    /// # Ok::<(), tollgate_idempotency::Error>(())
+    /// ```
+    pub fn claim_many_statement_in(
+        schema: &str,
+        from: &str,
+        values: &[&str; ClaimParams::COUNT],
+    ) -> Result<String, Error> {
+        check_schema(schema)?;
+        Ok(sql::over_rows(sql::CLAIM_FRESH_ROWS, schema, from, values))
+    }
+
+    /// The completion of many leases, in one statement: what
+    /// [`completion_statement`](Self::completion_statement) does for one, done for each row
+    /// of `from`. `values` are the nine values in [`CompletionParams`] order — user,
+    /// operation, key, fence, status, headers (`jsonb`), body, ttl ms, now — as SQL
+    /// expressions over `from`'s columns.
+    ///
+    /// It returns `user_id, operation, key` for each record it completed; a lease taken over
+    /// (its fence no longer the record's) returns nothing. A key must appear at most once in
+    /// `from` (which of two rows completes it is up to the database).
+    pub fn completion_many_statement_in(
+        schema: &str,
+        from: &str,
+        values: &[&str; CompletionParams::COUNT],
+    ) -> Result<String, Error> {
+        check_schema(schema)?;
+        Ok(sql::over_rows(sql::COMPLETE_ROWS, schema, from, values))
+    }
+
     /// The parameters of [`claim_statement`](Self::claim_statement).
     pub fn claim_params<'a>(
         &self,

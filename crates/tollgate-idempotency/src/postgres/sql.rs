@@ -100,6 +100,50 @@ VALUES ($1, $2, $3, $4, nextval('{schema}.idempotency_fence'), 'in_progress',
 ON CONFLICT DO NOTHING
 RETURNING fence";
 
+/// [`CLAIM_FRESH`] for each row of `{from}`, `$1`–`$7` standing for expressions over its
+/// columns; returns the key and fence of each row it claimed.
+pub(crate) const CLAIM_FRESH_ROWS: &str = "
+INSERT INTO {schema}.idempotency_records
+    (user_id, operation, key, fingerprint, fence, state, lease_until, expires_at)
+SELECT $1, $2, $3, $4, nextval('{schema}.idempotency_fence'), 'in_progress',
+       coalesce($7, now()) + $5::bigint * interval '1 millisecond',
+       coalesce($7, now()) + greatest($5::bigint, $6::bigint) * interval '1 millisecond'
+FROM {from}
+ON CONFLICT DO NOTHING
+RETURNING user_id, operation, key, fence";
+
+/// [`COMPLETE`] for each row of `{from}`, `$1`–`$9` standing for expressions over its
+/// columns; returns the key of each record it completed.
+pub(crate) const COMPLETE_ROWS: &str = "
+UPDATE {schema}.idempotency_records AS r
+SET state = 'completed', status_code = $5, headers = $6, body = $7, lease_until = NULL,
+    expires_at = coalesce($9, now()) + $8::bigint * interval '1 millisecond'
+FROM {from}
+WHERE r.user_id = $1 AND r.operation = $2 AND r.key = $3 AND r.fence = $4
+  AND r.state = 'in_progress' AND r.expires_at > coalesce($9, now())
+RETURNING r.user_id, r.operation, r.key";
+
+/// `template` with each `$k` replaced by `values[k - 1]` (in one pass, so a value's own `$`
+/// stays as it is), then `{schema}` and `{from}`.
+pub(crate) fn over_rows(template: &str, schema: &str, from: &str, values: &[&str]) -> String {
+    let mut out = String::with_capacity(template.len() * 2);
+    let mut rest = template;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let digits = rest[at + 1..]
+            .find(|c: char| !c.is_ascii_digit())
+            .map_or(rest.len() - at - 1, |end| end);
+        let number: Option<usize> = rest[at + 1..at + 1 + digits].parse().ok();
+        match number.and_then(|k| values.get(k.checked_sub(1)?)) {
+            Some(value) => out.push_str(value),
+            None => out.push_str(&rest[at..at + 1 + digits]),
+        }
+        rest = &rest[at + 1 + digits..];
+    }
+    out.push_str(rest);
+    out.replace("{schema}", schema).replace("{from}", from)
+}
+
 /// $1 user, $2 operation, $3 key, $4 fingerprint, $5 lease ms, $6 ttl ms, $7 now (NULL: now()).
 pub(crate) const CLAIM: &str = "SELECT outcome, fence, retry_after_ms, status_code, headers, body \
      FROM {schema}.idempotency_claim($1, $2, $3, $4, $5, $6, $7)";
@@ -134,6 +178,19 @@ WHERE ctid IN (SELECT ctid FROM {schema}.idempotency_records
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_rows_forms_take_expressions_for_the_parameters() {
+        let values = ["i.p1", "i.p2", "i.p3", "i.p4", "i.p5", "i.p6", "$7"];
+        let claim = over_rows(CLAIM_FRESH_ROWS, "s", "unnest($1::text[]) AS i", &values);
+        assert!(claim.contains("SELECT i.p1, i.p2, i.p3, i.p4, nextval('s.idempotency_fence')"));
+        assert!(
+            claim.contains("coalesce($7, now()) + i.p5::bigint"),
+            "{claim}"
+        );
+        assert!(claim.contains("FROM unnest($1::text[]) AS i"), "{claim}");
+        assert!(!claim.contains("{"), "{claim}");
+    }
 
     /// Ready to distribute by user (Citus, `user_id` the distribution column): the table's key
     /// starts with the user, and every statement of the request path names one user — the
