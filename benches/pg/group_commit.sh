@@ -1,22 +1,27 @@
 #!/usr/bin/env bash
-# Payments/s with the payment writes grouped (group_commit = 32) and each alone (= 1), against
+# Payments/s with the payment writes grouped (group_commit = 32, the server's default writers, or
+# WRITERS) and each alone (= 1), against
 # two single-row commits per payment (tollgate-load --reference pg-commits) in the same run,
-# at each concurrency, ROUNDS times alternating; then PostgreSQL's CPU per payment, from the
-# postmaster's own and its reaped backends' CPU time (/proc/<pid>/stat), without the
-# reference. Prints one line per run.
+# at each concurrency, ROUNDS times alternating; then PostgreSQL's CPU per payment at each
+# CPU_CONCURRENCY, from the postmaster's own and its reaped backends' CPU time
+# (/proc/<pid>/stat), without the reference. Prints one line per run.
 #
 #   cargo build --release -p payments-server -p tollgate-load
-#   benches/pg/group_commit.sh     # CONCURRENCY="1 4 16 64" ROUNDS=3 DURATION=6s
+#   benches/pg/group_commit.sh  # CONCURRENCY="1 4 16 64" CPU_CONCURRENCY="16 64" ROUNDS=3 DURATION=6s WRITERS=
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PG=${PG:-"postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"}
 REDIS=${REDIS:-redis://127.0.0.1:6379}
 CONCURRENCY=${CONCURRENCY:-"1 4 16 64"}
+CPU_CONCURRENCY=${CPU_CONCURRENCY:-"16 64"}
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-6s}
+WRITERS=${WRITERS:+--group-commit-writers $WRITERS}
 load() {
+  # shellcheck disable=SC2086 # WRITERS is a flag and its value, or nothing
   target/release/tollgate-load --spawn target/release/payments-server --database-url "$PG" \
-    --redis-url "$REDIS" --duration "$DURATION" --retry-share 0 --duplicate-share 0 --quiet "$@"
+    --redis-url "$REDIS" --duration "$DURATION" --retry-share 0 --duplicate-share 0 --quiet \
+    $WRITERS "$@"
 }
 # Clock ticks of CPU PostgreSQL used so far: the postmaster, its live children, and (cutime,
 # cstime) every backend it has reaped.
@@ -42,12 +47,14 @@ for round in $(seq 1 "$ROUNDS"); do
       echo "round=$round concurrency=$c group_commit=$group payments/s=$per_s ratio=$ratio $lat tx/payment=$tx"
     done
   done
-  for group in 1 32; do
-    before=$(pg_ticks)
-    out=$(load --concurrency 16 --group-commit "$group")
-    after=$(pg_ticks)
-    payments=$(grep -oP '~\K[0-9]+(?= payments executed)' <<<"$out")
-    hz=$(getconf CLK_TCK)
-    echo "round=$round cpu concurrency=16 group_commit=$group payments=$payments pg_cpu_us/payment=$(( (after - before) * 1000000 / hz / payments ))"
+  for c in $CPU_CONCURRENCY; do
+    for group in 1 32; do
+      before=$(pg_ticks)
+      out=$(load --concurrency "$c" --group-commit "$group")
+      after=$(pg_ticks)
+      payments=$(grep -oP '~\K[0-9]+(?= payments executed)' <<<"$out")
+      hz=$(getconf CLK_TCK)
+      echo "round=$round cpu concurrency=$c group_commit=$group payments=$payments pg_cpu_us/payment=$(( (after - before) * 1000000 / hz / payments ))"
+    done
   done
 done

@@ -1,6 +1,7 @@
-//! [`GroupCommit`]: the statements of concurrent callers written together — one transaction,
-//! the statements pipelined on one connection, one commit — so that many small writes pay for
-//! one commit and one round trip's wait instead of one each.
+//! [`GroupCommit`]: the statements of concurrent callers written together — one transaction
+//! sent in one flight on one connection (`BEGIN`, the statements, `COMMIT` back to back), one
+//! commit — so that many small writes pay for one commit and one round trip instead of one
+//! each.
 //!
 //! A statement arriving while every writer is busy waits for the next batch; one arriving at
 //! an idle writer is sent at once, alone, as an ordinary autocommit statement: no timer, no
@@ -30,6 +31,13 @@
 //! the *one* form would have given them. Two callers that would touch the same rows (equal
 //! leading parameters, the statement's key) never share an execution: each runs in a
 //! statement of its own, one after the other, as two concurrent callers' statements would.
+//!
+//! A transaction that runs a shared execution is planned with nested loops over indexes only
+//! (`SET LOCAL enable_seqscan = off`, and hash and merge joins off), so the *many* forms should
+//! reach each caller's rows by an index. Statements are prepared once per connection: a plan
+//! chosen while the tables were nearly empty would otherwise keep scanning them whole as they
+//! grow. A statement submitted alone ([`GroupCommit::rows`]) that lands in such a transaction
+//! is planned the same way.
 //!
 //! # Example
 //!
@@ -72,11 +80,11 @@ pub struct GroupCommitConfig {
 }
 
 impl Default for GroupCommitConfig {
-    /// Up to 32 statements a transaction, four transactions at once.
+    /// Up to 32 statements a transaction, one transaction at a time.
     fn default() -> Self {
         GroupCommitConfig {
             max_batch: 32,
-            writers: 4,
+            writers: 1,
         }
     }
 }
@@ -453,45 +461,77 @@ impl Writer {
         }
     }
 
-    /// The jobs in one transaction, their statements pipelined (callers of one [`Batched`]
-    /// statement sharing an execution); alone, if a statement of it fails.
+    /// The jobs in one transaction, sent in one flight (`BEGIN`, the statements, `COMMIT`,
+    /// back to back on the connection; callers of one [`Batched`] statement sharing an
+    /// execution); alone, if a statement of it fails.
     async fn together(&self, batch: Vec<Job>) {
-        let mut client = match self.pool.get().await {
+        let client = match self.pool.get().await {
             Ok(client) => client,
             Err(error) => return fail_all(batch, Shared::new(error), true),
         };
         let plan = plan(&batch);
-        let outcome = {
-            let Ok(transaction) = client.transaction().await else {
+        // Prepared first (cached after the first batch), so that no statement below waits
+        // for anything before it is sent, and they go out in order.
+        for step in &plan {
+            if step
+                .query(&batch)
+                .prepare(self.mode, &client)
+                .await
+                .is_err()
+            {
                 drop(client);
                 return self.alone(batch).await;
-            };
-            let on = On::Transaction(&transaction);
-            let statements = plan.iter().map(|step| step.run(&batch, self.mode, on));
-            // Polled together, tokio-postgres sends them back to back on the connection.
-            let results = futures_util::future::join_all(statements).await;
-            match answers(&batch, &plan, results) {
-                Some(answers) => Some((transaction.commit().await, answers)),
-                None => None,
             }
+        }
+        let begin = if plan.iter().any(Step::is_shared) {
+            BEGIN_KEYED
+        } else {
+            "BEGIN"
         };
-        drop(client);
-        match outcome {
-            // Rolled back: nothing of the batch was written; each statement goes again alone.
-            None => self.alone(batch).await,
-            Some((Ok(()), answers)) => {
+        let on = On::Client(&client);
+        let statements = plan.iter().map(|step| step.run(&batch, self.mode, on));
+        // tokio-postgres sends a request when its future is first polled, and `join3` and
+        // `join_all` poll in order: `BEGIN`, the statements and `COMMIT` leave in that order,
+        // in one flight, and their answers come back together.
+        let (begun, results, committed) = futures_util::future::join3(
+            client.batch_execute(begin),
+            futures_util::future::join_all(statements),
+            client.batch_execute("COMMIT"),
+        )
+        .await;
+        let answers = answers(&batch, &plan, results);
+        match (begun, answers, committed) {
+            (Ok(()), Ok(answers), Ok(())) => {
                 for (job, rows) in batch.into_iter().zip(answers) {
                     let _ = job.reply.send(Ok(rows));
                 }
             }
+            // Nothing of the batch was written: each statement goes again alone.
+            (Ok(()), Err(Unanswered::RolledBack), Ok(())) => {
+                drop(client);
+                self.alone(batch).await;
+            }
+            (Ok(()), Err(Unanswered::Unplaced), Ok(())) => {
+                let unplaced = "a batched statement returned a row without its caller's position";
+                for job in batch {
+                    let _ = job.reply.send(Err(Error::backend(unplaced, false)));
+                }
+            }
             // Whether the commit happened is unknown: every caller hears so.
-            Some((Err(error), _)) => {
+            (Err(error), _, _) | (_, _, Err(error)) => {
                 let transient = is_transient(&error);
                 fail_all(batch, Shared::new(error), transient);
             }
         }
     }
 }
+
+/// Opens a transaction whose [`Batched`] statements are planned as what they are: a few
+/// callers, each reaching its own rows by key. A plan made while the tables were small, and
+/// cached for the connection's life, would otherwise scan whole tables once they are not:
+/// nested loops over indexes are the only plan left.
+const BEGIN_KEYED: &str = "BEGIN; SET LOCAL enable_seqscan = off; \
+    SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off";
 
 /// One statement of a shared transaction: a job's own, or a [`Batched`] statement's `many`
 /// form for several jobs (indices into the batch) whose keys differ.
@@ -501,30 +541,42 @@ struct Step {
 }
 
 impl Step {
+    /// Whether callers share this execution.
+    fn is_shared(&self) -> bool {
+        self.many.is_some() && self.jobs.len() > 1
+    }
+
+    /// The statement this step sends.
+    fn query<'a>(&'a self, batch: &'a [Job]) -> &'a Query {
+        match &self.many {
+            Some(batched) if self.is_shared() => &batched.many,
+            _ => batch[self.jobs[0]].statement.one(),
+        }
+    }
+
     async fn run(
         &self,
         batch: &[Job],
         mode: StatementMode,
         on: On<'_>,
     ) -> Result<Vec<Row>, tokio_postgres::Error> {
-        match (&self.many, self.jobs.as_slice()) {
-            (Some(batched), jobs) if jobs.len() > 1 => {
-                let arrays: Vec<EncodedArray<'_>> = (batched.one.types().iter().enumerate())
-                    .map(|(k, element)| EncodedArray {
-                        element,
-                        values: jobs.iter().map(|&job| &batch[job].params[k]).collect(),
-                    })
-                    .collect();
-                let params: Vec<&(dyn ToSql + Sync)> =
-                    arrays.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
-                batched.many.rows(mode, on, &params).await
-            }
-            _ => {
-                let job = &batch[self.jobs[0]];
-                let params = as_params(&job.params);
-                job.statement.one().rows(mode, on, &params).await
-            }
-        }
+        let shared = self.many.as_ref().filter(|_| self.is_shared());
+        let Some(batched) = shared else {
+            let job = &batch[self.jobs[0]];
+            let params = as_params(&job.params);
+            return job.statement.one().rows(mode, on, &params).await;
+        };
+        let arrays: Vec<EncodedArray<'_>> = (batched.one.types().iter().enumerate())
+            .map(|(k, element)| EncodedArray {
+                element,
+                values: (self.jobs.iter())
+                    .map(|&job| &batch[job].params[k])
+                    .collect(),
+            })
+            .collect();
+        let params: Vec<&(dyn ToSql + Sync)> =
+            arrays.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
+        batched.many.rows(mode, on, &params).await
     }
 }
 
@@ -556,29 +608,43 @@ fn plan(batch: &[Job]) -> Vec<Step> {
     plan
 }
 
+/// Why a batch's callers could not be given their rows.
+enum Unanswered {
+    /// A statement failed: it aborted the transaction, and `COMMIT` rolled it back.
+    RolledBack,
+    /// A shared execution returned a row without a valid position (a defect of its `many`
+    /// form): the transaction committed, but whose row is whose is unknown.
+    Unplaced,
+}
+
 /// Each job's rows, from its step's result: a shared execution's rows go to the job at the
-/// position in their last column. `None` if a statement failed, or a shared execution
-/// returned a row with no valid position (then nobody's answer could be trusted: the batch is
-/// rolled back).
+/// position in their last column.
 fn answers(
     batch: &[Job],
     plan: &[Step],
     results: Vec<Result<Vec<Row>, tokio_postgres::Error>>,
-) -> Option<Vec<Vec<Row>>> {
+) -> Result<Vec<Vec<Row>>, Unanswered> {
+    let results: Vec<Vec<Row>> = (results.into_iter())
+        .collect::<Result<_, _>>()
+        .map_err(|_| Unanswered::RolledBack)?;
     let mut answers: Vec<Vec<Row>> = batch.iter().map(|_| Vec::new()).collect();
     for (step, rows) in plan.iter().zip(results) {
-        let rows = rows.ok()?;
-        if step.jobs.len() == 1 {
+        if !step.is_shared() {
             answers[step.jobs[0]] = rows;
             continue;
         }
         for row in rows {
-            let position: i64 = row.try_get(row.len().checked_sub(1)?).ok()?;
-            let at = usize::try_from(position).ok()?.checked_sub(1)?;
-            answers[*step.jobs.get(at)?].push(row);
+            let job = position(&row).and_then(|at| step.jobs.get(at));
+            answers[*job.ok_or(Unanswered::Unplaced)?].push(row);
         }
     }
-    Some(answers)
+    Ok(answers)
+}
+
+/// The 0-based position a shared execution's row gives in its last column.
+fn position(row: &Row) -> Option<usize> {
+    let position: i64 = row.try_get(row.len().checked_sub(1)?).ok()?;
+    usize::try_from(position).ok()?.checked_sub(1)
 }
 
 fn as_params(params: &[Encoded]) -> Vec<&(dyn ToSql + Sync)> {

@@ -9,7 +9,8 @@
 //! - `postgres` (feature `postgres`): [`postgres::migrate`], a migration in one transaction
 //!   under the advisory lock every Tollgate migration of a schema takes, and
 //!   [`postgres::is_transient`]; [`group_commit::GroupCommit`], concurrent callers' statements
-//!   written in shared transactions.
+//!   written in shared transactions, and a [`group_commit::Batched`] statement's callers in one
+//!   execution of it.
 //!
 //! Failures are one [`Error`]: a backend's own error kept as the source, with whether retrying
 //! may help.

@@ -109,6 +109,20 @@ impl Query {
         }
     }
 
+    /// Prepares it on `client` ahead of its first execution ([`StatementMode::Prepared`];
+    /// nothing to do for [`StatementMode::Unnamed`]), so that the execution is sent without
+    /// waiting: for statements pipelined in order.
+    pub(crate) async fn prepare(
+        &self,
+        mode: StatementMode,
+        client: &deadpool_postgres::ClientWrapper,
+    ) -> Result<(), tokio_postgres::Error> {
+        if mode == StatementMode::Prepared {
+            client.prepare_typed_cached(&self.text, &self.types).await?;
+        }
+        Ok(())
+    }
+
     /// Its one row, or none, for `params` (more than one row is the caller's bug, read as the
     /// first).
     pub async fn opt(

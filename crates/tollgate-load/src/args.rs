@@ -66,6 +66,10 @@ pub(crate) struct Args {
     /// transaction; 1 writes each alone); the server's default when unset.
     #[arg(long)]
     pub(crate) group_commit: Option<usize>,
+    /// With `--spawn`: the server's `[database] group_commit_writers` (grouped transactions in
+    /// flight at once); the server's default when unset.
+    #[arg(long)]
+    pub(crate) group_commit_writers: Option<usize>,
     /// A reference to measure in the same run.
     #[arg(long, value_enum, default_value_t = Reference::None)]
     pub(crate) reference: Reference,

@@ -25,10 +25,13 @@ fn server_config(args: &Args) -> String {
         Scenario::Payments => global.to_owned(),
         Scenario::Flood => format!("{global}{flood}"),
     };
-    let database = match args.group_commit {
-        Some(group) => format!("[database]\ngroup_commit = {group}\n"),
-        None => String::new(),
-    };
+    let mut database = String::from("[database]\n");
+    if let Some(group) = args.group_commit {
+        database.push_str(&format!("group_commit = {group}\n"));
+    }
+    if let Some(writers) = args.group_commit_writers {
+        database.push_str(&format!("group_commit_writers = {writers}\n"));
+    }
     format!(
         "[processor]\nlatency = \"{latency}\"\n\
          [redis]\nconnection = \"{}\"\n{database}{policies}",

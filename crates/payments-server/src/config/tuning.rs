@@ -224,7 +224,7 @@ impl Default for DatabaseTuning {
             migrate: true,
             prepared_statements: true,
             group_commit: 32,
-            group_commit_writers: 4,
+            group_commit_writers: 1,
         }
     }
 }

@@ -198,7 +198,8 @@ pub(crate) fn finish_many(schema: &str, types: &[Type]) -> Result<String, BoxErr
     Ok(format!(
         "WITH i AS (SELECT * FROM {}), c AS ({completion}), {}, \
          u AS (UPDATE {schema}.payments AS t SET status = {status}, decline_code = {decline}, \
-               updated_at = now() FROM w WHERE t.user_id = w.p1 AND t.transaction_id = {id}), \
+               updated_at = now() FROM w WHERE t.user_id = w.p1 AND t.idempotency_key = w.p3 \
+               AND t.transaction_id = {id}), \
          a AS ({audit}) \
          SELECT 1, w.n FROM w",
         callers(types, "i"),
@@ -310,6 +311,26 @@ mod tests {
         let claim = claim_pending("s", &store.claim_statement(), audit_insert);
         let bound = ClaimParams::COUNT + EventParams::COUNT + PAYMENT_PARAMS;
         assert_eq!(numbers(&claim), (1..=bound).collect(), "{claim}");
+    }
+
+    /// The batch forms bind each of their single forms' parameters once, as an array, and
+    /// reach each caller's rows by its user, operation and key (the [`KEY_PARAMS`]).
+    #[test]
+    fn the_batch_forms_bind_the_same_parameters_as_arrays() {
+        let writes = Writes::new("s").expect("statements");
+        let forms = [
+            (
+                &writes.claim_pending,
+                claim_pending_many("s", writes.claim_pending.types()),
+            ),
+            (&writes.finish, finish_many("s", writes.finish.types())),
+        ];
+        for (one, many) in forms {
+            let many = many.expect("a statement");
+            assert_eq!(numbers(&many), (1..=one.types().len()).collect(), "{many}");
+            assert!(many.contains("ON c.user_id = i.p1 AND c.operation = i.p2 AND c.key = i.p3"));
+            assert!(many.ends_with("w.n FROM w"), "{many}");
+        }
     }
 
     /// Ready to distribute by user: the payments table's key starts with the user, and every

@@ -282,6 +282,77 @@ async fn an_event_composes_into_the_callers_statement() {
     drop_schema(&pool, &schema).await;
 }
 
+/// The events of many rows in one statement: one event for each row a caller's own write
+/// returned, its values expressions over that row.
+#[tokio::test]
+async fn events_of_many_rows_in_one_statement() {
+    let Some((pool, schema)) =
+        database("audit::postgres::events_of_many_rows_in_one_statement").await
+    else {
+        return;
+    };
+    let log = PostgresAuditLog::start(pool.clone(), config(&schema))
+        .await
+        .expect("start");
+    let client = pool.get().await.expect("database");
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {schema}.payments (id text PRIMARY KEY, user_id text NOT NULL); \
+             INSERT INTO {schema}.payments VALUES ('txn_taken', 'carol')"
+        ))
+        .await
+        .expect("payments table");
+    let events = PostgresAuditLog::insert_many_statement_in(
+        &schema,
+        "p",
+        &[
+            "gen_random_uuid()",
+            "now()",
+            "p.user_id",
+            "'payment_started'",
+            "'success'",
+            "202",
+            "NULL",
+            "p.id",
+            "NULL",
+            "NULL",
+            "'{}'::jsonb",
+        ],
+    )
+    .expect("a statement");
+    // Three payments offered, one already there: two rows written, two events.
+    let sql = format!(
+        "WITH p AS (INSERT INTO {schema}.payments SELECT * FROM unnest($1::text[], $2::text[]) \
+         ON CONFLICT DO NOTHING RETURNING id, user_id) {events}"
+    );
+    let ids = ["txn_a", "txn_b", "txn_taken"];
+    let users = ["alice", "bob", "carol"];
+    let written = (client
+        .execute(sql.as_str(), &[&&ids[..], &&users[..]])
+        .await)
+        .expect("statement");
+    assert_eq!(written, 2);
+    for (user, id) in [("alice", "txn_a"), ("bob", "txn_b")] {
+        let page = log
+            .page(user, PageRequest::new(None, None).expect("page"))
+            .await
+            .expect("read");
+        assert_eq!(page.entries.len(), 1, "{user}");
+        assert_eq!(page.entries[0].transaction_id.as_deref(), Some(id));
+        assert_eq!(page.entries[0].status_code, Some(202));
+    }
+    let none = log
+        .page("carol", PageRequest::new(None, None).expect("page"))
+        .await;
+    assert!(
+        none.expect("read").entries.is_empty(),
+        "no event without a row"
+    );
+    drop(client);
+    log.shutdown().await.expect("clean shutdown");
+    drop_schema(&pool, &schema).await;
+}
+
 #[tokio::test]
 async fn schema_names_are_validated() {
     let Some((pool, _)) = database("audit::postgres::schema_names_are_validated").await else {
