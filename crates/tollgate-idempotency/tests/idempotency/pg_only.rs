@@ -177,6 +177,77 @@ async fn a_fresh_claim_composes_with_the_first_write() {
     pg::drop_schema(&url, &schema).await;
 }
 
+/// The claims of `scopes` in one statement: the key and fence of each key it claimed, by key.
+async fn claim_many(
+    client: &tollgate_idempotency::postgres::tokio_postgres::Client,
+    schema: &str,
+    scopes: &[&Scope],
+    fp: &tollgate_idempotency::fingerprint::Fingerprint,
+) -> Vec<(String, i64)> {
+    let claim = PostgresStore::claim_many_statement_in(
+        schema,
+        "unnest($1::text[], $2::text[], $3::text[], $4::bytea[]) AS i(u, o, k, f)",
+        &[
+            "i.u",
+            "i.o",
+            "i.k",
+            "i.f",
+            "30000",
+            "86400000",
+            "NULL::timestamptz",
+        ],
+    )
+    .expect("a statement");
+    let users: Vec<&str> = scopes.iter().map(|s| s.user()).collect();
+    let operations: Vec<&str> = scopes.iter().map(|s| s.operation()).collect();
+    let keys: Vec<String> = scopes.iter().map(|s| s.key().to_string()).collect();
+    let prints = vec![fp.as_bytes().as_slice(); scopes.len()];
+    let claimed = client
+        .query(&claim, &[&users, &operations, &keys, &prints])
+        .await
+        .expect("claimed");
+    let mut fences: Vec<(String, i64)> = claimed
+        .iter()
+        .map(|row| (row.get::<_, String>(2), row.get::<_, i64>(3)))
+        .collect();
+    fences.sort();
+    fences
+}
+
+/// The completions of `leases` (a scope and a fence) in one statement, storing `201 {}`: the
+/// keys it completed.
+async fn complete_many(
+    client: &tollgate_idempotency::postgres::tokio_postgres::Client,
+    schema: &str,
+    leases: &[(&Scope, i64)],
+) -> Vec<String> {
+    let complete = PostgresStore::completion_many_statement_in(
+        schema,
+        "unnest($1::text[], $2::text[], $3::text[], $4::int8[]) AS i(u, o, k, fence)",
+        &[
+            "i.u",
+            "i.o",
+            "i.k",
+            "i.fence",
+            "201",
+            "'[]'::jsonb",
+            "'\\x7b7d'::bytea",
+            "86400000",
+            "NULL::timestamptz",
+        ],
+    )
+    .expect("a statement");
+    let users: Vec<&str> = leases.iter().map(|(s, _)| s.user()).collect();
+    let operations: Vec<&str> = leases.iter().map(|(s, _)| s.operation()).collect();
+    let keys: Vec<String> = leases.iter().map(|(s, _)| s.key().to_string()).collect();
+    let fences: Vec<i64> = leases.iter().map(|(_, fence)| *fence).collect();
+    let completed = client
+        .query(&complete, &[&users, &operations, &keys, &fences])
+        .await
+        .expect("completed");
+    completed.iter().map(|row| row.get(2)).collect()
+}
+
 /// The claims of many keys in one statement, then their completions in another: fresh keys are
 /// claimed, a key with a record and a key's second row are not; a lease whose fence is stale
 /// completes nothing. Each key's outcome is the one its own statement would have had.
@@ -198,78 +269,23 @@ async fn many_keys_claim_and_complete_in_one_statement_each() {
         scope("alice", "many-first-0123456789"),
         scope("bob", "many-second-0123456789"),
     );
-    let scopes = [&taken, &first, &second, &first];
-
-    let claim = PostgresStore::claim_many_statement_in(
-        &schema,
-        "unnest($1::text[], $2::text[], $3::text[], $4::bytea[]) AS i(u, o, k, f)",
-        &[
-            "i.u",
-            "i.o",
-            "i.k",
-            "i.f",
-            "30000",
-            "86400000",
-            "NULL::timestamptz",
-        ],
-    )
-    .expect("a statement");
-    let column = |pick: fn(&Scope) -> String| scopes.iter().map(|s| pick(s)).collect::<Vec<_>>();
-    let (users, operations, keys) = (
-        column(|s| s.user().to_owned()),
-        column(|s| s.operation().to_owned()),
-        column(|s| s.key().to_string()),
-    );
-    let prints = vec![fp.as_bytes().as_slice(); scopes.len()];
     let client = pg::pool(&url).get().await.expect("database");
-    let claimed = client
-        .query(&claim, &[&users, &operations, &keys, &prints])
-        .await
-        .expect("claimed");
-    let mut fences: Vec<(String, i64)> = claimed
-        .iter()
-        .map(|row| (row.get::<_, String>(2), row.get::<_, i64>(3)))
-        .collect();
-    fences.sort();
-    let claimed_keys: Vec<&str> = fences.iter().map(|(key, _)| key.as_str()).collect();
+    let fences = claim_many(&client, &schema, &[&taken, &first, &second, &first], &fp).await;
+    let claimed: Vec<&str> = fences.iter().map(|(key, _)| key.as_str()).collect();
     assert_eq!(
-        claimed_keys,
+        claimed,
         ["many-first-0123456789", "many-second-0123456789"],
         "the fresh keys, once each"
     );
 
-    let complete = PostgresStore::completion_many_statement_in(
-        &schema,
-        "unnest($1::text[], $2::text[], $3::text[], $4::int8[]) AS i(u, o, k, fence)",
-        &[
-            "i.u",
-            "i.o",
-            "i.k",
-            "i.fence",
-            "201",
-            "'[]'::jsonb",
-            "'\\x7b7d'::bytea",
-            "86400000",
-            "NULL::timestamptz",
-        ],
-    )
-    .expect("a statement");
     // The first with its own fence, the second with a fence that is not its record's.
-    let (users, operations, keys) = (
-        [first.user(), second.user()],
-        [first.operation(), second.operation()],
-        [first.key().to_string(), second.key().to_string()],
+    let leases = [(&first, fences[0].1), (&second, fences[1].1 + 1000)];
+    let completed = complete_many(&client, &schema, &leases).await;
+    assert_eq!(
+        completed,
+        [first.key().to_string()],
+        "only the live owner's"
     );
-    let stale = [fences[0].1, fences[1].1 + 1000];
-    let completed = client
-        .query(
-            &complete,
-            &[&&users[..], &&operations[..], &&keys[..], &&stale[..]],
-        )
-        .await
-        .expect("completed");
-    assert_eq!(completed.len(), 1, "only the live owner's completion");
-    assert_eq!(completed[0].get::<_, String>(2), first.key().to_string());
     let replay = store.claim(&first, &fp, OPTIONS).await.expect("claim");
     assert!(
         matches!(&replay, Claim::Completed(r) if r.status == 201 && &r.body[..] == b"{}"),
