@@ -1,0 +1,303 @@
+//! The writers: each takes what is waiting and writes it, alone or in one transaction.
+
+use std::fmt;
+use std::sync::Arc;
+
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+
+use super::batched::Batched;
+use super::encoded::{EncodedArray, as_params};
+use super::job::{Job, Observer, Queue, Statement};
+use crate::Error;
+use crate::postgres::{On, Query, StatementMode, backend_error, is_transient};
+
+/// One writer: takes what is waiting, at most `max_batch` statements, and writes it.
+pub(super) struct Writer {
+    pub(super) pool: deadpool_postgres::Pool,
+    pub(super) mode: StatementMode,
+    pub(super) max_batch: usize,
+    pub(super) observe: Observer,
+}
+
+impl Writer {
+    pub(super) async fn run(self, queue: Queue) {
+        loop {
+            let mut batch = Vec::new();
+            {
+                let mut waiting = queue.lock().await;
+                match waiting.recv().await {
+                    Some(first) => batch.push(first),
+                    None => return,
+                }
+                while batch.len() < self.max_batch {
+                    match waiting.try_recv() {
+                        Ok(job) => batch.push(job),
+                        Err(_) => break,
+                    }
+                }
+            }
+            // A caller that stopped waiting is left out: nothing it asked for is written.
+            batch.retain(|job| !job.reply.is_closed());
+            match batch.len() {
+                0 => {}
+                1 => {
+                    (self.observe)(1);
+                    self.alone(batch).await;
+                }
+                size => {
+                    (self.observe)(size);
+                    self.together(batch).await;
+                }
+            }
+        }
+    }
+
+    /// Each job as a statement of its own (autocommit), one after the other; a caller that
+    /// stopped waiting meanwhile (its batch failed) is left out.
+    async fn alone(&self, mut batch: Vec<Job>) {
+        batch.retain(|job| !job.reply.is_closed());
+        if batch.is_empty() {
+            return;
+        }
+        let client = match self.pool.get().await {
+            Ok(client) => client,
+            Err(error) => return fail_all(batch, Shared::new(error), true),
+        };
+        for job in batch {
+            let params = as_params(&job.params);
+            let rows = (job.statement.one())
+                .rows(self.mode, On::Client(&client), &params)
+                .await;
+            let _ = job.reply.send(rows.map_err(backend_error));
+        }
+    }
+
+    /// The jobs in one transaction, sent in one flight (`BEGIN`, the statements, `COMMIT`,
+    /// back to back on the connection; callers of one [`Batched`] statement sharing an
+    /// execution); alone, if a statement of it fails.
+    async fn together(&self, batch: Vec<Job>) {
+        let client = match self.pool.get().await {
+            Ok(client) => client,
+            Err(error) => return fail_all(batch, Shared::new(error), true),
+        };
+        let plan = plan(&batch);
+        // Prepared first (cached after the first batch), so that no statement below waits
+        // for anything before it is sent, and they go out in order.
+        for step in &plan {
+            if step
+                .query(&batch)
+                .prepare(self.mode, &client)
+                .await
+                .is_err()
+            {
+                drop(client);
+                return self.alone(batch).await;
+            }
+        }
+        let begin = if plan.iter().any(Step::is_shared) {
+            BEGIN_KEYED
+        } else {
+            "BEGIN"
+        };
+        let on = On::Client(&client);
+        let statements = plan.iter().map(|step| step.run(&batch, self.mode, on));
+        // tokio-postgres sends a request when its future is first polled, and `join3` and
+        // `join_all` poll in order: `BEGIN`, the statements and `COMMIT` leave in that order,
+        // in one flight, and their answers come back together.
+        let (begun, results, committed) = futures_util::future::join3(
+            client.batch_execute(begin),
+            futures_util::future::join_all(statements),
+            client.batch_execute("COMMIT"),
+        )
+        .await;
+        let answers = answers(&batch, &plan, results);
+        match (begun, answers, committed) {
+            (Ok(()), Ok(answers), Ok(())) => {
+                for (job, rows) in batch.into_iter().zip(answers) {
+                    let _ = job.reply.send(Ok(rows));
+                }
+            }
+            // Nothing of the batch was written: each statement goes again alone.
+            (Ok(()), Err(Unanswered::RolledBack), Ok(())) => {
+                drop(client);
+                self.alone(batch).await;
+            }
+            (Ok(()), Err(Unanswered::Unplaced), Ok(())) => {
+                let unplaced = "a batched statement returned a row without its caller's position";
+                for job in batch {
+                    let _ = job.reply.send(Err(Error::backend(unplaced, false)));
+                }
+            }
+            // Whether the commit happened is unknown: every caller hears so.
+            (Err(error), _, _) | (_, _, Err(error)) => {
+                let transient = is_transient(&error);
+                fail_all(batch, Shared::new(error), transient);
+            }
+        }
+    }
+}
+
+/// Opens a transaction whose [`Batched`] statements are planned as what they are: a few
+/// callers, each reaching its own rows by key. A plan made while the tables were small, and
+/// cached for the connection's life, would otherwise scan whole tables once they are not:
+/// nested loops over indexes are the only plan left.
+const BEGIN_KEYED: &str = "BEGIN; SET LOCAL enable_seqscan = off; \
+    SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off";
+
+/// One statement of a shared transaction: a job's own, or a [`Batched`] statement's `many`
+/// form for several jobs (indices into the batch) whose keys differ.
+struct Step {
+    many: Option<Arc<Batched>>,
+    jobs: Vec<usize>,
+}
+
+impl Step {
+    /// Whether callers share this execution.
+    fn is_shared(&self) -> bool {
+        self.many.is_some() && self.jobs.len() > 1
+    }
+
+    /// The statement this step sends.
+    fn query<'a>(&'a self, batch: &'a [Job]) -> &'a Query {
+        match &self.many {
+            Some(batched) if self.is_shared() => batched.many(),
+            _ => batch[self.jobs[0]].statement.one(),
+        }
+    }
+
+    async fn run(
+        &self,
+        batch: &[Job],
+        mode: StatementMode,
+        on: On<'_>,
+    ) -> Result<Vec<Row>, tokio_postgres::Error> {
+        let shared = self.many.as_ref().filter(|_| self.is_shared());
+        let Some(batched) = shared else {
+            let job = &batch[self.jobs[0]];
+            let params = as_params(&job.params);
+            return job.statement.one().rows(mode, on, &params).await;
+        };
+        let arrays: Vec<EncodedArray<'_>> = (batched.one().types().iter().enumerate())
+            .map(|(k, element)| EncodedArray {
+                element,
+                values: (self.jobs.iter())
+                    .map(|&job| &batch[job].params[k])
+                    .collect(),
+            })
+            .collect();
+        let params: Vec<&(dyn ToSql + Sync)> =
+            arrays.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
+        batched.many().rows(mode, on, &params).await
+    }
+}
+
+/// The batch's statements, in its order: each job of a [`Batched`] statement joins the first
+/// execution of it that holds no job with the same key, or starts one.
+fn plan(batch: &[Job]) -> Vec<Step> {
+    let mut plan: Vec<Step> = Vec::new();
+    for (index, job) in batch.iter().enumerate() {
+        let batched = match &job.statement {
+            Statement::Batched(batched) => Some(batched),
+            Statement::One(_) => None,
+        };
+        let joins = |step: &Step| match (batched, &step.many) {
+            (Some(batched), Some(many)) => {
+                let key = &job.params[..batched.key().min(job.params.len())];
+                Arc::ptr_eq(batched, many)
+                    && !(step.jobs.iter()).any(|&other| batch[other].params.starts_with(key))
+            }
+            _ => false,
+        };
+        match plan.iter().position(joins) {
+            Some(at) => plan[at].jobs.push(index),
+            None => plan.push(Step {
+                many: batched.cloned(),
+                jobs: vec![index],
+            }),
+        }
+    }
+    plan
+}
+
+/// Why a batch's callers could not be given their rows.
+enum Unanswered {
+    /// A statement failed: it aborted the transaction, and `COMMIT` rolled it back.
+    RolledBack,
+    /// A shared execution returned a row without a valid position (a defect of its `many`
+    /// form): the transaction committed, but whose row is whose is unknown.
+    Unplaced,
+}
+
+/// Each job's rows, from its step's result: a shared execution's rows go to the job at the
+/// position in their last column.
+fn answers(
+    batch: &[Job],
+    plan: &[Step],
+    results: Vec<Result<Vec<Row>, tokio_postgres::Error>>,
+) -> Result<Vec<Vec<Row>>, Unanswered> {
+    let results: Vec<Vec<Row>> = (results.into_iter())
+        .collect::<Result<_, _>>()
+        .map_err(|_| Unanswered::RolledBack)?;
+    let mut answers: Vec<Vec<Row>> = batch.iter().map(|_| Vec::new()).collect();
+    for (step, rows) in plan.iter().zip(results) {
+        if !step.is_shared() {
+            answers[step.jobs[0]] = rows;
+            continue;
+        }
+        for row in rows {
+            let job = position(&row).and_then(|at| step.jobs.get(at));
+            answers[*job.ok_or(Unanswered::Unplaced)?].push(row);
+        }
+    }
+    Ok(answers)
+}
+
+/// The 0-based position a shared execution's row gives in its last column.
+fn position(row: &Row) -> Option<usize> {
+    let position: i64 = row.try_get(row.len().checked_sub(1)?).ok()?;
+    usize::try_from(position).ok()?.checked_sub(1)
+}
+
+/// Answers every job with `error` (a connection that could not be had, or a commit whose
+/// outcome is unknown).
+fn fail_all<E: std::error::Error + Send + Sync + 'static>(
+    batch: Vec<Job>,
+    error: Shared<E>,
+    transient: bool,
+) {
+    for job in batch {
+        let _ = job
+            .reply
+            .send(Err(Error::backend(error.clone(), transient)));
+    }
+}
+
+/// One error, the source of every caller's: a batch fails together only at its connection or
+/// its commit.
+#[derive(Debug)]
+struct Shared<E>(Arc<E>);
+
+impl<E> Shared<E> {
+    fn new(error: E) -> Self {
+        Shared(Arc::new(error))
+    }
+}
+
+impl<E> Clone for Shared<E> {
+    fn clone(&self) -> Self {
+        Shared(Arc::clone(&self.0))
+    }
+}
+
+impl<E: fmt::Display> fmt::Display for Shared<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<E: std::error::Error> std::error::Error for Shared<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
