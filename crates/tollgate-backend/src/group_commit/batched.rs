@@ -7,6 +7,33 @@ use crate::postgres::{Query, sql_type};
 
 /// A statement with a second form that does the same for many callers in one execution. See
 /// [One statement for many callers](super#one-statement-for-many-callers).
+///
+/// ```no_run
+/// # async fn example(writes: tollgate_backend::group_commit::GroupCommit)
+/// # -> Result<(), Box<dyn std::error::Error>> {
+/// use std::sync::Arc;
+/// use tokio_postgres::types::Type;
+/// use tollgate_backend::group_commit::{Batched, callers};
+/// use tollgate_backend::postgres::Query;
+///
+/// let one = Query::new(
+///     "INSERT INTO shop.orders (id, total) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING id",
+///     &[Type::TEXT, Type::INT8],
+/// );
+/// // The same for every caller of a batch; each inserted row goes back by its position.
+/// let many = format!(
+///     "WITH i AS (SELECT * FROM {}), \
+///      c AS (INSERT INTO shop.orders (id, total) SELECT p1, p2 FROM i \
+///            ON CONFLICT DO NOTHING RETURNING id) \
+///      SELECT c.id, i.n FROM c JOIN i ON i.p1 = c.id",
+///     callers(one.types(), "i"),
+/// );
+/// // Two callers with the same first parameter (the order id) never share an execution.
+/// let insert = Arc::new(Batched::new(one, many, 1)?);
+/// let rows = writes.batch_rows(&insert, &[&"order-1", &1250_i64]).await?;
+/// assert!(rows.len() <= 1);
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct Batched {
     one: Query,
