@@ -35,7 +35,7 @@ pub(crate) fn statements(schema: &str) -> Result<Vec<String>, BoxError> {
         // The payment path's writes as functions, for statements sent unnamed (behind a pooler
         // in transaction mode): planned once per connection rather than at every call.
         crate::ledger::Writes::new(schema)?
-            .as_functions(schema)
+            .as_functions(schema)?
             .0
             .join("\n"),
     ])

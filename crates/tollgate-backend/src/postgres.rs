@@ -181,10 +181,21 @@ impl Query {
     /// migration), and the [`Query`] that calls it with the same parameters and yields the same
     /// rows.
     pub fn as_function(&self, schema: &str, name: &str, column: &str) -> (String, Query) {
+        self.function(schema, name, &format!("SETOF {column}"))
+    }
+
+    /// [`as_function`](Self::as_function) for a statement that returns rows of several
+    /// columns: `columns` as a `RETURNS TABLE` lists them (`out_id text, out_n bigint`). Their
+    /// names are PL/pgSQL variables inside the function: pick ones the statement does not use.
+    pub fn as_table_function(&self, schema: &str, name: &str, columns: &str) -> (String, Query) {
+        self.function(schema, name, &format!("TABLE ({columns})"))
+    }
+
+    fn function(&self, schema: &str, name: &str, returns: &str) -> (String, Query) {
         let parameters: Vec<String> = self.types.iter().map(sql_type).collect();
         let arguments: Vec<String> = (1..=self.types.len()).map(|n| format!("${n}")).collect();
         let ddl = format!(
-            "CREATE OR REPLACE FUNCTION {schema}.{name}({}) RETURNS SETOF {column} \
+            "CREATE OR REPLACE FUNCTION {schema}.{name}({}) RETURNS {returns} \
              LANGUAGE plpgsql AS $tollgate$ BEGIN RETURN QUERY {}; END $tollgate$;",
             parameters.join(", "),
             self.text

@@ -84,22 +84,17 @@ impl PostgresLedger {
         // planned at every call: the migration's functions plan them once per connection.
         let composed = sql::Writes::new(schema)?;
         let writes = match mode {
-            StatementMode::Unnamed => composed.as_functions(schema).1,
+            StatementMode::Unnamed => composed.as_functions(schema)?.1,
             _ => composed,
         };
         let audit_insert = |first| audit.insert_select_statement(first);
-        type Many = fn(&str, &[Type]) -> Result<String, BoxError>;
-        let batched = |one: Query, many: Many| -> Result<Arc<Batched>, BoxError> {
-            let many = many(schema, one.types())?;
-            Ok(Arc::new(Batched::new(one, many, sql::KEY_PARAMS)?))
-        };
         Ok(PostgresLedger {
             insert_pending: Query::new(
                 sql::insert_pending(schema, audit_insert),
                 &[&EventParams::TYPES[..], &sql::PAYMENT_PARAM_TYPES[..]].concat(),
             ),
-            claim_pending: batched(writes.claim_pending, sql::claim_pending_many)?,
-            finish: batched(writes.finish, sql::finish_many)?,
+            claim_pending: Arc::new(writes.claim_pending),
+            finish: Arc::new(writes.finish),
             group: group.map(|config| {
                 let latency = latency.clone();
                 let observe = Arc::new(move |size| latency.batch(size));
@@ -356,7 +351,10 @@ mod tests {
         ClaimOptions::new(Duration::from_secs(60), Duration::from_secs(3600));
 
     /// A ledger whose writes go through one writer, on a schema of its own.
-    async fn ledger(test: &str) -> Option<(Arc<PostgresLedger>, deadpool_postgres::Pool, String)> {
+    async fn ledger(
+        test: &str,
+        mode: StatementMode,
+    ) -> Option<(Arc<PostgresLedger>, deadpool_postgres::Pool, String)> {
         let Some(url) = std::env::var("TEST_DATABASE_URL")
             .ok()
             .filter(|u| !u.is_empty())
@@ -366,7 +364,8 @@ mod tests {
             );
             return None;
         };
-        let schema = format!("tg_ledger_batch_{}", std::process::id());
+        let unnamed = usize::from(mode == StatementMode::Unnamed);
+        let schema = format!("tg_ledger_batch_{}_{unnamed}", std::process::id());
         let config: tokio_postgres::Config = url.parse().expect("TEST_DATABASE_URL");
         let manager = deadpool_postgres::Manager::new(config, tokio_postgres::NoTls);
         let pool = (deadpool_postgres::Pool::builder(manager)
@@ -378,7 +377,7 @@ mod tests {
         let audit = PostgresAuditLog::open(pool.clone(), AuditLogConfig::default().schema(&schema))
             .expect("audit log");
         let group = GroupCommitConfig::default().writers(1).max_batch(16);
-        let writes = (StatementMode::Prepared, Some(group));
+        let writes = (mode, Some(group));
         let latency = BackendLatency::default();
         let ledger = PostgresLedger::new(pool.clone(), &schema, store, &audit, &latency, writes);
         Some((Arc::new(ledger.expect("ledger")), pool, schema))
@@ -492,7 +491,18 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_batch_answers_each_payment_as_alone() {
-        let Some((ledger, pool, schema)) = ledger("a_batch_answers_each_payment_as_alone").await
+        batch_answers_each_payment_as_alone(StatementMode::Prepared).await;
+    }
+
+    /// The same through the migration's functions, as behind a pooler in transaction mode.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_answers_each_payment_as_alone_sent_unnamed() {
+        batch_answers_each_payment_as_alone(StatementMode::Unnamed).await;
+    }
+
+    async fn batch_answers_each_payment_as_alone(mode: StatementMode) {
+        let Some((ledger, pool, schema)) =
+            ledger("a_batch_answers_each_payment_as_alone", mode).await
         else {
             return;
         };

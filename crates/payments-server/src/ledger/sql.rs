@@ -5,7 +5,7 @@
 
 use tokio_postgres::types::Type;
 use tollgate_audit::postgres::{EventParams, PostgresAuditLog};
-use tollgate_backend::group_commit::callers;
+use tollgate_backend::group_commit::{Batched, callers};
 use tollgate_backend::postgres::Query;
 use tollgate_idempotency::postgres::{ClaimParams, CompletionParams, PostgresStore};
 
@@ -207,10 +207,11 @@ pub(crate) fn finish_many(schema: &str, types: &[Type]) -> Result<String, BoxErr
     ))
 }
 
-/// The ledger's two writes on the payment path, each one statement.
+/// The ledger's two writes on the payment path, each one statement, with its form for the
+/// callers of a whole batch.
 pub(crate) struct Writes {
-    pub(crate) claim_pending: Query,
-    pub(crate) finish: Query,
+    pub(crate) claim_pending: Batched,
+    pub(crate) finish: Batched,
 }
 
 impl Writes {
@@ -225,33 +226,46 @@ impl Writes {
         let types = |parts: &[&[Type]]| parts.concat();
         let (event, row) = (&EventParams::TYPES[..], &PAYMENT_PARAM_TYPES[..]);
         let status = [Type::TEXT, Type::TEXT, Type::TEXT];
+        let claim_pending = Query::new(
+            claim_pending(schema, &claim, audit_insert),
+            &types(&[&ClaimParams::TYPES, event, row]),
+        );
+        let finish = Query::new(
+            finish(schema, &completion, audit_insert),
+            &types(&[&CompletionParams::TYPES, &status, event]),
+        );
+        let claim_many = claim_pending_many(schema, claim_pending.types())?;
+        let finish_many = finish_many(schema, finish.types())?;
         Ok(Writes {
-            claim_pending: Query::new(
-                claim_pending(schema, &claim, audit_insert),
-                &types(&[&ClaimParams::TYPES, event, row]),
-            ),
-            finish: Query::new(
-                finish(schema, &completion, audit_insert),
-                &types(&[&CompletionParams::TYPES, &status, event]),
-            ),
+            claim_pending: Batched::new(claim_pending, claim_many, KEY_PARAMS)?,
+            finish: Batched::new(finish, finish_many, KEY_PARAMS)?,
         })
     }
 
-    /// The same writes as PL/pgSQL functions (planned once per server connection, not at
-    /// every call as unnamed statements are): their DDL, and the writes that call them.
-    pub(crate) fn as_functions(&self, schema: &str) -> (Vec<String>, Writes) {
-        let (claim_ddl, claim_pending) =
-            (self.claim_pending).as_function(schema, "tollgate_claim_pending", "bigint");
-        let (finish_ddl, finish) =
-            self.finish
-                .as_function(schema, "tollgate_finish_payment", "integer");
-        (
-            vec![claim_ddl, finish_ddl],
-            Writes {
-                claim_pending,
-                finish,
-            },
-        )
+    /// The same writes, each form a PL/pgSQL function (planned once per server connection, not
+    /// at every call as unnamed statements are): their DDL, and the writes that call them.
+    pub(crate) fn as_functions(&self, schema: &str) -> Result<(Vec<String>, Writes), BoxError> {
+        // The output columns are variables inside the functions: names no statement uses.
+        let (claim_ddl, claim_one) =
+            (self.claim_pending.one()).as_function(schema, "tollgate_claim_pending", "bigint");
+        let (claim_many_ddl, claim_many) = self.claim_pending.many().as_table_function(
+            schema,
+            "tollgate_claim_pending_many",
+            "tollgate_fence bigint, tollgate_position bigint",
+        );
+        let (finish_ddl, finish_one) =
+            (self.finish.one()).as_function(schema, "tollgate_finish_payment", "integer");
+        let (finish_many_ddl, finish_many) = self.finish.many().as_table_function(
+            schema,
+            "tollgate_finish_payment_many",
+            "tollgate_written integer, tollgate_position bigint",
+        );
+        let ddl = vec![claim_ddl, claim_many_ddl, finish_ddl, finish_many_ddl];
+        let writes = Writes {
+            claim_pending: Batched::new(claim_one, claim_many.text(), KEY_PARAMS)?,
+            finish: Batched::new(finish_one, finish_many.text(), KEY_PARAMS)?,
+        };
+        Ok((ddl, writes))
     }
 }
 
@@ -318,16 +332,9 @@ mod tests {
     #[test]
     fn the_batch_forms_bind_the_same_parameters_as_arrays() {
         let writes = Writes::new("s").expect("statements");
-        let forms = [
-            (
-                &writes.claim_pending,
-                claim_pending_many("s", writes.claim_pending.types()),
-            ),
-            (&writes.finish, finish_many("s", writes.finish.types())),
-        ];
-        for (one, many) in forms {
-            let many = many.expect("a statement");
-            assert_eq!(numbers(&many), (1..=one.types().len()).collect(), "{many}");
+        for write in [&writes.claim_pending, &writes.finish] {
+            let (one, many) = (write.one(), write.many().text());
+            assert_eq!(numbers(many), (1..=one.types().len()).collect(), "{many}");
             assert!(many.contains("ON c.user_id = i.p1 AND c.operation = i.p2 AND c.key = i.p3"));
             assert!(many.ends_with("w.n FROM w"), "{many}");
         }
@@ -347,8 +354,8 @@ mod tests {
         let pending = insert_pending("s", audit_insert);
         let find = select("s", "transaction_id = $1 AND user_id = $2");
         let statements = [
-            writes.claim_pending.text(),
-            writes.finish.text(),
+            writes.claim_pending.one().text(),
+            writes.finish.one().text(),
             &pending,
             &find,
         ];
