@@ -301,3 +301,78 @@ impl<E: std::error::Error> std::error::Error for Shared<E> {
         self.0.source()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use tokio::sync::oneshot;
+    use tokio_postgres::types::Type;
+
+    use super::super::encoded::encode;
+    use super::*;
+
+    /// A caller of `statement` (`None`: a statement of its own) whose one parameter, the key,
+    /// is `key`.
+    fn job(statement: Option<&Arc<Batched>>, key: i32) -> Job {
+        let params = encode(&[Type::INT4], &[&key]).expect("an int4");
+        let statement = match statement {
+            Some(batched) => Statement::Batched(Arc::clone(batched)),
+            None => Statement::One(Arc::new(Query::new("SELECT $1", &[Type::INT4]))),
+        };
+        let (reply, _) = oneshot::channel();
+        Job {
+            statement,
+            params,
+            reply,
+        }
+    }
+
+    fn batched() -> Arc<Batched> {
+        let one = Query::new("SELECT $1", &[Type::INT4]);
+        Arc::new(Batched::new(one, "SELECT p1, n FROM unnest($1::int4[])", 1).expect("int4[]"))
+    }
+
+    proptest! {
+        /// Every caller is in exactly one statement; a shared execution holds callers of one
+        /// batched statement with keys all different; a caller of its own statement is alone;
+        /// and callers of one statement with the same key run in the order they came.
+        #[test]
+        fn a_plan_shares_only_what_may_be_shared(
+            callers in proptest::collection::vec((0..3usize, 0..4i32), 0..40),
+        ) {
+            let statements = [batched(), batched()];
+            let batch: Vec<Job> = callers
+                .iter()
+                .map(|&(which, key)| job(statements.get(which.wrapping_sub(1)), key))
+                .collect();
+            let plan = plan(&batch);
+            let mut step_of = vec![None; batch.len()];
+            for (at, step) in plan.iter().enumerate() {
+                for &job in &step.jobs {
+                    prop_assert!(step_of[job].replace(at).is_none(), "caller {job} twice");
+                }
+                match &step.many {
+                    None => prop_assert_eq!(step.jobs.len(), 1),
+                    Some(many) => {
+                        let mut keys = std::collections::BTreeSet::new();
+                        for &job in &step.jobs {
+                            let Statement::Batched(own) = &batch[job].statement else {
+                                return Err(TestCaseError::fail("a lone statement shared"));
+                            };
+                            prop_assert!(Arc::ptr_eq(own, many));
+                            prop_assert!(keys.insert(callers[job].1), "a key twice in one step");
+                        }
+                    }
+                }
+            }
+            prop_assert!(step_of.iter().all(Option::is_some), "a caller left out");
+            for (i, first) in callers.iter().enumerate() {
+                for (j, second) in callers.iter().enumerate().skip(i + 1) {
+                    if first == second && first.0 != 0 {
+                        prop_assert!(step_of[i] < step_of[j], "callers {i} and {j} reordered");
+                    }
+                }
+            }
+        }
+    }
+}
