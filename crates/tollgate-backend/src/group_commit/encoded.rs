@@ -108,3 +108,44 @@ pub(super) fn encode(
 pub(super) fn as_params(params: &[Encoded]) -> Vec<&(dyn ToSql + Sync)> {
     params.iter().map(|p| p as &(dyn ToSql + Sync)).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use tokio_postgres::types::FromSql;
+
+    use super::*;
+
+    /// `values` as a batch's array of `element`, read back as PostgreSQL would.
+    fn round_trip<T>(element: &Type, array: &Type, values: &[Option<T>]) -> Vec<Option<T>>
+    where
+        T: ToSql + Sync + for<'a> FromSql<'a>,
+    {
+        let encoded: Vec<Encoded> = values
+            .iter()
+            .map(|value| {
+                encode(std::slice::from_ref(element), &[value]).expect("encoded")[0].clone()
+            })
+            .collect();
+        let array_value = EncodedArray {
+            element,
+            values: encoded.iter().collect(),
+        };
+        let mut out = BytesMut::new();
+        array_value.to_sql(array, &mut out).expect("an array");
+        Vec::<Option<T>>::from_sql(array, &out).expect("read back")
+    }
+
+    proptest! {
+        /// The callers' encoded values, as one array, read back as the values themselves, NULLs
+        /// and empty arrays included.
+        #[test]
+        fn a_batch_array_reads_back_as_its_values(
+            numbers in proptest::collection::vec(proptest::option::of(any::<i64>()), 0..20),
+            texts in proptest::collection::vec(proptest::option::of(".{0,12}"), 0..20),
+        ) {
+            prop_assert_eq!(round_trip(&Type::INT8, &Type::INT8_ARRAY, &numbers), numbers);
+            prop_assert_eq!(round_trip(&Type::TEXT, &Type::TEXT_ARRAY, &texts), texts);
+        }
+    }
+}
