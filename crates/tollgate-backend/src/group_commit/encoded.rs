@@ -82,6 +82,8 @@ impl ToSql for EncodedArray<'_> {
     to_sql_checked!();
 }
 
+/// `params` in the binary format of `types`, each checked against its type: what a caller's
+/// job keeps until its batch is sent.
 pub(super) fn encode(
     types: &[Type],
     params: &[&(dyn ToSql + Sync)],
@@ -105,6 +107,7 @@ pub(super) fn encode(
     Ok(encoded)
 }
 
+/// Encoded parameters, bound as they are.
 pub(super) fn as_params(params: &[Encoded]) -> Vec<&(dyn ToSql + Sync)> {
     params.iter().map(|p| p as &(dyn ToSql + Sync)).collect()
 }
