@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio_postgres::types::Type;
+use tollgate_backend::Error;
 use tollgate_backend::group_commit::{Batched, GroupCommit, GroupCommitConfig, callers};
 use tollgate_backend::postgres::{Query, StatementMode};
 
@@ -71,6 +72,14 @@ fn insert_many(schema: &str) -> Arc<Batched> {
         callers(one.types(), "i")
     );
     Arc::new(Batched::new(one, many, 1).expect("text and int4 have arrays"))
+}
+
+/// The keys the test table holds, in order.
+async fn committed_keys(pool: &deadpool_postgres::Pool, schema: &str) -> Vec<String> {
+    let client = pool.get().await.expect("a connection");
+    let select = format!("SELECT k FROM {schema}.t ORDER BY k");
+    let rows = client.query(&select, &[]).await.expect("the rows");
+    rows.iter().map(|row| row.get(0)).collect()
 }
 
 /// One writer, and the size of each transaction it wrote.
@@ -152,43 +161,50 @@ async fn a_batch_answers_each_caller_as_alone() {
         "the lone insert, the sleep, then one batch of four"
     );
 
-    let client = pool.get().await.expect("a connection");
-    let keys: Vec<String> = client
-        .query(&format!("SELECT k FROM {schema}.t ORDER BY k"), &[])
-        .await
-        .expect("the rows")
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
     assert_eq!(
-        keys,
+        committed_keys(&pool, &schema).await,
         ["fresh", "taken", "twice"],
         "the cancelled caller wrote nothing"
     );
-    drop(client);
     drop_schema(&pool, &schema).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failing_statement_fails_alone() {
-    let Some((pool, schema)) = database("a_failing_statement_fails_alone").await else {
+/// The test table's insert, submitted as a statement of its own or with its form for many.
+#[derive(Clone)]
+enum Insert {
+    Plain(Arc<Query>),
+    Batched(Arc<Batched>),
+}
+
+impl Insert {
+    /// The number of rows inserting `(key, n)` returned.
+    async fn rows(&self, writes: &GroupCommit, key: &str, n: i32) -> Result<usize, Error> {
+        let rows = match self {
+            Insert::Plain(query) => writes.rows(query, &[&key, &n]).await,
+            Insert::Batched(batched) => writes.batch_rows(batched, &[&key, &n]).await,
+        };
+        rows.map(|rows| rows.len())
+    }
+}
+
+/// A row the database refuses fails its caller's statement alone: the batch is rolled back
+/// and each caller's statement sent again by itself.
+async fn a_refused_row_fails_alone(test: &str, insert: fn(&str) -> Insert) {
+    let Some((pool, schema)) = database(test).await else {
         return;
     };
     let insert = insert(&schema);
     let (writes, sizes) = one_writer(&pool);
     let busy = occupy(&writes, &sizes).await;
     let call = |key: &'static str, n: i32| {
-        let (writes, insert) = (writes.clone(), Arc::clone(&insert));
-        tokio::spawn(async move { writes.rows(&insert, &[&key, &n]).await.map(|r| r.len()) })
+        let (writes, insert) = (writes.clone(), insert.clone());
+        tokio::spawn(async move { insert.rows(&writes, key, n).await })
     };
     let (before, refused, after) = (call("before", 1), call("refused", -1), call("after", 1));
     busy.await.expect("the slow statement");
 
     assert_eq!(before.await.expect("a task").expect("rows"), 1);
-    let error = refused
-        .await
-        .expect("a task")
-        .expect_err("the CHECK refuses it");
+    let error = (refused.await.expect("a task")).expect_err("the CHECK refuses it");
     assert!(!error.is_transient(), "{error}");
     assert_eq!(after.await.expect("a task").expect("rows"), 1);
     assert_eq!(
@@ -197,6 +213,12 @@ async fn a_failing_statement_fails_alone() {
         "one batch, rolled back and sent again alone"
     );
     drop_schema(&pool, &schema).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_statement_fails_alone() {
+    let plain = |schema: &str| Insert::Plain(insert(schema));
+    a_refused_row_fails_alone("a_failing_statement_fails_alone", plain).await;
 }
 
 #[tokio::test]
@@ -265,51 +287,18 @@ async fn a_batched_statement_answers_each_caller_as_alone() {
         [1, 1, 5],
         "the lone insert, the sleep, one batch"
     );
-    let client = pool.get().await.expect("a connection");
-    let keys: Vec<String> = (client.query(&format!("SELECT k FROM {schema}.t ORDER BY k"), &[]))
-        .await
-        .expect("the rows")
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
     assert_eq!(
-        keys,
+        committed_keys(&pool, &schema).await,
         ["fresh-1", "fresh-2", "taken", "twice"],
         "nothing of the cancelled"
     );
-    drop(client);
     drop_schema(&pool, &schema).await;
 }
 
-/// A row the database refuses fails its caller's statement alone: the batch is rolled back
-/// and each caller's statement sent again by itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_row_of_a_batched_statement_fails_alone() {
-    let Some((pool, schema)) = database("a_refused_row_of_a_batched_statement_fails_alone").await
-    else {
-        return;
-    };
-    let insert = insert_many(&schema);
-    let (writes, sizes) = one_writer(&pool);
-    let busy = occupy(&writes, &sizes).await;
-    let call = |key: &'static str, n: i32| {
-        let (writes, insert) = (writes.clone(), Arc::clone(&insert));
-        tokio::spawn(async move {
-            writes
-                .batch_rows(&insert, &[&key, &n])
-                .await
-                .map(|r| r.len())
-        })
-    };
-    let (before, refused, after) = (call("before", 1), call("refused", -1), call("after", 1));
-    busy.await.expect("the slow statement");
-
-    assert_eq!(before.await.expect("a task").expect("rows"), 1);
-    let error = (refused.await.expect("a task")).expect_err("the CHECK refuses it");
-    assert!(!error.is_transient(), "{error}");
-    assert_eq!(after.await.expect("a task").expect("rows"), 1);
-    assert_eq!(*sizes.lock(), [1, 3]);
-    drop_schema(&pool, &schema).await;
+    let batched = |schema: &str| Insert::Batched(insert_many(schema));
+    a_refused_row_fails_alone("a_refused_row_of_a_batched_statement_fails_alone", batched).await;
 }
 
 #[test]
