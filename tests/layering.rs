@@ -355,3 +355,31 @@ fn libraries_depend_only_on_leaf_crates() {
         "tollgate-reqwest's own dependencies"
     );
 }
+
+#[test]
+fn the_server_middleware_and_domain_stand_on_their_own() {
+    let src = crates_dir().join("payments-server/src");
+    let state = src.join("state.rs");
+    for (file, targets) in graph(&src) {
+        if file.starts_with(src.join("layers")) {
+            assert!(
+                !targets.contains(&state),
+                "{} uses the application state: a middleware carries only what it needs",
+                file.display()
+            );
+        }
+    }
+    let mut domain = Vec::new();
+    rust_files(&src.join("payment"), &mut domain);
+    assert!(!domain.is_empty(), "payment/ has files");
+    for file in domain {
+        let text = std::fs::read_to_string(&file).expect("a source file");
+        for http in ["tollgate_http", "axum", "http::"] {
+            assert!(
+                !text.contains(http),
+                "{} names {http}: the payment domain knows no HTTP",
+                file.display()
+            );
+        }
+    }
+}

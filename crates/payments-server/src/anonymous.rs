@@ -22,8 +22,8 @@ pub(crate) const PER_ADDRESS: &str = "anonymous";
 /// The ceiling's name.
 pub(crate) const CEILING: &str = "anonymous-ceiling";
 
-/// The strangers' limiter and its two policies.
-#[derive(Debug)]
+/// The strangers' limiter and its two policies; a clone shares both.
+#[derive(Clone, Debug)]
 pub(crate) struct AnonymousLimit {
     limiter: Arc<MemoryLimiter>,
     /// Replaced by a reload (`limits.anonymous_*`).

@@ -43,7 +43,7 @@ use crate::layers::claim::ClaimWithIntent;
 use crate::layers::deadline::{BodyRead, DeadlineLayer};
 use crate::layers::json::RequireJson;
 use crate::layers::observe::{self, Measure};
-use crate::layers::rate_limits::{for_public_route as public_limits, for_route as limits_layer};
+use crate::layers::rate_limits::{RouteLimits, for_public_route};
 use crate::layers::request_id::{self, UuidV7, X_REQUEST_ID};
 use crate::layers::stage::{AroundLayer, Next, StageLayer};
 use crate::paths;
@@ -52,8 +52,13 @@ use crate::state::AppState;
 /// The server's router over `state`. Serve it with `ConnectInfo<SocketAddr>` in each request's
 /// extensions (per-IP limits and trusted proxies need the peer address).
 pub fn app(state: Arc<AppState>) -> Router {
-    let span_state = Arc::clone(&state);
-    routes(&state)
+    let addresses = state.addresses.clone();
+    let measure = Measure {
+        request_duration: state.metrics.request_duration.clone(),
+        rate_limit_decisions: state.metrics.backends.rate_limit_decisions.clone(),
+        stranger_log: Arc::clone(&state.stranger_log),
+    };
+    routes(&Kit::new(&state))
         .layer(
             ServiceBuilder::new()
                 .map_request(request_id::drop_unusable)
@@ -67,82 +72,106 @@ pub fn app(state: Arc<AppState>) -> Router {
                 ))
                 .layer(
                     TraceLayer::new_for_http()
-                        .make_span_with(move |request: &Request| {
-                            observe::span(&span_state, request)
-                        })
+                        .make_span_with(move |request: &Request| observe::span(&addresses, request))
                         .on_request(())
                         .on_response(())
                         .on_failure(()),
                 )
-                .layer(AroundLayer::new(Measure(Arc::clone(&state)))),
+                .layer(AroundLayer::new(measure)),
         )
         .with_state(state)
 }
 
+/// What the routes are built from: the state the handlers read, and the middleware, each
+/// holding only what it needs of it.
+struct Kit {
+    state: Arc<AppState>,
+    require_key: RequireKey,
+    limits: RouteLimits,
+}
+
+impl Kit {
+    fn new(state: &Arc<AppState>) -> Self {
+        Kit {
+            state: Arc::clone(state),
+            require_key: RequireKey {
+                keys: Arc::clone(&state.keys),
+                strangers: state.anonymous.clone(),
+                addresses: state.addresses.clone(),
+            },
+            limits: RouteLimits {
+                limiter: Arc::clone(&state.limiter),
+                policies: state.policies.clone(),
+                subjects: Arc::clone(&state.subjects),
+                addresses: state.addresses.clone(),
+            },
+        }
+    }
+
+    /// Authentication from the request head (401 or 429 for a stranger, before any body is
+    /// read).
+    fn require_key(&self) -> ValidateRequestHeaderLayer<RequireKey> {
+        ValidateRequestHeaderLayer::custom(self.require_key.clone())
+    }
+
+    /// `GET template` answered by `handler`, behind what `access` asks for and the request
+    /// deadline.
+    fn get<H, T>(&self, template: &str, access: Access, handler: H) -> MethodRouter<Arc<AppState>>
+    where
+        H: Handler<T, Arc<AppState>>,
+        T: 'static,
+    {
+        let limits = match access {
+            Access::Probe => None,
+            Access::Public => Some(for_public_route(
+                &self.state.anonymous,
+                self.state.addresses.clone(),
+            )),
+            Access::Authenticated => Some(self.limits.layer(&Method::GET, template)),
+        };
+        let authenticated = access == Access::Authenticated;
+        let stack = ServiceBuilder::new()
+            .option_layer(authenticated.then(|| self.require_key()))
+            .option_layer(authenticated.then(authenticated_mark))
+            .layer(DeadlineLayer::new(
+                self.state.timeouts.request,
+                BodyRead::Unread,
+            ))
+            .option_layer(limits)
+            .service(handler.with_state(Arc::clone(&self.state)));
+        on_service(MethodFilter::GET, stack)
+    }
+}
+
 /// Every route, each with the layers its access needs.
-fn routes(s: &Arc<AppState>) -> Router<Arc<AppState>> {
-    let payments = payment_pipeline(s);
+fn routes(kit: &Kit) -> Router<Arc<AppState>> {
+    use Access::{Authenticated, Probe, Public};
+    let payments = payment_pipeline(kit);
     Router::new()
-        .route(
-            paths::HEALTH,
-            route(s, Method::GET, paths::HEALTH, Access::Probe, probes::health),
-        )
-        .route(
-            paths::READY,
-            route(s, Method::GET, paths::READY, Access::Probe, probes::ready),
-        )
+        .route(paths::HEALTH, kit.get(paths::HEALTH, Probe, probes::health))
+        .route(paths::READY, kit.get(paths::READY, Probe, probes::ready))
         .route(
             paths::METRICS,
-            route(
-                s,
-                Method::GET,
-                paths::METRICS,
-                Access::Probe,
-                probes::metrics,
-            ),
+            kit.get(paths::METRICS, Probe, probes::metrics),
         )
         .route(
             paths::RETRY_CONFIG,
-            route(
-                s,
-                Method::GET,
-                paths::RETRY_CONFIG,
-                Access::Public,
-                probes::retry_config,
-            ),
+            kit.get(paths::RETRY_CONFIG, Public, probes::retry_config),
         )
-        .route(paths::PAYMENTS, payments_route(s, payments.clone()))
+        .route(paths::PAYMENTS, payments_route(kit, payments.clone()))
         .route(
             paths::PAYMENT,
-            route(
-                s,
-                Method::GET,
-                paths::PAYMENT,
-                Access::Authenticated,
-                payments::get_payment,
-            ),
+            kit.get(paths::PAYMENT, Authenticated, payments::get_payment),
         )
         .route(
             paths::RATE_LIMITS,
-            route(
-                s,
-                Method::GET,
-                paths::RATE_LIMITS,
-                Access::Authenticated,
-                rate_limits::rate_limits,
-            ),
+            kit.get(paths::RATE_LIMITS, Authenticated, rate_limits::rate_limits),
         )
         .route(
             paths::AUDIT_LOGS,
-            route(
-                s,
-                Method::GET,
-                paths::AUDIT_LOGS,
-                Access::Authenticated,
-                audit::audit_logs,
-            ),
+            kit.get(paths::AUDIT_LOGS, Authenticated, audit::audit_logs),
         )
-        .route(paths::SIMULATE, simulate_route(s, payments))
+        .route(paths::SIMULATE, simulate_route(kit, payments))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
 }
@@ -161,56 +190,16 @@ enum Access {
     Authenticated,
 }
 
-/// Authentication from the request head (401 or 429 for a stranger, before any body is read).
-fn require_key(state: &Arc<AppState>) -> ValidateRequestHeaderLayer<RequireKey> {
-    ValidateRequestHeaderLayer::custom(RequireKey(Arc::clone(state)))
-}
-
 /// Inside [`RequireKey`]: marks the answers of the requests it admitted, which alone get an
 /// access-log line each.
 fn authenticated_mark() -> MapResponseLayer<fn(Response) -> Response> {
     MapResponseLayer::new(mark_authenticated)
 }
 
-fn filter(method: &Method) -> MethodFilter {
-    MethodFilter::try_from(method.clone()).unwrap_or(MethodFilter::GET)
-}
-
-/// `handler` on `method template`, behind what `access` asks for, the body limit and the
-/// request deadline.
-fn route<H, T>(
-    state: &Arc<AppState>,
-    method: Method,
-    template: &str,
-    access: Access,
-    handler: H,
-) -> MethodRouter<Arc<AppState>>
-where
-    H: Handler<T, Arc<AppState>>,
-    T: 'static,
-{
-    let limits = match access {
-        Access::Probe => None,
-        Access::Public => Some(public_limits(state)),
-        Access::Authenticated => Some(limits_layer(state, method.clone(), template)),
-    };
-    let authenticated = access == Access::Authenticated;
-    let stack = ServiceBuilder::new()
-        .option_layer(authenticated.then(|| require_key(state)))
-        .option_layer(authenticated.then(authenticated_mark))
-        .layer(DeadlineLayer::new(state.timeouts.request, BodyRead::Unread))
-        .option_layer(limits)
-        .service(handler.with_state(Arc::clone(state)));
-    on_service(filter(&method), stack)
-}
-
 /// `POST /api/v1/payments`: a caller with a key, then the payment pipeline.
-fn payments_route(
-    state: &Arc<AppState>,
-    payments: impl Next + Sync,
-) -> MethodRouter<Arc<AppState>> {
+fn payments_route(kit: &Kit, payments: impl Next + Sync) -> MethodRouter<Arc<AppState>> {
     let stack = ServiceBuilder::new()
-        .layer(require_key(state))
+        .layer(kit.require_key())
         .layer(authenticated_mark())
         .service(payments);
     on_service(MethodFilter::POST, stack)
@@ -219,20 +208,20 @@ fn payments_route(
 /// `POST /api/v1/simulate-concurrent`: checked whole before its own limit, then fanned out
 /// through the payment pipeline; `404` unless `testing.simulate_concurrent` is on (one request
 /// is up to 100 payment attempts).
-fn simulate_route<P: Next + Sync>(
-    state: &Arc<AppState>,
-    payments: P,
-) -> MethodRouter<Arc<AppState>> {
-    if !state.testing.simulate_concurrent {
+fn simulate_route<P: Next + Sync>(kit: &Kit, payments: P) -> MethodRouter<Arc<AppState>> {
+    if !kit.state.testing.simulate_concurrent {
         return axum::routing::post(handlers::simulate::off);
     }
     let run = |State(payments): State<P>, request: Request| simulate::run(payments, request);
     let stack = ServiceBuilder::new()
-        .layer(require_key(state))
+        .layer(kit.require_key())
         .layer(authenticated_mark())
-        .layer(DeadlineLayer::new(state.timeouts.request, BodyRead::Read))
+        .layer(DeadlineLayer::new(
+            kit.state.timeouts.request,
+            BodyRead::Read,
+        ))
         .layer(StageLayer::new(simulate::PlanFirst))
-        .layer(limits_layer(state, Method::POST, paths::SIMULATE))
+        .layer(kit.limits.layer(&Method::POST, paths::SIMULATE))
         .service(run.with_state(payments));
     on_service(MethodFilter::POST, stack)
 }
@@ -243,7 +232,8 @@ fn simulate_route<P: Next + Sync>(
 /// `100 Continue` is answered without sending it). `simulate-concurrent` sends its copies
 /// through it too. Concrete, not boxed: a boxed service is cloned into a new box on every
 /// request.
-fn payment_pipeline(state: &Arc<AppState>) -> impl Next + Sync + use<> {
+fn payment_pipeline(kit: &Kit) -> impl Next + Sync + use<> {
+    let state = &kit.state;
     let scoped = |head: &RequestHead<'_>| {
         let caller = head.extensions().get::<Caller>()?;
         Some(Identity::new(caller.user.as_ref(), paths::PAYMENTS))
@@ -255,9 +245,12 @@ fn payment_pipeline(state: &Arc<AppState>) -> impl Next + Sync + use<> {
         idempotency = idempotency.claim_hook(ClaimWithIntent::new(intents.clone(), breaker));
     }
     ServiceBuilder::new()
-        .layer(AroundLayer::new(Accounting(Arc::clone(state))))
+        .layer(AroundLayer::new(Accounting {
+            metrics: Arc::clone(&state.metrics),
+            audit: state.audit.clone(),
+        }))
         .layer(DeadlineLayer::new(state.timeouts.request, BodyRead::Later))
-        .layer(limits_layer(state, Method::POST, paths::PAYMENTS))
+        .layer(kit.limits.layer(&Method::POST, paths::PAYMENTS))
         .layer(StageLayer::new(ReadBody {
             timeout: state.timeouts.request,
         }))

@@ -112,7 +112,7 @@ impl Server {
         let state = AppState::new(&file, &keys, backends).map_err(StartError::Invalid)?;
         let limits = crate::serve::ConnectionLimits::from_config(
             &file.limits,
-            Arc::clone(&state.trusted_proxies),
+            Arc::clone(&state.addresses.0),
         );
         let keys = managed_keys(config, &file, &state).await?;
         // One probe before serving: `backend_up` is in the first scrape, not only after the
@@ -142,8 +142,8 @@ impl Server {
             let mut every = tokio::time::interval(Duration::from_secs(1));
             loop {
                 every.tick().await;
-                for summary in state.refusals.due() {
-                    state.audit(summary).await;
+                for summary in state.audit.refusals.due() {
+                    state.audit.record(summary).await;
                 }
                 if let Some(summary) = state.stranger_log.due() {
                     summary.log();
@@ -173,8 +173,8 @@ impl Server {
     /// Writes the open refusal windows' counts and every audit event accepted so far (the
     /// PostgreSQL sink's queue).
     pub async fn shutdown(self) {
-        for summary in self.state.refusals.drain() {
-            self.state.audit(summary).await;
+        for summary in self.state.audit.refusals.drain() {
+            self.state.audit.record(summary).await;
         }
         if let Some(audit) = self.audit {
             match audit.shutdown().await {

@@ -33,6 +33,7 @@
 mod access_log;
 mod anonymous;
 mod app;
+mod audit_trail;
 mod auth;
 mod backends;
 pub mod config;

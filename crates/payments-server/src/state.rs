@@ -6,7 +6,6 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use tollgate_audit::{AuditEvent, AuditLog};
 use tollgate_clock::SystemClock;
 use tollgate_http::client_ip::TrustedProxies;
 use tollgate_idempotency::store::{ClaimOptions, IdempotencyStore};
@@ -16,41 +15,44 @@ use tollgate_retry::breaker::{BreakerConfig, CircuitBreaker, State, Window};
 
 use crate::access_log::StrangerLog;
 use crate::anonymous::AnonymousLimit;
+use crate::audit_trail::AuditTrail;
 use crate::auth::KeyDirectory;
 use crate::config::{ApiKey, FileConfig, TestingTuning, Timeouts};
 use crate::health::HealthCache;
 use crate::health::Services;
+use crate::layers::rate_limits::ClientAddresses;
 use crate::ledger::Ledger;
 use crate::metrics::BackendLatency;
 use crate::metrics::Metrics;
 use crate::payment::IntentStore;
 use crate::payment::Payments;
 use crate::processor::PaymentProcessor;
-use crate::refusals::{Denial, RefusalDigest};
+use crate::refusals::RefusalDigest;
 use crate::subjects::Subjects;
+use tollgate_audit::AuditLog;
 
 /// The state every handler and layer shares: a leaf, behind an `Arc`.
 #[derive(Debug)]
 pub struct AppState {
-    pub(crate) keys: KeyDirectory,
+    pub(crate) keys: Arc<KeyDirectory>,
     pub(crate) limiter: Arc<dyn DynRateLimiter>,
     /// The policy table of requests with a key: replaced whole by a reload (SIGHUP).
     pub(crate) policies: LivePolicies,
     pub(crate) idempotency: Arc<Idempotency<Arc<dyn IdempotencyStore>>>,
     pub(crate) payments: Payments,
-    pub(crate) audit: Arc<dyn AuditLog>,
+    pub(crate) audit: AuditTrail,
     pub(crate) services: Services,
-    pub(crate) metrics: Metrics,
-    /// Replaced whole by a reload; shared with the connection limits.
-    pub(crate) trusted_proxies: Arc<ArcSwap<TrustedProxies>>,
+    pub(crate) metrics: Arc<Metrics>,
+    /// Behind the trusted proxies, replaced whole by a reload; shared with the connection
+    /// limits.
+    pub(crate) addresses: ClientAddresses,
     /// Users' tiers and the dimensions' headers: replaced whole by a reload.
-    pub(crate) subjects: ArcSwap<Subjects>,
+    pub(crate) subjects: Arc<ArcSwap<Subjects>>,
     pub(crate) timeouts: Timeouts,
     pub(crate) testing: TestingTuning,
     pub(crate) anonymous: AnonymousLimit,
-    pub(crate) stranger_log: StrangerLog,
+    pub(crate) stranger_log: Arc<StrangerLog>,
     pub(crate) health: HealthCache,
-    pub(crate) refusals: RefusalDigest,
     /// Set at SIGTERM: `/ready` answers `503` from then on.
     draining: AtomicBool,
 }
@@ -101,26 +103,25 @@ impl AppState {
         )?;
         metrics.zero_policies(&anonymous.policies().current());
         Ok(Arc::new(AppState {
-            keys: KeyDirectory::new(keys),
+            keys: Arc::new(KeyDirectory::new(keys)),
             limiter: backends.limiter,
             policies: LivePolicies::new(policies),
             idempotency: Arc::new(idempotency),
             payments,
-            audit: backends.audit,
+            audit: audit_trail(file, backends.audit, &metrics),
             services: backends.services,
-            trusted_proxies: Arc::new(ArcSwap::from_pointee(trusted_proxies(file))),
-            subjects: ArcSwap::from_pointee(Subjects::new(file)?),
+            addresses: ClientAddresses(Arc::new(ArcSwap::from_pointee(trusted_proxies(file)))),
+            subjects: Arc::new(ArcSwap::from_pointee(Subjects::new(file)?)),
             timeouts: file.timeouts,
             testing: file.testing,
             anonymous,
-            stranger_log: StrangerLog::new(file.limits.anonymous_log_interval),
+            stranger_log: Arc::new(StrangerLog::new(file.limits.anonymous_log_interval)),
             health: HealthCache::new(
                 file.health.cache,
                 metrics.health_probes.clone(),
                 metrics.backend_up.clone(),
             ),
-            refusals: RefusalDigest::new(file.audit.refusal_window, Arc::new(SystemClock::new())),
-            metrics,
+            metrics: Arc::new(metrics),
             draining: AtomicBool::new(false),
         }))
     }
@@ -148,12 +149,12 @@ impl AppState {
         }
         self.metrics.zero_policies(&policies);
         self.anonymous.replace(strangers);
-        self.refusals.window.set(file.audit.refusal_window);
+        self.audit.refusals.window.set(file.audit.refusal_window);
         self.health.ttl.set(file.health.cache);
         // A request reads each of these once. One that falls between two stores is decided
         // on the old settings or the new ones, per setting; a tier the table does not know
         // is decided on the defaults, so no mix fails.
-        self.trusted_proxies.store(Arc::new(trusted_proxies(file)));
+        self.addresses.0.store(Arc::new(trusted_proxies(file)));
         self.policies.replace(policies);
         self.subjects.store(Arc::new(subjects));
         Ok(count)
@@ -169,39 +170,11 @@ impl AppState {
     pub(crate) fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
     }
+}
 
-    /// Hands `event` to the audit trail before the client is answered: once accepted, the
-    /// PostgreSQL sink writes it even if the server shuts down right after (its queue is
-    /// flushed at shutdown). Accepting is a queue push; it waits only when the queue is full,
-    /// which is the backpressure wanted.
-    pub(crate) async fn audit(&self, event: AuditEvent) {
-        if let Err(error) = self.audit.record(event).await {
-            tracing::warn!(error = %crate::error_chain(&error), "audit event not recorded");
-        }
-    }
-
-    /// The entries to write for one refusal, folded per window (see [`RefusalDigest`]): the
-    /// previous window's count if it just ended, and `event()`, the refusal's own entry, only
-    /// when it opens a window. Empty (and nothing built) when it is folded.
-    pub(crate) fn refusal_entries(
-        &self,
-        denial: &Denial<'_>,
-        event: impl FnOnce() -> AuditEvent,
-    ) -> Vec<AuditEvent> {
-        let admitted = self.refusals.admit(denial);
-        if !admitted.opened {
-            self.metrics.audit_refusals_folded.inc();
-        }
-        let own = admitted.opened.then(event);
-        admitted.summary.into_iter().chain(own).collect()
-    }
-
-    /// [`audit`](Self::audit) for each of `events`, in order.
-    pub(crate) async fn audit_all(&self, events: Vec<AuditEvent>) {
-        for event in events {
-            self.audit(event).await;
-        }
-    }
+fn audit_trail(file: &FileConfig, log: Arc<dyn AuditLog>, metrics: &Metrics) -> AuditTrail {
+    let refusals = RefusalDigest::new(file.audit.refusal_window, Arc::new(SystemClock::new()));
+    AuditTrail::new(log, refusals, metrics.audit_refusals_folded.clone())
 }
 
 fn trusted_proxies(file: &FileConfig) -> TrustedProxies {

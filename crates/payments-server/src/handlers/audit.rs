@@ -34,7 +34,7 @@ pub(crate) async fn audit_logs(
         Ok(page) => page,
         Err(error) => return responses::simple(StatusCode::BAD_REQUEST, error.to_string()),
     };
-    match state.audit.page(&user, page).await {
+    match state.audit.log.page(&user, page).await {
         Ok(page) => responses::json(StatusCode::OK, &page),
         Err(error) => {
             tracing::warn!(error = %crate::error_chain(&error), "audit trail unavailable");

@@ -77,10 +77,10 @@ pub(crate) async fn create_payment(
     match answer.audit {
         Some(event) if event.outcome == AuditOutcome::Denied => {
             let denial = crate::refusals::Denial::of(&event, user, None);
-            let entries = state.refusal_entries(&denial, || event.clone());
-            state.audit_all(entries).await;
+            let entries = state.audit.refusal_entries(&denial, || event.clone());
+            state.audit.record_all(entries).await;
         }
-        Some(event) => state.audit(event).await,
+        Some(event) => state.audit.record(event).await,
         None => {}
     }
     let mut response = answer.response;

@@ -10,7 +10,6 @@ use serde_json::{Value, json};
 use tollgate_ratelimit::{Decision, RateLimiter, RequestContext};
 
 use crate::auth::Caller;
-use crate::layers::rate_limits::client_address;
 use crate::state::AppState;
 use crate::{paths, responses};
 
@@ -18,7 +17,7 @@ pub(crate) async fn rate_limits(State(state): State<Arc<AppState>>, request: Req
     let Some(caller) = request.extensions().get::<Caller>().cloned() else {
         return responses::unavailable("the caller is unknown");
     };
-    let ip = client_address(&state, request.headers(), request.extensions());
+    let ip = state.addresses.of(request.headers(), request.extensions());
     let this_endpoint = paths::endpoint(&http::Method::GET, paths::RATE_LIMITS);
     let (tier, dimensions) = {
         let subjects = state.subjects.load();

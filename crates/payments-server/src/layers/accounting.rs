@@ -15,10 +15,10 @@ use tower_http::request_id::RequestId;
 
 use super::Refusal;
 use super::stage::{After, Around};
+use crate::audit_trail::AuditTrail;
 use crate::auth::Caller;
-use crate::metrics::PaymentOutcome;
+use crate::metrics::{Metrics, PaymentOutcome};
 use crate::refusals::Denial;
-use crate::state::AppState;
 
 /// Put by the payment handler in its answer's extensions: how it counts in
 /// `payment_requests_total`. The handler wrote its own audit events (some commit with the
@@ -48,11 +48,10 @@ fn verdict(label: PaymentOutcome, action: Action, outcome: AuditOutcome) -> Verd
 }
 
 /// The one place that decides how a payment request counts.
-fn classify(state: &AppState, response: &Response) -> Option<Verdict> {
+fn classify(metrics: &Metrics, response: &Response) -> Option<Verdict> {
     let facts = response.extensions();
     if let Some(limited) = facts.get::<RateLimited>() {
-        state
-            .metrics
+        metrics
             .rate_limit_exceeded
             .with_label_values(&[limited.policy.as_str()])
             .inc();
@@ -68,8 +67,7 @@ fn classify(state: &AppState, response: &Response) -> Option<Verdict> {
     let denied = AuditOutcome::Denied;
     let outcome = facts.get::<IdempotencyOutcome>();
     if let Some(outcome) = outcome {
-        state
-            .metrics
+        metrics
             .backends
             .idempotency_requests
             .with_label_values(&[outcome_label(*outcome)])
@@ -79,7 +77,7 @@ fn classify(state: &AppState, response: &Response) -> Option<Verdict> {
         Some(IdempotencyOutcome::Executed) => {
             let answered = facts.get::<PaymentAnswered>()?;
             if let Some(succeeded) = answered.settled {
-                state.metrics.processed(succeeded);
+                metrics.processed(succeeded);
             }
             Verdict {
                 label: answered.label,
@@ -88,7 +86,7 @@ fn classify(state: &AppState, response: &Response) -> Option<Verdict> {
             }
         }
         Some(IdempotencyOutcome::Replayed) => {
-            state.metrics.idempotent_replays.inc();
+            metrics.idempotent_replays.inc();
             verdict(
                 PaymentOutcome::Replayed,
                 Action::PAYMENT_REPLAY,
@@ -96,7 +94,7 @@ fn classify(state: &AppState, response: &Response) -> Option<Verdict> {
             )
         }
         Some(IdempotencyOutcome::Conflict | IdempotencyOutcome::Fenced) => {
-            state.metrics.concurrent_conflicts.inc();
+            metrics.concurrent_conflicts.inc();
             verdict(
                 PaymentOutcome::Conflicted,
                 Action::IDEMPOTENCY_CONFLICT,
@@ -142,7 +140,10 @@ fn outcome_label(outcome: IdempotencyOutcome) -> &'static str {
 
 /// Counts and audits what the stack answered to an authenticated payment request.
 #[derive(Clone, Debug)]
-pub(crate) struct Accounting(pub(crate) Arc<AppState>);
+pub(crate) struct Accounting {
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) audit: AuditTrail,
+}
 
 /// What [`Accounting`] keeps from the request: the caller, the request id and the raw
 /// `Idempotency-Key` (parsed only if an entry is written: most answers write none).
@@ -164,13 +165,12 @@ impl Around for Accounting {
     }
 
     fn after(&self, noted: Noted, response: Response) -> After {
-        let state = &self.0;
-        let (Some(Caller { user, .. }), Some(verdict)) = (noted.user, classify(state, &response))
+        let (Some(Caller { user, .. }), Some(verdict)) =
+            (noted.user, classify(&self.metrics, &response))
         else {
             return After::Now(response);
         };
-        state
-            .metrics
+        self.metrics
             .payment_requests
             .with_label_values(&[verdict.label.label()])
             .inc();
@@ -200,16 +200,16 @@ impl Around for Accounting {
                 request_id: Some(request_id),
                 idempotency_key: key.as_ref().map(IdempotencyKey::as_str),
             };
-            state.refusal_entries(&denial, event)
+            self.audit.refusal_entries(&denial, event)
         } else {
             vec![event()]
         };
         if entries.is_empty() {
             return After::Now(response);
         }
-        let state = Arc::clone(state);
+        let audit = self.audit.clone();
         After::Later(Box::pin(async move {
-            state.audit_all(entries).await;
+            audit.record_all(entries).await;
             response
         }))
     }

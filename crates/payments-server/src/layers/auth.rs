@@ -9,9 +9,9 @@ use axum::response::Response;
 use http::StatusCode;
 use tower_http::validate_request::ValidateRequest;
 
-use super::rate_limits::client_address;
-use crate::auth::Presented;
-use crate::state::AppState;
+use super::rate_limits::ClientAddresses;
+use crate::anonymous::AnonymousLimit;
+use crate::auth::{KeyDirectory, Presented};
 
 /// Put in the extensions of every answer to a request a valid key admitted (by
 /// [`mark_authenticated`] inside [`RequireKey`]): only those get an access-log line each.
@@ -30,14 +30,18 @@ pub(crate) fn mark_authenticated(mut response: Response) -> Response {
 /// a valid key.
 /// tower-http's `ValidateRequestHeaderLayer::custom` runs it.
 #[derive(Clone, Debug)]
-pub(crate) struct RequireKey(pub(crate) Arc<AppState>);
+pub(crate) struct RequireKey {
+    pub(crate) keys: Arc<KeyDirectory>,
+    /// Where a request without a valid key is counted.
+    pub(crate) strangers: AnonymousLimit,
+    pub(crate) addresses: ClientAddresses,
+}
 
 impl ValidateRequest<Body> for RequireKey {
     type ResponseBody = Body;
 
     fn validate(&mut self, request: &mut Request) -> Result<(), Response> {
-        let state = &self.0;
-        let refusal = match state.keys.authenticate(request.headers()) {
+        let refusal = match self.keys.authenticate(request.headers()) {
             Ok(caller) => {
                 tracing::Span::current().record("user.id", caller.user.as_ref());
                 request.extensions_mut().insert(caller);
@@ -47,8 +51,8 @@ impl ValidateRequest<Body> for RequireKey {
                 crate::responses::simple(StatusCode::BAD_REQUEST, "send one Authorization header")
             }
             Err(Presented::Missing | Presented::Unknown) => {
-                let ip = client_address(state, request.headers(), request.extensions());
-                state.anonymous.refuse(ip)
+                let ip = self.addresses.of(request.headers(), request.extensions());
+                self.strangers.refuse(ip)
             }
         };
         Err(refusal)

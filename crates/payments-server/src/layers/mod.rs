@@ -1,7 +1,6 @@
-//! The server's own middleware, each a [`stage::Step`] over the request and the [`AppState`]:
-//! what tower-http and the Tollgate layers do not do for this contract.
-//!
-//! [`AppState`]: crate::AppState
+//! The server's own middleware: what tower-http and the Tollgate layers do not do for this
+//! contract. Each holds only what it needs (metrics, the audit trail, the key directory), never
+//! the application's state, so a middleware can be read, built and tested on its own.
 
 pub(crate) mod accounting;
 pub(crate) mod auth;

@@ -10,13 +10,15 @@ use axum::body::Body;
 use axum::extract::{MatchedPath, Request};
 use axum::response::Response;
 use http::Method;
+use prometheus::{HistogramVec, IntCounterVec};
 use tollgate_http::idempotency::StoreFailure;
 use tollgate_http::ratelimit::RateLimitDecision;
 use tracing::Span;
 
 use super::auth::Authenticated;
+use super::rate_limits::ClientAddresses;
 use super::stage::{After, Around};
-use crate::state::AppState;
+use crate::access_log::StrangerLog;
 
 /// A method as a label: the standard ones by name, any other as `other` (a client chooses the
 /// method, and must not choose the number of series or the size of a log line).
@@ -46,13 +48,13 @@ fn semconv_method(method: &Method) -> &'static str {
 
 /// The request's span (tower-http's `TraceLayer` enters it around the whole request), with
 /// OpenTelemetry's HTTP server attributes; JSON log lines carry the same names.
-pub(crate) fn span(state: &AppState, request: &http::Request<Body>) -> Span {
+pub(crate) fn span(addresses: &ClientAddresses, request: &http::Request<Body>) -> Span {
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or("unmatched", MatchedPath::as_str);
     let method = semconv_method(request.method());
-    let client = super::rate_limits::client_address(state, request.headers(), request.extensions());
+    let client = addresses.of(request.headers(), request.extensions());
     let span = tracing::info_span!(
         "request",
         request_id = super::request_id::of(request.extensions()),
@@ -87,7 +89,13 @@ pub(crate) fn span(state: &AppState, request: &http::Request<Body>) -> Span {
 /// log),
 /// and logs what an idempotency store failure was (clients get a fixed message).
 #[derive(Clone, Debug)]
-pub(crate) struct Measure(pub(crate) Arc<AppState>);
+pub(crate) struct Measure {
+    /// `http_request_duration_seconds`.
+    pub(crate) request_duration: HistogramVec,
+    /// `rate_limit_decisions_total`.
+    pub(crate) rate_limit_decisions: IntCounterVec,
+    pub(crate) stranger_log: Arc<StrangerLog>,
+}
 
 impl Around for Measure {
     /// When the request arrived, its route template and its method label.
@@ -99,21 +107,18 @@ impl Around for Measure {
     }
 
     fn after(&self, noted: Self::Noted, response: Response) -> After {
-        let state = &self.0;
         let (started, route, method) = noted;
         if let Some(failure) = response.extensions().get::<StoreFailure>() {
             let error = crate::pools::explained(failure.0.clone());
             tracing::warn!(%error, "idempotency store failed");
         }
         if let Some(decision) = response.extensions().get::<RateLimitDecision>() {
-            count_rate_limit_decision(state, decision);
+            count_rate_limit_decision(&self.rate_limit_decisions, decision);
         }
         let route_path = route;
         let route = route_path.as_ref().map_or("unmatched", MatchedPath::as_str);
         let latency = started.elapsed();
-        state
-            .metrics
-            .request_duration
+        self.request_duration
             .with_label_values(&[route, method, response.status().as_str()])
             .observe(latency.as_secs_f64());
         let status = response.status().as_u16();
@@ -132,10 +137,7 @@ impl Around for Measure {
             tracing::info!(http.response.status_code = status, latency_ms, "request");
         } else {
             tracing::debug!(http.response.status_code = status, latency_ms, "request");
-            if let Some(summary) = state
-                .stranger_log
-                .count(method, route_path.as_ref(), status)
-            {
+            if let Some(summary) = self.stranger_log.count(method, route_path.as_ref(), status) {
                 summary.log();
             }
         }
@@ -145,8 +147,7 @@ impl Around for Measure {
 
 /// Counts `decision` under its binding policy (`allowed`, `denied`) and each shadow policy that
 /// would have refused (`would-deny`).
-fn count_rate_limit_decision(state: &AppState, decision: &RateLimitDecision) {
-    let decisions = &state.metrics.backends.rate_limit_decisions;
+fn count_rate_limit_decision(decisions: &IntCounterVec, decision: &RateLimitDecision) {
     if let Some(policy) = &decision.policy {
         let result = if decision.allowed {
             "allowed"
