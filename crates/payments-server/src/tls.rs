@@ -15,6 +15,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use percent_encoding::percent_decode_str;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
@@ -123,7 +124,7 @@ impl PgUrl {
             let mut kept = Vec::new();
             for pair in query.split('&').filter(|p| !p.is_empty()) {
                 let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-                if !take(key, &percent_decode(value))? {
+                if !take(key, &percent_decode_str(value).decode_utf8_lossy())? {
                     kept.push(pair);
                 }
             }
@@ -189,29 +190,6 @@ enum Checks {
     Full,
 }
 
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// The trusted CAs: the PEM file at `path`, or the system's for `None` and `"system"`.
 pub(crate) fn roots(path: Option<&str>) -> Result<RootCertStore, String> {
     let mut store = RootCertStore::empty();
@@ -223,13 +201,7 @@ pub(crate) fn roots(path: Option<&str>) -> Result<RootCertStore, String> {
                 return Err("no system CA certificates found; set sslrootcert".into());
             }
         }
-        Some(path) => {
-            for cert in pem_certificates(Path::new(path))? {
-                store
-                    .add(cert)
-                    .map_err(|e| format!("sslrootcert {path}: {e}"))?;
-            }
-        }
+        Some(path) => return roots_in_file(Path::new(path)),
     }
     Ok(store)
 }

@@ -1,4 +1,3 @@
-
 use super::*;
 use tollgate_http::client_ip::TrustedProxies;
 

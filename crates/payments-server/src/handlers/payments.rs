@@ -22,6 +22,7 @@ use crate::auth::Caller;
 use crate::layers::accounting::PaymentAnswered;
 use crate::layers::claim::ClaimedPayment;
 use crate::layers::{body, request_id};
+use crate::ledger::LedgerError;
 use crate::metrics::PaymentOutcome;
 use crate::payment::{Attempt, Payment, Refused, Settled, Status};
 use crate::state::AppState;
@@ -95,93 +96,95 @@ pub(crate) async fn create_payment(
 /// The flow's result as an answer, what the idempotency layer keeps of it, how it counts and
 /// what the trail says: one `match`.
 fn answer(outcome: Result<Settled, Refused>, attempt: &Attempt<'_>) -> Answer {
-    let refused = |status: StatusCode, action: Action, outcome: AuditOutcome| {
-        Some(attempt.event(action, outcome, status.as_u16()))
-    };
-    let (response, disposition, label, audit) = match outcome {
-        Ok(settled) => {
-            let disposition = if settled.record_completed {
-                Disposition::Completed
-            } else {
-                Disposition::Store
-            };
-            let label = match settled.payment.status {
-                Status::Succeeded => PaymentOutcome::Succeeded,
-                _ => PaymentOutcome::Declined,
-            };
-            (live(settled.receipt), disposition, label, None)
+    match outcome {
+        Ok(settled) => settled_answer(settled),
+        Err(refused) => refusal(refused, attempt),
+    }
+}
+
+impl Answer {
+    /// An answer the flow's own writes already audited.
+    fn unaudited(response: Response, disposition: Disposition, label: PaymentOutcome) -> Self {
+        Answer {
+            response,
+            disposition,
+            label,
+            audit: None,
         }
-        Err(Refused::Malformed(message)) => (
-            responses::simple(
-                StatusCode::BAD_REQUEST,
-                format!("the body is not a payment request: {message}"),
-            ),
-            Disposition::Forget,
-            PaymentOutcome::Rejected,
-            refused(
-                StatusCode::BAD_REQUEST,
-                Action::VALIDATION_FAILED,
-                AuditOutcome::Denied,
-            ),
-        ),
-        Err(Refused::Invalid(errors)) => (
-            responses::invalid_payment(&errors),
-            Disposition::Forget,
-            PaymentOutcome::Rejected,
-            refused(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                Action::VALIDATION_FAILED,
-                AuditOutcome::Denied,
-            ),
-        ),
-        Err(error @ Refused::CircuitOpen { retry_after }) => (
+    }
+}
+
+/// A payment the processor settled: its receipt, stored for replays.
+fn settled_answer(settled: Settled) -> Answer {
+    let disposition = if settled.record_completed {
+        Disposition::Completed
+    } else {
+        Disposition::Store
+    };
+    let label = match settled.payment.status {
+        Status::Succeeded => PaymentOutcome::Succeeded,
+        _ => PaymentOutcome::Declined,
+    };
+    Answer::unaudited(live(settled.receipt), disposition, label)
+}
+
+/// A payment the flow did not settle: refused before the charge, or left pending.
+fn refusal(refused: Refused, attempt: &Attempt<'_>) -> Answer {
+    let invalid = |response: Response| Answer {
+        audit: Some(attempt.event(
+            Action::VALIDATION_FAILED,
+            AuditOutcome::Denied,
+            response.status().as_u16(),
+        )),
+        ..Answer::unaudited(response, Disposition::Forget, PaymentOutcome::Rejected)
+    };
+    match refused {
+        Refused::Malformed(message) => invalid(responses::simple(
+            StatusCode::BAD_REQUEST,
+            format!("the body is not a payment request: {message}"),
+        )),
+        Refused::Invalid(errors) => invalid(responses::invalid_payment(&errors)),
+        error @ Refused::CircuitOpen { retry_after } => Answer::unaudited(
             responses::with_retry_after(
                 responses::simple(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
                 retry_after,
             ),
             Disposition::Forget,
             PaymentOutcome::Unavailable,
-            None,
         ),
-        Err(Refused::CircuitOpenPending {
+        Refused::CircuitOpenPending {
             payment,
             retry_after,
-        }) => still_pending(&payment, Pending::CircuitOpen(retry_after), attempt),
-        Err(Refused::Storage(error)) => {
-            // The database's own message stays in the log: it can name hosts and schemas.
-            let error = crate::pools::explained(crate::error_chain(&error));
-            tracing::warn!(%error, "payment storage failed");
-            (
-                responses::unavailable(
-                    "payment storage is unavailable; retry with the same Idempotency-Key",
-                ),
-                // The write may have committed with its acknowledgement lost: keep the key so
-                // the retry looks the payment up rather than recording it twice.
-                Disposition::Ambiguous,
-                PaymentOutcome::Unavailable,
-                None,
-            )
-        }
-        Err(Refused::ProcessorLost { payment, cause }) => {
+        } => still_pending(&payment, Pending::CircuitOpen(retry_after), attempt),
+        Refused::Storage(error) => storage_failed(&error),
+        Refused::ProcessorLost { payment, cause } => {
             let reason = crate::error_chain(&cause);
             still_pending(&payment, Pending::AnswerLost(reason), attempt)
         }
         // A newer owner holds the key and will reconcile this same payment. Giving the key back
         // with this stale fence is refused like any fenced-off write, so the idempotency layer
         // answers 409 with Retry-After and says so (`IdempotencyOutcome::Fenced`).
-        Err(error @ Refused::TakenOver) => (
+        error @ Refused::TakenOver => Answer::unaudited(
             responses::simple(StatusCode::CONFLICT, error.to_string()),
             Disposition::Ambiguous,
             PaymentOutcome::Conflicted,
-            None,
         ),
-    };
-    Answer {
-        response,
-        disposition,
-        label,
-        audit,
     }
+}
+
+/// The payment's storage failed: the write may have committed with its acknowledgement lost,
+/// so the key is kept and a retry looks the payment up rather than recording it twice.
+fn storage_failed(error: &LedgerError) -> Answer {
+    // The database's own message stays in the log: it can name hosts and schemas.
+    let error = crate::pools::explained(crate::error_chain(error));
+    tracing::warn!(%error, "payment storage failed");
+    Answer::unaudited(
+        responses::unavailable(
+            "payment storage is unavailable; retry with the same Idempotency-Key",
+        ),
+        Disposition::Ambiguous,
+        PaymentOutcome::Unavailable,
+    )
 }
 
 /// The answer for a settled payment, rendered once: these bytes are stored and sent.
@@ -243,11 +246,7 @@ enum Pending {
 
 /// The answer for a payment left pending: the claim is kept (ambiguous), so the retry with the
 /// same key resumes this payment and reconciles it with the processor.
-fn still_pending(
-    payment: &Payment,
-    why: Pending,
-    attempt: &Attempt<'_>,
-) -> (Response, Disposition, PaymentOutcome, Option<AuditEvent>) {
+fn still_pending(payment: &Payment, why: Pending, attempt: &Attempt<'_>) -> Answer {
     let (reason, status, title, detail, retry_after, label) = match why {
         Pending::AnswerLost(reason) => (
             reason.clone(),
@@ -284,7 +283,10 @@ fn still_pending(
     if let Some(after) = retry_after {
         response = responses::with_retry_after(response, after);
     }
-    (response, Disposition::Ambiguous, label, Some(event))
+    Answer {
+        audit: Some(event),
+        ..Answer::unaudited(response, Disposition::Ambiguous, label)
+    }
 }
 
 pub(crate) async fn get_payment(

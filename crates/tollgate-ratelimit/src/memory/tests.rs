@@ -1,4 +1,3 @@
-
 use super::*;
 use crate::clock::ManualClock;
 use crate::{Algorithm, Policy, Scope};
