@@ -49,6 +49,12 @@ for _ in $(seq "$ROUNDS"); do
   peer=$(rate "http://127.0.0.1:$HELLO_PORT/api/v1/payments")
   echo "server $ours req/s, hello-world $peer req/s, ratio $(echo "scale=2; $ours / $peer" | bc)"
 done
-curl -s "http://127.0.0.1:$SERVER_PORT/api/v1/payments" -X POST -H 'Authorization: Bearer tollgate-load-key-0' \
-  -H 'Content-Type: application/json' -H 'Idempotency-Key: flood-key-0' \
-  -d '{"amount": "10.00", "currency": "USD", "payment_method": "card", "description": "flood"}' -o /dev/null -w 'last answer: %{http_code}\n'
+# The flood must have been the user's 429s: a key or header the server refuses would measure a
+# 401 or a 400 instead, so the run fails unless the same request is refused by the limit.
+last=$(curl -s "http://127.0.0.1:$SERVER_PORT/api/v1/payments" -X POST \
+  -H 'Authorization: Bearer tollgate-load-key-0' -H 'Content-Type: application/json' \
+  -H 'Idempotency-Key: flood-key-00000000' \
+  -d '{"amount": "10.00", "currency": "USD", "payment_method": "card", "description": "flood"}' \
+  -o /dev/null -w '%{http_code}')
+echo "last answer: $last"
+[ "$last" = 429 ] || { echo "the flood was not answered 429: post.lua and this script disagree" >&2; exit 1; }

@@ -2,5 +2,5 @@
 wrk.method = "POST"
 wrk.body = '{"amount": "10.00", "currency": "USD", "payment_method": "card", "description": "flood"}'
 wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer load-key-0"
-wrk.headers["Idempotency-Key"] = "flood-key-0"
+wrk.headers["Authorization"] = "Bearer tollgate-load-key-0"
+wrk.headers["Idempotency-Key"] = "flood-key-00000000"

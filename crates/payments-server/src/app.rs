@@ -94,11 +94,11 @@ impl Kit {
     fn new(state: &Arc<AppState>) -> Self {
         Kit {
             state: Arc::clone(state),
-            require_key: RequireKey {
-                keys: Arc::clone(&state.keys),
-                strangers: state.anonymous.clone(),
-                addresses: state.addresses.clone(),
-            },
+            require_key: RequireKey::new(
+                Arc::clone(&state.keys),
+                state.anonymous.clone(),
+                state.addresses.clone(),
+            ),
             limits: RouteLimits {
                 limiter: Arc::clone(&state.limiter),
                 policies: state.policies.clone(),

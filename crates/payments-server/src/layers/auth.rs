@@ -30,18 +30,37 @@ pub(crate) fn mark_authenticated(mut response: Response) -> Response {
 /// a valid key.
 /// tower-http's `ValidateRequestHeaderLayer::custom` runs it.
 #[derive(Clone, Debug)]
-pub(crate) struct RequireKey {
-    pub(crate) keys: Arc<KeyDirectory>,
+pub(crate) struct RequireKey(Arc<Admission>);
+
+/// What [`RequireKey`] decides with, shared: a request clones one pointer.
+#[derive(Debug)]
+struct Admission {
+    keys: Arc<KeyDirectory>,
     /// Where a request without a valid key is counted.
-    pub(crate) strangers: AnonymousLimit,
-    pub(crate) addresses: ClientAddresses,
+    strangers: AnonymousLimit,
+    addresses: ClientAddresses,
+}
+
+impl RequireKey {
+    pub(crate) fn new(
+        keys: Arc<KeyDirectory>,
+        strangers: AnonymousLimit,
+        addresses: ClientAddresses,
+    ) -> Self {
+        RequireKey(Arc::new(Admission {
+            keys,
+            strangers,
+            addresses,
+        }))
+    }
 }
 
 impl ValidateRequest<Body> for RequireKey {
     type ResponseBody = Body;
 
     fn validate(&mut self, request: &mut Request) -> Result<(), Response> {
-        let refusal = match self.keys.authenticate(request.headers()) {
+        let admission = &self.0;
+        let refusal = match admission.keys.authenticate(request.headers()) {
             Ok(caller) => {
                 tracing::Span::current().record("user.id", caller.user.as_ref());
                 request.extensions_mut().insert(caller);
@@ -51,8 +70,10 @@ impl ValidateRequest<Body> for RequireKey {
                 crate::responses::simple(StatusCode::BAD_REQUEST, "send one Authorization header")
             }
             Err(Presented::Missing | Presented::Unknown) => {
-                let ip = self.addresses.of(request.headers(), request.extensions());
-                self.strangers.refuse(ip)
+                let ip = admission
+                    .addresses
+                    .of(request.headers(), request.extensions());
+                admission.strangers.refuse(ip)
             }
         };
         Err(refusal)

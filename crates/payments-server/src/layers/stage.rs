@@ -13,6 +13,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::extract::Request;
@@ -116,8 +117,9 @@ impl<St: Step, S: Next> Service<Request> for Stage<St, S> {
 }
 
 /// A middleware that notes what it needs from the request, lets the rest of the stack answer,
-/// then acts on the answer; it awaits only when [`After::Later`] says so.
-pub(crate) trait Around: Clone + Send + Sync + 'static {
+/// then acts on the answer; it awaits only when [`After::Later`] says so. The layer shares it
+/// behind one `Arc`, so a request clones one pointer however much the middleware holds.
+pub(crate) trait Around: Send + Sync + 'static {
     /// What it keeps from the request for the answer.
     type Noted: Send + 'static;
 
@@ -138,33 +140,52 @@ pub(crate) enum After {
 }
 
 /// `around` as a tower layer.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub(crate) struct AroundLayer<A> {
-    around: A,
+    around: Arc<A>,
+}
+
+impl<A> Clone for AroundLayer<A> {
+    fn clone(&self) -> Self {
+        AroundLayer {
+            around: Arc::clone(&self.around),
+        }
+    }
 }
 
 impl<A> AroundLayer<A> {
     pub(crate) fn new(around: A) -> Self {
-        AroundLayer { around }
+        AroundLayer {
+            around: Arc::new(around),
+        }
     }
 }
 
-impl<A: Clone, S> Layer<S> for AroundLayer<A> {
+impl<A, S> Layer<S> for AroundLayer<A> {
     type Service = Arounded<A, S>;
 
     fn layer(&self, inner: S) -> Self::Service {
         Arounded {
-            around: self.around.clone(),
+            around: Arc::clone(&self.around),
             inner,
         }
     }
 }
 
 /// An [`Around`] about a service; readiness is the inner service's.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub(crate) struct Arounded<A, S> {
-    around: A,
+    around: Arc<A>,
     inner: S,
+}
+
+impl<A, S: Clone> Clone for Arounded<A, S> {
+    fn clone(&self) -> Self {
+        Arounded {
+            around: Arc::clone(&self.around),
+            inner: self.inner.clone(),
+        }
+    }
 }
 
 impl<A: Around, S: Next> Service<Request> for Arounded<A, S> {
@@ -180,7 +201,7 @@ impl<A: Around, S: Next> Service<Request> for Arounded<A, S> {
         let noted = self.around.before(&request);
         AroundFuture {
             inner: self.inner.call(request),
-            pending: Some((self.around.clone(), noted)),
+            pending: Some((Arc::clone(&self.around), noted)),
             tail: None,
         }
     }
@@ -191,7 +212,7 @@ pin_project_lite::pin_project! {
     pub(crate) struct AroundFuture<A: Around, F> {
         #[pin]
         inner: F,
-        pending: Option<(A, A::Noted)>,
+        pending: Option<(Arc<A>, A::Noted)>,
         tail: Option<Pin<Box<dyn Future<Output = Response> + Send>>>,
     }
 }
