@@ -222,9 +222,10 @@ fn redis_rows(url: &str) -> Vec<Row> {
     let (pool, manager) = (Raw::Pool(pool), Raw::Multiplexed(manager));
     let sha = rt.block_on(support::load_noop(&manager));
     const CALLS: usize = 2_000;
-    // A round takes about 0.1 s, and a median of five once read 1.04x on a row whose runs read
-    // 1.4-1.9x: eleven rounds cost a second and ride out a slow stretch of the machine.
-    const REDIS_ROUNDS: usize = 11;
+    // A round takes about 0.1 s. A median of five once read 1.04x on a row whose runs read
+    // 1.4-1.9x, and a median of eleven 1.06x (2026-12-05, between runs of 1.45x and 1.56x):
+    // twenty-one rounds cost two seconds and ride out a slow stretch of the machine.
+    const REDIS_ROUNDS: usize = 21;
     let decide = |limiter: &RedisLimiter| {
         let (limiter, keys) = (limiter.clone(), Arc::clone(&keys));
         rt.block_on(sixteen_way(CALLS, move |i| {
