@@ -10,8 +10,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use tokio_postgres::types::ToSql;
 
-/// A boxed error kept as a storage failure's source.
-pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) use tollgate_backend::BoxError;
 
 /// One charge, as `POST /v1/charges` and `GET /v1/charges/{reference}` show it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -17,7 +17,7 @@ use tokio_postgres::types::Type;
 use tollgate_audit::postgres::PostgresAuditLog;
 use tollgate_idempotency::postgres::PostgresStore;
 
-use crate::ledger::BoxError;
+use tollgate_backend::BoxError;
 
 /// Every table's DDL for `schema`, in dependency order.
 pub(crate) fn statements(schema: &str) -> Result<Vec<String>, BoxError> {

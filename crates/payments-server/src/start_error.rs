@@ -1,6 +1,6 @@
 //! [`StartError`]: why the server could not start, in one line naming the setting.
 
-use crate::ledger::BoxError;
+use tollgate_backend::BoxError;
 
 /// Why the server could not start: one line naming the setting.
 #[derive(Debug, thiserror::Error)]

@@ -20,8 +20,7 @@ pub(crate) use memory::MemoryLedger;
 pub(crate) use postgres::PostgresLedger;
 pub(crate) use sql::{MIGRATE, Writes};
 
-/// A boxed error kept as a failure's source.
-pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) use tollgate_backend::BoxError;
 
 /// A ledger failure. Its sources say what the database said (for the log); clients get a fixed
 /// message.

@@ -34,7 +34,7 @@ pub(crate) enum ChargeResult {
     Declined { code: String },
 }
 
-pub(crate) use crate::ledger::BoxError;
+pub(crate) use tollgate_backend::BoxError;
 
 /// The processor could not give an answer: the charge may or may not have happened.
 #[derive(Debug, thiserror::Error)]

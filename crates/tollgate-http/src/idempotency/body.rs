@@ -9,8 +9,8 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 
-/// An error of a passed-through body, kept as its source.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// An error of a passed-through body, kept as its source (tower's boxed error).
+pub use tower::BoxError;
 
 /// The request body the layer's inner service receives: the bytes the layer read and
 /// fingerprinted (a request it makes idempotent), or the caller's body untouched and unread (a
