@@ -20,11 +20,11 @@ pub(crate) const MAX_KINDS: usize = 24;
 #[derive(Debug)]
 pub(crate) struct StrangerLog {
     interval: Duration,
-    window: Mutex<Window>,
+    current: Mutex<Interval>,
 }
 
 #[derive(Debug)]
-struct Window {
+struct Interval {
     opened: Instant,
     total: u64,
     kinds: Vec<Kind>,
@@ -70,7 +70,7 @@ impl StrangerLog {
     pub(crate) fn new(interval: Duration) -> Self {
         StrangerLog {
             interval,
-            window: Mutex::new(Window::new(Instant::now())),
+            current: Mutex::new(Interval::new(Instant::now())),
         }
     }
 
@@ -82,31 +82,31 @@ impl StrangerLog {
         status: u16,
     ) -> Option<Summary> {
         let now = Instant::now();
-        let mut window = self.window.lock();
-        let closed = self.close_if_due(&mut window, now);
-        window.add(method, route, status);
+        let mut current = self.current.lock();
+        let closed = self.close_if_due(&mut current, now);
+        current.add(method, route, status);
         closed
     }
 
     /// The summary of an interval that has ended with requests in it (called every second, so
     /// the last interval of a flood is written even when nothing follows it).
     pub(crate) fn due(&self) -> Option<Summary> {
-        let mut window = self.window.lock();
-        self.close_if_due(&mut window, Instant::now())
+        let mut current = self.current.lock();
+        self.close_if_due(&mut current, Instant::now())
     }
 
-    fn close_if_due(&self, window: &mut Window, now: Instant) -> Option<Summary> {
-        if now.duration_since(window.opened) < self.interval {
+    fn close_if_due(&self, current: &mut Interval, now: Instant) -> Option<Summary> {
+        if now.duration_since(current.opened) < self.interval {
             return None;
         }
-        let ended = std::mem::replace(window, Window::new(now));
+        let ended = std::mem::replace(current, Interval::new(now));
         (ended.total > 0).then(|| ended.summary(self.interval))
     }
 }
 
-impl Window {
+impl Interval {
     fn new(opened: Instant) -> Self {
-        Window {
+        Interval {
             opened,
             total: 0,
             kinds: Vec::new(),
@@ -175,9 +175,9 @@ mod tests {
                 "the interval is open"
             );
         }
-        let mut window = log.window.lock();
-        window.opened -= Duration::from_secs(3_601);
-        let summary = log.close_if_due(&mut window, Instant::now()).expect("due");
+        let mut current = log.current.lock();
+        current.opened -= Duration::from_secs(3_601);
+        let summary = log.close_if_due(&mut current, Instant::now()).expect("due");
         assert_eq!(summary.total, 10_000);
         assert!(
             summary
@@ -186,7 +186,7 @@ mod tests {
         );
         assert!(summary.kinds.len() < 1_024, "{}", summary.kinds.len());
         assert!(
-            log.close_if_due(&mut window, Instant::now()).is_none(),
+            log.close_if_due(&mut current, Instant::now()).is_none(),
             "nothing new"
         );
     }

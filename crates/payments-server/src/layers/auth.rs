@@ -30,11 +30,11 @@ pub(crate) fn mark_authenticated(mut response: Response) -> Response {
 /// a valid key.
 /// tower-http's `ValidateRequestHeaderLayer::custom` runs it.
 #[derive(Clone, Debug)]
-pub(crate) struct RequireKey(Arc<Admission>);
+pub(crate) struct RequireKey(Arc<KeyCheck>);
 
 /// What [`RequireKey`] decides with, shared: a request clones one pointer.
 #[derive(Debug)]
-struct Admission {
+struct KeyCheck {
     keys: Arc<KeyDirectory>,
     /// Where a request without a valid key is counted.
     strangers: AnonymousLimit,
@@ -47,7 +47,7 @@ impl RequireKey {
         strangers: AnonymousLimit,
         addresses: ClientAddresses,
     ) -> Self {
-        RequireKey(Arc::new(Admission {
+        RequireKey(Arc::new(KeyCheck {
             keys,
             strangers,
             addresses,
@@ -59,8 +59,8 @@ impl ValidateRequest<Body> for RequireKey {
     type ResponseBody = Body;
 
     fn validate(&mut self, request: &mut Request) -> Result<(), Response> {
-        let admission = &self.0;
-        let refusal = match admission.keys.authenticate(request.headers()) {
+        let check = &self.0;
+        let refusal = match check.keys.authenticate(request.headers()) {
             Ok(caller) => {
                 tracing::Span::current().record("user.id", caller.user.as_ref());
                 request.extensions_mut().insert(caller);
@@ -70,10 +70,8 @@ impl ValidateRequest<Body> for RequireKey {
                 crate::responses::simple(StatusCode::BAD_REQUEST, "send one Authorization header")
             }
             Err(Presented::Missing | Presented::Unknown) => {
-                let ip = admission
-                    .addresses
-                    .of(request.headers(), request.extensions());
-                admission.strangers.refuse(ip)
+                let ip = check.addresses.of(request.headers(), request.extensions());
+                check.strangers.refuse(ip)
             }
         };
         Err(refusal)
