@@ -6,6 +6,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use tollgate_audit::AuditLog;
 use tollgate_clock::SystemClock;
 use tollgate_http::client_ip::TrustedProxies;
 use tollgate_idempotency::store::{ClaimOptions, IdempotencyStore};
@@ -29,7 +30,6 @@ use crate::payment::Payments;
 use crate::processor::PaymentProcessor;
 use crate::refusals::RefusalDigest;
 use crate::subjects::Subjects;
-use tollgate_audit::AuditLog;
 
 /// The state every handler and layer shares: a leaf, behind an `Arc`.
 #[derive(Debug)]

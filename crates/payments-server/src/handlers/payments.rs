@@ -94,7 +94,7 @@ pub(crate) async fn create_payment(
 }
 
 /// The flow's result as an answer, what the idempotency layer keeps of it, how it counts and
-/// what the trail says: one `match`.
+/// what the trail says.
 fn answer(outcome: Result<Settled, Refused>, attempt: &Attempt<'_>) -> Answer {
     match outcome {
         Ok(settled) => settled_answer(settled),

@@ -139,7 +139,7 @@ fn outcome_label(outcome: IdempotencyOutcome) -> &'static str {
 }
 
 /// Counts and audits what the stack answered to an authenticated payment request.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub(crate) struct Accounting {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) audit: AuditTrail,

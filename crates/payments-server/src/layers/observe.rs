@@ -88,7 +88,7 @@ pub(crate) fn span(addresses: &ClientAddresses, request: &http::Request<Body>) -
 /// [counted log](crate::access_log), so neither strangers nor a refused caller can grow the
 /// log),
 /// and logs what an idempotency store failure was (clients get a fixed message).
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub(crate) struct Measure {
     /// `http_request_duration_seconds`.
     pub(crate) request_duration: HistogramVec,
