@@ -3,7 +3,9 @@
 //!   `crate::`, `super::` or its own child module's name depends on it; re-exports, module
 //!   declarations and test modules do not count);
 //! - library crates depend only on the leaf crates (`tollgate-clock`), never on each other, the
-//!   HTTP crate or the server.
+//!   HTTP crate or the server;
+//! - the server's middleware (`layers/`) never uses the application state, and its payment
+//!   domain (`payment/`) names no HTTP crate.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
