@@ -2,8 +2,8 @@
 //! - no import circle between the files of any crate (a file that uses another's items through
 //!   `crate::`, `super::` or its own child module's name depends on it; re-exports, module
 //!   declarations and test modules do not count);
-//! - library crates depend only on the leaf crates (`tollgate-clock`, `tollgate-backend`), never on each other, the
-//!   HTTP crate or the server;
+//! - library crates depend only on the leaf crates (`tollgate-clock`, `tollgate-backend`),
+//!   never on each other, the HTTP crate or the server;
 //! - the server's middleware (`layers/`) never uses the application state, and its payment
 //!   domain (`payment/`) names no HTTP crate.
 
