@@ -3,7 +3,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tollgate_audit::postgres::deadpool_postgres::{Config, Pool, Runtime};
+use tollgate_audit::postgres::deadpool_postgres::{self, Config, Pool, Runtime};
 use tollgate_audit::postgres::tokio_postgres::NoTls;
 use tollgate_audit::postgres::{AuditLogConfig, EventParams, PostgresAuditLog};
 use tollgate_audit::{Action, AuditEvent, AuditLog, AuditSink, Error, Outcome, PageRequest};
@@ -58,6 +58,23 @@ async fn count(pool: &Pool, schema: &str, table: &str) -> i64 {
 
 fn config(schema: &str) -> AuditLogConfig {
     AuditLogConfig::default().schema(schema)
+}
+
+/// A started log in `schema`, and a connection on which `ddl` (the caller's own tables) ran.
+async fn started_beside(
+    pool: &Pool,
+    schema: &str,
+    ddl: &str,
+) -> (PostgresAuditLog, deadpool_postgres::Object) {
+    let log = PostgresAuditLog::start(pool.clone(), config(schema))
+        .await
+        .expect("start");
+    let client = pool.get().await.expect("database");
+    client
+        .batch_execute(ddl)
+        .await
+        .expect("the caller's tables");
+    (log, client)
 }
 
 #[tokio::test]
@@ -193,16 +210,12 @@ async fn an_event_commits_or_rolls_back_with_the_callers_transaction() {
     else {
         return;
     };
-    let log = PostgresAuditLog::start(pool.clone(), config(&schema))
-        .await
-        .expect("start");
-    let mut client = pool.get().await.expect("database");
-    client
-        .batch_execute(&format!(
-            "CREATE TABLE {schema}.payments (id text PRIMARY KEY)"
-        ))
-        .await
-        .expect("payments table");
+    let (log, mut client) = started_beside(
+        &pool,
+        &schema,
+        &format!("CREATE TABLE {schema}.payments (id text PRIMARY KEY)"),
+    )
+    .await;
     for commit in [false, true] {
         let tx = client.transaction().await.expect("begin");
         tx.execute(
@@ -240,16 +253,12 @@ async fn an_event_composes_into_the_callers_statement() {
     else {
         return;
     };
-    let log = PostgresAuditLog::start(pool.clone(), config(&schema))
-        .await
-        .expect("start");
-    let client = pool.get().await.expect("database");
-    client
-        .batch_execute(&format!(
-            "CREATE TABLE {schema}.payments (id text PRIMARY KEY)"
-        ))
-        .await
-        .expect("payments table");
+    let (log, client) = started_beside(
+        &pool,
+        &schema,
+        &format!("CREATE TABLE {schema}.payments (id text PRIMARY KEY)"),
+    )
+    .await;
     // $1 the payment, $2–$12 the event, written only with a payment.
     let sql = format!(
         "WITH p AS (INSERT INTO {schema}.payments VALUES ($1) ON CONFLICT DO NOTHING RETURNING 1) {} \
@@ -291,17 +300,15 @@ async fn events_of_many_rows_in_one_statement() {
     else {
         return;
     };
-    let log = PostgresAuditLog::start(pool.clone(), config(&schema))
-        .await
-        .expect("start");
-    let client = pool.get().await.expect("database");
-    client
-        .batch_execute(&format!(
+    let (log, client) = started_beside(
+        &pool,
+        &schema,
+        &format!(
             "CREATE TABLE {schema}.payments (id text PRIMARY KEY, user_id text NOT NULL); \
              INSERT INTO {schema}.payments VALUES ('txn_taken', 'carol')"
-        ))
-        .await
-        .expect("payments table");
+        ),
+    )
+    .await;
     let events = PostgresAuditLog::insert_many_statement_in(
         &schema,
         "p",
