@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Payments/s with the payment writes grouped (group_commit = 32, the server's default writers, or
-# WRITERS) and each alone (= 1), against
+# WRITERS), grouped with every write through the writers (group_commit_alone_up_to = 0, shown as
+# group_commit=32/0) and each alone (= 1), against
 # two single-row commits per payment (tollgate-load --reference pg-commits) in the same run,
 # at each concurrency, ROUNDS times alternating; then PostgreSQL's CPU per payment at each
 # CPU_CONCURRENCY, from the postmaster's own and its reaped backends' CPU time
@@ -23,6 +24,12 @@ load() {
     --redis-url "$REDIS" --duration "$DURATION" --retry-share 0 --duplicate-share 0 --quiet \
     $WRITERS "$@"
 }
+# The load generator's flags for a form: group_commit, and group_commit_alone_up_to after a /.
+form() {
+  echo "--group-commit ${1%/*}"
+  [[ $1 == */* ]] && echo "--group-commit-alone-up-to ${1#*/}"
+  return 0
+}
 # Clock ticks of CPU PostgreSQL used so far: the postmaster, its live children, and (cutime,
 # cstime) every backend it has reaped.
 pg_ticks() {
@@ -38,8 +45,9 @@ pg_ticks() {
 }
 for round in $(seq 1 "$ROUNDS"); do
   for c in $CONCURRENCY; do
-    for group in 1 32; do
-      out=$(load --concurrency "$c" --group-commit "$group" --reference pg-commits)
+    for group in 1 32 32/0; do
+      # shellcheck disable=SC2046 # form prints flags and their values, one word each
+      out=$(load --concurrency "$c" $(form "$group") --reference pg-commits)
       per_s=$(grep -oP '[0-9]+(?= payments executed/s)' <<<"$out")
       ratio=$(grep -oP '= \K[0-9.]+(?=×)' <<<"$out")
       lat=$(grep -oP 'p50 [0-9.]+ .*p99 [0-9.]+' <<<"$out" | sed 's/  p90 [0-9.]*//')
@@ -48,9 +56,10 @@ for round in $(seq 1 "$ROUNDS"); do
     done
   done
   for c in $CPU_CONCURRENCY; do
-    for group in 1 32; do
+    for group in 1 32 32/0; do
       before=$(pg_ticks)
-      out=$(load --concurrency "$c" --group-commit "$group")
+      # shellcheck disable=SC2046 # as above
+      out=$(load --concurrency "$c" $(form "$group"))
       after=$(pg_ticks)
       payments=$(grep -oP '~\K[0-9]+(?= payments executed)' <<<"$out")
       hz=$(getconf CLK_TCK)

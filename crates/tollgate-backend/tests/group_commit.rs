@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use parking_lot::Mutex;
 use tokio_postgres::types::Type;
 use tollgate_backend::Error;
@@ -86,7 +87,8 @@ async fn committed_keys(pool: &deadpool_postgres::Pool, schema: &str) -> Vec<Str
 fn one_writer(pool: &deadpool_postgres::Pool) -> (GroupCommit, Arc<Mutex<Vec<usize>>>) {
     let sizes = Arc::new(Mutex::new(Vec::new()));
     let seen = Arc::clone(&sizes);
-    let config = GroupCommitConfig::default().writers(1).max_batch(16);
+    // Nothing sent alone: a statement sent while the writer is idle is its batch of one.
+    let config = (GroupCommitConfig::default().writers(1).max_batch(16)).alone_up_to(0);
     let writes = GroupCommit::observed(
         pool.clone(),
         StatementMode::Prepared,
@@ -306,4 +308,77 @@ fn a_type_without_an_array_type_is_refused() {
     let one = Query::new("SELECT $1", &[Type::POINT]);
     let error = Batched::new(one, "SELECT 1", 1).expect_err("no point[] here");
     assert!(error.to_string().contains("failed"), "{error}");
+}
+
+/// A statement sent while few are in flight and no batch is being written goes at once, alone,
+/// beside the others; past that, statements wait for the writer and are batched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_go_alone_only_while_few_are_in_flight() {
+    let Some((pool, schema)) = database("statements_go_alone_only_while_few_are_in_flight").await
+    else {
+        return;
+    };
+    let sizes = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&sizes);
+    let config = (GroupCommitConfig::default().writers(1).max_batch(16)).alone_up_to(1);
+    let observe = Arc::new(move |size| seen.lock().push(size));
+    let writes = GroupCommit::observed(pool.clone(), StatementMode::Prepared, config, observe);
+    let (insert, key) = (insert(&schema), i64::from(std::process::id()));
+    let wait_for_lock = Arc::new(Query::new(
+        "SELECT pg_advisory_xact_lock($1)::text",
+        &[Type::INT8],
+    ));
+    // A transaction of the test's own holds the lock the first two statements wait for.
+    let holder = pool.get().await.expect("a connection");
+    holder.batch_execute("BEGIN").await.expect("begun");
+    holder
+        .execute("SELECT pg_advisory_xact_lock($1)", &[&key])
+        .await
+        .expect("locked");
+
+    // The first, alone in flight, goes at once, beside the writer: it waits for the lock on a
+    // connection of its own while the writer stays free.
+    let locking = || {
+        let (writes, wait_for_lock) = (writes.clone(), Arc::clone(&wait_for_lock));
+        Box::pin(async move { writes.rows(&wait_for_lock, &[&key]).await })
+    };
+    let mut first = locking();
+    assert!(first.as_mut().now_or_never().is_none());
+    assert_eq!(*sizes.lock(), [1], "sent alone as soon as submitted");
+    // The second (two in flight) goes to the idle writer, which waits for the lock too.
+    let mut second = locking();
+    assert!(second.as_mut().now_or_never().is_none());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while sizes.lock().len() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the writer took nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // A batch is being written: the next three wait for the writer, and go as one batch.
+    let mut rest: Vec<_> = ["a", "b", "c"]
+        .into_iter()
+        .map(|k| {
+            let (writes, insert) = (writes.clone(), Arc::clone(&insert));
+            Box::pin(async move { writes.rows(&insert, &[&k, &1]).await })
+        })
+        .collect();
+    for call in &mut rest {
+        assert!(call.as_mut().now_or_never().is_none());
+    }
+    holder.batch_execute("COMMIT").await.expect("released");
+
+    assert_eq!(first.await.expect("the first").len(), 1);
+    assert_eq!(second.await.expect("the second").len(), 1);
+    for call in rest {
+        assert_eq!(call.await.expect("an insert").len(), 1);
+    }
+    assert_eq!(
+        *sizes.lock(),
+        [1, 1, 3],
+        "the first alone, the second by the writer, then one batch of three"
+    );
+    assert_eq!(committed_keys(&pool, &schema).await, ["a", "b", "c"]);
+    drop_schema(&pool, &schema).await;
 }

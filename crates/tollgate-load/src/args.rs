@@ -70,6 +70,10 @@ pub(crate) struct Args {
     /// flight at once); the server's default when unset.
     #[arg(long)]
     pub(crate) group_commit_writers: Option<usize>,
+    /// With `--spawn`: the server's `[database] group_commit_alone_up_to` (payment writes in
+    /// flight up to which a write goes at once, alone); the server's default when unset.
+    #[arg(long)]
+    pub(crate) group_commit_alone_up_to: Option<usize>,
     /// A reference to measure in the same run.
     #[arg(long, value_enum, default_value_t = Reference::None)]
     pub(crate) reference: Reference,

@@ -32,6 +32,9 @@ fn server_config(args: &Args) -> String {
     if let Some(writers) = args.group_commit_writers {
         database.push_str(&format!("group_commit_writers = {writers}\n"));
     }
+    if let Some(alone) = args.group_commit_alone_up_to {
+        database.push_str(&format!("group_commit_alone_up_to = {alone}\n"));
+    }
     format!(
         "[processor]\nlatency = \"{latency}\"\n\
          [redis]\nconnection = \"{}\"\n{database}{policies}",

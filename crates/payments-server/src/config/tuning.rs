@@ -214,6 +214,11 @@ pub(crate) struct DatabaseTuning {
     pub(crate) group_commit: usize,
     /// Group-commit transactions in flight at once, each on a connection of the pool.
     pub(crate) group_commit_writers: usize,
+    /// While at most this many payment writes are in flight and no grouped transaction is
+    /// being written, a write is sent at once, alone, on a connection of its own: at low
+    /// concurrency writes run side by side instead of one transaction after another. `0`:
+    /// every write waits for the group.
+    pub(crate) group_commit_alone_up_to: usize,
 }
 
 impl Default for DatabaseTuning {
@@ -225,6 +230,7 @@ impl Default for DatabaseTuning {
             prepared_statements: true,
             group_commit: 32,
             group_commit_writers: 1,
+            group_commit_alone_up_to: 4,
         }
     }
 }
@@ -236,6 +242,7 @@ impl DatabaseTuning {
             tollgate_backend::group_commit::GroupCommitConfig::default()
                 .max_batch(self.group_commit)
                 .writers(self.group_commit_writers)
+                .alone_up_to(self.group_commit_alone_up_to)
         })
     }
 

@@ -376,7 +376,7 @@ mod tests {
         let store = Arc::new(PostgresStore::open(pool.clone(), &schema).expect("store"));
         let audit = PostgresAuditLog::open(pool.clone(), AuditLogConfig::default().schema(&schema))
             .expect("audit log");
-        let group = GroupCommitConfig::default().writers(1).max_batch(16);
+        let group = (GroupCommitConfig::default().writers(1).max_batch(16)).alone_up_to(0);
         let writes = (mode, Some(group));
         let latency = BackendLatency::default();
         let ledger = PostgresLedger::new(pool.clone(), &schema, store, &audit, &latency, writes);

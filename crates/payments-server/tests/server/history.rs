@@ -5,6 +5,9 @@
 //! history is checked: one payment row and one charge (the processor's own record) per key,
 //! none left pending, every final answer of a key identical, never a 500.
 //!
+//! The servers' payment writes take both of group commit's paths: a write alone in flight is
+//! sent at once (`group_commit_alone_up_to = 1`), and concurrent ones are batched.
+//!
 //! `TOLLGATE_HISTORY_SECONDS` (default 12) sets how long the faults run and
 //! `TOLLGATE_HISTORY_SEED` the seed of the clients' and the nemesis's choices (random unless
 //! set); each run prints both and a summary.
@@ -214,7 +217,7 @@ fn a_history_under_kills_pauses_and_cuts_charges_every_key_exactly_once() {
                   limit = 1000000\nwindow = \"1m\"\nendpoint = \"POST /api/v1/payments\"\n\
                   [idempotency]\nlease = \"2s\"\nwait = \"100ms\"\n\
                   [processor]\ntimeout = \"1s\"\nattempt_timeout = \"400ms\"\n\
-                  [database]\npool_timeout = \"1s\"\n";
+                  [database]\npool_timeout = \"1s\"\ngroup_commit_alone_up_to = 1\n";
     proxies.options = std::mem::take(&mut proxies.options)
         .env("PROCESSOR_URL", &processor.url())
         .toml(limits);

@@ -1,6 +1,7 @@
 //! What a caller hands the writers.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_postgres::Row;
@@ -36,5 +37,81 @@ impl Statement {
             Statement::One(query) => query,
             Statement::Batched(batched) => batched.one(),
         }
+    }
+}
+
+/// How busy the writes are: statements in flight (queued, in a batch or sent alone) and
+/// writers writing a batch.
+#[derive(Debug, Default)]
+pub(super) struct Load {
+    in_flight: AtomicUsize,
+    writing: AtomicUsize,
+}
+
+impl Load {
+    /// Counts a statement in flight until the returned guard is dropped (answered, or its
+    /// caller stopped waiting).
+    pub(super) fn enter(&self) -> InFlight<'_> {
+        let count = self.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
+        InFlight { load: self, count }
+    }
+
+    /// Whether a writer is writing a batch.
+    pub(super) fn writing(&self) -> bool {
+        self.writing.load(Ordering::Acquire) > 0
+    }
+
+    /// Counts a writer as writing until the returned guard is dropped.
+    pub(super) fn write(&self) -> Writing<'_> {
+        self.writing.fetch_add(1, Ordering::AcqRel);
+        Writing(self)
+    }
+}
+
+/// A statement in flight.
+pub(super) struct InFlight<'a> {
+    load: &'a Load,
+    count: usize,
+}
+
+impl InFlight<'_> {
+    /// Statements in flight when this one entered, itself included.
+    pub(super) fn count(&self) -> usize {
+        self.count
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.load.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A writer writing a batch.
+pub(super) struct Writing<'a>(&'a Load);
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        self.0.writing.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_load_counts_what_is_in_flight_until_it_is_dropped() {
+        let load = Load::default();
+        let first = load.enter();
+        let second = load.enter();
+        assert_eq!((first.count(), second.count()), (1, 2));
+        drop(first);
+        assert_eq!(load.enter().count(), 2, "the first left, the second stays");
+        assert!(!load.writing());
+        let writing = load.write();
+        assert!(load.writing());
+        drop(writing);
+        assert!(!load.writing());
     }
 }

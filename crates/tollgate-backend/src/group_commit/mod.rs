@@ -3,9 +3,13 @@
 //! commit — so that many small writes pay for one commit and one round trip instead of one
 //! each.
 //!
-//! A statement arriving while every writer is busy waits for the next batch; one arriving at
-//! an idle writer is sent at once, alone, as an ordinary autocommit statement: no timer, no
-//! added latency when the system is quiet. A batch holds at most `max_batch` statements.
+//! While few statements are in flight (at most [`GroupCommitConfig::alone_up_to`], 4 by
+//! default) and no batch is being written, a statement is sent at once by its caller, alone, as
+//! an ordinary autocommit statement on a connection of its own: at low concurrency statements
+//! run side by side, as they would without grouping. Under more load a statement goes to the
+//! writers: one finding a writer idle is sent at once, the others wait for the next batch. There
+//! is no timer, so nothing waits when the system is quiet. A batch holds at most `max_batch`
+//! statements.
 //!
 //! Each caller gets its own statement's rows, as if it had run alone:
 //! - statements of one batch run one after the other in one transaction, each seeing the
@@ -16,7 +20,9 @@
 //!   own error, the others their rows;
 //! - when the commit itself fails, whether it happened is unknown: every caller of the batch
 //!   gets that error, as a caller whose lone statement lost its connection would;
-//! - a caller that stops waiting before its batch is sent is left out of it.
+//! - a caller that stops waiting before its batch is sent is left out of it (one that stops
+//!   waiting after its statement was sent, in a batch or alone, may or may not have had it
+//!   written, as with any statement).
 //!
 //! Parameters are encoded to PostgreSQL's binary format when a statement is submitted, so the
 //! caller's values need not outlive the call.
@@ -73,9 +79,9 @@ use tokio_postgres::types::ToSql;
 pub use batched::{Batched, callers};
 
 use crate::Error;
-use crate::postgres::{Query, StatementMode};
-use encoded::encode;
-use job::{Job, Observer, Queue, Statement};
+use crate::postgres::{On, Query, StatementMode, backend_error};
+use encoded::{Encoded, as_params, encode};
+use job::{Job, Load, Observer, Queue, Statement};
 use writer::Writer;
 
 /// How statements are grouped.
@@ -86,14 +92,20 @@ pub struct GroupCommitConfig {
     pub max_batch: usize,
     /// Transactions in flight at once, each on a pooled connection of its own.
     pub writers: usize,
+    /// While no more than this many statements are in flight in all (queued, in a batch or
+    /// sent alone) and no batch is being written, a statement is sent at once by its caller,
+    /// alone, on a pooled connection of its own (0: every statement goes through the writers).
+    pub alone_up_to: usize,
 }
 
 impl Default for GroupCommitConfig {
-    /// Up to 32 statements a transaction, one transaction at a time.
+    /// Up to 32 statements a transaction, one transaction at a time, statements sent alone
+    /// while at most 4 are in flight.
     fn default() -> Self {
         GroupCommitConfig {
             max_batch: 32,
             writers: 1,
+            alone_up_to: 4,
         }
     }
 }
@@ -110,6 +122,13 @@ impl GroupCommitConfig {
         self.writers = writers.max(1);
         self
     }
+
+    /// Statements sent alone while at most `alone_up_to` are in flight and no batch is being
+    /// written (0: never).
+    pub fn alone_up_to(mut self, alone_up_to: usize) -> Self {
+        self.alone_up_to = alone_up_to;
+        self
+    }
 }
 
 /// Writes the statements of concurrent callers in shared transactions. Cloning shares the
@@ -117,6 +136,17 @@ impl GroupCommitConfig {
 #[derive(Clone)]
 pub struct GroupCommit {
     jobs: mpsc::UnboundedSender<Job>,
+    load: Arc<Load>,
+    alone: Alone,
+}
+
+/// How to send a statement alone, outside the writers.
+#[derive(Clone)]
+struct Alone {
+    pool: deadpool_postgres::Pool,
+    mode: StatementMode,
+    up_to: usize,
+    observe: Observer,
 }
 
 impl fmt::Debug for GroupCommit {
@@ -145,16 +175,24 @@ impl GroupCommit {
     ) -> Self {
         let (jobs, queue) = mpsc::unbounded_channel();
         let queue: Queue = Arc::new(Mutex::new(queue));
+        let load = Arc::new(Load::default());
         for _ in 0..config.writers.max(1) {
             let writer = Writer {
                 pool: pool.clone(),
                 mode,
                 max_batch: config.max_batch.max(1),
                 observe: Arc::clone(&observe),
+                load: Arc::clone(&load),
             };
             tokio::spawn(writer.run(Arc::clone(&queue)));
         }
-        GroupCommit { jobs }
+        let alone = Alone {
+            pool,
+            mode,
+            up_to: config.alone_up_to,
+            observe,
+        };
+        GroupCommit { jobs, load, alone }
     }
 
     /// `query`'s rows for `params`, written with whatever other statements are waiting.
@@ -186,6 +224,11 @@ impl GroupCommit {
         // A value that does not fit its placeholder's type is the caller's bug, never transient.
         let params = encode(statement.one().types(), params);
         let params = params.map_err(|e| Error::backend(e, false))?;
+        // Counted until answered (or given up): the statements in flight, this one included.
+        let in_flight = self.load.enter();
+        if in_flight.count() <= self.alone.up_to && !self.load.writing() {
+            return self.alone(&statement, &params).await;
+        }
         let (reply, answer) = oneshot::channel();
         let job = Job {
             statement,
@@ -194,6 +237,18 @@ impl GroupCommit {
         };
         self.jobs.send(job).map_err(|_| stopped())?;
         answer.await.unwrap_or_else(|_| Err(stopped()))
+    }
+
+    /// `statement` sent at once on a connection of its own, as an autocommit statement.
+    async fn alone(&self, statement: &Statement, params: &[Encoded]) -> Result<Vec<Row>, Error> {
+        (self.alone.observe)(1);
+        let client = self.alone.pool.get().await;
+        let client = client.map_err(|e| Error::backend(e, true))?;
+        let params = as_params(params);
+        let rows = (statement.one())
+            .rows(self.alone.mode, On::Client(&client), &params)
+            .await;
+        rows.map_err(backend_error)
     }
 }
 

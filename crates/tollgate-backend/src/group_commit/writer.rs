@@ -8,7 +8,7 @@ use tokio_postgres::types::ToSql;
 
 use super::batched::Batched;
 use super::encoded::{EncodedArray, as_params};
-use super::job::{Job, Observer, Queue, Statement};
+use super::job::{Job, Load, Observer, Queue, Statement};
 use crate::Error;
 use crate::postgres::{On, Query, StatementMode, backend_error, is_transient};
 
@@ -18,6 +18,7 @@ pub(super) struct Writer {
     pub(super) mode: StatementMode,
     pub(super) max_batch: usize,
     pub(super) observe: Observer,
+    pub(super) load: Arc<Load>,
 }
 
 impl Writer {
@@ -37,6 +38,7 @@ impl Writer {
                     }
                 }
             }
+            let _writing = self.load.write();
             // A caller that stopped waiting is left out: nothing it asked for is written.
             batch.retain(|job| !job.reply.is_closed());
             match batch.len() {
