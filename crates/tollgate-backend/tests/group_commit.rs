@@ -230,12 +230,20 @@ async fn a_value_of_the_wrong_type_is_refused_before_sending() {
     else {
         return;
     };
-    let (writes, _) = one_writer(&pool);
-    let error = writes
-        .rows(&insert(&schema), &[&"k", &"not a number"])
-        .await
-        .expect_err("text for an int4");
-    assert!(!error.is_transient());
+    // Through the writer, and sent alone (the default, with nothing else in flight).
+    let alone = GroupCommit::new(
+        pool.clone(),
+        StatementMode::Prepared,
+        GroupCommitConfig::default(),
+    );
+    for writes in [one_writer(&pool).0, alone] {
+        let error = writes
+            .rows(&insert(&schema), &[&"k", &"not a number"])
+            .await
+            .expect_err("text for an int4");
+        assert!(!error.is_transient());
+    }
+    assert!(committed_keys(&pool, &schema).await.is_empty());
     drop_schema(&pool, &schema).await;
 }
 

@@ -24,8 +24,9 @@
 //!   waiting after its statement was sent, in a batch or alone, may or may not have had it
 //!   written, as with any statement).
 //!
-//! Parameters are encoded to PostgreSQL's binary format when a statement is submitted, so the
-//! caller's values need not outlive the call.
+//! Parameters of a statement that goes to the writers are encoded to PostgreSQL's binary format
+//! when it is submitted, so the caller's values need not outlive the call; a value that does not
+//! fit its placeholder's type is refused before anything is sent, on either path.
 //!
 //! # One statement for many callers
 //!
@@ -80,7 +81,7 @@ pub use batched::{Batched, callers};
 
 use crate::Error;
 use crate::postgres::{On, Query, StatementMode, backend_error};
-use encoded::{Encoded, as_params, encode};
+use encoded::encode;
 use job::{Job, Load, Observer, Queue, Statement};
 use writer::Writer;
 
@@ -221,14 +222,14 @@ impl GroupCommit {
         statement: Statement,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, Error> {
-        // A value that does not fit its placeholder's type is the caller's bug, never transient.
-        let params = encode(statement.one().types(), params);
-        let params = params.map_err(|e| Error::backend(e, false))?;
         // Counted until answered (or given up): the statements in flight, this one included.
         let in_flight = self.load.enter();
         if in_flight.count() <= self.alone.up_to && !self.load.writing() {
-            return self.alone(&statement, &params).await;
+            return self.alone(statement.one(), params).await;
         }
+        // A value that does not fit its placeholder's type is the caller's bug, never transient.
+        let params = encode(statement.one().types(), params);
+        let params = params.map_err(|e| Error::backend(e, false))?;
         let (reply, answer) = oneshot::channel();
         let job = Job {
             statement,
@@ -239,14 +240,18 @@ impl GroupCommit {
         answer.await.unwrap_or_else(|_| Err(stopped()))
     }
 
-    /// `statement` sent at once on a connection of its own, as an autocommit statement.
-    async fn alone(&self, statement: &Statement, params: &[Encoded]) -> Result<Vec<Row>, Error> {
+    /// `query` sent at once on a connection of its own, as an autocommit statement (its
+    /// parameters are encoded by the driver, as for any statement).
+    async fn alone(
+        &self,
+        query: &Query,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, Error> {
         (self.alone.observe)(1);
         let client = self.alone.pool.get().await;
         let client = client.map_err(|e| Error::backend(e, true))?;
-        let params = as_params(params);
-        let rows = (statement.one())
-            .rows(self.alone.mode, On::Client(&client), &params)
+        let rows = query
+            .rows(self.alone.mode, On::Client(&client), params)
             .await;
         rows.map_err(backend_error)
     }
