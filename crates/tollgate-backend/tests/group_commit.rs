@@ -344,8 +344,8 @@ async fn statements_go_alone_only_while_few_are_in_flight() {
         .await
         .expect("locked");
 
-    // The first, alone in flight, goes at once, beside the writer: it waits for the lock on a
-    // connection of its own while the writer stays free.
+    // The first, alone in flight, is sent alone, beside the writer, which stays free; it counts
+    // as in flight until it is answered (after the lock is released).
     let locking = || {
         let (writes, wait_for_lock) = (writes.clone(), Arc::clone(&wait_for_lock));
         Box::pin(async move { writes.rows(&wait_for_lock, &[&key]).await })
