@@ -3,7 +3,8 @@
 # WRITERS), grouped with every write through the writers (group_commit_alone_up_to = 0, shown as
 # group_commit=32/0) and each alone (= 1), against
 # two single-row commits per payment (tollgate-load --reference pg-commits) in the same run,
-# at each concurrency, ROUNDS times alternating; then PostgreSQL's CPU per payment at each
+# at each concurrency, ROUNDS times, the forms in a new random order each round (on a shared
+# machine the order of runs moves the figures by several per cent); then PostgreSQL's CPU per payment at each
 # CPU_CONCURRENCY, from the postmaster's own and its reaped backends' CPU time
 # (/proc/<pid>/stat), without the reference. Prints one line per run.
 #
@@ -45,7 +46,7 @@ pg_ticks() {
 }
 for round in $(seq 1 "$ROUNDS"); do
   for c in $CONCURRENCY; do
-    for group in 1 32 32/0; do
+    for group in $(shuf -e 1 32 32/0); do
       # shellcheck disable=SC2046 # form prints flags and their values, one word each
       out=$(load --concurrency "$c" $(form "$group") --reference pg-commits)
       per_s=$(grep -oP '[0-9]+(?= payments executed/s)' <<<"$out")
@@ -56,7 +57,7 @@ for round in $(seq 1 "$ROUNDS"); do
     done
   done
   for c in $CPU_CONCURRENCY; do
-    for group in 1 32 32/0; do
+    for group in $(shuf -e 1 32 32/0); do
       before=$(pg_ticks)
       # shellcheck disable=SC2046 # as above
       out=$(load --concurrency "$c" $(form "$group"))
