@@ -196,7 +196,8 @@ impl GroupCommit {
         GroupCommit { jobs, load, alone }
     }
 
-    /// `query`'s rows for `params`, written with whatever other statements are waiting.
+    /// `query`'s rows for `params`: sent at once, alone, while few statements are in flight
+    /// and no batch is being written, otherwise written with whatever other statements wait.
     pub async fn rows(
         &self,
         query: &Arc<Query>,
@@ -205,9 +206,10 @@ impl GroupCommit {
         self.submit(Statement::One(Arc::clone(query)), params).await
     }
 
-    /// `statement`'s rows for `params`, written with whatever other statements are waiting:
-    /// in one execution of its `many` form with the other callers of the same statement when
-    /// there are some (each row then has the position column last), alone otherwise.
+    /// `statement`'s rows for `params`, sent alone or with whatever other statements wait, as
+    /// [`rows`](Self::rows) says: in a batch, in one execution of its `many` form with the other
+    /// callers of the same statement when there are some (each row then has the position column
+    /// last); its `one` form otherwise.
     pub async fn batch_rows(
         &self,
         statement: &Arc<Batched>,
