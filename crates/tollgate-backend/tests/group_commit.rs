@@ -390,3 +390,70 @@ async fn statements_go_alone_only_while_few_are_in_flight() {
     assert_eq!(committed_keys(&pool, &schema).await, ["a", "b", "c"]);
     drop_schema(&pool, &schema).await;
 }
+
+/// The backend process that ran a statement sent through the writer.
+async fn writer_backend(writes: &GroupCommit) -> Result<i32, Error> {
+    let pid = Arc::new(Query::new("SELECT pg_backend_pid()", &[]));
+    let rows = writes.rows(&pid, &[]).await?;
+    Ok(rows[0].get(0))
+}
+
+/// The writer keeps its connection from one batch to the next, even while the pool hands out
+/// others: its backend's caches stay warm.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writer_keeps_its_connection() {
+    let Some((pool, schema)) = database("the_writer_keeps_its_connection").await else {
+        return;
+    };
+    let (writes, _) = one_writer(&pool);
+    let first = writer_backend(&writes).await.expect("a backend");
+    // Returned to the pool, the writer's connection would be the next one handed out.
+    let other = pool.get().await.expect("a connection");
+    let others: i32 = (other.query_one("SELECT pg_backend_pid()", &[]).await)
+        .expect("a backend")
+        .get(0);
+    assert_ne!(others, first, "the writer's connection is not in the pool");
+    assert_eq!(writer_backend(&writes).await.expect("a backend"), first);
+    drop(other);
+    drop_schema(&pool, &schema).await;
+}
+
+/// When the writer's connection breaks (its backend ended between batches), the writer takes
+/// another: at most the statement that found it broken fails, transiently, and the next ones
+/// are written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_connection_is_replaced() {
+    let Some((pool, schema)) = database("a_broken_connection_is_replaced").await else {
+        return;
+    };
+    let (writes, _) = one_writer(&pool);
+    let first = writer_backend(&writes).await.expect("a backend");
+    let admin = pool.get().await.expect("a connection");
+    let ended: bool = (admin
+        .query_one("SELECT pg_terminate_backend($1)", &[&first])
+        .await)
+        .expect("terminated")
+        .get(0);
+    assert!(ended);
+    drop(admin);
+    let next = match writer_backend(&writes).await {
+        Ok(pid) => pid,
+        Err(error) => {
+            assert!(error.is_transient(), "{error}");
+            writer_backend(&writes)
+                .await
+                .expect("written on a new connection")
+        }
+    };
+    assert_ne!(next, first);
+    let insert = insert(&schema);
+    assert_eq!(
+        writes
+            .rows(&insert, &[&"a", &1])
+            .await
+            .expect("inserted")
+            .len(),
+        1
+    );
+    drop_schema(&pool, &schema).await;
+}

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use deadpool_postgres::Object;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
@@ -19,57 +20,86 @@ pub(super) struct Writer {
     pub(super) max_batch: usize,
     pub(super) observe: Observer,
     pub(super) load: Arc<Load>,
+    /// Whether to keep a connection from one batch to the next (not when the pool's every
+    /// connection would then be kept by a writer).
+    pub(super) keep: bool,
 }
 
 impl Writer {
     pub(super) async fn run(self, queue: Queue) {
-        loop {
-            let mut batch = Vec::new();
-            {
-                let mut waiting = queue.lock().await;
-                match waiting.recv().await {
-                    Some(first) => batch.push(first),
-                    None => return,
-                }
-                while batch.len() < self.max_batch {
-                    match waiting.try_recv() {
-                        Ok(job) => batch.push(job),
-                        Err(_) => break,
-                    }
-                }
-            }
+        // The connection of the last batch, kept for the next one (when the pool has room for
+        // it): a flight on the backend that ran the one before is measurably cheaper than on
+        // another, whose caches are cold.
+        let mut kept: Option<Object> = None;
+        while let Some(mut batch) = self.take(&queue).await {
             let _writing = self.load.write();
             // A caller that stopped waiting is left out: nothing it asked for is written.
             batch.retain(|job| !job.reply.is_closed());
-            match batch.len() {
-                0 => {}
-                1 => {
-                    (self.observe)(1);
-                    self.alone(batch).await;
-                }
-                size => {
-                    (self.observe)(size);
-                    self.together(batch).await;
-                }
+            if batch.is_empty() {
+                continue;
             }
+            let mut client = match self.connection(kept.take()).await {
+                Ok(client) => client,
+                Err(error) => {
+                    fail_all(batch, Shared::new(error), true);
+                    continue;
+                }
+            };
+            (self.observe)(batch.len());
+            let alone = match batch.len() {
+                1 => Some(batch),
+                _ => self.together(&client, batch).await,
+            };
+            // Nothing of the batch was written: each statement goes again alone (on another
+            // connection if this one broke).
+            if let Some(batch) = alone {
+                client = match self.connection(Some(client)).await {
+                    Ok(client) => client,
+                    Err(error) => {
+                        fail_all(batch, Shared::new(error), true);
+                        continue;
+                    }
+                };
+                self.alone(&client, batch).await;
+            }
+            kept = self.keep.then_some(client);
+        }
+    }
+
+    /// What is waiting, at most `max_batch` jobs, once there is something; `None` once every
+    /// sender is gone.
+    async fn take(&self, queue: &Queue) -> Option<Vec<Job>> {
+        let mut waiting = queue.lock().await;
+        let mut batch = vec![waiting.recv().await?];
+        while batch.len() < self.max_batch {
+            match waiting.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        Some(batch)
+    }
+
+    /// `kept` if its connection still works, a connection from the pool otherwise (a broken
+    /// one is dropped, and the pool discards it).
+    async fn connection(
+        &self,
+        kept: Option<Object>,
+    ) -> Result<Object, deadpool_postgres::PoolError> {
+        match kept.filter(|client| !client.is_closed()) {
+            Some(client) => Ok(client),
+            None => self.pool.get().await,
         }
     }
 
     /// Each job as a statement of its own (autocommit), one after the other; a caller that
     /// stopped waiting meanwhile (its batch failed) is left out.
-    async fn alone(&self, mut batch: Vec<Job>) {
+    async fn alone(&self, client: &Object, mut batch: Vec<Job>) {
         batch.retain(|job| !job.reply.is_closed());
-        if batch.is_empty() {
-            return;
-        }
-        let client = match self.pool.get().await {
-            Ok(client) => client,
-            Err(error) => return fail_all(batch, Shared::new(error), true),
-        };
         for job in batch {
             let params = as_params(&job.params);
             let rows = (job.statement.one())
-                .rows(self.mode, On::Client(&client), &params)
+                .rows(self.mode, On::Client(client), &params)
                 .await;
             let _ = job.reply.send(rows.map_err(backend_error));
         }
@@ -77,24 +107,15 @@ impl Writer {
 
     /// The jobs in one transaction, sent in one flight (`BEGIN`, the statements, `COMMIT`,
     /// back to back on the connection; callers of one [`Batched`] statement sharing an
-    /// execution); alone, if a statement of it fails.
-    async fn together(&self, batch: Vec<Job>) {
-        let client = match self.pool.get().await {
-            Ok(client) => client,
-            Err(error) => return fail_all(batch, Shared::new(error), true),
-        };
+    /// execution). Returns the batch when nothing of it was written (a statement of it could
+    /// not be prepared, or failed), for each statement to be sent again alone.
+    async fn together(&self, client: &Object, batch: Vec<Job>) -> Option<Vec<Job>> {
         let plan = plan(&batch);
         // Prepared first (cached after the first batch), so that no statement below waits
         // for anything before it is sent, and they go out in order.
         for step in &plan {
-            if step
-                .query(&batch)
-                .prepare(self.mode, &client)
-                .await
-                .is_err()
-            {
-                drop(client);
-                return self.alone(batch).await;
+            if step.query(&batch).prepare(self.mode, client).await.is_err() {
+                return Some(batch);
             }
         }
         let begin = if plan.iter().any(Step::is_shared) {
@@ -102,7 +123,7 @@ impl Writer {
         } else {
             "BEGIN"
         };
-        let on = On::Client(&client);
+        let on = On::Client(client);
         let statements = plan.iter().map(|step| step.run(&batch, self.mode, on));
         // tokio-postgres sends a request when its future is first polled, and `join3` and
         // `join_all` poll in order: `BEGIN`, the statements and `COMMIT` leave in that order,
@@ -120,11 +141,7 @@ impl Writer {
                     let _ = job.reply.send(Ok(rows));
                 }
             }
-            // Nothing of the batch was written: each statement goes again alone.
-            (Ok(()), Err(Unanswered::RolledBack), Ok(())) => {
-                drop(client);
-                self.alone(batch).await;
-            }
+            (Ok(()), Err(Unanswered::RolledBack), Ok(())) => return Some(batch),
             (Ok(()), Err(Unanswered::Unplaced), Ok(())) => {
                 let unplaced = "a batched statement returned a row without its caller's position";
                 for job in batch {
@@ -137,6 +154,7 @@ impl Writer {
                 fail_all(batch, Shared::new(error), transient);
             }
         }
+        None
     }
 }
 
