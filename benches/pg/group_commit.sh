@@ -9,12 +9,12 @@
 # (/proc/<pid>/stat), without the reference. Prints one line per run.
 #
 #   cargo build --release -p payments-server -p tollgate-load
-#   benches/pg/group_commit.sh  # CONCURRENCY="1 4 16 64" CPU_CONCURRENCY="16 64" ROUNDS=3 DURATION=6s WRITERS=
+#   benches/pg/group_commit.sh  # CONCURRENCY="1 4 8 16 64" CPU_CONCURRENCY="16 64" ROUNDS=3 DURATION=6s WRITERS=
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PG=${PG:-"postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"}
 REDIS=${REDIS:-redis://127.0.0.1:6379}
-CONCURRENCY=${CONCURRENCY:-"1 4 16 64"}
+CONCURRENCY=${CONCURRENCY:-"1 4 8 16 64"}
 CPU_CONCURRENCY=${CPU_CONCURRENCY:-"16 64"}
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-6s}
