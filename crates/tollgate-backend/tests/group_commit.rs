@@ -11,7 +11,7 @@ use futures_util::FutureExt;
 use parking_lot::Mutex;
 use tokio_postgres::types::Type;
 use tollgate_backend::Error;
-use tollgate_backend::group_commit::{Batched, GroupCommit, GroupCommitConfig, callers};
+use tollgate_backend::group_commit::{Batched, GroupCommit, GroupCommitConfig, Written, callers};
 use tollgate_backend::postgres::{Query, StatementMode};
 
 /// A pool on a schema of this test's own, or `None` after saying why the test is skipped.
@@ -93,7 +93,10 @@ fn one_writer(pool: &deadpool_postgres::Pool) -> (GroupCommit, Arc<Mutex<Vec<usi
         pool.clone(),
         StatementMode::Prepared,
         config,
-        Arc::new(move |size| seen.lock().push(size)),
+        Arc::new(move |written: Written| {
+            assert!(!written.by_caller, "sent by the writer");
+            seen.lock().push(written.statements);
+        }),
     );
     (writes, sizes)
 }
@@ -329,7 +332,9 @@ async fn statements_go_alone_only_while_few_are_in_flight() {
     let sizes = Arc::new(Mutex::new(Vec::new()));
     let seen = Arc::clone(&sizes);
     let config = (GroupCommitConfig::default().writers(1).max_batch(16)).alone_up_to(1);
-    let observe = Arc::new(move |size| seen.lock().push(size));
+    let observe = Arc::new(move |written: Written| {
+        seen.lock().push((written.statements, written.by_caller));
+    });
     let writes = GroupCommit::observed(pool.clone(), StatementMode::Prepared, config, observe);
     let (insert, key) = (insert(&schema), i64::from(std::process::id()));
     let wait_for_lock = Arc::new(Query::new(
@@ -352,7 +357,11 @@ async fn statements_go_alone_only_while_few_are_in_flight() {
     };
     let mut first = locking();
     assert!(first.as_mut().now_or_never().is_none());
-    assert_eq!(*sizes.lock(), [1], "sent alone as soon as submitted");
+    assert_eq!(
+        *sizes.lock(),
+        [(1, true)],
+        "sent alone as soon as submitted"
+    );
     // The second (two in flight) goes to the idle writer, which waits for the lock too.
     let mut second = locking();
     assert!(second.as_mut().now_or_never().is_none());
@@ -384,7 +393,7 @@ async fn statements_go_alone_only_while_few_are_in_flight() {
     }
     assert_eq!(
         *sizes.lock(),
-        [1, 1, 3],
+        [(1, true), (1, false), (3, false)],
         "the first alone, the second by the writer, then one batch of three"
     );
     assert_eq!(committed_keys(&pool, &schema).await, ["a", "b", "c"]);

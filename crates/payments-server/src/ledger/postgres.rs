@@ -97,7 +97,7 @@ impl PostgresLedger {
             finish: Arc::new(writes.finish),
             group: group.map(|config| {
                 let latency = latency.clone();
-                let observe = Arc::new(move |size| latency.batch(size));
+                let observe = Arc::new(move |written| latency.batch(written));
                 GroupCommit::observed(pool.clone(), mode, config, observe)
             }),
             find: Query::new(

@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use prometheus::{Histogram, HistogramOpts, HistogramVec};
+use tollgate_backend::group_commit::Written;
 use tracing::Instrument;
 
 use super::must;
@@ -13,8 +14,11 @@ use super::must;
 #[derive(Clone, Debug)]
 pub(crate) struct BackendLatency {
     histogram: HistogramVec,
-    /// `database_group_commit_size`: the payment writes of each transaction.
-    batch_sizes: Histogram,
+    /// `database_group_commit_size{sent_by}`: the payment writes of each transaction, by who
+    /// sent it: `request` (at once, alone, by its own request) or `writer` (a batch).
+    batch_sizes: [Histogram; 2],
+    /// Both of them, for the registry.
+    collector: HistogramVec,
     /// Whether each call also gets a span.
     spans: bool,
 }
@@ -39,23 +43,33 @@ impl BackendLatency {
             ]),
             &["backend", "call"],
         ));
-        let batch_sizes = must(Histogram::with_opts(
+        let batch_sizes = must(HistogramVec::new(
             HistogramOpts::new(
                 "database_group_commit_size",
-                "Payment writes per PostgreSQL transaction (1: written alone)",
+                "Payment writes per PostgreSQL transaction, by who sent it: its own request \
+                 (at once, alone) or the group-commit writer",
             )
             .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]),
+            &["sent_by"],
         ));
         BackendLatency {
             histogram,
-            batch_sizes,
+            // Both series exist from the start, at zero.
+            batch_sizes: ["request", "writer"].map(|by| batch_sizes.with_label_values(&[by])),
+            collector: batch_sizes,
             spans,
         }
     }
 
-    /// Records a group-commit transaction of `size` writes.
-    pub(crate) fn batch(&self, size: usize) {
-        self.batch_sizes.observe(size as f64);
+    /// Records a group-commit transaction.
+    pub(crate) fn batch(&self, written: Written) {
+        let [by_request, by_writer] = &self.batch_sizes;
+        let series = if written.by_caller {
+            by_request
+        } else {
+            by_writer
+        };
+        series.observe(written.statements as f64);
     }
 
     /// The series of one call, resolved once (a label lookup per call would cost a hash).
@@ -78,7 +92,7 @@ impl BackendLatency {
     pub(crate) fn collectors(&self) -> [Box<dyn prometheus::core::Collector>; 2] {
         [
             Box::new(self.histogram.clone()),
-            Box::new(self.batch_sizes.clone()),
+            Box::new(self.collector.clone()),
         ]
     }
 }

@@ -183,6 +183,16 @@ fn alerts_and_dashboard_name_only_exported_metrics() {
             "{count} is exported and counted"
         );
     }
+    // One request at a time: each write went alone, sent by its own request; the writer's
+    // series is there, at zero.
+    let sizes = "database_group_commit_size_count";
+    let by_request = format!(r#"{sizes}{{sent_by="request"}} "#);
+    assert!(
+        (exported.lines()).any(|l| l.starts_with(&by_request) && !l.ends_with(" 0")),
+        "{by_request} is counted\n{exported}"
+    );
+    let by_writer = format!(r#"{sizes}{{sent_by="writer"}} 0"#);
+    assert!(exported.lines().any(|l| l == by_writer), "{by_writer}");
 
     let named = deployed_metric_names();
     let missing = unexported(&named, &exported);

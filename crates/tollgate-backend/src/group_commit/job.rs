@@ -11,8 +11,21 @@ use super::encoded::Encoded;
 use crate::Error;
 use crate::postgres::Query;
 
-/// Called with the size of every transaction written.
-pub(super) type Observer = Arc<dyn Fn(usize) + Send + Sync>;
+/// Called with every transaction written.
+pub(super) type Observer = Arc<dyn Fn(Written) + Send + Sync>;
+
+/// A transaction written, as [`GroupCommit::observed`](super::GroupCommit::observed)'s observer
+/// hears of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Written {
+    /// The statements in it (1 for a statement sent alone).
+    pub statements: usize,
+    /// Whether its caller sent it, at once and alone, while few statements were in flight
+    /// ([`GroupCommitConfig::alone_up_to`](super::GroupCommitConfig::alone_up_to)), rather
+    /// than a writer.
+    pub by_caller: bool,
+}
 
 /// The queue the writers share: one at a time takes what is waiting.
 pub(super) type Queue = Arc<Mutex<mpsc::UnboundedReceiver<Job>>>;

@@ -83,6 +83,7 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 pub use batched::{Batched, callers};
+pub use job::Written;
 
 use crate::Error;
 use crate::postgres::{On, Query, StatementMode, backend_error};
@@ -172,8 +173,8 @@ impl GroupCommit {
         GroupCommit::observed(pool, mode, config, Arc::new(|_| {}))
     }
 
-    /// [`new`](Self::new), calling `observe` with the size of every transaction written (1 for
-    /// a statement sent alone): for a metric of batch sizes.
+    /// [`new`](Self::new), calling `observe` with every transaction written, its size and who
+    /// sent it: for a metric of batch sizes.
     pub fn observed(
         pool: deadpool_postgres::Pool,
         mode: StatementMode,
@@ -259,7 +260,10 @@ impl GroupCommit {
         query: &Query,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, Error> {
-        (self.alone.observe)(1);
+        (self.alone.observe)(Written {
+            statements: 1,
+            by_caller: true,
+        });
         let client = self.alone.pool.get().await;
         let client = client.map_err(|e| Error::backend(e, true))?;
         let rows = query

@@ -9,7 +9,7 @@ use tokio_postgres::types::ToSql;
 
 use super::batched::Batched;
 use super::encoded::{EncodedArray, as_params};
-use super::job::{Job, Load, Observer, Queue, Statement};
+use super::job::{Job, Load, Observer, Queue, Statement, Written};
 use crate::Error;
 use crate::postgres::{On, Query, StatementMode, backend_error, is_transient};
 
@@ -45,7 +45,10 @@ impl Writer {
                     continue;
                 }
             };
-            (self.observe)(batch.len());
+            (self.observe)(Written {
+                statements: batch.len(),
+                by_caller: false,
+            });
             let alone = match batch.len() {
                 1 => Some(batch),
                 _ => self.together(&client, batch).await,
