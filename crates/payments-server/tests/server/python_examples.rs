@@ -96,9 +96,15 @@ fn the_python_examples_pay_once_per_key() {
     ];
     let processor = MockProcessor::start(free_port(), &faults);
     // The examples' load-test limits (40 users share one API key), and one processor attempt
-    // per request, so the faults reach the clients and their retries.
+    // per request, so the faults reach the clients and their retries. A fifth of the calls fail
+    // by design, and on a loaded machine timeouts add to them: the breaker opens only when
+    // every call of its window fails, and then not for longer than the clients retry (its
+    // default 50 % and 30 s once stalled a run, whose clients gave up while it was open).
     let limits = std::fs::read_to_string(examples_dir().join("load-test.toml")).expect("limits");
-    let config = format!("{limits}\n[processor]\nmax_attempts = 1\n");
+    let config = format!(
+        "{limits}\n[processor]\nmax_attempts = 1\n\
+         [breaker]\nfailure_rate_threshold = 100\nwait_in_open = \"1s\"\n"
+    );
     let options = services
         .options()
         .env("PROCESSOR_URL", &processor.url())
