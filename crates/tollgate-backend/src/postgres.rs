@@ -243,9 +243,29 @@ pub fn is_missing_prepared_statement(error: &tokio_postgres::Error) -> bool {
     error.code() == Some(&tokio_postgres::error::SqlState::INVALID_SQL_STATEMENT_NAME)
 }
 
-/// A closed connection or an I/O failure may pass; a SQL or encoding error will not.
+/// Whether the same statement may succeed if sent again: after a closed connection or an I/O
+/// failure, and after the errors by which the server says so — a connection exception (class
+/// `08`), a server shutting down, crashed or starting (`57P01`–`57P03`), too many connections
+/// (`53300`), a server that is read-only now (`25006`, a demoted primary: the connection is
+/// ended, and the next one goes to a server that takes writes), and a transaction rolled back
+/// for a serialization failure or a deadlock (`40001`, `40P01`). A SQL error of the statement
+/// itself (a constraint, a syntax error, a value that does not fit) or an encoding error will
+/// not pass.
 pub fn is_transient(error: &tokio_postgres::Error) -> bool {
-    error.is_closed() || std::error::Error::source(error).is_some_and(|s| s.is::<std::io::Error>())
+    use tokio_postgres::error::SqlState;
+    const PASSING: [SqlState; 7] = [
+        SqlState::ADMIN_SHUTDOWN,
+        SqlState::CRASH_SHUTDOWN,
+        SqlState::CANNOT_CONNECT_NOW,
+        SqlState::TOO_MANY_CONNECTIONS,
+        SqlState::READ_ONLY_SQL_TRANSACTION,
+        SqlState::T_R_SERIALIZATION_FAILURE,
+        SqlState::T_R_DEADLOCK_DETECTED,
+    ];
+    let passes = |code: &SqlState| code.code().starts_with("08") || PASSING.contains(code);
+    error.is_closed()
+        || std::error::Error::source(error).is_some_and(|s| s.is::<std::io::Error>())
+        || error.code().is_some_and(passes)
 }
 
 /// `error` as a backend failure, transient as [`is_transient`] says.

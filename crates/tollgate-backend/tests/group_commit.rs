@@ -467,3 +467,43 @@ async fn a_broken_connection_is_replaced() {
     );
     drop_schema(&pool, &schema).await;
 }
+
+/// A caller hears whether its statement may succeed if sent again: yes after the errors by
+/// which the server says so (a rolled-back transaction, a shutdown, a read-only server), no
+/// after an error of the statement itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_the_server_says_may_pass_are_transient() {
+    let Some((pool, schema)) = database("errors_the_server_says_may_pass_are_transient").await
+    else {
+        return;
+    };
+    let client = pool.get().await.expect("a connection");
+    let fail = format!(
+        "CREATE FUNCTION {schema}.fail(code text) RETURNS text LANGUAGE plpgsql AS \
+         $$ BEGIN RAISE EXCEPTION 'injected' USING ERRCODE = code; END $$"
+    );
+    client.batch_execute(&fail).await.expect("the function");
+    drop(client);
+    let (writes, _) = one_writer(&pool);
+    let raise = Arc::new(Query::new(
+        format!("SELECT {schema}.fail($1)"),
+        &[Type::TEXT],
+    ));
+    // The read-only error last: it ends the connection it arrives on.
+    let codes = [
+        ("23505", false),
+        ("22P02", false),
+        ("42501", false),
+        ("40001", true),
+        ("40P01", true),
+        ("57P01", true),
+        ("53300", true),
+        ("08006", true),
+        ("25006", true),
+    ];
+    for (code, transient) in codes {
+        let error = writes.rows(&raise, &[&code]).await.expect_err("raised");
+        assert_eq!(error.is_transient(), transient, "{code}: {error}");
+    }
+    drop_schema(&pool, &schema).await;
+}
