@@ -53,8 +53,8 @@ impl Writer {
                 1 => Some(batch),
                 _ => self.together(&client, batch).await,
             };
-            // Nothing of the batch was written: each statement goes again alone (on another
-            // connection if this one broke).
+            // A batch of one, or one of which nothing was written: each statement alone (on
+            // another connection if this one broke).
             if let Some(batch) = alone {
                 client = match self.connection(Some(client)).await {
                     Ok(client) => client,
