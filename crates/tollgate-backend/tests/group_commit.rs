@@ -113,15 +113,20 @@ async fn occupy(
     let busy = tokio::spawn(async move {
         writes.rows(&sleep, &[]).await.expect("slept");
     });
+    until_reported(sizes, before + 1).await;
+    busy
+}
+
+/// Returns once the observer has heard of `count` transactions (failing after 10 s).
+async fn until_reported<T>(reports: &Mutex<Vec<T>>, count: usize) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while sizes.lock().len() == before {
+    while reports.lock().len() < count {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the writer took nothing"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    busy
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -365,14 +370,7 @@ async fn statements_go_alone_only_while_few_are_in_flight() {
     // The second (two in flight) goes to the idle writer, which waits for the lock too.
     let mut second = locking();
     assert!(second.as_mut().now_or_never().is_none());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while sizes.lock().len() < 2 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the writer took nothing"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    until_reported(&sizes, 2).await;
     // A batch is being written: the next three wait for the writer, and go as one batch.
     let mut rest: Vec<_> = ["a", "b", "c"]
         .into_iter()
